@@ -1,0 +1,1 @@
+"""State-side book-of-business loader and the insurer-side BoB export."""

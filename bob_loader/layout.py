@@ -1,0 +1,64 @@
+"""The IICMVA book-of-business record layout: 300 fixed-width columns.
+
+This table is the one definition of the layout; the parser, the exporter and the tests all
+read it. Positions are 1-based and inclusive, as the Insurance Data Transfer Guide writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+RECORD_LENGTH = 300
+TRAILER_TAG = "TR"
+
+Kind = Literal["AN", "N", "date", "filler"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    start: int  # 1-based, inclusive
+    length: int
+    kind: Kind
+    label: str
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length - 1
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start - 1, self.end)
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("policy_type", 1, 2, "AN", "policy type"),
+    Field("naic", 3, 5, "N", "NAIC"),
+    Field("policy_number", 8, 30, "AN", "policy number"),
+    Field("effective_date", 38, 8, "date", "effective date"),
+    Field("vin", 46, 25, "AN", "VIN"),
+    Field("last_name", 71, 40, "AN", "last name or organization"),
+    Field("name_prefix", 111, 3, "AN", "name prefix"),
+    Field("middle_name", 114, 20, "AN", "middle name"),
+    Field("first_name", 134, 40, "AN", "first name"),
+    Field("name_suffix", 174, 3, "AN", "name suffix"),
+    Field("fein", 177, 9, "AN", "FEIN"),
+    Field("address", 186, 50, "AN", "address"),
+    Field("city", 236, 35, "AN", "city"),
+    Field("state", 271, 2, "AN", "state"),
+    Field("zip", 273, 5, "N", "ZIP"),
+    Field("commercial", 278, 1, "AN", "commercial indicator"),
+    Field("filler_1", 279, 1, "filler", "filler"),
+    Field("expiration_date", 280, 8, "date", "policy expiration date"),
+    Field("filler_2", 288, 13, "filler", "filler"),
+)
+
+BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+
+# Trailer record: "TR", record count (3-14), process date (15-22), spaces to 300.
+TRAILER_COUNT = slice(2, 14)
+TRAILER_DATE = slice(14, 22)
+
+assert sum(f.length for f in FIELDS) == RECORD_LENGTH
+assert all(a.end + 1 == b.start for a, b in zip(FIELDS, FIELDS[1:], strict=False))

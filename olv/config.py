@@ -1,0 +1,92 @@
+"""Typed settings read from the environment (prefix ``OLV_``).
+
+Lists are written comma-separated (``OLV_NAICS=12345,67890``); certificate subjects contain
+commas themselves, so ``OLV_REQUESTER_CERT_SUBJECTS`` is separated by ``;``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///olv.db"
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+Networks = list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+
+def _split(value: object, sep: str) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(sep) if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OLV_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    maintenance: bool = False
+    timezone: str = "UTC"
+
+    # --- SOAP service -------------------------------------------------------------------------
+    verify_past_days: int = Field(183, ge=0)
+    verify_future_days: int = Field(0, ge=0)
+    naics: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    requester_networks: Annotated[Networks, NoDecode] = Field(
+        default_factory=lambda: [ipaddress.ip_network(n) for n in LOOPBACK_NETWORKS]
+    )
+    requester_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    requester_cert_subjects: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    trusted_proxies: Annotated[Networks, NoDecode] = Field(
+        default_factory=lambda: [ipaddress.ip_network(n) for n in LOOPBACK_NETWORKS]
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    deadline_seconds: float = Field(4.5, gt=0)
+    audit_retention_days: int = Field(190, ge=183)
+    audit_flush_seconds: float = Field(0.5, gt=0)
+    audit_batch_size: int = Field(500, ge=1)
+    soap_workers: int = Field(0, ge=0)  # 0: one per core plus one
+    soap_threads: int = Field(8, ge=1)
+
+    # --- book of business ---------------------------------------------------------------------
+    bob_max_error_rate: float = Field(0.05, ge=0, le=1)
+    bob_profile: str = "minimal"
+
+    @field_validator("naics", "requester_api_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value, ",")
+
+    @field_validator("requester_cert_subjects", mode="before")
+    @classmethod
+    def _semicolon_list(cls, value: object) -> object:
+        return _split(value, ";")
+
+    @field_validator("requester_networks", "trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        items = _split(value, ",")
+        if isinstance(items, list):
+            return [ipaddress.ip_network(str(item), strict=False) for item in items]
+        return items
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises for an unknown zone: better at start-up than at the first query
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()

@@ -1,0 +1,37 @@
+"""Normalization rules shared by the SOAP service, the policy import and the BoB loader.
+
+Policy numbers are compared with every non-alphanumeric character removed and upper-cased;
+VINs upper-cased with white space removed. Both rules live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+
+_NON_ALNUM = re.compile(r"[^0-9A-Za-z]+")
+_SPACE = re.compile(r"\s+")
+
+UNKNOWN_POLICY_KEY = "UNKNOWN"
+
+
+def policy_key(raw: str | None) -> str:
+    """``'ab-123 45'`` → ``'AB12345'``."""
+    if not raw:
+        return ""
+    return _NON_ALNUM.sub("", raw).upper()
+
+
+def vin(raw: str | None) -> str:
+    """``' 1hg cm826 '`` → ``'1HGCM826'``; VINs of any length are legitimate."""
+    if not raw:
+        return ""
+    return _SPACE.sub("", raw).upper()
+
+
+def is_unknown_key(raw: str | None) -> bool:
+    """The IICMVA convention for "policy number not known": ``UNKNOWN`` in any case."""
+    return raw is not None and raw.strip().upper() == UNKNOWN_POLICY_KEY
+
+
+def is_blank(raw: str | None) -> bool:
+    return raw is None or not raw.strip()

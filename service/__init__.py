@@ -1,0 +1,1 @@
+"""Insurer-side web service: the IICMVA ``VerifyInsurance`` SOAP endpoint and its policy store."""

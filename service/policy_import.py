@@ -1,0 +1,201 @@
+"""``olv policies import``: load the insurer policy store from BoB or CSV files.
+
+A file's policies are upserted; each policy it names gets exactly the coverage rows the file
+lists for it (so re-importing a corrected file replaces, not duplicates). Bad rows are reported
+with their line numbers and skipped; the whole import is one transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session
+
+from bob_loader.errors import BobFileError, Issue
+from bob_loader.parser import looks_like_bob, read_bob
+from bob_loader.validate import parse_date
+from olv import db, normalize
+from service.models import Coverage, Policy
+
+CSV_COLUMNS = (
+    "naic",
+    "policy_number",
+    "policy_type",
+    "vin",
+    "effective_date",
+    "expiration_date",
+    "cancel_date",
+    "pending_review",
+)
+_TRUE = {"1", "y", "yes", "true", "t"}
+_FALSE = {"", "0", "n", "no", "false", "f"}
+
+
+@dataclass(slots=True)
+class Row:
+    line: int
+    naic: str
+    policy_number: str
+    policy_key: str
+    policy_type: str
+    vin: str
+    effective: date
+    expiration: date | None
+    cancellation: date | None
+    pending_review: bool
+
+
+@dataclass
+class ImportResult:
+    path: Path
+    rows: int = 0
+    policies: int = 0
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+
+class ImportFileError(ValueError):
+    """A file that cannot be imported at all (unknown format, missing CSV columns, …)."""
+
+
+def _csv_date(line: int, name: str, text: str, issues: list[Issue], required: bool) -> date | None:
+    text = text.strip()
+    if not text:
+        if required:
+            issues.append(Issue(line, name, text, "mandatory"))
+        return None
+    value = None
+    if len(text) == 10 and text[4] == "-" and text[7] == "-":
+        value = parse_date(text.replace("-", ""))
+    elif len(text) == 8:
+        value = parse_date(text)
+    if value is None:
+        issues.append(Issue(line, name, text, "not a real date (YYYY-MM-DD or YYYYMMDD)"))
+    return value
+
+
+def _csv_rows(path: Path, result: ImportResult) -> Iterator[Row]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip().lower() for h in reader.fieldnames or []]
+        missing = [c for c in CSV_COLUMNS[:5] if c not in header]
+        if missing:
+            raise ImportFileError(f"{path}: CSV header lacks column(s) {', '.join(missing)}")
+        reader.fieldnames = header
+        for values in reader:
+            line = reader.line_num
+            get = lambda k: (values.get(k) or "").strip()  # noqa: E731
+            issues: list[Issue] = []
+            naic = get("naic")
+            if not (naic.isdigit() and len(naic) == 5):
+                issues.append(Issue(line, "naic", naic, "must be 5 digits"))
+            number = get("policy_number")
+            key = normalize.policy_key(number)
+            if not key:
+                issues.append(Issue(line, "policy_number", number, "mandatory"))
+            ptype = get("policy_type").upper() or "VS"
+            if ptype not in ("VS", "NS"):
+                issues.append(Issue(line, "policy_type", ptype, "must be VS or NS"))
+            vin = normalize.vin(get("vin"))
+            if not vin and ptype == "VS":
+                issues.append(Issue(line, "vin", "", "mandatory for VS policies"))
+            effective = _csv_date(line, "effective_date", get("effective_date"), issues, True)
+            expiration = _csv_date(line, "expiration_date", get("expiration_date"), issues, False)
+            cancellation = _csv_date(line, "cancel_date", get("cancel_date"), issues, False)
+            flag = get("pending_review").lower()
+            if flag not in _TRUE | _FALSE:
+                issues.append(Issue(line, "pending_review", flag, "must be true or false"))
+            if issues:
+                result.issues.extend(issues)
+                continue
+            assert effective is not None
+            yield Row(
+                line, naic, number, key, ptype, vin, effective, expiration, cancellation,
+                flag in _TRUE,
+            )
+
+
+def _bob_rows(path: Path, result: ImportResult) -> Iterator[Row]:
+    for parsed in read_bob(path):
+        result.issues.extend(parsed.issues)
+        record = parsed.record
+        if record is None:
+            continue
+        yield Row(
+            record.line,
+            record.naic,
+            record.policy_number,
+            record.policy_key,
+            record.policy_type,
+            record.vin,
+            record.effective_date,
+            record.expiration_date,
+            None,
+            False,
+        )
+
+
+def rows_of(path: Path, result: ImportResult) -> Iterator[Row]:
+    if not path.is_file():
+        raise ImportFileError(f"{path}: no such file")
+    if path.suffix.lower() == ".csv":
+        return _csv_rows(path, result)
+    if looks_like_bob(path):
+        return _bob_rows(path, result)
+    raise ImportFileError(f"{path}: neither a CSV with a header row nor a 300-column BoB file")
+
+
+def _store(session: Session, rows: Iterable[Row], result: ImportResult) -> None:
+    cache: dict[tuple[str, str], Policy] = {}
+    replaced: set[int] = set()
+    for row in rows:
+        ident = (row.naic, row.policy_key)
+        policy = cache.get(ident)
+        if policy is None:
+            policy = session.scalars(
+                select(Policy).where(Policy.naic == row.naic, Policy.policy_key == row.policy_key)
+            ).one_or_none()
+            if policy is None:
+                policy = Policy(naic=row.naic, policy_key=row.policy_key)
+                session.add(policy)
+            policy.policy_number = row.policy_number
+            policy.policy_type = row.policy_type
+            policy.pending_review = row.pending_review
+            session.flush()
+            cache[ident] = policy
+            result.policies += 1
+        if policy.id not in replaced:
+            session.execute(delete(Coverage).where(Coverage.policy_id == policy.id))
+            replaced.add(policy.id)
+        policy.pending_review = policy.pending_review or row.pending_review
+        session.add(
+            Coverage(
+                policy_id=policy.id,
+                naic=row.naic,
+                vin=row.vin or None,
+                effective_date=row.effective,
+                expiration_date=row.expiration,
+                cancel_date=row.cancellation,
+            )
+        )
+        result.rows += 1
+
+
+def import_files(engine: Engine, paths: list[Path]) -> list[ImportResult]:
+    """Import every file in one transaction; a file-level error aborts and changes nothing."""
+    results = [ImportResult(p) for p in paths]
+    with db.transaction(engine) as session:
+        for result in results:
+            try:
+                _store(session, rows_of(result.path, result), result)
+            except BobFileError as exc:
+                raise ImportFileError(f"{result.path}: {exc.reason}") from None
+    return results
