@@ -53,10 +53,6 @@ class Settings(BaseSettings):
     soap_workers: int = Field(0, ge=0)  # 0: one per core plus one
     soap_threads: int = Field(8, ge=1)
 
-    # --- book of business ---------------------------------------------------------------------
-    bob_max_error_rate: float = Field(0.05, ge=0, le=1)
-    bob_profile: str = "minimal"
-
     @field_validator("naics", "requester_api_keys", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -13,10 +15,15 @@ policies_app = typer.Typer(help="Insurer policy store.", no_args_is_help=True)
 soap_app = typer.Typer(help="Insurer SOAP verification service.", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit trail of SOAP queries.", no_args_is_help=True)
 
+Host = Annotated[str, typer.Option(help="Address to listen on.")]
+Port = Annotated[int, typer.Option(help="TCP port.")]
+
 
 @policies_app.command("import")
 def policies_import(
-    files: list[Path] = typer.Argument(..., help="BoB .txt files or CSV files with a header row"),
+    files: Annotated[
+        list[Path], typer.Argument(help="BoB .txt files or CSV files with a header row")
+    ],
 ) -> None:
     """Import policies; bad rows are reported with line numbers and skipped (one transaction)."""
     from service.policy_import import ImportFileError, import_files
@@ -38,6 +45,81 @@ def policies_import(
         )
 
 
-def demo() -> None:
-    """Migrate an SQLite database, load demo data and serve SOAP (and later the portal)."""
-    raise NotImplementedError
+@soap_app.command("serve")
+def soap_serve(
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: cores + 1).")] = 0,
+) -> None:
+    """Serve /iicmva/00200510, /iicmva/00200809 and the auto-detecting /iicmva."""
+    from service.server import serve
+
+    settings = get_settings()
+    typer.echo(f"OLV SOAP service on http://{host}:{port}/iicmva (WSDL: ?wsdl)", err=True)
+    serve(settings, host, port, workers or None)
+
+
+def _parse_day(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+@audit_app.command("show")
+def audit_show(
+    vin: Annotated[str | None, typer.Option(help="Only queries for this VIN.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only queries on or after YYYY-MM-DD.")] = None,
+) -> None:
+    """Print audit rows as JSON lines, oldest first."""
+    from service.audit import show
+
+    day = _parse_day(since)
+    engine = db.make_engine(get_settings().database_url)
+    try:
+        for line in show(engine, vin=vin, since=day):
+            typer.echo(line)
+    finally:
+        engine.dispose()
+
+
+@audit_app.command("purge")
+def audit_purge(
+    older_than: Annotated[int, typer.Option("--older-than", help="Age in days.", min=1)],
+) -> None:
+    """Delete audit rows older than DAYS days."""
+    from service.audit import purge
+
+    engine = db.make_engine(get_settings().database_url)
+    try:
+        removed = purge(engine, older_than)
+    finally:
+        engine.dispose()
+    typer.echo(f"{removed} audit rows older than {older_than} days removed")
+
+
+def demo(
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+) -> None:
+    """One command: migrate the SQLite database, load demo data, serve SOAP."""
+    from service import demo as demo_data
+    from service.server import serve
+
+    settings = get_settings()
+    db.upgrade(settings.database_url)
+    today = datetime.now(settings.zone).date()
+    engine = db.make_engine(settings.database_url)
+    try:
+        count = demo_data.load(engine, today)
+    finally:
+        engine.dispose()
+    url = f"http://{host}:{port}/iicmva/00200809"
+    request_file = Path("olv-demo-request.xml").resolve()
+    request_file.write_text(demo_data.sample_request(today))
+    typer.echo(
+        demo_data.banner(settings.database_url, url, request_file.name, today, count), err=True
+    )
+    serve(settings, host, port, 2)

@@ -45,9 +45,7 @@ class Coverage(Base):
     __table_args__ = (Index("ix_coverage_naic_vin", "naic", "vin"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    policy_id: Mapped[int] = mapped_column(
-        ForeignKey("policy.id", ondelete="CASCADE"), index=True
-    )
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policy.id", ondelete="CASCADE"), index=True)
     naic: Mapped[str] = mapped_column(String(5))  # copied from the policy for the VIN index
     vin: Mapped[str | None] = mapped_column(String(25))  # olv.normalize.vin; None on NS rows
     effective_date: Mapped[date] = mapped_column(Date)

@@ -66,8 +66,10 @@ class ImportFileError(ValueError):
     """A file that cannot be imported at all (unknown format, missing CSV columns, …)."""
 
 
-def _csv_date(line: int, name: str, text: str, issues: list[Issue], required: bool) -> date | None:
-    text = text.strip()
+def _csv_date(
+    line: int, values: dict[str, str | None], name: str, issues: list[Issue], required: bool
+) -> date | None:
+    text = _get(values, name)
     if not text:
         if required:
             issues.append(Issue(line, name, text, "mandatory"))
@@ -82,6 +84,10 @@ def _csv_date(line: int, name: str, text: str, issues: list[Issue], required: bo
     return value
 
 
+def _get(values: dict[str, str | None], key: str) -> str:
+    return (values.get(key) or "").strip()
+
+
 def _csv_rows(path: Path, result: ImportResult) -> Iterator[Row]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -92,25 +98,24 @@ def _csv_rows(path: Path, result: ImportResult) -> Iterator[Row]:
         reader.fieldnames = header
         for values in reader:
             line = reader.line_num
-            get = lambda k: (values.get(k) or "").strip()  # noqa: E731
             issues: list[Issue] = []
-            naic = get("naic")
+            naic = _get(values, "naic")
             if not (naic.isdigit() and len(naic) == 5):
                 issues.append(Issue(line, "naic", naic, "must be 5 digits"))
-            number = get("policy_number")
+            number = _get(values, "policy_number")
             key = normalize.policy_key(number)
             if not key:
                 issues.append(Issue(line, "policy_number", number, "mandatory"))
-            ptype = get("policy_type").upper() or "VS"
+            ptype = _get(values, "policy_type").upper() or "VS"
             if ptype not in ("VS", "NS"):
                 issues.append(Issue(line, "policy_type", ptype, "must be VS or NS"))
-            vin = normalize.vin(get("vin"))
+            vin = normalize.vin(_get(values, "vin"))
             if not vin and ptype == "VS":
                 issues.append(Issue(line, "vin", "", "mandatory for VS policies"))
-            effective = _csv_date(line, "effective_date", get("effective_date"), issues, True)
-            expiration = _csv_date(line, "expiration_date", get("expiration_date"), issues, False)
-            cancellation = _csv_date(line, "cancel_date", get("cancel_date"), issues, False)
-            flag = get("pending_review").lower()
+            effective = _csv_date(line, values, "effective_date", issues, True)
+            expiration = _csv_date(line, values, "expiration_date", issues, False)
+            cancellation = _csv_date(line, values, "cancel_date", issues, False)
+            flag = _get(values, "pending_review").lower()
             if flag not in _TRUE | _FALSE:
                 issues.append(Issue(line, "pending_review", flag, "must be true or false"))
             if issues:
@@ -118,7 +123,15 @@ def _csv_rows(path: Path, result: ImportResult) -> Iterator[Row]:
                 continue
             assert effective is not None
             yield Row(
-                line, naic, number, key, ptype, vin, effective, expiration, cancellation,
+                line,
+                naic,
+                number,
+                key,
+                ptype,
+                vin,
+                effective,
+                expiration,
+                cancellation,
                 flag in _TRUE,
             )
 

@@ -1,0 +1,143 @@
+"""Reading a ``CoverageRequest``: the values the decision needs and its schema problems.
+
+Step 3 of the decision table (IDF) covers every schema problem *except* the four data
+elements of step 4 being absent, empty or blank. To tell them apart the request is checked
+twice only when needed: first as received; if that fails, again on a copy in which those four
+elements (where absent or blank) are filled with valid placeholders. Whatever still fails is
+a format problem.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import date
+
+from lxml import etree
+
+from olv import normalize
+from service.ns import q
+from service.versions import SPECS, V0510
+
+_POLICY_INFO = (q("Detail"), q("PolicyInformation"))
+_ORG = (*_POLICY_INFO, q("OrganizationDetails"))
+_POLICY = (*_POLICY_INFO, q("PolicyDetails"))
+_VEHICLE = (q("Detail"), q("VehicleInformation"), q("VehicleDetails"))
+_REASON = (q("RequestorInformation"), q("ReasonDetails"), q("ReasonCode"))
+_PUBLICATION_ATTRS = ("PublicationVersion", "PublicationDate")
+
+
+@dataclass(slots=True)
+class CoverageQuery:
+    version: str
+    naic: str | None = None
+    policy_key: str | None = None
+    vin: str | None = None
+    verification_date: str | None = None
+    policy_state: str | None = None
+    request_reason: str | None = None
+    format_errors: list[str] = field(default_factory=list)
+
+    @property
+    def day(self) -> date | None:
+        """The verification day: the date part as written, any time or offset ignored."""
+        if normalize.is_blank(self.verification_date):
+            return None
+        text = (self.verification_date or "").strip()
+        try:
+            return date.fromisoformat(text[:10])
+        except ValueError:
+            return None
+
+
+def _find(root: etree._Element, path: tuple[str, ...]) -> etree._Element | None:
+    node: etree._Element | None = root
+    for step in path:
+        if node is None:
+            return None
+        node = node.find(step)
+    return node
+
+
+def _text(root: etree._Element, path: tuple[str, ...]) -> str | None:
+    node = _find(root, path)
+    if node is None:
+        return None
+    return node.text or ""
+
+
+def _ensure(root: etree._Element, path: tuple[str, ...], before: dict[str, int]) -> etree._Element:
+    """Find or create ``path``; a created element goes where the schema's sequence wants it."""
+    node = root
+    for step in path:
+        child = node.find(step)
+        if child is None:
+            child = etree.Element(step)
+            rank = before.get(step, 0)
+            index = sum(1 for c in node if isinstance(c.tag, str) and before.get(c.tag, 0) < rank)
+            node.insert(index, child)
+        node = child
+    return node
+
+
+# Order of siblings in the schema's sequences, for placing inserted placeholders.
+_ORDER = {
+    q("RequestorInformation"): 0,
+    q("Detail"): 1,
+    q("PolicyInformation"): 0,
+    q("InsuredInformation"): 1,
+    q("VehicleInformation"): 2,
+    q("OrganizationDetails"): 0,
+    q("PolicyDetails"): 1,
+    q("VerificationDate"): 0,
+    q("PolicyKey"): 1,
+    q("UniqueKey"): 1,
+    q("PolicyState"): 2,
+    q("VIN"): 0,
+}
+_PLACEHOLDERS = {"naic": "00000", "key": "KEY", "date": "2000-01-01T00:00:00", "vin": "VIN"}
+
+
+def read(request: etree._Element, version: str, schema: etree.XMLSchema) -> CoverageQuery:
+    spec = SPECS[version]
+    key_path = (*_POLICY, q(spec.key_element))
+    date_path = (*_POLICY, q("VerificationDate"))
+    query = CoverageQuery(
+        version=version,
+        naic=_text(request, (*_ORG, q("NAIC"))),
+        policy_key=_text(request, key_path),
+        vin=_text(request, (*_VEHICLE, q("VIN"))),
+        verification_date=_text(request, date_path),
+        policy_state=_text(request, (*_POLICY, q("PolicyState"))),
+        request_reason=_text(request, _REASON),
+    )
+
+    candidate = request
+    if version == V0510 and any(a in request.attrib for a in _PUBLICATION_ATTRS):
+        # 00200510 has no publication attributes; tolerate them rather than fail the request.
+        candidate = copy.deepcopy(request)
+        for attr in _PUBLICATION_ATTRS:
+            candidate.attrib.pop(attr, None)
+    if not schema.validate(candidate):
+        patched = copy.deepcopy(candidate)
+        fills = [
+            (query.naic, (*_ORG, q("NAIC")), _PLACEHOLDERS["naic"]),
+            (query.policy_key, key_path, _PLACEHOLDERS["key"]),
+            (query.verification_date, date_path, _PLACEHOLDERS["date"]),
+        ]
+        if _find(patched, (q("Detail"), q("VehicleInformation"))) is not None:
+            fills.append((query.vin, (*_VEHICLE, q("VIN")), _PLACEHOLDERS["vin"]))
+        for value, path, placeholder in fills:
+            if normalize.is_blank(value):
+                node = _ensure(patched, path, _ORDER)
+                node.text = placeholder
+                for child in list(node):
+                    node.remove(child)
+        if not schema.validate(patched):
+            query.format_errors = [
+                f"line {e.line}: {e.message}" for e in list(schema.error_log)[:5]
+            ]
+    naic = query.naic
+    if not query.format_errors and not normalize.is_blank(naic) and not naic.strip().isdigit():
+        query.format_errors.append("NAIC must be digits")
+    return query

@@ -1,0 +1,235 @@
+"""The WSGI application: routing, size cap, hardened parsing, WSDL, SOAP 1.1/1.2 via Spyne.
+
+Spyne processes the SOAP envelope; the body stays a bare XML element (``AnyXml``) so the wire
+contract is the IICMVA schema in ``xsd/`` rather than anything generated from Python models.
+Our own WSDL is served for ``?wsdl``; Spyne's generated one is never exposed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+from lxml import etree
+from spyne import AnyXml, Application, ServiceBase, rpc
+from spyne.protocol.soap import Soap11, Soap12
+from spyne.server.wsgi import WsgiApplication
+
+import xsd
+from olv import xmlsafe
+from olv.config import Settings, get_settings
+from service.auth import identify
+from service.ns import IICMVA, SOAP11_ENV, SOAP12_ENV
+from service.verifier import DEFAULT_VERSION, ENDPOINTS, Verifier
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+_OUT = "olv.response"
+
+
+class VerifyService(ServiceBase):
+    @rpc(
+        AnyXml,
+        _body_style="bare",
+        _in_message_name="CoverageRequest",
+        _operation_name="VerifyInsurance",
+        _returns=AnyXml,
+    )
+    def VerifyInsurance(ctx, _detail):  # noqa: N802, N805 - Spyne's naming and ctx-first idiom
+        env = ctx.transport.req_env
+        verifier: Verifier = env["olv.verifier"]
+        env[_OUT] = verifier.answer(
+            ctx.in_body_doc, env["olv.endpoint"], env["olv.requester"], env["olv.started"]
+        )
+        return None
+
+
+def _put_our_body(ctx: Any) -> None:
+    """Replace what Spyne serialized with our schema-exact response element."""
+    ours = ctx.transport.req_env.get(_OUT) if ctx.transport is not None else None
+    if ours is None or ctx.out_error is not None or ctx.out_body_doc is None:
+        return
+    body = ctx.out_body_doc
+    for child in list(body):
+        body.remove(child)
+    body.append(ours)
+
+
+def _spyne(protocol: type) -> WsgiApplication:
+    app = Application(
+        [VerifyService],
+        tns=IICMVA,
+        name="VerifyService",
+        in_protocol=protocol(validator=None),
+        out_protocol=protocol(),
+    )
+    app.out_protocol.event_manager.add_listener("after_serialize", _put_our_body)
+    return WsgiApplication(app, max_content_length=1 << 30)
+
+
+def _fault(soap12: bool, code: str, reason: str) -> tuple[str, bytes, str]:
+    if soap12:
+        env = etree.Element(f"{{{SOAP12_ENV}}}Envelope", nsmap={"env": SOAP12_ENV})
+        fault = etree.SubElement(
+            etree.SubElement(env, f"{{{SOAP12_ENV}}}Body"), f"{{{SOAP12_ENV}}}Fault"
+        )
+        value = etree.SubElement(
+            etree.SubElement(fault, f"{{{SOAP12_ENV}}}Code"), f"{{{SOAP12_ENV}}}Value"
+        )
+        value.text = f"env:{code}"
+        text = etree.SubElement(
+            etree.SubElement(fault, f"{{{SOAP12_ENV}}}Reason"), f"{{{SOAP12_ENV}}}Text"
+        )
+        text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+        text.text = reason
+        status = "400 Bad Request" if code == "Sender" else "500 Internal Server Error"
+        return (
+            status,
+            etree.tostring(env, xml_declaration=True, encoding="UTF-8"),
+            ("application/soap+xml; charset=utf-8"),
+        )
+    env = etree.Element(f"{{{SOAP11_ENV}}}Envelope", nsmap={"soap": SOAP11_ENV})
+    fault = etree.SubElement(
+        etree.SubElement(env, f"{{{SOAP11_ENV}}}Body"), f"{{{SOAP11_ENV}}}Fault"
+    )
+    etree.SubElement(fault, "faultcode").text = f"soap:{code}"
+    etree.SubElement(fault, "faultstring").text = reason
+    # WS-I Basic Profile: a SOAP 1.1 fault travels with HTTP 500.
+    return (
+        "500 Internal Server Error",
+        etree.tostring(env, xml_declaration=True, encoding="UTF-8"),
+        "text/xml; charset=utf-8",
+    )
+
+
+class SoapApplication:
+    """The WSGI callable served by ``olv soap serve`` (and mounted by ``olv demo``)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._soap11 = _spyne(Soap11)
+        self._soap12 = _spyne(Soap12)
+        self._verifier: Verifier | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def verifier(self) -> Verifier:
+        # Built on first use so each forked worker opens its own connections and writer.
+        if self._verifier is None:
+            with self._lock:
+                if self._verifier is None:
+                    self._verifier = Verifier(self.settings)
+        return self._verifier
+
+    def close(self) -> None:
+        if self._verifier is not None:
+            self._verifier.close()
+            self._verifier = None
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.monotonic()
+        path = environ.get("PATH_INFO", "").rstrip("/") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/healthz":
+            return _plain(start_response, "200 OK", b"ok\n")
+        if path not in ENDPOINTS:
+            return _plain(start_response, "404 Not Found", b"no such endpoint\n")
+        endpoint_version = ENDPOINTS[path]
+        if method in ("GET", "HEAD"):
+            query = {
+                k.lower(): v
+                for k, v in parse_qs(
+                    environ.get("QUERY_STRING", ""), keep_blank_values=True
+                ).items()
+            }
+            if "wsdl" in query:
+                version = endpoint_version or query.get("version", [DEFAULT_VERSION])[0]
+                if version not in xsd.VERSIONS:
+                    return _plain(start_response, "404 Not Found", b"unknown version\n")
+                location = _location(environ, path)
+                body = xsd.render_wsdl(version, location)
+                return _reply(start_response, "200 OK", body, "text/xml; charset=utf-8", method)
+            return _plain(
+                start_response, "405 Method Not Allowed", b"POST a SOAP request, or GET ?wsdl\n"
+            )
+        if method != "POST":
+            return _plain(start_response, "405 Method Not Allowed", b"POST a SOAP request\n")
+
+        soap12_hint = "application/soap+xml" in environ.get("CONTENT_TYPE", "")
+        body_or_error = _read_body(environ, self.settings.max_body_bytes)
+        if isinstance(body_or_error, str):
+            return _plain(start_response, "413 Content Too Large", body_or_error.encode())
+        raw = body_or_error
+        try:
+            envelope = xmlsafe.parse(raw)
+        except xmlsafe.UnsafeXMLError as exc:
+            return _send_fault(start_response, soap12_hint, "Client", f"bad request: {exc}")
+        ns = etree.QName(envelope).namespace
+        if etree.QName(envelope).localname != "Envelope" or ns not in (SOAP11_ENV, SOAP12_ENV):
+            return _send_fault(
+                start_response, soap12_hint, "VersionMismatch", "not a SOAP envelope"
+            )
+        soap12 = ns == SOAP12_ENV
+        if soap12 and endpoint_version == "00200510":
+            return _send_fault(
+                start_response, False, "VersionMismatch", "00200510 is served over SOAP 1.1 only"
+            )
+
+        environ["wsgi.input"] = io.BytesIO(raw)
+        environ["CONTENT_LENGTH"] = str(len(raw))
+        environ["olv.verifier"] = self.verifier
+        environ["olv.endpoint"] = endpoint_version
+        environ["olv.requester"] = identify(environ, self.settings)
+        environ["olv.started"] = started
+        if soap12 and "application/soap+xml" not in environ.get("CONTENT_TYPE", ""):
+            environ["CONTENT_TYPE"] = "application/soap+xml; charset=utf-8"
+        target = self._soap12 if soap12 else self._soap11
+        return target(environ, start_response)
+
+
+def _send_fault(start_response: StartResponse, soap12: bool, code: str, reason: str) -> list[bytes]:
+    if soap12 and code == "Client":
+        code = "Sender"
+    status, body, ctype = _fault(soap12, code, reason)
+    return _reply(start_response, status, body, ctype)
+
+
+def _read_body(environ: dict[str, Any], cap: int) -> bytes | str:
+    length_text = environ.get("CONTENT_LENGTH") or ""
+    if length_text:
+        try:
+            length = int(length_text)
+        except ValueError:
+            return "bad Content-Length\n"
+        if length > cap:
+            return f"request body over the {cap}-byte limit\n"
+    data = environ["wsgi.input"].read(cap + 1)
+    if len(data) > cap:
+        return f"request body over the {cap}-byte limit\n"
+    return data
+
+
+def _location(environ: dict[str, Any], path: str) -> str:
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = (
+        environ.get("HTTP_HOST")
+        or f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+    )
+    return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}{path}"
+
+
+def _reply(
+    start_response: StartResponse, status: str, body: bytes, ctype: str, method: str = "POST"
+) -> list[bytes]:
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    return [] if method == "HEAD" else [body]
+
+
+def _plain(start_response: StartResponse, status: str, body: bytes) -> list[bytes]:
+    return _reply(start_response, status, body, "text/plain; charset=utf-8")

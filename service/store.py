@@ -1,0 +1,139 @@
+"""The policy store as the decision table sees it.
+
+Every request runs one or two indexed queries. They go straight to the DB-API driver on a
+connection kept per worker thread: building SQLAlchemy statements per request cost more than
+the queries themselves. The served-NAIC list and the database health are cached for a moment
+per process: both are asked on every request and change rarely.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from olv.db import is_sqlite
+from service.coverage import Period, PolicyView, StoreUnavailable
+
+_POLICY_SQL = (
+    "SELECT p.id, p.policy_type, p.pending_review, c.vin, c.effective_date,"
+    " c.expiration_date, c.cancel_date"
+    " FROM policy p LEFT JOIN coverage c ON c.policy_id = p.id"
+    " WHERE p.naic = ? AND p.policy_key = ?"
+)
+_VIN_SQL = (
+    "SELECT policy_id, vin, effective_date, expiration_date, cancel_date"
+    " FROM coverage WHERE naic = ? AND vin = ?"
+)
+_NAICS_SQL = "SELECT DISTINCT naic FROM policy"
+_PING_SQL = "SELECT 1"
+
+
+def _as_date(value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])  # SQLite keeps dates as ISO text
+
+
+class SqlPolicyStore:
+    def __init__(self, engine: Engine, cache_seconds: float = 5.0) -> None:
+        self.engine = engine
+        self.cache_seconds = cache_seconds
+        self._marker = "?" if is_sqlite(str(engine.url)) else "%s"
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._naics: frozenset[str] = frozenset()
+        self._naics_at = float("-inf")
+        self._healthy = True
+        self._health_at = float("-inf")
+
+    # --- PolicyStore -----------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        now = time.monotonic()
+        if now - self._health_at < 1.0:
+            return self._healthy
+        try:
+            self._query(_PING_SQL, ())
+            ok = True
+        except StoreUnavailable:
+            ok = False
+        self._healthy, self._health_at = ok, now
+        return ok
+
+    def served_naics(self) -> frozenset[str]:
+        now = time.monotonic()
+        if now - self._naics_at >= self.cache_seconds:
+            with self._lock:
+                if now - self._naics_at >= self.cache_seconds:
+                    self._naics = frozenset(r[0] for r in self._query(_NAICS_SQL, ()))
+                    self._naics_at = now
+        return self._naics
+
+    def find_policy(self, naic: str, policy_key: str) -> PolicyView | None:
+        rows = self._query(_POLICY_SQL, (naic, policy_key))
+        if not rows:
+            return None
+        first = rows[0]
+        periods = [
+            Period(first[0], r[3], _as_date(r[4]), _as_date(r[5]), _as_date(r[6]))  # type: ignore[arg-type]
+            for r in rows
+            if r[4] is not None
+        ]
+        return PolicyView(first[0], first[1], bool(first[2]), periods)
+
+    def vin_periods(self, naic: str, vin: str) -> Sequence[Period]:
+        return [
+            Period(r[0], r[1], _as_date(r[2]), _as_date(r[3]), _as_date(r[4]))  # type: ignore[arg-type]
+            for r in self._query(_VIN_SQL, (naic, vin))
+        ]
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.engine.raw_connection()
+            self._local.conn = conn
+        return conn
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        statement = sql if self._marker == "?" else sql.replace("?", self._marker)
+        try:
+            conn = self._connection()
+            cursor = conn.cursor()
+            try:
+                cursor.execute(statement, params)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+            conn.rollback()  # end the read transaction: no snapshot held between requests
+            return rows
+        except (SQLAlchemyError, *self._driver_errors()) as exc:
+            self._drop()
+            self._healthy, self._health_at = False, time.monotonic()
+            raise StoreUnavailable(type(exc).__name__) from None
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        return (self.engine.dialect.loaded_dbapi.Error,)
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            invalidate: Callable[[], None] = conn.invalidate
+            try:
+                invalidate()
+            except (SQLAlchemyError, *self._driver_errors()):
+                pass
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()

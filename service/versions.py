@@ -1,0 +1,52 @@
+"""What differs between the two IICMVA versions, and how the auto endpoint tells them apart."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lxml import etree
+
+from service.ns import q
+
+V0510 = "00200510"
+V0809 = "00200809"
+_VERSION_PATTERN = re.compile(r"^\d{8}$")
+FIRST_0809_PUBLICATION = "00200706"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSpec:
+    version: str
+    key_element: str
+    response_root: str
+    soap12: bool
+    # Placeholder publication attributes echoed when the request's own are missing or invalid.
+    default_publication_version: str | None
+    default_publication_date: str | None
+
+
+SPECS = {
+    V0510: VersionSpec(V0510, "UniqueKey", "CoverageResponse", False, None, None),
+    V0809: VersionSpec(V0809, "PolicyKey", "CoverageResponseDocument", True, V0809, "2008-09-01"),
+}
+
+
+def detect(request: etree._Element) -> str:
+    """The rules a request on the auto-detecting endpoint is answered by (SPEC §1).
+
+    A ``PublicationVersion`` that is not 8 digits still claims the versioned (00200809)
+    format, so it is judged — and rejected as IDF — by 00200809 rules.
+    """
+    published = request.get("PublicationVersion")
+    if published is not None:
+        text = published.strip()
+        if not _VERSION_PATTERN.match(text) or text >= FIRST_0809_PUBLICATION:
+            return V0809
+        return V0510
+    details = request.find(f"{q('Detail')}/{q('PolicyInformation')}/{q('PolicyDetails')}")
+    if details is not None and details.find(q("PolicyKey")) is not None:
+        return V0809
+    if request.find(f".//{q('PolicyKey')}") is not None:
+        return V0809
+    return V0510
