@@ -6,6 +6,7 @@ read it. Positions are 1-based and inclusive, as the Insurance Data Transfer Gui
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,3 +63,30 @@ TRAILER_DATE = slice(14, 22)
 
 assert sum(f.length for f in FIELDS) == RECORD_LENGTH
 assert all(a.end + 1 == b.start for a, b in zip(FIELDS, FIELDS[1:], strict=False))
+
+
+def format_record(values: Mapping[str, str]) -> str:
+    """One 300-character record from field values (fillers are always spaces).
+
+    Values are written as given (dates already ``YYYYMMDD``), left-justified and space-filled;
+    a value that does not fit its field, or that would break the line, raises ``ValueError``
+    rather than silently corrupting the columns after it.
+    """
+    parts = []
+    for f in FIELDS:
+        value = "" if f.kind == "filler" else values.get(f.name, "")
+        if len(value) > f.length:
+            raise ValueError(f"{f.label}: {value!r} is longer than {f.length} characters")
+        if not (value.isascii() and value.isprintable()):
+            raise ValueError(f"{f.label}: {value!r} holds characters a BoB record cannot carry")
+        parts.append(value.ljust(f.length))
+    return "".join(parts)
+
+
+def format_trailer(count: int, process_date: str) -> str:
+    """The ``TR`` trailer: record count (zero-padded to 12 digits) and ``YYYYMMDD`` date."""
+    width = TRAILER_COUNT.stop - TRAILER_COUNT.start
+    if count < 0 or len(str(count)) > width:
+        raise ValueError(f"trailer count {count} does not fit {width} digits")
+    text = TRAILER_TAG + str(count).zfill(width) + process_date
+    return text.ljust(RECORD_LENGTH)

@@ -1,11 +1,13 @@
 """Streaming parser for book-of-business files (SPEC §2).
 
-Reads one record at a time, so memory stays flat whatever the file size. File-level problems
-raise :class:`BobFileError`; record-level problems are yielded as :class:`Issue` values.
+Reads one record at a time, so memory stays flat whatever the file size (also for a file with
+no line breaks at all: lines are read with a length cap). File-level problems raise
+:class:`BobFileError`; record-level problems are yielded as :class:`Issue` values.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -14,10 +16,25 @@ from typing import BinaryIO
 
 from bob_loader import layout
 from bob_loader.errors import BobFileError, Issue
-from bob_loader.validate import parse_date, vin_check_digit_ok, vin_junk_reason
+from bob_loader.validate import (
+    PROFILES,
+    is_digits,
+    parse_date,
+    vin_check_digit_ok,
+    vin_junk_reason,
+)
 from olv import normalize
 
 _FULL_REQUIRED = ("last_name", "address", "city", "state", "zip")
+# Data fields with their slices, looked up once instead of per record.
+_SLICES = tuple((f.name, f.slice) for f in layout.FIELDS if f.kind != "filler")
+_LABEL = {f.name: f.label for f in layout.FIELDS}
+# A line longer than this is certainly not a record; reading stops there so that a file without
+# line breaks cannot pull hundreds of megabytes into one string.
+MAX_LINE = 1024
+_SNIFF = 4096
+# Control characters that never occur in a text file (tab, LF, FF, CR are allowed).
+_BINARY_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13)) + b"\x7f"
 
 
 @dataclass(slots=True)
@@ -31,6 +48,10 @@ class BobRecord:
     vin: str
     expiration_date: date | None
     fields: dict[str, str]
+
+    @property
+    def commercial(self) -> bool:
+        return self.fields.get("commercial") == "Y"
 
 
 @dataclass(slots=True)
@@ -51,32 +72,38 @@ class Trailer:
     process_date: str
 
 
-def _check_text(chunk: bytes) -> None:
-    if chunk.startswith((b"\xff\xfe", b"\xfe\xff")):
+def check_text(head: bytes) -> None:
+    """Reject what is plainly not a text file, judged from its first bytes."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise BobFileError("not a text file: UTF-16 byte-order mark")
-    if b"\x00" in chunk:
+    if b"\x00" in head:
         raise BobFileError("not a text file: NUL bytes")
+    if head:
+        control = len(head) - len(head.translate(None, _BINARY_BYTES))
+        if control * 100 > len(head):  # more than 1 % control bytes: binary data
+            raise BobFileError("not a text file: binary data")
 
 
 def split_fields(text: str) -> dict[str, str]:
-    return {f.name: text[f.slice].strip() for f in layout.FIELDS if f.kind != "filler"}
+    return {name: text[sl].strip() for name, sl in _SLICES}
 
 
 def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLine:
-    """Validate one 300-character record."""
+    """Validate one 300-character record (without its line break)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown validation profile {profile!r}; expected one of {PROFILES}")
     issues: list[Issue] = []
 
     def err(name: str, value: str, reason: str) -> None:
-        issues.append(Issue(line_no, layout.BY_NAME[name].label, value, reason))
+        issues.append(Issue(line_no, _LABEL[name], value, reason))
 
-    if not text.isascii():
-        issues.append(Issue(line_no, "record", text[:40], "non-ASCII characters"))
-        return ParsedLine(line_no, None, issues)
     if len(text) != layout.RECORD_LENGTH:
-        issues.append(
-            Issue(line_no, "record", text[:40], f"length {len(text)}, expected 300")
+        reason = f"length {len(text)}, expected {layout.RECORD_LENGTH}"
+        return ParsedLine(line_no, None, [Issue(line_no, "record", text[:40], reason)])
+    if not text.isascii():
+        return ParsedLine(
+            line_no, None, [Issue(line_no, "record", text[:40], "non-ASCII characters")]
         )
-        return ParsedLine(line_no, None, issues)
 
     values = split_fields(text)
     ptype = values["policy_type"]
@@ -85,7 +112,7 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
     naic = values["naic"]
     if not naic:
         err("naic", naic, "mandatory")
-    elif not (naic.isdigit() and len(naic) == 5):
+    elif not is_digits(naic, 5):
         err("naic", naic, "must be 5 digits")
     number = values["policy_number"]
     key = normalize.policy_key(number)
@@ -105,7 +132,7 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
             err("vin", vin, junk)
         elif not vin_check_digit_ok(vin):
             issues.append(
-                Issue(line_no, "VIN", vin, "check digit does not match", "warning")
+                Issue(line_no, _LABEL["vin"], vin, "check digit does not match", "warning")
             )
     exp_text = values["expiration_date"]
     expiration = None
@@ -113,8 +140,18 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
         expiration = parse_date(exp_text)
         if expiration is None:
             err("expiration_date", exp_text, "must be a real date YYYYMMDD")
+        elif effective is not None and expiration < effective:
+            issues.append(
+                Issue(
+                    line_no,
+                    _LABEL["expiration_date"],
+                    exp_text,
+                    "before the effective date",
+                    "warning",
+                )
+            )
     zip_code = values["zip"]
-    if zip_code and not (zip_code.isdigit() and len(zip_code) == 5):
+    if zip_code and not is_digits(zip_code, 5):
         err("zip", zip_code, "must be 5 digits")
     if values["commercial"] not in ("", "Y", "N"):
         err("commercial", values["commercial"], "must be Y, N or blank")
@@ -122,11 +159,16 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
         for name in _FULL_REQUIRED:
             if not values[name]:
                 err(name, "", "mandatory in the full profile")
+        state = values["state"]
+        if state and not (len(state) == 2 and state.isalpha()):
+            err("state", state, "must be a 2-letter state code")
+        # An individual: not flagged commercial and no FEIN (organizations carry one).
         if values["commercial"] != "Y" and not values["fein"] and not values["first_name"]:
             err("first_name", "", "mandatory for individuals in the full profile")
 
-    if any(i.severity == "error" for i in issues):
-        return ParsedLine(line_no, None, issues)
+    for issue in issues:
+        if issue.severity == "error":
+            return ParsedLine(line_no, None, issues)
     assert effective is not None
     record = BobRecord(
         line=line_no,
@@ -143,18 +185,31 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
 
 
 def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
-    """(line number, text) for each non-empty line; CRLF and LF both end a line."""
-    first = True
-    for number, raw in enumerate(stream, start=1):
-        if first:
-            _check_text(raw)
-            first = False
-        elif b"\x00" in raw:
+    """(line number, text) for each non-empty line; CRLF and LF both end a line.
+
+    A line longer than :data:`MAX_LINE` is cut there (the rest of it is skipped), so it still
+    shows up as one record of the wrong length.
+    """
+    if not hasattr(stream, "peek"):  # e.g. io.BytesIO in tests: give it a buffer to sniff
+        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
+    check_text(stream.peek(_SNIFF)[:_SNIFF])
+    number = 0
+    readline = stream.readline
+    while True:
+        raw = readline(MAX_LINE)
+        if not raw:
+            return
+        number += 1
+        if not raw.endswith(b"\n") and len(raw) == MAX_LINE:
+            rest = raw
+            while rest and not rest.endswith(b"\n"):  # skip to the end of this overlong line
+                rest = readline(65536)
+        if b"\x00" in raw:
             raise BobFileError(f"not a text file: NUL bytes on line {number}")
-        text = raw.rstrip(b"\r\n").decode("latin-1")
-        if text.strip() == "" and raw.strip(b"\r\n") == b"":
-            continue
-        yield number, text
+        body = raw.rstrip(b"\r\n")
+        if not body:
+            continue  # blank lines (typically one at the end of the file) carry nothing
+        yield number, body.decode("latin-1")
 
 
 def iter_bob(
@@ -164,6 +219,8 @@ def iter_bob(
 
     The trailer (if any) is appended to ``trailer`` once reading ends and its count checked.
     """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown validation profile {profile!r}; expected one of {PROFILES}")
     records = 0
     seen_trailer: Trailer | None = None
     for number, text in iter_lines(stream):
@@ -171,7 +228,7 @@ def iter_bob(
             raise BobFileError(f"line {number}: data after the trailer on line {seen_trailer.line}")
         if text.startswith(layout.TRAILER_TAG):
             count_text = text[layout.TRAILER_COUNT].strip()
-            if not count_text.isdigit():
+            if not (count_text.isascii() and count_text.isdigit()):
                 raise BobFileError(f"line {number}: trailer count {count_text!r} is not a number")
             seen_trailer = Trailer(number, int(count_text), text[layout.TRAILER_DATE].strip())
             continue

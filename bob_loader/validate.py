@@ -15,12 +15,15 @@ _TRANSLIT = {
     **dict(zip("STUVWXYZ", range(2, 10), strict=True)),
 }
 _WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
+# Per position, character -> transliterated value times weight: one dict lookup per character
+# keeps the check cheap enough for a million records.
+_WEIGHTED = tuple({c: v * w for c, v in _TRANSLIT.items()} for w in _WEIGHTS)
 _JUNK_VINS = {"UNKNOWN", "NA", "N/A", "NONE", "NULL", "TBD", "UNK", "VIN", "NOVIN"}
 
 
 def parse_date(text: str) -> date | None:
     """``YYYYMMDD`` → date, or None when it is not a real calendar date."""
-    if len(text) != 8 or not text.isdigit():
+    if len(text) != 8 or not text.isdigit() or not text.isascii():
         return None
     try:
         return date(int(text[:4]), int(text[4:6]), int(text[6:]))
@@ -29,27 +32,37 @@ def parse_date(text: str) -> date | None:
 
 
 def vin_check_digit_ok(vin: str) -> bool:
-    """The North American check digit (position 9) of a 17-character VIN."""
+    """The North American check digit (position 9) of a 17-character VIN.
+
+    Other lengths (pre-1981 and non-US vehicles, trailers) have no check digit: always True.
+    I, O and Q never occur in a 17-character VIN, so they fail the check.
+    """
     if len(vin) != 17:
         return True
     total = 0
-    for char, weight in zip(vin, _WEIGHTS, strict=True):
-        value = _TRANSLIT.get(char)
+    for char, table in zip(vin, _WEIGHTED):  # noqa: B905 - both are 17 long
+        value = table.get(char)
         if value is None:
             return False
-        total += value * weight
+        total += value
     expected = total % 11
     return vin[8] == ("X" if expected == 10 else str(expected))
 
 
 def vin_junk_reason(vin: str) -> str | None:
     """Why a VIN is obviously not a VIN, or None; shorter legitimate VINs pass."""
-    if vin.upper() in _JUNK_VINS or vin.upper().replace("/", "") in _JUNK_VINS:
+    upper = vin.upper()
+    if upper in _JUNK_VINS or upper.replace("/", "") in _JUNK_VINS:
         return "placeholder, not a VIN"
-    if len(set(vin)) == 1:
+    if len(set(upper)) == 1:
         return "a single repeated character, not a VIN"
-    if not vin.isalnum():
+    if not (vin.isascii() and vin.isalnum()):
         return "VINs hold letters and digits only"
     if len(vin) > 17:
         return "longer than 17 characters"
     return None
+
+
+def is_digits(text: str, length: int) -> bool:
+    """Exactly ``length`` ASCII digits (``str.isdigit`` alone also accepts other scripts)."""
+    return len(text) == length and text.isascii() and text.isdigit()
