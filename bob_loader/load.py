@@ -1,0 +1,431 @@
+"""``olv bob load``: validate book-of-business files and make them the NAICs' master data.
+
+Per file, in order:
+
+1. checksum; a file already *accepted* with the same checksum is a ``duplicate`` (not reloaded);
+2. register the file (status ``loading``, committed at once: an operator sees what is running;
+   a load killed here leaves a ``loading`` row that the rerun simply takes over);
+3. ONE transaction: stream the records into ``bob_record`` under the new file id (batched
+   executemany / COPY), then — unless the file is rejected — point each of its NAICs at it in
+   ``bob_current`` and commit. A rejected file's transaction is rolled back instead, so the
+   previous master is never touched;
+4. delete the superseded generation (separate transaction; see ``bob_loader.models``);
+5. write ``<file>.errors.txt`` when there were problems or the file was rejected.
+
+Rejected whole: empty, not text, trailer mismatch, more records with errors than the allowed
+rate, or a NAIC that an earlier file of the same run already carries (the conflict rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bob_loader.bulk import writer_for
+from bob_loader.errors import BobFileError, Issue
+from bob_loader.models import BobCurrent, BobFile, BobIssue, BobRecord
+from bob_loader.parser import iter_bob
+from bob_loader.report import ReportHeader, ReportWriter
+from bob_loader.settings import BobSettings, get_bob_settings
+
+log = logging.getLogger(__name__)
+
+Status = Literal["accepted", "rejected", "duplicate"]
+FILES = BobFile.__table__
+
+
+@dataclass
+class LoadOutcome:
+    path: Path
+    status: Status
+    naics: list[str]
+    records: int  # records loaded
+    errors: int
+    warnings: int
+    report_path: Path | None  # the <file>.errors.txt written, if any
+    reason: str | None  # why rejected / which earlier load it duplicates
+
+
+@dataclass
+class _Options:
+    report_dir: Path | None
+    profile: str
+    max_error_rate: float
+    account: str | None
+    progress: bool
+    settings: BobSettings
+
+
+@dataclass
+class _Tally:
+    """What one pass over a file found."""
+
+    records: int = 0
+    bad_records: int = 0
+    errors: int = 0
+    warnings: int = 0
+    per_naic: dict[str, int] = field(default_factory=dict)
+    stored: list[Issue] = field(default_factory=list)  # capped copy for the bob_issue table
+    conflict: str | None = None  # the conflict-rule rejection, once one is seen
+
+    @property
+    def loaded(self) -> int:
+        return sum(self.per_naic.values())
+
+    @property
+    def naics(self) -> list[str]:
+        return sorted(self.per_naic)
+
+
+def load_files(
+    engine: Engine,
+    paths: list[Path],
+    *,
+    report_dir: Path | None = None,
+    profile: str | None = None,
+    max_error_rate: float | None = None,
+    account: str | None = None,
+    progress: bool = False,
+) -> list[LoadOutcome]:
+    """Load each file in turn (see the module docstring); one outcome per path, in order.
+
+    ``profile`` and ``max_error_rate`` default to ``OLV_BOB_PROFILE`` / ``OLV_BOB_MAX_ERROR_RATE``.
+    ``progress`` shows a progress bar, and only when stderr is a terminal.
+    """
+    settings = get_bob_settings()
+    opts = _Options(
+        report_dir=report_dir,
+        profile=profile or settings.profile,
+        max_error_rate=settings.max_error_rate if max_error_rate is None else max_error_rate,
+        account=account,
+        progress=progress and sys.stderr.isatty(),
+        settings=settings,
+    )
+    claimed: dict[str, str] = {}  # NAIC -> name of the file of this run that carries it
+    outcomes = []
+    for path in paths:
+        outcome = _load_one(engine, Path(path), opts, claimed)
+        if outcome.status != "rejected":
+            for naic in outcome.naics:
+                claimed.setdefault(naic, Path(path).name)
+        log.info(
+            "bob file processed",
+            extra={
+                "file": Path(path).name,
+                "status": outcome.status,
+                "records": outcome.records,
+                "errors": outcome.errors,
+                "warnings": outcome.warnings,
+            },
+        )
+        outcomes.append(outcome)
+    return outcomes
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str]) -> LoadOutcome:
+    report = ReportWriter(path, opts.report_dir)
+    try:
+        size = path.stat().st_size
+        digest = sha256_of(path)
+    except OSError as exc:
+        reason = f"cannot read the file: {exc.strerror or exc}"
+        return _rejected(path, report, opts, _Tally(), reason, None)
+
+    file_id, earlier = _register(engine, path, digest, size, opts.account)
+    if earlier is not None:
+        return _duplicate(path, earlier)
+
+    tally = _Tally()
+    reason: str | None = None
+    with engine.connect() as conn:
+        tx = conn.begin()
+        try:
+            earlier = _lock_file_row(conn, file_id)
+            if earlier is not None:  # a concurrent load of the same bytes finished first
+                tx.rollback()
+                return _duplicate(path, earlier)
+            try:
+                _stream_records(conn, path, file_id, opts, claimed, tally, report)
+            except BobFileError as exc:
+                reason = exc.reason
+            reason = reason or tally.conflict
+            if reason is None and tally.bad_records > opts.max_error_rate * tally.records:
+                reason = (
+                    f"error rate {100 * tally.bad_records / tally.records:.2f} % "
+                    f"({tally.bad_records} of {tally.records} records) is above the limit "
+                    f"of {100 * opts.max_error_rate:.2f} %"
+                )
+            if reason is not None:
+                tx.rollback()  # drops the records streamed so far: the old master stays
+            else:
+                _swap(conn, file_id, tally)
+                _finish_file_row(conn, file_id, "accepted", None, tally)
+                _pause_for_crash_tests(opts.settings)
+                tx.commit()
+        except BaseException:
+            report.discard()
+            if tx.is_active:
+                tx.rollback()
+            raise
+
+    if reason is not None:
+        with engine.begin() as conn:
+            _finish_file_row(conn, file_id, "rejected", reason, tally)
+        return _rejected(path, report, opts, tally, reason, digest)
+
+    _collect_garbage(engine, tally.naics)
+    report_path = None
+    if tally.errors or tally.warnings:
+        report_path = report.finish(_header(path, "accepted", None, tally, opts, digest))
+    return LoadOutcome(
+        path, "accepted", tally.naics, tally.loaded, tally.errors, tally.warnings, report_path, None
+    )
+
+
+def _register(
+    engine: Engine, path: Path, digest: str, size: int, account: str | None
+) -> tuple[int, Row[Any] | None]:
+    """The file's row id, set to ``loading``; or the earlier accepted row for a duplicate."""
+    with engine.begin() as conn:
+        row = conn.execute(select(FILES).where(FILES.c.sha256 == digest)).one_or_none()
+        values = {
+            "name": path.name,
+            "size": size,
+            "account": account,
+            "status": "loading",
+            "reason": None,
+            "received_at": _now(),
+            "processed_at": None,
+        }
+        if row is None:
+            file_id = conn.execute(
+                insert(BobFile).values(
+                    sha256=digest, naics="", records=0, loaded=0, errors=0, warnings=0, **values
+                )
+            ).inserted_primary_key[0]
+            return int(file_id), None
+        if row.status == "accepted":
+            return row.id, row
+        # "loading" (a killed or failed run) or "rejected" (redelivered): validate it again.
+        conn.execute(update(BobFile).where(BobFile.id == row.id).values(**values))
+        return row.id, None
+
+
+def _lock_file_row(conn: Connection, file_id: int) -> Row[Any] | None:
+    """Serialize concurrent loads of the same file (PostgreSQL row lock; SQLite has one writer)."""
+    row = conn.execute(select(FILES).where(FILES.c.id == file_id).with_for_update()).one()
+    return row if row.status == "accepted" else None
+
+
+def _stream_records(
+    conn: Connection,
+    path: Path,
+    file_id: int,
+    opts: _Options,
+    claimed: dict[str, str],
+    tally: _Tally,
+    report: ReportWriter,
+) -> None:
+    writer = writer_for(conn)
+    make_row = writer.row
+    batch: list[tuple[object, ...]] = []
+    batch_size = opts.settings.batch_size
+    cap = opts.settings.max_stored_issues
+    per_naic = tally.per_naic
+    with path.open("rb") as stream, _progress(opts.progress, path) as advance:
+        for parsed in iter_bob(stream, opts.profile):
+            tally.records += 1
+            if parsed.issues:
+                for issue in parsed.issues:
+                    report.add(issue)
+                    if issue.severity == "error":
+                        tally.errors += 1
+                    else:
+                        tally.warnings += 1
+                    if len(tally.stored) < cap:
+                        tally.stored.append(issue)
+            record = parsed.record
+            if record is None:
+                tally.bad_records += 1
+                continue
+            naic = record.naic
+            if naic not in per_naic:
+                if naic in claimed and tally.conflict is None:
+                    # Rejected, but read on so that the report lists every other problem too.
+                    tally.conflict = (
+                        f"conflict: NAIC {naic} is also carried by {claimed[naic]}, an earlier "
+                        "file of this run; send one file per NAIC"
+                    )
+                per_naic[naic] = 0
+            per_naic[naic] += 1
+            if tally.conflict is not None:
+                continue
+            batch.append(make_row(file_id, record))
+            if len(batch) >= batch_size:
+                writer.write(batch)
+                batch.clear()
+                advance(stream)
+        if batch:
+            writer.write(batch)
+        advance(stream)
+
+
+@contextmanager
+def _progress(enabled: bool, path: Path) -> Iterator:
+    """A callable that moves the bar to the stream's position (a no-op without a terminal)."""
+    if not enabled:
+        yield lambda _stream: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(path.name, total=path.stat().st_size)
+
+        def advance(stream: BinaryIO) -> None:
+            bar.update(task, completed=stream.tell())
+
+        yield advance
+
+
+def _swap(conn: Connection, file_id: int, tally: _Tally) -> None:
+    """Point each NAIC of the file at it; sorted, so concurrent loads lock in the same order."""
+    now = _now()
+    table = BobCurrent.__table__
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    for naic in tally.naics:
+        values = {"file_id": file_id, "records": tally.per_naic[naic], "loaded_at": now}
+        stmt = dialect.insert(table).values(naic=naic, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["naic"], set_=values))
+
+
+def _finish_file_row(
+    conn: Connection, file_id: int, status: str, reason: str | None, tally: _Tally
+) -> None:
+    conn.execute(delete(BobIssue).where(BobIssue.file_id == file_id))
+    if tally.stored:
+        conn.execute(
+            insert(BobIssue),
+            [
+                {
+                    "file_id": file_id,
+                    "line": i.line,
+                    "field": i.field[:40],
+                    "value": i.value[:300],
+                    "reason": i.reason[:200],
+                    "severity": i.severity,
+                }
+                for i in tally.stored
+            ],
+        )
+    conn.execute(
+        update(BobFile)
+        .where(BobFile.id == file_id)
+        .values(
+            status=status,
+            reason=reason,
+            naics=",".join(tally.naics),
+            records=tally.records,
+            loaded=tally.loaded if status == "accepted" else 0,
+            errors=tally.errors,
+            warnings=tally.warnings,
+            processed_at=_now(),
+        )
+    )
+
+
+def _pause_for_crash_tests(settings: BobSettings) -> None:
+    """Test hook ``OLV_BOB_TEST_PAUSE_BEFORE_COMMIT``: hold the swap open so a crash test can
+    kill the process inside it. Never set in production."""
+    if settings.test_pause_before_commit > 0:
+        log.warning(
+            "test hook: pausing before the swap commit",
+            extra={"seconds": settings.test_pause_before_commit},
+        )
+        time.sleep(settings.test_pause_before_commit)
+
+
+def _collect_garbage(engine: Engine, naics: list[str]) -> None:
+    """Delete the generations of these NAICs that no pointer names any more.
+
+    The pointer is read inside the statement, so a concurrent load that has just become the
+    master is never touched; rows of a load still in flight are invisible here anyway.
+    """
+    for naic in naics:
+        current = select(BobCurrent.file_id).where(BobCurrent.naic == naic)
+        with engine.begin() as conn:
+            conn.execute(
+                delete(BobRecord).where(
+                    BobRecord.naic == naic, BobRecord.file_id != current.scalar_subquery()
+                )
+            )
+
+
+def _header(
+    path: Path, status: str, reason: str | None, tally: _Tally, opts: _Options, digest: str | None
+) -> ReportHeader:
+    return ReportHeader(
+        file=path.name,
+        status=status,
+        reason=reason,
+        records=tally.records,
+        loaded=tally.loaded if status == "accepted" else 0,
+        bad_records=tally.bad_records,
+        errors=tally.errors,
+        warnings=tally.warnings,
+        max_error_rate=opts.max_error_rate,
+        naics=tally.naics,
+        sha256=digest,
+        processed_at=_now().isoformat(timespec="seconds"),
+    )
+
+
+def _rejected(
+    path: Path,
+    report: ReportWriter,
+    opts: _Options,
+    tally: _Tally,
+    reason: str,
+    digest: str | None,
+) -> LoadOutcome:
+    report_path = report.finish(_header(path, "rejected", reason, tally, opts, digest))
+    return LoadOutcome(
+        path, "rejected", tally.naics, 0, tally.errors, tally.warnings, report_path, reason
+    )
+
+
+def _duplicate(path: Path, earlier: Row[Any]) -> LoadOutcome:
+    when = earlier.processed_at.isoformat(timespec="seconds") if earlier.processed_at else "?"
+    reason = f"already loaded as {earlier.name} (file id {earlier.id}) at {when}"
+    naics = [n for n in earlier.naics.split(",") if n]
+    return LoadOutcome(path, "duplicate", naics, 0, 0, 0, None, reason)

@@ -1,0 +1,92 @@
+"""Reading the current book of business: by VIN (``olv bob lookup``, the portal) and per NAIC.
+
+Only rows of the generation that ``bob_current`` points at are current (see
+``bob_loader.models``); every query here joins on that pointer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select
+
+from bob_loader.models import BobCurrent, BobFile, BobRecord
+from olv import normalize
+
+# VINs per query: well under SQLite's bound-parameter limit, large enough that 100,000 VINs
+# take a hundred round trips.
+BATCH = 900
+
+_BY_VIN = (
+    select(
+        BobRecord.vin,
+        BobRecord.naic,
+        BobRecord.policy_number,
+        BobRecord.policy_type,
+        BobRecord.effective_date,
+        BobRecord.expiration_date,
+        BobFile.name.label("source_file"),
+        BobCurrent.loaded_at,
+    )
+    .join(
+        BobCurrent,
+        (BobCurrent.naic == BobRecord.naic) & (BobCurrent.file_id == BobRecord.file_id),
+    )
+    .join(BobFile, BobFile.id == BobRecord.file_id)
+    .where(BobRecord.vin.in_(bindparam("vins", expanding=True)))
+    .order_by(BobRecord.vin, BobRecord.naic, BobRecord.effective_date)
+)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        # SQLite hands back naive datetimes; the loader always writes UTC.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def find_by_vins(conn: Connection, vins: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Current records for the VINs (normalized with ``olv.normalize.vin``), hits only.
+
+    Each is a dict of JSON-ready values: vin, naic, policy_number, policy_type,
+    effective_date, expiration_date (ISO dates or None), source_file, loaded_at.
+    Streams: VINs are read and queried one batch at a time.
+    """
+    batch: list[str] = []
+    seen: set[str] = set()
+    for raw in vins:
+        vin = normalize.vin(raw)
+        if not vin or vin in seen:
+            continue
+        seen.add(vin)
+        batch.append(vin)
+        if len(batch) >= BATCH:
+            yield from _query(conn, batch)
+            batch = []
+    if batch:
+        yield from _query(conn, batch)
+
+
+def _query(conn: Connection, vins: list[str]) -> Iterator[dict[str, Any]]:
+    for row in conn.execute(_BY_VIN, {"vins": vins}).mappings():
+        yield {key: _jsonable(value) for key, value in row.items()}
+
+
+def naic_stats(conn: Connection) -> Iterator[dict[str, Any]]:
+    """One dict per NAIC with a master: naic, records, file, loaded_at."""
+    query = (
+        select(
+            BobCurrent.naic,
+            BobCurrent.records,
+            BobFile.name.label("file"),
+            BobCurrent.loaded_at,
+        )
+        .join(BobFile, BobFile.id == BobCurrent.file_id)
+        .order_by(BobCurrent.naic)
+    )
+    for row in conn.execute(query).mappings():
+        yield {key: _jsonable(value) for key, value in row.items()}

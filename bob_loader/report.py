@@ -1,0 +1,95 @@
+"""The plain-text error report sent back to the insurer: ``<file name>.errors.txt``.
+
+A header with the totals, a blank line, then one line per problem starting with ``line N``
+(field, offending value, reason). Problems are streamed to a part file while the data file is
+read, so a file with a million bad lines costs disk, not memory; the header is only known at the
+end, so the report is assembled then and renamed into place (a reader never sees half of it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from bob_loader.errors import Issue
+
+SUFFIX = ".errors.txt"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportHeader:
+    file: str
+    status: str
+    reason: str | None
+    records: int
+    loaded: int
+    bad_records: int
+    errors: int
+    warnings: int
+    max_error_rate: float
+    naics: list[str]
+    sha256: str | None
+    processed_at: str
+
+    def lines(self) -> list[str]:
+        rate = f"{100 * self.bad_records / self.records:.2f} %" if self.records else "n/a"
+        return [
+            "OLV book-of-business error report",
+            f"file: {self.file}",
+            f"status: {self.status}",
+            f"reason: {self.reason or '-'}",
+            f"records: {self.records}",
+            f"loaded: {self.loaded}",
+            f"records with errors: {self.bad_records} ({rate}; "
+            f"the limit is {100 * self.max_error_rate:.2f} %)",
+            f"errors: {self.errors}",
+            f"warnings: {self.warnings}",
+            f"NAICs: {', '.join(self.naics) or '-'}",
+            f"sha256: {self.sha256 or '-'}",
+            f"processed: {self.processed_at}",
+        ]
+
+
+def report_path_for(path: Path, report_dir: Path | None) -> Path:
+    return (report_dir or path.parent) / (path.name + SUFFIX)
+
+
+class ReportWriter:
+    """Collects problem lines for one data file and writes the report when asked."""
+
+    def __init__(self, path: Path, report_dir: Path | None) -> None:
+        self.target = report_path_for(path, report_dir)
+        self._part = self.target.with_name("." + self.target.name + ".part")
+        self._body: TextIO | None = None
+
+    def add(self, issue: Issue) -> None:
+        if self._body is None:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self._body = self._part.open("w", encoding="ascii", errors="backslashreplace")
+        self._body.write(issue.report_line())
+        self._body.write("\n")
+
+    def finish(self, header: ReportHeader) -> Path:
+        """Write header and problems to :attr:`target` and return it."""
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.target.with_name("." + self.target.name + ".tmp")
+        with tmp.open("w", encoding="ascii", errors="backslashreplace") as out:
+            out.write("\n".join(header.lines()))
+            out.write("\n\n")
+            if self._body is not None:
+                self._body.close()
+                with self._part.open(encoding="ascii") as body:
+                    shutil.copyfileobj(body, out)
+        os.replace(tmp, self.target)
+        self.discard()
+        return self.target
+
+    def discard(self) -> None:
+        """Drop the collected lines (no report needed, or the load failed)."""
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+        self._part.unlink(missing_ok=True)
