@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, migrated to head."""
+    with fresh_pg_database() as url:
+        yield url
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """Create, migrate, and finally drop a PostgreSQL database (skips if unreachable)."""
     problem = _pg_reachable()
     if problem:
         if os.environ.get("OLV_TEST_REQUIRE_PG") == "1":
@@ -70,6 +78,20 @@ def _truncate_all(url: str) -> None:
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated database shared by one test module (for tests that start servers)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("moddb") / "olv.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+    else:
+        with fresh_pg_database() as url:
+            yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -111,3 +133,9 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"the shared specification folder is absent ({SHARED}); interop tests need it")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def shared_or_none() -> Path | None:
+    """The shared folder if present; schema checks against the reference then also run."""
+    return SHARED if SHARED.is_dir() else None

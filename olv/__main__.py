@@ -1,0 +1,3 @@
+from olv.cli import main
+
+main()
