@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -169,12 +169,12 @@ def codes_of(element: etree._Element) -> tuple[str, list[str]]:
     return code, reasons
 
 
-@lru_cache(maxsize=None)
+@cache
 def our_schema(version: str) -> xmlschema.XMLSchema:
     return xmlschema.XMLSchema(str(xsd.schema_path(version)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference_schema(shared: Path, version: str) -> xmlschema.XMLSchema:
     """The xs:schema inside a third-party reference WSDL (read at test time, never copied)."""
     tree = etree.parse(str(shared / "reference" / "iicmva" / REFERENCE_FILES[version]))

@@ -1,0 +1,99 @@
+"""``olv policies import``: CSV and BoB files, bad rows reported and skipped, one transaction."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from bob_loader import layout
+from olv import db
+from service.models import Coverage, Policy
+
+HEADER = (
+    "naic,policy_number,policy_type,vin,effective_date,expiration_date,cancel_date,pending_review\n"
+)
+
+
+def _run(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OLV_DATABASE_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "olv", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _counts(url: str) -> tuple[int, int]:
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        result = (
+            conn.scalar(select(func.count()).select_from(Policy)),
+            conn.scalar(select(func.count()).select_from(Coverage)),
+        )
+    engine.dispose()
+    return result  # type: ignore[return-value]
+
+
+def bob_line(**values: str) -> str:
+    line = [" "] * layout.RECORD_LENGTH
+    for name, value in values.items():
+        field = layout.BY_NAME[name]
+        line[field.slice] = list(value.ljust(field.length)[: field.length])
+    return "".join(line)
+
+
+def test_csv_import_reports_bad_rows_with_line_numbers(db_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text(
+        HEADER
+        + "12345,AB-1,VS,1HGCM82633A004352,2026-01-01,2027-01-01,,\n"
+        + "12345,AB-1,VS,2T1BURHE0JC014706,2026-01-01,2027-01-01,,\n"
+        + "1234x,AB-2,VS,1HGCM82633A004352,2026-01-01,,,\n"
+        + "12345,AB-3,VS,1HGCM82633A004352,2026-02-30,,,\n"
+        + "12345,FLEET,NS,,20260101,,,yes\n"
+    )
+    result = _run("policies", "import", str(path), url=db_url)
+    assert result.returncode == 0, result.stderr
+    assert "line 4: naic" in result.stderr and "line 5: effective_date" in result.stderr
+    assert "2 rows skipped" in result.stdout
+    assert _counts(db_url) == (2, 3)
+    # importing again replaces the policies' rows instead of duplicating them
+    assert _run("policies", "import", str(path), url=db_url).returncode == 0
+    assert _counts(db_url) == (2, 3)
+
+
+def test_bob_import_and_file_error_changes_nothing(db_url: str, tmp_path: Path) -> None:
+    good = tmp_path / "Acme 20261101.txt"
+    good.write_text(
+        bob_line(
+            policy_type="VS",
+            naic="12345",
+            policy_number="PN 1",
+            effective_date="20260101",
+            vin="1HGCM82633A004352",
+        )
+        + "\r\n"
+        + bob_line(
+            policy_type="VS",
+            naic="12345",
+            policy_number="PN 2",
+            effective_date="20261301",
+            vin="1HGCM82633A004353",
+        )
+        + "\r\n"
+    )
+    result = _run("policies", "import", str(good), url=db_url)
+    assert result.returncode == 0, result.stderr
+    assert "line 2" in result.stderr
+    assert _counts(db_url) == (1, 1)
+
+    csv_ok = tmp_path / "more.csv"
+    csv_ok.write_text(HEADER + "12345,ZZ-9,VS,1HGCM82633A004352,2026-01-01,,,\n")
+    empty = tmp_path / "Empty 20261101.txt"
+    empty.write_bytes(b"\xff\xfe" + "VS".encode("utf-16-le") * 200)
+    failed = _run("policies", "import", str(csv_ok), str(empty), url=db_url)
+    assert failed.returncode == 2
+    assert "nothing was imported" in failed.stderr
+    assert _counts(db_url) == (1, 1)  # the good CSV in the same run was rolled back too
