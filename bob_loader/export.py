@@ -50,8 +50,10 @@ def export_records(engine: Engine, naic: str) -> Iterator[str]:
         .where(Policy.naic == naic)
         .order_by(Policy.policy_number, Coverage.effective_date, Coverage.id)
     )
-    with engine.connect() as conn:
-        rows = conn.execution_options(stream_results=True, yield_per=5000).execute(query)
+    with (
+        engine.connect() as conn,
+        conn.execution_options(stream_results=True, yield_per=5000).execute(query) as rows,
+    ):
         for row in rows:
             values = {
                 "policy_type": row.policy_type,

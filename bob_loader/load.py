@@ -197,6 +197,7 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
         return _rejected(path, report, opts, tally, reason, digest)
 
     _collect_garbage(engine, tally.naics)
+    _refresh_statistics(engine)
     report_path = None
     if tally.errors or tally.warnings:
         report_path = report.finish(_header(path, "accepted", None, tally, opts, digest))
@@ -389,6 +390,15 @@ def _collect_garbage(engine: Engine, naics: list[str]) -> None:
                     BobRecord.naic == naic, BobRecord.file_id != current.scalar_subquery()
                 )
             )
+
+
+def _refresh_statistics(engine: Engine) -> None:
+    """PostgreSQL plans VIN lookups from table statistics; after a bulk load they are stale
+    (autovacuum catches up only later) and the planner would scan the table instead of using
+    the VIN index. ANALYZE samples a fixed number of rows, so this stays cheap."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE bob_record")
 
 
 def _header(
