@@ -278,7 +278,8 @@ def push(
 def fetch(
     sftp: SftpSpec,
     to: Annotated[
-        Path, typer.Option("--to", help="Local directory, e.g. an account's inbox/", file_okay=False)
+        Path,
+        typer.Option("--to", help="Local directory, e.g. an account's inbox/", file_okay=False),
     ],
     port: PortOpt = 22,
     key: KeyOpt = None,
