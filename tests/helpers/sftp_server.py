@@ -127,7 +127,9 @@ def _wait_for_banner(port: int, proc: subprocess.Popen[bytes] | None, log: Path 
     raise RuntimeError(f"no SSH server answered on port {port}")
 
 
-def _sshd_config(workdir: Path, port: int, keys: SshKeys, user: str, chroot: Path | None) -> Path:
+def _sshd_config(
+    workdir: Path, port: int, keys: SshKeys, user: str, chroot: Path | None, force_command: str
+) -> Path:
     lines = [
         f"Port {port}",
         "ListenAddress 127.0.0.1",
@@ -144,7 +146,7 @@ def _sshd_config(workdir: Path, port: int, keys: SshKeys, user: str, chroot: Pat
         "Subsystem sftp internal-sftp",
         "LogLevel VERBOSE",
         f"Match User {user}",
-        "    ForceCommand internal-sftp",
+        f"    ForceCommand {force_command}",
         "    AllowTcpForwarding no",
         "    X11Forwarding no",
     ]
@@ -156,7 +158,7 @@ def _sshd_config(workdir: Path, port: int, keys: SshKeys, user: str, chroot: Pat
 
 
 @contextmanager
-def _openssh(account_root: Path, workdir: Path) -> Iterator[SftpServer]:
+def _openssh(account_root: Path, workdir: Path, force_command: str) -> Iterator[SftpServer]:
     user = pwd.getpwuid(os.geteuid()).pw_name  # sshd only lets a non-root run log in as itself
     port = free_port()
     keys = make_keys(workdir, port)
@@ -165,7 +167,14 @@ def _openssh(account_root: Path, workdir: Path) -> Iterator[SftpServer]:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
         if chroot_safe(account_root):
             chroot = account_root
-    config = _sshd_config(workdir, port, keys, user, chroot)
+    if chroot is None:
+        # A start directory such as ``-d /inbox`` only exists inside the chroot.
+        words = force_command.split()
+        if "-d" in words:
+            at = words.index("-d")
+            del words[at : at + 2]
+        force_command = " ".join(words)
+    config = _sshd_config(workdir, port, keys, user, chroot, force_command)
     subprocess.run([SSHD, "-t", "-f", str(config)], check=True, capture_output=True)
     log = workdir / "sshd.log"
     with log.open("wb") as out:
@@ -179,7 +188,7 @@ def _openssh(account_root: Path, workdir: Path) -> Iterator[SftpServer]:
 
 
 @contextmanager
-def _asyncssh_server(account_root: Path, workdir: Path) -> Iterator[SftpServer]:
+def _asyncssh_server(account_root: Path, workdir: Path, _command: str) -> Iterator[SftpServer]:
     port = free_port()
     keys = make_keys(workdir, port)
     loop = asyncio.new_event_loop()
@@ -216,10 +225,15 @@ def _asyncssh_server(account_root: Path, workdir: Path) -> Iterator[SftpServer]:
 
 
 @contextmanager
-def sftp_server(account_root: Path, workdir: Path) -> Iterator[SftpServer]:
-    """An SFTP server whose user lands in ``account_root`` (chrooted where possible)."""
+def sftp_server(
+    account_root: Path, workdir: Path, force_command: str = "internal-sftp"
+) -> Iterator[SftpServer]:
+    """An SFTP server whose user lands in ``account_root`` (chrooted where possible).
+
+    ``force_command`` is sshd's ForceCommand (e.g. the production one); asyncssh ignores it.
+    """
     wanted = os.environ.get("OLV_TEST_SFTP_SERVER", "")
     factory = _openssh if wanted != "asyncssh" and Path(SSHD).is_file() else _asyncssh_server
-    with factory(account_root, workdir) as server:
+    with factory(account_root, workdir, force_command) as server:
         print(server.describe())
         yield server
