@@ -156,7 +156,10 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
 
     file_id, earlier = _register(engine, path, digest, size, opts.account)
     if earlier is not None:
-        return _duplicate(path, earlier)
+        outcome = _duplicate(path, earlier)
+        # Its load may have been killed after the swap, inside the clean-up: finish that.
+        _collect_garbage(engine, outcome.naics)
+        return outcome
 
     tally = _Tally()
     reason: str | None = None
