@@ -39,7 +39,10 @@ def load(
 ) -> None:
     """Validate and load BoB files; exit 0 when all are accepted (or already loaded), 1 if not."""
     from bob_loader.load import load_files
+    from bob_loader.validate import PROFILES
 
+    if profile is not None and profile not in PROFILES:
+        raise typer.BadParameter(f"must be one of {', '.join(PROFILES)}", param_hint="--profile")
     engine = _engine()
     try:
         outcomes = load_files(engine, files, report_dir=report_dir, profile=profile, progress=True)

@@ -38,6 +38,7 @@ from bob_loader.models import BobCurrent, BobFile, BobIssue, BobRecord
 from bob_loader.parser import iter_bob
 from bob_loader.report import ReportHeader, ReportWriter
 from bob_loader.settings import BobSettings, get_bob_settings
+from bob_loader.validate import PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def load_files(
     ``progress`` shows a progress bar, and only when stderr is a terminal.
     """
     settings = get_bob_settings()
+    if profile is not None and profile not in PROFILES:
+        raise ValueError(f"unknown validation profile {profile!r}; expected one of {PROFILES}")
     opts = _Options(
         report_dir=report_dir,
         profile=profile or settings.profile,

@@ -288,3 +288,11 @@ def test_unreadable_path_is_rejected_with_a_report(engine, tmp_path):
     [outcome] = load_files(engine, [tmp_path / "missing.txt"], report_dir=tmp_path / "r")
     assert outcome.status == "rejected" and outcome.reason.startswith("cannot read the file")
     assert outcome.report_path.exists()
+
+
+def test_unknown_profile_is_refused_before_anything_is_registered(engine, tmp_path):
+    path = write(tmp_path / "x.txt", synth.records("12345", 3))
+    with pytest.raises(ValueError, match="unknown validation profile 'strict'"):
+        load_files(engine, [path], profile="strict")
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(BobFile)) == 0
