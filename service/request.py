@@ -16,14 +16,14 @@ from datetime import date
 from lxml import etree
 
 from olv import normalize
-from service.ns import q
+from service.ns import IICMVA, q
 from service.versions import SPECS, V0510
 
+_IICMVA_PREFIX = f"{{{IICMVA}}}"
 _POLICY_INFO = (q("Detail"), q("PolicyInformation"))
 _ORG = (*_POLICY_INFO, q("OrganizationDetails"))
 _POLICY = (*_POLICY_INFO, q("PolicyDetails"))
 _VEHICLE = (q("Detail"), q("VehicleInformation"), q("VehicleDetails"))
-_REASON = (q("RequestorInformation"), q("ReasonDetails"), q("ReasonCode"))
 _PUBLICATION_ATTRS = ("PublicationVersion", "PublicationDate")
 
 
@@ -59,13 +59,6 @@ def _find(root: etree._Element, path: tuple[str, ...]) -> etree._Element | None:
     return node
 
 
-def _text(root: etree._Element, path: tuple[str, ...]) -> str | None:
-    node = _find(root, path)
-    if node is None:
-        return None
-    return node.text or ""
-
-
 def _ensure(root: etree._Element, path: tuple[str, ...], before: dict[str, int]) -> etree._Element:
     """Find or create ``path``; a created element goes where the schema's sequence wants it."""
     node = root
@@ -98,18 +91,39 @@ _ORDER = {
 _PLACEHOLDERS = {"naic": "00000", "key": "KEY", "date": "2000-01-01T00:00:00", "vin": "VIN"}
 
 
+def elements(request: etree._Element) -> dict[str, etree._Element]:
+    """First element of each IICMVA local name, in one pass over the (small) request.
+
+    The names the decision needs occur once each in a valid request; a misplaced duplicate
+    makes the request schema-invalid, and so IDF, before any value read here is used.
+    """
+    found: dict[str, etree._Element] = {}
+    prefix_length = len(IICMVA) + 2
+    for node in request.iter(tag=etree.Element):
+        tag = node.tag
+        if tag.startswith(_IICMVA_PREFIX):
+            found.setdefault(tag[prefix_length:], node)
+    return found
+
+
+def _value(found: dict[str, etree._Element], name: str) -> str | None:
+    node = found.get(name)
+    return None if node is None else (node.text or "")
+
+
 def read(request: etree._Element, version: str, schema: etree.XMLSchema) -> CoverageQuery:
     spec = SPECS[version]
     key_path = (*_POLICY, q(spec.key_element))
     date_path = (*_POLICY, q("VerificationDate"))
+    found = elements(request)
     query = CoverageQuery(
         version=version,
-        naic=_text(request, (*_ORG, q("NAIC"))),
-        policy_key=_text(request, key_path),
-        vin=_text(request, (*_VEHICLE, q("VIN"))),
-        verification_date=_text(request, date_path),
-        policy_state=_text(request, (*_POLICY, q("PolicyState"))),
-        request_reason=_text(request, _REASON),
+        naic=_value(found, "NAIC"),
+        policy_key=_value(found, spec.key_element),
+        vin=_value(found, "VIN"),
+        verification_date=_value(found, "VerificationDate"),
+        policy_state=_value(found, "PolicyState"),
+        request_reason=_value(found, "ReasonCode"),
     )
 
     candidate = request

@@ -8,16 +8,17 @@ schema, a fixed placeholder is echoed instead (the README lists them).
 
 from __future__ import annotations
 
-import copy
 import re
 from datetime import date, datetime
+from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
 
 from olv import normalize
 from service import codes
 from service.codes import Code
-from service.ns import IICMVA, q
+from service.ns import IICMVA
+from service.request import elements
 from service.versions import SPECS, V0510
 
 PLACEHOLDERS = {
@@ -36,7 +37,7 @@ _MIN_LENGTH = {"NAIC": 2}
 _DATETIME = re.compile(r"^-?\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$")
 _YEAR = re.compile(r"^\d{4}$")
 _VERSION = re.compile(r"^\d{8}$")
-_NSMAP = {None: IICMVA}
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
 
 def _safe(name: str, value: str | None) -> str:
@@ -69,22 +70,6 @@ def _real_datetime(text: str) -> bool:
     return True
 
 
-def _child_text(parent: etree._Element | None, *path: str) -> str | None:
-    node = parent
-    for step in path:
-        if node is None:
-            return None
-        node = node.find(q(step))
-    return None if node is None else (node.text or "")
-
-
-def _sub(parent: etree._Element, name: str, value: str | None = None) -> etree._Element:
-    node = etree.SubElement(parent, q(name))
-    if value is not None:
-        node.text = value
-    return node
-
-
 def _publication(request: etree._Element | None, version: str) -> dict[str, str]:
     spec = SPECS[version]
     if spec.default_publication_version is None:
@@ -111,42 +96,48 @@ def build(
     *,
     echo_requestor: bool = True,
 ) -> etree._Element:
+    """The response element. Assembled as text and parsed once: for a document this small
+    that is several times cheaper than creating each element through the lxml API."""
     spec = SPECS[version]
-    root = etree.Element(q(spec.response_root), _publication(request, version), nsmap=_NSMAP)
+    found = elements(request) if request is not None else {}
 
-    requestor = request.find(q("RequestorInformation")) if request is not None else None
-    if echo_requestor and requestor is not None:
-        root.append(copy.deepcopy(requestor))
+    def value(name: str) -> str | None:
+        node = found.get(name)
+        return None if node is None else (node.text or "")
 
-    detail_in = request.find(q("Detail")) if request is not None else None
-    info_in = detail_in.find(q("PolicyInformation")) if detail_in is not None else None
-
-    detail = _sub(root, "Detail")
-    info = _sub(detail, "PolicyInformation")
-    status = _sub(_sub(info, "CoverageStatus"), "ResponseDetails")
-    _sub(status, "ResponseCode", "Unconfirmed" if reason_codes else "Confirmed")
-    for value in codes.for_version(list(reason_codes), version):
-        _sub(status, "UnconfirmedReasonCode", value)
-
-    _sub(
-        _sub(info, "OrganizationDetails"),
-        "NAIC",
-        _safe("NAIC", _child_text(info_in, "OrganizationDetails", "NAIC")),
+    parts = [f'<{spec.response_root} xmlns="{IICMVA}"']
+    for attr, attr_value in _publication(request, version).items():
+        parts.append(f" {attr}={quoteattr(attr_value)}")
+    parts.append(">")
+    requestor = found.get("RequestorInformation")
+    if echo_requestor and requestor is not None and requestor.getparent() is request:
+        parts.append(etree.tostring(requestor, encoding="unicode", with_tail=False))
+    status = "Unconfirmed" if reason_codes else "Confirmed"
+    parts.append(
+        "<Detail><PolicyInformation><CoverageStatus><ResponseDetails>"
+        f"<ResponseCode>{status}</ResponseCode>"
     )
-    policy = _sub(info, "PolicyDetails")
+    for code in codes.for_version(list(reason_codes), version):
+        parts.append(f"<UnconfirmedReasonCode>{code}</UnconfirmedReasonCode>")
+    parts.append(
+        "</ResponseDetails></CoverageStatus>"
+        f"<OrganizationDetails><NAIC>{escape(_safe('NAIC', value('NAIC')))}</NAIC>"
+        "</OrganizationDetails><PolicyDetails>"
+    )
     for name in ("VerificationDate", spec.key_element, "PolicyState"):
-        _sub(policy, name, _safe(name, _child_text(info_in, "PolicyDetails", name)))
-
-    vehicle_in = detail_in.find(q("VehicleInformation")) if detail_in is not None else None
-    if vehicle_in is not None:
-        details_in = vehicle_in.find(q("VehicleDetails"))
-        details = _sub(_sub(detail, "VehicleInformation"), "VehicleDetails")
-        _sub(details, "VIN", _safe("VIN", _child_text(details_in, "VIN")))
+        parts.append(f"<{name}>{escape(_safe(name, value(name)))}</{name}>")
+    parts.append("</PolicyDetails></PolicyInformation>")
+    if "VehicleInformation" in found:
+        parts.append(
+            f"<VehicleInformation><VehicleDetails><VIN>{escape(_safe('VIN', value('VIN')))}</VIN>"
+        )
         for name in ("Make", "Model", "Year"):
-            value = _child_text(details_in, name)
-            if value is not None and not normalize.is_blank(value):
-                _sub(details, name, _safe(name, value))
+            text = value(name)
+            if text is not None and not normalize.is_blank(text):
+                parts.append(f"<{name}>{escape(_safe(name, text))}</{name}>")
             elif version == V0510:
                 # The 00200510 standard requires the three in a response's vehicle block.
-                _sub(details, name, PLACEHOLDERS[name])
-    return root
+                parts.append(f"<{name}>{PLACEHOLDERS[name]}</{name}>")
+        parts.append("</VehicleDetails></VehicleInformation>")
+    parts.append(f"</Detail></{spec.response_root}>")
+    return etree.fromstring("".join(parts), _PARSER)
