@@ -227,14 +227,21 @@ def watch(
     )
     log.info("watching", extra={"directory": str(directory), "once": once})
     try:
-        intake.watch(watcher, poll_seconds=settings.intake_poll_seconds, stop=stop, once=once)
+        ok = intake.watch(watcher, poll_seconds=settings.intake_poll_seconds, stop=stop, once=once)
+    except intake.WatcherBusy as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         engine.dispose()
+    if once and not ok:
+        raise typer.Exit(1)  # cron should notice; the failed claims are retried next run
 
 
-def _ssh_options(port: int, key: Path | None, known_hosts: Path | None, insecure: bool):
+def _ssh_options(  # -> bob_loader.sftp.SshOptions (imported lazily, like every command here)
+    port: int, key: Path | None, known_hosts: Path | None, insecure: bool
+):
     from bob_loader.sftp import SshOptions
 
     if insecure:
@@ -244,7 +251,7 @@ def _ssh_options(port: int, key: Path | None, known_hosts: Path | None, insecure
     )
 
 
-def _sftp_target(spec: str):
+def _sftp_target(spec: str):  # -> bob_loader.sftp.SftpTarget
     from bob_loader.sftp import SftpTarget
 
     try:

@@ -23,24 +23,37 @@ committed is recognised by its checksum and reported as a duplicate, never loade
 
 from __future__ import annotations
 
-import json
+import fcntl
 import logging
 import os
 import shutil
 import smtplib
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
 from bob_loader import layout
 from bob_loader.errors import Issue
+from bob_loader.intake_store import (
+    Account,
+    Claim,
+    SavedOutcome,
+    claim,
+    discover_accounts,
+    fsync_dir,
+    load_outcome,
+    mark_mailed,
+    pending_claims,
+    save_outcome,
+)
 from bob_loader.mail import FileSummary, MailSender, summary_message
 from bob_loader.report import ReportHeader, ReportWriter
 
@@ -50,11 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIXES = (".part", ".tmp", ".filepart")
-PROCESSING = ".processing"
-OUTCOME_FILE = ".outcome.json"
-REPORT_FILE = ".report"
-STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-STAMP_LENGTH = 16  # len("20250131T235959Z")
+RETRY_ERRORS = (OperationalError, OSError)
 
 
 def is_temp_name(name: str) -> bool:
@@ -64,82 +73,6 @@ def is_temp_name(name: str) -> bool:
 
 Loader = Callable[..., Sequence["LoadOutcome"]]  # bob_loader.load.load_files
 ContactLookup = Callable[[Sequence[str]], list[str]]
-
-
-@dataclass(frozen=True, slots=True)
-class SavedOutcome:
-    """The part of a load outcome the watcher needs after a restart (``.outcome.json``)."""
-
-    status: str
-    naics: list[str]
-    records: int
-    errors: int
-    warnings: int
-    reason: str | None
-    mailed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    name: str
-    root: Path
-
-    @property
-    def inbox(self) -> Path:
-        return self.root / "inbox"
-
-    @property
-    def outbox(self) -> Path:
-        return self.root / "outbox"
-
-    @property
-    def archive(self) -> Path:
-        return self.root / "archive"
-
-    @property
-    def processing(self) -> Path:
-        return self.archive / PROCESSING
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    account: Account
-    dir: Path  # archive/.processing/<stamp>_<name>/
-
-    @property
-    def name(self) -> str:
-        return self.dir.name[STAMP_LENGTH + 1 :]
-
-    @property
-    def file(self) -> Path:
-        return self.dir / self.name
-
-    @property
-    def outcome_path(self) -> Path:
-        return self.dir / OUTCOME_FILE
-
-    @property
-    def report(self) -> Path:
-        return self.dir / REPORT_FILE
-
-
-def discover_accounts(base: Path) -> list[Account]:
-    """Accounts under ``base``, with ``outbox/``, ``archive/`` and the claim area created."""
-    accounts = []
-    for root in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        account = Account(root.name, root)
-        if not account.inbox.is_dir():
-            continue
-        try:
-            account.outbox.mkdir(exist_ok=True)
-            account.archive.mkdir(exist_ok=True)
-            account.processing.mkdir(mode=0o700, exist_ok=True)
-        except PermissionError as exc:
-            # One mis-provisioned account must not stop the intake of all the others.
-            log.error("account skipped: %s", exc, extra={"account": account.name})
-            continue
-        accounts.append(account)
-    return accounts
 
 
 class StabilityTracker:
@@ -187,62 +120,6 @@ class StabilityTracker:
         self._seen.pop(path, None)
 
 
-def _fsync_dir(path: Path) -> None:
-    # A rename is durable only once its directory is synced; the claim must survive power loss.
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def claim(account: Account, path: Path, now: float | None = None) -> Claim | None:
-    """Move an inbox file into its claim directory; None if the insurer removed it meanwhile."""
-    stamp_time = int(time.time() if now is None else now)
-    while True:
-        stamp = time.strftime(STAMP_FORMAT, time.gmtime(stamp_time))
-        final = f"{stamp}_{path.name}"
-        # The same name delivered twice within one second: step the stamp to keep names unique.
-        if not (account.processing / final).exists() and not (account.archive / final).exists():
-            break
-        stamp_time += 1
-    target = Claim(account, account.processing / final)
-    target.dir.mkdir()
-    try:
-        os.rename(path, target.file)
-    except FileNotFoundError:
-        target.dir.rmdir()
-        return None
-    _fsync_dir(target.dir)
-    _fsync_dir(account.inbox)
-    return target
-
-
-def pending_claims(account: Account) -> list[Claim]:
-    """Claims an earlier run left unfinished, in the order they were made."""
-    return [
-        Claim(account, d)
-        for d in sorted(account.processing.iterdir())
-        if d.is_dir() and not d.name.startswith(".") and len(d.name) > STAMP_LENGTH + 1
-    ]
-
-
-def load_outcome(c: Claim) -> SavedOutcome | None:
-    if not c.outcome_path.exists():
-        return None
-    return SavedOutcome(**json.loads(c.outcome_path.read_text()))
-
-
-def save_outcome(c: Claim, outcome: SavedOutcome) -> None:
-    _write_json(c.outcome_path, asdict(outcome))
-
-
 def db_contacts(engine: Engine) -> ContactLookup:
     """Contact addresses of NAICs from the loader's ``bob_contact`` table."""
     from bob_loader.models import InsurerContact
@@ -276,25 +153,41 @@ class Intake:
     account_emails: dict[str, list[str]] | None = None
     account_naics: dict[str, list[str]] | None = None
 
+    failures: int = 0  # account rounds that failed and will be retried
+
     def run_round(self, stop: threading.Event | None = None) -> int:
         """Process every account once; returns the number of files finished."""
         done = 0
         for account in discover_accounts(self.base):
             if stop is not None and stop.is_set():
                 break
-            # Leftovers from an earlier (killed) run form their own load call: they belong to
-            # that run, and a new upload of the same name must not share a report directory.
-            done += self.process(account, pending_claims(account))
-            if stop is not None and stop.is_set():
-                break
-            claims = []
-            for path in self.stability.ready(account.inbox):
-                self.stability.forget(path)
-                c = claim(account, path)
-                if c is not None:
-                    claims.append(c)
-            done += self.process(account, claims)
+            try:
+                done += self._account_round(account, stop)
+            except RETRY_ERRORS as exc:
+                # A database outage, or one account's file-system trouble: its claims stay in
+                # place for the next round, and the other accounts are served meanwhile.
+                self.failures += 1
+                log.error(
+                    "intake failed, retrying next round: %s",
+                    exc,
+                    exc_info=True,
+                    extra={"account": account.name},
+                )
         return done
+
+    def _account_round(self, account: Account, stop: threading.Event | None) -> int:
+        # Leftovers from an earlier (killed) run form their own load call: they belong to that
+        # run, and a new upload of the same name must not share the report directory.
+        done = self.process(account, pending_claims(account))
+        if stop is not None and stop.is_set():
+            return done
+        claims = []
+        for path in self.stability.ready(account.inbox):
+            self.stability.forget(path)
+            c = claim(account, path)
+            if c is not None:
+                claims.append(c)
+        return done + self.process(account, claims)
 
     def process(self, account: Account, claims: Sequence[Claim]) -> int:
         to_load = [c for c in claims if load_outcome(c) is None and c.file.exists()]
@@ -360,10 +253,10 @@ class Intake:
             )
             if not outcome.mailed:
                 self._notify(c, outcome, report_name if has_report else None)
-                save_outcome(c, _replace_mailed(outcome))
+                save_outcome(c, mark_mailed(outcome))
         if c.file.exists():
             os.replace(c.file, c.account.archive / c.dir.name)
-            _fsync_dir(c.account.archive)
+            fsync_dir(c.account.archive)
         c.outcome_path.unlink(missing_ok=True)
         c.dir.rmdir()
 
@@ -456,28 +349,34 @@ def _reject_unbound(c: Claim, allowed: set[str], staging: Path) -> bool:
     return True
 
 
-def _replace_mailed(outcome: SavedOutcome) -> SavedOutcome:
-    return SavedOutcome(**{**asdict(outcome), "mailed": True})
+class WatcherBusy(RuntimeError):
+    """Another watcher holds the intake directory."""
+
+
+@contextmanager
+def exclusive(base: Path) -> Iterator[None]:
+    """One watcher per intake directory: two would race for the same uploads.
+
+    The lock is taken on the directory itself, which the watcher may not be allowed to write.
+    """
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise WatcherBusy(f"another watcher is running on {base}") from exc
+        yield
+    finally:
+        os.close(fd)
 
 
 def watch(
-    intake: Intake,
-    *,
-    poll_seconds: float,
-    stop: threading.Event,
-    once: bool = False,
-    retry_errors: Iterable[type[BaseException]] = (OperationalError, OSError),
-) -> None:
-    """Run rounds until ``stop`` is set (or once). Database and file-system outages are logged
-    and retried next round; claims made before the failure are finished then."""
-    errors = tuple(retry_errors)
-    while True:
-        try:
+    intake: Intake, *, poll_seconds: float, stop: threading.Event, once: bool = False
+) -> bool:
+    """Run rounds until ``stop`` is set (or one round with ``once``); False if any failed."""
+    with exclusive(intake.base):
+        while True:
             intake.run_round(stop)
-        except errors as exc:
-            if once:
-                raise
-            log.error("intake round failed, retrying: %s", exc, exc_info=True)
-        if once or stop.is_set():
-            return
-        stop.wait(poll_seconds)
+            if once or stop.is_set():
+                return intake.failures == 0
+            stop.wait(poll_seconds)

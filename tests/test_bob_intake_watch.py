@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
-from bob_loader import intake
-from bob_loader.intake import Intake, StabilityTracker, claim, is_temp_name, save_outcome
+from bob_loader import intake, intake_store
+from bob_loader.intake import Intake, StabilityTracker, is_temp_name
+from bob_loader.intake_store import claim, discover_accounts, save_outcome
 from bob_loader.load import LoadOutcome, load_files
 from bob_loader.mail import MemorySender
 from olv import db
@@ -119,7 +121,7 @@ def test_accounts_need_an_inbox_and_get_outbox_and_archive(tmp_path: Path) -> No
     (tmp_path / "not-an-account").mkdir()
     (tmp_path / ".hidden" / "inbox").mkdir(parents=True)
 
-    accounts = intake.discover_accounts(tmp_path)
+    accounts = discover_accounts(tmp_path)
 
     assert [a.name for a in accounts] == ["acme"]
     assert listing(tmp_path / "acme") == ["archive", "inbox", "outbox"]
@@ -208,7 +210,7 @@ def test_a_growing_file_is_not_picked_up_until_it_stops_growing(tmp_path: Path) 
 
 def test_a_claim_left_by_a_killed_run_is_loaded_again_in_its_own_call(tmp_path: Path) -> None:
     inbox = make_account(tmp_path)
-    account = intake.discover_accounts(tmp_path)[0]
+    account = discover_accounts(tmp_path)[0]
     left = claim(account, drop(inbox, "Acme.txt", b"old" * 200), now=OLD)
     assert left is not None
     drop(inbox, "Acme.txt", b"new" * 300)  # the insurer sent the same name again meanwhile
@@ -224,10 +226,10 @@ def test_a_claim_left_by_a_killed_run_is_loaded_again_in_its_own_call(tmp_path: 
 
 def test_a_claim_with_a_saved_outcome_is_finished_without_loading(tmp_path: Path) -> None:
     inbox = make_account(tmp_path)
-    account = intake.discover_accounts(tmp_path)[0]
+    account = discover_accounts(tmp_path)[0]
     left = claim(account, drop(inbox, "Acme.txt"))
     assert left is not None
-    save_outcome(left, intake.SavedOutcome("accepted", ["12345"], 40, 0, 0, None))
+    save_outcome(left, intake_store.SavedOutcome("accepted", ["12345"], 40, 0, 0, None))
     loader, sender = RecordingLoader(), MemorySender()
 
     make_intake(tmp_path, loader, sender=sender).run_round()
@@ -239,7 +241,7 @@ def test_a_claim_with_a_saved_outcome_is_finished_without_loading(tmp_path: Path
 
 def test_the_same_name_twice_in_one_second_gets_distinct_archive_names(tmp_path: Path) -> None:
     inbox = make_account(tmp_path)
-    account = intake.discover_accounts(tmp_path)[0]
+    account = discover_accounts(tmp_path)[0]
     first = claim(account, drop(inbox, "Acme.txt"), now=OLD)
     second = claim(account, drop(inbox, "Acme.txt"), now=OLD)
     assert first is not None and second is not None
@@ -307,6 +309,38 @@ def test_watch_returns_when_stopped(tmp_path: Path) -> None:
     started = time.monotonic()
     intake.watch(watcher, poll_seconds=10, stop=stop)
     assert time.monotonic() - started < 5
+
+
+def test_a_failing_account_is_retried_and_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    drop(make_account(tmp_path, "acme"), "Acme.txt")
+    drop(make_account(tmp_path, "beta"), "Beta.txt")
+    working = RecordingLoader()
+
+    def loader(engine: object, paths: list[Path], **kw: object) -> list[LoadOutcome]:
+        if kw["account"] == "acme":
+            raise OperationalError("INSERT ...", {}, ConnectionError("database went away"))
+        return working(engine, paths, **kw)
+
+    watcher = make_intake(tmp_path, loader)
+    assert intake.watch(watcher, poll_seconds=1, stop=threading.Event(), once=True) is False
+    assert [call[1] for call in working.calls] == [["Beta.txt"]]
+    [kept] = [p for p in listing(tmp_path / "acme" / "archive" / ".processing") if p[0] != "."]
+    assert kept.endswith("_Acme.txt")  # the claim stays for the retry
+
+    watcher.loader = working
+    watcher.run_round()
+    assert [call[1] for call in working.calls] == [["Beta.txt"], ["Acme.txt"]]
+    assert listing(tmp_path / "acme" / "archive") == [".processing", kept]
+
+
+def test_only_one_watcher_per_intake_directory(tmp_path: Path) -> None:
+    with intake.exclusive(tmp_path), pytest.raises(intake.WatcherBusy):
+        intake.watch(
+            make_intake(tmp_path, RecordingLoader()),
+            poll_seconds=1,
+            stop=threading.Event(),
+            once=True,
+        )
 
 
 # --- restart safety with the real loader, both engines ----------------------------------------
