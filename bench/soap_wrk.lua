@@ -1,0 +1,77 @@
+-- wrk script for bench/soap_bench.py: rotates over pre-generated SOAP requests and checks
+-- every answer (HTTP 200 carrying a ResponseCode element).
+--
+--   wrk -c 32 -t 1 -d 12s --latency -s bench/soap_wrk.lua http://127.0.0.1:PORT -- CORPUS
+--
+-- CORPUS is written by soap_bench.py: per request a header line "PATH LENGTH", then LENGTH
+-- bytes of body, then a newline. The summary is one line starting with "OLVBENCH " holding
+-- JSON (latencies in microseconds), printed by done().
+
+local requests = {}
+local count = 0
+local position = 0
+sent = 0
+failures = 0
+confirmed = 0
+
+local threads = {}
+
+function setup(thread)
+  thread:set("thread_index", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local file = assert(io.open(args[1], "rb"), "cannot open the request corpus")
+  local headers = {
+    ["Content-Type"] = "text/xml; charset=utf-8",
+    ["SOAPAction"] = '"http://www.iicmva.com/VerifyInsurance"',
+  }
+  while true do
+    local line = file:read("*l")
+    if not line then break end
+    local path, length = line:match("^(%S+) (%d+)$")
+    local body = file:read(tonumber(length))
+    file:read("*l")
+    count = count + 1
+    requests[count] = wrk.format("POST", path, headers, body)
+  end
+  file:close()
+  -- Threads start at different places so they do not send the same sequence.
+  position = (thread_index * 7919) % count
+  -- wrk calls request() once on the first thread to check the request's format before any
+  -- connection exists: that call sends nothing, so it must not count as sent.
+  if thread_index == 0 then sent = -1 end
+end
+
+function request()
+  position = position % count + 1
+  sent = sent + 1
+  return requests[position]
+end
+
+function response(status, headers, body)
+  if status ~= 200 or not body:find("ResponseCode>", 1, true) then
+    failures = failures + 1
+  elseif body:find(">Confirmed<", 1, true) then
+    confirmed = confirmed + 1
+  end
+end
+
+function done(summary, latency, requests_stats)
+  local total_sent, total_failures, total_confirmed = 0, 0, 0
+  for _, thread in ipairs(threads) do
+    total_sent = total_sent + thread:get("sent")
+    total_failures = total_failures + thread:get("failures")
+    total_confirmed = total_confirmed + thread:get("confirmed")
+  end
+  local errors = summary.errors
+  io.write(string.format(
+    'OLVBENCH {"sent": %d, "completed": %d, "duration_us": %d, "failures": %d, '
+      .. '"confirmed": %d, "socket_errors": %d, "timeouts": %d, "non_2xx": %d, '
+      .. '"p50": %d, "p95": %d, "p99": %d, "max": %d, "mean": %.1f}\n',
+    total_sent, summary.requests, summary.duration, total_failures, total_confirmed,
+    errors.connect + errors.read + errors.write, errors.timeout, errors.status,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    latency.max, latency.mean))
+end
