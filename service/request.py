@@ -37,6 +37,7 @@ class CoverageQuery:
     policy_state: str | None = None
     request_reason: str | None = None
     format_errors: list[str] = field(default_factory=list)
+    found: dict[str, etree._Element] = field(default_factory=dict, repr=False)
 
     @property
     def day(self) -> date | None:
@@ -124,6 +125,7 @@ def read(request: etree._Element, version: str, schema: etree.XMLSchema) -> Cove
         verification_date=_value(found, "VerificationDate"),
         policy_state=_value(found, "PolicyState"),
         request_reason=_value(found, "ReasonCode"),
+        found=found,
     )
 
     candidate = request

@@ -95,11 +95,13 @@ def build(
     reason_codes: tuple[Code, ...],
     *,
     echo_requestor: bool = True,
+    found: dict[str, etree._Element] | None = None,
 ) -> etree._Element:
     """The response element. Assembled as text and parsed once: for a document this small
     that is several times cheaper than creating each element through the lxml API."""
     spec = SPECS[version]
-    found = elements(request) if request is not None else {}
+    if found is None:
+        found = elements(request) if request is not None else {}
 
     def value(name: str) -> str | None:
         node = found.get(name)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 _OUT = "olv.response"
+_ENVELOPE = "olv.envelope"
 
 
 class VerifyService(ServiceBase):
@@ -59,6 +60,28 @@ def _put_our_body(ctx: Any) -> None:
     for child in list(body):
         body.remove(child)
     body.append(ours)
+
+
+class _Reuse:
+    """Mixin: hand Spyne the envelope we already parsed with the hardened parser.
+
+    Spyne would otherwise parse the same bytes again with a parser it builds per request.
+    """
+
+    def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
+        envelope = ctx.transport.req_env.get(_ENVELOPE) if ctx.transport is not None else None
+        if envelope is None:
+            super().create_in_document(ctx, charset)  # type: ignore[misc]
+            return
+        ctx.in_document = (envelope, {})
+
+
+class OlvSoap11(_Reuse, Soap11):
+    pass
+
+
+class OlvSoap12(_Reuse, Soap12):
+    pass
 
 
 def _spyne(protocol: type) -> WsgiApplication:
@@ -113,8 +136,8 @@ class SoapApplication:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self._soap11 = _spyne(Soap11)
-        self._soap12 = _spyne(Soap12)
+        self._soap11 = _spyne(OlvSoap11)
+        self._soap12 = _spyne(OlvSoap12)
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
 
@@ -183,6 +206,7 @@ class SoapApplication:
 
         environ["wsgi.input"] = io.BytesIO(raw)
         environ["CONTENT_LENGTH"] = str(len(raw))
+        environ[_ENVELOPE] = envelope
         environ["olv.verifier"] = self.verifier
         environ["olv.endpoint"] = endpoint_version
         environ["olv.requester"] = identify(environ, self.settings)

@@ -82,11 +82,13 @@ class Verifier:
     def _build(
         self, request: etree._Element, version: str, decision: Decision, query: CoverageQuery
     ) -> etree._Element:
-        body = response.build(request, version, decision.codes)
+        body = response.build(request, version, decision.codes, found=query.found or None)
         unchecked = query.format_errors or {Code.UREQ, Code.SYSU} & set(decision.codes)
         # A request that was not checked (or not valid) must still get a valid echo.
         if unchecked and not self.schemas[version].validate(body):
-            body = response.build(request, version, decision.codes, echo_requestor=False)
+            body = response.build(
+                request, version, decision.codes, echo_requestor=False, found=query.found or None
+            )
         return body
 
     def _window(self) -> Window:
