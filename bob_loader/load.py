@@ -166,6 +166,7 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
 
     tally = _Tally()
     reason: str | None = None
+    started = time.perf_counter()
     with engine.connect() as conn:
         tx = conn.begin()
         try:
@@ -191,6 +192,15 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
                 _finish_file_row(conn, file_id, "accepted", None, tally)
                 _pause_for_crash_tests(opts.settings)
                 tx.commit()
+                log.info(
+                    "bob master swapped",
+                    extra={
+                        "file": path.name,
+                        "naics": len(tally.per_naic),
+                        "records": tally.loaded,
+                        "seconds": round(time.perf_counter() - started, 2),
+                    },
+                )
         except BaseException:
             report.discard()
             if tx.is_active:
@@ -388,14 +398,22 @@ def _collect_garbage(engine: Engine, naics: list[str]) -> None:
     The pointer is read inside the statement, so a concurrent load that has just become the
     master is never touched; rows of a load still in flight are invisible here anyway.
     """
+    started = time.perf_counter()
+    deleted = 0
     for naic in naics:
         current = select(BobCurrent.file_id).where(BobCurrent.naic == naic)
         with engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 delete(BobRecord).where(
                     BobRecord.naic == naic, BobRecord.file_id != current.scalar_subquery()
                 )
             )
+            deleted += max(result.rowcount, 0)
+    if deleted:
+        log.info(
+            "superseded bob records deleted",
+            extra={"rows": deleted, "seconds": round(time.perf_counter() - started, 2)},
+        )
 
 
 def _refresh_statistics(engine: Engine) -> None:
