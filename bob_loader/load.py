@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Literal
 
 from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from bob_loader.bulk import writer_for
 from bob_loader.errors import BobFileError, Issue
@@ -189,6 +190,14 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
                 tx.rollback()  # drops the records streamed so far: the old master stays
             else:
                 _swap(conn, file_id, tally)
+                # SQLite has no row lock: a concurrent load of the same bytes may have committed
+                # while this one streamed. Having written, this transaction now holds the write
+                # lock, so the re-read is final (on PostgreSQL the row lock made it so already).
+                earlier = _lock_file_row(conn, file_id)
+                if earlier is not None:
+                    tx.rollback()
+                    report.discard()
+                    return _duplicate(path, earlier)
                 _finish_file_row(conn, file_id, "accepted", None, tally)
                 _pause_for_crash_tests(opts.settings)
                 tx.commit()
@@ -226,6 +235,16 @@ def _register(
     engine: Engine, path: Path, digest: str, size: int, account: str | None
 ) -> tuple[int, Row[Any] | None]:
     """The file's row id, set to ``loading``; or the earlier accepted row for a duplicate."""
+    try:
+        return _register_once(engine, path, digest, size, account)
+    except IntegrityError:
+        # A concurrent delivery of the same bytes inserted the row first; now it is found.
+        return _register_once(engine, path, digest, size, account)
+
+
+def _register_once(
+    engine: Engine, path: Path, digest: str, size: int, account: str | None
+) -> tuple[int, Row[Any] | None]:
     with engine.begin() as conn:
         row = conn.execute(select(FILES).where(FILES.c.sha256 == digest)).one_or_none()
         values = {
@@ -247,7 +266,15 @@ def _register(
         if row.status == "accepted":
             return row.id, row
         # "loading" (a killed or failed run) or "rejected" (redelivered): validate it again.
-        conn.execute(update(BobFile).where(BobFile.id == row.id).values(**values))
+        # The status condition matters when a concurrent load of the same bytes holds the row:
+        # this UPDATE waits for it and, if that load was accepted, must not reopen the file.
+        taken = conn.execute(
+            update(BobFile)
+            .where(BobFile.id == row.id, BobFile.status != "accepted")
+            .values(**values)
+        ).rowcount
+        if taken == 0:
+            return row.id, conn.execute(select(FILES).where(FILES.c.id == row.id)).one()
         return row.id, None
 
 

@@ -116,3 +116,17 @@ def test_sigkill_at_any_moment_leaves_old_or_new_master(db_url: str, tmp_path: P
         assert conn.scalar(select(func.count()).where(BobRecord.naic == NAIC)) == NEW_COUNT
         assert conn.scalar(select(func.count()).where(BobFile.status == "loading")) == 0
     engine.dispose()
+
+
+def test_two_concurrent_deliveries_of_one_file_load_it_once(db_url: str, tmp_path: Path):
+    path = tmp_path / "Twice 20261201.txt"
+    synth.write_file(path, synth.records(NAIC, 30_000))
+    procs = [start(path) for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    statuses = sorted(out.split(";")[0].split(": ")[1] for out, _ in results)
+    assert statuses == ["accepted", "duplicate"]
+    engine = db.make_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).where(BobRecord.naic == NAIC)) == 30_000
+    engine.dispose()
