@@ -24,27 +24,24 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, Row
 
+from bob_loader import store
 from bob_loader.bulk import writer_for
-from bob_loader.errors import BobFileError, Issue
-from bob_loader.models import BobCurrent, BobFile, BobIssue, BobRecord
+from bob_loader.errors import BobFileError
 from bob_loader.parser import iter_bob
 from bob_loader.report import ReportHeader, ReportWriter
 from bob_loader.settings import BobSettings, get_bob_settings
+from bob_loader.store import Tally
 from bob_loader.validate import PROFILES
 
 log = logging.getLogger(__name__)
 
 Status = Literal["accepted", "rejected", "duplicate"]
-FILES = BobFile.__table__
 
 
 @dataclass
@@ -67,27 +64,6 @@ class _Options:
     account: str | None
     progress: bool
     settings: BobSettings
-
-
-@dataclass
-class _Tally:
-    """What one pass over a file found."""
-
-    records: int = 0
-    bad_records: int = 0
-    errors: int = 0
-    warnings: int = 0
-    per_naic: dict[str, int] = field(default_factory=dict)
-    stored: list[Issue] = field(default_factory=list)  # capped copy for the bob_issue table
-    conflict: str | None = None  # the conflict-rule rejection, once one is seen
-
-    @property
-    def loaded(self) -> int:
-        return sum(self.per_naic.values())
-
-    @property
-    def naics(self) -> list[str]:
-        return sorted(self.per_naic)
 
 
 def load_files(
@@ -145,10 +121,6 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str]) -> LoadOutcome:
     report = ReportWriter(path, opts.report_dir)
     try:
@@ -156,22 +128,22 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
         digest = sha256_of(path)
     except OSError as exc:
         reason = f"cannot read the file: {exc.strerror or exc}"
-        return _rejected(path, report, opts, _Tally(), reason, None)
+        return _rejected(path, report, opts, Tally(), reason, None)
 
-    file_id, earlier = _register(engine, path, digest, size, opts.account)
+    file_id, earlier = store.register(engine, path, digest, size, opts.account)
     if earlier is not None:
         outcome = _duplicate(path, earlier)
         # Its load may have been killed after the swap, inside the clean-up: finish that.
-        _collect_garbage(engine, outcome.naics)
+        store.collect_garbage(engine, outcome.naics)
         return outcome
 
-    tally = _Tally()
+    tally = Tally()
     reason: str | None = None
     started = time.perf_counter()
     with engine.connect() as conn:
         tx = conn.begin()
         try:
-            earlier = _lock_file_row(conn, file_id)
+            earlier = store.accepted_row(conn, file_id)
             if earlier is not None:  # a concurrent load of the same bytes finished first
                 tx.rollback()
                 return _duplicate(path, earlier)
@@ -189,16 +161,16 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
             if reason is not None:
                 tx.rollback()  # drops the records streamed so far: the old master stays
             else:
-                _swap(conn, file_id, tally)
+                store.swap(conn, file_id, tally.per_naic)
                 # SQLite has no row lock: a concurrent load of the same bytes may have committed
                 # while this one streamed. Having written, this transaction now holds the write
                 # lock, so the re-read is final (on PostgreSQL the row lock made it so already).
-                earlier = _lock_file_row(conn, file_id)
+                earlier = store.accepted_row(conn, file_id)
                 if earlier is not None:
                     tx.rollback()
                     report.discard()
                     return _duplicate(path, earlier)
-                _finish_file_row(conn, file_id, "accepted", None, tally)
+                store.finish_file_row(conn, file_id, "accepted", None, tally)
                 _pause_for_crash_tests(opts.settings)
                 tx.commit()
                 log.info(
@@ -218,11 +190,11 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
 
     if reason is not None:
         with engine.begin() as conn:
-            _finish_file_row(conn, file_id, "rejected", reason, tally)
+            store.finish_file_row(conn, file_id, "rejected", reason, tally)
         return _rejected(path, report, opts, tally, reason, digest)
 
-    _collect_garbage(engine, tally.naics)
-    _refresh_statistics(engine)
+    store.collect_garbage(engine, tally.naics)
+    store.refresh_statistics(engine)
     report_path = None
     if tally.errors or tally.warnings:
         report_path = report.finish(_header(path, "accepted", None, tally, opts, digest))
@@ -231,66 +203,13 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
     )
 
 
-def _register(
-    engine: Engine, path: Path, digest: str, size: int, account: str | None
-) -> tuple[int, Row[Any] | None]:
-    """The file's row id, set to ``loading``; or the earlier accepted row for a duplicate."""
-    try:
-        return _register_once(engine, path, digest, size, account)
-    except IntegrityError:
-        # A concurrent delivery of the same bytes inserted the row first; now it is found.
-        return _register_once(engine, path, digest, size, account)
-
-
-def _register_once(
-    engine: Engine, path: Path, digest: str, size: int, account: str | None
-) -> tuple[int, Row[Any] | None]:
-    with engine.begin() as conn:
-        row = conn.execute(select(FILES).where(FILES.c.sha256 == digest)).one_or_none()
-        values = {
-            "name": path.name,
-            "size": size,
-            "account": account,
-            "status": "loading",
-            "reason": None,
-            "received_at": _now(),
-            "processed_at": None,
-        }
-        if row is None:
-            file_id = conn.execute(
-                insert(BobFile).values(
-                    sha256=digest, naics="", records=0, loaded=0, errors=0, warnings=0, **values
-                )
-            ).inserted_primary_key[0]
-            return int(file_id), None
-        if row.status == "accepted":
-            return row.id, row
-        # "loading" (a killed or failed run) or "rejected" (redelivered): validate it again.
-        # The status condition matters when a concurrent load of the same bytes holds the row:
-        # this UPDATE waits for it and, if that load was accepted, must not reopen the file.
-        taken = conn.execute(
-            update(BobFile)
-            .where(BobFile.id == row.id, BobFile.status != "accepted")
-            .values(**values)
-        ).rowcount
-        if taken == 0:
-            return row.id, conn.execute(select(FILES).where(FILES.c.id == row.id)).one()
-        return row.id, None
-
-
-def _lock_file_row(conn: Connection, file_id: int) -> Row[Any] | None:
-    """Serialize concurrent loads of the same file (PostgreSQL row lock; SQLite has one writer)."""
-    row = conn.execute(select(FILES).where(FILES.c.id == file_id).with_for_update()).one()
-    return row if row.status == "accepted" else None
-
-
 def _stream_records(
     conn: Connection,
     path: Path,
     file_id: int,
     opts: _Options,
     claimed: dict[str, str],
-    tally: _Tally,
+    tally: Tally,
     report: ReportWriter,
 ) -> None:
     writer = writer_for(conn)
@@ -362,52 +281,6 @@ def _progress(enabled: bool, path: Path) -> Iterator:
         yield advance
 
 
-def _swap(conn: Connection, file_id: int, tally: _Tally) -> None:
-    """Point each NAIC of the file at it; sorted, so concurrent loads lock in the same order."""
-    now = _now()
-    table = BobCurrent.__table__
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    for naic in tally.naics:
-        values = {"file_id": file_id, "records": tally.per_naic[naic], "loaded_at": now}
-        stmt = dialect.insert(table).values(naic=naic, **values)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["naic"], set_=values))
-
-
-def _finish_file_row(
-    conn: Connection, file_id: int, status: str, reason: str | None, tally: _Tally
-) -> None:
-    conn.execute(delete(BobIssue).where(BobIssue.file_id == file_id))
-    if tally.stored:
-        conn.execute(
-            insert(BobIssue),
-            [
-                {
-                    "file_id": file_id,
-                    "line": i.line,
-                    "field": i.field[:40],
-                    "value": i.value[:300],
-                    "reason": i.reason[:200],
-                    "severity": i.severity,
-                }
-                for i in tally.stored
-            ],
-        )
-    conn.execute(
-        update(BobFile)
-        .where(BobFile.id == file_id)
-        .values(
-            status=status,
-            reason=reason,
-            naics=",".join(tally.naics),
-            records=tally.records,
-            loaded=tally.loaded if status == "accepted" else 0,
-            errors=tally.errors,
-            warnings=tally.warnings,
-            processed_at=_now(),
-        )
-    )
-
-
 def _pause_for_crash_tests(settings: BobSettings) -> None:
     """Test hook ``OLV_BOB_TEST_PAUSE_BEFORE_COMMIT``: hold the swap open so a crash test can
     kill the process inside it. Never set in production."""
@@ -419,41 +292,8 @@ def _pause_for_crash_tests(settings: BobSettings) -> None:
         time.sleep(settings.test_pause_before_commit)
 
 
-def _collect_garbage(engine: Engine, naics: list[str]) -> None:
-    """Delete the generations of these NAICs that no pointer names any more.
-
-    The pointer is read inside the statement, so a concurrent load that has just become the
-    master is never touched; rows of a load still in flight are invisible here anyway.
-    """
-    started = time.perf_counter()
-    deleted = 0
-    for naic in naics:
-        current = select(BobCurrent.file_id).where(BobCurrent.naic == naic)
-        with engine.begin() as conn:
-            result = conn.execute(
-                delete(BobRecord).where(
-                    BobRecord.naic == naic, BobRecord.file_id != current.scalar_subquery()
-                )
-            )
-            deleted += max(result.rowcount, 0)
-    if deleted:
-        log.info(
-            "superseded bob records deleted",
-            extra={"rows": deleted, "seconds": round(time.perf_counter() - started, 2)},
-        )
-
-
-def _refresh_statistics(engine: Engine) -> None:
-    """PostgreSQL plans VIN lookups from table statistics; after a bulk load they are stale
-    (autovacuum catches up only later) and the planner would scan the table instead of using
-    the VIN index. ANALYZE samples a fixed number of rows, so this stays cheap."""
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE bob_record")
-
-
 def _header(
-    path: Path, status: str, reason: str | None, tally: _Tally, opts: _Options, digest: str | None
+    path: Path, status: str, reason: str | None, tally: Tally, opts: _Options, digest: str | None
 ) -> ReportHeader:
     return ReportHeader(
         file=path.name,
@@ -467,7 +307,7 @@ def _header(
         max_error_rate=opts.max_error_rate,
         naics=tally.naics,
         sha256=digest,
-        processed_at=_now().isoformat(timespec="seconds"),
+        processed_at=store.now().isoformat(timespec="seconds"),
     )
 
 
@@ -475,7 +315,7 @@ def _rejected(
     path: Path,
     report: ReportWriter,
     opts: _Options,
-    tally: _Tally,
+    tally: Tally,
     reason: str,
     digest: str | None,
 ) -> LoadOutcome:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, insert, select, update
 
-from bob_loader import layout, load, synth
+from bob_loader import layout, store, synth
 from bob_loader.load import load_files
 from bob_loader.lookup import find_by_vins, naic_stats
 from bob_loader.models import BobFile, BobIssue, BobRecord
@@ -216,7 +216,7 @@ def test_a_load_killed_midway_blocks_nothing(engine, tmp_path, monkeypatch):
     def die(*_args: object) -> None:
         raise KeyboardInterrupt  # as if the process were stopped inside the swap
 
-    monkeypatch.setattr(load, "_swap", die)
+    monkeypatch.setattr(store, "swap", die)
     with pytest.raises(KeyboardInterrupt):
         load_files(engine, [path])
     with engine.connect() as conn:
