@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import httpx
-import zeep
 
 from tests.helpers.soap import codes_of, free_port, response_element
 
