@@ -87,12 +87,20 @@ def audit_show(
 
 @audit_app.command("purge")
 def audit_purge(
-    older_than: Annotated[int, typer.Option("--older-than", help="Age in days.", min=1)],
+    older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--older-than", help="Age in days (default: OLV_AUDIT_RETENTION_DAYS).", min=0
+        ),
+    ] = None,
 ) -> None:
-    """Delete audit rows older than DAYS days."""
+    """Delete audit rows older than DAYS days (run daily, e.g. from cron)."""
     from service.audit import purge
 
-    engine = db.make_engine(get_settings().database_url)
+    settings = get_settings()
+    if older_than is None:
+        older_than = settings.audit_retention_days
+    engine = db.make_engine(settings.database_url)
     try:
         removed = purge(engine, older_than)
     finally:
