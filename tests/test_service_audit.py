@@ -1,0 +1,84 @@
+"""Audit writer batching, flush on close, show filters and purge by age."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from olv import db
+from service.audit import AuditEntry, AuditWriter
+from service.models import AuditRecord
+
+
+def _entry(at: datetime, vin: str) -> AuditEntry:
+    return AuditEntry(
+        at,
+        "ip:127.0.0.1",
+        "00200809",
+        "10001",
+        "P-1",
+        vin,
+        "2026-11-01T00:00:00",
+        "VEHREG",
+        "Unconfirmed",
+        "PKEY2 VIN1",
+        1.25,
+    )
+
+
+def _count(url: str) -> int:
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        n = conn.scalar(select(func.count()).select_from(AuditRecord))
+    engine.dispose()
+    return int(n or 0)
+
+
+def test_close_flushes_everything_queued(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    writer = AuditWriter(engine, flush_seconds=60, batch_size=7)
+    now = datetime.now(UTC)
+    for i in range(50):
+        writer.record(_entry(now, f"VIN{i}"))
+    assert _count(db_url) == 0  # nothing written before the interval ends …
+    writer.close()
+    assert _count(db_url) == 50  # … and nothing lost on a graceful stop
+    engine.dispose()
+
+
+def test_purge_removes_only_rows_older_than_the_age(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    writer = AuditWriter(engine, flush_seconds=60)
+    now = datetime.now(UTC)
+    writer.record(_entry(now - timedelta(days=400), "OLDVIN"))
+    writer.record(_entry(now - timedelta(days=100), "MIDVIN"))
+    writer.record(_entry(now, "NEWVIN"))
+    writer.close()
+    engine.dispose()
+    env = {**os.environ, "OLV_DATABASE_URL": db_url}
+
+    def olv(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "olv", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    rows = [json.loads(line) for line in olv("audit", "show").stdout.splitlines()]
+    assert [r["vin"] for r in rows] == ["OLDVIN", "MIDVIN", "NEWVIN"]
+    assert rows[0]["reason_codes"] == ["PKEY2", "VIN1"] and rows[0]["latency_ms"] == 1.25
+    since = (now - timedelta(days=150)).date().isoformat()
+    assert [
+        json.loads(x)["vin"] for x in olv("audit", "show", "--since", since).stdout.splitlines()
+    ] == ["MIDVIN", "NEWVIN"]
+    default = olv("audit", "purge")  # default retention: 190 days
+    assert default.returncode == 0 and default.stdout.startswith("1 ")
+    assert olv("audit", "purge", "--older-than", "30").stdout.startswith("1 ")
+    assert [json.loads(x)["vin"] for x in olv("audit", "show").stdout.splitlines()] == ["NEWVIN"]
