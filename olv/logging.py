@@ -38,3 +38,4 @@ def configure(level: str = "INFO") -> None:
     # Spyne logs whole request bodies at DEBUG and stack traces for client faults at ERROR:
     # both could carry insured data, so keep it quiet.
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
