@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 from lxml import etree
 from spyne import AnyXml, Application, ServiceBase, rpc
+from spyne import const as spyne_const
 from spyne.protocol.soap import Soap11, Soap12
 from spyne.server.wsgi import WsgiApplication
 
@@ -84,6 +85,13 @@ class OlvSoap12(_Reuse, Soap12):
     pass
 
 
+def _no_forced_collections() -> None:
+    """Spyne runs a full ``gc.collect()`` at most once a second when a request context closes.
+    Under load that is a multi-millisecond pause in the middle of requests; Python's own
+    generational collector already reclaims Spyne's context cycles."""
+    spyne_const.MIN_GC_INTERVAL = float("inf")
+
+
 def _spyne(protocol: type) -> WsgiApplication:
     app = Application(
         [VerifyService],
@@ -136,6 +144,7 @@ class SoapApplication:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
+        _no_forced_collections()
         self._soap11 = _spyne(OlvSoap11)
         self._soap12 = _spyne(OlvSoap12)
         self._verifier: Verifier | None = None

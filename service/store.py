@@ -99,6 +99,10 @@ class SqlPolicyStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self.engine.raw_connection()
+            if self._marker != "?":
+                # One round trip per query instead of three (BEGIN … ROLLBACK): these are
+                # single-statement reads. SQLite's driver opens no transaction for a SELECT.
+                conn.driver_connection.autocommit = True
             self._local.conn = conn
         return conn
 
@@ -112,7 +116,6 @@ class SqlPolicyStore:
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
-            conn.rollback()  # end the read transaction: no snapshot held between requests
             return rows
         except (SQLAlchemyError, *self._driver_errors()) as exc:
             self._drop()

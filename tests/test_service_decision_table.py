@@ -1,4 +1,4 @@
-"""The SPEC §1 decision table, both versions, through a real gunicorn server over HTTP.
+"""The SPEC §1 decision table, both versions, through a real uvicorn server over HTTP.
 
 Each case is sent to the version's own endpoint and to the auto-detecting one; every response
 is checked against our XSD and the third-party reference schema.

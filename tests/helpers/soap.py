@@ -58,7 +58,7 @@ class Server:
 
 @contextmanager
 def soap_server(env: dict[str, str], log_dir: Path) -> Iterator[Server]:
-    """``olv soap serve`` in a subprocess (gunicorn), ready when /healthz answers."""
+    """``olv soap serve`` in a subprocess (uvicorn workers), ready when /healthz answers."""
     port = free_port()
     log = log_dir / f"soap-{port}.log"
     full_env = {**os.environ, "OLV_AUDIT_FLUSH_SECONDS": "0.1", **env}

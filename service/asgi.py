@@ -1,0 +1,128 @@
+"""ASGI front for the SOAP application, served by uvicorn (httptools parser, uvloop).
+
+Each worker process runs one event loop and calls the WSGI application inline: a verification
+is a fraction of a millisecond of CPU, so a thread pool would only add hand-offs and GIL
+contention. Concurrency comes from the worker processes; a slow database is bounded by the
+statement timeout (``OLV_DEADLINE_SECONDS``).
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from olv.config import Settings, get_settings
+from service.soap_app import SoapApplication
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+
+
+class AsgiSoap:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.wsgi = SoapApplication(self.settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                _ = self.wsgi.verifier  # open the engine and schemas before the first request
+                # Long-lived objects (schemas, Spyne's interface, modules) leave the collector's
+                # view: full collections then only walk per-request garbage.
+                gc.freeze()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.wsgi.close()  # flushes this worker's audit queue: a graceful stop loses none
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cap = self.settings.max_body_bytes
+        environ = _environ(scope)
+        declared = environ.get("CONTENT_LENGTH", "")
+        body = bytearray()
+        oversized = declared.isdigit() and int(declared) > cap
+        while not oversized:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > cap:
+                oversized = True  # stop reading; the application answers 413
+            if not message.get("more_body", False):
+                break
+        if oversized:
+            environ["CONTENT_LENGTH"] = str(cap + 1)
+            body = bytearray()
+        else:
+            environ["CONTENT_LENGTH"] = str(len(body))
+        environ["wsgi.input"] = io.BytesIO(bytes(body))
+
+        reply: dict[str, Any] = {}
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> None:
+            reply["status"] = int(status.split(" ", 1)[0])
+            reply["headers"] = [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
+            ]
+
+        chunks = self.wsgi(environ, start_response)
+        try:
+            payload = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        await send(
+            {"type": "http.response.start", "status": reply["status"], "headers": reply["headers"]}
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _environ(scope: Scope) -> dict[str, Any]:
+    server = scope.get("server") or ("localhost", 80)
+    client = scope.get("client") or ("", 0)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": scope.get("root_path", ""),
+        "PATH_INFO": scope["path"],
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "SERVER_NAME": str(server[0]),
+        "SERVER_PORT": str(server[1]),
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "REMOTE_ADDR": client[0],
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+    }
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1").upper().replace("-", "_")
+        value = raw_value.decode("latin-1")
+        if name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[name] = value
+        else:
+            key = f"HTTP_{name}"
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return environ
+
+
+def create_app() -> AsgiSoap:
+    """Factory for uvicorn's workers: each builds its own application after the fork."""
+    return AsgiSoap()
