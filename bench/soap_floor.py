@@ -8,8 +8,9 @@ audit: ``bench/soap_bench.py`` compares the real service against it (SPEC §4: "
 
     python bench/soap_floor.py --port 8099 --workers 3 --policies policies.csv
 
-Needs uvicorn (``pip install uvicorn``); it uses httptools/uvloop when they are installed
-and says which HTTP implementation it runs with.
+Needs uvicorn (``pip install uvicorn``). By default it runs uvicorn's pure-Python h11 parser
+on the asyncio loop, which every uvicorn install has, so the floor does not move when someone
+installs httptools/uvloop; ``--http httptools --loop uvloop`` gives the faster variant.
 """
 
 from __future__ import annotations
@@ -116,40 +117,55 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def http_implementation() -> str:
+def _installed(module: str) -> bool:
     try:
-        import httptools  # noqa: F401
+        __import__(module)
     except ImportError:
-        return "h11"
-    return "httptools"
+        return False
+    return True
 
 
-def serve(host: str, port: int, workers: int) -> None:
-    """Pre-fork ``workers`` uvicorn servers sharing one listening socket (like gunicorn).
+def _listener(host: str, port: int, listen: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    if listen:
+        sock.listen(2048)
+    return sock
 
-    The socket is made with ``IPPROTO_TCP`` so that asyncio sets TCP_NODELAY on accepted
-    connections. (uvicorn's own ``--workers`` mode binds a socket with protocol 0, asyncio
-    then skips TCP_NODELAY and every keep-alive answer waits ~40 ms for a delayed ACK.)
+
+def serve(host: str, port: int, workers: int, http: str, loop: str) -> None:
+    """Fork ``workers`` uvicorn servers, each with its own SO_REUSEPORT listening socket.
+
+    Two pitfalls of the obvious set-ups make a floor that measures the set-up instead of the
+    work: uvicorn's own ``--workers`` mode binds a socket with protocol 0, so asyncio skips
+    TCP_NODELAY and every keep-alive answer waits ~40 ms for a delayed ACK; and workers
+    sharing one accept queue let the first awake event loop take most of the 32 connections,
+    leaving the other workers idle. With SO_REUSEPORT the kernel spreads the connections.
     """
     import uvicorn
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    reserved = _listener(host, port, listen=False)  # holds the port; never accepts
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30
+        app,
+        http=http,
+        loop=loop,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=30,
     )
     children = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
-            uvicorn.Server(config).run(sockets=[sock])
+            reserved.close()
+            uvicorn.Server(config).run(sockets=[_listener(host, port, listen=True)])
             os._exit(0)
         children.append(pid)
-    sock.close()
 
     def stop(signum: int, _frame: object) -> None:
         for child in children:
@@ -160,6 +176,7 @@ def serve(host: str, port: int, workers: int) -> None:
     signal.signal(signal.SIGINT, stop)
     for child in children:
         os.waitpid(child, 0)
+    reserved.close()
 
 
 def main() -> None:
@@ -168,18 +185,30 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1)
     parser.add_argument("--policies", required=True, help="the benchmark's policy CSV")
+    parser.add_argument(
+        "--http",
+        choices=("h11", "httptools"),
+        default="h11",
+        help="uvicorn's HTTP parser; h11 (pure Python, always there) is the default floor",
+    )
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
+    for wanted, module in ((args.http, "httptools"), (args.loop, "uvloop")):
+        if wanted == module and not _installed(module):
+            sys.exit(
+                f"--{'http' if module == 'httptools' else 'loop'} {module}: pip install {module}"
+            )
     try:
         import uvicorn
     except ImportError:
         sys.exit("soap_floor.py needs uvicorn: pip install uvicorn")
     POLICIES.update(load_policies(args.policies))
     print(
-        f"floor: uvicorn {uvicorn.__version__}, http={http_implementation()}, "
-        f"{args.workers} pre-forked workers",
+        f"floor: uvicorn {uvicorn.__version__}, http={args.http}, loop={args.loop}, "
+        f"{args.workers} SO_REUSEPORT workers",
         flush=True,
     )
-    serve(args.host, args.port, args.workers)
+    serve(args.host, args.port, args.workers, args.http, args.loop)
 
 
 if __name__ == "__main__":
