@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(190, ge=183)
     audit_flush_seconds: float = Field(0.5, gt=0)
     audit_batch_size: int = Field(500, ge=1)
-    soap_workers: int = Field(0, ge=0)  # 0: one per core plus one
+    soap_workers: int = Field(0, ge=0)  # 0: one per core
 
     @field_validator("naics", "requester_api_keys", mode="before")
     @classmethod

@@ -15,7 +15,9 @@ from olv.config import Settings
 
 
 def default_workers() -> int:
-    return (os.cpu_count() or 1) + 1
+    # One event loop per core: a third process on two cores measured a worse p99, not more
+    # throughput (bench/RESULTS.md).
+    return os.cpu_count() or 1
 
 
 def serve(settings: Settings, host: str, port: int, workers: int | None = None) -> None:
