@@ -97,3 +97,36 @@ def test_bob_import_and_file_error_changes_nothing(db_url: str, tmp_path: Path) 
     assert failed.returncode == 2
     assert "nothing was imported" in failed.stderr
     assert _counts(db_url) == (1, 1)  # the good CSV in the same run was rolled back too
+
+
+def test_reimport_replaces_vehicles_and_review_flag(db_url: str, tmp_path: Path) -> None:
+    first = tmp_path / "first.csv"
+    first.write_text(
+        HEADER
+        + "12345,AB-1,VS,1HGCM82633A004352,2026-01-01,,,\n"
+        + "12345,AB-1,VS,2T1BURHE0JC014706,2026-01-01,,,true\n"
+        + "12345,AB-2,VS,5YJSA1E26HF000337,2026-01-01,,,\n"
+    )
+    second = tmp_path / "second.csv"
+    second.write_text(HEADER + "12345,ab 1,NS,,2026-02-01,,,false\n")
+    assert _run("policies", "import", str(first), url=db_url).returncode == 0
+    engine = db.make_engine(db_url)
+    with engine.connect() as conn:
+        flags = dict(conn.execute(select(Policy.policy_key, Policy.pending_review)).all())
+    assert flags == {"AB1": True, "AB2": False}
+    assert _run("policies", "import", str(second), url=db_url).returncode == 0
+    with engine.connect() as conn:
+        policy = conn.execute(select(Policy).where(Policy.policy_key == "AB1")).one()
+        vins = (
+            conn.execute(select(Coverage.vin).where(Coverage.policy_id == policy.id))
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    assert (policy.policy_type, policy.pending_review, policy.policy_number) == (
+        "NS",
+        False,
+        "ab 1",
+    )
+    assert vins == [None]  # the second file's single fleet row replaced both vehicles
+    assert _counts(db_url) == (2, 2)
