@@ -1163,9 +1163,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--loader",
         choices=("bulk", "cli"),
-        default="bulk",
-        help="bulk: multi-row inserts of rows read by the project's CSV reader (seconds); "
-        "cli: olv policies import (minutes for 100,000 policies)",
+        default="cli",
+        help="cli: olv policies import, as an insurer loads its store (the default); "
+        "bulk: multi-row inserts of rows read by the project's CSV reader",
     )
     parser.add_argument("--threads", type=int, default=0, help="OLV_SOAP_THREADS (0: default)")
     parser.add_argument(

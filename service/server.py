@@ -1,17 +1,27 @@
-"""``olv soap serve``: the SOAP application under uvicorn worker processes (keep-alive).
+"""``olv soap serve``: the SOAP application under uvicorn, one worker process per core.
 
-Each worker process builds its own database engine and audit writer after the fork, and
-flushes its audit queue at shutdown, so a graceful stop or restart loses no row.
+Each worker has its own listening socket on the same port (``SO_REUSEPORT``), so the kernel
+spreads connections evenly; with one shared socket, one event loop tended to take most of the
+keep-alive connections and its clients saw the worst latencies. A small supervisor restarts
+a worker that dies, rolls the workers on SIGHUP, and on SIGTERM/SIGINT stops them gracefully
+(each flushes its audit queue) and exits 0.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
+import socket
+import sys
+import time
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
 
 from olv.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def default_workers() -> int:
@@ -20,24 +30,130 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def serve(settings: Settings, host: str, port: int, workers: int | None = None) -> None:
-    """Run until SIGTERM/SIGINT; exits 0 after every worker has shut down gracefully."""
-    config = uvicorn.Config(
+def _listen(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    return sock
+
+
+def _config(host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
         "service.asgi:create_app",
         factory=True,
         host=host,
         port=port,
-        workers=workers or settings.soap_workers or default_workers(),
         http="httptools",
         loop="uvloop",
         lifespan="on",
         access_log=False,
         log_level="warning",
+        log_config=None,  # keep OLV's JSON-lines logging
         timeout_keep_alive=30,
         timeout_graceful_shutdown=20,
         server_header=False,
         date_header=False,
     )
-    # Always behind uvicorn's supervisor, even with one worker: it restarts a worker that dies
-    # and turns a signal into a clean exit of the whole service.
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+def _worker(host: str, port: int) -> None:
+    """Runs in the child: bind our own socket, serve until SIGTERM, then leave."""
+    code = 0
+    try:
+        sock = _listen(host, port)
+        server = uvicorn.Server(_config(host, port))
+        # uvicorn re-raises the signal it shut down for; exit normally instead.
+        server.capture_signals = _quiet_signals(server)  # type: ignore[method-assign]
+        server.run(sockets=[sock])
+        code = 0 if server.started else 3
+    finally:
+        os._exit(code)
+
+
+def _quiet_signals(server: uvicorn.Server):  # noqa: ANN202 - a context-manager factory
+    @contextlib.contextmanager
+    def capture():  # noqa: ANN202
+        previous = {
+            sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    return capture
+
+
+class Supervisor:
+    def __init__(self, host: str, port: int, workers: int) -> None:
+        self.host, self.port, self.workers = host, port, workers
+        self.children: set[int] = set()
+        self.retiring: set[int] = set()  # replaced on SIGHUP: not to be respawned
+        self.stopping = False
+
+    def spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            _worker(self.host, self.port)
+        self.children.add(pid)
+
+    def run(self) -> int:
+        # Fail fast, in the parent, if the address is unusable (taken, not ours to bind).
+        _listen(self.host, self.port).close()
+        for _ in range(self.workers):
+            self.spawn()
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._roll)
+        failures = 0
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            self.children.discard(pid)
+            if self.stopping or pid in self.retiring:
+                self.retiring.discard(pid)
+                continue
+            if os.waitstatus_to_exitcode(status) == 3:
+                failures += 1
+                if failures >= self.workers * 3:
+                    log.error("workers fail to start; giving up")
+                    self._stop(signal.SIGTERM, None)
+                    return 1
+                time.sleep(0.5)
+            self.spawn()
+        return 0
+
+    def _stop(self, _sig: int, _frame: object) -> None:
+        self.stopping = True
+        for pid in list(self.children):
+            _signal(pid, signal.SIGTERM)
+
+    def _roll(self, _sig: int, _frame: object) -> None:
+        # Replace the workers one at a time; each old one finishes its requests and flushes.
+        for pid in list(self.children - self.retiring):
+            self.retiring.add(pid)
+            self.spawn()
+            _signal(pid, signal.SIGTERM)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def serve(settings: Settings, host: str, port: int, workers: int | None = None) -> None:
+    """Run until SIGTERM/SIGINT; exits 0 after every worker has shut down gracefully."""
+    count = workers or settings.soap_workers or default_workers()
+    sys.exit(Supervisor(host, port, count).run())
