@@ -44,7 +44,7 @@ class PolicyView:
 
 class PolicyStore(Protocol):
     def healthy(self) -> bool: ...
-    def served_naics(self) -> frozenset[str]: ...
+    def serves(self, naic: str) -> bool: ...
     def find_policy(self, naic: str, policy_key: str) -> PolicyView | None: ...
     def vin_periods(self, naic: str, vin: str) -> Sequence[Period]: ...
 
@@ -113,8 +113,7 @@ def decide(
         if missing:
             return _answer(*missing)
         naic = (query.naic or "").strip()
-        served = naics if naics else store.served_naics()
-        if naic not in served:
+        if not (naic in naics if naics else store.serves(naic)):
             return _answer(Code.NAIC2)
         day = query.day
         if day is None:  # the schema check already guarantees a date; keep the table total

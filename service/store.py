@@ -30,7 +30,7 @@ _VIN_SQL = (
     "SELECT policy_id, vin, effective_date, expiration_date, cancel_date"
     " FROM coverage WHERE naic = ? AND vin = ?"
 )
-_NAICS_SQL = "SELECT DISTINCT naic FROM policy"
+_SERVES_SQL = "SELECT 1 FROM policy WHERE naic = ? LIMIT 1"
 _PING_SQL = "SELECT 1"
 
 
@@ -46,9 +46,7 @@ class SqlPolicyStore:
         self.cache_seconds = cache_seconds
         self._marker = "?" if is_sqlite(str(engine.url)) else "%s"
         self._local = threading.local()
-        self._lock = threading.Lock()
-        self._naics: frozenset[str] = frozenset()
-        self._naics_at = float("-inf")
+        self._served: dict[str, tuple[bool, float]] = {}
         self._healthy = True
         self._health_at = float("-inf")
 
@@ -66,14 +64,21 @@ class SqlPolicyStore:
         self._healthy, self._health_at = ok, now
         return ok
 
-    def served_naics(self) -> frozenset[str]:
+    def serves(self, naic: str) -> bool:
+        """Whether any policy of ``naic`` is in the store (one index probe, cached a moment).
+
+        Probing one NAIC replaces a DISTINCT over the whole policy table, which took tens of
+        milliseconds on a large store and stalled the request that happened to refresh it.
+        """
         now = time.monotonic()
-        if now - self._naics_at >= self.cache_seconds:
-            with self._lock:
-                if now - self._naics_at >= self.cache_seconds:
-                    self._naics = frozenset(r[0] for r in self._query(_NAICS_SQL, ()))
-                    self._naics_at = now
-        return self._naics
+        hit = self._served.get(naic)
+        if hit is not None and now - hit[1] < self.cache_seconds:
+            return hit[0]
+        answer = bool(self._query(_SERVES_SQL, (naic,)))
+        if len(self._served) > 10_000:  # requesters can send any NAIC: keep the cache bounded
+            self._served.clear()
+        self._served[naic] = (answer, now)
+        return answer
 
     def find_policy(self, naic: str, policy_key: str) -> PolicyView | None:
         rows = self._query(_POLICY_SQL, (naic, policy_key))
