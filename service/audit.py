@@ -46,6 +46,7 @@ _COLUMNS = (
     " response_code, reason_codes, latency_ms"
 )
 _INSERT = f"INSERT INTO audit_record ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COPY = f"COPY audit_record ({_COLUMNS}) FROM STDIN"
 
 
 def _clip(value: str | None, size: int) -> str | None:
@@ -64,7 +65,7 @@ class AuditWriter:
         self.flush_seconds = flush_seconds
         self.batch_size = batch_size
         self._sqlite = is_sqlite(str(engine.url))
-        self._sql = _INSERT if self._sqlite else _INSERT.replace("?", "%s")
+        self._sql = _INSERT
         self._queue: queue.SimpleQueue[AuditEntry] = queue.SimpleQueue()
         self._pending: list[tuple[object, ...]] = []
         self._stopped = threading.Event()
@@ -125,8 +126,16 @@ class AuditWriter:
             conn = self.engine.raw_connection()
             try:
                 cursor = conn.cursor()
-                for start in range(0, len(self._pending), self.batch_size):
-                    cursor.executemany(self._sql, self._pending[start : start + self.batch_size])
+                if self._sqlite:
+                    for start in range(0, len(self._pending), self.batch_size):
+                        chunk = self._pending[start : start + self.batch_size]
+                        cursor.executemany(self._sql, chunk)
+                else:
+                    # COPY: one stream for the whole batch, rows encoded in C; executemany
+                    # held the GIL (and so the request loop) for milliseconds per flush.
+                    with cursor.copy(_COPY) as copy:
+                        for row in self._pending:
+                            copy.write_row(row)
                 cursor.close()
                 conn.commit()
             finally:
