@@ -170,18 +170,9 @@ def write_policy_csv(path: Path, policies: list[BenchPolicy], today: date, seed:
     rng = random.Random(seed)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "naic",
-                "policy_number",
-                "policy_type",
-                "vin",
-                "effective_date",
-                "expiration_date",
-                "cancel_date",
-                "pending_review",
-            ]
-        )
+        from service.policy_import import CSV_COLUMNS
+
+        writer.writerow(CSV_COLUMNS)
         for p in policies:
             effective = today - timedelta(days=rng.randrange(60, 700))
             expiration = today + timedelta(days=rng.randrange(30, 365))
