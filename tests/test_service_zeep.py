@@ -126,3 +126,17 @@ def test_wsdl_served_to_everyone_even_in_maintenance(module_db_url: str, tmp_pat
             assert resp.status_code == 200
             assert b"CoverageRequest" in resp.content
             assert running.url(path).encode() in resp.content  # address points back at us
+
+
+def test_zeep_over_soap12_port_of_our_wsdl(server, shared_or_none) -> None:
+    history = HistoryPlugin()
+    client = zeep.Client(f"{server.url('/iicmva/00200809')}?wsdl", plugins=[history])
+    service = client.bind("VerifyService", "VerifyServiceSoap12")
+    result = service.VerifyInsurance(**_arguments("00200809", {}))
+    status = result["Detail"]["PolicyInformation"]["CoverageStatus"]["ResponseDetails"]
+    assert getattr(status["ResponseCode"], "_value_1", status["ResponseCode"]) == "Confirmed"
+    sent = history.last_sent["envelope"]
+    assert sent.tag == "{http://www.w3.org/2003/05/soap-envelope}Envelope"
+    assert_valid_response(
+        history.last_received["envelope"].find("{*}Body")[0], "00200809", shared_or_none
+    )
