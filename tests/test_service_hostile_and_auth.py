@@ -15,6 +15,7 @@ from tests.helpers import data
 from tests.helpers.soap import (
     assert_valid_response,
     codes_of,
+    days_ago,
     envelope,
     free_port,
     post,
@@ -243,3 +244,26 @@ def test_healthz_and_unknown_paths(server) -> None:
     assert httpx.get(server.url("/healthz")).status_code == 200
     assert httpx.get(server.url("/nowhere")).status_code == 404
     assert httpx.get(server.url("/iicmva")).status_code == 405
+
+
+def test_configured_naics_and_window(module_db_url: str, tmp_path: Path) -> None:
+    data.load_policies(module_db_url, tmp_path)
+    env = {
+        "OLV_DATABASE_URL": module_db_url,
+        "OLV_NAICS": data.OTHER_NAIC,  # 10001 is in the store but not served here
+        "OLV_VERIFY_PAST_DAYS": "10",
+        "OLV_VERIFY_FUTURE_DAYS": "30",
+    }
+    with soap_server(env, tmp_path) as running:
+
+        def codes(**overrides: object) -> tuple[str, list[str]]:
+            body = envelope(request_xml("00200809", **overrides))  # type: ignore[arg-type]
+            return codes_of(response_element(post(running.url(), body)))
+
+        assert codes() == ("Unconfirmed", ["NAIC2"])
+        other = {"naic": data.OTHER_NAIC, "key": "P-OTHER", "vin": data.VIN_NOWHERE}
+        assert codes(**other) == ("Confirmed", [])
+        assert codes(**other, day=days_ago(-30)) == ("Confirmed", [])
+        assert codes(**other, day=days_ago(-31)) == ("Unconfirmed", ["VDT1"])
+        assert codes(**other, day=days_ago(10)) == ("Confirmed", [])
+        assert codes(**other, day=days_ago(11)) == ("Unconfirmed", ["VDT1"])
