@@ -16,9 +16,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from lxml import etree
-from spyne import AnyXml, Application, ServiceBase, rpc
+from spyne import AnyXml, Application, Fault, ServiceBase, rpc
 from spyne import const as spyne_const
 from spyne.protocol.soap import Soap11, Soap12
+from spyne.protocol.xml import XmlDocument
 from spyne.server.wsgi import WsgiApplication
 
 import xsd
@@ -75,6 +76,25 @@ class _Reuse:
             super().create_in_document(ctx, charset)  # type: ignore[misc]
             return
         ctx.in_document = (envelope, {})
+
+    def decompose_incoming_envelope(self, ctx: Any, message: Any = XmlDocument.REQUEST) -> None:
+        """Split Header and Body with two child look-ups (Spyne compiles two XPaths per
+        request) and answer an envelope without a payload with a client fault (Spyne fails
+        with an internal error on an empty Body)."""
+        envelope, xmlids = ctx.in_document
+        if xmlids:  # multi-ref encoded SOAP: leave it to Spyne
+            super().decompose_incoming_envelope(ctx, message)  # type: ignore[misc]
+            return
+        env_ns = self.ns_soap_env  # type: ignore[attr-defined]
+        body = envelope.find(f"{{{env_ns}}}Body")
+        if body is None or len(body) == 0:
+            raise Fault("Client.SoapError", "the SOAP Body carries no CoverageRequest")
+        header = envelope.find(f"{{{env_ns}}}Header")
+        ctx.in_document = envelope
+        ctx.in_header_doc = list(header) if header is not None else None
+        ctx.in_body_doc = body[0]
+        ctx.method_request_string = ctx.in_body_doc.tag
+        self.validate_body(ctx, message)  # type: ignore[attr-defined]
 
 
 class OlvSoap11(_Reuse, Soap11):
@@ -223,7 +243,11 @@ class SoapApplication:
         if soap12 and "application/soap+xml" not in environ.get("CONTENT_TYPE", ""):
             environ["CONTENT_TYPE"] = "application/soap+xml; charset=utf-8"
         target = self._soap12 if soap12 else self._soap11
-        return target(environ, start_response)
+        try:
+            return target(environ, start_response)
+        except Exception:  # noqa: BLE001 - the last guard: a fault, never a stack trace
+            log.exception("SOAP processing failed")
+            return _send_fault(start_response, soap12, "Server", "internal error")
 
 
 def _send_fault(start_response: StartResponse, soap12: bool, code: str, reason: str) -> list[bytes]:

@@ -68,6 +68,8 @@ def _still_serving(server) -> None:
             False,
         ),
         ("not-an-envelope", request_xml("00200809").encode(), False),
+        ("empty-body", envelope(""), False),
+        ("no-body", b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"/>', False),
         ("soap12-envelope-not-allowed", envelope(request_xml("00200510"), soap12=True), True),
     ],
 )
@@ -267,3 +269,14 @@ def test_configured_naics_and_window(module_db_url: str, tmp_path: Path) -> None
         assert codes(**other, day=days_ago(-31)) == ("Unconfirmed", ["VDT1"])
         assert codes(**other, day=days_ago(10)) == ("Confirmed", [])
         assert codes(**other, day=days_ago(11)) == ("Unconfirmed", ["VDT1"])
+
+
+@pytest.mark.parametrize("path", ["/iicmva", "/iicmva/00200510", "/iicmva/00200809"])
+def test_empty_coverage_request_gets_a_valid_idf_answer(server, shared_or_none, path: str) -> None:
+    body = envelope('<CoverageRequest xmlns="http://www.iicmva.com/CoverageVerification/"/>')
+    resp = post(server.url(path), body, headers={"X-API-Key": "key-one"})
+    assert resp.status_code == 200
+    element = response_element(resp)
+    version = "00200809" if path.endswith("00200809") else "00200510"
+    assert_valid_response(element, version, shared_or_none)
+    assert codes_of(element) == ("Unconfirmed", ["IDF" if version == "00200809" else "1"])
