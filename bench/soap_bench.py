@@ -1210,7 +1210,9 @@ def main() -> int:
     check_tools(args)
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     floor_clients = [int(c) for c in args.floor_clients.split(",") if c.strip()]
-    workers = args.workers or (os.cpu_count() or 1) + 1
+    from service.server import default_workers
+
+    workers = args.workers or default_workers()  # the floor gets as many as the service
     rng = random.Random(args.seed)
     today = date.today()  # the service answers for "today" in UTC by default
     info = machine_summary()
