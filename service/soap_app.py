@@ -27,7 +27,8 @@ from olv import xmlsafe
 from olv.config import Settings, get_settings
 from service.auth import identify
 from service.ns import IICMVA, SOAP11_ENV, SOAP12_ENV
-from service.verifier import DEFAULT_VERSION, ENDPOINTS, Verifier
+from service.verifier import ENDPOINTS, Verifier
+from service.versions import DEFAULT_VERSION
 
 log = logging.getLogger(__name__)
 

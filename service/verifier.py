@@ -22,7 +22,7 @@ from service.codes import Code
 from service.coverage import Decision, Window, decide
 from service.request import CoverageQuery, read
 from service.store import SqlPolicyStore
-from service.versions import SPECS, V0809, detect
+from service.versions import SPECS, detect
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,8 @@ class Verifier:
 
     def close(self) -> None:
         self.audit.close()
+        self.store.close()  # its kept connection is checked out: dispose() alone leaves it open
         self.engine.dispose()
-
-    def version_for(self, endpoint_version: str | None, request: etree._Element) -> str:
-        return endpoint_version or detect(request)
 
     def answer(
         self,
@@ -58,7 +56,7 @@ class Verifier:
         requester: Requester,
         started: float,
     ) -> etree._Element:
-        version = self.version_for(endpoint_version, request)
+        version = endpoint_version or detect(request)
         query = CoverageQuery(version)
         try:
             query = read(request, version, self.schemas[version])
@@ -125,6 +123,3 @@ def _engine_options(settings: Settings) -> dict[str, object]:
             "options": f"-c statement_timeout={timeout_ms}",
         }
     }
-
-
-DEFAULT_VERSION = V0809

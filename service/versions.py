@@ -13,6 +13,7 @@ V0510 = "00200510"
 V0809 = "00200809"
 _VERSION_PATTERN = re.compile(r"^\d{8}$")
 FIRST_0809_PUBLICATION = "00200706"
+DEFAULT_VERSION = V0809  # what the auto-detecting endpoint's WSDL describes
 
 
 @dataclass(frozen=True, slots=True)
