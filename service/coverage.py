@@ -1,6 +1,6 @@
 """The reason-code decision table of SPEC §1, for both versions.
 
-Version-neutral: it speaks 00200809 codes; :mod:`service.codes` maps them to 00200510 numbers.
+Version-neutral: it speaks 00200809 codes; :mod:`olv.iicmva` maps them to 00200510 numbers.
 Infrastructure failures (maintenance, database, deadline) are step 1 and handled here too:
 the policy store raises :class:`StoreUnavailable`, which becomes ``SYSU``.
 """
@@ -14,7 +14,7 @@ from typing import Protocol
 
 from olv import normalize
 from olv.coverage_dates import covered_on
-from service.codes import Code
+from olv.iicmva import Code
 from service.request import CoverageQuery
 
 

@@ -16,7 +16,7 @@ from datetime import date
 from lxml import etree
 
 from olv import normalize
-from service.ns import IICMVA, q
+from olv.iicmva import IICMVA, q
 from service.versions import SPECS, V0510
 
 _IICMVA_PREFIX = f"{{{IICMVA}}}"

@@ -14,10 +14,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
 
-from olv import normalize
-from service import codes
-from service.codes import Code
-from service.ns import IICMVA
+from olv import iicmva, normalize
+from olv.iicmva import IICMVA, Code
 from service.request import elements
 from service.versions import SPECS, V0510
 
@@ -119,7 +117,7 @@ def build(
         "<Detail><PolicyInformation><CoverageStatus><ResponseDetails>"
         f"<ResponseCode>{status}</ResponseCode>"
     )
-    for code in codes.for_version(list(reason_codes), version):
+    for code in iicmva.for_version(list(reason_codes), version):
         parts.append(f"<UnconfirmedReasonCode>{code}</UnconfirmedReasonCode>")
     parts.append(
         "</ResponseDetails></CoverageStatus>"

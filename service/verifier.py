@@ -15,10 +15,10 @@ from lxml import etree
 import xsd
 from olv import db, normalize
 from olv.config import Settings
+from olv.iicmva import V0510, V0809, Code
 from service import response
 from service.audit import AuditEntry, AuditWriter
 from service.auth import Requester
-from service.codes import Code
 from service.coverage import Decision, Window, decide
 from service.request import CoverageQuery, read
 from service.store import SqlPolicyStore
@@ -27,8 +27,8 @@ from service.versions import SPECS, detect
 log = logging.getLogger(__name__)
 
 ENDPOINTS: dict[str, str | None] = {
-    "/iicmva/00200510": "00200510",
-    "/iicmva/00200809": "00200809",
+    f"/iicmva/{V0510}": V0510,
+    f"/iicmva/{V0809}": V0809,
     "/iicmva": None,  # auto-detect by the request's shape
 }
 

@@ -7,12 +7,9 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from service.ns import q
+from olv.iicmva import FIRST_0809_PUBLICATION, PUBLICATION_DATE_0809, V0510, V0809, q
 
-V0510 = "00200510"
-V0809 = "00200809"
 _VERSION_PATTERN = re.compile(r"^\d{8}$")
-FIRST_0809_PUBLICATION = "00200706"
 DEFAULT_VERSION = V0809  # what the auto-detecting endpoint's WSDL describes
 
 
@@ -29,7 +26,9 @@ class VersionSpec:
 
 SPECS = {
     V0510: VersionSpec(V0510, "UniqueKey", "CoverageResponse", False, None, None),
-    V0809: VersionSpec(V0809, "PolicyKey", "CoverageResponseDocument", True, V0809, "2008-09-01"),
+    V0809: VersionSpec(
+        V0809, "PolicyKey", "CoverageResponseDocument", True, V0809, PUBLICATION_DATE_0809
+    ),
 }
 
 

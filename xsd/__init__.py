@@ -12,6 +12,9 @@ from pathlib import Path
 
 from lxml import etree
 
+from olv.iicmva import IICMVA as PAYLOAD_NS
+from olv.iicmva import VERSIONS
+
 __all__ = [
     "LOCATION_PLACEHOLDER",
     "PAYLOAD_NS",
@@ -23,8 +26,6 @@ __all__ = [
 ]
 
 HERE = Path(__file__).parent
-VERSIONS = ("00200510", "00200809")
-PAYLOAD_NS = "http://www.iicmva.com/CoverageVerification/"
 LOCATION_PLACEHOLDER = "http://localhost/OLV_LOCATION"
 
 _XS_NS = "http://www.w3.org/2001/XMLSchema"

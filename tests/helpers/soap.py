@@ -21,7 +21,7 @@ import xmlschema
 from lxml import etree
 
 import xsd
-from service.ns import IICMVA, SOAP11_ENV, SOAP12_ENV
+from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
 
 REFERENCE_FILES = {
     "00200510": "iicmva_00200510_reference.wsdl",
