@@ -5,6 +5,6 @@
 ``load``      ``olv bob load``: ``load_files`` and ``LoadOutcome``; ``store`` its SQL side
 ``bulk``      executemany / COPY writers; ``report`` the ``<file>.errors.txt`` reports
 ``lookup``    current records by VIN and per NAIC; ``contacts`` insurer contacts
-``export``    the insurer's monthly file from its policy store; ``synth`` synthetic test data
+``synth``     synthetic test data (the insurer-side export is ``service.bob_export``)
 ``models``    tables (migration 0002); ``settings`` ``OLV_BOB_*`` settings; ``cli`` commands
 """

@@ -1,10 +1,13 @@
-"""``olv bob …`` commands (SPEC §3). Each command is a thin shell over a module of its own."""
+"""``olv bob …`` commands (SPEC §3). Each command is a thin shell over a module of its own.
+
+``olv bob export`` is the insurer's command and reads the insurer store: ``service.cli`` adds it
+to :data:`bob_app`, so this package never imports ``service``.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -61,26 +64,6 @@ def load(
         typer.echo("; ".join(parts))
     if any(o.status == "rejected" for o in outcomes):
         raise typer.Exit(1)
-
-
-@bob_app.command("export")
-def export(
-    naic: Annotated[str, typer.Option("--naic", help="The NAIC whose book to write")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The file to write")],
-) -> None:
-    """Write the monthly BoB file for a NAIC from the insurer policy store."""
-    from bob_loader.export import ExportError, export_file
-
-    engine = _engine()
-    try:
-        today = datetime.now(get_settings().zone).date()
-        count = export_file(engine, naic, output, today)
-    except ExportError as exc:
-        typer.echo(f"error: {exc}; nothing was written", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
-    typer.echo(f"{output}: {count} records for NAIC {naic}")
 
 
 @bob_app.command("lookup")
@@ -196,6 +179,8 @@ def watch(
     import threading
 
     from bob_loader import intake
+    from bob_loader.intake_claims import StabilityTracker
+    from bob_loader.intake_notify import db_contacts
     from bob_loader.intake_settings import IntakeSettings
     from bob_loader.load import load_files
     from bob_loader.mail import sender_from_settings
@@ -218,8 +203,8 @@ def watch(
         base=directory,
         engine=engine,
         loader=load_files,
-        stability=intake.StabilityTracker(settings.intake_stable_seconds),
-        contacts=intake.db_contacts(engine),
+        stability=StabilityTracker(settings.intake_stable_seconds),
+        contacts=db_contacts(engine),
         sender=sender,
         sender_address=settings.smtp_from,
         account_emails=settings.intake_account_emails,

@@ -18,9 +18,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from bob_loader import intake, intake_store
-from bob_loader.intake import Intake, StabilityTracker, is_temp_name
-from bob_loader.intake_store import claim, discover_accounts, save_outcome
+from bob_loader import intake, intake_claims
+from bob_loader.intake import Intake
+from bob_loader.intake_claims import (
+    StabilityTracker,
+    claim,
+    discover_accounts,
+    is_temp_name,
+    save_outcome,
+)
 from bob_loader.load import LoadOutcome, load_files
 from bob_loader.mail import MemorySender
 from olv import db
@@ -229,7 +235,7 @@ def test_a_claim_with_a_saved_outcome_is_finished_without_loading(tmp_path: Path
     account = discover_accounts(tmp_path)[0]
     left = claim(account, drop(inbox, "Acme.txt"))
     assert left is not None
-    save_outcome(left, intake_store.SavedOutcome("accepted", ["12345"], 40, 0, 0, None))
+    save_outcome(left, intake_claims.SavedOutcome("accepted", ["12345"], 40, 0, 0, None))
     loader, sender = RecordingLoader(), MemorySender()
 
     make_intake(tmp_path, loader, sender=sender).run_round()
