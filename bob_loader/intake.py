@@ -259,26 +259,39 @@ class Intake:
         )
 
     def _fail(self, c: Claim, exc: Exception) -> None:
-        """An unexpected error on one file: report it as failed, archive it, carry on."""
+        """An unexpected error on one file: report it, archive it, carry on with the others.
+
+        A file whose load finished keeps its outcome (it is true); otherwise it is reported as
+        ``failed``. Should handing out fail again, it is retried once without the e-mail, and
+        as a last resort the claim is set aside for an operator: never retried in a loop.
+        """
         self.failures += 1
         log.error(
             "file failed: internal error; reported to the insurer and archived",
             extra={"account": c.account.name, "file": c.name, **describe(exc)},
         )
-        try:
-            if not c.report.exists():
-                report = write_claim_report(c, c.account.processing, "failed", FAILED_REASON)
-                os.replace(report, c.report)
-            save_outcome(c, SavedOutcome("failed", [], 0, 0, 0, FAILED_REASON))
-            self.finish(c)
-        except RETRY_ERRORS:
-            raise
-        except Exception as again:  # noqa: BLE001 — the last resort must not loop
-            where = c.set_aside()
-            log.critical(
-                "file failed and cannot be finished; set aside for an operator",
-                extra={"account": c.account.name, "set_aside_as": where.name, **describe(again)},
-            )
+        last: Exception = exc
+        for with_mail in (True, False):
+            try:
+                outcome = load_outcome(c)
+                if outcome is None:
+                    report = write_claim_report(c, c.account.processing, "failed", FAILED_REASON)
+                    os.replace(report, c.report)
+                    outcome = SavedOutcome("failed", [], 0, 0, 0, FAILED_REASON)
+                if not with_mail:
+                    outcome = mark_mailed(outcome)
+                save_outcome(c, outcome)
+                self.finish(c)
+                return
+            except RETRY_ERRORS:
+                raise
+            except Exception as again:  # noqa: BLE001 — the last resort below must not loop
+                last = again
+        where = c.set_aside()
+        log.critical(
+            "file failed and cannot be finished; set aside for an operator",
+            extra={"account": c.account.name, "set_aside_as": where.name, **describe(last)},
+        )
 
 
 def _mtime(c: Claim) -> int:
