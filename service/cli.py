@@ -34,20 +34,21 @@ def policies_import(
     """Import policies; bad rows are reported with line numbers and skipped (one transaction)."""
     from service.policy_import import ImportFileError, import_files
 
+    def report(path: Path, issue: object) -> None:
+        typer.echo(f"{path}: {issue.report_line()}", err=True)  # type: ignore[attr-defined]
+
     engine = db.make_engine(get_settings().database_url)
     try:
-        results = import_files(engine, files)
+        results = import_files(engine, files, on_issue=report)
     except ImportFileError as exc:
         typer.echo(f"error: {exc}; nothing was imported", err=True)
         raise typer.Exit(2) from None
     finally:
         engine.dispose()
     for result in results:
-        for issue in result.issues:
-            typer.echo(f"{result.path}: {issue.report_line()}", err=True)
         typer.echo(
             f"{result.path}: {result.rows} coverage rows on {result.policies} policies imported, "
-            f"{len(result.errors)} rows skipped"
+            f"{result.skipped} rows skipped"
         )
 
 
