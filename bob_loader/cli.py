@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -73,7 +74,7 @@ def lookup(
     """Current BoB records for the VINs as JSON lines (hits only); exit 1 when none is found."""
     from bob_loader.lookup import find_by_vins
 
-    source = (line for line in sys.stdin) if vins == ["-"] else iter(vins)
+    source = _stdin_vins() if vins == ["-"] else iter(vins)
     engine = _engine()
     found = 0
     try:
@@ -86,6 +87,20 @@ def lookup(
         engine.dispose()
     if not found:
         raise typer.Exit(1)
+
+
+# A VIN is at most 25 characters; a longer line is not one (and is never held whole).
+MAX_VIN_LINE = 256
+
+
+def _stdin_vins() -> Iterator[str]:
+    from bob_loader.lines import capped_lines
+
+    for number, raw, overlong in capped_lines(sys.stdin.buffer, MAX_VIN_LINE):
+        if overlong:
+            typer.echo(f"warning: line {number}: not a VIN (too long), skipped", err=True)
+            continue
+        yield raw.decode("latin-1")
 
 
 @bob_app.command("stats")
