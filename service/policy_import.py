@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -275,6 +275,11 @@ def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
         yield items[start : start + size]
 
 
+def _insert_for(session: Session) -> Callable[..., Any]:
+    """The dialect's INSERT, which has ``ON CONFLICT``."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
 def _upsert(session: Session, latest: dict[tuple[str, str], Row]) -> dict[tuple[str, str], int]:
     """Insert or update the policies in one statement; returns their ids.
 
@@ -282,8 +287,7 @@ def _upsert(session: Session, latest: dict[tuple[str, str], Row]) -> dict[tuple[
     table that grows inside the import's own transaction degraded to scans on PostgreSQL.
     """
     table = Policy.__table__
-    dialect = session.get_bind().dialect.name
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    stmt = _insert_for(session)(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.naic, table.c.policy_key],
         set_={
@@ -306,14 +310,13 @@ def _upsert(session: Session, latest: dict[tuple[str, str], Row]) -> dict[tuple[
 
 def _first_seen(session: Session, ids: list[int]) -> list[int]:
     """The ids among ``ids`` that this file names for the first time (now recorded as seen)."""
-    known: set[int] = set()
-    for part in _chunks(ids, _IN_LIST):
-        query = select(_SEEN.c.policy_id).where(_SEEN.c.policy_id.in_(part))
-        known.update(session.execute(query).scalars())
-    new = [pid for pid in ids if pid not in known]
-    if new:
-        session.execute(insert(_SEEN), [{"policy_id": pid, "flagged": False} for pid in new])
-    return new
+    stmt = (
+        _insert_for(session)(_SEEN)
+        .on_conflict_do_nothing(index_elements=[_SEEN.c.policy_id])
+        .returning(_SEEN.c.policy_id)
+    )
+    rows = [{"policy_id": pid, "flagged": False} for pid in ids]
+    return list(session.execute(stmt, rows).scalars()) if rows else []
 
 
 def _store(session: Session, rows: Iterable[Row], result: ImportResult) -> None:
