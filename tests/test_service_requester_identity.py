@@ -10,6 +10,7 @@ under test.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from olv.config import Settings
+from service import forwarding
 from tests.helpers import data
 from tests.helpers.soap import codes_of, envelope, post, request_xml, response_element, soap_server
 
@@ -172,3 +175,32 @@ def test_the_audit_records_the_real_source(db_url: str, tmp_path: Path) -> None:
     assert proxied_rows[2] == "ip:unknown via:127.0.0.1"
     assert proxied_rows[3] == f"cert:{SUBJECT} ip:{ALLOWED} via:127.0.0.1"
     assert not any(DISALLOWED in row for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"HTTP_X_FORWARDED_FOR": "10.1.2.3:5555"}, "ip:10.1.2.3 via:127.0.0.1"),
+        ({"HTTP_X_FORWARDED_FOR": "::ffff:10.1.2.3"}, "ip:10.1.2.3 via:127.0.0.1"),
+        ({"HTTP_X_FORWARDED_FOR": "[2001:db8::1]:80"}, "ip:2001:db8::1 via:127.0.0.1"),
+        ({"HTTP_FORWARDED": 'For="[2001:db8::1]";proto=https'}, "ip:2001:db8::1 via:127.0.0.1"),
+        ({"HTTP_FORWARDED": "proto=https"}, "ip:unknown via:127.0.0.1"),
+        (
+            {"HTTP_X_FORWARDED_FOR": "10.1.2.3", "HTTP_FORWARDED": 'for="[::ffff:10.1.2.3]"'},
+            "ip:10.1.2.3 via:127.0.0.1",
+        ),
+        (
+            {"HTTP_X_REAL_IP": "10.1.2.3", "HTTP_FORWARDED": "for=10.1.2.4"},
+            "ip:unknown via:127.0.0.1",
+        ),
+        ({}, "ip:127.0.0.1"),
+    ],
+)
+def test_forwarded_address_forms(headers: dict[str, str], expected: str) -> None:
+    settings = Settings(trusted_proxies=[ipaddress.ip_network("127.0.0.0/8")])
+    assert forwarding.source({"REMOTE_ADDR": "127.0.0.1", **headers}, settings).describe() == (
+        expected
+    )
+    # The same headers from a peer that is no proxy name only that peer.
+    untrusted = {"REMOTE_ADDR": "198.51.100.9", **headers}
+    assert forwarding.source(untrusted, settings).describe() == "ip:198.51.100.9"
