@@ -28,6 +28,7 @@ from olv.iicmva import (
 )
 from olv.normalize import UNKNOWN_POLICY_KEY
 from service.policy_import import CSV_COLUMNS
+from service.verifier import ENDPOINTS
 
 # NAIC -> (policy number pattern, share of the book)
 NAICS = {
@@ -193,15 +194,18 @@ def request_body(
 </soap:Envelope>""".encode()
 
 
+# The service's endpoints by the version they serve (None: the one that detects it).
+ENDPOINT = {version: path for path, version in ENDPOINTS.items()}
+
 # (kind, share in %, endpoint, version, expected to confirm)
 MIX = (
-    ("confirmed 00200809", 78, f"/iicmva/{V0809}", V0809, True),
-    ("confirmed 00200510", 5, f"/iicmva/{V0510}", V0510, True),
-    ("confirmed, auto-detect endpoint", 4, "/iicmva", V0809, True),
-    ("VIN-only search (key UNKNOWN)", 3, f"/iicmva/{V0809}", V0809, True),
-    ("unknown policy key", 4, f"/iicmva/{V0809}", V0809, False),
-    ("VIN not on the policy", 3, f"/iicmva/{V0809}", V0809, False),
-    ("cancelled policy", 3, f"/iicmva/{V0809}", V0809, False),
+    ("confirmed 00200809", 78, ENDPOINT[V0809], V0809, True),
+    ("confirmed 00200510", 5, ENDPOINT[V0510], V0510, True),
+    ("confirmed, auto-detect endpoint", 4, ENDPOINT[None], V0809, True),
+    ("VIN-only search (key UNKNOWN)", 3, ENDPOINT[V0809], V0809, True),
+    ("unknown policy key", 4, ENDPOINT[V0809], V0809, False),
+    ("VIN not on the policy", 3, ENDPOINT[V0809], V0809, False),
+    ("cancelled policy", 3, ENDPOINT[V0809], V0809, False),
 )
 
 

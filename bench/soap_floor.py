@@ -45,7 +45,7 @@ _ANSWER = f"""<?xml version='1.0' encoding='UTF-8'?>
 PublicationVersion="{V0809}" PublicationDate="{PUBLICATION_DATE_0809}"><Detail><PolicyInformation>\
 <CoverageStatus><ResponseDetails><ResponseCode>{{code}}</ResponseCode>{{reasons}}</ResponseDetails>\
 </CoverageStatus><OrganizationDetails><NAIC>00000</NAIC></OrganizationDetails><PolicyDetails>\
-<VerificationDate>2008-09-01T00:00:00</VerificationDate><PolicyKey>NONE</PolicyKey>\
+<VerificationDate>2026-01-01T00:00:00</VerificationDate><PolicyKey>NONE</PolicyKey>\
 <PolicyState>XX</PolicyState></PolicyDetails></PolicyInformation></Detail>\
 </CoverageResponseDocument></soap:Body></soap:Envelope>"""
 CONFIRMED = _ANSWER.format(code="Confirmed", reasons="").encode()
