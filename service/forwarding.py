@@ -105,6 +105,8 @@ def _last_entry(name: str, value: str) -> IPAddress | None:
 def _node_address(node: str) -> IPAddress | None:
     """An address as proxies write it: ``1.2.3.4``, ``1.2.3.4:567``, ``[::1]``, ``[::1]:567``,
     or a bare IPv6 address."""
+    if len(node) > 64:  # longer than any address with port; keeps junk out of the cache
+        return None
     if node.startswith("["):
         inside, bracket, _port = node[1:].partition("]")
         return parse_address(inside) if bracket else None

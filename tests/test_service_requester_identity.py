@@ -193,6 +193,7 @@ def test_the_audit_records_the_real_source(db_url: str, tmp_path: Path) -> None:
             {"HTTP_X_REAL_IP": "10.1.2.3", "HTTP_FORWARDED": "for=10.1.2.4"},
             "ip:unknown via:127.0.0.1",
         ),
+        ({"HTTP_X_REAL_IP": "1" * 100}, "ip:unknown via:127.0.0.1"),
         ({}, "ip:127.0.0.1"),
     ],
 )
