@@ -5,7 +5,10 @@ Each product package contributes its own Typer sub-application; this module only
 
 from __future__ import annotations
 
+import os
+
 import typer
+from pydantic import ValidationError
 
 from olv import db
 from olv.config import get_settings
@@ -44,4 +47,13 @@ _register()
 
 def main() -> None:
     configure_logging()
-    app()
+    try:
+        app()
+    except ValidationError as exc:  # a bad OLV_* setting: a configuration error, exit 2
+        if os.environ.get("OLV_DEBUG") == "1":
+            raise
+        for problem in exc.errors():
+            name = "OLV_" + "_".join(str(part) for part in problem["loc"]).upper()
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            typer.echo(f"error: {name}: {message}", err=True)
+        raise SystemExit(2) from None
