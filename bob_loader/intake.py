@@ -31,7 +31,6 @@ import logging
 import os
 import shutil
 import threading
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from bob_loader.intake_claims import (
 from bob_loader.intake_notify import ContactLookup, send_summary
 from bob_loader.intake_report import write_claim_report
 from bob_loader.mail import FileSummary, MailSender
+from olv.logging import describe_exception
 
 if TYPE_CHECKING:
     from bob_loader.load import LoadOutcome
@@ -75,18 +75,15 @@ Loader = Callable[..., Sequence["LoadOutcome"]]  # bob_loader.load.load_files
 
 
 def describe(exc: BaseException) -> dict[str, object]:
-    """An error for the log without its message text, which may quote insured data.
-
-    The type, the database driver's error type, and where it was raised (file, line, function).
-    """
-    facts: dict[str, object] = {"error_type": type(exc).__name__}
+    """An error as log fields without its message text, which may quote insured data: the
+    type and frames (:func:`olv.logging.describe_exception`), the database driver's error
+    type, the operating system's error number."""
+    facts: dict[str, object] = dict(describe_exception(exc))
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         facts["driver_error"] = type(exc.orig).__name__
     if isinstance(exc, OSError):
         facts["errno"] = exc.errno
         facts["strerror"] = exc.strerror
-    frames = traceback.extract_tb(exc.__traceback__)[-6:]
-    facts["where"] = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames]
     return facts
 
 

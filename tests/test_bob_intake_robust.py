@@ -201,7 +201,7 @@ def test_an_unexpected_error_is_reported_for_its_file_and_the_round_goes_on(
     logged = "\n".join(JsonFormatter().format(r) for r in caplog.records)
     assert secret not in logged and "broke something" not in logged
     [record] = [r for r in caplog.records if r.getMessage().startswith("file failed:")]
-    assert record.__dict__["error_type"] == "Boom" and record.__dict__["file"] == "Acme bad.txt"
+    assert record.__dict__["error"] == "Boom" and record.__dict__["file"] == "Acme bad.txt"
 
     # Nothing is left to retry: the next round does not touch the failed file again.
     assert watcher.run_round() == 0 and loaded == ["Acme good.txt", "Beta.txt"]
