@@ -52,6 +52,7 @@ from bob_loader.intake_claims import (
     mark_mailed,
     new_round,
     pending_claims,
+    recover_claims,
     save_outcome,
 )
 from bob_loader.intake_notify import ContactLookup, send_summary
@@ -118,6 +119,7 @@ class Intake:
             if stop is not None and stop.is_set():
                 break
             try:
+                recover_claims(account)
                 for path in self.stability.ready(account.inbox):
                     self.stability.forget(path)
                     if claim(account, path, round_id) is not None:

@@ -31,6 +31,7 @@ OUTCOME_FILE = ".outcome.json"
 REPORT_FILE = ".report"
 ROUND_FILE = ".round"
 SET_ASIDE_PREFIX = ".failed_"
+CLAIMING_PREFIX = ".claiming_"
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 STAMP_LENGTH = 16  # len("20250131T235959Z")
 # File names are at most 255 bytes; the archive name adds the stamp and the outbox report
@@ -221,7 +222,12 @@ def new_round() -> str:
 def claim(
     account: Account, path: Path, round_id: str | None = None, now: float | None = None
 ) -> Claim | None:
-    """Move an inbox file into its claim directory; None if the insurer removed it meanwhile."""
+    """Move an inbox file into its claim directory; None if the insurer removed it meanwhile.
+
+    The claim is assembled under a hidden name and renamed into view complete (file and round
+    inside), so the load worker never sees half a claim; :func:`recover_claims` completes one
+    that a crash interrupted.
+    """
     name = safe_name(path.name)
     if name != path.name:
         log.warning(
@@ -236,17 +242,32 @@ def claim(
         if not (account.processing / final).exists() and not (account.archive / final).exists():
             break
         stamp_time += 1
-    target = Claim(account, account.processing / final)
-    target.dir.mkdir()
-    (target.dir / ROUND_FILE).write_text(round_id or new_round())
+    building = account.processing / f"{CLAIMING_PREFIX}{final}"
+    building.mkdir()
+    (building / ROUND_FILE).write_text(round_id or new_round())
     try:
-        os.rename(path, target.file)
+        os.rename(path, building / name)
     except FileNotFoundError:
-        shutil.rmtree(target.dir)
+        shutil.rmtree(building)
         return None
-    fsync_dir(target.dir)
+    target = Claim(account, account.processing / final)
+    os.rename(building, target.dir)
+    fsync_dir(account.processing)
     fsync_dir(account.inbox)
     return target
+
+
+def recover_claims(account: Account) -> None:
+    """Complete the claims a crash left half-built: with their file in view, else drop them."""
+    for building in account.processing.iterdir():
+        if not building.name.startswith(CLAIMING_PREFIX):
+            continue
+        final = building.name[len(CLAIMING_PREFIX) :]
+        if (building / final[STAMP_LENGTH + 1 :]).exists():
+            os.rename(building, account.processing / final)
+        else:
+            shutil.rmtree(building)
+    fsync_dir(account.processing)
 
 
 def pending_claims(account: Account) -> list[Claim]:

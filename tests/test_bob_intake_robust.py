@@ -365,3 +365,34 @@ def test_pickup_goes_on_while_another_account_loads(
     assert not runner.is_alive()
     assert len(visible(base / "acme" / "archive")) == 1
     assert len(visible(base / "beta" / "archive")) == 1
+
+
+def test_a_claim_half_built_by_a_crash_is_completed_not_lost(tmp_path: Path) -> None:
+    from bob_loader.intake_claims import CLAIMING_PREFIX, ROUND_FILE, discover_accounts
+
+    base = tmp_path / "intake"
+    make_inbox(base, "acme")
+    [account] = discover_accounts(base)
+    with_file = account.processing / f"{CLAIMING_PREFIX}20250101T000000Z_Acme.txt"
+    with_file.mkdir()
+    (with_file / ROUND_FILE).write_text("1")
+    write_bob(with_file / "Acme.txt", "12345", good=3)
+    empty = account.processing / f"{CLAIMING_PREFIX}20250101T000001Z_Gone.txt"
+    empty.mkdir()
+    calls: list[str] = []
+
+    def loader(engine: object, paths: list[Path], **kw: object) -> list[LoadOutcome]:
+        calls.append(paths[0].name)
+        return [LoadOutcome(paths[0], "accepted", ["12345"], 3, 0, 0, None, None)]
+
+    watcher = Intake(
+        base=base,
+        engine=None,  # type: ignore[arg-type]
+        loader=loader,
+        stability=StabilityTracker(0.0),
+        contacts=lambda naics: [],
+    )
+    assert watcher.run_round() == 1
+    assert calls == ["Acme.txt"]
+    assert visible(base / "acme" / "archive") == ["20250101T000000Z_Acme.txt"]
+    assert sorted(p.name for p in account.processing.iterdir()) == []
