@@ -5,7 +5,8 @@
 ``lines``     line reading with a length cap, for every reader of BoB, CSV or VIN input
 ``load``      ``olv bob load``: ``load_files`` and ``LoadOutcome``; ``store`` its SQL side
 ``bulk``      executemany / COPY writers; ``report`` the error reports
-``intake``    ``olv bob watch``: pickup rounds and the load worker; ``intake_claims`` the
+``intake``    ``olv bob watch``: pickup rounds and processing; ``intake_watch`` the loop, the
+              load worker and the one-watcher lock; ``intake_claims`` the
               files on disk (accounts, complete uploads, claims); ``intake_binding`` account
               NAIC bindings; ``intake_report`` the intake's own reports; ``intake_notify`` and
               ``mail`` the summary e-mail; ``intake_settings`` its settings; ``sftp`` push/fetch

@@ -193,7 +193,7 @@ def watch(
     import signal
     import threading
 
-    from bob_loader import intake
+    from bob_loader import intake, intake_watch
     from bob_loader.intake_claims import StabilityTracker
     from bob_loader.intake_notify import db_contacts
     from bob_loader.intake_settings import IntakeSettings
@@ -227,8 +227,10 @@ def watch(
     )
     log.info("watching", extra={"directory": str(directory), "once": once})
     try:
-        ok = intake.watch(watcher, poll_seconds=settings.intake_poll_seconds, stop=stop, once=once)
-    except intake.WatcherBusy as exc:
+        ok = intake_watch.watch(
+            watcher, poll_seconds=settings.intake_poll_seconds, stop=stop, once=once
+        )
+    except intake_watch.WatcherBusy as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:

@@ -1,4 +1,5 @@
-"""The SFTP intake: ``olv bob watch DIR`` (SPEC §2) — the rounds and the watch loop.
+"""The SFTP intake: ``olv bob watch DIR`` (SPEC §2) — pickup rounds and the processing of what
+they claim (the loop and its threads: :mod:`bob_loader.intake_watch`).
 
 Each insurer account is a directory ``DIR/<account>/`` holding ``inbox/`` (the insurer uploads
 there), ``outbox/`` (error reports for the insurer) and ``archive/`` (processed files, named
@@ -26,13 +27,11 @@ archived — and the round goes on.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,6 +104,9 @@ class Intake:
     failures: int = 0  # claims or pickups that failed and will be retried
     # Per pickup round still being processed: NAIC -> (account, file) of the file carrying it.
     _round_naics: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    # The round a pickup is making right now: its claims wait until it is complete, so the
+    # worker sees a round whole (and in upload order) before it loads any of it.
+    _open_round: str | None = None
 
     def run_round(self, stop: threading.Event | None = None) -> int:
         """Pick up, then process everything claimed; returns the number of files finished."""
@@ -113,28 +115,33 @@ class Intake:
 
     def pick_up(self, stop: threading.Event | None = None) -> int:
         """Claim every complete upload of every account as one round; returns how many."""
-        round_id = new_round()
+        round_id = self._open_round = new_round()
         count = 0
-        for account in discover_accounts(self.base):
-            if stop is not None and stop.is_set():
-                break
-            try:
-                recover_claims(account)
-                for path in self.stability.ready(account.inbox):
-                    self.stability.forget(path)
-                    if claim(account, path, round_id) is not None:
-                        count += 1
-            except OSError as exc:
-                self.failures += 1
-                log.error("pickup failed", extra={"account": account.name, **describe(exc)})
+        try:
+            for account in discover_accounts(self.base):
+                if stop is not None and stop.is_set():
+                    break
+                try:
+                    recover_claims(account)
+                    for path in self.stability.ready(account.inbox):
+                        self.stability.forget(path)
+                        if claim(account, path, round_id) is not None:
+                            count += 1
+                except OSError as exc:
+                    self.failures += 1
+                    log.error("pickup failed", extra={"account": account.name, **describe(exc)})
+        finally:
+            self._open_round = None
         return count
 
     def process_pending(self, stop: threading.Event | None = None) -> int:
         """Load and finish every claim on disk, oldest round first; returns how many finished."""
+        still_open = self._open_round  # read before listing: that listing may miss its claims
         claims = sorted(
             (c for a in discover_accounts(self.base) for c in pending_claims(a)),
             key=lambda c: (c.round, _mtime(c), c.account.name, c.dir.name),
         )
+        claims = [c for c in claims if c.round != still_open]
         held: set[str] = set()  # accounts whose earlier claim waits for a retry
         done = 0
         for c in claims:
@@ -298,85 +305,3 @@ def _mtime(c: Claim) -> int:
         return c.file.stat().st_mtime_ns
     except OSError:
         return 0
-
-
-class WatcherBusy(RuntimeError):
-    """Another watcher holds the intake directory."""
-
-
-@contextmanager
-def exclusive(base: Path) -> Iterator[None]:
-    """One watcher per intake directory: two would race for the same uploads.
-
-    The lock is taken on the directory itself, which the watcher may not be allowed to write.
-    """
-    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise WatcherBusy(f"another watcher is running on {base}") from exc
-        yield
-    finally:
-        os.close(fd)
-
-
-def watch(
-    intake: Intake, *, poll_seconds: float, stop: threading.Event, once: bool = False
-) -> bool:
-    """Run until ``stop`` is set (or one round with ``once``); False if anything failed.
-
-    The calling thread picks up; a worker thread loads and finishes. On ``stop`` the worker
-    finishes the file in hand, and what is still claimed waits on disk for the next start.
-    """
-    with exclusive(intake.base):
-        if once:
-            intake.run_round(stop)
-            return intake.failures == 0
-        work = threading.Event()
-        crashed: list[BaseException] = []
-        worker = threading.Thread(
-            target=_work,
-            args=(intake, work, stop, poll_seconds, crashed),
-            name="bob-load",
-            daemon=True,
-        )
-        worker.start()
-        try:
-            while not stop.is_set():
-                if intake.pick_up(stop):
-                    work.set()
-                stop.wait(poll_seconds)
-        finally:
-            stop.set()
-            work.set()
-            worker.join()
-        if crashed:
-            raise crashed[0]
-        return intake.failures == 0
-
-
-def _work(
-    intake: Intake,
-    work: threading.Event,
-    stop: threading.Event,
-    poll: float,
-    crashed: list[BaseException],
-) -> None:
-    """The load worker: process what is claimed whenever woken (or every poll, for retries).
-
-    Should it die, it stops the watcher, which re-raises its error: a watcher that claims
-    files nobody loads must not keep running.
-    """
-    try:
-        while not stop.is_set():
-            work.clear()
-            try:
-                intake.process_pending(stop)
-            except OSError as exc:  # the intake directory itself is unreadable: try again later
-                intake.failures += 1
-                log.error("processing pass failed", extra=describe(exc))
-            work.wait(poll)
-    except BaseException as exc:
-        crashed.append(exc)
-        stop.set()

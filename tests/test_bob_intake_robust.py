@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bob_loader import intake
+from bob_loader import intake_watch
 from bob_loader.intake import Intake
 from bob_loader.intake_claims import StabilityTracker, safe_name
 from bob_loader.load import LoadOutcome, load_files
@@ -94,7 +94,7 @@ def test_hostile_file_names_are_loaded_archived_reported_and_mailed(
         sender = SmtpSender(smtp.host, smtp.port, tls="none", timeout=10)
         watcher = real_intake(base, db_url, sender=sender)
         try:
-            ok = intake.watch(watcher, poll_seconds=0.1, stop=threading.Event(), once=True)
+            ok = intake_watch.watch(watcher, poll_seconds=0.1, stop=threading.Event(), once=True)
         finally:
             watcher.engine.dispose()
         received = smtp.wait_for(len(HOSTILE_NAMES) + 1)
@@ -185,7 +185,7 @@ def test_an_unexpected_error_is_reported_for_its_file_and_the_round_goes_on(
         sender=sender,
     )
     with caplog.at_level(logging.INFO):
-        ok = intake.watch(watcher, poll_seconds=0.1, stop=threading.Event(), once=True)
+        ok = intake_watch.watch(watcher, poll_seconds=0.1, stop=threading.Event(), once=True)
 
     assert ok is False  # cron notices
     assert loaded == ["Acme good.txt", "Beta.txt"]
@@ -337,7 +337,7 @@ def test_pickup_goes_on_while_another_account_loads(
     watcher = real_intake(base, db_url)
     stop = threading.Event()
     runner = threading.Thread(
-        target=intake.watch, args=(watcher,), kwargs={"poll_seconds": 0.1, "stop": stop}
+        target=intake_watch.watch, args=(watcher,), kwargs={"poll_seconds": 0.1, "stop": stop}
     )
     runner.start()
     try:

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from bob_loader import intake, intake_claims
+from bob_loader import intake_claims, intake_watch
 from bob_loader.intake import Intake
 from bob_loader.intake_claims import (
     StabilityTracker,
@@ -313,7 +313,7 @@ def test_watch_returns_when_stopped(tmp_path: Path) -> None:
     timer = threading.Timer(0.3, stop.set)
     timer.start()
     started = time.monotonic()
-    intake.watch(watcher, poll_seconds=10, stop=stop)
+    intake_watch.watch(watcher, poll_seconds=10, stop=stop)
     assert time.monotonic() - started < 5
 
 
@@ -328,7 +328,7 @@ def test_a_failing_account_is_retried_and_does_not_hold_up_the_others(tmp_path: 
         return working(engine, paths, **kw)
 
     watcher = make_intake(tmp_path, loader)
-    assert intake.watch(watcher, poll_seconds=1, stop=threading.Event(), once=True) is False
+    assert intake_watch.watch(watcher, poll_seconds=1, stop=threading.Event(), once=True) is False
     assert [call[1] for call in working.calls] == [["Beta.txt"]]
     [kept] = [p for p in listing(tmp_path / "acme" / "archive" / ".processing") if p[0] != "."]
     assert kept.endswith("_Acme.txt")  # the claim stays for the retry
@@ -340,8 +340,8 @@ def test_a_failing_account_is_retried_and_does_not_hold_up_the_others(tmp_path: 
 
 
 def test_only_one_watcher_per_intake_directory(tmp_path: Path) -> None:
-    with intake.exclusive(tmp_path), pytest.raises(intake.WatcherBusy):
-        intake.watch(
+    with intake_watch.exclusive(tmp_path), pytest.raises(intake_watch.WatcherBusy):
+        intake_watch.watch(
             make_intake(tmp_path, RecordingLoader()),
             poll_seconds=1,
             stop=threading.Event(),
