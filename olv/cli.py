@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import typer
 from pydantic import ValidationError
@@ -54,10 +55,8 @@ def main() -> None:
 def run(args: list[str]) -> int:
     """Run one command; known failures become one line and an exit code (SPEC §3 conventions).
 
-    ``OLV_DEBUG=1`` lets every exception through with its traceback.
+    ``OLV_DEBUG=1`` adds the traceback above the line (exit codes stay the same).
     """
-    if os.environ.get("OLV_DEBUG") == "1":
-        return _exit_code(app(args=args, prog_name="olv", standalone_mode=False))
     try:
         return _exit_code(app(args=args, prog_name="olv", standalone_mode=False))
     except typer.TyperException as exc:  # Click's usage errors (Typer vendors Click)
@@ -93,5 +92,7 @@ def _database_url() -> str | None:
 
 
 def _fail(message: str, code: int) -> int:
+    if os.environ.get("OLV_DEBUG") == "1":
+        traceback.print_exc()
     typer.echo(f"error: {message}", err=True)
     return code
