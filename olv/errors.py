@@ -147,32 +147,46 @@ def _from_validation(exc: object) -> ConfigError:
     from pydantic import ValidationError
 
     assert isinstance(exc, ValidationError)
-    prefix = _env_prefix(exc.title)
+    settings = _settings_classes(exc.title)
     parts = []
     for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"][:1])
+        field = str(error["loc"][0]) if error["loc"] else ""
         message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Input ")
-        if prefix is None:  # not a settings class: a value given some other way
+        variable = _variable(settings, field)
+        if variable is None:  # not a setting: a value given some other way
             parts.append(f"{field or exc.title}: {message}")
-            continue
-        if not field:  # a rule across several settings; its message names them
+        elif not field:  # a rule across several settings; its message names them
             parts.append(f"settings: {message}")
-            continue
-        shown = "" if any(word in field for word in _SECRET_WORDS) else f"={error['input']!r}"
-        parts.append(f"setting {prefix}{field.upper()}{shown} is invalid: {message}")
+        elif any(word in field for word in _SECRET_WORDS):
+            parts.append(f"setting {variable} is invalid: {message}")
+        else:
+            parts.append(f"setting {variable}={error['input']!r} is invalid: {message}")
     return ConfigError("; ".join(parts))
 
 
-def _env_prefix(title: str) -> str | None:
-    """The ``env_prefix`` of the settings class named ``title`` (None: not a settings class)."""
+def _settings_classes(name: str) -> list[type]:
+    """The pydantic-settings classes called ``name`` (several packages may use one name)."""
     from pydantic_settings import BaseSettings
 
-    classes: list[type] = [BaseSettings]
+    found, classes = [], list(BaseSettings.__subclasses__())
     while classes:
         cls = classes.pop()
-        if cls.__name__ == title and cls is not BaseSettings:
-            return str(cls.model_config.get("env_prefix", ""))  # type: ignore[attr-defined]
         classes.extend(cls.__subclasses__())
+        if cls.__name__ == name:
+            found.append(cls)
+    return found
+
+
+def _variable(settings: list[type], field: str) -> str | None:
+    """The environment variable of ``field`` ("" for a model-wide rule); None if not a setting."""
+    for cls in settings:
+        if not field:
+            return ""
+        for name, info in cls.model_fields.items():  # type: ignore[attr-defined]
+            alias = info.validation_alias if isinstance(info.validation_alias, str) else None
+            if field in (name, alias):
+                prefix = cls.model_config.get("env_prefix", "")  # type: ignore[attr-defined]
+                return (alias or f"{prefix}{name}").upper()
     return None
 
 

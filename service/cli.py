@@ -56,7 +56,8 @@ def soap_serve(
     ] = 0,
 ) -> None:
     """Serve /iicmva/00200510, /iicmva/00200809 and the auto-detecting /iicmva."""
-    from service.server import claim_port, serve
+    from olv.ports import claim_port
+    from service.server import serve
 
     settings = get_settings()
     # Everything that can be refused is checked before the banner claims the service is up.
@@ -120,8 +121,9 @@ def demo(
     port: Port = 8080,
 ) -> None:
     """One command: migrate the SQLite database, load demo data, serve SOAP."""
+    from olv.ports import claim_port
     from service import demo as demo_data
-    from service.server import claim_port, serve
+    from service.server import serve
 
     settings = get_settings()
     with claim_port(host, port) as claim:
