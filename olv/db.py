@@ -94,10 +94,13 @@ def alembic_config(url: str):  # -> alembic.config.Config (import kept lazy for 
 def upgrade(url: str, revision: str = "head") -> None:
     """Create or migrate the schema to ``revision``."""
     from alembic import command
+    from alembic.util import CommandError
 
     check_url(url)
     try:
         command.upgrade(alembic_config(url), revision)
+    except CommandError as exc:  # e.g. a revision this code does not know
+        raise SchemaError(f"cannot migrate {describe(url)}: {exc}") from exc
     except OperationalError as exc:
         if is_connection_failure(exc):
             raise unreachable(url, exc) from exc

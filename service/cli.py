@@ -62,9 +62,24 @@ def soap_serve(
     settings = get_settings()
     # Everything that can be refused is checked before the banner claims the service is up.
     with claim_port(host, port) as claim:
-        db.open_database(settings.database_url).dispose()
+        _check_database(settings.database_url)
         typer.echo(f"OLV SOAP service on http://{host}:{port}/iicmva (WSDL: ?wsdl)", err=True)
         serve(settings, claim, workers or None)
+
+
+def _check_database(url: str) -> None:
+    """Refuse a database without the OLV schema; a PostgreSQL server that is down only delays.
+
+    The service is meant to outlive database outages (requests are answered SYSU until the
+    server is back), so a down server at start-up is a warning. A SQLite file that cannot be
+    opened is a configuration mistake, refused like a missing schema.
+    """
+    try:
+        db.open_database(url).dispose()
+    except errors.DatabaseUnreachable as exc:
+        if db.is_sqlite(url):
+            raise
+        typer.echo(f"warning: {exc}; serving anyway, answering SYSU until it is back", err=True)
 
 
 def _parse_day(text: str | None) -> date | None:
