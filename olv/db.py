@@ -146,8 +146,8 @@ def check_schema(engine: Engine) -> None:
     The embedded SQLite file is not created here (connecting would create an empty one):
     a missing file means the schema was never created.
     """
-    url = engine.url.render_as_string(hide_password=False)
-    path = sqlite_path(engine.url)
+    url = engine.url
+    path = sqlite_path(url)
     if path is not None and not path.exists():
         if not path.parent.is_dir():
             raise _missing_directory(path)
@@ -196,7 +196,7 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(url.database).resolve()
 
 
-def describe(url: str) -> str:
+def describe(url: str | URL) -> str:
     """Where the database is, for messages (never the password)."""
     parsed = make_url(url)
     path = sqlite_path(parsed)
@@ -223,7 +223,7 @@ def is_connection_failure(exc: DBAPIError) -> bool:
     return sqlstate[:2] in ("08", "28", "3D") or sqlstate.startswith("57P")
 
 
-def unreachable(url: str, exc: DBAPIError) -> DatabaseUnreachable:
+def unreachable(url: str | URL, exc: DBAPIError) -> DatabaseUnreachable:
     """The one-line explanation of a failed connection: where, why, which setting to fix."""
     parsed = make_url(url)
     path = sqlite_path(parsed)
