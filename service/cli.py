@@ -10,6 +10,7 @@ import typer
 
 from olv import db, errors
 from olv.config import get_settings
+from olv.iicmva import V0809
 
 policies_app = typer.Typer(help="Insurer policy store.", no_args_is_help=True)
 soap_app = typer.Typer(help="Insurer SOAP verification service.", no_args_is_help=True)
@@ -149,7 +150,7 @@ def demo(
             count = demo_data.load(engine, today)
         finally:
             engine.dispose()
-        url = f"http://{host}:{port}/iicmva/00200809"
+        url = f"http://{host}:{port}/iicmva/{V0809}"
         request_file = Path("olv-demo-request.xml").resolve()
         request_file.write_text(demo_data.sample_request(today))
         typer.echo(

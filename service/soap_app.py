@@ -28,7 +28,7 @@ from olv.config import Settings, get_settings
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
 from service.auth import identify
 from service.verifier import ENDPOINTS, Verifier
-from service.versions import DEFAULT_VERSION
+from service.versions import DEFAULT_VERSION, SPECS
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +229,12 @@ class SoapApplication:
                 start_response, soap12_hint, "VersionMismatch", "not a SOAP envelope"
             )
         soap12 = ns == SOAP12_ENV
-        if soap12 and endpoint_version == "00200510":
+        if soap12 and endpoint_version is not None and not SPECS[endpoint_version].soap12:
             return _send_fault(
-                start_response, False, "VersionMismatch", "00200510 is served over SOAP 1.1 only"
+                start_response,
+                False,
+                "VersionMismatch",
+                f"{endpoint_version} is served over SOAP 1.1 only",
             )
 
         environ["wsgi.input"] = io.BytesIO(raw)
