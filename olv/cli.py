@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from olv import db, errors
 from olv.config import get_settings
 from olv.logging import configure as configure_logging
+from olv.logging import describe_exception
 
 app = typer.Typer(
     help="OLV — IICMVA online insurance verification: SOAP service, BoB loader, state portal.",
@@ -71,9 +72,11 @@ def run(args: list[str]) -> int:
         known = errors.from_exception(exc, _database_url())
         if known is not None:
             return _fail(str(known), known.exit_code)
-        first_line = next(iter(str(exc).splitlines()), "")
+        # Type and place only: the message may quote a VIN or a policy number (olv.logging).
+        described = describe_exception(exc)
+        innermost = described["where"].split(" < ")[0]
         return _fail(
-            f"unexpected {type(exc).__name__}: {first_line} "
+            f"unexpected {described['error']} at {innermost} "
             "(run again with OLV_DEBUG=1 to see the traceback)",
             1,
         )

@@ -210,5 +210,10 @@ def _from_database(exc: BaseException, url: str) -> OlvError | None:
         return SchemaError(f"{db.describe(url)} lacks tables or columns OLV uses; {UPGRADE_HINT}")
     if isinstance(exc, sa.OperationalError) and db.is_connection_failure(exc):
         return db.unreachable(url, exc)
-    # Only the first line: PostgreSQL's DETAIL line may quote row values (VINs, policy numbers).
-    return OlvError(f"{db.describe(url)}: {text.splitlines()[0] if text else type(exc).__name__}")
+    # Not the driver's message: it may quote row values (a VIN, a policy number).
+    kind = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+    code = f", SQLSTATE {sqlstate}" if sqlstate else ""
+    return OlvError(
+        f"{db.describe(url)} refused the operation ({kind}{code}); "
+        "run again with OLV_DEBUG=1 to see the details"
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from olv import db
 from tests.helpers.soap import free_port, soap_server
@@ -49,6 +50,18 @@ def fifo(cwd: Path) -> Iterator[dict[str, str]]:
 @contextmanager
 def schema_behind(cwd: Path) -> Iterator[dict[str, str]]:
     db.upgrade(f"sqlite:///{cwd / 'olv.db'}", "0001")  # a database from an older OLV
+    yield {}
+
+
+@contextmanager
+def tables_missing(cwd: Path) -> Iterator[dict[str, str]]:
+    # Claims the current revision but lacks the tables: only the query itself can tell.
+    url = f"sqlite:///{cwd / 'olv.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE bob_current"))
+    engine.dispose()
     yield {}
 
 
@@ -112,6 +125,13 @@ MISTAKES = [
         2,
         r"^error: the SQLite database .* is at schema revision 0001, this OLV needs \w+; run 'olv db upgrade'",
         setup=schema_behind,
+    ),
+    Mistake(
+        "stats-tables-missing",
+        ("bob", "stats"),
+        2,
+        r"^error: the SQLite database .* lacks tables or columns OLV uses; run 'olv db upgrade' first$",
+        setup=tables_missing,
     ),
     Mistake(
         "upgrade-postgres-down",
