@@ -142,19 +142,18 @@ def demo(
     from service.server import serve
 
     settings = get_settings()
-    with claim_port(host, port) as claim:
-        db.upgrade(settings.database_url)
-        today = datetime.now(settings.zone).date()
-        engine = db.open_database(settings.database_url)
-        try:
-            count = demo_data.load(engine, today)
-        finally:
-            engine.dispose()
-        url = f"http://{host}:{port}/iicmva/{V0809}"
-        request_file = Path("olv-demo-request.xml").resolve()
-        request_file.write_text(demo_data.sample_request(today))
-        typer.echo(
-            demo_data.banner(settings.database_url, url, request_file.name, today, count),
-            err=True,
-        )
-        serve(settings, claim, 2)
+    claim = claim_port(host, port)  # first: a taken port leaves no database or file behind
+    db.upgrade(settings.database_url)
+    today = datetime.now(settings.zone).date()
+    engine = db.make_engine(settings.database_url)
+    try:
+        count = demo_data.load(engine, today)
+    finally:
+        engine.dispose()
+    url = f"http://{host}:{port}/iicmva/{V0809}"
+    request_file = Path("olv-demo-request.xml").resolve()
+    request_file.write_text(demo_data.sample_request(today))
+    typer.echo(
+        demo_data.banner(settings.database_url, url, request_file.name, today, count), err=True
+    )
+    serve(settings, claim, 2)
