@@ -97,5 +97,6 @@ def _database_url() -> str | None:
 def _fail(message: str, code: int) -> int:
     if os.environ.get("OLV_DEBUG") == "1":
         traceback.print_exc()
-    typer.echo(f"error: {message}", err=True)
+    for line in message.splitlines():
+        typer.echo(f"error: {line}", err=True)
     return code

@@ -140,9 +140,6 @@ def from_exception(exc: BaseException, database_url: str | None) -> OlvError | N
     return None
 
 
-_SECRET_WORDS = ("password", "secret", "key", "token")
-
-
 def _from_validation(exc: object) -> ConfigError:
     from pydantic import ValidationError
 
@@ -153,15 +150,14 @@ def _from_validation(exc: object) -> ConfigError:
         field = str(error["loc"][0]) if error["loc"] else ""
         message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Input ")
         variable = _variable(settings, field)
-        if variable is None:  # not a setting: a value given some other way
+        if variable:
+            # The value is not echoed: it may hold a password (a URL, an API key).
+            parts.append(f"{variable}: {message}")
+        elif variable == "":  # a rule across several settings; its message names them
+            parts.append(message)
+        else:  # not a setting: a value given some other way
             parts.append(f"{field or exc.title}: {message}")
-        elif not field:  # a rule across several settings; its message names them
-            parts.append(f"settings: {message}")
-        elif any(word in field for word in _SECRET_WORDS):
-            parts.append(f"setting {variable} is invalid: {message}")
-        else:
-            parts.append(f"setting {variable}={error['input']!r} is invalid: {message}")
-    return ConfigError("; ".join(parts))
+    return ConfigError("\n".join(parts))  # one line per setting
 
 
 def _settings_classes(name: str) -> list[type]:

@@ -56,6 +56,9 @@ def _config(host: str, port: int) -> uvicorn.Config:
         http="httptools",
         loop="uvloop",
         lifespan="on",
+        # The client address is the TCP peer; forwarding headers are judged by
+        # service.forwarding against OLV_TRUSTED_PROXIES, never by uvicorn's own loopback trust.
+        proxy_headers=False,
         access_log=False,
         log_level="warning",
         log_config=None,  # keep OLV's JSON-lines logging

@@ -174,14 +174,14 @@ MISTAKES = [
         "unknown-time-zone",
         ("bob", "stats"),
         2,
-        r"^error: setting OLV_TIMEZONE='Mars/Base' is invalid: should be an IANA time zone name",
+        r"^error: OLV_TIMEZONE: should be an IANA time zone name such as UTC or America/New_York$",
         env={"OLV_TIMEZONE": "Mars/Base"},
     ),
     Mistake(
         "workers-not-a-number",
         ("soap", "serve", "--port", "{free}"),
         2,
-        r"^error: setting OLV_SOAP_WORKERS='abc' is invalid: should be a valid integer",
+        r"^error: OLV_SOAP_WORKERS: should be a valid integer",
         env={"OLV_SOAP_WORKERS": "abc"},
     ),
     Mistake(
