@@ -69,7 +69,12 @@ class Settings(BaseSettings):
     def _networks(cls, value: object) -> object:
         items = _split(value, ",")
         if isinstance(items, list):
-            return [ipaddress.ip_network(str(item), strict=False) for item in items]
+            try:
+                return [ipaddress.ip_network(str(item), strict=False) for item in items]
+            except ValueError:
+                raise ValueError(
+                    "should be comma-separated addresses or networks such as 10.0.0.0/8,::1"
+                ) from None
         return items
 
     @field_validator("public_url")
@@ -102,7 +107,9 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)  # better to fail at start-up than at the first query
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
+            raise ValueError(
+                "should be an IANA time zone name such as UTC or America/New_York"
+            ) from None
         return value
 
     @property

@@ -17,6 +17,7 @@ import pytest
 from lxml import etree
 
 import xsd
+from olv import db
 from tests.helpers.soap import free_port, soap_server
 
 SOAP11 = "http://schemas.xmlsoap.org/wsdl/soap/"
@@ -34,7 +35,9 @@ WSDLS = [
 
 
 def _sqlite(folder: Path) -> str:
-    return f"sqlite:///{folder / 'olv.db'}"  # the WSDL never touches the store
+    url = f"sqlite:///{folder / 'olv.db'}"
+    db.upgrade(url)  # the WSDL never touches the store, but the server starts only on a schema
+    return url
 
 
 def _locations(url: str, headers: dict[str, str] | None = None) -> list[str]:
