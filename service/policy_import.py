@@ -158,6 +158,8 @@ def _csv_lines(stream: BinaryIO, result: ImportResult) -> Iterator[str]:
     for number, raw, overlong in capped_lines(stream, MAX_CSV_LINE):
         if number == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[len(codecs.BOM_UTF8) :]
+        elif number == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise ImportFileError(f"{result.path}: UTF-16 text; save the CSV as UTF-8")
         problem = f"longer than {MAX_CSV_LINE} characters" if overlong else None
         if problem is None:
             try:

@@ -101,6 +101,11 @@ def test_bob_import_and_file_error_changes_nothing(db_url: str, tmp_path: Path) 
     assert failed.returncode == 2
     assert "nothing was imported" in failed.stderr
     assert _counts(db_url) == (1, 1)  # the good CSV in the same run was rolled back too
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_text(HEADER + "12345,ZZ-8,VS,1HGCM82633A004352,2026-01-01,,,\n", encoding="utf-16")
+    refused = _run("policies", "import", str(csv_ok), str(utf16), url=db_url)
+    assert refused.returncode == 2 and "UTF-16 text; save the CSV as UTF-8" in refused.stderr
+    assert _counts(db_url) == (1, 1)
 
 
 def test_reimport_replaces_vehicles_and_review_flag(db_url: str, tmp_path: Path) -> None:
