@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from lxml import etree
 
 from bob_loader import synth
 from tests.helpers.soap import (
@@ -362,3 +363,49 @@ def test_bob_error_rate_limit_is_exceeded_only_above_5_percent(db_url: str, tmp_
         ("12345", 38, "Acme 20261101.txt")
     ]
     assert set(stats[0]) >= {"naic", "records", "file", "loaded_at"}
+
+
+def test_bob_load_same_naic_twice_in_one_run(db_url: str, tmp_path: Path) -> None:
+    """ "Two different files in one intake run that carry the same NAIC: the later one is
+    rejected with a report naming the conflict" — also for one ``olv bob load`` run."""
+    first, second = tmp_path / "Acme 20261101.txt", tmp_path / "Acme 20261102.txt"
+    synth.write_file(first, synth.records("12345", 10, series=1))
+    synth.write_file(second, synth.records("12345", 12, series=2))
+    run = _olv("bob", "load", str(first), str(second), cwd=tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert [line.split(";")[0] for line in run.stdout.splitlines()] == [
+        "Acme 20261101.txt: accepted",
+        "Acme 20261102.txt: rejected",
+    ]
+    report = (tmp_path / "Acme 20261102.txt.errors.txt").read_text()
+    assert "Acme 20261101.txt" in report and "12345" in report
+    stats = [json.loads(x) for x in _olv("bob", "stats", cwd=tmp_path).stdout.splitlines()]
+    assert [(s["naic"], s["records"], s["file"]) for s in stats] == [
+        ("12345", 10, "Acme 20261101.txt")
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SPEC §1: input that is not a CoverageRequest at all (… wrong envelope …) 'gets a "
+    "SOAP fault (client)'; a document that is not a SOAP envelope gets faultcode "
+    "soap:VersionMismatch (service/soap_app.py, not changed here)",
+)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<foo/>",
+        b"<html><body>hello</body></html>",
+        b'<Envelope><Body><CoverageRequest xmlns="http://www.iicmva.com/CoverageVerification/"/>'
+        b"</Body></Envelope>",
+    ],
+    ids=["other-root", "html", "envelope-without-namespace"],
+)
+def test_not_an_envelope_is_a_client_fault(server, body: bytes) -> None:
+    resp = httpx.post(
+        server.url("/iicmva/00200809"), content=body, headers={"Content-Type": "text/xml"}
+    )
+    assert resp.status_code in (400, 500)
+    fault = etree.fromstring(resp.content).find(".//faultcode")
+    assert fault is not None and fault.text is not None
+    assert fault.text.split(":")[-1].startswith("Client"), fault.text
