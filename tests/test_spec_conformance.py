@@ -72,6 +72,8 @@ def policy_rows() -> list[tuple[str, ...]]:
         (OTHER_NAIC, "OTHER", "VS", VIN_OTHER, iso(-20), iso(200), "", ""),
         (NAIC, "CXL-TODAY", "VS", VIN_CANCEL_TODAY, iso(-20), iso(200), iso(0), ""),
         (NAIC, "EXP-TOMORROW", "VS", VIN_EXPIRES_TOMORROW, iso(-20), iso(1), "", ""),
+        (NAIC, "SHORT-VIN", "VS", "ab 12", iso(-20), iso(200), "", ""),
+        (NAIC, "NS-LISTED", "NS", "6HGCM82633A004352", iso(-20), iso(200), "", ""),
         (NAIC, "EXP-PAST", "VS", VIN_EXPIRED, iso(-100), iso(-30), "", ""),
         (NAIC, "EFF-TODAY", "VS", VIN_EFFECTIVE_TODAY, iso(0), iso(100), "", ""),
         # effective 40 days ago, cancelled 30 days ago, expiring in 10 days
@@ -158,6 +160,11 @@ CASES: list[tuple[str, dict[str, object], list[str], list[str]]] = [
     ("both-keys-punctuated", {"key": "p.q-7#", "vin": VIN_PUNCT.lower()}, [], []),
     ("covered-in-second-period", {"key": "GAP", "vin": VIN_GAP}, [], []),
     ("gap-between-periods", {"key": "GAP", "vin": VIN_GAP, "day": written(-30)}, ["PKEY3"], ["8"]),
+    # "VIN compared upper-cased with spaces removed; non-17-character VINs are legitimate"
+    ("short-vin-stored-with-space", {"key": "SHORT-VIN", "vin": "AB12"}, [], []),
+    ("short-vin-sent-with-space", {"key": "short-vin", "vin": " a b1 2 "}, [], []),
+    # an NS policy is verified at policy level even when it lists some VINs
+    ("ns-listing-other-vins", {"key": "NS-LISTED", "vin": VIN_OK}, [], []),
     # key found, VIN on it, not covered — even though another policy covers the VIN
     ("key-names-the-lapsed-policy", {"key": "TWO-A", "vin": VIN_TWO}, ["PKEY3"], ["8"]),
     ("key-of-another-naic", {"key": "OTHER", "vin": VIN_OTHER}, ["PKEY2", "VIN1"], ["7"]),
