@@ -59,7 +59,9 @@ def written(offset: int, time_and_zone: str = "T00:00:00") -> str:
 
 
 def policy_rows() -> list[tuple[str, ...]]:
-    iso = lambda n: day(n).isoformat()  # noqa: E731
+    def iso(offset: int) -> str:
+        return day(offset).isoformat()
+
     return [
         (NAIC, "OK-1", "VS", VIN_OK, iso(-300), iso(300), "", ""),
         (NAIC, "FLEET-REV", "NS", "", iso(-100), iso(200), "", "true"),
@@ -102,7 +104,9 @@ def server(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield running
 
 
-def ask(server: Server, version: str, path: str | None = None, **overrides: object):
+def ask(
+    server: Server, version: str, path: str | None = None, **overrides: object
+) -> etree._Element:
     overrides.setdefault("naic", NAIC)
     overrides.setdefault("key", "OK-1")
     overrides.setdefault("vin", VIN_OK)
