@@ -1,9 +1,10 @@
 """The policy store as the decision table sees it.
 
 Every request runs one or two indexed queries. They go straight to the DB-API driver on a
-connection kept per worker thread: building SQLAlchemy statements per request cost more than
-the queries themselves. The served-NAIC list and the database health are cached for a moment
-per process: both are asked on every request and change rarely.
+connection kept per thread (the threads of :mod:`service.db_deadline`): building SQLAlchemy
+statements per request cost more than the queries themselves. The served-NAIC list and the
+database health are cached for a moment per process: both are asked on every request and
+change rarely. :meth:`SqlPolicyStore.interrupt` lets another thread cut a call that hangs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from olv.db import is_sqlite
+from olv.db import interrupt, is_sqlite
 from service.coverage import Period, PolicyView, StoreUnavailable
 
 _POLICY_SQL = (
@@ -46,6 +47,10 @@ class SqlPolicyStore:
         self.cache_seconds = cache_seconds
         self._marker = "?" if is_sqlite(str(engine.url)) else "%s"
         self._local = threading.local()
+        # Each thread's open connection, for interrupt() from other threads. Entries leave
+        # under the lock before their connection closes: a cut never hits a reused descriptor.
+        self._live: dict[int, Any] = {}
+        self._live_lock = threading.Lock()
         self._served: dict[str, tuple[bool, float]] = {}
         self._healthy = True
         self._health_at = float("-inf")
@@ -109,6 +114,8 @@ class SqlPolicyStore:
                 # single-statement reads. SQLite's driver opens no transaction for a SELECT.
                 conn.driver_connection.autocommit = True
             self._local.conn = conn
+            with self._live_lock:
+                self._live[threading.get_ident()] = conn.driver_connection
         return conn
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -130,9 +137,15 @@ class SqlPolicyStore:
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (self.engine.dialect.loaded_dbapi.Error,)
 
-    def _drop(self) -> None:
+    def _forget(self) -> Any:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
+        with self._live_lock:
+            self._live.pop(threading.get_ident(), None)
+        return conn
+
+    def _drop(self) -> None:
+        conn = self._forget()
         if conn is not None:
             invalidate: Callable[[], None] = conn.invalidate
             try:
@@ -140,8 +153,22 @@ class SqlPolicyStore:
             except (SQLAlchemyError, *self._driver_errors()):
                 pass
 
+    def discard(self) -> None:
+        """Drop this thread's connection (after its call was cut, or when the thread ends)."""
+        self._drop()
+
+    def interrupt(self, thread_id: int) -> None:
+        """Make the call running on ``thread_id`` return with an error; never blocks."""
+        with self._live_lock:
+            conn = self._live.get(thread_id)
+            if conn is not None:
+                interrupt(conn)
+
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
+        """Close this thread's connection; cut those other threads still hold."""
+        conn = self._forget()
         if conn is not None:
-            self._local.conn = None
             conn.close()
+        with self._live_lock:
+            for other in self._live.values():
+                interrupt(other)
