@@ -159,11 +159,12 @@ class DeadlineGate:
         return job
 
     def _finish(self, job: _Job[T]) -> T:
-        with self._lock:
-            if self._tripped:
-                log.warning("database answers again")
-            self._tripped = False
-            self._trial = None
+        if self._tripped:  # read without the lock: the fast path stays lock-free here
+            with self._lock:
+                if self._tripped:
+                    log.warning("database answers again")
+                self._tripped = False
+                self._trial = None
         return job.outcome()
 
     def _give_up(self, job: _Job[Any]) -> Any:
