@@ -58,7 +58,7 @@ class Verifier:
         self.settings = settings
         self.engine = db.make_engine(settings.database_url, wait_seconds=settings.deadline_seconds)
         self.store = SqlPolicyStore(self.engine)
-        self.gate = DeadlineGate(self.store.interrupt, self.store.discard)
+        self.gate = DeadlineGate(self.store)
         self.audit = AuditWriter(
             self.engine, settings.audit_flush_seconds, settings.audit_batch_size
         )
@@ -67,7 +67,7 @@ class Verifier:
 
     def close(self) -> None:
         self.audit.close()
-        self.gate.close()  # each thread closes its own connection
+        self.gate.close()  # each pool thread closes its own connection
         self.store.close()
         self.engine.dispose()
 
