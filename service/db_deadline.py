@@ -55,6 +55,8 @@ _QUEUED, _RUNNING, _FINISHED, _ABANDONED, _CUT = range(5)
 class Connections(Protocol):
     """What the gate needs from the store that owns the per-thread connections."""
 
+    answered_at: float  # time.monotonic() when the database last answered a query
+
     def reserve(self, thread_id: int, wait_seconds: float) -> None: ...
     def open_for(self, thread_id: int) -> None: ...
     def connection_of(self, thread_id: int) -> object | None: ...
@@ -63,10 +65,11 @@ class Connections(Protocol):
 
 
 class _Job(Generic[T]):
-    __slots__ = ("done", "error", "fn", "notify", "state", "thread", "value")
+    __slots__ = ("done", "error", "fn", "notify", "state", "submitted", "thread", "value")
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self.fn = fn
+        self.submitted = time.monotonic()
         self.done = threading.Lock()
         self.done.acquire()  # released by the thread that ran the call
         self.state = _QUEUED
@@ -210,10 +213,13 @@ class DeadlineGate:
     def _finish(self, job: _Job[T]) -> T:
         if self._tripped:  # read without the lock: the fast path stays lock-free here
             with self._lock:
-                if self._tripped:
-                    log.warning("database answers again")
-                self._tripped = False
-                self._trial = None
+                if self._trial is job:
+                    self._trial = None
+                    # Only an answer from the database closes the breaker: a trial can also
+                    # end at once without one (a cached health failure, a refused connect).
+                    if self._db.answered_at >= job.submitted:
+                        log.warning("database answers again")
+                        self._tripped = False
         return job.outcome()
 
     def _give_up(self, job: _Job[Any]) -> Any:

@@ -59,6 +59,7 @@ class SqlPolicyStore:
         self._no_connect: set[int] = set()  # threads that never open a connection themselves
         self._cut: set[int] = set()  # threads whose call was cut: its error is no outage
         self._reserved_wait = 30.0
+        self.answered_at = float("-inf")  # when the database last answered a query
         self._served: dict[str, tuple[bool, float]] = {}
         self._healthy = True
         self._health_at = float("-inf")
@@ -143,6 +144,7 @@ class SqlPolicyStore:
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
+            self.answered_at = time.monotonic()
             return rows
         except (SQLAlchemyError, *self._driver_errors()) as exc:
             tid = threading.get_ident()

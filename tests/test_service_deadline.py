@@ -17,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from service.audit import AuditWriter
 from service.models import AuditRecord
 from tests.conftest import fresh_pg_database
 from tests.helpers import data
-from tests.helpers.faulty_network import DroppedConnects, holding_proxy
+from tests.helpers.faulty_network import DroppedConnects, HoldingProxy, holding_proxy
 from tests.helpers.private_pg import private_postgres
 from tests.helpers.soap import (
     Server,
@@ -137,17 +138,18 @@ def test_proxy_that_stops_forwarding(pg_url: str, tmp_path: Path) -> None:
 
 def test_address_that_drops_connects(pg_url: str, tmp_path: Path) -> None:
     blackhole = DroppedConnects()
-    try:
-        with soap_server(_env(_proxied(pg_url, blackhole.port)), tmp_path) as server:
-            _assert_sysu_within_deadline(server)
-            with pytest.raises(OSError):  # still dropping: the test saw what it meant to
-                socket.create_connection(("127.0.0.1", blackhole.port), timeout=0.3)
-            # The address starts answering: a proxy to the database takes it over.
-            blackhole.close()
-            with holding_proxy(_pg_address(pg_url), port=blackhole.port):
-                _assert_recovers(server)
-    finally:
+    proxies: list[HoldingProxy] = []
+    with ExitStack() as stack:
+        stack.callback(blackhole.close)
+        stack.callback(lambda: [proxy.close() for proxy in proxies])  # after the server stops
+        server = stack.enter_context(soap_server(_env(_proxied(pg_url, blackhole.port)), tmp_path))
+        _assert_sysu_within_deadline(server)
+        with pytest.raises(OSError):  # still dropping: the test saw what it meant to
+            socket.create_connection(("127.0.0.1", blackhole.port), timeout=0.3)
+        # The address starts answering: a proxy to the database takes it over.
         blackhole.close()
+        proxies.append(HoldingProxy(_pg_address(pg_url), port=blackhole.port))
+        _assert_recovers(server)
 
 
 def test_locked_sqlite_file(sqlite_template: Path, tmp_path: Path) -> None:

@@ -117,6 +117,8 @@ class DroppedConnects:
                 raise RuntimeError("the accept queue does not fill up on this system")
 
     def close(self) -> None:
+        """Stop listening (safe to call more than once)."""
         for sock in self._fillers:
             sock.close()
+        self._fillers.clear()
         self._listener.close()
