@@ -15,7 +15,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from olv import db
 from service import audit
-from service.audit import AuditWriter
+from service.audit import AuditEntry, AuditWriter
 from service.models import AuditRecord
 from tests.conftest import fresh_pg_database
 from tests.helpers import data
@@ -42,7 +42,6 @@ from tests.helpers.soap import (
     soap_server,
     today,
 )
-from tests.test_service_audit import _entry
 
 DEADLINE = 1.5  # OLV_DEADLINE_SECONDS for these servers: short, to keep the tests quick
 MARGIN = 0.5  # HTTP on a busy test machine
@@ -136,6 +135,23 @@ def test_proxy_that_stops_forwarding(pg_url: str, tmp_path: Path) -> None:
         _assert_recovers(server)
 
 
+def test_slow_database_is_waited_for_not_answered_sysu(pg_url: str, tmp_path: Path) -> None:
+    """Queries of 0.2 s: each is cut from the event loop (which must not wait that long) and
+    asked again on a database thread, whose answer arrives well within the deadline."""
+    with (
+        holding_proxy(_pg_address(pg_url)) as proxy,
+        soap_server(_env(_proxied(pg_url, proxy.port)), tmp_path) as server,
+    ):
+        for _ in range(3):
+            assert _ask(server)[0] == CONFIRMED
+        proxy.delay = 0.1  # each way
+        for _ in range(5):
+            codes, elapsed = _ask(server)
+            assert codes == CONFIRMED
+            assert elapsed <= DEADLINE + MARGIN
+    assert "cut, asked on a thread" in server.log.read_text()
+
+
 def test_address_that_drops_connects(pg_url: str, tmp_path: Path) -> None:
     blackhole = DroppedConnects()
     proxies: list[HoldingProxy] = []
@@ -179,13 +195,20 @@ def _audit_rows(url: str) -> int:
     return int(n or 0)
 
 
-def _wait_for(predicate, within: float) -> bool:  # noqa: ANN001
+def _wait_for(predicate: Callable[[], bool], within: float) -> bool:
     end = time.monotonic() + within
     while time.monotonic() < end:
         if predicate():
             return True
         time.sleep(0.1)
     return predicate()
+
+
+def _entry(vin: str) -> AuditEntry:
+    return AuditEntry(
+        today(), "ip:127.0.0.1", "00200809", "10001", "P-1", vin, "2026-11-01T00:00:00",
+        "VEHREG", "Unconfirmed", "PKEY2 VIN1", 1.0,
+    )  # fmt: skip
 
 
 def test_audit_writer_never_blocks_and_resumes_after_a_hang(
@@ -198,14 +221,13 @@ def test_audit_writer_never_blocks_and_resumes_after_a_hang(
         engine = db.make_engine(_proxied(pg_url, proxy.port), wait_seconds=DEADLINE)
         writer = AuditWriter(engine, flush_seconds=0.1)
         try:
-            now = today()
             for i in range(10):
-                writer.record(_entry(now, f"BEFORE{i}"))
+                writer.record(_entry(f"BEFORE{i}"))
             assert _wait_for(lambda: _audit_rows(pg_url) == 10, 10)
             proxy.hold()
             started = time.monotonic()
             for i in range(100):
-                writer.record(_entry(now, f"DURING{i}"))
+                writer.record(_entry(f"DURING{i}"))
             assert time.monotonic() - started < 0.2  # the request path never waits
             # The hung write is cut (WRITE_LIMIT_SECONDS) and retried on new connections.
             assert _wait_for(lambda: "audit write hangs" in caplog.text, 5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,7 +16,8 @@ class HoldingProxy:
 
     While held, bytes already sent stay inside the proxy and new connections are accepted
     but never connected onward: to its client the server looks hung mid-query and
-    mid-connect. :meth:`release` lets everything flow again.
+    mid-connect. :meth:`release` lets everything flow again. ``delay`` (seconds) holds each
+    chunk that long before passing it on: a slow link rather than a dead one.
     """
 
     def __init__(self, target: tuple[str, int], port: int = 0) -> None:
@@ -24,6 +26,7 @@ class HoldingProxy:
         self.port: int = self._listener.getsockname()[1]
         self._flowing = threading.Event()
         self._flowing.set()
+        self.delay = 0.0
         self._closed = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -76,6 +79,8 @@ class HoldingProxy:
                 self._flowing.wait()
                 if not data or self._closed:
                     break
+                if self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass
