@@ -136,7 +136,7 @@ class Verifier:
         return query, None
 
     def _decide(self, query: CoverageQuery, requester: Requester) -> Decision:
-        """Runs on a database thread of the gate."""
+        """Runs where the gate puts it: inline on the event loop, or on a database thread."""
         return decide(
             query,
             store=self.store,
