@@ -34,6 +34,7 @@ from tests.helpers.faulty_network import DroppedConnects, HoldingProxy, holding_
 from tests.helpers.private_pg import private_postgres
 from tests.helpers.soap import (
     Server,
+    assert_valid_response,
     codes_of,
     envelope,
     post,
@@ -59,8 +60,10 @@ def _ask(server: Server, delay: float = 0.0) -> tuple[tuple[str, list[str]], flo
     started = time.monotonic()
     resp = post(server.url("/iicmva/00200809"), envelope(request_xml("00200809")))
     elapsed = time.monotonic() - started
-    assert resp.status_code == 200, resp.text
-    return codes_of(response_element(resp)), elapsed
+    assert resp.status_code == 200, resp.text  # never a fault, never an HTTP 500
+    element = response_element(resp)
+    assert_valid_response(element, "00200809", None)
+    return codes_of(element), elapsed
 
 
 def _assert_sysu_within_deadline(server: Server, waves: int = 3) -> None:
