@@ -9,6 +9,7 @@ change rarely. :meth:`SqlPolicyStore.interrupt` lets another thread cut a call t
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from olv.db import interrupt, is_sqlite
+from olv.logging import describe_exception
 from service.coverage import Period, PolicyView, StoreUnavailable
 
 _POLICY_SQL = (
@@ -33,6 +35,12 @@ _VIN_SQL = (
 )
 _SERVES_SQL = "SELECT 1 FROM policy WHERE naic = ? LIMIT 1"
 _PING_SQL = "SELECT 1"
+# A database that answers but refuses our statements (a damaged schema, a corrupt row) needs
+# an operator; an outage is already visible as SYSU answers. Refusals are logged at most this
+# often so a broken table cannot flood the log at thousands of requests a second.
+_REFUSAL_LOG_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class _Cut(StoreUnavailable):
@@ -60,6 +68,7 @@ class SqlPolicyStore:
         self._cut: set[int] = set()  # threads whose call was cut: its error is no outage
         self._reserved_wait = 30.0
         self.answered_at = float("-inf")  # when the database last answered a query
+        self._refusal_logged_at = float("-inf")
         self._served: dict[str, tuple[bool, float]] = {}
         self._healthy = True
         self._health_at = float("-inf")
@@ -153,7 +162,23 @@ class SqlPolicyStore:
                 self._cut.discard(tid)
                 raise _Cut(type(exc).__name__) from None
             self._healthy, self._health_at = False, time.monotonic()
+            self._report_refusal(exc)
             raise StoreUnavailable(type(exc).__name__) from None
+
+    def _report_refusal(self, exc: BaseException) -> None:
+        dbapi = self.engine.dialect.loaded_dbapi
+        cause = getattr(exc, "orig", None) or exc
+        if isinstance(cause, dbapi.OperationalError | dbapi.InterfaceError):
+            return  # unreachable or hung: the breaker and the SYSU answers speak for it
+        now = time.monotonic()
+        if now - self._refusal_logged_at < _REFUSAL_LOG_SECONDS:
+            return
+        self._refusal_logged_at = now
+        sqlstate = getattr(cause, "sqlstate", None)
+        log.error(
+            "policy store refused a query; answering SYSU",
+            extra={**describe_exception(cause), "sqlstate": sqlstate},
+        )
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (self.engine.dialect.loaded_dbapi.Error,)
