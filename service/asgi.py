@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from olv import normalize
 from olv.config import Settings, get_settings
 from service.soap_app import ARRIVED, SoapApplication
 
@@ -59,7 +60,7 @@ class AsgiSoap:
         environ[ARRIVED] = arrived
         declared = environ.get("CONTENT_LENGTH", "")
         body = bytearray()
-        oversized = declared.isdigit() and int(declared) > cap
+        oversized = normalize.is_ascii_digits(declared) and int(declared) > cap
         while not oversized:
             message = await receive()
             body += message.get("body", b"")
