@@ -396,12 +396,6 @@ def test_bob_load_same_naic_twice_in_one_run(db_url: str, tmp_path: Path) -> Non
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC §1: input that is not a CoverageRequest at all (… wrong envelope …) 'gets a "
-    "SOAP fault (client)'; a document that is not a SOAP envelope gets faultcode "
-    "soap:VersionMismatch (service/soap_app.py, not changed here)",
-)
 @pytest.mark.parametrize(
     "body",
     [
