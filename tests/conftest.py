@@ -75,9 +75,11 @@ def fresh_pg_database() -> Iterator[str]:
 def _truncate_all(url: str) -> None:
     engine = db.make_engine(url)
     tables = ", ".join(f'"{t.name}"' for t in db.Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()  # also when a test left the schema unusable: no connection leaks
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

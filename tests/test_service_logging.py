@@ -58,13 +58,28 @@ def _corrupt(url: str) -> None:
     engine.dispose()
 
 
+def _repair(url: str) -> None:
+    """Undo the PostgreSQL damage: the session's database is shared by later tests."""
+    if url.startswith("sqlite"):
+        return  # each SQLite test has its own file
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP VIEW coverage"))
+        conn.execute(text("DROP FUNCTION olv_test_boom(text)"))
+        conn.execute(text("ALTER TABLE coverage_rows RENAME TO coverage"))
+    engine.dispose()
+
+
 def test_logs_hold_no_insured_data_when_a_verification_fails(db_url: str, tmp_path: Path) -> None:
     data.load_policies(db_url, tmp_path)
     _corrupt(db_url)
-    with soap_server({"OLV_DATABASE_URL": db_url}, tmp_path) as running:
-        request = request_xml("00200809", key="P-OK", vin=CORRUPT_VIN)
-        codes = codes_of(response_element(post(running.url(), envelope(request))))
-        log = running.log
+    try:
+        with soap_server({"OLV_DATABASE_URL": db_url}, tmp_path) as running:
+            request = request_xml("00200809", key="P-OK", vin=CORRUPT_VIN)
+            codes = codes_of(response_element(post(running.url(), envelope(request))))
+            log = running.log
+    finally:
+        _repair(db_url)
     assert codes == (
         "Unconfirmed",
         ["SYSU"],
