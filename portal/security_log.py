@@ -29,11 +29,13 @@ def record(
     username: str | None = None,
     detail: str = "",
     source: str | None = None,
+    at: datetime | None = None,
 ) -> None:
-    """Add one entry to ``session`` (the caller's transaction commits it)."""
+    """Add one entry to ``session`` (the caller's transaction commits it); ``at`` defaults to
+    now (the login pages pass their own clock, which tests replace)."""
     session.add(
         SecurityLog(
-            at=datetime.now(UTC),
+            at=at or datetime.now(UTC),
             event=event,
             username=username,
             detail=detail[:500],

@@ -103,9 +103,7 @@ def create(
 
 
 def expired(created_at: datetime, last_seen_at: datetime, now: datetime) -> bool:
-    return (
-        now - _aware(last_seen_at) >= IDLE_LIMIT or now - _aware(created_at) >= ABSOLUTE_LIMIT
-    )
+    return now - _aware(last_seen_at) >= IDLE_LIMIT or now - _aware(created_at) >= ABSOLUTE_LIMIT
 
 
 def load(db: Session, token: str | None, now: datetime) -> Current | None:

@@ -99,8 +99,6 @@ or with zeep:
           'PolicyKey': '{policy}', 'PolicyState': 'ID'}}}},
         'VehicleInformation': {{'VehicleDetails': {{'VIN': '{vin}'}}}}}},
       PublicationVersion='00200809', PublicationDate='2008-09-01'))"
-
-Press Ctrl+C to stop.
 """
 
 

@@ -10,7 +10,12 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI
 
+from portal import web
 from portal.routes import health, queries, verify
 
 ROUTERS: list[APIRouter] = [health.router, verify.router, queries.router]
 INSTALLERS: list[Callable[[FastAPI], None]] = []
+
+# The browser pages (portal.web) bring their own routers and install step.
+ROUTERS += web.ROUTERS
+INSTALLERS.append(web.install)

@@ -52,7 +52,9 @@ def _context(db: Session, at: datetime) -> tuple[dict[str, Any], dict[str, Any]]
             for t, username, role in rows
         ]
     }
-    usernames = db.scalars(select(User.username).where(User.disabled.is_(False)).order_by(User.username))
+    usernames = db.scalars(
+        select(User.username).where(User.disabled.is_(False)).order_by(User.username)
+    )
     return data, {"usernames": list(usernames)}
 
 

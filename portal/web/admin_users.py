@@ -46,7 +46,9 @@ def _user_rows(db: Session) -> list[dict[str, object]]:
 def _render(request: Request, db: Session, status: int = 200) -> Response:
     with db.begin():
         rows = _user_rows(db)
-    return page(request, "admin_users.html", "Users", {"users": rows}, {"roles": ROLES}, status=status)
+    return page(
+        request, "admin_users.html", "Users", {"users": rows}, {"roles": ROLES}, status=status
+    )
 
 
 @twin_get(router, "/admin/users")

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -154,7 +155,7 @@ def _enrol_page(request: Request, db: Session, status: int) -> Response:
         "totp_enrol.html",
         "Set up your second factor",
         {"secret": secret, "provisioning_uri": uri},
-        {"qr_svg": totp.qr_svg(uri)},
+        {"qr_svg": Markup(totp.qr_svg(uri))},  # segno's own markup
         status=status,
     )
 

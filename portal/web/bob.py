@@ -203,7 +203,8 @@ def _load(request: Request, db: Session, me: Principal, path: Path) -> dict[str,
     (outcome,) = load_files(engine, [path], report_dir=path.parent, account=web_account(me))
     with db.begin():
         file_id = db.scalar(
-            select(BobFile.id).where(BobFile.account == web_account(me), BobFile.name == path.name)
+            select(BobFile.id)
+            .where(BobFile.account == web_account(me), BobFile.name == path.name)
             .order_by(BobFile.id.desc())
         )
     _log(request, db, me, path.name, f"{outcome.status}: {outcome.records} records")
@@ -229,4 +230,3 @@ def _log(request: Request, db: Session, me: Principal, name: str, detail: str) -
             source=source(request),
             at=now(request),
         )
-

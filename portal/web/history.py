@@ -116,8 +116,10 @@ def _query(me: Principal, f: Filters, zone: Any) -> Select[tuple[QueryLog]]:
 
 
 def _stamp(value: datetime) -> str:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).strftime(
-        "%Y-%m-%d %H:%M:%S"
+    return (
+        (value if value.tzinfo else value.replace(tzinfo=UTC))
+        .astimezone(UTC)
+        .strftime("%Y-%m-%d %H:%M:%S")
     )
 
 
@@ -138,9 +140,7 @@ def _page_rows(request: Request, me: Principal, f: Filters) -> tuple[list[dict[s
 
 
 @twin_get(router, "/history")
-async def history(
-    request: Request, me: Asker, f: Annotated[Filters, Depends()]
-) -> Response:
+async def history(request: Request, me: Asker, f: Annotated[Filters, Depends()]) -> Response:
     await request.app.state.query_log.flush()  # so a query answered a moment ago is listed
     rows, more = await run_in_threadpool(_page_rows, request, me, f)
     present = {k: v for k, v in f.as_dict().items() if v}

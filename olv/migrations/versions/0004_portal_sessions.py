@@ -40,9 +40,7 @@ def upgrade() -> None:
         sa.Column(
             "user_id",
             sa.Integer,
-            sa.ForeignKey(
-                "users.id", ondelete="CASCADE", name="fk_portal_totp_step_user_id_users"
-            ),
+            sa.ForeignKey("users.id", ondelete="CASCADE", name="fk_portal_totp_step_user_id_users"),
             nullable=False,
         ),
         sa.Column(
