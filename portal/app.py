@@ -22,6 +22,7 @@ from portal import errors, routes
 from portal.insurer_client import InsurerClient, Transport
 from portal.querylog import QueryLogWriter
 from portal.ratelimit import RateLimiter
+from portal.routing import Router
 from portal.settings import PortalSettings, get_portal_settings
 
 HERE = Path(__file__).parent
@@ -57,6 +58,13 @@ def create_app(
         app.state.insurer_client = InsurerClient(transport, portal_settings)
         app.state.query_log = QueryLogWriter(engine)
         app.state.query_log.start()
+        app.state.router = Router(
+            app.state.sessions,
+            app.state.insurer_client,
+            app.state.query_log,
+            settings,
+            portal_settings,
+        )
         try:
             yield
         finally:

@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 
 def new_query_id() -> str:
-    """Time-ordered (sorts by creation) and unguessable: 12 hex digits of microseconds since
-    the epoch, then 20 random hex digits."""
-    return f"{time.time_ns() // 1000:012x}{os.urandom(10).hex()}"
+    """Time-ordered (sorts by creation) and unguessable: 12 hex digits of milliseconds since
+    the epoch, then 20 random hex digits (80 bits)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 class QueryLogWriter:

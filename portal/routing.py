@@ -1,0 +1,467 @@
+"""Routing a query (SPEC §5 steps 1-5): one function, one result object.
+
+:meth:`Router.verify` takes a :class:`~portal.schemas.VerifyRequest` and returns a
+:class:`~portal.schemas.VerifyResult`; the API and the query page both render that object.
+
+1. Plate → VIN through ``registrations`` (``plate_state`` optional when the plate is
+   registered in one state only; an unknown plate is a 404).
+2. ``naic`` + ``policy_number`` given (an ID card): ask that insurer with that key. Otherwise
+   the VIN's current book-of-business records: ask each named insurer with the policy number
+   on file, concurrently; the first Confirmed wins and the other calls are cancelled.
+3. No record, or no record whose insurer is registered and enabled: broadcast ``UNKNOWN`` to
+   every enabled insurer that accepts it; the first Confirmed wins.
+4. An insurer that gives no usable answer in time is *unavailable*: Unconfirmed,
+   ``unable_to_verify``, ``SYSU``, with the book-of-business evidence when a record exists.
+5. Requests in the insurer's version; answers checked against our XSD (``insurer_client``).
+
+Everything runs inside one budget (``OLV_PORTAL_BUDGET_SECONDS``) from the moment the request
+arrived; each call gets the time left, less a small reserve for answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bob_loader import lookup
+from olv import normalize
+from olv.config import Settings
+from portal import reasons
+from portal.deps import Principal
+from portal.errors import ApiError, ErrorBody, FieldError, invalid
+from portal.insurer_client import CallResult, InsurerClient, InsurerConfig
+from portal.models import Insurer, Registration
+from portal.querylog import QueryLogWriter, new_query_id
+from portal.schemas import BookOfBusiness, VerifyRequest, VerifyResult
+from portal.settings import PortalSettings
+from portal.soap_wire import Ask
+
+UNKNOWN = normalize.UNKNOWN_POLICY_KEY
+# Kept back from the budget for logging and writing the answer.
+RESERVE_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Question:
+    """A checked request: what to verify, on which day, why."""
+
+    request: VerifyRequest
+    vin: str | None
+    plate: str | None
+    plate_state: str | None
+    day: date
+    reason: str
+
+
+@dataclass(frozen=True)
+class Target:
+    insurer: InsurerConfig
+    policy_key: str
+    record: dict[str, Any] | None  # the BoB record that named this insurer
+
+
+@dataclass
+class Plan:
+    vin: str
+    state: str | None
+    targets: list[Target] = field(default_factory=list)
+    broadcast: bool = False
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def default_reason(role: str) -> str:
+    return "VEHREG" if role == "dmv" else "VIOL"
+
+
+def check(
+    request: VerifyRequest, role: str, settings: Settings, prefix: str = ""
+) -> Question | list[FieldError]:
+    """The request's cross-field rules; field errors are named ``prefix + field``."""
+    errors: list[FieldError] = []
+
+    def bad(name: str, message: str) -> None:
+        errors.append(FieldError(field=prefix + name, message=message))
+
+    if request.vin is None and request.plate is None:
+        bad("vin", "give vin or plate")
+    if request.vin is not None and request.plate is not None:
+        bad("plate", "give vin or plate, not both")
+    if request.plate_state is not None and request.plate is None:
+        bad("plate_state", "only with plate")
+    if request.policy_number is not None and request.naic is None:
+        bad("naic", "needed with policy_number")
+    today = datetime.now(settings.zone).date()
+    day = date.fromisoformat(request.date) if request.date else today
+    if day > today:
+        bad("date", "must not be in the future")
+    elif day < today - timedelta(days=settings.verify_past_days):
+        bad("date", f"at most {settings.verify_past_days} days back")
+    if errors:
+        return errors
+    return Question(
+        request=request,
+        vin=normalize.vin(request.vin) if request.vin else None,
+        plate=normalize.plate(request.plate) if request.plate else None,
+        plate_state=request.plate_state.upper() if request.plate_state else None,
+        day=day,
+        reason=request.reason or default_reason(role),
+    )
+
+
+class Router:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        client: InsurerClient,
+        query_log: QueryLogWriter,
+        settings: Settings,
+        portal_settings: PortalSettings,
+    ) -> None:
+        self.sessions = sessions
+        self.client = client
+        self.query_log = query_log
+        self.settings = settings
+        self.portal = portal_settings
+
+    # --- entry points --------------------------------------------------------------------
+
+    async def verify(
+        self, request: VerifyRequest, principal: Principal, channel: str, received: float
+    ) -> VerifyResult:
+        """Answer one request; raises :class:`ApiError` (422, 404) for what cannot be asked."""
+        checked = check(request, principal.role, self.settings)
+        if isinstance(checked, list):
+            raise ApiError(422, "; ".join(f"{e.field}: {e.message}" for e in checked), checked)
+        return await self._answer(checked, principal, channel, received)
+
+    async def verify_batch(
+        self, items: Sequence[VerifyRequest], principal: Principal
+    ) -> list[VerifyResult | ErrorBody]:
+        """Every item, in order; a whole batch with a bad item is refused (422) up front."""
+        questions: list[Question] = []
+        errors: list[FieldError] = []
+        for index, item in enumerate(items):
+            checked = check(item, principal.role, self.settings, prefix=f"items.{index}.")
+            if isinstance(checked, list):
+                errors.extend(checked)
+            else:
+                questions.append(checked)
+        if errors:
+            summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:3])
+            raise ApiError(422, summary, errors)
+        slots = asyncio.Semaphore(self.portal.batch_concurrency)
+
+        async def one(question: Question) -> VerifyResult | ErrorBody:
+            async with slots:  # each item's budget starts when its turn comes
+                try:
+                    return await self._answer(question, principal, "batch", time.monotonic())
+                except ApiError as exc:
+                    return ErrorBody(status=exc.status, error=exc.error, errors=exc.errors)
+
+        return list(await asyncio.gather(*(one(q) for q in questions)))
+
+    # --- the steps -------------------------------------------------------------------------
+
+    async def _answer(
+        self, question: Question, principal: Principal, channel: str, received: float
+    ) -> VerifyResult:
+        query_id = new_query_id()
+        try:
+            plan = await run_in_threadpool(self._plan, question)
+        except ApiError as exc:
+            self._log(question, principal, channel, received, query_id, None, [], exc)
+            raise
+        deadline = received + self.portal.budget_seconds - RESERVE_SECONDS
+        calls: list[CallResult] = []
+        if plan.targets:
+            winner = await self._ask(plan.targets, question, plan, deadline, calls)
+        else:
+            winner = None
+        broadcast_targets: list[Target] = []
+        if plan.broadcast:
+            broadcast_targets = await run_in_threadpool(self._broadcast_targets)
+            winner = await self._ask(broadcast_targets, question, plan, deadline, calls)
+        result = self._compose(question, plan, calls, winner, received, query_id)
+        self._log(question, principal, channel, received, query_id, result, calls, None)
+        return result
+
+    def _plan(self, question: Question) -> Plan:
+        with self.sessions() as session:
+            vin, state = question.vin, question.plate_state
+            if vin is None:
+                vin, state = self._plate_to_vin(session, question)
+            insurers = {
+                row.naic: InsurerConfig.from_row(row)
+                for row in session.scalars(select(Insurer).where(Insurer.enabled.is_(True)))
+            }
+            records = list(lookup.find_by_vins(session.connection(), [vin]))
+        plan = Plan(vin=vin, state=state, records=records)
+        request = question.request
+        if request.naic is not None and request.policy_number is not None:
+            record = next((r for r in records if r["naic"] == request.naic), None)
+            plan.records = [record] if record else []
+            insurer = insurers.get(request.naic)
+            if insurer is not None:
+                plan.targets.append(Target(insurer, request.policy_number.strip(), record))
+        else:
+            if request.naic is not None:
+                records = [r for r in records if r["naic"] == request.naic]
+                plan.records = records
+            seen: set[str] = set()  # one call per insurer: the first record of its NAIC
+            for record in records:
+                insurer = insurers.get(record["naic"])
+                if insurer is not None and record["naic"] not in seen:
+                    seen.add(record["naic"])
+                    plan.targets.append(Target(insurer, record["policy_number"], record))
+            if not records and request.naic in insurers:
+                plan.targets.append(Target(insurers[request.naic], UNKNOWN, None))
+        plan.broadcast = not plan.targets
+        return plan
+
+    def _plate_to_vin(self, session: Session, question: Question) -> tuple[str, str]:
+        query = select(Registration.vin, Registration.state).where(
+            Registration.plate == question.plate
+        )
+        if question.plate_state:
+            query = query.where(Registration.state == question.plate_state)
+        rows = session.execute(query.order_by(Registration.state)).all()
+        if not rows:
+            where = f" in {question.plate_state}" if question.plate_state else ""
+            raise ApiError(404, f"plate {question.plate}{where} is not registered")
+        if len(rows) > 1:
+            states = ", ".join(row.state for row in rows)
+            raise invalid("plate_state", f"the plate is registered in {states}; name the state")
+        return rows[0].vin, rows[0].state
+
+    def _broadcast_targets(self) -> list[Target]:
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(Insurer)
+                .where(Insurer.enabled.is_(True), Insurer.accepts_unknown.is_(True))
+                .order_by(Insurer.naic)
+            )
+            return [Target(InsurerConfig.from_row(row), UNKNOWN, None) for row in rows]
+
+    async def _ask(
+        self,
+        targets: list[Target],
+        question: Question,
+        plan: Plan,
+        deadline: float,
+        calls: list[CallResult],
+    ) -> Target | None:
+        """Ask every target at once; the first Confirmed wins and the rest are cancelled."""
+        tasks: dict[asyncio.Task[CallResult], Target] = {}
+        for target in targets:
+            ask = Ask(
+                naic=target.insurer.naic,
+                policy_key=target.policy_key,
+                vin=plan.vin,
+                day=question.day,
+                reason=question.reason,
+                state=plan.state or self.portal.state,
+                requestor=self.portal.requestor,
+            )
+            timeout = deadline - time.monotonic()
+            task = asyncio.ensure_future(self.client.verify(target.insurer, ask, timeout))
+            tasks[task] = target
+        pending = set(tasks)
+        started = time.perf_counter()
+        winner: Target | None = None
+        try:
+            while pending and winner is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    call = task.result()
+                    calls.append(call)
+                    if winner is None and call.usable and _confirmed(call):
+                        winner = tasks[task]
+        finally:
+            for task in pending:
+                task.cancel()
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            for task in pending:
+                calls.append(CallResult(tasks[task].insurer.naic, "cancelled", elapsed))
+        return winner
+
+    # --- the answer --------------------------------------------------------------------------
+
+    def _compose(
+        self,
+        question: Question,
+        plan: Plan,
+        calls: list[CallResult],
+        winner: Target | None,
+        received: float,
+        query_id: str,
+    ) -> VerifyResult:
+        by_naic = {call.naic: call for call in calls}
+        evidence_record = winner.record if winner else (plan.records[0] if plan.records else None)
+        base: dict[str, Any] = {
+            "query_id": query_id,
+            "vin": plan.vin,
+            "date": question.day,
+            "elapsed_ms": 0.0,
+        }
+        if winner is not None:
+            unknown = winner.policy_key == UNKNOWN
+            fields = dict(
+                status="Confirmed",
+                verdict="confirmed",
+                reasons=[],
+                naic=winner.insurer.naic,
+                insurer=winner.insurer.name,
+                policy_number=None if unknown else winner.policy_key,
+                source="broadcast" if plan.broadcast else "insurer",
+                book_of_business=_evidence(evidence_record),
+            )
+        else:
+            fields = self._unconfirmed(plan, calls, by_naic)
+        base.update(fields)
+        base["elapsed_ms"] = round((time.monotonic() - received) * 1000, 2)
+        return VerifyResult(**base)
+
+    def _unconfirmed(
+        self, plan: Plan, calls: list[CallResult], by_naic: dict[str, CallResult]
+    ) -> dict[str, Any]:
+        # The insurers named by the BoB (or the card) come first: their answer is the answer.
+        for target in plan.targets:
+            call = by_naic.get(target.insurer.naic)
+            if call is None or not call.usable:
+                return _unable(target, target.record or _record_for(plan, target))
+        if plan.targets:
+            target = plan.targets[0]
+            call = by_naic[target.insurer.naic]
+            assert call.answer is not None
+            return dict(
+                status="Unconfirmed",
+                verdict="unconfirmed",
+                reasons=reasons.describe(
+                    call.answer.codes, asked_unknown=target.policy_key == UNKNOWN
+                ),
+                naic=target.insurer.naic,
+                insurer=target.insurer.name,
+                policy_number=None if target.policy_key == UNKNOWN else target.policy_key,
+                source="insurer",
+                book_of_business=_evidence(target.record),
+            )
+        # Broadcast without a Confirmed.
+        record = plan.records[0] if plan.records else None
+        unavailable = any(not call.usable for call in calls)
+        if record is not None or unavailable:
+            # A record names an insurer we could not ask, or someone did not answer: an
+            # officer must not read that as "uninsured".
+            return dict(
+                status="Unconfirmed",
+                verdict="unable_to_verify",
+                reasons=reasons.unavailable(),
+                naic=record["naic"] if record else None,
+                insurer=None,
+                policy_number=record["policy_number"] if record else None,
+                source="book_of_business" if record else "broadcast",
+                book_of_business=_evidence(record),
+            )
+        return dict(
+            status="Unconfirmed",
+            verdict="unconfirmed",
+            reasons=reasons.not_found(),
+            naic=None,
+            insurer=None,
+            policy_number=None,
+            source="broadcast",
+            book_of_business=None,
+        )
+
+    def _log(
+        self,
+        question: Question,
+        principal: Principal,
+        channel: str,
+        received: float,
+        query_id: str,
+        result: VerifyResult | None,
+        calls: list[CallResult],
+        error: ApiError | None,
+    ) -> None:
+        now = datetime.now(UTC)
+        request = question.request
+        row: dict[str, Any] = {
+            "id": query_id,
+            "at": now,
+            "username": principal.username,
+            "role": principal.role,
+            "channel": channel,
+            "vin": question.vin or (result.vin if result else None),
+            "plate": question.plate,
+            "plate_state": question.plate_state,
+            "naic": request.naic,
+            "policy_number": request.policy_number,
+            "verification_date": question.day,
+            "reason": question.reason,
+            "http_status": error.status if error else 200,
+            "status": result.status if result else None,
+            "verdict": result.verdict if result else None,
+            "reason_codes": " ".join(r.code for r in result.reasons) if result else "",
+            "answered_naic": result.naic if result else None,
+            "insurer": result.insurer if result else None,
+            "answered_policy_number": result.policy_number if result else None,
+            "source": result.source if result else None,
+            "error": error.error[:200] if error else None,
+            "latency_ms": round((time.monotonic() - received) * 1000, 2),
+        }
+        call_rows = [
+            {
+                "at": now,
+                "naic": call.naic,
+                "outcome": call.outcome,
+                "response_code": call.answer.response_code if call.answer else None,
+                "latency_ms": call.latency_ms,
+                "query_id": query_id,
+            }
+            for call in calls
+        ]
+        self.query_log.add(row, call_rows)
+
+
+def _confirmed(call: CallResult) -> bool:
+    return call.answer is not None and call.answer.response_code == "Confirmed"
+
+
+def _record_for(plan: Plan, target: Target) -> dict[str, Any] | None:
+    return next((r for r in plan.records if r["naic"] == target.insurer.naic), None)
+
+
+def _unable(target: Target, record: dict[str, Any] | None) -> dict[str, Any]:
+    policy = None if target.policy_key == UNKNOWN else target.policy_key
+    return dict(
+        status="Unconfirmed",
+        verdict="unable_to_verify",
+        reasons=reasons.unavailable(),
+        naic=target.insurer.naic,
+        insurer=target.insurer.name,
+        policy_number=policy or (record["policy_number"] if record else None),
+        source="book_of_business" if record else "insurer",
+        book_of_business=_evidence(record),
+    )
+
+
+def _evidence(record: dict[str, Any] | None) -> BookOfBusiness | None:
+    if record is None:
+        return None
+    return BookOfBusiness(
+        naic=record["naic"],
+        policy_number=record["policy_number"],
+        policy_type=record["policy_type"],
+        effective_date=record["effective_date"],
+        expiration_date=record["expiration_date"],
+        file=record["source_file"],
+        loaded_at=record["loaded_at"],
+    )
