@@ -23,7 +23,7 @@ from portal.errors import ApiError, ErrorBody
 from portal.schemas import MAX_BATCH, VerifyRequest, VerifyResult
 from portal.web.render import page
 from portal.web.settings import get_web_settings
-from portal.web.verify_adapter import verify_many
+from portal.web.verify_adapter import problem, verify_many
 
 router = APIRouter(include_in_schema=False)
 
@@ -139,22 +139,27 @@ def _answer_row(number: int, asked: dict[str, str], answer: VerifyResult | Error
     return _line([*head, *([None] * (len(OUT_COLUMNS) - 5)), error])
 
 
-def _checked(items: list[dict[str, str]]) -> Iterator[VerifyRequest | str]:
+def _checked(
+    request: Request, me: Principal, items: list[dict[str, str]]
+) -> Iterator[VerifyRequest | str]:
+    """Each row as a request, or the reason it cannot be asked (reported in its answer row)."""
     for item in items:
         try:
-            yield VerifyRequest(**item)
+            body = VerifyRequest(**item)
         except ValidationError as exc:
             yield "; ".join(
                 f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
                 for e in exc.errors()
             )
+            continue
+        yield problem(request, me, body) or body
 
 
 async def _answers(
     request: Request, me: Principal, items: list[dict[str, str]]
 ) -> AsyncIterator[str]:
     yield _line(list(OUT_COLUMNS))
-    checked = list(_checked(items))
+    checked = list(_checked(request, me, items))
     for start in range(0, len(items), MAX_BATCH):
         chunk = checked[start : start + MAX_BATCH]
         valid = [c for c in chunk if isinstance(c, VerifyRequest)]

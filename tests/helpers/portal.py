@@ -55,7 +55,11 @@ def load_bob(engine: Engine, folder: Path, rows: list[tuple[str, str, str]]) -> 
 
 def add_insurer(engine: Engine, naic: str, url: str, version: str = V0809, **extra: object) -> None:
     data = registry.InsurerInput(
-        naic=naic, name=f"Insurer {naic}", url=url, version=version, **extra  # type: ignore[arg-type]
+        naic=naic,
+        name=f"Insurer {naic}",
+        url=url,
+        version=version,
+        **extra,  # type: ignore[arg-type]
     )
     with db.transaction(engine) as session:
         registry.upsert(session, data)
@@ -83,7 +87,9 @@ def add_registration(engine: Engine, plate: str, state: str, vin: str) -> None:
 def answer(version: str, code: str, reasons: tuple[str, ...] = (), naic: str = "10001") -> bytes:
     """A schema-valid answer envelope of ``version``."""
     root = "CoverageResponseDocument" if version == V0809 else "CoverageResponse"
-    attrs = ' PublicationVersion="00200809" PublicationDate="2008-09-01"' if version == V0809 else ""
+    attrs = (
+        ' PublicationVersion="00200809" PublicationDate="2008-09-01"' if version == V0809 else ""
+    )
     key = "PolicyKey" if version == V0809 else "UniqueKey"
     codes = "".join(f"<UnconfirmedReasonCode>{r}</UnconfirmedReasonCode>" for r in reasons)
     body = (

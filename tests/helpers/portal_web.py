@@ -59,10 +59,16 @@ def add_user(url: str, username: str, role: str, naic: str | None = None) -> Non
 SECRET = re.compile(r'id="totp-secret">([A-Z2-7]+)<')
 
 
-def sign_in(client: TestClient, clock: Clock, username: str, secret: str | None = None) -> str:
+def sign_in(
+    client: TestClient,
+    clock: Clock,
+    username: str,
+    secret: str | None = None,
+    password: str = PASSWORD,
+) -> str:
     """Password, then the second factor (enrolling when ``secret`` is None); returns the secret."""
     response = client.post(
-        "/login", data={"username": username, "password": PASSWORD}, headers=SAME_ORIGIN
+        "/login", data={"username": username, "password": password}, headers=SAME_ORIGIN
     )
     assert response.status_code == 303, response.text
     if secret is None:
