@@ -7,15 +7,17 @@ and a ``<desc>`` (the values as text) for screen readers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
 from markupsafe import Markup, escape
 
-WIDTH = 640
-HEIGHT = 240
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 28, 40
+# Small enough that the text stays readable when a phone scales the chart to its width.
+WIDTH = 440
+HEIGHT = 230
+LEFT, RIGHT, TOP, BOTTOM = 52, 14, 30, 46
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Chart:
     unit: str = ""
     thresholds: Sequence[Threshold] = field(default_factory=tuple)
     y_max: float | None = None
+    counts: bool = False  # whole numbers: the axis never shows fractions
 
 
 def _nice_max(value: float) -> float:
@@ -62,7 +65,12 @@ class _Frame:
         self.bars = bars
         values = [v for s in chart.series for v in s.values if v is not None]
         top = max([*values, *(t.value for t in chart.thresholds), 0.0])
-        self.y_max = chart.y_max if chart.y_max is not None else _nice_max(top)
+        if chart.y_max is not None:
+            self.y_max = chart.y_max
+        elif chart.counts:  # four grid steps of a whole number each
+            self.y_max = 4.0 * math.ceil(_nice_max(top / 4))
+        else:
+            self.y_max = _nice_max(top)
         self.n = max(len(chart.days), 1)
         self.plot_w = WIDTH - LEFT - RIGHT
         self.plot_h = HEIGHT - TOP - BOTTOM
@@ -93,12 +101,18 @@ def _axes(chart: Chart, frame: _Frame) -> list[str]:
             f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
             f"{_fmt(value)}{escape(chart.unit)}</text>"
         )
-    label_every = max(1, len(chart.days) // 6)
+    last = len(chart.days) - 1
+    label_every = max(1, len(chart.days) // 4)
     for i, day in enumerate(chart.days):
-        if i % label_every == 0 or i == len(chart.days) - 1:
+        if (i % label_every == 0 and last - i >= label_every / 2) or i == last:
+            x, anchor = frame.x(i), "middle"
+            if i == last and last > 0:  # keep the newest day's label inside the frame
+                x, anchor = LEFT + frame.plot_w, "end"
+            elif i == 0 and not frame.bars and last > 0:
+                anchor = "start"
             parts.append(
-                f'<text class="tick" x="{frame.x(i):.1f}" y="{HEIGHT - BOTTOM + 16}" '
-                f'text-anchor="middle">{day:%m-%d}</text>'
+                f'<text class="tick" x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" '
+                f'text-anchor="{anchor}">{day:%m-%d}</text>'
             )
     for threshold in chart.thresholds:
         y = frame.y(threshold.value)
@@ -115,10 +129,10 @@ def _legend(chart: Chart) -> list[str]:
     x = LEFT
     for i, series in enumerate(chart.series):
         parts.append(
-            f'<rect class="series-{i} swatch" x="{x}" y="{HEIGHT - 14}" width="10" height="10"/>'
-            f'<text class="legend" x="{x + 14}" y="{HEIGHT - 5}">{escape(series.name)}</text>'
+            f'<rect class="series-{i} swatch" x="{x}" y="{HEIGHT - 16}" width="12" height="12"/>'
+            f'<text class="legend" x="{x + 16}" y="{HEIGHT - 5}">{escape(series.name)}</text>'
         )
-        x += 24 + 8 * len(series.name)
+        x += 30 + 8 * len(series.name)
     return parts
 
 
@@ -157,9 +171,10 @@ def line_chart(chart: Chart) -> Markup:
         for run in runs:
             if len(run) > 1:
                 body.append(f'<polyline class="series-{i} line" points="{" ".join(run)}"/>')
-            for point in run:
-                cx, cy = point.split(",")
-                body.append(f'<circle class="series-{i} dot" cx="{cx}" cy="{cy}" r="2.5"/>')
+            if len(run) == 1 or len(series.values) <= 15:  # dots only where lines say little
+                for point in run:
+                    cx, cy = point.split(",")
+                    body.append(f'<circle class="series-{i} dot" cx="{cx}" cy="{cy}" r="3"/>')
     body.extend(_legend(chart))
     return _wrap(chart, body, "line")
 
@@ -174,6 +189,7 @@ def bar_chart(chart: Chart) -> Markup:
             chart.unit,
             chart.thresholds,
             chart.y_max,
+            chart.counts,
         ),
         bars=True,
     )

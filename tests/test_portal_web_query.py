@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,22 +21,28 @@ from tests.helpers.portal_web import Clock, portal_client, sign_in
 from tests.helpers.soap import soap_server
 
 
-@pytest.fixture
-def seeded(db_url: str, tmp_path: Path) -> Iterator[str]:
-    """The demo world: insurer store, a SOAP service on it, insurers registered, BoB, plates."""
+@pytest.fixture(scope="module")
+def seeded(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo world: insurer store, a SOAP service on it, insurers registered, BoB, plates
+    (shared by this module's tests, which only add queries)."""
     today = datetime.now(UTC).date()
-    engine = db.make_engine(db_url)
+    folder = tmp_path_factory.mktemp("world")
+    engine = db.make_engine(module_db_url)
     try:
         insurer_demo.load(engine, today)
-        with soap_server({"OLV_DATABASE_URL": db_url}, tmp_path) as server:
-            portal_demo.seed(engine, server.base, insurer_demo.DEMO_NAIC, today, tmp_path)
-            yield db_url
+        with soap_server({"OLV_DATABASE_URL": module_db_url}, folder) as server:
+            portal_demo.seed(engine, server.base, insurer_demo.DEMO_NAIC, today, folder)
+            yield module_db_url
     finally:
         engine.dispose()
 
 
+_sign_ins = itertools.count()
+
+
 def _sign_in(client: TestClient, clock: Clock, username: str) -> None:
-    clock.now = datetime.now(UTC)
+    # A TOTP code is good once per person: each sign-in here takes a later time step.
+    clock.now = datetime.now(UTC) + timedelta(minutes=next(_sign_ins))
     sign_in(client, clock, username, portal_demo.TOTP_SECRET, portal_demo.PASSWORD)
 
 
@@ -83,7 +89,7 @@ def test_query_page_and_api_render_the_same_result(seeded: str) -> None:
         assert page == api
         assert page["verdict"] == "confirmed" and page["source"] == "insurer"
         assert page["book_of_business"]["policy_number"] == "DEMO-1001"
-        history = client.get("/history.json").json()["rows"]
+        history = client.get("/history.json?username=admin").json()["rows"]
         assert [r["channel"] for r in history] == ["api", "page"]
 
 

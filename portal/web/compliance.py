@@ -59,6 +59,7 @@ def charts_for(stats: data.InsurerStats) -> list[Markup]:
             Series("answered", [d.ok for d in stats.days]),
             Series("unavailable", [d.unavailable for d in stats.days]),
         ],
+        counts=True,
     )
     availability = Chart(
         "Availability (%)",
@@ -74,6 +75,7 @@ def charts_for(stats: data.InsurerStats) -> list[Markup]:
             Series("1.75-5 s", [d.over_1_75s - min(d.over_5s, d.over_1_75s) for d in stats.days]),
             Series("over 5 s", [d.over_5s for d in stats.days]),
         ],
+        counts=True,
     )
     return [line_chart(latency), bar_chart(calls), line_chart(availability), bar_chart(slow)]
 
