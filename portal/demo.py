@@ -9,6 +9,7 @@ in the banner — for the demo only; real people enrol their own secret at the f
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -104,18 +105,20 @@ def _person(session: Session, username: str, role: str, naic: str | None) -> Non
 BANNER = """
 State portal: {url}
   Sign in as admin, officer, dmv or liaison (insurer NAIC {naic}); password: {password}
-  Second factor (TOTP): the demo secret {secret} — add it to an authenticator app, or get the
-  current code with:
-    python -c "import pyotp; print(pyotp.TOTP('{secret}').now())"
-  Plates to try (state {state}): {plates}
+  Second factor (TOTP, RFC 6238), the same for every demo person: demo secret {secret}
+  Add it to an authenticator app, or print the current code with:
+    {python} -c "import pyotp; print(pyotp.TOTP('{secret}').now())"
+  Plates to try (state {state}):
+{plates}
 
 Press Ctrl+C to stop.
 """
 
 
 def banner(url: str, naic: str) -> str:
-    plates = "; ".join(f"{p.plate} {p.shows}" for p in PLATES)
+    plates = "\n".join(f"    {p.plate:<6} {p.shows}" for p in PLATES)
     return BANNER.format(
+        python=sys.executable,
         url=url,
         naic=naic,
         password=PASSWORD,
