@@ -128,7 +128,9 @@ def world(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Insurers, d
 
 
 def post(client: TestClient, token: str, body: dict) -> dict:
-    response = client.post("/api/v1/verify", json=body, headers={"Authorization": f"Bearer {token}"})
+    response = client.post(
+        "/api/v1/verify", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -138,7 +140,11 @@ def test_bob_record_routes_to_its_insurer_with_the_policy_number(world) -> None:
     insurers.behaviour["10001"] = says(V0809, "Confirmed")
     result = post(client, tokens["officer"], {"vin": VIN_A.lower()})
     assert result["status"] == "Confirmed" and result["verdict"] == "confirmed"
-    assert (result["naic"], result["insurer"], result["policy_number"]) == ("10001", "Insurer 10001", "P-A")
+    assert (result["naic"], result["insurer"], result["policy_number"]) == (
+        "10001",
+        "Insurer 10001",
+        "P-A",
+    )
     assert result["source"] == "insurer" and result["reasons"] == []
     assert result["book_of_business"]["policy_number"] == "P-A"
     assert insurers.asked == [
@@ -212,7 +218,13 @@ def test_id_card_path_asks_that_insurer_with_that_key(world) -> None:
     )
     assert result["verdict"] == "confirmed" and result["policy_number"] == "CARD-9"
     assert insurers.asked == [
-        {"naic": "20002", "key": "CARD-9", "vin": VIN_A, "reason": "TrafficViolation", "version": "0510"}
+        {
+            "naic": "20002",
+            "key": "CARD-9",
+            "vin": VIN_A,
+            "reason": "TrafficViolation",
+            "version": "0510",
+        }
     ]
 
 
