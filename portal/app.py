@@ -79,7 +79,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessions = db.session_factory(engine)
         app.state.insurer_client = InsurerClient(transport, portal_settings)
-        app.state.query_log = QueryLogWriter(engine)
+        app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
         app.state.router = Router(
             app.state.sessions,

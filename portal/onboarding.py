@@ -116,7 +116,7 @@ def _expect(call: CallResult, status: str, codes: set[str] | None = None) -> tup
     """Did the call answer ``status`` (with at least one of ``codes``)?"""
     if call.answer is None:
         return False, f"no usable answer ({call.outcome}: {call.detail})"
-    got = call.answer.response_code + (" " + " ".join(call.answer.codes) if call.answer.codes else "")
+    got = " ".join((call.answer.response_code, *call.answer.codes))
     if call.answer.response_code != status:
         return False, f"expected {status}, got {got}"
     if codes is not None and not codes & set(call.answer.codes):
