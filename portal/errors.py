@@ -102,6 +102,13 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 400:
+        # FastAPI's "error parsing the body" (e.g. not UTF-8): invalid input like any other.
+        message = detail or "the body could not be read"
+        body = ErrorBody(
+            status=422, error=f"body: {message}", errors=[FieldError(field="body", message=message)]
+        )
+        return _respond(request, body, None)
     body = ErrorBody(status=exc.status_code, error=detail or _TITLES.get(exc.status_code, "error"))
     return _respond(request, body, getattr(exc, "headers", None))
 

@@ -187,3 +187,13 @@ def test_500_keeps_the_shape_and_tells_nothing(tmp_path: Path) -> None:
         )
         body = assert_shape(response, 500)
         assert body["error"] == "internal error" and "sqlite" not in response.text.lower()
+
+
+def test_422_for_a_body_that_is_not_utf8(api) -> None:
+    client, tokens = api
+    response = client.post(
+        "/api/v1/verify",
+        content=b"\xff\xfe\x16",
+        headers={**bearer(tokens["officer"]), "Content-Type": "application/json"},
+    )
+    assert_shape(response, 422, "body")
