@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from olv import db
 from olv.config import Settings, get_settings
@@ -28,16 +28,39 @@ from portal.settings import PortalSettings, get_portal_settings
 HERE = Path(__file__).parent
 
 
-class ReceivedAt:
-    """Stamps each request with the moment it arrived: the 5-second budget starts there."""
+API_MAX_BODY_BYTES = 1024 * 1024  # a full batch of 1,000 items is about 150 KB
+
+
+class RequestGuard:
+    """Stamps each request with the moment it arrived (the 5-second budget starts there) and
+    refuses API bodies over :data:`API_MAX_BODY_BYTES` with 413 before anything parses them."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["received"] = time.monotonic()
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})["received"] = time.monotonic()
+        if not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > API_MAX_BODY_BYTES):
+            await errors.too_large(scope, receive, send, API_MAX_BODY_BYTES)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > API_MAX_BODY_BYTES:
+                raise errors.ApiError(413, f"request body over {API_MAX_BODY_BYTES} bytes")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def create_app(
@@ -56,7 +79,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessions = db.session_factory(engine)
         app.state.insurer_client = InsurerClient(transport, portal_settings)
-        app.state.query_log = QueryLogWriter(engine)
+        app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
         app.state.router = Router(
             app.state.sessions,
@@ -84,7 +107,7 @@ def create_app(
     app.state.principal_resolvers = []
     app.state.token_limiter = RateLimiter(portal_settings.token_rate_per_minute)
     errors.install(app)
-    app.add_middleware(ReceivedAt)
+    app.add_middleware(RequestGuard)
     app.mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static")
     for router in routes.ROUTERS:
         app.include_router(router)

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,13 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 400:
+        # FastAPI's "error parsing the body" (e.g. not UTF-8): invalid input like any other.
+        message = detail or "the body could not be read"
+        body = ErrorBody(
+            status=422, error=f"body: {message}", errors=[FieldError(field="body", message=message)]
+        )
+        return _respond(request, body, None)
     body = ErrorBody(status=exc.status_code, error=detail or _TITLES.get(exc.status_code, "error"))
     return _respond(request, body, getattr(exc, "headers", None))
 
@@ -108,7 +116,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        FieldError(field=field_name(e.get("loc", ())), message=str(e.get("msg", "invalid")))
+        FieldError(
+            # A body that is not JSON at all is located by character offset: name the body.
+            field="body" if e.get("type") == "json_invalid" else field_name(e.get("loc", ())),
+            message=str(e.get("msg", "invalid")),
+        )
         for e in exc.errors()
     ]
     summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:3]) or "invalid input"
@@ -119,6 +131,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     # The last guard: a bug must still answer in the one shape, without internals.
     log.error("unhandled error on %s", request.url.path, exc_info=exc)
     return _respond(request, ErrorBody(status=500, error=_TITLES[500]), None)
+
+
+async def too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    """A 413 in the error shape, answered before the app (and its handlers) sees the request."""
+    body = ErrorBody(status=413, error=f"request body over {limit} bytes")
+    await JSONResponse(body.model_dump(), status_code=413)(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

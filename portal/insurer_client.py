@@ -230,6 +230,10 @@ class InsurerClient:
         self, insurer: InsurerConfig, ask: soap_wire.Ask, timeout: float
     ) -> CallResult:
         """Ask within ``timeout`` seconds (also capped by the insurer's own timeout)."""
+        return await self.exchange(insurer, soap_wire.build_request(ask, insurer.version), timeout)
+
+    async def exchange(self, insurer: InsurerConfig, body: bytes, timeout: float) -> CallResult:
+        """Send a prepared request envelope (the onboarding test sends odd ones)."""
         if insurer.timeout_seconds:
             timeout = min(timeout, insurer.timeout_seconds)
         started = time.perf_counter()
@@ -242,7 +246,6 @@ class InsurerClient:
 
         if timeout <= 0:
             return result("timeout", detail="no time left in the budget")
-        body = soap_wire.build_request(ask, insurer.version)
         try:
             reply = await self.transport.post(insurer, body, timeout)
         except CallFailed as exc:

@@ -14,13 +14,15 @@ import contextlib
 import logging
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, delete, insert
 
-from portal.models import InsurerCall, QueryLog
+from portal.models import InsurerCall, QueryLog, SecurityLog
 
 FLUSH_SECONDS = 0.2
+PURGE_EVERY_SECONDS = 24 * 3600
 log = logging.getLogger(__name__)
 
 
@@ -30,9 +32,22 @@ def new_query_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
+def purge(engine: Engine, days: int) -> int:
+    """Delete query-log, security-log and insurer-call rows older than ``days`` days."""
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    removed = 0
+    with engine.begin() as conn:
+        for table in (QueryLog, SecurityLog, InsurerCall):
+            removed += conn.execute(delete(table).where(table.at < cutoff)).rowcount or 0
+    if removed:
+        log.info("old log rows removed", extra={"rows": removed, "days": days})
+    return removed
+
+
 class QueryLogWriter:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, retention_days: int | None = None) -> None:
         self.engine = engine
+        self.retention_days = retention_days
         self._queries: list[dict[str, Any]] = []
         self._calls: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
@@ -46,10 +61,14 @@ class QueryLogWriter:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        next_purge = time.monotonic()
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
             try:
                 await self.flush()
+                if self.retention_days and time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+                    await asyncio.to_thread(purge, self.engine, self.retention_days)
             except Exception:  # noqa: BLE001 - keep the rows and retry; never kill the loop
                 log.exception("query log write failed; retrying")
 

@@ -67,6 +67,8 @@ def build_request(ask: Ask, version: str) -> bytes:
         request.set("PublicationVersion", V0809)
         request.set("PublicationDate", iicmva.PUBLICATION_DATE_0809)
     requestor = _sub(request, "RequestorInformation")
+    if version == V0510:
+        _sub(requestor, "Individual")  # required (and may be empty) in this publication
     _sub(_sub(requestor, "Organization"), "Name", ask.requestor)
     reason = ask.reason if version == V0809 else iicmva.REQUEST_REASON_0510[ask.reason]
     _sub(_sub(requestor, "ReasonDetails"), "ReasonCode", reason)

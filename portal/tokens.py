@@ -74,6 +74,10 @@ def create(
 
 
 def revoke(session: Session, token_id: str, *, source: str | None = None) -> ApiToken:
+    """Revoke by id (the whole token text is accepted too: its id is read from it)."""
+    match = _SHAPE.match(token_id)
+    if match is not None:
+        token_id = match.group(1)
     row = session.get(ApiToken, token_id)
     if row is None:
         raise TokenError(f"no token {token_id!r}")

@@ -12,7 +12,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from bob_loader import layout
 from bob_loader.load import load_files
 from olv import db
 from olv.iicmva import IICMVA, SOAP11_ENV, V0510, V0809
-from portal import registry, tokens, users
+from portal import passwords, registry, tokens, users
+from portal.models import User
 from tests.helpers.soap import free_port
 
 PASSWORD = "Correct-Horse-Battery-9"
@@ -65,10 +67,28 @@ def add_insurer(engine: Engine, naic: str, url: str, version: str = V0809, **ext
         registry.upsert(session, data)
 
 
+@cache
+def _password_hash() -> str:
+    # argon2id is slow on purpose; one hash serves every test user.
+    return passwords.hash_password(PASSWORD)
+
+
 def add_user(engine: Engine, username: str, role: str, naic: str | None = None) -> str:
-    """A user with an API token; returns the token."""
+    """A user (password ``PASSWORD``) with an API token; returns the token."""
+    users.check_role(role, naic)
     with db.transaction(engine) as session:
-        users.add(session, username, role, PASSWORD, naic=naic)
+        session.add(
+            User(
+                username=username,
+                password_hash=_password_hash(),
+                role=role,
+                naic=naic,
+                totp_enrolled=False,
+                failed_logins=0,
+                disabled=False,
+                created_at=datetime.now(UTC),
+            )
+        )
     with db.transaction(engine) as session:
         _, token = tokens.create(session, username, 30)
     return token
