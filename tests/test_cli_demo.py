@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 import pyotp
 
 from tests.helpers.soap import codes_of, free_port, response_element
@@ -60,7 +59,9 @@ def test_demo_serves_and_confirms(tmp_path: Path) -> None:
         resp = httpx.post(url, content=request, headers={"Content-Type": "text/xml"})
         assert codes_of(response_element(resp)) == ("Confirmed", [])
         # the zeep example the banner prints, run as a user would paste it
-        snippet = banner.split("python -c ", 1)[1].split("\n\nState portal", 1)[0].strip().strip('"')
+        snippet = (
+            banner.split("python -c ", 1)[1].split("\n\nState portal", 1)[0].strip().strip('"')
+        )
         out = subprocess.run(
             [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60
         )
