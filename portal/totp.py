@@ -30,7 +30,9 @@ def provisioning_uri(secret: str, username: str) -> str:
 
 def qr_svg(uri: str) -> str:
     """The URI as an inline SVG QR code (rendered here: the portal loads nothing from outside)."""
-    return segno.make(uri, error="m").svg_inline(scale=5, border=2, title="TOTP QR code")
+    # omitsize: a viewBox instead of a fixed size, so CSS fits the code to the screen.
+    qr = segno.make(uri, error="m")
+    return qr.svg_inline(scale=5, border=2, title="TOTP QR code", omitsize=True)
 
 
 def current_code(secret: str, at: datetime) -> str:

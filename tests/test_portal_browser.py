@@ -122,6 +122,7 @@ def test_sign_in_query_batch_and_compliance_in_chromium(world: str, tmp_path: Pa
             expect(page).to_have_url(f"{world}/login/enrol")
             expect(page.locator(".qr svg")).to_be_visible()
             secret = page.inner_text("#totp-secret").strip()
+            _shot(page, "enrol-phone", tmp_path)
             page.fill("#code", pyotp.TOTP(secret).now())
             page.click("main button[type=submit]")
             expect(page).to_have_url(f"{world}/query")

@@ -245,3 +245,26 @@ def test_disabled_user_is_signed_out_and_cannot_sign_in(db_url: str) -> None:
         refused = dan.post("/login", data={"username": "dan", "password": PASSWORD})
         assert refused.status_code == 401 and "disabled" in refused.text
     assert "user_disabled" in _events(db_url, "dan")
+
+
+def test_admin_resets_the_second_factor_and_the_person_enrols_again(db_url: str) -> None:
+    add_user(db_url, "ann", "admin")
+    add_user(db_url, "rita", "court")
+    with portal_client(db_url) as (rita, rita_clock), portal_client(db_url) as (admin, clock):
+        old = sign_in(rita, rita_clock, "rita")
+        sign_in(admin, clock, "ann")
+        rita_id = _user(db_url, "rita").id
+        assert admin.post(f"/admin/users/{rita_id}/reset-totp").status_code == 303
+        assert rita.get("/history").headers["location"] == "/login"  # signed out
+        new = sign_in(rita, rita_clock, "rita")  # enrols afresh (asserts the enrol page)
+        assert new != old
+    assert "totp_reset" in _events(db_url, "rita")
+
+
+def test_pages_forbid_framing_and_foreign_content(db_url: str) -> None:
+    with portal_client(db_url) as (client, _clock):
+        page = client.get("/login")
+        policy = page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "<script" not in page.text

@@ -23,6 +23,7 @@ from portal.web import (
     history,
     query,
 )
+from portal.web.headers import PageHeaders
 from portal.web.identity import resolve_session
 from portal.web.render import error_page
 
@@ -48,5 +49,6 @@ def html_error(request: Request, body: ErrorBody) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_middleware(CrossOriginProtection)
+    app.add_middleware(PageHeaders)
     app.state.principal_resolvers.append(resolve_session)
     app.state.html_error = html_error

@@ -78,6 +78,7 @@ def login(
             flash(request, "error", problem)
             return page(request, "login.html", "Sign in", {"username": username}, status=401)
         assert user is not None
+        sessions.purge_expired(db, at)  # housekeeping: sign-ins are rare enough to carry it
         token = sessions.create(db, user.id, sessions.STAGE_PASSWORD, at)
     response = _redirect("/login/totp" if user.totp_enrolled else "/login/enrol")
     set_cookie(request, response, token)
