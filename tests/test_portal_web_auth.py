@@ -268,3 +268,21 @@ def test_pages_forbid_framing_and_foreign_content(db_url: str) -> None:
         assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
         assert page.headers["x-frame-options"] == "DENY"
         assert "<script" not in page.text
+
+
+def test_olv_users_unlock_lifts_a_lockout(db_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from olv.cli import app
+
+    add_user(db_url, "lou", "officer")
+    with portal_client(db_url) as (client, clock):
+        for _ in range(5):
+            clock.advance(seconds=20)
+            client.post("/login", data={"username": "lou", "password": "wrong password!"})
+        assert _user(db_url, "lou").locked_at is not None
+        result = CliRunner().invoke(app, ["users", "unlock", "lou"])  # OLV_DATABASE_URL: db_url
+        assert result.exit_code == 0, result.output
+        clock.advance(minutes=1)
+        sign_in(client, clock, "lou")
+        assert client.get("/query").status_code == 200
