@@ -1,11 +1,13 @@
 -- wrk script for bench/soap_bench.py: rotates over pre-generated SOAP requests and checks
 -- every answer (HTTP 200 carrying a ResponseCode element).
 --
---   wrk -c 32 -t 1 -d 12s --latency -s bench/soap_wrk.lua http://127.0.0.1:PORT -- CORPUS
+--   wrk -c 32 -t 1 -d 12s --latency -s bench/soap_wrk.lua http://127.0.0.1:PORT -- CORPUS ACTION
 --
--- CORPUS is written by soap_bench.py: per request a header line "PATH LENGTH", then LENGTH
--- bytes of body, then a newline. The summary is one line starting with "OLVBENCH " holding
--- JSON (latencies in microseconds), printed by done().
+-- CORPUS is written by bench/soap_corpus.py: per request a header line "PATH LENGTH", then
+-- LENGTH bytes of body, then a newline. ACTION is the SOAPAction URI (olv/iicmva.py's
+-- SOAP_ACTION, passed by bench/loadgen.py so that it is defined in one place). The summary
+-- is one line starting with "OLVBENCH " holding JSON (latencies in microseconds), printed by
+-- done().
 
 local requests = {}
 local count = 0
@@ -23,9 +25,10 @@ end
 
 function init(args)
   local file = assert(io.open(args[1], "rb"), "cannot open the request corpus")
+  local action = assert(args[2], "the SOAPAction URI is the script's second argument")
   local headers = {
     ["Content-Type"] = "text/xml; charset=utf-8",
-    ["SOAPAction"] = '"http://www.iicmva.com/VerifyInsurance"',
+    ["SOAPAction"] = '"' .. action .. '"',
   }
   while true do
     local line = file:read("*l")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from olv import db
+from olv import db, errors
 from olv.config import get_settings
 
 bob_app = typer.Typer(
@@ -23,7 +23,7 @@ bob_app.add_typer(contacts_app, name="contacts")
 
 
 def _engine():  # -> sqlalchemy.Engine
-    return db.make_engine(get_settings().database_url)
+    return db.open_database(get_settings().database_url)
 
 
 @bob_app.command("load")
@@ -43,6 +43,7 @@ def load(
 
     if profile is not None and profile not in PROFILES:
         raise typer.BadParameter(f"must be one of {', '.join(PROFILES)}", param_hint="--profile")
+    errors.require_files(files)
     engine = _engine()
     try:
         outcomes = load_files(engine, files, report_dir=report_dir, profile=profile, progress=True)
@@ -71,6 +72,7 @@ def export(
     """Write the monthly BoB file for a NAIC from the insurer policy store."""
     from bob_loader.export import ExportError, export_file
 
+    errors.require_output_file(output)
     engine = _engine()
     try:
         today = datetime.now(get_settings().zone).date()

@@ -1,15 +1,22 @@
 """The ``olv`` command: one entry point for every part of OLV (SPEC §3).
 
-Each product package contributes its own Typer sub-application; this module only wires them.
+Each product package contributes its own Typer sub-application; this module wires them and,
+in :func:`main`, turns every known failure into one ``error: …`` line on stderr (``olv.errors``).
 """
 
 from __future__ import annotations
 
-import typer
+import os
+import sys
+import traceback
 
-from olv import db
+import typer
+from pydantic import ValidationError
+
+from olv import db, errors
 from olv.config import get_settings
 from olv.logging import configure as configure_logging
+from olv.logging import describe_exception
 
 app = typer.Typer(
     help="OLV — IICMVA online insurance verification: SOAP service, BoB loader, state portal.",
@@ -23,8 +30,7 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision")) -> None:
     """Create or migrate the schema (Alembic)."""
-    url = get_settings().database_url
-    db.upgrade(url, revision)
+    db.upgrade(get_settings().database_url, revision)
     typer.echo(f"database at revision {revision}")
 
 
@@ -50,4 +56,53 @@ _register()
 
 def main() -> None:
     configure_logging()
-    app()
+    sys.exit(run(sys.argv[1:]))
+
+
+def run(args: list[str]) -> int:
+    """Run one command; known failures become one line and an exit code (SPEC §3 conventions).
+
+    ``OLV_DEBUG=1`` adds the traceback above the line (exit codes stay the same).
+    """
+    try:
+        return _exit_code(app(args=args, prog_name="olv", standalone_mode=False))
+    except typer.TyperException as exc:  # Click's usage errors (Typer vendors Click)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            return 2  # Typer has printed the help
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        return _fail(f"{exc.format_message()}{where}", exc.exit_code)
+    except typer.Abort:
+        return _fail("aborted", 1)
+    except Exception as exc:  # the boundary where every failure becomes one line
+        known = errors.from_exception(exc, _database_url())
+        if known is not None:
+            return _fail(str(known), known.exit_code)
+        # Type and place only: the message may quote a VIN or a policy number (olv.logging).
+        described = describe_exception(exc)
+        innermost = described["where"].split(" < ")[0]
+        return _fail(
+            f"unexpected {described['error']} at {innermost} "
+            "(run again with OLV_DEBUG=1 to see the traceback)",
+            1,
+        )
+
+
+def _exit_code(result: object) -> int:
+    # Without standalone mode Click returns the code of typer.Exit, or the command's return value.
+    return result if isinstance(result, int) else 0
+
+
+def _database_url() -> str | None:
+    try:
+        return get_settings().database_url
+    except ValidationError:  # the settings themselves are what failed
+        return None
+
+
+def _fail(message: str, code: int) -> int:
+    if os.environ.get("OLV_DEBUG") == "1":
+        traceback.print_exc()
+    for line in message.splitlines():
+        typer.echo(f"error: {line}", err=True)
+    return code

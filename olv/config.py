@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -45,6 +46,7 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[Networks, NoDecode] = Field(
         default_factory=lambda: [ipaddress.ip_network(n) for n in LOOPBACK_NETWORKS]
     )
+    public_url: str = ""  # base of the service address in served WSDLs; "": the request's own
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     deadline_seconds: float = Field(4.5, gt=0)
     audit_retention_days: int = Field(190, ge=183)
@@ -67,8 +69,37 @@ class Settings(BaseSettings):
     def _networks(cls, value: object) -> object:
         items = _split(value, ",")
         if isinstance(items, list):
-            return [ipaddress.ip_network(str(item), strict=False) for item in items]
+            try:
+                return [ipaddress.ip_network(str(item), strict=False) for item in items]
+            except ValueError:
+                raise ValueError(
+                    "should be comma-separated addresses or networks such as 10.0.0.0/8,::1"
+                ) from None
         return items
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_base(cls, value: str) -> str:
+        """An absolute http(s) URL without query, fragment or credentials; no trailing "/"."""
+        value = value.strip()
+        if not value:
+            return ""
+        problem = "must be an http:// or https:// URL without query, fragment or user name"
+        parts = urlsplit(value)
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if (
+            parts.scheme.lower() not in ("http", "https")
+            or not parts.hostname
+            or not port_ok
+            or "@" in parts.netloc
+            or any(ch in value for ch in '?#"<>\\')
+            or any(ch.isspace() or not ch.isprintable() for ch in value)
+        ):
+            raise ValueError(problem)  # not echoed: it might hold a password
+        return value.rstrip("/")
 
     @field_validator("timezone")
     @classmethod
@@ -76,7 +107,9 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)  # better to fail at start-up than at the first query
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
+            raise ValueError(
+                "should be an IANA time zone name such as UTC or America/New_York"
+            ) from None
         return value
 
     @property

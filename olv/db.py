@@ -1,17 +1,31 @@
 """Database engine, sessions and migrations.
 
 SQLite is the embedded default; PostgreSQL (``postgresql+psycopg://``) is the production engine.
-The schema is created and changed only by Alembic (``olv db upgrade``).
+The schema is created and changed only by Alembic (``olv db upgrade``): commands open the
+database with :func:`open_database`, which refuses an unsupported URL, an unreachable server and
+a schema other than the code's, each with one line saying what to do (``olv.errors``).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from olv.errors import (
+    DATABASE_SETTING,
+    UPGRADE_HINT,
+    DatabaseUnreachable,
+    SchemaError,
+    UnsupportedDatabaseURL,
+)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -80,5 +94,156 @@ def alembic_config(url: str):  # -> alembic.config.Config (import kept lazy for 
 def upgrade(url: str, revision: str = "head") -> None:
     """Create or migrate the schema to ``revision``."""
     from alembic import command
+    from alembic.util import CommandError
 
-    command.upgrade(alembic_config(url), revision)
+    check_url(url)
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except CommandError as exc:  # e.g. a revision this code does not know
+        raise SchemaError(f"cannot migrate {describe(url)}: {exc}") from exc
+    except OperationalError as exc:
+        if is_connection_failure(exc):
+            raise unreachable(url, exc) from exc
+        raise
+
+
+# --- checks made before a command uses the database -----------------------------------------
+
+SUPPORTED_URLS = ("sqlite:///PATH", "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE")
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL OLV does not support, before SQLAlchemy looks for a driver for it."""
+    supported = url.startswith(("sqlite:///", "postgresql+psycopg://"))
+    if supported:
+        try:
+            make_url(url)
+        except ArgumentError:
+            supported = False
+    if not supported:
+        # Only the scheme is shown: the rest may carry a password.
+        shown = f"{url.partition('://')[0]}://…" if "://" in url else url
+        raise UnsupportedDatabaseURL(
+            f"{DATABASE_SETTING}={shown!r} is not supported; use {' or '.join(SUPPORTED_URLS)}"
+        )
+
+
+def open_database(url: str) -> Engine:
+    """An engine for a command: supported URL, reachable database, schema at the code's head."""
+    check_url(url)
+    engine = make_engine(url)
+    try:
+        check_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def check_schema(engine: Engine) -> None:
+    """One cheap query: the database's Alembic revision must be the code's head.
+
+    The embedded SQLite file is not created here (connecting would create an empty one):
+    a missing file means the schema was never created.
+    """
+    url = engine.url
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        if not path.parent.is_dir():
+            raise _missing_directory(path)
+        raise SchemaError(f"no OLV database at {path}; {UPGRADE_HINT} (it creates the file)")
+    try:
+        with engine.connect() as conn:
+            current = (
+                set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+                if inspect(conn).has_table("alembic_version")
+                else set()
+            )
+    except OperationalError as exc:
+        if is_connection_failure(exc):
+            raise unreachable(url, exc) from exc
+        raise
+    heads, known = _code_revisions()
+    if current == heads:
+        return
+    where = describe(url)
+    if not current:
+        raise SchemaError(f"{where} has no OLV schema; {UPGRADE_HINT}")
+    if current - known:
+        raise SchemaError(
+            f"{where} is at schema revision {', '.join(sorted(current - known))}, which this "
+            "version of OLV does not know; run the OLV version that migrated it"
+        )
+    raise SchemaError(
+        f"{where} is at schema revision {', '.join(sorted(current))}, this OLV needs "
+        f"{', '.join(sorted(heads))}; run 'olv db upgrade'"
+    )
+
+
+@lru_cache(maxsize=1)
+def _code_revisions() -> tuple[set[str], set[str]]:
+    """(heads, every revision) of the migrations shipped with the code."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+    return set(scripts.get_heads()), {rev.revision for rev in scripts.walk_revisions()}
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The absolute file of a SQLite URL (None for PostgreSQL and in-memory SQLite)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).resolve()
+
+
+def describe(url: str | URL) -> str:
+    """Where the database is, for messages (never the password)."""
+    parsed = make_url(url)
+    path = sqlite_path(parsed)
+    if path is not None:
+        return f"the SQLite database {path}"
+    if parsed.get_backend_name() == "sqlite":
+        return "the in-memory SQLite database"
+    return (
+        f"the PostgreSQL database {parsed.database or '(default)'} at "
+        f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    )
+
+
+def is_connection_failure(exc: DBAPIError) -> bool:
+    """True when ``exc`` says the database could not be reached or opened (not a bad query)."""
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc.orig, sqlite3.Error):
+        return "unable to open database file" in str(exc.orig)
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is None:  # psycopg: no server answered (refused, unresolvable, closed)
+        return True
+    # Connection exception, login refused, no such database, server shutting down.
+    return sqlstate[:2] in ("08", "28", "3D") or sqlstate.startswith("57P")
+
+
+def unreachable(url: str | URL, exc: DBAPIError) -> DatabaseUnreachable:
+    """The one-line explanation of a failed connection: where, why, which setting to fix."""
+    parsed = make_url(url)
+    path = sqlite_path(parsed)
+    if path is not None and not path.parent.is_dir():
+        return _missing_directory(path)
+    reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+    reason = reason.rpartition("failed: ")[2].replace("FATAL:  ", "").strip()
+    if path is not None:
+        return DatabaseUnreachable(
+            f"cannot open the SQLite database {path}: {reason}; check {DATABASE_SETTING}"
+        )
+    return DatabaseUnreachable(
+        f"cannot connect to PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432} "
+        f"(database {parsed.database or '(default)'}): {reason}; is the server running there? "
+        f"Check {DATABASE_SETTING}"
+    )
+
+
+def _missing_directory(path: Path) -> DatabaseUnreachable:
+    return DatabaseUnreachable(
+        f"cannot open the SQLite database {path}: directory {path.parent} does not exist; "
+        f"create it or change {DATABASE_SETTING}"
+    )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -23,9 +25,21 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            entry.update(describe_exception(record.exc_info[1]))
         return json.dumps(entry, default=str)
+
+
+def describe_exception(exc: BaseException) -> dict[str, str]:
+    """An exception as log fields: its type and where it was raised, never its message.
+
+    Messages of library exceptions quote the values they choked on (a date column holding
+    garbage, a driver error with its statement parameters), and those values can be a VIN or
+    a policy number: the type and the frames are enough to find the fault.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    chain = [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames]
+    return {"error": type(exc).__qualname__, "where": " < ".join(reversed(chain))}
 
 
 def configure(level: str = "INFO") -> None:

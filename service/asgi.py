@@ -113,6 +113,10 @@ def _environ(scope: Scope) -> dict[str, Any]:
         "wsgi.version": (1, 0),
     }
     for raw_name, raw_value in scope.get("headers", []):
+        if b"_" in raw_name:
+            # X_API_Key would otherwise become HTTP_X_API_KEY like X-API-Key: drop such names,
+            # as nginx and Apache do, so only the hyphenated spelling can carry identity.
+            continue
         name = raw_name.decode("latin-1").upper().replace("-", "_")
         value = raw_value.decode("latin-1")
         if name in ("CONTENT_TYPE", "CONTENT_LENGTH"):

@@ -1,44 +1,28 @@
 """Requestor authorization from the transport (SPEC §3).
 
-A request is accepted when any of these holds: its source address is in
-``OLV_REQUESTER_NETWORKS``; its ``X-API-Key`` is one of ``OLV_REQUESTER_API_KEYS``; or it
-comes from a trusted proxy (``OLV_TRUSTED_PROXIES``) that forwards a verified client
-certificate subject in ``X-SSL-Client-S-DN`` listed in ``OLV_REQUESTER_CERT_SUBJECTS``.
+A request is accepted when any of these holds: its source address (see
+:mod:`service.forwarding`) is in ``OLV_REQUESTER_NETWORKS``; its ``X-API-Key`` is one of
+``OLV_REQUESTER_API_KEYS``; or its TCP peer is a trusted proxy (``OLV_TRUSTED_PROXIES``) that
+forwards a verified client certificate subject in ``X-SSL-Client-S-DN`` listed in
+``OLV_REQUESTER_CERT_SUBJECTS``. Only hyphenated header spellings reach this module: the ASGI
+front drops names with "_", so ``X_API_Key`` or ``X_SSL_Client_S_DN`` are never read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 
-from olv.config import Networks, Settings
+from olv.config import Settings
+from service.forwarding import peer_is_trusted_proxy, source, within
 
 
 @dataclass(frozen=True, slots=True)
 class Requester:
     identity: str  # what the audit trail records; never an API key itself
     authorized: bool
-
-
-@lru_cache(maxsize=4096)
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """Parsed once per distinct client address: requesters are few and repeat constantly."""
-    try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def _in(address: str, networks: Networks) -> bool:
-    ip = _address(address)
-    return ip is not None and any(ip in net for net in networks)
 
 
 def _normal_dn(dn: str) -> str:
@@ -52,23 +36,26 @@ def _normal_dn(dn: str) -> str:
 
 
 def identify(environ: Mapping[str, str], settings: Settings) -> Requester:
-    address = environ.get("REMOTE_ADDR", "")
+    """The requester as the audit records it: credential first, then the real source."""
+    where = source(environ, settings)
+    origin = where.describe()
     api_key = environ.get("HTTP_X_API_KEY", "")
     if api_key:
         for allowed in settings.requester_api_keys:
             if hmac.compare_digest(api_key.encode(), allowed.encode()):
                 digest = hashlib.sha256(api_key.encode()).hexdigest()[:12]
-                return Requester(f"api-key:{digest}", True)
-    subject = environ.get("HTTP_X_SSL_CLIENT_S_DN", "").strip()
-    if subject and _in(address, settings.trusted_proxies):
+                return Requester(f"api-key:{digest} {origin}", True)
+    # A subject from anyone but a trusted proxy is a client's claim: not used, not recorded.
+    subject = ""
+    if peer_is_trusted_proxy(environ, settings):
+        subject = environ.get("HTTP_X_SSL_CLIENT_S_DN", "").strip()
+    if subject:
         wanted = _normal_dn(subject)
         if any(_normal_dn(s) == wanted for s in settings.requester_cert_subjects):
-            return Requester(f"cert:{subject}", True)
-    if _in(address, settings.requester_networks):
-        return Requester(f"ip:{address}", True)
-    identity = f"ip:{address}"
-    if subject:
-        identity += f" cert:{subject}"
+            return Requester(f"cert:{subject} {origin}", True)
+    if within(where.address, settings.requester_networks):
+        return Requester(origin, True)
+    identity = f"cert:{subject} {origin}" if subject else origin
     if api_key:
         identity += " api-key:unknown"
     return Requester(identity, False)

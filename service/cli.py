@@ -8,15 +8,16 @@ from typing import Annotated
 
 import typer
 
-from olv import db
+from olv import db, errors
 from olv.config import get_settings
+from olv.iicmva import V0809
 
 policies_app = typer.Typer(help="Insurer policy store.", no_args_is_help=True)
 soap_app = typer.Typer(help="Insurer SOAP verification service.", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit trail of SOAP queries.", no_args_is_help=True)
 
 Host = Annotated[str, typer.Option(help="Address to listen on.")]
-Port = Annotated[int, typer.Option(help="TCP port.")]
+Port = Annotated[int, typer.Option(help="TCP port (1-65535).")]
 
 
 @policies_app.command("import")
@@ -28,7 +29,8 @@ def policies_import(
     """Import policies; bad rows are reported with line numbers and skipped (one transaction)."""
     from service.policy_import import ImportFileError, import_files
 
-    engine = db.make_engine(get_settings().database_url)
+    errors.require_files(files)
+    engine = db.open_database(get_settings().database_url)
     try:
         results = import_files(engine, files)
     except ImportFileError as exc:
@@ -49,14 +51,36 @@ def policies_import(
 def soap_serve(
     host: Host = "127.0.0.1",
     port: Port = 8080,
-    workers: Annotated[int, typer.Option(help="Worker processes (0: cores + 1).")] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(help="Worker processes (0: OLV_SOAP_WORKERS, else one per core).", min=0),
+    ] = 0,
 ) -> None:
     """Serve /iicmva/00200510, /iicmva/00200809 and the auto-detecting /iicmva."""
+    from olv.ports import claim_port
     from service.server import serve
 
     settings = get_settings()
-    typer.echo(f"OLV SOAP service on http://{host}:{port}/iicmva (WSDL: ?wsdl)", err=True)
-    serve(settings, host, port, workers or None)
+    # Everything that can be refused is checked before the banner claims the service is up.
+    with claim_port(host, port) as claim:
+        _check_database(settings.database_url)
+        typer.echo(f"OLV SOAP service on http://{host}:{port}/iicmva (WSDL: ?wsdl)", err=True)
+        serve(settings, claim, workers or None)
+
+
+def _check_database(url: str) -> None:
+    """Refuse a database without the OLV schema; a PostgreSQL server that is down only delays.
+
+    The service is meant to outlive database outages (requests are answered SYSU until the
+    server is back), so a down server at start-up is a warning. A SQLite file that cannot be
+    opened is a configuration mistake, refused like a missing schema.
+    """
+    try:
+        db.open_database(url).dispose()
+    except errors.DatabaseUnreachable as exc:
+        if db.is_sqlite(url):
+            raise
+        typer.echo(f"warning: {exc}; serving anyway, answering SYSU until it is back", err=True)
 
 
 def _parse_day(text: str | None) -> date | None:
@@ -77,7 +101,7 @@ def audit_show(
     from service.audit import show
 
     day = _parse_day(since)
-    engine = db.make_engine(get_settings().database_url)
+    engine = db.open_database(get_settings().database_url)
     try:
         for line in show(engine, vin=vin, since=day):
             typer.echo(line)
@@ -100,7 +124,7 @@ def audit_purge(
     settings = get_settings()
     if older_than is None:
         older_than = settings.audit_retention_days
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings.database_url)
     try:
         removed = purge(engine, older_than)
     finally:
@@ -113,10 +137,12 @@ def demo(
     port: Port = 8080,
 ) -> None:
     """One command: migrate the SQLite database, load demo data, serve SOAP."""
+    from olv.ports import claim_port
     from service import demo as demo_data
     from service.server import serve
 
     settings = get_settings()
+    claim = claim_port(host, port)  # first: a taken port leaves no database or file behind
     db.upgrade(settings.database_url)
     today = datetime.now(settings.zone).date()
     engine = db.make_engine(settings.database_url)
@@ -124,10 +150,10 @@ def demo(
         count = demo_data.load(engine, today)
     finally:
         engine.dispose()
-    url = f"http://{host}:{port}/iicmva/00200809"
+    url = f"http://{host}:{port}/iicmva/{V0809}"
     request_file = Path("olv-demo-request.xml").resolve()
     request_file.write_text(demo_data.sample_request(today))
     typer.echo(
         demo_data.banner(settings.database_url, url, request_file.name, today, count), err=True
     )
-    serve(settings, host, port, 2)
+    serve(settings, claim, 2)

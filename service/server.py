@@ -5,6 +5,10 @@ spreads connections evenly; with one shared socket, one event loop tended to tak
 keep-alive connections and its clients saw the worst latencies. A small supervisor restarts
 a worker that dies, rolls the workers on SIGHUP, and on SIGTERM/SIGINT stops them gracefully
 (each flushes its audit queue) and exits 0.
+
+SO_REUSEPORT would also let a second ``olv soap serve`` (or any program of the same user) join
+the port and silently take a share of the traffic, so the port is claimed first
+(:func:`olv.ports.claim_port`); the workers bind only after that.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 import uvicorn
 
 from olv.config import Settings
+from olv.ports import PortClaim
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,9 @@ def _config(host: str, port: int) -> uvicorn.Config:
         http="httptools",
         loop="uvloop",
         lifespan="on",
+        # The client address is the TCP peer; forwarding headers are judged by
+        # service.forwarding against OLV_TRUSTED_PROXIES, never by uvicorn's own loopback trust.
+        proxy_headers=False,
         access_log=False,
         log_level="warning",
         log_config=None,  # keep OLV's JSON-lines logging
@@ -63,7 +71,7 @@ def _config(host: str, port: int) -> uvicorn.Config:
 
 def _worker(host: str, port: int) -> None:
     """Runs in the child: bind our own socket, serve until SIGTERM, then leave."""
-    code = 0
+    code = 3  # counted as a failed start unless the server ran
     try:
         sock = _listen(host, port)
         server = uvicorn.Server(_config(host, port))
@@ -106,8 +114,6 @@ class Supervisor:
         self.children.add(pid)
 
     def run(self) -> int:
-        # Fail fast, in the parent, if the address is unusable (taken, not ours to bind).
-        _listen(self.host, self.port).close()
         for _ in range(self.workers):
             self.spawn()
         signal.signal(signal.SIGTERM, self._stop)
@@ -153,7 +159,9 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def serve(settings: Settings, host: str, port: int, workers: int | None = None) -> None:
-    """Run until SIGTERM/SIGINT; exits 0 after every worker has shut down gracefully."""
+def serve(settings: Settings, claim: PortClaim, workers: int | None = None) -> None:
+    """Run on the claimed port until SIGTERM/SIGINT; exits 0 once every worker has stopped."""
     count = workers or settings.soap_workers or default_workers()
-    sys.exit(Supervisor(host, port, count).run())
+    code = Supervisor(claim.host, claim.port, count).run()
+    claim.close()
+    sys.exit(code)

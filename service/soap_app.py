@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,14 +28,17 @@ from olv import xmlsafe
 from olv.config import Settings, get_settings
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
 from service.auth import identify
+from service.forwarding import forwarded_scheme
 from service.verifier import ENDPOINTS, Verifier
-from service.versions import DEFAULT_VERSION
+from service.versions import DEFAULT_VERSION, SPECS
 
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 _OUT = "olv.response"
 _ENVELOPE = "olv.envelope"
+# A DNS name or IPv4 address, or a bracketed IPv6 address, with an optional port.
+_HOST = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 
 
 class VerifyService(ServiceBase):
@@ -205,7 +209,7 @@ class SoapApplication:
                 version = endpoint_version or query.get("version", [DEFAULT_VERSION])[0]
                 if version not in xsd.VERSIONS:
                     return _plain(start_response, "404 Not Found", b"unknown version\n")
-                location = _location(environ, path)
+                location = _location(environ, path, self.settings)
                 body = xsd.render_wsdl(version, location)
                 return _reply(start_response, "200 OK", body, "text/xml; charset=utf-8", method)
             return _plain(
@@ -229,9 +233,12 @@ class SoapApplication:
                 start_response, soap12_hint, "VersionMismatch", "not a SOAP envelope"
             )
         soap12 = ns == SOAP12_ENV
-        if soap12 and endpoint_version == "00200510":
+        if soap12 and endpoint_version is not None and not SPECS[endpoint_version].soap12:
             return _send_fault(
-                start_response, False, "VersionMismatch", "00200510 is served over SOAP 1.1 only"
+                start_response,
+                False,
+                "VersionMismatch",
+                f"{endpoint_version} is served over SOAP 1.1 only",
             )
 
         environ["wsgi.input"] = io.BytesIO(raw)
@@ -273,12 +280,17 @@ def _read_body(environ: dict[str, Any], cap: int) -> bytes | str:
     return data
 
 
-def _location(environ: dict[str, Any], path: str) -> str:
-    scheme = environ.get("wsgi.url_scheme", "http")
-    host = (
-        environ.get("HTTP_HOST")
-        or f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-    )
+def _location(environ: dict[str, Any], path: str, settings: Settings) -> str:
+    """The service address a served WSDL names: ``OLV_PUBLIC_URL`` + path when set, else
+    the scheme (as a trusted proxy states it) and Host of the request itself."""
+    if settings.public_url:
+        return f"{settings.public_url}{path}"
+    scheme = forwarded_scheme(environ, settings) or environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST", "")
+    if not _HOST.fullmatch(host):  # absent or not a host name: name the listening socket
+        server = environ.get("SERVER_NAME", "localhost")
+        server = f"[{server}]" if ":" in server else server
+        host = f"{server}:{environ.get('SERVER_PORT', '80')}"
     return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}{path}"
 
 

@@ -139,6 +139,29 @@ def test_cert_subject_ignored_from_untrusted_proxy(module_db_url: str, tmp_path:
         assert codes_of(response_element(resp)) == ("Unconfirmed", ["UREQ"])
 
 
+UNAUTHORIZED_LOOPBACK = {
+    "OLV_REQUESTER_NETWORKS": "192.0.2.0/24",
+    "OLV_TRUSTED_PROXIES": "192.0.2.1/32",
+    "OLV_REQUESTER_API_KEYS": "k",
+}
+
+
+def test_unauthorized_gets_ureq_before_sysu_is_lifted(module_db_url: str, tmp_path: Path) -> None:
+    """The control for test_sysu_never_a_fault: out of maintenance, the same requests are
+    UREQ without the key and answered with it."""
+    data.load_policies(module_db_url, tmp_path)
+    full = {"OLV_DATABASE_URL": module_db_url, **UNAUTHORIZED_LOOPBACK}
+    with soap_server(full, tmp_path) as running:
+        for headers, expected in (
+            ({}, ("Unconfirmed", ["UREQ"])),
+            ({"X-API-Key": "whatever"}, ("Unconfirmed", ["UREQ"])),
+            ({"X-Forwarded-For": "192.0.2.9"}, ("Unconfirmed", ["UREQ"])),
+            ({"X-API-Key": "k"}, ("Confirmed", [])),
+        ):
+            resp = post(running.url(), envelope(request_xml("00200809")), headers=headers)
+            assert codes_of(response_element(resp)) == expected
+
+
 @pytest.mark.parametrize(
     "env",
     [
@@ -150,11 +173,14 @@ def test_cert_subject_ignored_from_untrusted_proxy(module_db_url: str, tmp_path:
 )
 def test_sysu_never_a_fault(module_db_url: str, tmp_path: Path, shared_or_none, env) -> None:
     env = {k: v.format(closed=free_port()) for k, v in env.items()}
-    full = {"OLV_DATABASE_URL": module_db_url, **env}
+    # Loopback is neither an allowed network nor a trusted proxy here: without the key, every
+    # request below is unauthorized (test_unauthorized_gets_ureq_before_sysu_is_lifted shows
+    # the same configuration answering UREQ).
+    full = {"OLV_DATABASE_URL": module_db_url, **UNAUTHORIZED_LOOPBACK, **env}
     with soap_server(full, tmp_path) as running:
         for version in ("00200809", "00200510"):
             # Even an unauthorized requester gets SYSU first: step 1 precedes step 2.
-            for headers in ({}, {"X-API-Key": "whatever"}):
+            for headers in ({}, {"X-API-Key": "whatever"}, {"X-API-Key": "k"}):
                 resp = post(
                     running.url(f"/iicmva/{version}"),
                     envelope(request_xml(version)),
@@ -269,6 +295,31 @@ def test_configured_naics_and_window(module_db_url: str, tmp_path: Path) -> None
         assert codes(**other, day=days_ago(-31)) == ("Unconfirmed", ["VDT1"])
         assert codes(**other, day=days_ago(10)) == ("Confirmed", [])
         assert codes(**other, day=days_ago(11)) == ("Unconfirmed", ["VDT1"])
+
+
+MALFORMED = {
+    "empty-request": lambda version: (
+        '<CoverageRequest xmlns="http://www.iicmva.com/CoverageVerification/"/>'
+    ),
+    "bad-date": lambda version: request_xml(version, day="yesterday"),
+    "naic-not-digits": lambda version: request_xml(version, naic="ABCDE"),
+    "no-policy-state": lambda version: request_xml(version, state=None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+@pytest.mark.parametrize("path", ["/iicmva/00200510", "/iicmva/00200809"])
+def test_unauthorized_gets_ureq_before_idf(server, shared_or_none, case: str, path: str) -> None:
+    """Step 2 precedes step 3: a malformed request from an unauthorized requester is UREQ, and
+    the same request with a valid key is IDF (so the request really is malformed)."""
+    version = path.rsplit("/", 1)[1]
+    body = envelope(MALFORMED[case](version))
+    unauthorized = response_element(post(server.url(path), body))
+    assert_valid_response(unauthorized, version, shared_or_none)
+    ureq, idf = ("UREQ", "IDF") if version == "00200809" else ("6", "1")
+    assert codes_of(unauthorized) == ("Unconfirmed", [ureq])
+    authorized = response_element(post(server.url(path), body, headers={"X-API-Key": "key-one"}))
+    assert codes_of(authorized) == ("Unconfirmed", [idf])
 
 
 @pytest.mark.parametrize("path", ["/iicmva", "/iicmva/00200510", "/iicmva/00200809"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -74,8 +75,18 @@ def load_schema(version: str) -> etree.XMLSchema:
 def render_wsdl(version: str, location: str) -> bytes:
     """The WSDL served for ``version``: skeleton + our schema inline + ``location`` as address.
 
-    The cache is bounded because ``location`` may be derived from request headers.
+    ``location`` may come from request headers (the Host), so the cache stays bounded and a
+    miss costs one string join, not a parse: the document is built once per version.
     """
+    if any(not ch.isprintable() for ch in location):
+        raise ValueError("a WSDL location must not contain control characters")
+    escaped = escape(location, {'"': "&quot;"}).encode()
+    return escaped.join(_around_location(version))
+
+
+@functools.cache
+def _around_location(version: str) -> tuple[bytes, ...]:
+    """The rendered WSDL of ``version`` cut at each address location (once per version)."""
     _check_version(version)
     wsdl = _parse_packaged(wsdl_path(version)).getroot()
     schema = _parse_packaged(schema_path(version)).getroot()
@@ -95,6 +106,10 @@ def render_wsdl(version: str, location: str) -> bytes:
     if not addresses:
         raise ValueError(f"{wsdl_path(version)} has no SOAP address to fill in")
     for address in addresses:
-        address.set("location", location)
+        address.set("location", LOCATION_PLACEHOLDER)
 
-    return etree.tostring(wsdl, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    text = etree.tostring(wsdl, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    parts = text.split(LOCATION_PLACEHOLDER.encode())
+    if len(parts) != len(addresses) + 1:
+        raise ValueError(f"{wsdl_path(version)} holds the location placeholder elsewhere")
+    return tuple(parts)
