@@ -19,13 +19,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from olv import db
 from olv.config import Settings, get_settings
 from portal import errors, routes
+from portal.cache import TtlCache
 from portal.insurer_client import InsurerClient, Transport
 from portal.querylog import QueryLogWriter
 from portal.ratelimit import RateLimiter
 from portal.routing import Router
 from portal.settings import PortalSettings, get_portal_settings
+from portal.tokens import TokenOwner
 
 HERE = Path(__file__).parent
+# Valid tokens and the insurer registry are re-read from the database at most this often.
+CACHE_SECONDS = 5.0
 
 
 API_MAX_BODY_BYTES = 1024 * 1024  # a full batch of 1,000 items is about 150 KB
@@ -87,6 +91,7 @@ def create_app(
             app.state.query_log,
             settings,
             portal_settings,
+            CACHE_SECONDS,
         )
         try:
             yield
@@ -106,6 +111,7 @@ def create_app(
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.principal_resolvers = []
     app.state.token_limiter = RateLimiter(portal_settings.token_rate_per_minute)
+    app.state.token_cache = TtlCache[str, TokenOwner](CACHE_SECONDS)
     errors.install(app)
     app.add_middleware(RequestGuard)
     app.mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static")

@@ -77,7 +77,13 @@ async def current_principal(
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "use Authorization: Bearer <token>", headers=_UNAUTHORIZED)
-        owner = await run_in_threadpool(_authenticate, request, token.strip())
+        token = token.strip()
+        cache = request.app.state.token_cache
+        owner = cache.get(token)
+        if owner is None:
+            owner = await run_in_threadpool(_authenticate, request, token)
+            if owner is not None:
+                cache.put(token, owner)
         if owner is None:
             raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
         wait = request.app.state.token_limiter.allow(owner.token_id)

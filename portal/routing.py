@@ -35,6 +35,7 @@ from bob_loader import lookup
 from olv import normalize
 from olv.config import Settings
 from portal import reasons
+from portal.cache import TtlCache
 from portal.deps import Principal
 from portal.errors import ApiError, ErrorBody, FieldError, invalid
 from portal.insurer_client import CallResult, InsurerClient, InsurerConfig
@@ -124,12 +125,14 @@ class Router:
         query_log: QueryLogWriter,
         settings: Settings,
         portal_settings: PortalSettings,
+        registry_seconds: float = 5.0,
     ) -> None:
         self.sessions = sessions
         self.client = client
         self.query_log = query_log
         self.settings = settings
         self.portal = portal_settings
+        self.registry_cache = TtlCache[str, dict[str, InsurerConfig]](registry_seconds)
 
     # --- entry points --------------------------------------------------------------------
 
@@ -198,10 +201,7 @@ class Router:
             vin, state = question.vin, question.plate_state
             if vin is None:
                 vin, state = self._plate_to_vin(session, question)
-            insurers = {
-                row.naic: InsurerConfig.from_row(row)
-                for row in session.scalars(select(Insurer).where(Insurer.enabled.is_(True)))
-            }
+            insurers = self._registry(session)
             records = list(lookup.find_by_vins(session.connection(), [vin]))
         plan = Plan(vin=vin, state=state, records=records)
         request = question.request
@@ -226,6 +226,15 @@ class Router:
         plan.broadcast = not plan.targets
         return plan
 
+    def _registry(self, session: Session) -> dict[str, InsurerConfig]:
+        """The enabled insurers by NAIC (cached for a few seconds: read on every query)."""
+        insurers = self.registry_cache.get("enabled")
+        if insurers is None:
+            rows = session.scalars(select(Insurer).where(Insurer.enabled.is_(True)))
+            insurers = {row.naic: InsurerConfig.from_row(row) for row in rows}
+            self.registry_cache.put("enabled", insurers)
+        return insurers
+
     def _plate_to_vin(self, session: Session, question: Question) -> tuple[str, str]:
         query = select(Registration.vin, Registration.state).where(
             Registration.plate == question.plate
@@ -243,12 +252,12 @@ class Router:
 
     def _broadcast_targets(self) -> list[Target]:
         with self.sessions() as session:
-            rows = session.scalars(
-                select(Insurer)
-                .where(Insurer.enabled.is_(True), Insurer.accepts_unknown.is_(True))
-                .order_by(Insurer.naic)
-            )
-            return [Target(InsurerConfig.from_row(row), UNKNOWN, None) for row in rows]
+            insurers = self._registry(session)
+        return [
+            Target(insurer, UNKNOWN, None)
+            for naic, insurer in sorted(insurers.items())
+            if insurer.accepts_unknown
+        ]
 
     async def _ask(
         self,

@@ -4,7 +4,7 @@ The database, time zone and the answerable window (``OLV_DATABASE_URL``, ``OLV_T
 ``OLV_VERIFY_PAST_DAYS``) come from :class:`olv.config.Settings`, shared with the other parts.
 
 ``OLV_PORTAL_BUDGET_SECONDS`` (5.0)      one budget per query, from receipt to answer
-``OLV_PORTAL_INSURER_CONCURRENCY`` (32)  calls in flight per insurer (connections per insurer)
+``OLV_PORTAL_INSURER_CONCURRENCY`` (8)   calls in flight per insurer (connections per insurer)
 ``OLV_PORTAL_BATCH_CONCURRENCY`` (200)   batch items worked on at once
 ``OLV_PORTAL_TOKEN_RATE_PER_MINUTE`` (6000) requests per API token per minute (429 above)
 ``OLV_PORTAL_TOKEN_DAYS`` (90)           default lifetime of a new API token
@@ -25,7 +25,7 @@ class PortalSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OLV_PORTAL_", extra="ignore")
 
     budget_seconds: float = Field(5.0, gt=0.5, le=60)
-    insurer_concurrency: int = Field(32, ge=1, le=1000)
+    insurer_concurrency: int = Field(8, ge=1, le=1000)
     batch_concurrency: int = Field(200, ge=1, le=5000)
     token_rate_per_minute: int = Field(6000, ge=1)
     token_days: int = Field(90, ge=1, le=3650)
