@@ -116,4 +116,5 @@ def save_insurer(
         # The registry speaks in command-line option names; the form's labels say the same.
         flash(request, "error", f"Not saved: {str(exc).replace('--', '')}.")
         return _render(request, db, form, status=422)
+    request.app.state.router.registry_cache.clear()  # the next query sees the change
     return see_other("/admin/insurers")

@@ -100,4 +100,5 @@ def revoke_token(request: Request, db: DbSession, me: Admin, token_id: str) -> R
     except tokens.TokenError as exc:
         flash(request, "error", str(exc))
         return _render(request, db, status=404)
+    request.app.state.token_cache.clear()  # revoked now, not when the cache expires
     return see_other("/admin/tokens")

@@ -119,6 +119,7 @@ def disable(request: Request, db: DbSession, me: Admin, user_id: int) -> Respons
         user.disabled = True
         sessions.end_all(db, user.id)
         _log(db, request, USER_DISABLED, user.username, me.username)
+    request.app.state.token_cache.clear()  # their API tokens stop now too
     return see_other("/admin/users")
 
 
