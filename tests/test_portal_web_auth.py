@@ -3,7 +3,10 @@ and absolute limits, cookie flags and the cross-origin (CSRF) check — SPEC §5
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyotp
+import pytest
 from sqlalchemy import select
 
 import portal.sessions  # noqa: F401  (its tables are truncated between PostgreSQL tests)
@@ -15,7 +18,13 @@ from tests.helpers.portal_web import (
     add_user,
     portal_client,
     sign_in,
+    sqlite_copy,
 )
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    return sqlite_copy(sqlite_template, tmp_path, monkeypatch)
 
 
 def _events(url: str, username: str) -> list[str]:
@@ -73,9 +82,9 @@ def test_first_login_enrols_totp_with_a_qr_code_then_asks_for_it(db_url: str) ->
     assert {"totp_failed", "totp_enrolled", "login", "logout"} <= set(events)
 
 
-def test_a_totp_code_is_good_once(db_url: str) -> None:
-    add_user(db_url, "dora", "dmv")
-    with portal_client(db_url) as (client, clock):
+def test_a_totp_code_is_good_once(sqlite_url: str) -> None:
+    add_user(sqlite_url, "dora", "dmv")
+    with portal_client(sqlite_url) as (client, clock):
         secret = sign_in(client, clock, "dora")
         client.post("/logout")
         code = pyotp.TOTP(secret).at(clock.now)  # the code just used
@@ -114,35 +123,35 @@ def test_five_failures_in_15_minutes_lock_until_an_admin_unlocks(db_url: str) ->
     assert "login_refused" in events and "user_unlocked" in events
 
 
-def test_failures_spread_over_more_than_15_minutes_do_not_lock(db_url: str) -> None:
-    add_user(db_url, "cora", "court")
-    with portal_client(db_url) as (client, clock):
+def test_failures_spread_over_more_than_15_minutes_do_not_lock(sqlite_url: str) -> None:
+    add_user(sqlite_url, "cora", "court")
+    with portal_client(sqlite_url) as (client, clock):
         for _ in range(8):
             clock.advance(minutes=4)
             client.post("/login", data={"username": "cora", "password": "not the password"})
-        assert _user(db_url, "cora").locked_at is None
+        assert _user(sqlite_url, "cora").locked_at is None
         sign_in(client, clock, "cora")
         assert client.get("/history").status_code == 200
 
 
-def test_wrong_totp_codes_count_towards_the_lockout(db_url: str) -> None:
-    add_user(db_url, "tina", "officer")
-    with portal_client(db_url) as (client, clock):
+def test_wrong_totp_codes_count_towards_the_lockout(sqlite_url: str) -> None:
+    add_user(sqlite_url, "tina", "officer")
+    with portal_client(sqlite_url) as (client, clock):
         secret = sign_in(client, clock, "tina")
         client.post("/logout")
         client.post("/login", data={"username": "tina", "password": PASSWORD})
         for _ in range(5):
             clock.advance(seconds=5)
             client.post("/login/totp", data={"code": "123456"})
-        assert _user(db_url, "tina").locked_at is not None
+        assert _user(sqlite_url, "tina").locked_at is not None
         client.post("/login", data={"username": "tina", "password": PASSWORD})
         clock.advance(seconds=31)
         late = client.post("/login/totp", data={"code": pyotp.TOTP(secret).at(clock.now)})
         assert late.status_code == 303 and late.headers["location"] == "/login"
 
 
-def test_login_attempts_per_account_are_rate_limited(db_url: str) -> None:
-    with portal_client(db_url) as (client, clock):
+def test_login_attempts_per_account_are_rate_limited(sqlite_url: str) -> None:
+    with portal_client(sqlite_url) as (client, clock):
         statuses = []
         for _ in range(12):
             clock.advance(seconds=1)
@@ -177,10 +186,10 @@ def test_session_ends_12_hours_after_login_however_active(db_url: str) -> None:
         assert client.get("/query").headers["location"] == "/login"
 
 
-def test_cookie_flags_on_loopback_and_elsewhere(db_url: str) -> None:
-    add_user(db_url, "flo", "officer")
+def test_cookie_flags_on_loopback_and_elsewhere(sqlite_url: str) -> None:
+    add_user(sqlite_url, "flo", "officer")
     for base, secure in (("http://127.0.0.1", False), ("https://portal.state.example", True)):
-        with portal_client(db_url, base_url=base) as (client, _clock):
+        with portal_client(sqlite_url, base_url=base) as (client, _clock):
             response = client.post("/login", data={"username": "flo", "password": PASSWORD})
             cookie = response.headers["set-cookie"].lower()
             assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
@@ -200,9 +209,9 @@ CROSS_ORIGIN_CASES = [
 ]
 
 
-def test_cross_origin_state_changes_are_refused(db_url: str) -> None:
-    add_user(db_url, "ann", "admin")
-    with portal_client(db_url) as (client, clock):
+def test_cross_origin_state_changes_are_refused(sqlite_url: str) -> None:
+    add_user(sqlite_url, "ann", "admin")
+    with portal_client(sqlite_url) as (client, clock):
         sign_in(client, clock, "ann")
         for number, (headers, expected) in enumerate(CROSS_ORIGIN_CASES):
             response = client.post(
@@ -232,37 +241,40 @@ def test_cross_origin_state_changes_are_refused(db_url: str) -> None:
     assert not names & {"user0", "user1", "user2", "user3", "user4", "mallory"}
 
 
-def test_disabled_user_is_signed_out_and_cannot_sign_in(db_url: str) -> None:
-    add_user(db_url, "ann", "admin")
-    add_user(db_url, "dan", "dmv")
-    with portal_client(db_url) as (admin, clock), portal_client(db_url) as (dan, dan_clock):
+def test_disabled_user_is_signed_out_and_cannot_sign_in(sqlite_url: str) -> None:
+    add_user(sqlite_url, "ann", "admin")
+    add_user(sqlite_url, "dan", "dmv")
+    with portal_client(sqlite_url) as (admin, clock), portal_client(sqlite_url) as (dan, dan_clock):
         sign_in(dan, dan_clock, "dan")
         assert dan.get("/history").status_code == 200
         sign_in(admin, clock, "ann")
-        dan_id = _user(db_url, "dan").id
+        dan_id = _user(sqlite_url, "dan").id
         assert admin.post(f"/admin/users/{dan_id}/disable").status_code == 303
         assert dan.get("/history").headers["location"] == "/login"
         refused = dan.post("/login", data={"username": "dan", "password": PASSWORD})
         assert refused.status_code == 401 and "disabled" in refused.text
-    assert "user_disabled" in _events(db_url, "dan")
+    assert "user_disabled" in _events(sqlite_url, "dan")
 
 
-def test_admin_resets_the_second_factor_and_the_person_enrols_again(db_url: str) -> None:
-    add_user(db_url, "ann", "admin")
-    add_user(db_url, "rita", "court")
-    with portal_client(db_url) as (rita, rita_clock), portal_client(db_url) as (admin, clock):
+def test_admin_resets_the_second_factor_and_the_person_enrols_again(sqlite_url: str) -> None:
+    add_user(sqlite_url, "ann", "admin")
+    add_user(sqlite_url, "rita", "court")
+    with (
+        portal_client(sqlite_url) as (rita, rita_clock),
+        portal_client(sqlite_url) as (admin, clock),
+    ):
         old = sign_in(rita, rita_clock, "rita")
         sign_in(admin, clock, "ann")
-        rita_id = _user(db_url, "rita").id
+        rita_id = _user(sqlite_url, "rita").id
         assert admin.post(f"/admin/users/{rita_id}/reset-totp").status_code == 303
         assert rita.get("/history").headers["location"] == "/login"  # signed out
         new = sign_in(rita, rita_clock, "rita")  # enrols afresh (asserts the enrol page)
         assert new != old
-    assert "totp_reset" in _events(db_url, "rita")
+    assert "totp_reset" in _events(sqlite_url, "rita")
 
 
-def test_pages_forbid_framing_and_foreign_content(db_url: str) -> None:
-    with portal_client(db_url) as (client, _clock):
+def test_pages_forbid_framing_and_foreign_content(sqlite_url: str) -> None:
+    with portal_client(sqlite_url) as (client, _clock):
         page = client.get("/login")
         policy = page.headers["content-security-policy"]
         assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
@@ -270,18 +282,18 @@ def test_pages_forbid_framing_and_foreign_content(db_url: str) -> None:
         assert "<script" not in page.text
 
 
-def test_olv_users_unlock_lifts_a_lockout(db_url: str) -> None:
+def test_olv_users_unlock_lifts_a_lockout(sqlite_url: str) -> None:
     from typer.testing import CliRunner
 
     from olv.cli import app
 
-    add_user(db_url, "lou", "officer")
-    with portal_client(db_url) as (client, clock):
+    add_user(sqlite_url, "lou", "officer")
+    with portal_client(sqlite_url) as (client, clock):
         for _ in range(5):
             clock.advance(seconds=20)
             client.post("/login", data={"username": "lou", "password": "wrong password!"})
-        assert _user(db_url, "lou").locked_at is not None
-        result = CliRunner().invoke(app, ["users", "unlock", "lou"])  # OLV_DATABASE_URL: db_url
+        assert _user(sqlite_url, "lou").locked_at is not None
+        result = CliRunner().invoke(app, ["users", "unlock", "lou"])  # OLV_DATABASE_URL: sqlite_url
         assert result.exit_code == 0, result.output
         clock.advance(minutes=1)
         sign_in(client, clock, "lou")

@@ -16,7 +16,13 @@ from sqlalchemy import insert
 import portal.sessions  # noqa: F401  (its tables are truncated between PostgreSQL tests)
 from olv import db
 from portal.models import Insurer, InsurerCall, QueryLog
-from tests.helpers.portal_web import Clock, add_user, portal_client, sign_in
+from tests.helpers.portal_web import (
+    Clock,
+    add_user,
+    portal_client,
+    sign_in,
+    sqlite_copy,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bob"
 
@@ -28,6 +34,11 @@ ALLOWED = {
     "insurer": {"/bob", "/compliance"},
     "admin": set(PAGES),
 }
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    return sqlite_copy(sqlite_template, tmp_path, monkeypatch)
 
 
 def _insert(url: str, model: type, rows: list[dict[str, object]]) -> None:
@@ -64,9 +75,9 @@ def test_every_page_enforces_the_roles(db_url: str) -> None:
                 assert api.status_code != 403, api.text
 
 
-def test_json_twins_say_what_the_pages_say(db_url: str) -> None:
-    with portal_client(db_url) as (client, clock):
-        _signed_in(client, clock, db_url, "admin")
+def test_json_twins_say_what_the_pages_say(sqlite_url: str) -> None:
+    with portal_client(sqlite_url) as (client, clock):
+        _signed_in(client, clock, sqlite_url, "admin")
         users = client.get("/admin/users.json").json()["users"]
         assert [u["username"] for u in users] == ["admin-user"]
         page = client.get("/admin/users").text
@@ -103,10 +114,10 @@ def test_admin_registers_and_edits_an_insurer(db_url: str) -> None:
         assert client.get("/admin/insurers/99999").status_code == 404
 
 
-def test_admin_creates_a_token_shown_once_and_revokes_it(db_url: str) -> None:
-    add_user(db_url, "dmv-system", "dmv")
-    with portal_client(db_url) as (client, clock):
-        _signed_in(client, clock, db_url, "admin")
+def test_admin_creates_a_token_shown_once_and_revokes_it(sqlite_url: str) -> None:
+    add_user(sqlite_url, "dmv-system", "dmv")
+    with portal_client(sqlite_url) as (client, clock):
+        _signed_in(client, clock, sqlite_url, "admin")
         created = client.post("/admin/tokens", data={"username": "dmv-system", "days": "30"})
         assert created.status_code == 200
         token = created.text.split('<code class="secret">', 1)[1].split("<", 1)[0]

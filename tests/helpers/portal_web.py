@@ -4,16 +4,19 @@ people of each role, and signing in with the second factor as a browser would.""
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyotp
+import pytest
 from fastapi.testclient import TestClient
 
 from olv import db
-from olv.config import Settings
+from olv.config import Settings, get_settings
 from portal import users
 from portal.app import create_app
 from portal.settings import PortalSettings
@@ -87,3 +90,14 @@ def sign_in(
     done = client.post(target, data={"code": code}, headers=SAME_ORIGIN)
     assert done.status_code == 303, done.text
     return secret
+
+
+def sqlite_copy(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh migrated SQLite database (exported as OLV_DATABASE_URL): SQLite only, for page behaviour that does not depend on the database engine (the SQL of
+    sign-in, sessions and lockout runs on both engines through ``db_url`` elsewhere)."""
+    path = tmp_path / "olv.db"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("OLV_DATABASE_URL", url)
+    get_settings.cache_clear()
+    return url
