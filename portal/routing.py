@@ -177,12 +177,18 @@ class Router:
         self, question: Question, principal: Principal, channel: str, received: float
     ) -> VerifyResult:
         query_id = new_query_id()
+        deadline = received + self.portal.budget_seconds - RESERVE_SECONDS
         try:
-            plan = await run_in_threadpool(self._plan, question)
+            # A hung state database must not hold the answer past the budget either.
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                plan = await run_in_threadpool(self._plan, question)
+        except TimeoutError:
+            exc = ApiError(503, "the state database did not answer in time; try again")
+            self._log(question, principal, channel, received, query_id, None, [], exc)
+            raise exc from None
         except ApiError as exc:
             self._log(question, principal, channel, received, query_id, None, [], exc)
             raise
-        deadline = received + self.portal.budget_seconds - RESERVE_SECONDS
         calls: list[CallResult] = []
         if plan.targets:
             winner = await self._ask(plan.targets, question, plan, deadline, calls)

@@ -51,8 +51,9 @@ def test_insurers_add_updates_and_lists(cli, db_url: str) -> None:
     base = ["insurers", "add", "--naic", "12345", "--name", "Acme", "--version", "00200809"]
     code, out, _ = cli(*base, "--url", "http://a.example/iicmva/00200809")
     assert code == 0 and "added" in out
-    code, out, _ = cli(*base, "--url", "http://b.example/iicmva/00200809", "--accepts-unknown",
-                       "--timeout", "2.5")
+    code, out, _ = cli(
+        *base, "--url", "http://b.example/iicmva/00200809", "--accepts-unknown", "--timeout", "2.5"
+    )
     assert code == 0 and "updated" in out
     code, out, _ = cli("insurers", "list")
     listed = [json.loads(line) for line in out.splitlines()]
@@ -83,7 +84,12 @@ def test_insurers_add_updates_and_lists(cli, db_url: str) -> None:
     ],
 )
 def test_insurers_add_refuses_bad_input(cli, db_url: str, args: list[str], words: str) -> None:
-    values = {"--naic": "12345", "--name": "Acme", "--url": "http://x.example/", "--version": "00200809"}
+    values = {
+        "--naic": "12345",
+        "--name": "Acme",
+        "--url": "http://x.example/",
+        "--version": "00200809",
+    }
     for i in range(0, len(args), 2):
         values[args[i]] = args[i + 1]
     flat = [part for pair in values.items() for part in pair]
@@ -92,7 +98,9 @@ def test_insurers_add_refuses_bad_input(cli, db_url: str, args: list[str], words
     assert rows(db_url, Insurer) == []
 
 
-def test_registrations_import_upserts_and_reports_bad_rows(cli, db_url: str, tmp_path: Path) -> None:
+def test_registrations_import_upserts_and_reports_bad_rows(
+    cli, db_url: str, tmp_path: Path
+) -> None:
     first = tmp_path / "r1.csv"
     first.write_text("plate,state,vin\nabc 123,id,1hgcm82633a004352\nXYZ-9,WA,2T1BURHE0JC014706\n")
     code, out, _ = cli("registrations", "import", str(first))
@@ -111,7 +119,9 @@ def test_registrations_import_upserts_and_reports_bad_rows(cli, db_url: str, tmp
     [b"vin,plate\nX,Y\n", b"\xff\xfep\x00l\x00", b""],
     ids=["wrong-header", "utf16", "empty"],
 )
-def test_registrations_import_refuses_unreadable_files(cli, db_url: str, tmp_path: Path, content: bytes) -> None:
+def test_registrations_import_refuses_unreadable_files(
+    cli, db_url: str, tmp_path: Path, content: bytes
+) -> None:
     path = tmp_path / "r.csv"
     path.write_bytes(content)
     code, _, err = cli("registrations", "import", str(path))
@@ -123,7 +133,12 @@ def test_users_add_hashes_the_password_from_stdin(cli, db_url: str) -> None:
     code, out, _ = cli("users", "add", "jdoe", "--role", "officer", stdin=GOOD_PASSWORD + "\n")
     assert code == 0, out
     [user] = rows(db_url, User)
-    assert (user.username, user.role, user.naic, user.totp_enrolled) == ("jdoe", "officer", None, False)
+    assert (user.username, user.role, user.naic, user.totp_enrolled) == (
+        "jdoe",
+        "officer",
+        None,
+        False,
+    )
     assert user.password_hash.startswith("$argon2id$")
     assert GOOD_PASSWORD not in user.password_hash
     assert passwords.verify_password(user.password_hash, GOOD_PASSWORD)
@@ -155,7 +170,12 @@ def test_users_add_twice_is_refused(cli, db_url: str) -> None:
 
 
 def test_users_unlock_resets_the_lockout(cli, db_url: str) -> None:
-    assert cli("users", "add", "liaison", "--role", "insurer", "--naic", "12345", stdin=GOOD_PASSWORD)[0] == 0
+    assert (
+        cli("users", "add", "liaison", "--role", "insurer", "--naic", "12345", stdin=GOOD_PASSWORD)[
+            0
+        ]
+        == 0
+    )
     engine = db.make_engine(db_url)
     with db.transaction(engine) as session:
         user = session.scalar(select(User))
