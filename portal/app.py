@@ -28,8 +28,10 @@ from portal.settings import PortalSettings, get_portal_settings
 from portal.tokens import TokenOwner
 
 HERE = Path(__file__).parent
-# Valid tokens and the insurer registry are re-read from the database at most this often.
-CACHE_SECONDS = 5.0
+# A valid token is re-checked (revocation, expiry, the user disabled) at most this often, and
+# the insurer registry re-read.
+TOKEN_CACHE_SECONDS = 2.0
+REGISTRY_CACHE_SECONDS = 5.0
 
 
 API_MAX_BODY_BYTES = 1024 * 1024  # a full batch of 1,000 items is about 150 KB
@@ -91,7 +93,7 @@ def create_app(
             app.state.query_log,
             settings,
             portal_settings,
-            CACHE_SECONDS,
+            REGISTRY_CACHE_SECONDS,
         )
         try:
             yield
@@ -111,7 +113,7 @@ def create_app(
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.principal_resolvers = []
     app.state.token_limiter = RateLimiter(portal_settings.token_rate_per_minute)
-    app.state.token_cache = TtlCache[str, TokenOwner](CACHE_SECONDS)
+    app.state.token_cache = TtlCache[str, TokenOwner](TOKEN_CACHE_SECONDS)
     errors.install(app)
     app.add_middleware(RequestGuard)
     app.mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static")

@@ -29,7 +29,8 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _engine():  # -> sqlalchemy.Engine
-    return db.make_engine(get_settings().database_url)
+    """The configured database, refused in one line when unusable (no schema, unreachable)."""
+    return db.open_database(get_settings().database_url)
 
 
 @portal_app.command("serve")
@@ -38,16 +39,27 @@ def portal_serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
     """Serve the portal's pages and JSON API (OpenAPI at /docs)."""
-    import uvicorn
-
+    from olv import errors
+    from olv.ports import claim_port
     from portal.settings import PortalSettings
 
-    try:
-        get_settings()
-        PortalSettings()
-    except ValueError as exc:
-        _fail(f"configuration: {exc}".splitlines()[0], 2)
-    typer.echo(f"OLV state portal on http://{host}:{port}/ (API docs: /docs)", err=True)
+    settings = get_settings()
+    PortalSettings()  # a bad OLV_PORTAL_* value is refused here, in one line
+    # Everything that can be refused is checked before the banner claims the portal is up.
+    with claim_port(host, port):
+        try:
+            db.open_database(settings.database_url).dispose()
+        except errors.DatabaseUnreachable as exc:
+            if db.is_sqlite(settings.database_url):
+                raise
+            typer.echo(f"warning: {exc}; serving anyway", err=True)
+        typer.echo(f"OLV state portal on http://{host}:{port}/ (API docs: /docs)", err=True)
+        _serve(host, port)
+
+
+def _serve(host: str, port: int) -> None:
+    import uvicorn
+
     uvicorn.run(
         "portal.app:factory",
         factory=True,
@@ -191,7 +203,12 @@ def users_add(
         check_role(role, naic)
     except UserError as exc:
         _fail(str(exc), 2)
-    password = sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():  # typed by a person: do not echo it
+        import getpass
+
+        password = getpass.getpass("password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         _fail("no password on stdin (pipe it in, e.g. from a password manager)", 2)
     engine = _engine()

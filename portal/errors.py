@@ -33,6 +33,7 @@ _TITLES = {
     422: "invalid input",
     429: "too many requests",
     500: "internal error",
+    503: "service unavailable",
 }
 
 

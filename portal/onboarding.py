@@ -219,7 +219,7 @@ async def run_scenarios(
 async def run_checks(
     settings: Settings, naic: str, *, vin: str | None, policy: str | None
 ) -> list[ScenarioResult]:
-    engine = db.make_engine(settings.database_url)
+    engine = db.open_database(settings.database_url)
     try:
         with db.session_factory(engine)() as session:
             row = session.scalar(select(Insurer).where(Insurer.naic == naic))

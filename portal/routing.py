@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -34,16 +34,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from bob_loader import lookup
 from olv import normalize
 from olv.config import Settings
-from portal import reasons
 from portal.cache import TtlCache
 from portal.deps import Principal
 from portal.errors import ApiError, ErrorBody, FieldError, invalid
 from portal.insurer_client import CallResult, InsurerClient, InsurerConfig
 from portal.models import Insurer, Registration
 from portal.querylog import QueryLogWriter, new_query_id
-from portal.schemas import BookOfBusiness, VerifyRequest, VerifyResult
+from portal.schemas import VerifyRequest, VerifyResult
 from portal.settings import PortalSettings
 from portal.soap_wire import Ask
+from portal.verdicts import Plan, Target, compose, confirmed
 
 UNKNOWN = normalize.UNKNOWN_POLICY_KEY
 # Kept back from the budget for logging and writing the answer.
@@ -60,22 +60,6 @@ class Question:
     plate_state: str | None
     day: date
     reason: str
-
-
-@dataclass(frozen=True)
-class Target:
-    insurer: InsurerConfig
-    policy_key: str
-    record: dict[str, Any] | None  # the BoB record that named this insurer
-
-
-@dataclass
-class Plan:
-    vin: str
-    state: str | None
-    targets: list[Target] = field(default_factory=list)
-    broadcast: bool = False
-    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def default_reason(role: str) -> str:
@@ -177,12 +161,18 @@ class Router:
         self, question: Question, principal: Principal, channel: str, received: float
     ) -> VerifyResult:
         query_id = new_query_id()
+        deadline = received + self.portal.budget_seconds - RESERVE_SECONDS
         try:
-            plan = await run_in_threadpool(self._plan, question)
+            # A hung state database must not hold the answer past the budget either.
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                plan = await run_in_threadpool(self._plan, question)
+        except TimeoutError:
+            exc = ApiError(503, "the state database did not answer in time; try again")
+            self._log(question, principal, channel, received, query_id, None, [], exc)
+            raise exc from None
         except ApiError as exc:
             self._log(question, principal, channel, received, query_id, None, [], exc)
             raise
-        deadline = received + self.portal.budget_seconds - RESERVE_SECONDS
         calls: list[CallResult] = []
         if plan.targets:
             winner = await self._ask(plan.targets, question, plan, deadline, calls)
@@ -192,7 +182,7 @@ class Router:
         if plan.broadcast:
             broadcast_targets = await run_in_threadpool(self._broadcast_targets)
             winner = await self._ask(broadcast_targets, question, plan, deadline, calls)
-        result = self._compose(question, plan, calls, winner, received, query_id)
+        result = compose(question.day, plan, calls, winner, received, query_id)
         self._log(question, principal, channel, received, query_id, result, calls, None)
         return result
 
@@ -291,7 +281,7 @@ class Router:
                 for task in done:
                     call = task.result()
                     calls.append(call)
-                    if winner is None and call.usable and _confirmed(call):
+                    if winner is None and call.usable and confirmed(call):
                         winner = tasks[task]
         finally:
             for task in pending:
@@ -302,92 +292,6 @@ class Router:
         return winner
 
     # --- the answer --------------------------------------------------------------------------
-
-    def _compose(
-        self,
-        question: Question,
-        plan: Plan,
-        calls: list[CallResult],
-        winner: Target | None,
-        received: float,
-        query_id: str,
-    ) -> VerifyResult:
-        by_naic = {call.naic: call for call in calls}
-        evidence_record = winner.record if winner else (plan.records[0] if plan.records else None)
-        base: dict[str, Any] = {
-            "query_id": query_id,
-            "vin": plan.vin,
-            "date": question.day,
-            "elapsed_ms": 0.0,
-        }
-        if winner is not None:
-            unknown = winner.policy_key == UNKNOWN
-            fields = dict(
-                status="Confirmed",
-                verdict="confirmed",
-                reasons=[],
-                naic=winner.insurer.naic,
-                insurer=winner.insurer.name,
-                policy_number=None if unknown else winner.policy_key,
-                source="broadcast" if plan.broadcast else "insurer",
-                book_of_business=_evidence(evidence_record),
-            )
-        else:
-            fields = self._unconfirmed(plan, calls, by_naic)
-        base.update(fields)
-        base["elapsed_ms"] = round((time.monotonic() - received) * 1000, 2)
-        return VerifyResult(**base)
-
-    def _unconfirmed(
-        self, plan: Plan, calls: list[CallResult], by_naic: dict[str, CallResult]
-    ) -> dict[str, Any]:
-        # The insurers named by the BoB (or the card) come first: their answer is the answer.
-        for target in plan.targets:
-            call = by_naic.get(target.insurer.naic)
-            if call is None or not call.usable:
-                return _unable(target, target.record or _record_for(plan, target))
-        if plan.targets:
-            target = plan.targets[0]
-            call = by_naic[target.insurer.naic]
-            assert call.answer is not None
-            return dict(
-                status="Unconfirmed",
-                verdict="unconfirmed",
-                reasons=reasons.describe(
-                    call.answer.codes, asked_unknown=target.policy_key == UNKNOWN
-                ),
-                naic=target.insurer.naic,
-                insurer=target.insurer.name,
-                policy_number=None if target.policy_key == UNKNOWN else target.policy_key,
-                source="insurer",
-                book_of_business=_evidence(target.record),
-            )
-        # Broadcast without a Confirmed.
-        record = plan.records[0] if plan.records else None
-        unavailable = any(not call.usable for call in calls)
-        if record is not None or unavailable:
-            # A record names an insurer we could not ask, or someone did not answer: an
-            # officer must not read that as "uninsured".
-            return dict(
-                status="Unconfirmed",
-                verdict="unable_to_verify",
-                reasons=reasons.unavailable(),
-                naic=record["naic"] if record else None,
-                insurer=None,
-                policy_number=record["policy_number"] if record else None,
-                source="book_of_business" if record else "broadcast",
-                book_of_business=_evidence(record),
-            )
-        return dict(
-            status="Unconfirmed",
-            verdict="unconfirmed",
-            reasons=reasons.not_found(),
-            naic=None,
-            insurer=None,
-            policy_number=None,
-            source="broadcast",
-            book_of_business=None,
-        )
 
     def _log(
         self,
@@ -438,39 +342,3 @@ class Router:
             for call in calls
         ]
         self.query_log.add(row, call_rows)
-
-
-def _confirmed(call: CallResult) -> bool:
-    return call.answer is not None and call.answer.response_code == "Confirmed"
-
-
-def _record_for(plan: Plan, target: Target) -> dict[str, Any] | None:
-    return next((r for r in plan.records if r["naic"] == target.insurer.naic), None)
-
-
-def _unable(target: Target, record: dict[str, Any] | None) -> dict[str, Any]:
-    policy = None if target.policy_key == UNKNOWN else target.policy_key
-    return dict(
-        status="Unconfirmed",
-        verdict="unable_to_verify",
-        reasons=reasons.unavailable(),
-        naic=target.insurer.naic,
-        insurer=target.insurer.name,
-        policy_number=policy or (record["policy_number"] if record else None),
-        source="book_of_business" if record else "insurer",
-        book_of_business=_evidence(record),
-    )
-
-
-def _evidence(record: dict[str, Any] | None) -> BookOfBusiness | None:
-    if record is None:
-        return None
-    return BookOfBusiness(
-        naic=record["naic"],
-        policy_number=record["policy_number"],
-        policy_type=record["policy_type"],
-        effective_date=record["effective_date"],
-        expiration_date=record["expiration_date"],
-        file=record["source_file"],
-        loaded_at=record["loaded_at"],
-    )

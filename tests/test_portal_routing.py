@@ -357,3 +357,23 @@ def test_query_can_be_read_back_by_its_owner_and_admins_only(world) -> None:
     assert read(tokens["admin"])[0] == 200
     assert read(tokens["court"])[0] == 404
     assert read(tokens["insurer"])[0] == 403
+
+
+def test_a_state_database_that_does_not_answer_is_a_503_within_the_budget(
+    world, monkeypatch
+) -> None:
+    client, _, tokens = world
+
+    def hung_plan(_question: object) -> None:
+        time.sleep(2.5)  # stands in for a database that accepts and never answers
+        raise AssertionError("the answer should not have waited for this")
+
+    monkeypatch.setattr(client.app.state.router, "_plan", hung_plan)
+    started = time.monotonic()
+    response = client.post(
+        "/api/v1/verify",
+        json={"vin": VIN_A},
+        headers={"Authorization": f"Bearer {tokens['officer']}"},
+    )
+    assert time.monotonic() - started < 1.5  # the budget of this app
+    assert response.status_code == 503 and response.json()["ok"] is False

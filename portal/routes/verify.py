@@ -25,7 +25,7 @@ def _received(request: Request) -> float:
 @router.post(
     "/verify",
     response_model=VerifyResult,
-    responses=error_responses(401, 403, 404, 413, 422, 429),
+    responses=error_responses(401, 403, 404, 413, 422, 429, 503),
     summary="Verify one vehicle's insurance now",
 )
 async def verify(body: VerifyRequest, principal: Verifier, request: Request) -> VerifyResult:
@@ -36,7 +36,7 @@ async def verify(body: VerifyRequest, principal: Verifier, request: Request) -> 
 @router.post(
     "/verify/batch",
     response_model=BatchResponse,
-    responses=error_responses(401, 403, 413, 422, 429),
+    responses=error_responses(401, 403, 413, 422, 429, 503),
     summary="Verify up to 1,000 vehicles; results in the same order",
 )
 async def verify_batch(
