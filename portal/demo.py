@@ -1,8 +1,8 @@
 """Demo data for the state portal in ``olv demo``: insurers, book of business, plates, people.
 
 Everything goes through the real paths: the insurers are registered like ``olv insurers add``
-and point at the demo SOAP service; the book of business is the insurer store exported with
-``olv bob export``'s code and loaded by the BoB loader; plates are imported like
+and point at the demo SOAP service; the book-of-business files (the insurer side writes them,
+as ``olv bob export`` does) are loaded by the BoB loader; plates are imported like
 ``olv registrations import``. The demo people share one password and one TOTP secret, printed
 in the banner — for the demo only; real people enrol their own secret at the first sign-in.
 """
@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from bob_loader.export import export_file
 from bob_loader.load import load_files
 from olv import db
 from olv.iicmva import V0510, V0809
@@ -52,8 +50,9 @@ PLATES = (
 STATE = "ID"
 
 
-def seed(engine: Engine, soap_base: str, naic: str, today: date, workdir: Path) -> None:
-    """(Re)create the portal's demo data; safe to run again."""
+def seed(engine: Engine, soap_base: str, naic: str, workdir: Path, bob_files: list[Path]) -> None:
+    """(Re)create the portal's demo data; safe to run again (a file loaded before is reported
+    as already loaded)."""
     with db.transaction(engine) as session:
         registry.upsert(
             session,
@@ -82,11 +81,9 @@ def seed(engine: Engine, soap_base: str, naic: str, today: date, workdir: Path) 
     plates = workdir / "olv-demo-registrations.csv"
     plates.write_text("plate,state,vin\n" + "".join(f"{p.plate},{STATE},{p.vin}\n" for p in PLATES))
     registrations.import_file(engine, plates)
-    bob_dir = workdir / "olv-demo-bob"
-    bob_dir.mkdir(exist_ok=True)
-    bob_file = bob_dir / f"Demo {naic} {today:%Y%m%d}.txt"
-    export_file(engine, naic, bob_file, today)
-    load_files(engine, [bob_file], report_dir=bob_dir, account="demo")
+    for outcome in load_files(engine, bob_files, account="demo"):
+        if outcome.status == "rejected":
+            raise RuntimeError(f"demo book of business rejected: {outcome.reason}")
 
 
 def _person(session: Session, username: str, role: str, naic: str | None) -> None:

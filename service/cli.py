@@ -185,7 +185,8 @@ def demo(
     soap_base = f"http://{host}:{port}"
     try:
         count = demo_data.load(engine, today)
-        portal_demo.seed(engine, soap_base, demo_data.DEMO_NAIC, today, Path.cwd())
+        bob_file = demo_data.export_bob(engine, today, Path("olv-demo-bob"))
+        portal_demo.seed(engine, soap_base, demo_data.DEMO_NAIC, Path.cwd(), [bob_file])
     finally:
         engine.dispose()
     url = f"{soap_base}/iicmva/{V0809}"

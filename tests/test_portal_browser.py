@@ -75,7 +75,8 @@ def world(sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
     try:
         insurer_demo.load(engine, today)
         with soap_server({"OLV_DATABASE_URL": url}, tmp_path) as soap:
-            portal_demo.seed(engine, soap.base, insurer_demo.DEMO_NAIC, today, tmp_path)
+            bob = insurer_demo.export_bob(engine, today, tmp_path)
+            portal_demo.seed(engine, soap.base, insurer_demo.DEMO_NAIC, tmp_path, [bob])
             with db.transaction(engine) as session:  # a new person: enrols at first sign-in
                 users.add(session, "state-admin", "admin", PASSWORD)
             env = {"OLV_DATABASE_URL": url, "OLV_PORTAL_UPLOAD_DIR": str(tmp_path / "up")}

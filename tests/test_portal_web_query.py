@@ -31,7 +31,8 @@ def seeded(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     try:
         insurer_demo.load(engine, today)
         with soap_server({"OLV_DATABASE_URL": module_db_url}, folder) as server:
-            portal_demo.seed(engine, server.base, insurer_demo.DEMO_NAIC, today, folder)
+            bob = insurer_demo.export_bob(engine, today, folder)
+            portal_demo.seed(engine, server.base, insurer_demo.DEMO_NAIC, folder, [bob])
             yield module_db_url
     finally:
         engine.dispose()

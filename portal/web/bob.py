@@ -20,7 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from bob_loader.intake import unbound_naics
+from bob_loader.intake_binding import unbound_naics
 from bob_loader.load import load_files
 from bob_loader.lookup import naic_stats
 from bob_loader.models import BobFile, BobIssue
