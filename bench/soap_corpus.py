@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from bob_loader.synth import with_check_digit
 from olv.iicmva import (
     FLEET,
     IICMVA,
@@ -27,6 +26,7 @@ from olv.iicmva import (
     VEHICLE_SPECIFIC,
 )
 from olv.normalize import UNKNOWN_POLICY_KEY
+from olv.vin import with_check_digit
 from service.policy_import import CSV_COLUMNS
 from service.verifier import ENDPOINTS
 

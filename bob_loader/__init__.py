@@ -1,10 +1,19 @@
-"""State-side book-of-business loader and the insurer-side BoB export (SPEC §2).
+"""The book-of-business format and the state side: loading, intake, look-ups (SPEC §2).
 
 ``layout``    the 300-column field table (the one definition of the format)
 ``parser``    streaming reader; ``validate`` field rules; ``errors`` file errors and issues
+``lines``     line reading with a length cap, for every reader of BoB, CSV or VIN input
 ``load``      ``olv bob load``: ``load_files`` and ``LoadOutcome``; ``store`` its SQL side
-``bulk``      executemany / COPY writers; ``report`` the ``<file>.errors.txt`` reports
+``bulk``      executemany / COPY writers; ``report`` the error reports
+``intake``    ``olv bob watch``: pickup rounds and processing; ``intake_watch`` the loop, the
+              load worker and the one-watcher lock; ``intake_claims`` the
+              files on disk (accounts, complete uploads, claims); ``intake_binding`` account
+              NAIC bindings; ``intake_report`` the intake's own reports; ``intake_notify`` and
+              ``mail`` the summary e-mail; ``intake_settings`` its settings; ``sftp`` push/fetch
 ``lookup``    current records by VIN and per NAIC; ``contacts`` insurer contacts
-``export``    the insurer's monthly file from its policy store; ``synth`` synthetic test data
+``synth``     synthetic test data
 ``models``    tables (migration 0002); ``settings`` ``OLV_BOB_*`` settings; ``cli`` commands
+
+The insurer-side export (``olv bob export``) reads the insurer store and so lives in
+``service.bob_export``: this package never imports ``service``.
 """

@@ -64,7 +64,7 @@ class SqliteWriter:
             record.vin or None,
             record.effective_date.isoformat(),
             exp.isoformat() if exp is not None else None,
-            1 if record.fields["commercial"] == "Y" else 0,
+            1 if record.commercial else 0,
         )
 
     def write(self, rows: Sequence[tuple[object, ...]]) -> None:
@@ -94,7 +94,7 @@ class PostgresWriter:
             record.vin or None,
             record.effective_date,
             record.expiration_date,
-            record.fields["commercial"] == "Y",
+            record.commercial,
         )
 
     def write(self, rows: Sequence[tuple[object, ...]]) -> None:

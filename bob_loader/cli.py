@@ -1,10 +1,14 @@
-"""``olv bob …`` commands (SPEC §3). Each command is a thin shell over a module of its own."""
+"""``olv bob …`` commands (SPEC §3). Each command is a thin shell over a module of its own.
+
+``olv bob export`` is the insurer's command and reads the insurer store: ``service.cli`` adds it
+to :data:`bob_app`, so this package never imports ``service``.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -64,27 +68,6 @@ def load(
         raise typer.Exit(1)
 
 
-@bob_app.command("export")
-def export(
-    naic: Annotated[str, typer.Option("--naic", help="The NAIC whose book to write")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The file to write")],
-) -> None:
-    """Write the monthly BoB file for a NAIC from the insurer policy store."""
-    from bob_loader.export import ExportError, export_file
-
-    errors.require_output_file(output)
-    engine = _engine()
-    try:
-        today = datetime.now(get_settings().zone).date()
-        count = export_file(engine, naic, output, today)
-    except ExportError as exc:
-        typer.echo(f"error: {exc}; nothing was written", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
-    typer.echo(f"{output}: {count} records for NAIC {naic}")
-
-
 @bob_app.command("lookup")
 def lookup(
     vins: Annotated[list[str], typer.Argument(help="VINs, or - to read them from stdin")],
@@ -92,7 +75,7 @@ def lookup(
     """Current BoB records for the VINs as JSON lines (hits only); exit 1 when none is found."""
     from bob_loader.lookup import find_by_vins
 
-    source = (line for line in sys.stdin) if vins == ["-"] else iter(vins)
+    source = _stdin_vins() if vins == ["-"] else iter(vins)
     engine = _engine()
     found = 0
     try:
@@ -105,6 +88,20 @@ def lookup(
         engine.dispose()
     if not found:
         raise typer.Exit(1)
+
+
+# A VIN is at most 25 characters; a longer line is not one (and is never held whole).
+MAX_VIN_LINE = 256
+
+
+def _stdin_vins() -> Iterator[str]:
+    from bob_loader.lines import capped_lines
+
+    for number, raw, overlong in capped_lines(sys.stdin.buffer, MAX_VIN_LINE):
+        if overlong:
+            typer.echo(f"warning: line {number}: not a VIN (too long), skipped", err=True)
+            continue
+        yield raw.decode("latin-1")
 
 
 @bob_app.command("stats")
@@ -197,7 +194,9 @@ def watch(
     import signal
     import threading
 
-    from bob_loader import intake
+    from bob_loader import intake, intake_watch
+    from bob_loader.intake_claims import StabilityTracker
+    from bob_loader.intake_notify import db_contacts
     from bob_loader.intake_settings import IntakeSettings
     from bob_loader.load import load_files
     from bob_loader.mail import sender_from_settings
@@ -220,8 +219,8 @@ def watch(
         base=directory,
         engine=engine,
         loader=load_files,
-        stability=intake.StabilityTracker(settings.intake_stable_seconds),
-        contacts=intake.db_contacts(engine),
+        stability=StabilityTracker(settings.intake_stable_seconds),
+        contacts=db_contacts(engine),
         sender=sender,
         sender_address=settings.smtp_from,
         account_emails=settings.intake_account_emails,
@@ -229,8 +228,10 @@ def watch(
     )
     log.info("watching", extra={"directory": str(directory), "once": once})
     try:
-        ok = intake.watch(watcher, poll_seconds=settings.intake_poll_seconds, stop=stop, once=once)
-    except intake.WatcherBusy as exc:
+        ok = intake_watch.watch(
+            watcher, poll_seconds=settings.intake_poll_seconds, stop=stop, once=once
+        )
+    except intake_watch.WatcherBusy as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:

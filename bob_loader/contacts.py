@@ -9,7 +9,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bob_loader.models import InsurerContact
-from bob_loader.validate import is_digits
+from olv import normalize
 
 
 class ContactError(ValueError):
@@ -19,7 +19,7 @@ class ContactError(ValueError):
 def add_contact(conn: Connection, naic: str, email: str, name: str | None) -> None:
     """Add (or, for a known NAIC and address, rename) a contact."""
     naic, email = naic.strip(), email.strip()
-    if not is_digits(naic, 5):
+    if not normalize.is_naic(naic):
         raise ContactError(f"NAIC {naic!r} must be 5 digits")
     local, at, domain = email.partition("@")
     if not (local and at and "." in domain) or any(c.isspace() for c in email):

@@ -1,147 +1,95 @@
-"""The SFTP intake: ``olv bob watch DIR`` (SPEC §2).
+"""The SFTP intake: ``olv bob watch DIR`` (SPEC §2) — pickup rounds and the processing of what
+they claim (the loop and its threads: :mod:`bob_loader.intake_watch`).
 
 Each insurer account is a directory ``DIR/<account>/`` holding ``inbox/`` (the insurer uploads
 there), ``outbox/`` (error reports for the insurer) and ``archive/`` (processed files, named
 ``YYYYMMDDTHHMMSSZ_<name>``). A directory counts as an account once it has an ``inbox/``.
 
-Life of a file, built so that a crash or kill at any moment neither loses nor double-loads it:
+Life of a file, built so that a crash or kill at any moment neither loses nor double-loads it
+(the files on disk: :mod:`bob_loader.intake_claims`):
 
-1. *complete*: not a temporary name (``.x``, ``x.part``, ``x.tmp``, ``x.filepart``) and its size
-   and mtime unchanged for ``OLV_INTAKE_STABLE_SECONDS`` (a file renamed into the inbox whose
-   mtime is already that old is taken at once);
-2. *claimed*: renamed to ``archive/.processing/<stamp>_<name>/<name>`` — the claim directory is
-   the watcher's record that the file is in hand, and its name is the final archive name;
-3. *loaded*: all files claimed for one account in one round go to one ``load_files`` call (so the
-   loader's same-NAIC conflict rule sees them together); the outcome and the error report are
-   then saved into the claim directory (``.outcome.json``, ``.report``);
+1. *complete*: not a temporary name and its size and mtime unchanged for
+   ``OLV_INTAKE_STABLE_SECONDS``;
+2. *claimed*: moved out of the inbox into its claim directory, tagged with the pickup round.
+   Pickup is all the watch loop's main thread does, so it stays within the poll interval even
+   while a large file loads;
+3. *loaded* by the one load worker, claim by claim, oldest round first; the files of one
+   round, across all accounts, share one NAIC map, so the same-NAIC conflict rule holds for the
+   whole round. Loads run one at a time: on SQLite a load holds the only write lock anyway,
+   and each load may use the loader's whole memory budget;
 4. *finished*: report to ``outbox/``, summary e-mail, file to ``archive/``, claim removed.
 
-On start and in every round, claims left by an earlier run are finished first: without an
-outcome they are loaded again — a load that was killed left nothing behind, and one that had
-committed is recognised by its checksum and reported as a duplicate, never loaded twice.
+A database or file-system error keeps the claim (and the account's later claims, so that a
+NAIC's files still load in order) for the next pass; other accounts go on. Any other error is
+reported for its file alone — logged without the data, a report in the outbox, the file
+archived — and the round goes on.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
-import smtplib
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from bob_loader import layout
-from bob_loader.errors import Issue
-from bob_loader.intake_store import (
-    Account,
+from bob_loader.intake_binding import reject_unbound
+from bob_loader.intake_claims import (
     Claim,
     SavedOutcome,
+    StabilityTracker,
     claim,
     discover_accounts,
     fsync_dir,
     load_outcome,
     mark_mailed,
+    new_round,
     pending_claims,
+    recover_claims,
     save_outcome,
 )
-from bob_loader.mail import FileSummary, MailSender, summary_message
-from bob_loader.report import ReportHeader, ReportWriter
+from bob_loader.intake_notify import ContactLookup, send_summary
+from bob_loader.intake_report import write_claim_report
+from bob_loader.mail import FileSummary, MailSender
+from olv.logging import describe_exception
 
 if TYPE_CHECKING:
     from bob_loader.load import LoadOutcome
 
 log = logging.getLogger(__name__)
 
-TEMP_SUFFIXES = (".part", ".tmp", ".filepart")
 RETRY_ERRORS = (OperationalError, OSError)
-
-
-def is_temp_name(name: str) -> bool:
-    """Names SFTP clients give to uploads in progress (and hidden files): never picked up."""
-    return name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES)
-
+OTHER_ACCOUNT = "a file of another intake account"
+FAILED_REASON = (
+    "internal error while processing the file; the state's operators have been alerted "
+    "and will contact you"
+)
 
 Loader = Callable[..., Sequence["LoadOutcome"]]  # bob_loader.load.load_files
-ContactLookup = Callable[[Sequence[str]], list[str]]
 
 
-class StabilityTracker:
-    """Decides when an upload is complete: (size, mtime, inode) unchanged long enough.
-
-    Observed time is measured on the monotonic clock, so a file whose mtime the client set into
-    the future still becomes ready; a file whose mtime is already old enough (renamed into the
-    inbox, or left there while the watcher was down) is ready at first sight.
-    """
-
-    def __init__(
-        self,
-        stable_seconds: float,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-    ) -> None:
-        self.stable_seconds = stable_seconds
-        self._monotonic = monotonic
-        self._wall = wall
-        self._seen: dict[Path, tuple[tuple[int, int, int], float]] = {}
-
-    def ready(self, inbox: Path) -> list[Path]:
-        """Complete uploads in ``inbox``, oldest first."""
-        now, wall = self._monotonic(), self._wall()
-        found: list[tuple[int, str, Path]] = []
-        current: set[Path] = set()
-        for entry in os.scandir(inbox):
-            if is_temp_name(entry.name) or not entry.is_file(follow_symlinks=False):
-                continue
-            path = Path(entry.path)
-            st = entry.stat(follow_symlinks=False)
-            key = (st.st_size, st.st_mtime_ns, st.st_ino)
-            current.add(path)
-            seen = self._seen.get(path)
-            if seen is None or seen[0] != key:
-                self._seen[path] = seen = (key, now)
-            if now - seen[1] >= self.stable_seconds or wall - st.st_mtime >= self.stable_seconds:
-                found.append((st.st_mtime_ns, entry.name, path))
-        for gone in [p for p in self._seen if p.parent == inbox and p not in current]:
-            del self._seen[gone]
-        return [path for _, _, path in sorted(found)]
-
-    def forget(self, path: Path) -> None:
-        self._seen.pop(path, None)
-
-
-def db_contacts(engine: Engine) -> ContactLookup:
-    """Contact addresses of NAICs from the loader's ``bob_contact`` table."""
-    from bob_loader.models import InsurerContact
-
-    def lookup(naics: Sequence[str]) -> list[str]:
-        if not naics:
-            return []
-        with engine.connect() as conn:
-            rows = conn.execute(
-                select(InsurerContact.email)
-                .where(InsurerContact.naic.in_(list(naics)))
-                .order_by(InsurerContact.email)
-                .distinct()
-            )
-            return [r[0] for r in rows]
-
-    return lookup
+def describe(exc: BaseException) -> dict[str, object]:
+    """An error as log fields without its message text, which may quote insured data: the
+    type and frames (:func:`olv.logging.describe_exception`), the database driver's error
+    type, the operating system's error number."""
+    facts: dict[str, object] = dict(describe_exception(exc))
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        facts["driver_error"] = type(exc.orig).__name__
+    if isinstance(exc, OSError):
+        facts["errno"] = exc.errno
+        facts["strerror"] = exc.strerror
+    return facts
 
 
 @dataclass
 class Intake:
-    """One watcher: rounds over all accounts; the loop and signals live in :func:`watch`."""
+    """One watcher: pickup rounds over all accounts, and the processing of what they claim."""
 
     base: Path
     engine: Engine
@@ -153,78 +101,112 @@ class Intake:
     account_emails: dict[str, list[str]] | None = None
     account_naics: dict[str, list[str]] | None = None
 
-    failures: int = 0  # account rounds that failed and will be retried
+    failures: int = 0  # claims or pickups that failed and will be retried
+    # Per pickup round still being processed: NAIC -> (account, file) of the file carrying it.
+    _round_naics: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    # The round a pickup is making right now: its claims wait until it is complete, so the
+    # worker sees a round whole (and in upload order) before it loads any of it.
+    _open_round: str | None = None
 
     def run_round(self, stop: threading.Event | None = None) -> int:
-        """Process every account once; returns the number of files finished."""
+        """Pick up, then process everything claimed; returns the number of files finished."""
+        self.pick_up(stop)
+        return self.process_pending(stop)
+
+    def pick_up(self, stop: threading.Event | None = None) -> int:
+        """Claim every complete upload of every account as one round; returns how many."""
+        round_id = self._open_round = new_round()
+        count = 0
+        try:
+            for account in discover_accounts(self.base):
+                if stop is not None and stop.is_set():
+                    break
+                try:
+                    recover_claims(account)
+                    for path in self.stability.ready(account.inbox):
+                        self.stability.forget(path)
+                        if claim(account, path, round_id) is not None:
+                            count += 1
+                except OSError as exc:
+                    self.failures += 1
+                    log.error("pickup failed", extra={"account": account.name, **describe(exc)})
+        finally:
+            self._open_round = None
+        return count
+
+    def process_pending(self, stop: threading.Event | None = None) -> int:
+        """Load and finish every claim on disk, oldest round first; returns how many finished."""
+        still_open = self._open_round  # read before listing: that listing may miss its claims
+        claims = sorted(
+            (c for a in discover_accounts(self.base) for c in pending_claims(a)),
+            key=lambda c: (c.round, _mtime(c), c.account.name, c.dir.name),
+        )
+        claims = [c for c in claims if c.round != still_open]
+        held: set[str] = set()  # accounts whose earlier claim waits for a retry
         done = 0
-        for account in discover_accounts(self.base):
+        for c in claims:
             if stop is not None and stop.is_set():
                 break
+            if c.account.name in held:
+                continue
             try:
-                done += self._account_round(account, stop)
+                self._handle(c, self._round_naics.setdefault(c.round, {}))
+                done += 1
             except RETRY_ERRORS as exc:
-                # A database outage, or one account's file-system trouble: its claims stay in
-                # place for the next round, and the other accounts are served meanwhile.
+                # A database outage, or this account's file-system trouble: the claim stays
+                # for the next pass, and so do this account's later ones (a NAIC's files load
+                # in order); the other accounts are served meanwhile.
                 self.failures += 1
+                held.add(c.account.name)
                 log.error(
-                    "intake failed, retrying next round: %s",
-                    exc,
-                    exc_info=True,
-                    extra={"account": account.name},
+                    "intake failed, retrying next round",
+                    extra={"account": c.account.name, "file": c.name, **describe(exc)},
                 )
+        live = {c.round for c in claims if c.dir.exists()}
+        for finished in set(self._round_naics) - live:
+            del self._round_naics[finished]
         return done
 
-    def _account_round(self, account: Account, stop: threading.Event | None) -> int:
-        # Leftovers from an earlier (killed) run form their own load call: they belong to that
-        # run, and a new upload of the same name must not share the report directory.
-        done = self.process(account, pending_claims(account))
-        if stop is not None and stop.is_set():
-            return done
-        claims = []
-        for path in self.stability.ready(account.inbox):
-            self.stability.forget(path)
-            c = claim(account, path)
-            if c is not None:
-                claims.append(c)
-        return done + self.process(account, claims)
-
-    def process(self, account: Account, claims: Sequence[Claim]) -> int:
-        to_load = [c for c in claims if load_outcome(c) is None and c.file.exists()]
-        if to_load:
-            self._load(account, to_load)
-        for c in claims:
+    def _handle(self, c: Claim, round_naics: dict[str, tuple[str, str]]) -> None:
+        try:
+            outcome = load_outcome(c)
+            if outcome is None and c.file.exists():
+                self._load(c, round_naics)
+            elif outcome is not None and outcome.status != "rejected":
+                for naic in outcome.naics:  # loaded before a restart: still counts for its round
+                    round_naics.setdefault(naic, (c.account.name, c.name))
             self.finish(c)
-        return len(claims)
+        except RETRY_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 — reported for this file alone, then go on
+            self._fail(c, exc)
 
-    def _load(self, account: Account, claims: Sequence[Claim]) -> None:
+    def _load(self, c: Claim, round_naics: dict[str, tuple[str, str]]) -> None:
+        account = c.account
         staging = account.processing / ".reports"
         shutil.rmtree(staging, ignore_errors=True)  # reports of a run killed mid-load
         staging.mkdir()
         allowed = (self.account_naics or {}).get(account.name)
-        if allowed is not None:
-            claims = [c for c in claims if not _reject_unbound(c, set(allowed), staging)]
-            if not claims:
-                return
-        log.info(
-            "loading %d file(s)",
-            len(claims),
-            extra={"account": account.name, "files": [c.name for c in claims]},
-        )
+        if allowed is not None and reject_unbound(c, set(allowed), staging):
+            return
+        log.info("loading", extra={"account": account.name, "file": c.name})
+        # The loader names the earlier file in a conflict report; another insurer's file name
+        # is not this insurer's business.
+        claimed = {
+            naic: name if owner == account.name else OTHER_ACCOUNT
+            for naic, (owner, name) in round_naics.items()
+        }
         outcomes = self.loader(
-            self.engine, [c.file for c in claims], report_dir=staging, account=account.name
+            self.engine, [c.file], report_dir=staging, account=account.name, claimed=claimed
         )
-        by_path = {Path(o.path).resolve(): o for o in outcomes}
-        for c in claims:
-            o = by_path.get(c.file.resolve())
-            if o is None:
-                raise RuntimeError(f"the loader returned no outcome for {c.name}")
-            if o.report_path is not None and Path(o.report_path).exists():
-                os.replace(o.report_path, c.report)
-            save_outcome(
-                c,
-                SavedOutcome(o.status, list(o.naics), o.records, o.errors, o.warnings, o.reason),
-            )
+        [o] = outcomes
+        for naic in claimed.keys() - round_naics.keys():
+            round_naics[naic] = (account.name, c.name)
+        if o.report_path is not None and Path(o.report_path).exists():
+            os.replace(o.report_path, c.report)
+        save_outcome(
+            c, SavedOutcome(o.status, list(o.naics), o.records, o.errors, o.warnings, o.reason)
+        )
         shutil.rmtree(staging, ignore_errors=True)
 
     def finish(self, c: Claim) -> None:
@@ -257,20 +239,10 @@ class Intake:
         if c.file.exists():
             os.replace(c.file, c.account.archive / c.dir.name)
             fsync_dir(c.account.archive)
-        c.outcome_path.unlink(missing_ok=True)
-        c.dir.rmdir()
+        c.remove()
 
     def _notify(self, c: Claim, outcome: SavedOutcome, report_name: str | None) -> None:
         if self.sender is None:
-            return
-        recipients = self.contacts(outcome.naics) or (self.account_emails or {}).get(
-            c.account.name, []
-        )
-        if not recipients:
-            log.warning(
-                "no contact for the summary e-mail",
-                extra={"account": c.account.name, "file": c.name, "naics": outcome.naics},
-            )
             return
         summary = FileSummary(
             account=c.account.name,
@@ -284,99 +256,52 @@ class Intake:
             reason=outcome.reason,
             report_name=report_name,
         )
-        message = summary_message(summary, sender=self.sender_address, recipients=recipients)
-        try:
-            self.sender.send(message)
-        except (smtplib.SMTPException, OSError) as exc:
-            # The load is done and the report is in the outbox; a mail relay outage must not
-            # hold the file back or stop the intake.
-            log.error(
-                "summary e-mail not sent: %s",
-                exc,
-                extra={"account": c.account.name, "file": c.name},
-            )
+        send_summary(
+            self.sender,
+            summary,
+            sender_address=self.sender_address,
+            contacts=self.contacts,
+            account_emails=self.account_emails or {},
+        )
+
+    def _fail(self, c: Claim, exc: Exception) -> None:
+        """An unexpected error on one file: report it, archive it, carry on with the others.
+
+        A file whose load finished keeps its outcome (it is true); otherwise it is reported as
+        ``failed``. Should handing out fail again, it is retried once without the e-mail, and
+        as a last resort the claim is set aside for an operator: never retried in a loop.
+        """
+        self.failures += 1
+        log.error(
+            "file failed: internal error; reported to the insurer and archived",
+            extra={"account": c.account.name, "file": c.name, **describe(exc)},
+        )
+        last: Exception = exc
+        for with_mail in (True, False):
+            try:
+                outcome = load_outcome(c)
+                if outcome is None:
+                    report = write_claim_report(c, c.account.processing, "failed", FAILED_REASON)
+                    os.replace(report, c.report)
+                    outcome = SavedOutcome("failed", [], 0, 0, 0, FAILED_REASON)
+                if not with_mail:
+                    outcome = mark_mailed(outcome)
+                save_outcome(c, outcome)
+                self.finish(c)
+                return
+            except RETRY_ERRORS:
+                raise
+            except Exception as again:  # noqa: BLE001 — the last resort below must not loop
+                last = again
+        where = c.set_aside()
+        log.critical(
+            "file failed and cannot be finished; set aside for an operator",
+            extra={"account": c.account.name, "set_aside_as": where.name, **describe(last)},
+        )
 
 
-def unbound_naics(path: Path, allowed: set[str]) -> list[tuple[int, str]]:
-    """(line, NAIC) of records whose well-formed NAIC the account is not bound to.
-
-    Malformed NAICs are left to the loader's validation, which reports them anyway.
-    """
-    naic = layout.BY_NAME["naic"].slice
-    found = []
-    with path.open("rb") as stream:
-        for number, raw in enumerate(stream, start=1):
-            value = raw[naic].decode("latin-1")
-            if raw.startswith(layout.TRAILER_TAG.encode()) or not value.isdigit():
-                continue
-            if len(value) == 5 and value not in allowed:
-                found.append((number, value))
-    return found
-
-
-def _reject_unbound(c: Claim, allowed: set[str], staging: Path) -> bool:
-    """Reject a file carrying NAICs its account is not bound to, without loading any of it."""
+def _mtime(c: Claim) -> int:
     try:
-        found = unbound_naics(c.file, allowed)
+        return c.file.stat().st_mtime_ns
     except OSError:
-        return False  # unreadable: the loader rejects it with a report saying so
-    if not found:
-        return False
-    naics = sorted({n for _, n in found})
-    reason = (
-        f"NAIC(s) {', '.join(naics)} not allowed for account {c.account.name} "
-        f"(allowed: {', '.join(sorted(allowed))})"
-    )
-    writer = ReportWriter(c.file, staging)
-    for line, value in found:
-        writer.add(Issue(line, "NAIC", value, f"not allowed for account {c.account.name}"))
-    header = ReportHeader(
-        file=c.name,
-        status="rejected",
-        reason=reason,
-        records=0,
-        loaded=0,
-        bad_records=len(found),
-        errors=len(found),
-        warnings=0,
-        max_error_rate=0.0,
-        naics=naics,
-        sha256=None,
-        processed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    os.replace(writer.finish(header), c.report)
-    save_outcome(c, SavedOutcome("rejected", naics, 0, len(found), 0, reason))
-    return True
-
-
-class WatcherBusy(RuntimeError):
-    """Another watcher holds the intake directory."""
-
-
-@contextmanager
-def exclusive(base: Path) -> Iterator[None]:
-    """One watcher per intake directory: two would race for the same uploads.
-
-    The lock is taken on the directory itself, which the watcher may not be allowed to write.
-    """
-    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise WatcherBusy(f"another watcher is running on {base}") from exc
-        yield
-    finally:
-        os.close(fd)
-
-
-def watch(
-    intake: Intake, *, poll_seconds: float, stop: threading.Event, once: bool = False
-) -> bool:
-    """Run rounds until ``stop`` is set (or one round with ``once``); False if any failed."""
-    with exclusive(intake.base):
-        while True:
-            intake.run_round(stop)
-            if once or stop.is_set():
-                return intake.failures == 0
-            stop.wait(poll_seconds)
+        return 0

@@ -29,6 +29,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from olv import normalize
+
 TlsMode = Literal["none", "starttls", "ssl"]
 DEFAULT_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "ssl": 465}
 
@@ -75,7 +77,7 @@ class IntakeSettings(BaseSettings):
     @classmethod
     def _naics_are_digits(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for account, naics in value.items():
-            bad = [n for n in naics if not (n.isdigit() and len(n) == 5)]
+            bad = [n for n in naics if not normalize.is_naic(n)]
             if bad:
                 raise ValueError(f"account {account}: NAICs are 5 digits, got {bad}")
         return value

@@ -12,6 +12,9 @@ from typing import Literal
 
 RECORD_LENGTH = 300
 TRAILER_TAG = "TR"
+# Field 16, the commercial indicator: "Y" marks a commercial policy; "N" or blank do not.
+COMMERCIAL = "Y"
+COMMERCIAL_VALUES = ("", COMMERCIAL, "N")
 
 Kind = Literal["AN", "N", "date", "filler"]
 
@@ -63,6 +66,11 @@ TRAILER_DATE = slice(14, 22)
 
 assert sum(f.length for f in FIELDS) == RECORD_LENGTH
 assert all(a.end + 1 == b.start for a, b in zip(FIELDS, FIELDS[1:], strict=False))
+
+
+def is_commercial(indicator: str) -> bool:
+    """Whether field 16 (already stripped of its padding) marks the policy commercial."""
+    return indicator == COMMERCIAL
 
 
 def format_record(values: Mapping[str, str]) -> str:

@@ -75,11 +75,14 @@ def load_files(
     max_error_rate: float | None = None,
     account: str | None = None,
     progress: bool = False,
+    claimed: dict[str, str] | None = None,
 ) -> list[LoadOutcome]:
     """Load each file in turn (see the module docstring); one outcome per path, in order.
 
     ``profile`` and ``max_error_rate`` default to ``OLV_BOB_PROFILE`` / ``OLV_BOB_MAX_ERROR_RATE``.
-    ``progress`` shows a progress bar, and only when stderr is a terminal.
+    ``progress`` shows a progress bar, and only when stderr is a terminal. ``claimed`` (NAIC →
+    name of the file of this run that carries it) extends the conflict rule over several calls:
+    the intake passes one map per pickup round, shared by all its accounts; it is updated here.
     """
     settings = get_bob_settings()
     if profile is not None and profile not in PROFILES:
@@ -92,7 +95,8 @@ def load_files(
         progress=progress and sys.stderr.isatty(),
         settings=settings,
     )
-    claimed: dict[str, str] = {}  # NAIC -> name of the file of this run that carries it
+    if claimed is None:
+        claimed = {}
     outcomes = []
     for path in paths:
         outcome = _load_one(engine, Path(path), opts, claimed)

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Protocol
 
+from bob_loader.intake_claims import printable
 from bob_loader.intake_settings import IntakeSettings, TlsMode
 
 __all__ = [
@@ -99,6 +100,7 @@ _STATUS_TEXT = {
     "accepted": "accepted and loaded",
     "rejected": "rejected, nothing loaded",
     "duplicate": "already loaded earlier (same content), not loaded again",
+    "failed": "not processed: an internal error stopped it (see Reason)",
 }
 
 
@@ -110,12 +112,13 @@ def summary_message(
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = make_msgid(domain="olv.invalid")
-    message["Subject"] = (
-        f"OLV book of business: {summary.file_name}: {summary.status} ({summary.account})"
-    )
+    # Names come from the insurer's upload and the intake directory: made printable here too,
+    # since a line break in a header value would make the message impossible to build.
+    account, file_name = printable(summary.account), printable(summary.file_name)
+    message["Subject"] = f"OLV book of business: {file_name}: {summary.status} ({account})"
     lines = [
-        f"Account:   {summary.account}",
-        f"File:      {summary.file_name}",
+        f"Account:   {account}",
+        f"File:      {file_name}",
         f"Status:    {_STATUS_TEXT.get(summary.status, summary.status)}",
         f"NAIC(s):   {', '.join(summary.naics) or '-'}",
         f"Records:   {summary.records}",
@@ -123,10 +126,10 @@ def summary_message(
         f"Warnings:  {summary.warnings}",
     ]
     if summary.reason:
-        lines.append(f"Reason:    {summary.reason}")
-    lines.append(f"Archived:  archive/{summary.archived_as}")
+        lines.append(f"Reason:    {printable(summary.reason)}")
+    lines.append(f"Archived:  archive/{printable(summary.archived_as)}")
     if summary.report_name:
-        lines.append(f"Report:    outbox/{summary.report_name} (one line per error)")
+        lines.append(f"Report:    outbox/{printable(summary.report_name)} (one line per error)")
     lines += ["", "This message was sent by the state's OLV intake; replies are not read."]
     message.set_content("\n".join(lines) + "\n")
     return message

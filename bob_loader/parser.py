@@ -17,20 +17,18 @@ from typing import BinaryIO
 
 from bob_loader import layout
 from bob_loader.errors import BobFileError, Issue
-from bob_loader.validate import (
-    PROFILES,
-    is_digits,
-    parse_date,
-    vin_check_digit_ok,
-    vin_junk_reason,
-)
-from olv import normalize
+from bob_loader.lines import capped_lines
+from bob_loader.validate import PROFILES, parse_date, vin_junk_reason
+from olv import iicmva, normalize
+from olv import vin as vin_rules
 
 _FULL_REQUIRED = ("last_name", "address", "city", "state", "zip")
 # Data fields and one C-level getter that cuts all of them out of a record at once.
 _NAMES = tuple(f.name for f in layout.FIELDS if f.kind != "filler")
 _CUT = itemgetter(*(f.slice for f in layout.FIELDS if f.kind != "filler"))
 _LABEL = {f.name: f.label for f in layout.FIELDS}
+_RECORD_TAGS = (*iicmva.POLICY_TYPES, layout.TRAILER_TAG)
+_POLICY_TYPE_RULE = "must be " + " or ".join(iicmva.POLICY_TYPES)
 # A line longer than this is certainly not a record; reading stops there so that a file without
 # line breaks cannot pull hundreds of megabytes into one string.
 MAX_LINE = 1024
@@ -53,7 +51,7 @@ class BobRecord:
 
     @property
     def commercial(self) -> bool:
-        return self.fields.get("commercial") == "Y"
+        return layout.is_commercial(self.fields["commercial"])
 
 
 @dataclass(slots=True)
@@ -109,12 +107,12 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
 
     values = split_fields(text)
     ptype = values["policy_type"]
-    if ptype not in ("VS", "NS"):
-        err("policy_type", ptype, "must be VS or NS")
+    if ptype not in iicmva.POLICY_TYPES:
+        err("policy_type", ptype, _POLICY_TYPE_RULE)
     naic = values["naic"]
     if not naic:
         err("naic", naic, "mandatory")
-    elif not is_digits(naic, 5):
+    elif not normalize.is_naic(naic):
         err("naic", naic, "must be 5 digits")
     number = values["policy_number"]
     key = normalize.policy_key(number)
@@ -126,13 +124,13 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
         err("effective_date", eff_text, "mandatory, must be a real date YYYYMMDD")
     vin = normalize.vin(values["vin"])
     if not vin:
-        if ptype != "NS":
-            err("vin", vin, "mandatory for VS policies")
+        if ptype != iicmva.FLEET:
+            err("vin", vin, f"mandatory for {iicmva.VEHICLE_SPECIFIC} policies")
     else:
         junk = vin_junk_reason(vin)
         if junk:
             err("vin", vin, junk)
-        elif not vin_check_digit_ok(vin):
+        elif not vin_rules.check_digit_ok(vin):
             issues.append(
                 Issue(line_no, _LABEL["vin"], vin, "check digit does not match", "warning")
             )
@@ -153,9 +151,9 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
                 )
             )
     zip_code = values["zip"]
-    if zip_code and not is_digits(zip_code, 5):
+    if zip_code and not normalize.is_ascii_digits(zip_code, 5):
         err("zip", zip_code, "must be 5 digits")
-    if values["commercial"] not in ("", "Y", "N"):
+    if values["commercial"] not in layout.COMMERCIAL_VALUES:
         err("commercial", values["commercial"], "must be Y, N or blank")
     if profile == "full":
         for name in _FULL_REQUIRED:
@@ -165,7 +163,11 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
         if state and not (len(state) == 2 and state.isalpha()):
             err("state", state, "must be a 2-letter state code")
         # An individual: not flagged commercial and no FEIN (organizations carry one).
-        if values["commercial"] != "Y" and not values["fein"] and not values["first_name"]:
+        if (
+            not layout.is_commercial(values["commercial"])
+            and not values["fein"]
+            and not values["first_name"]
+        ):
             err("first_name", "", "mandatory for individuals in the full profile")
 
     for issue in issues:
@@ -189,23 +191,13 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
 def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
     """(line number, text) for each non-empty line; CRLF and LF both end a line.
 
-    A line longer than :data:`MAX_LINE` is cut there (the rest of it is skipped), so it still
-    shows up as one record of the wrong length.
+    A line longer than :data:`MAX_LINE` is cut there (the rest of it is skipped, never read
+    into memory), so it still shows up as one record of the wrong length.
     """
     if not hasattr(stream, "peek"):  # e.g. io.BytesIO in tests: give it a buffer to sniff
         stream = io.BufferedReader(stream)  # type: ignore[arg-type]
     check_text(stream.peek(_SNIFF)[:_SNIFF])
-    number = 0
-    readline = stream.readline
-    while True:
-        raw = readline(MAX_LINE)
-        if not raw:
-            return
-        number += 1
-        if not raw.endswith(b"\n") and len(raw) == MAX_LINE:
-            rest = raw
-            while rest and not rest.endswith(b"\n"):  # skip to the end of this overlong line
-                rest = readline(65536)
+    for number, raw, _overlong in capped_lines(stream, MAX_LINE):
         if b"\x00" in raw:
             raise BobFileError(f"not a text file: NUL bytes on line {number}")
         body = raw.rstrip(b"\r\n")
@@ -230,7 +222,7 @@ def iter_bob(
             raise BobFileError(f"line {number}: data after the trailer on line {seen_trailer.line}")
         if text.startswith(layout.TRAILER_TAG):
             count_text = text[layout.TRAILER_COUNT].strip()
-            if not (count_text.isascii() and count_text.isdigit()):
+            if not normalize.is_ascii_digits(count_text):
                 raise BobFileError(f"line {number}: trailer count {count_text!r} is not a number")
             seen_trailer = Trailer(number, int(count_text), text[layout.TRAILER_DATE].strip())
             continue
@@ -256,4 +248,4 @@ def looks_like_bob(path: Path) -> bool:
     """A cheap sniff used by ``olv policies import`` to tell BoB files from CSV."""
     with path.open("rb") as stream:
         head = stream.readline(400).rstrip(b"\r\n")
-    return len(head) == layout.RECORD_LENGTH and head[:2] in (b"VS", b"NS", b"TR")
+    return len(head) == layout.RECORD_LENGTH and head[:2].decode("latin-1") in _RECORD_TAGS

@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncssh
 
-from bob_loader.intake import is_temp_name
+from bob_loader.intake_claims import is_temp_name
 
 log = logging.getLogger(__name__)
 

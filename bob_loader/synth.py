@@ -7,16 +7,10 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from bob_loader import layout
-from bob_loader.validate import _TRANSLIT, _WEIGHTS
+from olv import iicmva
+from olv.vin import with_check_digit
 
 _SERIES = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # VIN alphabet (no I, O, Q)
-
-
-def with_check_digit(vin17: str) -> str:
-    """The 17-character VIN with its position-9 check digit set correctly."""
-    total = sum(_TRANSLIT[c] * w for c, w in zip(vin17, _WEIGHTS, strict=True))
-    digit = "X" if total % 11 == 10 else str(total % 11)
-    return vin17[:8] + digit + vin17[9:]
 
 
 def make_vin(naic: str, serial: int, series: int = 0) -> str:
@@ -25,18 +19,12 @@ def make_vin(naic: str, serial: int, series: int = 0) -> str:
 
 
 def _vin_maker(naic: str, series: int) -> Callable[[int], str]:
-    """VINs ``1FT<5 from the NAIC>?N<7-digit serial>``: the fixed part's share of the check
-    sum is computed once, so making a million VINs stays cheap."""
+    """VINs ``1FT<5 from the NAIC><check>N<7-digit serial>``."""
     model = "".join(_SERIES[int(d) + series % 20] for d in naic)
     stem = f"1FT{model}"
-    fixed = sum(_TRANSLIT[c] * w for c, w in zip(stem + "0N", _WEIGHTS, strict=False))
-    serial_weights = _WEIGHTS[10:]
 
     def make(serial: int) -> str:
-        digits = f"{serial:07d}"
-        total = fixed + sum(int(d) * w for d, w in zip(digits, serial_weights, strict=True))
-        check = total % 11
-        return f"{stem}{'X' if check == 10 else check}N{digits}"
+        return with_check_digit(f"{stem}0N{serial:07d}")
 
     return make
 
@@ -54,7 +42,7 @@ def records(
     dates = [(e.strftime("%Y%m%d"), x.strftime("%Y%m%d")) for e, x in periods]
     template = layout.format_record(
         {
-            "policy_type": "VS",
+            "policy_type": iicmva.VEHICLE_SPECIFIC,
             "naic": naic,
             "last_name": "SYNTHETIC",
             "first_name": "TEST",

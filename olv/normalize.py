@@ -1,7 +1,9 @@
-"""Normalization rules shared by the SOAP service, the policy import and the BoB loader.
+"""Normalization and format rules shared by the SOAP service, the policy import, the BoB loader
+and the state portal.
 
 Policy numbers are compared with every non-alphanumeric character removed and upper-cased;
-VINs upper-cased with white space removed. Both rules live here and nowhere else.
+VINs upper-cased with white space removed; a NAIC is exactly five ASCII digits. These rules live
+here and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ _NON_ALNUM = re.compile(r"[^0-9A-Za-z]+")
 _SPACE = re.compile(r"\s+")
 
 UNKNOWN_POLICY_KEY = "UNKNOWN"
+NAIC_LENGTH = 5
 
 
 def policy_key(raw: str | None) -> str:
@@ -42,3 +45,19 @@ def is_unknown_key(raw: str | None) -> bool:
 
 def is_blank(raw: str | None) -> bool:
     return raw is None or not raw.strip()
+
+
+def is_ascii_digits(text: str, length: int | None = None) -> bool:
+    """Only ASCII digits (and exactly ``length`` of them when given).
+
+    ``str.isdigit`` alone also accepts other scripts' digits and superscripts (``'١٢٣'``,
+    ``'²'``), which no IICMVA field may carry.
+    """
+    return (
+        bool(text) and text.isascii() and text.isdigit() and (length is None or len(text) == length)
+    )
+
+
+def is_naic(text: str) -> bool:
+    """A NAIC company code: exactly five ASCII digits (``'12345'``; not ``' 1234'``)."""
+    return is_ascii_digits(text, NAIC_LENGTH)

@@ -1,4 +1,9 @@
-"""``olv policies``, ``olv soap``, ``olv audit`` and ``olv demo``."""
+"""``olv policies``, ``olv soap``, ``olv audit``, ``olv demo`` and ``olv bob export``.
+
+``olv bob export`` belongs with the other ``olv bob`` commands for the operator, but it reads the
+insurer store, so it is defined here and added to the BoB command group: the BoB package never
+imports the insurer service.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from bob_loader.cli import bob_app
 from olv import db, errors
 from olv.config import get_settings
 from olv.iicmva import V0809
@@ -29,22 +35,44 @@ def policies_import(
     """Import policies; bad rows are reported with line numbers and skipped (one transaction)."""
     from service.policy_import import ImportFileError, import_files
 
+    def report(path: Path, issue: object) -> None:
+        typer.echo(f"{path}: {issue.report_line()}", err=True)  # type: ignore[attr-defined]
+
     errors.require_files(files)
     engine = db.open_database(get_settings().database_url)
     try:
-        results = import_files(engine, files)
+        results = import_files(engine, files, on_issue=report)
     except ImportFileError as exc:
         typer.echo(f"error: {exc}; nothing was imported", err=True)
         raise typer.Exit(2) from None
     finally:
         engine.dispose()
     for result in results:
-        for issue in result.issues:
-            typer.echo(f"{result.path}: {issue.report_line()}", err=True)
         typer.echo(
             f"{result.path}: {result.rows} coverage rows on {result.policies} policies imported, "
-            f"{len(result.errors)} rows skipped"
+            f"{result.skipped} rows skipped"
         )
+
+
+@bob_app.command("export")
+def bob_export(
+    naic: Annotated[str, typer.Option("--naic", help="The NAIC whose book to write")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The file to write")],
+) -> None:
+    """Write the monthly BoB file for a NAIC from the insurer policy store."""
+    from service.bob_export import ExportError, export_file
+
+    errors.require_output_file(output)
+    engine = db.open_database(get_settings().database_url)
+    try:
+        today = datetime.now(get_settings().zone).date()
+        count = export_file(engine, naic, output, today)
+    except ExportError as exc:
+        typer.echo(f"error: {exc}; nothing was written", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"{output}: {count} records for NAIC {naic}")
 
 
 @soap_app.command("serve")

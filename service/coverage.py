@@ -14,7 +14,7 @@ from typing import Protocol
 
 from olv import normalize
 from olv.coverage_dates import covered_on
-from olv.iicmva import Code
+from olv.iicmva import FLEET, Code
 from service.request import CoverageQuery
 
 
@@ -137,7 +137,7 @@ def _lookup(query: CoverageQuery, naic: str, day: date, store: PolicyStore) -> D
     if policy is not None:
         if policy.pending_review:
             return _answer(Code.POL1)
-        if policy.policy_type == "NS":
+        if policy.policy_type == FLEET:
             relevant = list(policy.periods)
         else:
             relevant = [p for p in policy.periods if p.vin == vin]

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from sqlalchemy import Engine, delete
 
 from olv import db, normalize
+from olv.iicmva import FLEET, VEHICLE_SPECIFIC
 from service.models import Coverage, Policy
 
 DEMO_NAIC = "99999"
@@ -45,15 +46,25 @@ def load(engine: Engine, today: date) -> int:
     year = timedelta(days=365)
     rows = [
         # number, type, pending review, [(vin, effective, expiration, cancellation)]
-        (CONFIRMED_POLICY, "VS", False, [(CONFIRMED_VIN, today - year, today + year, None)]),
+        (
+            CONFIRMED_POLICY,
+            VEHICLE_SPECIFIC,
+            False,
+            [(CONFIRMED_VIN, today - year, today + year, None)],
+        ),
         (
             "DEMO-1002",
-            "VS",
+            VEHICLE_SPECIFIC,
             False,
             [("2T1BURHE0JC014706", today - year, today + year, today - timedelta(days=30))],
         ),
-        ("DEMO-FLEET-1", "NS", False, [(None, today - year, today + year, None)]),
-        ("DEMO-1004", "VS", True, [("5YJSA1E26HF000337", today - year, today + year, None)]),
+        ("DEMO-FLEET-1", FLEET, False, [(None, today - year, today + year, None)]),
+        (
+            "DEMO-1004",
+            VEHICLE_SPECIFIC,
+            True,
+            [("5YJSA1E26HF000337", today - year, today + year, None)],
+        ),
     ]
     with db.transaction(engine) as session:
         session.execute(delete(Policy).where(Policy.naic == DEMO_NAIC))

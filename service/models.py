@@ -18,8 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from olv.db import Base
-
-POLICY_TYPES = ("VS", "NS")
+from olv.iicmva import VEHICLE_SPECIFIC
 
 
 class Policy(Base):
@@ -30,7 +29,7 @@ class Policy(Base):
     naic: Mapped[str] = mapped_column(String(5), index=True)
     policy_number: Mapped[str] = mapped_column(String(50))  # as written by the insurer
     policy_key: Mapped[str] = mapped_column(String(50))  # olv.normalize.policy_key of it
-    policy_type: Mapped[str] = mapped_column(String(2), default="VS")
+    policy_type: Mapped[str] = mapped_column(String(2), default=VEHICLE_SPECIFIC)
     pending_review: Mapped[bool] = mapped_column(Boolean, default=False)
 
     coverages: Mapped[list[Coverage]] = relationship(

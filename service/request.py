@@ -154,6 +154,10 @@ def read(request: etree._Element, version: str, schema: etree.XMLSchema) -> Cove
                 f"line {e.line}: {e.message}" for e in list(schema.error_log)[:5]
             ]
     naic = query.naic
-    if not query.format_errors and not normalize.is_blank(naic) and not naic.strip().isdigit():
+    if (
+        not query.format_errors
+        and not normalize.is_blank(naic)
+        and not normalize.is_ascii_digits(naic.strip())
+    ):
         query.format_errors.append("NAIC must be digits")
     return query

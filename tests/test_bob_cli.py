@@ -78,6 +78,10 @@ def test_lookup_stats_and_stdin(db_url: str, tmp_path: Path):
     piped = olv("bob", "lookup", "-", stdin="\n".join(vins) + "\n")
     assert piped.returncode == 0, piped.stderr
     assert len(piped.stdout.splitlines()) == 2000
+    # A line of megabytes is skipped with a warning, not held in memory; the next is read.
+    flat = olv("bob", "lookup", "-", stdin="X" * (4 << 20) + "\n" + vins[7] + "\n")
+    assert flat.returncode == 0, flat.stderr
+    assert "line 1: not a VIN" in flat.stderr and len(flat.stdout.splitlines()) == 1
 
     stats = olv("bob", "stats")
     assert stats.returncode == 0

@@ -1,4 +1,4 @@
-"""``bob_loader.export``: the insurer's monthly file, from its policy store, parses back."""
+"""``service.bob_export``: the insurer's monthly file, from its policy store, parses back."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bob_loader import layout, synth
-from bob_loader.export import ExportError, export_file
 from bob_loader.parser import read_bob
 from olv import db
+from service.bob_export import ExportError, export_file
 from service.models import Coverage, Policy
 
 

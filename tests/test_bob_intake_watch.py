@@ -18,9 +18,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from bob_loader import intake, intake_store
-from bob_loader.intake import Intake, StabilityTracker, is_temp_name
-from bob_loader.intake_store import claim, discover_accounts, save_outcome
+from bob_loader import intake_claims, intake_watch
+from bob_loader.intake import Intake
+from bob_loader.intake_claims import (
+    StabilityTracker,
+    claim,
+    discover_accounts,
+    is_temp_name,
+    save_outcome,
+)
 from bob_loader.load import LoadOutcome, load_files
 from bob_loader.mail import MemorySender
 from olv import db
@@ -229,7 +235,7 @@ def test_a_claim_with_a_saved_outcome_is_finished_without_loading(tmp_path: Path
     account = discover_accounts(tmp_path)[0]
     left = claim(account, drop(inbox, "Acme.txt"))
     assert left is not None
-    save_outcome(left, intake_store.SavedOutcome("accepted", ["12345"], 40, 0, 0, None))
+    save_outcome(left, intake_claims.SavedOutcome("accepted", ["12345"], 40, 0, 0, None))
     loader, sender = RecordingLoader(), MemorySender()
 
     make_intake(tmp_path, loader, sender=sender).run_round()
@@ -307,7 +313,7 @@ def test_watch_returns_when_stopped(tmp_path: Path) -> None:
     timer = threading.Timer(0.3, stop.set)
     timer.start()
     started = time.monotonic()
-    intake.watch(watcher, poll_seconds=10, stop=stop)
+    intake_watch.watch(watcher, poll_seconds=10, stop=stop)
     assert time.monotonic() - started < 5
 
 
@@ -322,7 +328,7 @@ def test_a_failing_account_is_retried_and_does_not_hold_up_the_others(tmp_path: 
         return working(engine, paths, **kw)
 
     watcher = make_intake(tmp_path, loader)
-    assert intake.watch(watcher, poll_seconds=1, stop=threading.Event(), once=True) is False
+    assert intake_watch.watch(watcher, poll_seconds=1, stop=threading.Event(), once=True) is False
     assert [call[1] for call in working.calls] == [["Beta.txt"]]
     [kept] = [p for p in listing(tmp_path / "acme" / "archive" / ".processing") if p[0] != "."]
     assert kept.endswith("_Acme.txt")  # the claim stays for the retry
@@ -334,8 +340,8 @@ def test_a_failing_account_is_retried_and_does_not_hold_up_the_others(tmp_path: 
 
 
 def test_only_one_watcher_per_intake_directory(tmp_path: Path) -> None:
-    with intake.exclusive(tmp_path), pytest.raises(intake.WatcherBusy):
-        intake.watch(
+    with intake_watch.exclusive(tmp_path), pytest.raises(intake_watch.WatcherBusy):
+        intake_watch.watch(
             make_intake(tmp_path, RecordingLoader()),
             poll_seconds=1,
             stop=threading.Event(),

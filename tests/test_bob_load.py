@@ -7,7 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select
 
 from bob_loader import layout, store, synth
 from bob_loader.load import load_files
@@ -273,15 +273,9 @@ def test_multi_naic_file_and_full_profile(engine, tmp_path):
     [outcome] = load_files(engine, [path], profile="full")
     assert (outcome.status, outcome.naics, outcome.records) == ("accepted", ["11111", "22222"], 12)
     assert stats(engine) == {"11111": (5, "multi.txt"), "22222": (7, "multi.txt")}
-    with engine.begin() as conn:  # the file row records what happened
+    with engine.connect() as conn:  # the file row records what happened
         row = conn.execute(select(BobFile).where(BobFile.name == "multi.txt")).one()
-        assert (row.status, row.naics, row.records, row.loaded) == (
-            "accepted",
-            "11111,22222",
-            12,
-            12,
-        )
-        conn.execute(update(BobFile).values(account="acme"))
+    assert (row.status, row.naics, row.records, row.loaded) == ("accepted", "11111,22222", 12, 12)
 
 
 def test_unreadable_path_is_rejected_with_a_report(engine, tmp_path):

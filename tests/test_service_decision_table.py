@@ -89,6 +89,7 @@ CASES: list[tuple[str, dict[str, object], list[str], list[str]]] = [
     ),
     ("idf-bad-date", {"day": "2026-13-45T00:00:00"}, ["IDF"], ["1"]),
     ("idf-naic-not-digits", {"naic": "12A45"}, ["IDF"], ["1"]),
+    ("idf-naic-non-ascii-digits", {"naic": "\u0661\u0662\u0663\u0664\u0665"}, ["IDF"], ["1"]),
     ("idf-policy-state-absent", {"state": None}, ["IDF"], ["1"]),
     ("idf-beats-missing", {"state": None, "naic": None}, ["IDF"], ["1"]),
 ]

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
-from bob_loader import layout
+from bob_loader import layout, synth
 from olv import db
+from service import policy_import
 from service.models import Coverage, Policy
 
 HEADER = (
@@ -97,6 +101,11 @@ def test_bob_import_and_file_error_changes_nothing(db_url: str, tmp_path: Path) 
     assert failed.returncode == 2
     assert "nothing was imported" in failed.stderr
     assert _counts(db_url) == (1, 1)  # the good CSV in the same run was rolled back too
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_text(HEADER + "12345,ZZ-8,VS,1HGCM82633A004352,2026-01-01,,,\n", encoding="utf-16")
+    refused = _run("policies", "import", str(csv_ok), str(utf16), url=db_url)
+    assert refused.returncode == 2 and "UTF-16 text; save the CSV as UTF-8" in refused.stderr
+    assert _counts(db_url) == (1, 1)
 
 
 def test_reimport_replaces_vehicles_and_review_flag(db_url: str, tmp_path: Path) -> None:
@@ -130,3 +139,108 @@ def test_reimport_replaces_vehicles_and_review_flag(db_url: str, tmp_path: Path)
     )
     assert vins == [None]  # the second file's single fleet row replaced both vehicles
     assert _counts(db_url) == (2, 2)
+
+
+def test_csv_values_longer_than_the_store_columns_are_reported_and_skipped(
+    db_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text(
+        HEADER
+        + f"12345,{'P' * 51},VS,1HGCM82633A004352,2026-01-01,,,\n"
+        + f"12345,AB-2,VS,{'1' * 26},2026-01-01,,,\n"
+        + "12345,AB-3,VS,1HGCM82633A004352,2026-01-01,,,\n"
+        + "१२३४५,AB-4,VS,1HGCM82633A004352,2026-01-01,,,\n"  # Devanagari digits: no NAIC
+    )
+    result = _run("policies", "import", str(path), url=db_url)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "line 2: policy_number" in result.stderr and "longer than 50 characters" in result.stderr
+    assert "line 3: vin" in result.stderr and "longer than 25 characters" in result.stderr
+    assert "line 5: naic" in result.stderr
+    assert "3 rows skipped" in result.stdout
+    assert _counts(db_url) == (1, 1)
+
+
+def test_a_policy_whose_rows_span_chunks_keeps_all_of_them(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(policy_import, "_BATCH", 2)
+    path = tmp_path / "p.csv"
+    path.write_text(
+        HEADER
+        + "12345,AB-1,VS,1HGCM82633A004352,2026-01-01,,,\n"
+        + "12345,AB-2,VS,2T1BURHE0JC014706,2026-01-01,,,\n"
+        + "12345,AB-1,VS,5YJSA1E26HF000337,2026-01-01,,,yes\n"
+        + "12345,AB-3,VS,1FTFW1E50AFA00001,2026-01-01,,,\n"
+        + "12345,AB-1,VS,1FTFW1E50AFA00002,2026-01-01,,,\n"
+    )
+    engine = db.make_engine(db_url)
+    try:
+        for _ in range(2):  # the second import replaces, never duplicates
+            [result] = policy_import.import_files(engine, [path])
+            assert (result.rows, result.policies, result.skipped) == (5, 3, 0)
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(Policy.policy_key, Policy.pending_review, func.count(Coverage.id))
+                    .join(Coverage, Coverage.policy_id == Policy.id)
+                    .group_by(Policy.policy_key, Policy.pending_review)
+                    .order_by(Policy.policy_key)
+                ).all()
+            assert [tuple(r) for r in rows] == [
+                ("AB1", True, 3),
+                ("AB2", False, 1),
+                ("AB3", False, 1),
+            ]
+    finally:
+        engine.dispose()
+
+
+def _peak(action: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_csv_line_without_end_is_reported_not_read_whole(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'olv.db'}"
+    db.upgrade(url)
+    path = tmp_path / "flat.csv"
+    size = 12 << 20
+    with path.open("wb") as out:
+        out.write(HEADER.encode())
+        out.write(b"12345,AB-1,VS,1HGCM82633A004352,2026-01-01,,,\n")
+        out.write(b"\xff\xfe not utf-8,,,\n")
+        out.write(b"12345," + b"9" * size)  # no line break up to the end of the file
+    engine = db.make_engine(url)
+    results: list[policy_import.ImportResult] = []
+    try:
+        peak = _peak(lambda: results.extend(policy_import.import_files(engine, [path])))
+    finally:
+        engine.dispose()
+    [result] = results
+    assert (result.rows, result.skipped) == (1, 2)
+    assert [(i.line, i.reason) for i in result.issues] == [
+        (3, "not UTF-8 text"),
+        (4, f"longer than {policy_import.MAX_CSV_LINE} characters"),
+    ]
+    assert peak < size / 4, peak
+
+
+def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'olv.db'}"
+    db.upgrade(url)
+    peaks = []
+    for count in (3_000, 24_000):
+        path = tmp_path / f"{count}.txt"
+        synth.write_file(path, synth.records("12345", count, series=count % 7))
+        engine = db.make_engine(url)
+        try:
+            peaks.append(_peak(lambda p=path, e=engine: policy_import.import_files(e, [p])))
+        finally:
+            engine.dispose()
+    # Eight times the policies, about the same peak (the old import kept every policy's id).
+    assert peaks[1] < peaks[0] * 1.3, peaks

@@ -5,17 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from bob_loader import layout
-from bob_loader.validate import vin_check_digit_ok
+from olv.vin import with_check_digit
 
 
 def vin(seed: int) -> str:
     """A 17-character VIN with a correct check digit (so the loader adds no warning)."""
-    base = f"1FTFW1E50A{seed:07d}"
-    for digit in "0123456789X":
-        candidate = base[:8] + digit + base[9:]
-        if vin_check_digit_ok(candidate):
-            return candidate
-    raise AssertionError("unreachable: one check digit always fits")
+    return with_check_digit(f"1FTFW1E50A{seed:07d}")
 
 
 def record(naic: str, seed: int, *, effective: str = "20240101") -> str:

@@ -1,5 +1,8 @@
 """``olv bob export``: the insurer's monthly book-of-business file, from its policy store.
 
+It lives with the insurer store, not in ``bob_loader``: the BoB package (the format and the
+state side) never imports the insurer service; this module uses the format from there.
+
 One record per coverage row of the NAIC (a vehicle's continuous coverage period; for ``NS``
 policies the policy's), in the layout of :mod:`bob_loader.layout`, CRLF line ends, and a
 ``TR`` trailer with the record count and today's date. The store holds no insured names or
@@ -16,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from bob_loader import layout
+from olv import normalize
 from service.models import Coverage, Policy
 
 CRLF = "\r\n"
@@ -71,7 +75,7 @@ def export_records(engine: Engine, naic: str) -> Iterator[str]:
 
 def export_file(engine: Engine, naic: str, out: Path, today: date | None = None) -> int:
     """Write the file (atomically: a temporary name, then renamed) and return the record count."""
-    if not (len(naic) == 5 and naic.isascii() and naic.isdigit()):
+    if not normalize.is_naic(naic):
         raise ExportError(f"NAIC {naic!r} must be 5 digits")
     today = today or date.today()
     tmp = out.with_name("." + out.name + ".tmp")
