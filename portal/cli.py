@@ -44,7 +44,7 @@ def portal_serve(
     from portal.settings import PortalSettings
 
     settings = get_settings()
-    PortalSettings()  # a bad OLV_PORTAL_* value is refused here, in one line
+    workers = PortalSettings().workers  # a bad OLV_PORTAL_* value is refused here, in one line
     # Everything that can be refused is checked before the banner claims the portal is up.
     with claim_port(host, port):
         try:
@@ -54,10 +54,10 @@ def portal_serve(
                 raise
             typer.echo(f"warning: {exc}; serving anyway", err=True)
         typer.echo(f"OLV state portal on http://{host}:{port}/ (API docs: /docs)", err=True)
-        _serve(host, port)
+        _serve(host, port, workers)
 
 
-def _serve(host: str, port: int) -> None:
+def _serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     uvicorn.run(
@@ -73,6 +73,7 @@ def _serve(host: str, port: int) -> None:
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=10,
+        workers=workers,
     )
 
 

@@ -129,15 +129,21 @@ class HttpxTransport:
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
         self._clients: dict[str, tuple[InsurerConfig, httpx.AsyncClient, asyncio.Semaphore]] = {}
+        self._retired: list[httpx.AsyncClient] = []  # replaced; calls may still be using them
 
     def _client(self, insurer: InsurerConfig) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         known = self._clients.get(insurer.naic)
         if known is not None and known[0] == insurer:
             return known[1], known[2]
+        try:
+            context = ssl_context(insurer)
+        except (OSError, ssl.SSLError) as exc:
+            # Files registered once and since removed or broken: this insurer cannot be asked.
+            raise CallFailed("tls", f"client certificate or CA bundle unusable: {exc}") from None
         if known is not None:  # re-registered with other settings: a fresh pool
-            asyncio.get_running_loop().create_task(known[1].aclose())
+            self._retired.append(known[1])
         client = httpx.AsyncClient(
-            verify=ssl_context(insurer),
+            verify=context,
             limits=httpx.Limits(
                 max_connections=self.concurrency, max_keepalive_connections=self.concurrency
             ),
@@ -152,7 +158,7 @@ class HttpxTransport:
     async def _send(
         self, insurer: InsurerConfig, method: str, url: str, body: bytes | None, timeout: float
     ) -> Reply:
-        client, semaphore = self._client(insurer)
+        client, semaphore = self._client(insurer)  # may raise CallFailed("tls")
         try:
             async with asyncio.timeout(timeout), semaphore:
                 response = await client.request(
@@ -174,8 +180,9 @@ class HttpxTransport:
         return await self._send(insurer, "GET", url, None, timeout)
 
     async def aclose(self) -> None:
-        clients = [entry[1] for entry in self._clients.values()]
+        clients = [entry[1] for entry in self._clients.values()] + self._retired
         self._clients.clear()
+        self._retired = []
         for client in clients:
             await client.aclose()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,11 +11,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from olv import normalize
 from olv.iicmva import VERSIONS
 from portal import security_log
 from portal.models import Insurer
-
-NAIC = re.compile(r"^[0-9]{5}$")
 
 
 class RegistryError(ValueError):
@@ -48,7 +46,7 @@ def _readable(label: str, path: str | None) -> str | None:
 
 def check(data: InsurerInput) -> InsurerInput:
     """Validated and normalized (file paths made absolute), or :class:`RegistryError`."""
-    if not NAIC.match(data.naic):
+    if not normalize.is_naic(data.naic):
         raise RegistryError(f"--naic: {data.naic!r} must be five digits")
     if not data.name.strip() or len(data.name) > 200:
         raise RegistryError("--name: 1 to 200 characters")

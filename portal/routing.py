@@ -46,8 +46,9 @@ from portal.soap_wire import Ask
 from portal.verdicts import Plan, Target, compose, confirmed
 
 UNKNOWN = normalize.UNKNOWN_POLICY_KEY
-# Kept back from the budget for logging and writing the answer.
-RESERVE_SECONDS = 0.3
+# Kept back from the budget for writing the answer, and for the time a request can spend
+# queued before the application sees it when the machine is busy.
+RESERVE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)

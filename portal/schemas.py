@@ -32,7 +32,7 @@ class VerifyRequest(BaseModel):
     vin: str | None = Field(None, min_length=1, max_length=25, examples=["1HGCM82633A004352"])
     plate: str | None = Field(None, min_length=1, max_length=12, examples=["ABC123"])
     plate_state: str | None = Field(None, pattern=r"^[A-Za-z]{2}$", examples=["ID"])
-    naic: str | None = Field(None, pattern=r"^[0-9]{5}$", examples=["12345"])
+    naic: str | None = Field(None, description="five digits", examples=["12345"])
     policy_number: str | None = Field(None, min_length=1, max_length=50)
     date: str | None = Field(
         None,
@@ -54,6 +54,13 @@ class VerifyRequest(BaseModel):
     def _plate(cls, value: str | None) -> str | None:
         if value is not None and not normalize.plate(value):
             raise ValueError("plate has no letters or digits")
+        return value
+
+    @field_validator("naic")
+    @classmethod
+    def _naic(cls, value: str | None) -> str | None:
+        if value is not None and not normalize.is_naic(value):
+            raise ValueError("a NAIC is five digits")
         return value
 
     @field_validator("policy_number")

@@ -10,6 +10,8 @@ The database, time zone and the answerable window (``OLV_DATABASE_URL``, ``OLV_T
 ``OLV_PORTAL_TOKEN_DAYS`` (90)           default lifetime of a new API token
 ``OLV_PORTAL_BOB_DEADLINE_DAY`` (7)      day of the month by which each NAIC's BoB must arrive
 ``OLV_PORTAL_QUERY_LOG_DAYS`` (400)      query and security log retention (at least a year)
+``OLV_PORTAL_WORKERS`` (1)              processes of ``olv portal serve`` (caches and rate limits
+                                         are kept per process)
 ``OLV_PORTAL_STATE`` (XX)                the state's two-letter code, sent as ``PolicyState``
                                          when the plate's state is not known
 ``OLV_PORTAL_REQUESTOR`` (OLV state portal) organization name sent as the requestor
@@ -31,6 +33,7 @@ class PortalSettings(BaseSettings):
     token_days: int = Field(90, ge=1, le=3650)
     bob_deadline_day: int = Field(7, ge=1, le=28)
     query_log_days: int = Field(400, ge=366)
+    workers: int = Field(1, ge=1, le=64)
     state: str = Field("XX", pattern=r"^[A-Z]{2}$")
     requestor: str = Field("OLV state portal", min_length=1, max_length=80)
 

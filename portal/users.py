@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from olv import normalize
 from portal import passwords, security_log
 from portal.models import ROLES, User
 
 USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
-NAIC = re.compile(r"^[0-9]{5}$")
 
 
 class UserError(ValueError):
@@ -30,7 +30,7 @@ def check_role(role: str, naic: str | None) -> None:
         raise UserError("an insurer liaison needs --naic (the NAIC they speak for)")
     if role != "insurer" and naic:
         raise UserError("--naic is only for the insurer role")
-    if naic and not NAIC.match(naic):
+    if naic and not normalize.is_naic(naic):
         raise UserError(f"NAIC {naic!r} must be five digits")
 
 

@@ -107,6 +107,7 @@ class State:
     env: dict[str, str]
     tokens: dict[str, str]
     url: str
+    doomed_ca: Path
 
     def post(
         self, path: str, body: dict, role: str | None = "officer", timeout: float = 10
@@ -156,6 +157,9 @@ def state(
     add_insurer(engine, "50005", insurers["garbage"])
     # Same TLS proxy, no client certificate: the handshake is refused.
     add_insurer(engine, "60006", insurers["tls"], ca_bundle=insurers["ca"])
+    doomed_ca = folder / "ca-copy.pem"  # removed by a test after registration
+    doomed_ca.write_bytes(Path(insurers["ca"]).read_bytes())
+    add_insurer(engine, "70007", insurers["tls"], ca_bundle=str(doomed_ca))
     bob = write_bob(
         folder / "State 20261101.txt",
         [
@@ -179,7 +183,7 @@ def state(
     tokens["admin"] = add_user(engine, "admin1", "admin")
     engine.dispose()
     with portal_server(env, folder) as portal:
-        yield State(portal.base, env, tokens, module_db_url)
+        yield State(portal.base, env, tokens, module_db_url, doomed_ca)
 
 
 def test_confirmed_by_plate_through_a_00200809_insurer(state: State) -> None:
@@ -324,3 +328,11 @@ def test_onboarding_check_fails_for_broken_insurers(state: State) -> None:
     assert refused.returncode == 1 and "refused" in refused.stdout
     unknown = olv(state.env, "insurers", "check", "99998")
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: ")
+
+
+def test_certificate_files_gone_after_registration_make_the_insurer_unavailable(
+    state: State,
+) -> None:
+    state.doomed_ca.unlink()  # e.g. removed by a botched rotation; 70007 was never asked yet
+    result = state.verify({"vin": VIN_OK, "naic": "70007", "policy_number": "X-1"})
+    assert result["verdict"] == "unable_to_verify" and result["naic"] == "70007"
