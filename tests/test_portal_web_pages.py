@@ -126,12 +126,12 @@ def test_admin_creates_a_token_shown_once_and_revokes_it(sqlite_url: str) -> Non
         assert token not in listing.text  # shown once only
         (row,) = client.get("/admin/tokens.json").json()["tokens"]
         assert row["username"] == "dmv-system" and row["state"] == "active"
-        api = TestClient(client.app, base_url="http://127.0.0.1")
-        auth = {"Authorization": f"Bearer {token}"}
-        assert api.get("/api/v1/queries/0", headers=auth).status_code != 401
+        # a bearer token takes precedence over the browser's session cookie
+        auth = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        assert client.get("/api/v1/queries/0", headers=auth).status_code in (404, 422)  # accepted
         assert client.post(f"/admin/tokens/{row['id']}/revoke").status_code == 303
         assert client.get("/admin/tokens.json").json()["tokens"][0]["state"] == "revoked"
-        assert api.get("/api/v1/queries/0", headers=auth).status_code == 401
+        assert client.get("/api/v1/queries/0", headers=auth).status_code == 401
 
 
 def test_book_of_business_upload_and_liaison_sees_only_its_naic(
