@@ -154,6 +154,12 @@ def test_sign_in_query_batch_and_compliance_in_chromium(world: str, tmp_path: Pa
                 ("DEMO2", "unconfirmed"),
             ]
 
+            page.goto(f"{world}/history")
+            expect(page.locator("#history")).to_contain_text("DEMO1")
+            page.goto(f"{world}/bob")
+            expect(page.locator("#files")).to_contain_text("accepted")
+            _shot(page, "bob-phone", tmp_path)
+
             page.goto(f"{world}/compliance")
             section = page.locator("#insurer-99999")
             expect(section).to_be_visible()
