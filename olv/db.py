@@ -8,11 +8,14 @@ a schema other than the code's, each with one line saying what to do (``olv.erro
 
 from __future__ import annotations
 
+import math
+import socket
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import lru_cache
+from contextlib import contextmanager, suppress
+from functools import lru_cache, partial
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
@@ -47,28 +50,67 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, **kwargs: object) -> Engine:
-    """An engine tuned for OLV's workload: many short reads, batched writes."""
+def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs: Any) -> Engine:
+    """An engine tuned for OLV's workload: many short reads, batched writes.
+
+    ``wait_seconds`` bounds, on the client side, how long one call may wait for the database:
+    SQLite's lock wait (busy timeout; default 30 s, for imports that share the file) and
+    PostgreSQL's connect time, plus a server-side statement timeout. A server that hangs
+    mid-query is not covered by these: :func:`interrupt` makes such a call return.
+    """
     if is_sqlite(url):
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
-        )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        wait = 30.0 if wait_seconds is None else wait_seconds
+        connect_args = {"check_same_thread": False, "timeout": wait}
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+        event.listen(engine, "connect", partial(_sqlite_pragmas, int(wait * 1000)))
         return engine
+    if wait_seconds is not None:
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        # libpq counts whole seconds and waits at least 2: round up, never below the bound.
+        connect_args.setdefault("connect_timeout", max(2, math.ceil(wait_seconds)))
+        connect_args.setdefault("options", f"-c statement_timeout={int(wait_seconds * 1000)}")
+        kwargs["connect_args"] = connect_args
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_recycle", 1800)
     return create_engine(url, **kwargs)
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+def _sqlite_pragmas(busy_ms: int, dbapi_connection: object, _record: object) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    # The lock wait first: the journal-mode switch below already needs a lock.
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
     # WAL lets SOAP workers read while an import or the audit writer commits.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def interrupt(driver_connection: Any) -> None:
+    """Make a call blocked on this DB-API connection return with an error, from any thread.
+
+    SQLite: ``interrupt()`` stops the running statement (a lock wait is bounded by the busy
+    timeout instead: SQLite does not interrupt it). PostgreSQL: the socket is shut down, so a
+    read waiting on a hung server or a dead link sees end-of-file at once; the connection is
+    unusable afterwards and must be discarded. Never blocks.
+    """
+    if isinstance(driver_connection, sqlite3.Connection):
+        with suppress(sqlite3.ProgrammingError):  # already closed: nothing left to stop
+            driver_connection.interrupt()
+        return
+    import psycopg  # only PostgreSQL connections get here
+
+    if not isinstance(driver_connection, psycopg.Connection):
+        raise TypeError(f"no way to interrupt a {type(driver_connection).__name__}")
+    try:
+        fd = driver_connection.pgconn.socket
+    except psycopg.OperationalError:  # the connection is already gone
+        return
+    # A duplicate of the descriptor: shutting it down acts on the shared socket, and closing
+    # the duplicate leaves the driver's own descriptor to the driver.
+    with suppress(OSError), socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -128,10 +170,14 @@ def check_url(url: str) -> None:
         )
 
 
-def open_database(url: str) -> Engine:
-    """An engine for a command: supported URL, reachable database, schema at the code's head."""
+def open_database(url: str, wait_seconds: float | None = None) -> Engine:
+    """An engine for a command: supported URL, reachable database, schema at the code's head.
+
+    ``wait_seconds``: as for :func:`make_engine` (a service checking its database at start
+    must not wait minutes for a server that does not answer).
+    """
     check_url(url)
-    engine = make_engine(url)
+    engine = make_engine(url, wait_seconds=wait_seconds)
     try:
         check_schema(engine)
     except BaseException:

@@ -2,8 +2,9 @@
 
 Each worker process runs one event loop and calls the WSGI application inline: a verification
 is a fraction of a millisecond of CPU, so a thread pool would only add hand-offs and GIL
-contention. Concurrency comes from the worker processes; a slow database is bounded by the
-statement timeout (``OLV_DEADLINE_SECONDS``).
+contention. Concurrency comes from the worker processes. Only the database part leaves the
+loop (:mod:`service.db_deadline`), so that no database, however hung, holds a request past
+``OLV_DEADLINE_SECONDS`` counted from its arrival here, nor the requests behind it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import gc
 import io
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from olv import normalize
 from olv.config import Settings, get_settings
-from service.soap_app import SoapApplication
+from service.soap_app import ARRIVED, SoapApplication
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,10 +34,11 @@ class AsgiSoap:
         self.wsgi = SoapApplication(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        if scope["type"] == "http":
+            # The deadline counts from here: the earliest this application sees a request.
+            await self._http(scope, receive, send, time.monotonic())
+        elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        elif scope["type"] == "http":
-            await self._http(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -50,12 +54,13 @@ class AsgiSoap:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send, arrived: float) -> None:
         cap = self.settings.max_body_bytes
         environ = _environ(scope)
+        environ[ARRIVED] = arrived
         declared = environ.get("CONTENT_LENGTH", "")
         body = bytearray()
-        oversized = declared.isdigit() and int(declared) > cap
+        oversized = normalize.is_ascii_digits(declared) and int(declared) > cap
         while not oversized:
             message = await receive()
             body += message.get("body", b"")
@@ -80,7 +85,10 @@ class AsgiSoap:
                 (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
             ]
 
-        chunks = self.wsgi(environ, start_response)
+        chunks = self.wsgi.admit(environ, start_response)
+        if chunks is None:
+            await self.wsgi.settle(environ)
+            chunks = self.wsgi.respond(environ, start_response)
         try:
             payload = b"".join(chunks)
         finally:

@@ -4,6 +4,12 @@ Rows are queued in memory and written by a background thread every
 ``OLV_AUDIT_FLUSH_SECONDS`` (default 0.5 s) or every ``OLV_AUDIT_BATCH_SIZE`` rows, in one
 multi-row insert. A graceful stop flushes the queue (no row lost); a hard crash (kill -9,
 power loss) loses at most the rows of the last flush interval.
+
+The request path only ever appends to the queue: it never waits on the writer, whatever the
+database does. While the database is down or hung, rows wait in memory, at most
+:data:`BACKLOG_LIMIT` per worker process; beyond that new rows are dropped and counted in an
+error log line. A write that hangs (a stopped server, a dead link) is cut after
+:data:`WRITE_LIMIT_SECONDS` and retried on a new connection, so writing resumes by itself.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -19,11 +26,15 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from olv.db import is_sqlite
+from olv.db import interrupt, is_sqlite
 from service.models import AuditRecord
 
 log = logging.getLogger(__name__)
-_BACKLOG_LIMIT = 200_000  # rows kept in memory while the database is down
+# Rows kept in memory per worker while the database cannot take them: about a minute of a
+# worker's full load, some tens of MB.
+BACKLOG_LIMIT = 100_000
+WRITE_LIMIT_SECONDS = 10.0  # one transaction of at most _CHUNK rows; normally milliseconds
+_CHUNK = 5_000  # rows per transaction, so a large backlog is written in bounded steps
 
 
 @dataclass(slots=True)
@@ -68,19 +79,41 @@ class AuditWriter:
         self._sql = _INSERT
         self._queue: queue.SimpleQueue[AuditEntry] = queue.SimpleQueue()
         self._pending: list[tuple[object, ...]] = []
+        self._dropped = 0  # counted on the request path, reported by the writer
+        self._reported = 0
         self._stopped = threading.Event()
+        # The connection of the write in progress and when it is due, for the watchdog.
+        self._writing: tuple[object, float] | None = None
+        self._writing_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name="audit-watchdog", daemon=True)
         self._thread.start()
+        self._watchdog.start()
 
     def record(self, entry: AuditEntry) -> None:
+        """Never blocks: a full backlog drops the row (counted, reported by the writer)."""
+        if self._queue.qsize() + len(self._pending) >= BACKLOG_LIMIT:
+            self._dropped += 1
+            return
         self._queue.put(entry)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Flush everything queued and stop; safe to call more than once."""
+        """Flush everything queued and stop; safe to call more than once.
+
+        A write still hanging after ``timeout`` is cut; rows it could not write are counted
+        in an error log line.
+        """
         if self._stopped.is_set():
             return
         self._stopped.set()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._cut()
+            self._thread.join(1.0)
+        unwritten = self._queue.qsize() + len(self._pending)
+        if unwritten:
+            log.error("audit rows not written at stop", extra={"rows": unwritten})
+        self._report_drops()
 
     def _run(self) -> None:
         # Sleep between flushes rather than wake per row: one insert per interval keeps the
@@ -88,8 +121,31 @@ class AuditWriter:
         while not self._stopped.wait(self.flush_seconds):
             self._drain()
             self._flush()
+            self._report_drops()
         self._drain()
         self._flush()
+
+    def _report_drops(self) -> None:
+        dropped = self._dropped
+        if dropped > self._reported:
+            log.error(
+                "audit backlog full; rows dropped",
+                extra={"dropped": dropped - self._reported, "backlog_limit": BACKLOG_LIMIT},
+            )
+            self._reported = dropped
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(1.0):
+            with self._writing_lock:
+                overdue = self._writing is not None and time.monotonic() > self._writing[1]
+            if overdue:
+                log.error("audit write hangs; cutting its connection to retry")
+                self._cut()
+
+    def _cut(self) -> None:
+        with self._writing_lock:
+            if self._writing is not None:
+                interrupt(self._writing[0])
 
     def _drain(self) -> None:
         while True:
@@ -119,38 +175,53 @@ class AuditWriter:
         )
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
+        while self._pending:
+            chunk = self._pending[:_CHUNK]
+            if not self._write(chunk):
+                return
+            del self._pending[: len(chunk)]
+
+    def _write(self, rows: list[tuple[object, ...]]) -> bool:
+        """One transaction; False (rows kept for the next round) when the database failed."""
         driver_error = self.engine.dialect.loaded_dbapi.Error
         try:
             conn = self.engine.raw_connection()
-            try:
-                cursor = conn.cursor()
-                if self._sqlite:
-                    for start in range(0, len(self._pending), self.batch_size):
-                        chunk = self._pending[start : start + self.batch_size]
-                        cursor.executemany(self._sql, chunk)
-                else:
-                    # COPY: one stream for the whole batch, rows encoded in C; executemany
-                    # held the GIL (and so the request loop) for milliseconds per flush.
-                    with cursor.copy(_COPY) as copy:
-                        for row in self._pending:
-                            copy.write_row(row)
-                cursor.close()
-                conn.commit()
-            finally:
-                conn.close()
         except (SQLAlchemyError, driver_error) as exc:
-            if len(self._pending) > _BACKLOG_LIMIT:
-                dropped = len(self._pending) - _BACKLOG_LIMIT
-                del self._pending[:dropped]
-                log.error("audit backlog full; oldest rows dropped", extra={"dropped": dropped})
-            log.warning(
-                "audit write failed; will retry",
-                extra={"rows": len(self._pending), "error": type(exc).__name__},
-            )
-            return
-        self._pending.clear()
+            self._failed(exc)
+            return False
+        written = False
+        try:
+            with self._writing_lock:
+                self._writing = (conn.driver_connection, time.monotonic() + WRITE_LIMIT_SECONDS)
+            cursor = conn.cursor()
+            if self._sqlite:
+                for start in range(0, len(rows), self.batch_size):
+                    cursor.executemany(self._sql, rows[start : start + self.batch_size])
+            else:
+                # COPY: one stream for the whole batch, rows encoded in C; executemany held
+                # the GIL (and so the request loop) for milliseconds per flush.
+                with cursor.copy(_COPY) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            cursor.close()
+            conn.commit()
+            written = True
+        except (SQLAlchemyError, driver_error) as exc:
+            self._failed(exc)
+        finally:
+            with self._writing_lock:
+                self._writing = None
+            if written:
+                conn.close()
+            else:
+                conn.invalidate()  # possibly cut or broken: never back into the pool
+        return written
+
+    def _failed(self, exc: BaseException) -> None:
+        log.warning(
+            "audit write failed; will retry",
+            extra={"rows": len(self._pending), "error": type(exc).__name__},
+        )
 
 
 def _iso(value: datetime) -> str:

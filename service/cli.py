@@ -104,7 +104,7 @@ def _check_database(url: str) -> None:
     opened is a configuration mistake, refused like a missing schema.
     """
     try:
-        db.open_database(url).dispose()
+        db.open_database(url, wait_seconds=get_settings().deadline_seconds).dispose()
     except errors.DatabaseUnreachable as exc:
         if db.is_sqlite(url):
             raise

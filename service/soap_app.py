@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 _OUT = "olv.response"
 _ENVELOPE = "olv.envelope"
+_SETTLED = "olv.settled"
+ARRIVED = "olv.arrived"  # set by the server: when the request arrived (time.monotonic())
 # A DNS name or IPv4 address, or a bracketed IPv6 address, with an optional port.
 _HOST = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 
@@ -53,7 +55,11 @@ class VerifyService(ServiceBase):
         env = ctx.transport.req_env
         verifier: Verifier = env["olv.verifier"]
         env[_OUT] = verifier.answer(
-            ctx.in_body_doc, env["olv.endpoint"], env["olv.requester"], env["olv.started"]
+            ctx.in_body_doc,
+            env["olv.endpoint"],
+            env["olv.requester"],
+            env["olv.started"],
+            env.get(_SETTLED),
         )
         return None
 
@@ -190,7 +196,14 @@ class SoapApplication:
             self._verifier = None
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        started = time.monotonic()
+        early = self.admit(environ, start_response)
+        return early if early is not None else self.respond(environ, start_response)
+
+    def admit(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        """Everything before the verification: the reply when there is nothing to verify."""
+        started = environ.get(ARRIVED) or time.monotonic()
         path = environ.get("PATH_INFO", "").rstrip("/") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/healthz":
@@ -250,6 +263,20 @@ class SoapApplication:
         environ["olv.started"] = started
         if soap12 and "application/soap+xml" not in environ.get("CONTENT_TYPE", ""):
             environ["CONTENT_TYPE"] = "application/soap+xml; charset=utf-8"
+        return None
+
+    async def settle(self, environ: dict[str, Any]) -> None:
+        """Decide ahead of Spyne, on the event loop, the database part under the deadline."""
+        body = environ[_ENVELOPE].find(f"{{{etree.QName(environ[_ENVELOPE]).namespace}}}Body")
+        if body is None or len(body) == 0:
+            return  # Spyne answers it with a client fault
+        environ[_SETTLED] = await self.verifier.settle(
+            body[0], environ["olv.endpoint"], environ["olv.requester"], environ["olv.started"]
+        )
+
+    def respond(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Spyne's envelope handling around :meth:`Verifier.answer`, after :meth:`admit`."""
+        soap12 = etree.QName(environ[_ENVELOPE]).namespace == SOAP12_ENV
         target = self._soap12 if soap12 else self._soap11
         try:
             return target(environ, start_response)

@@ -1,13 +1,15 @@
 """The policy store as the decision table sees it.
 
 Every request runs one or two indexed queries. They go straight to the DB-API driver on a
-connection kept per worker thread: building SQLAlchemy statements per request cost more than
-the queries themselves. The served-NAIC list and the database health are cached for a moment
-per process: both are asked on every request and change rarely.
+connection kept per thread (the threads of :mod:`service.db_deadline`): building SQLAlchemy
+statements per request cost more than the queries themselves. The served-NAIC list and the
+database health are cached for a moment per process: both are asked on every request and
+change rarely. :meth:`SqlPolicyStore.interrupt` lets another thread cut a call that hangs.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +19,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from olv.db import is_sqlite
+from olv.db import interrupt, is_sqlite
+from olv.logging import describe_exception
 from service.coverage import Period, PolicyView, StoreUnavailable
 
 _POLICY_SQL = (
@@ -32,6 +35,16 @@ _VIN_SQL = (
 )
 _SERVES_SQL = "SELECT 1 FROM policy WHERE naic = ? LIMIT 1"
 _PING_SQL = "SELECT 1"
+# A database that answers but refuses our statements (a damaged schema, a corrupt row) needs
+# an operator; an outage is already visible as SYSU answers. Refusals are logged at most this
+# often so a broken table cannot flood the log at thousands of requests a second.
+_REFUSAL_LOG_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
+
+
+class _Cut(StoreUnavailable):
+    """The call was cut on purpose (:meth:`SqlPolicyStore.interrupt`)."""
 
 
 def _as_date(value: Any) -> date | None:
@@ -45,7 +58,17 @@ class SqlPolicyStore:
         self.engine = engine
         self.cache_seconds = cache_seconds
         self._marker = "?" if is_sqlite(str(engine.url)) else "%s"
-        self._local = threading.local()
+        # Each thread's connection, by thread id, so that another thread can cut a call
+        # (interrupt) or open a connection for a thread that must not wait for one (the
+        # event loop's: see service.db_deadline). Entries leave under the lock before their
+        # connection closes: a cut never hits a reused descriptor.
+        self._conns: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._no_connect: set[int] = set()  # threads that never open a connection themselves
+        self._cut: set[int] = set()  # threads whose call was cut: its error is no outage
+        self._reserved_wait = 30.0
+        self.answered_at = float("-inf")  # when the database last answered a query
+        self._refusal_logged_at = float("-inf")
         self._served: dict[str, tuple[bool, float]] = {}
         self._healthy = True
         self._health_at = float("-inf")
@@ -59,6 +82,8 @@ class SqlPolicyStore:
         try:
             self._query(_PING_SQL, ())
             ok = True
+        except _Cut:
+            return False  # the call was cut on purpose: nothing learned about the database
         except StoreUnavailable:
             ok = False
         self._healthy, self._health_at = ok, now
@@ -101,14 +126,21 @@ class SqlPolicyStore:
     # --- plumbing --------------------------------------------------------------------------
 
     def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
+        tid = threading.get_ident()
+        conn = self._conns.get(tid)
         if conn is None:
-            conn = self.engine.raw_connection()
-            if self._marker != "?":
-                # One round trip per query instead of three (BEGIN … ROLLBACK): these are
-                # single-statement reads. SQLite's driver opens no transaction for a SELECT.
-                conn.driver_connection.autocommit = True
-            self._local.conn = conn
+            if tid in self._no_connect:
+                raise StoreUnavailable("no connection opened for this thread yet")
+            conn = self._open()
+            self._conns[tid] = conn
+        return conn
+
+    def _open(self) -> Any:
+        conn = self.engine.raw_connection()
+        if self._marker != "?":
+            # One round trip per query instead of three (BEGIN … ROLLBACK): these are
+            # single-statement reads. SQLite's driver opens no transaction for a SELECT.
+            conn.driver_connection.autocommit = True
         return conn
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -121,18 +153,39 @@ class SqlPolicyStore:
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
+            self.answered_at = time.monotonic()
             return rows
         except (SQLAlchemyError, *self._driver_errors()) as exc:
-            self._drop()
+            tid = threading.get_ident()
+            self._drop(tid)
+            if tid in self._cut:
+                self._cut.discard(tid)
+                raise _Cut(type(exc).__name__) from None
             self._healthy, self._health_at = False, time.monotonic()
+            self._report_refusal(exc)
             raise StoreUnavailable(type(exc).__name__) from None
+
+    def _report_refusal(self, exc: BaseException) -> None:
+        dbapi = self.engine.dialect.loaded_dbapi
+        cause = getattr(exc, "orig", None) or exc
+        if isinstance(cause, dbapi.OperationalError | dbapi.InterfaceError):
+            return  # unreachable or hung: the breaker and the SYSU answers speak for it
+        now = time.monotonic()
+        if now - self._refusal_logged_at < _REFUSAL_LOG_SECONDS:
+            return
+        self._refusal_logged_at = now
+        sqlstate = getattr(cause, "sqlstate", None)
+        log.error(
+            "policy store refused a query; answering SYSU",
+            extra={**describe_exception(cause), "sqlstate": sqlstate},
+        )
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (self.engine.dialect.loaded_dbapi.Error,)
 
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
+    def _drop(self, tid: int) -> None:
+        with self._lock:
+            conn = self._conns.pop(tid, None)
         if conn is not None:
             invalidate: Callable[[], None] = conn.invalidate
             try:
@@ -140,8 +193,52 @@ class SqlPolicyStore:
             except (SQLAlchemyError, *self._driver_errors()):
                 pass
 
+    # --- for service.db_deadline -------------------------------------------------------------
+
+    def reserve(self, thread_id: int, wait_seconds: float) -> None:
+        """``thread_id`` never opens a connection itself (:meth:`open_for` does it elsewhere),
+        and on SQLite waits for a lock at most ``wait_seconds`` (SQLite cannot cut a lock
+        wait)."""
+        self._no_connect.add(thread_id)
+        self._reserved_wait = wait_seconds
+
+    def open_for(self, thread_id: int) -> None:
+        """Open the connection of a reserved thread, from another thread."""
+        conn = self._open()
+        if self._marker == "?":
+            conn.driver_connection.execute(f"PRAGMA busy_timeout={int(self._reserved_wait * 1000)}")
+        with self._lock:
+            if thread_id not in self._conns:
+                self._conns[thread_id] = conn
+                return
+        conn.close()
+
+    def connection_of(self, thread_id: int) -> object | None:
+        return self._conns.get(thread_id)
+
+    def discard(self, thread_id: int | None = None) -> None:
+        """Drop a thread's connection (after its call was cut, or when the thread ends)."""
+        tid = threading.get_ident() if thread_id is None else thread_id
+        self._cut.discard(tid)
+        self._drop(tid)
+
+    def interrupt(self, thread_id: int) -> None:
+        """Make the call running on ``thread_id`` return with an error; never blocks."""
+        with self._lock:
+            conn = self._conns.get(thread_id)
+            if conn is not None:
+                self._cut.add(thread_id)
+                interrupt(conn.driver_connection)
+
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._local.conn = None
+        """Close this thread's connection and those of reserved threads; cut any others."""
+        with self._lock:
+            mine = [
+                self._conns.pop(t)
+                for t in {threading.get_ident(), *self._no_connect}
+                if t in self._conns
+            ]
+            for other in self._conns.values():
+                interrupt(other.driver_connection)
+        for conn in mine:
             conn.close()

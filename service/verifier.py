@@ -1,14 +1,23 @@
 """One verification, end to end: read the request, decide, build the answer, audit it.
 
-A :class:`Verifier` holds the per-process resources (engine, store, schemas, audit writer);
-it is built lazily in each server worker after the fork, never at import.
+A :class:`Verifier` holds the per-process resources (engine, store, schemas, audit writer,
+the threads that run database calls); it is built lazily in each server worker after the
+fork, never at import.
+
+The server settles a request in two steps: :meth:`Verifier.settle` reads it and decides on
+the event loop, the database part under the deadline (:mod:`service.db_deadline`), then
+Spyne's envelope handling calls :meth:`Verifier.answer`, which only builds and audits.
+Called without a settled decision (plain WSGI), ``answer`` decides itself, blocking its
+caller at most until the deadline.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from lxml import etree
 
@@ -19,7 +28,8 @@ from olv.iicmva import V0510, V0809, Code
 from service import response
 from service.audit import AuditEntry, AuditWriter
 from service.auth import Requester
-from service.coverage import Decision, Window, decide
+from service.coverage import Decision, StoreUnavailable, Window, decide
+from service.db_deadline import DeadlineGate
 from service.request import CoverageQuery, read
 from service.store import SqlPolicyStore
 from service.versions import SPECS, detect
@@ -31,13 +41,24 @@ ENDPOINTS: dict[str, str | None] = {
     f"/iicmva/{V0809}": V0809,
     "/iicmva": None,  # auto-detect by the request's shape
 }
+_SYSU = Decision((Code.SYSU,))
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A request read and decided, waiting for its answer to be built."""
+
+    request: etree._Element
+    query: CoverageQuery
+    decision: Decision
 
 
 class Verifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = db.make_engine(settings.database_url, **_engine_options(settings))
+        self.engine = db.make_engine(settings.database_url, wait_seconds=settings.deadline_seconds)
         self.store = SqlPolicyStore(self.engine)
+        self.gate = DeadlineGate(self.store)
         self.audit = AuditWriter(
             self.engine, settings.audit_flush_seconds, settings.audit_batch_size
         )
@@ -46,8 +67,26 @@ class Verifier:
 
     def close(self) -> None:
         self.audit.close()
-        self.store.close()  # its kept connection is checked out: dispose() alone leaves it open
+        self.gate.close()  # each pool thread closes its own connection
+        self.store.close()
         self.engine.dispose()
+
+    async def settle(
+        self,
+        request: etree._Element,
+        endpoint_version: str | None,
+        requester: Requester,
+        started: float,
+    ) -> Settled:
+        """Read and decide; the database part never holds the event loop past the deadline."""
+        query, decision = self._read(request, endpoint_version)
+        if decision is None:
+            due = started + self.settings.deadline_seconds
+            try:
+                decision = await self.gate.acall(partial(self._decide, query, requester), due)
+            except Exception as exc:  # noqa: BLE001 - SPEC: any failure answers SYSU, never a fault
+                decision = _failed(exc)
+        return Settled(request, query, decision)
 
     def answer(
         self,
@@ -55,27 +94,57 @@ class Verifier:
         endpoint_version: str | None,
         requester: Requester,
         started: float,
+        settled: Settled | None = None,
     ) -> etree._Element:
-        version = endpoint_version or detect(request)
-        query = CoverageQuery(version)
-        try:
-            query = read(request, version, self.schemas[version])
-            decision = decide(
-                query,
-                store=self.store,
-                authorized=requester.authorized,
-                window=self._window(),
-                maintenance=self.settings.maintenance,
-                naics=self.naics,
-            )
-        except Exception:  # noqa: BLE001 - SPEC: any internal failure answers SYSU, never a fault
-            log.exception("verification failed; answering SYSU")
-            decision = Decision((Code.SYSU,))
+        if settled is None or settled.request is not request:
+            settled = self._settle_blocking(request, endpoint_version, requester, started)
+        query, decision = settled.query, settled.decision
         if time.monotonic() - started > self.settings.deadline_seconds:
-            decision = Decision((Code.SYSU,))
-        body = self._build(request, version, decision, query)
+            decision = _SYSU
+        body = self._build(request, query.version, decision, query)
         self._audit(query, requester, decision, started)
         return body
+
+    def _settle_blocking(
+        self,
+        request: etree._Element,
+        endpoint_version: str | None,
+        requester: Requester,
+        started: float,
+    ) -> Settled:
+        query, decision = self._read(request, endpoint_version)
+        if decision is None:
+            due = started + self.settings.deadline_seconds
+            try:
+                decision = self.gate.call(partial(self._decide, query, requester), due)
+            except Exception as exc:  # noqa: BLE001 - SPEC: any failure answers SYSU, never a fault
+                decision = _failed(exc)
+        return Settled(request, query, decision)
+
+    def _read(
+        self, request: etree._Element, endpoint_version: str | None
+    ) -> tuple[CoverageQuery, Decision | None]:
+        """The query, and the decision when it needs no database (maintenance, failure)."""
+        version = endpoint_version or detect(request)
+        try:
+            query = read(request, version, self.schemas[version])
+        except Exception:  # noqa: BLE001 - SPEC: any internal failure answers SYSU, never a fault
+            log.exception("reading the request failed; answering SYSU")
+            return CoverageQuery(version), _SYSU
+        if self.settings.maintenance:
+            return query, _SYSU
+        return query, None
+
+    def _decide(self, query: CoverageQuery, requester: Requester) -> Decision:
+        """Runs where the gate puts it: inline on the event loop, or on a database thread."""
+        return decide(
+            query,
+            store=self.store,
+            authorized=requester.authorized,
+            window=self._window(),
+            maintenance=self.settings.maintenance,
+            naics=self.naics,
+        )
 
     def _build(
         self, request: etree._Element, version: str, decision: Decision, query: CoverageQuery
@@ -113,13 +182,7 @@ class Verifier:
         )
 
 
-def _engine_options(settings: Settings) -> dict[str, object]:
-    if db.is_sqlite(settings.database_url):
-        return {}
-    timeout_ms = int(settings.deadline_seconds * 1000)
-    return {
-        "connect_args": {
-            "connect_timeout": max(1, int(settings.deadline_seconds)),
-            "options": f"-c statement_timeout={timeout_ms}",
-        }
-    }
+def _failed(exc: Exception) -> Decision:
+    if not isinstance(exc, StoreUnavailable):  # the database's own failures are expected
+        log.error("verification failed; answering SYSU", exc_info=exc)
+    return _SYSU

@@ -1,0 +1,290 @@
+"""Database calls under the request deadline (SPEC §1 step 1), whatever the database does.
+
+A server-side statement timeout cannot fire when the server is hung (stopped, or its link
+dead), and a call blocked on the event loop holds up every request of the worker. Yet
+handing every call to a thread cost about 80 µs of CPU per request under load (the wake-ups
+of two threads; a verification is ~500 µs in all). So a call runs in one of two ways:
+
+- **Inline, while the database is healthy.** The event loop runs the call itself on a
+  connection of its own, and a watchdog thread cuts it (:func:`olv.db.interrupt`: SQLite's
+  interrupt, or the PostgreSQL socket shut down) once it has run :data:`INLINE_LIMIT`; on
+  SQLite that connection waits for a lock no longer than that either. The loop never opens
+  that connection itself (a connect cannot be cut): a pool thread does it in the background.
+- **On a pool thread, when it is not.** A call that was cut, or any call while the inline
+  connection is missing, goes to one of a few threads per worker (one connection each). The
+  loop blocks on it for at most :data:`BLOCKING_SLICE` (blocked, it hands the GIL over at
+  once; awaited, the thread would wait for a busy loop's GIL), then awaits it without
+  blocking, until the request's deadline. A call that outlives its request is cut. A quick
+  answer from a pool thread brings the inline way back.
+
+**Breaker.** After a call outlived its request the database is taken as hung: new requests
+answer SYSU at once instead of piling up, except one trial request at a time, at most every
+:data:`RETRY_SECONDS`; the first call that completes closes the breaker, so the service
+recovers by itself when the database answers again. What cannot be cut (a connect in
+progress, a SQLite lock wait on a pool thread) is bounded by the engine's client-side
+timeouts (``olv.db.make_engine``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from functools import partial
+from typing import Any, Generic, Protocol, TypeVar
+
+from service.coverage import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+THREADS = 4  # per worker process; more only helps while the database is slow, not hung
+INLINE_LIMIT = 0.05  # seconds an inline call may block the event loop before it is cut
+BLOCKING_SLICE = 0.025  # seconds the loop waits blocked for a pool call before awaiting it
+RETRY_SECONDS = 1.0  # while the breaker is open, one trial request per this interval
+_REOPEN_SECONDS = 0.5  # at most one attempt per this interval to open the inline connection
+
+_QUEUED, _RUNNING, _FINISHED, _ABANDONED, _CUT = range(5)
+
+
+class Connections(Protocol):
+    """What the gate needs from the store that owns the per-thread connections."""
+
+    answered_at: float  # time.monotonic() when the database last answered a query
+
+    def reserve(self, thread_id: int, wait_seconds: float) -> None: ...
+    def open_for(self, thread_id: int) -> None: ...
+    def connection_of(self, thread_id: int) -> object | None: ...
+    def interrupt(self, thread_id: int) -> None: ...
+    def discard(self, thread_id: int | None = None) -> None: ...
+
+
+class _Job(Generic[T]):
+    __slots__ = ("done", "error", "fn", "notify", "state", "submitted", "thread", "value")
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self.fn = fn
+        self.submitted = time.monotonic()
+        self.done = threading.Lock()
+        self.done.acquire()  # released by the thread that ran the call
+        self.state = _QUEUED
+        self.thread = 0
+        self.value: T | None = None
+        self.error: Exception | None = None
+        self.notify: Callable[[], object] | None = None
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+
+class DeadlineGate:
+    """Runs database calls so that callers wait at most until their deadline."""
+
+    def __init__(self, connections: Connections, threads: int = THREADS) -> None:
+        self._db = connections
+        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._tripped = False
+        self._retry_at = 0.0
+        self._trial: _Job[Any] | None = None
+        self._stalled = 0  # requests awaiting a pool call past the slice (event loop only)
+        self._loop_thread = 0  # the event loop's thread, once known
+        self._inline = True
+        self._reopen_at = 0.0
+        self._watched: tuple[int, float] | None = None  # (thread, cut after) of the inline call
+        self._stopped = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"olv-db-{n}", daemon=True)
+            for n in range(threads)
+        ]
+        self._threads.append(threading.Thread(target=self._watch, name="olv-db-watch", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    # --- callers ---------------------------------------------------------------------------
+
+    def call(self, fn: Callable[[], T], due: float) -> T:
+        """Blocking wait on a pool thread, for callers outside the event loop (plain WSGI)."""
+        job = self._submit(fn, due)
+        if job.done.acquire(timeout=max(0.0, due - time.monotonic())):
+            return self._finish(job)
+        return self._give_up(job)
+
+    async def acall(self, fn: Callable[[], T], due: float) -> T:
+        """For the event loop: inline when healthy, else on a pool thread until ``due``."""
+        me = threading.get_ident()
+        if me != self._loop_thread:
+            self._loop_thread = me
+            self._db.reserve(me, INLINE_LIMIT)
+        if self._inline and not self._tripped:
+            conn = self._db.connection_of(me)
+            if conn is not None:
+                self._watched = (me, time.monotonic() + INLINE_LIMIT)
+                try:
+                    value = fn()
+                finally:
+                    self._watched = None
+                if self._db.connection_of(me) is conn:
+                    return value
+                # Cut, or its connection failed: the answer may be SYSU for no good reason.
+                # Ask again on a pool thread; stay there until the database looks healthy.
+                self._inline = False
+            else:
+                self._open_inline_connection(me)
+        return await self._on_pool(fn, due)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the threads (each closes its connection); a call still running is cut."""
+        self._stopped.set()
+        workers = self._threads[:-1]
+        for _ in workers:
+            self._jobs.put(None)
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        stuck = [t for t in workers if t.is_alive() and t.ident is not None]
+        for thread in stuck:
+            self._db.interrupt(thread.ident or 0)
+        end = time.monotonic() + timeout
+        for thread in stuck:  # one still connecting cannot be cut: it is a daemon, left behind
+            thread.join(max(0.0, end - time.monotonic()))
+
+    # --- the pool --------------------------------------------------------------------------
+
+    async def _on_pool(self, fn: Callable[[], T], due: float) -> T:
+        started = time.monotonic()
+        job = self._submit(fn, due)
+        if self._stalled == 0:
+            inline = min(BLOCKING_SLICE, due - started)
+            if inline > 0 and job.done.acquire(timeout=inline):
+                return self._quick(job, started)
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            finished = job.state == _FINISHED
+            if not finished:
+                job.notify = partial(_wake_from_thread, loop, woken)
+        if finished:
+            return self._quick(job, started)
+        self._stalled += 1
+        try:
+            await asyncio.wait_for(woken, max(0.0, due - time.monotonic()))
+        except TimeoutError:
+            return self._give_up(job)
+        finally:
+            self._stalled -= 1
+        return self._quick(job, started)
+
+    def _quick(self, job: _Job[T], started: float) -> T:
+        if time.monotonic() - started < INLINE_LIMIT / 2:
+            self._inline = True
+        return self._finish(job)
+
+    def _open_inline_connection(self, thread_id: int) -> None:
+        now = time.monotonic()
+        if now < self._reopen_at:
+            return
+        self._reopen_at = now + _REOPEN_SECONDS
+        with suppress(StoreUnavailable):  # breaker open: a later request tries again
+            self._submit(partial(self._db.open_for, thread_id), now + 60.0, trial=False)
+
+    def _submit(self, fn: Callable[[], T], due: float, trial: bool = True) -> _Job[T]:
+        """Queue a call; ``trial``: it may be the one that tests a hung database (a request
+        waits for it; nobody waits for a background call, which could not close the breaker)."""
+        now = time.monotonic()
+        if due <= now:
+            raise StoreUnavailable("deadline passed before the database was asked")
+        job = _Job(fn)
+        with self._lock:
+            if self._tripped:
+                if not trial or self._trial is not None or now < self._retry_at:
+                    raise StoreUnavailable("database hung")
+                self._trial = job
+        self._jobs.put(job)
+        return job
+
+    def _finish(self, job: _Job[T]) -> T:
+        if self._tripped:  # read without the lock: the fast path stays lock-free here
+            with self._lock:
+                if self._trial is job:
+                    self._trial = None
+                    # Only an answer from the database closes the breaker: a trial can also
+                    # end at once without one (a cached health failure, a refused connect).
+                    if self._db.answered_at >= job.submitted:
+                        log.warning("database answers again")
+                        self._tripped = False
+        return job.outcome()
+
+    def _give_up(self, job: _Job[Any]) -> Any:
+        with self._lock:
+            if job.state != _FINISHED:
+                if job.state == _RUNNING:
+                    job.state = _CUT
+                    self._db.interrupt(job.thread)
+                else:
+                    job.state = _ABANDONED
+                if not self._tripped:
+                    log.error("database call outlived its request; answering SYSU meanwhile")
+                self._tripped = True
+                self._inline = False
+                self._retry_at = time.monotonic() + RETRY_SECONDS
+                if self._trial is job:
+                    self._trial = None
+                raise StoreUnavailable("deadline")
+        return self._finish(job)  # it finished in the meantime: take the answer
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                self._db.discard()
+                return
+            with self._lock:
+                if job.state == _ABANDONED:
+                    continue
+                job.state = _RUNNING
+                job.thread = threading.get_ident()
+            try:
+                job.value = job.fn()
+            except Exception as exc:  # noqa: BLE001 - handed to the waiter, which re-raises it
+                job.error = exc
+            with self._lock:
+                was_cut = job.state == _CUT
+                job.state = _FINISHED
+                notify = job.notify
+            job.done.release()
+            if was_cut:
+                self._db.discard()  # the cut may have landed after the call: start afresh
+            elif notify is not None:
+                notify()
+
+    def _watch(self) -> None:
+        """Cut an inline call that has blocked the event loop for too long.
+
+        Polling (a few dozen wake-ups a second) rather than arming a timer per call: arming
+        would cost the fast path a thread wake-up, which is what inline calls avoid.
+        """
+        while not self._stopped.wait(INLINE_LIMIT / 2):
+            watched = self._watched
+            # Checked twice: a later call may have started meanwhile (a cut that still lands
+            # on it only sends that call to a pool thread too).
+            if watched and time.monotonic() > watched[1] and self._watched is watched:
+                log.warning("database call blocked the event loop; cut, asked on a thread")
+                self._db.interrupt(watched[0])
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _wake_from_thread(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    with suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+        loop.call_soon_threadsafe(_wake, future)

@@ -1,0 +1,167 @@
+"""A private PostgreSQL server for tests that must hang or stop it (never the shared one).
+
+``initdb`` into a fresh directory, ``postgres`` on its own loopback port and socket directory;
+:meth:`PrivatePostgres.stop_all` SIGSTOPs the postmaster and every process it started (each
+backend leads a process group of its own, so a group signal would miss them). The binaries are taken from ``PATH`` or Debian's
+``/usr/lib/postgresql/<version>/bin``; without them the test skips with the reason (fails
+under ``OLV_TEST_REQUIRE_PG=1``). PostgreSQL refuses to run as root: as root the server runs
+as the ``postgres`` user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.helpers.soap import free_port
+
+
+def _bin_dir() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("OLV_TEST_REQUIRE_PG") == "1":
+        pytest.fail(f"a private PostgreSQL is required but {reason}")
+    print(f"skipping: {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class PrivatePostgres:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop_all(self) -> None:
+        """SIGSTOP the postmaster and all its backends: connections stay open, nothing answers."""
+        os.kill(self.process.pid, signal.SIGSTOP)  # first: it starts no new backend meanwhile
+        for pid in _children(self.process.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def continue_all(self) -> None:
+        for pid in _children(self.process.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        os.kill(self.process.pid, signal.SIGCONT)
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    bin_dir = _bin_dir()
+    if bin_dir is None:
+        _unavailable("the PostgreSQL server binaries (initdb, postgres) are not installed")
+        raise AssertionError("unreachable")
+    user: str | None = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            _unavailable("running as root and there is no 'postgres' user to run the server")
+            raise AssertionError("unreachable") from None
+        user = owner.pw_name
+    # A directory of its own under the system's temporary directory: pytest's own is private
+    # to the user running the tests, so a server running as another user could not enter it.
+    home = Path(tempfile.mkdtemp(prefix="olv-private-pg-"))
+    data = home / "data"
+    if user is not None:
+        shutil.chown(home, user)
+    port = free_port()
+    log = home / "server.log"
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        subprocess.run(
+            [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+            user=user,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [
+                    str(bin_dir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"unix_socket_directories={home}",
+                    "-c",
+                    "fsync=off",
+                ],
+                user=user,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal's Ctrl-C goes to pytest, not to it
+            )
+        server = PrivatePostgres(port, process)
+        _wait_ready(server, log)
+        yield server
+    finally:
+        if process is not None:
+            _shut_down(process)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _wait_ready(server: PrivatePostgres, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"private PostgreSQL exited:\n{log.read_text()}")
+        try:
+            with psycopg.connect(
+                host="127.0.0.1", port=server.port, user="postgres", connect_timeout=2
+            ):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _shut_down(process: subprocess.Popen[bytes]) -> None:
+    for pid in [*_children(process.pid), process.pid]:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    process.send_signal(signal.SIGQUIT)  # immediate shutdown: nothing to keep
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
