@@ -6,10 +6,13 @@ Bad input gets one ``error:`` line on stderr: exit 2 for usage and configuration
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -58,10 +61,10 @@ def portal_serve(
 
 
 def _serve(host: str, port: int, workers: int) -> None:
+    """uvicorn with the app factory; SIGTERM/SIGINT stop it gracefully and it exits 0."""
     import uvicorn
 
-    uvicorn.run(
-        "portal.app:factory",
+    options: dict[str, Any] = dict(
         factory=True,
         host=host,
         port=port,
@@ -70,11 +73,27 @@ def _serve(host: str, port: int, workers: int) -> None:
         lifespan="on",
         access_log=False,
         log_level="warning",
-        log_config=None,
+        log_config=None,  # keep OLV's JSON-lines logging
         server_header=False,
         timeout_graceful_shutdown=10,
-        workers=workers,
     )
+    if workers > 1:
+        uvicorn.run("portal.app:factory", workers=workers, **options)
+        return
+
+    class Server(uvicorn.Server):
+        # uvicorn re-raises the stop signal after shutting down; a clean stop should exit 0.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            stops = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    Server(uvicorn.Config("portal.app:factory", **options)).run()
 
 
 # --- insurers ------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from olv.logging import describe_exception
+
 log = logging.getLogger(__name__)
 
 _TITLES = {
@@ -130,7 +132,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The last guard: a bug must still answer in the one shape, without internals.
-    log.error("unhandled error on %s", request.url.path, exc_info=exc)
+    # Type and place only: messages of library errors may quote a VIN or a policy number.
+    log.error("unhandled error on %s", request.url.path, extra=describe_exception(exc))
     return _respond(request, ErrorBody(status=500, error=_TITLES[500]), None)
 
 

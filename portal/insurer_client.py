@@ -91,7 +91,8 @@ class Reply:
 
 
 class CallFailed(Exception):
-    """The transport got no HTTP answer; ``kind`` is timeout, refused or tls."""
+    """The transport got no usable HTTP answer; ``kind`` is timeout, refused, tls, or invalid
+    (an answer over the size cap)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -160,11 +161,21 @@ class HttpxTransport:
     ) -> Reply:
         client, semaphore = self._client(insurer)  # may raise CallFailed("tls")
         try:
-            async with asyncio.timeout(timeout), semaphore:
-                response = await client.request(
-                    method, url, content=body, timeout=httpx.Timeout(timeout)
-                )
-                return Reply(response.status_code, response.content)
+            limits = httpx.Timeout(timeout)
+            async with (
+                asyncio.timeout(timeout),
+                semaphore,
+                client.stream(method, url, content=body, timeout=limits) as response,
+            ):
+                # Read at most the cap: an insurer must not be able to fill our memory.
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > soap_wire.MAX_ANSWER_BYTES:
+                        limit = soap_wire.MAX_ANSWER_BYTES
+                        raise CallFailed("invalid", f"answer larger than {limit} bytes")
+                    chunks.append(chunk)
+                return Reply(response.status_code, b"".join(chunks))
         except (TimeoutError, httpx.TimeoutException):
             raise CallFailed("timeout", "no answer in time") from None
         except httpx.TransportError as exc:

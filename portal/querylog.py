@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, insert
 
+from olv.logging import describe_exception
 from portal.models import InsurerCall, QueryLog, SecurityLog
 
 FLUSH_SECONDS = 0.2
@@ -69,8 +70,9 @@ class QueryLogWriter:
                 if self.retention_days and time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_EVERY_SECONDS
                     await asyncio.to_thread(purge, self.engine, self.retention_days)
-            except Exception:  # noqa: BLE001 - keep the rows and retry; never kill the loop
-                log.exception("query log write failed; retrying")
+            except Exception as exc:  # noqa: BLE001 - keep the rows and retry; never stop
+                # Type and place only: a driver's message would quote VINs from the rows.
+                log.error("query log write failed; retrying", extra=describe_exception(exc))
 
     async def flush(self) -> None:
         async with self._lock:

@@ -86,6 +86,7 @@ def insurers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         soap_server(env_b, folder) as b,
         hung_insurer() as hung,
         canned_insurer(200, b"<html>busy</html>") as garbage,
+        canned_insurer(200, b"<x>" + b"A" * (2 * 1024 * 1024) + b"</x>") as huge,
         tls_proxy(ca, "127.0.0.1", int(a.base.rsplit(":", 1)[1])) as tls_port,
     ):
         yield {
@@ -94,6 +95,7 @@ def insurers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
             "hung": hung,
             "refused": refusing_url(),
             "garbage": garbage,
+            "huge": huge,
             "tls": f"https://127.0.0.1:{tls_port}/iicmva/00200809",
             "ca": str(tls.ca),
             "client_cert": str(tls.client_cert),
@@ -155,6 +157,7 @@ def state(
     add_insurer(engine, "30003", insurers["hung"])
     add_insurer(engine, "40004", insurers["refused"])
     add_insurer(engine, "50005", insurers["garbage"])
+    add_insurer(engine, "80008", insurers["huge"])
     # Same TLS proxy, no client certificate: the handshake is refused.
     add_insurer(engine, "60006", insurers["tls"], ca_bundle=insurers["ca"])
     doomed_ca = folder / "ca-copy.pem"  # removed by a test after registration
@@ -336,3 +339,17 @@ def test_certificate_files_gone_after_registration_make_the_insurer_unavailable(
     state.doomed_ca.unlink()  # e.g. removed by a botched rotation; 70007 was never asked yet
     result = state.verify({"vin": VIN_OK, "naic": "70007", "policy_number": "X-1"})
     assert result["verdict"] == "unable_to_verify" and result["naic"] == "70007"
+
+
+def test_an_endless_answer_is_cut_at_the_cap(state: State) -> None:
+    result = state.verify({"vin": VIN_OK, "naic": "80008", "policy_number": "BIG-1"})
+    assert (result["naic"], result["verdict"]) == ("80008", "unable_to_verify")
+    engine = db.make_engine(state.url)
+    deadline, outcomes = time.monotonic() + 5, []
+    while not outcomes and time.monotonic() < deadline:
+        time.sleep(0.2)  # the call log is written in batches
+        with engine.connect() as conn:
+            query = select(InsurerCall.outcome).where(InsurerCall.naic == "80008")
+            outcomes = conn.execute(query).scalars().all()
+    engine.dispose()
+    assert outcomes == ["invalid"]
