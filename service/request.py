@@ -134,6 +134,13 @@ def read(request: etree._Element, version: str, schema: etree.XMLSchema) -> Cove
         candidate = copy.deepcopy(request)
         for attr in _PUBLICATION_ATTRS:
             candidate.attrib.pop(attr, None)
+    written = _find(candidate, date_path)
+    if written is not None and written.text and written.text != written.text.strip():
+        # xs:dateTime collapses surrounding whitespace, but libxml2 does not do so for a
+        # simple-content type derived from it: the value is valid, so validate it stripped.
+        candidate = copy.deepcopy(candidate)
+        for node in candidate.iterfind("/".join(date_path)):
+            node.text = (node.text or "").strip()
     if not schema.validate(candidate):
         patched = copy.deepcopy(candidate)
         fills = [
@@ -144,6 +151,9 @@ def read(request: etree._Element, version: str, schema: etree.XMLSchema) -> Cove
         if _find(patched, (q("Detail"), q("VehicleInformation"))) is not None:
             fills.append((query.vin, (*_VEHICLE, q("VIN")), _PLACEHOLDERS["vin"]))
         for value, path, placeholder in fills:
+            present = _find(patched, path)
+            if present is not None and len(present):
+                continue  # holds child elements: not empty, so a format problem (IDF)
             if normalize.is_blank(value):
                 node = _ensure(patched, path, _ORDER)
                 node.text = placeholder

@@ -242,9 +242,10 @@ class SoapApplication:
             return _send_fault(start_response, soap12_hint, "Client", f"bad request: {exc}")
         ns = etree.QName(envelope).namespace
         if etree.QName(envelope).localname != "Envelope" or ns not in (SOAP11_ENV, SOAP12_ENV):
-            return _send_fault(
-                start_response, soap12_hint, "VersionMismatch", "not a SOAP envelope"
-            )
+            # SPEC §1: input that is not a CoverageRequest in a SOAP envelope is the client's
+            # fault, whatever the root; VersionMismatch stays for a real envelope of the wrong
+            # SOAP version on an endpoint that serves only the other one.
+            return _send_fault(start_response, soap12_hint, "Client", "not a SOAP envelope")
         soap12 = ns == SOAP12_ENV
         if soap12 and endpoint_version is not None and not SPECS[endpoint_version].soap12:
             return _send_fault(

@@ -35,18 +35,16 @@ SPECS = {
 def detect(request: etree._Element) -> str:
     """The rules a request on the auto-detecting endpoint is answered by (SPEC §1).
 
-    A ``PublicationVersion`` that is not 8 digits still claims the versioned (00200809)
-    format, so it is judged — and rejected as IDF — by 00200809 rules.
+    A ``PolicyKey`` element means 00200809 whatever the attribute says: only that version
+    has the element, so the request cannot be read by 00200510 rules. Without one, a
+    ``PublicationVersion`` that is not 8 digits still claims the versioned (00200809) format,
+    so it is judged — and rejected as IDF — by 00200809 rules.
     """
+    if request.find(f".//{q('PolicyKey')}") is not None:
+        return V0809
     published = request.get("PublicationVersion")
     if published is not None:
         text = published.strip()
         if not _VERSION_PATTERN.match(text) or text >= FIRST_0809_PUBLICATION:
             return V0809
-        return V0510
-    details = request.find(f"{q('Detail')}/{q('PolicyInformation')}/{q('PolicyDetails')}")
-    if details is not None and details.find(q("PolicyKey")) is not None:
-        return V0809
-    if request.find(f".//{q('PolicyKey')}") is not None:
-        return V0809
     return V0510
