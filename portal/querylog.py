@@ -52,6 +52,7 @@ class QueryLogWriter:
         self._queries: list[dict[str, Any]] = []
         self._calls: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def add(self, query: dict[str, Any], calls: list[dict[str, Any]]) -> None:
@@ -63,8 +64,9 @@ class QueryLogWriter:
 
     async def _run(self) -> None:
         next_purge = time.monotonic()
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), FLUSH_SECONDS)
             try:
                 await self.flush()
                 if self.retention_days and time.monotonic() >= next_purge:
@@ -82,8 +84,9 @@ class QueryLogWriter:
             self._queries, self._calls = [], []
             try:
                 await asyncio.to_thread(self._write, queries, calls)
-            except BaseException:
-                # Put them back in front, so nothing is lost and order is kept.
+            except Exception:
+                # Put them back in front, so nothing is lost and order is kept. (A cancelled
+                # wait is not a failure: the thread goes on and writes them.)
                 self._queries[:0] = queries
                 self._calls[:0] = calls
                 raise
@@ -96,9 +99,10 @@ class QueryLogWriter:
                 conn.execute(insert(InsurerCall), calls)
 
     async def stop(self) -> None:
+        """Let a write in progress finish (never cut a thread off its connection), then write
+        what is left."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         await self.flush()
