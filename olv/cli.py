@@ -36,12 +36,18 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision")) 
 
 def _register() -> None:
     from bob_loader.cli import bob_app
+    from portal.cli import insurers_app, portal_app, registrations_app, tokens_app, users_app
     from service.cli import audit_app, demo, policies_app, soap_app
 
     app.add_typer(policies_app, name="policies")
     app.add_typer(soap_app, name="soap")
     app.add_typer(audit_app, name="audit")
     app.add_typer(bob_app, name="bob")
+    app.add_typer(portal_app, name="portal")
+    app.add_typer(insurers_app, name="insurers")
+    app.add_typer(registrations_app, name="registrations")
+    app.add_typer(users_app, name="users")
+    app.add_typer(tokens_app, name="tokens")
     app.command("demo")(demo)
 
 

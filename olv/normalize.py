@@ -31,6 +31,13 @@ def vin(raw: str | None) -> str:
     return _SPACE.sub("", raw).upper()
 
 
+def plate(raw: str | None) -> str:
+    """``' abc-123 '`` → ``'ABC123'``: officers type plates with or without spaces and dashes."""
+    if not raw:
+        return ""
+    return _NON_ALNUM.sub("", raw).upper()
+
+
 def is_unknown_key(raw: str | None) -> bool:
     """The IICMVA convention for "policy number not known": ``UNKNOWN`` in any case."""
     return raw is not None and raw.strip().upper() == UNKNOWN_POLICY_KEY

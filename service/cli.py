@@ -163,25 +163,53 @@ def audit_purge(
 def demo(
     host: Host = "127.0.0.1",
     port: Port = 8080,
+    portal_port: Annotated[int, typer.Option(help="TCP port of the state portal.")] = 8000,
 ) -> None:
-    """One command: migrate the SQLite database, load demo data, serve SOAP."""
+    """One command: migrate the SQLite database, load demo data, serve SOAP and the portal."""
+    import os
+    import subprocess
+    import sys
+
     from olv.ports import claim_port
+    from portal import demo as portal_demo
     from service import demo as demo_data
     from service.server import serve
 
     settings = get_settings()
-    claim = claim_port(host, port)  # first: a taken port leaves no database or file behind
+    # First: a taken port leaves no database or file behind.
+    claim = claim_port(host, port)
+    claim_port(host, portal_port).close()  # free now; the portal process binds it below
     db.upgrade(settings.database_url)
     today = datetime.now(settings.zone).date()
     engine = db.make_engine(settings.database_url)
+    soap_base = f"http://{host}:{port}"
     try:
         count = demo_data.load(engine, today)
+        bob_file = demo_data.export_bob(engine, today, Path("olv-demo-bob"))
+        portal_demo.seed(engine, soap_base, demo_data.DEMO_NAIC, Path.cwd(), [bob_file])
     finally:
         engine.dispose()
-    url = f"http://{host}:{port}/iicmva/{V0809}"
+    url = f"{soap_base}/iicmva/{V0809}"
     request_file = Path("olv-demo-request.xml").resolve()
     request_file.write_text(demo_data.sample_request(today))
+    portal_url = f"http://{host}:{portal_port}/"
     typer.echo(
-        demo_data.banner(settings.database_url, url, request_file.name, today, count), err=True
+        demo_data.banner(settings.database_url, url, request_file.name, today, count)
+        + portal_demo.banner(portal_url, demo_data.DEMO_NAIC),
+        err=True,
     )
-    serve(settings, claim, 2)
+    # The portal runs beside the SOAP service, in its own process, on the same database.
+    command = [sys.executable, "-m", "olv", "portal", "serve", "--host", host]
+    portal = subprocess.Popen(
+        [*command, "--port", str(portal_port)],
+        env={**os.environ, "OLV_DATABASE_URL": settings.database_url},
+    )
+    try:
+        serve(settings, claim, 2)
+    finally:
+        portal.terminate()
+        try:
+            portal.wait(15)
+        except subprocess.TimeoutExpired:
+            portal.kill()
+            portal.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, delete
 
@@ -39,6 +40,16 @@ def sample_request(today: date) -> str:
   </CoverageRequest>
  </soap:Body>
 </soap:Envelope>"""
+
+
+def export_bob(engine: Engine, today: date, folder: Path) -> Path:
+    """The demo insurer's monthly book-of-business file, as ``olv bob export`` writes it."""
+    from service.bob_export import export_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"Demo {DEMO_NAIC} {today:%Y%m%d}.txt"
+    export_file(engine, DEMO_NAIC, path, today)
+    return path
 
 
 def load(engine: Engine, today: date) -> int:
@@ -110,8 +121,6 @@ or with zeep:
           'PolicyKey': '{policy}', 'PolicyState': 'ID'}}}},
         'VehicleInformation': {{'VehicleDetails': {{'VIN': '{vin}'}}}}}},
       PublicationVersion='00200809', PublicationDate='2008-09-01'))"
-
-Press Ctrl+C to stop.
 """
 
 

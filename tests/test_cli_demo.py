@@ -1,4 +1,6 @@
-"""``olv demo`` works from an empty folder on the embedded SQLite default, as the README says."""
+"""``olv demo`` works from an empty folder on the embedded SQLite default, as the README says:
+the SOAP service answers, and the portal beside it signs in the printed demo people with the
+printed second factor and verifies the printed plates through that SOAP service."""
 
 from __future__ import annotations
 
@@ -10,34 +12,46 @@ import time
 from pathlib import Path
 
 import httpx
+import pyotp
 
 from tests.helpers.soap import codes_of, free_port, response_element
 
 
 def test_demo_serves_and_confirms(tmp_path: Path) -> None:
-    port = free_port()
+    port, portal_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OLV_")}
     log = tmp_path / "demo.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "olv", "demo", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "olv",
+                "demo",
+                "--port",
+                str(port),
+                "--portal-port",
+                str(portal_port),
+            ],
             cwd=tmp_path,
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/iicmva/00200809"
+    portal = f"http://127.0.0.1:{portal_port}"
     try:
         deadline = time.monotonic() + 40
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        for health in (f"http://127.0.0.1:{port}/healthz", f"{portal}/healthz"):
+            while True:
+                assert process.poll() is None, log.read_text()
+                try:
+                    if httpx.get(health, timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
         banner = log.read_text()
         assert url in banner and "curl" in banner and "zeep" in banner
         assert (tmp_path / "olv.db").exists()
@@ -45,12 +59,40 @@ def test_demo_serves_and_confirms(tmp_path: Path) -> None:
         resp = httpx.post(url, content=request, headers={"Content-Type": "text/xml"})
         assert codes_of(response_element(resp)) == ("Confirmed", [])
         # the zeep example the banner prints, run as a user would paste it
-        snippet = banner.split("python -c ", 1)[1].split("\n\nPress", 1)[0].strip().strip('"')
+        snippet = (
+            banner.split("python -c ", 1)[1].split("\n\nState portal", 1)[0].strip().strip('"')
+        )
         out = subprocess.run(
             [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60
         )
         assert out.returncode == 0, out.stderr
         assert "Confirmed" in out.stdout
+        _portal_as_the_banner_says(portal, banner)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
+
+
+def _portal_as_the_banner_says(portal: str, banner: str) -> None:
+    assert f"State portal: {portal}/" in banner
+    password = banner.split("password: ", 1)[1].split()[0]
+    command = banner.split("print the current code with:", 1)[1].splitlines()[1]
+    python, code_line = command.strip().split(" -c ", 1)
+    assert Path(python).exists()
+    code_line = code_line.strip().strip('"')
+    code = subprocess.run(
+        [sys.executable, "-c", code_line], capture_output=True, text=True, timeout=30
+    )
+    assert code.returncode == 0 and code.stdout.strip().isdigit(), code.stderr
+    secret = banner.split("demo secret ", 1)[1].split()[0]
+    assert pyotp.TOTP(secret).verify(code.stdout.strip(), valid_window=1)
+    browser = {"Sec-Fetch-Site": "same-origin", "Accept": "text/html"}
+    with httpx.Client(base_url=portal, headers=browser) as client:
+        signed = client.post("/login", data={"username": "officer", "password": password})
+        assert signed.headers["location"] == "/login/totp", signed.text
+        done = client.post("/login/totp", data={"code": code.stdout.strip()})
+        assert done.headers["location"] == "/query", done.text
+        answer = client.post("/query", data={"plate": "DEMO1"})
+        assert answer.status_code == 200 and 'class="verdict confirmed"' in answer.text
+        broadcast = client.post("/query.json", data={"plate": "DEMO4"}).json()
+        assert broadcast["verdict"] == "unconfirmed" and broadcast["source"] == "broadcast"

@@ -1,0 +1,491 @@
+"""State portal benchmark (SPEC §4): verifications end to end through ``olv portal serve``.
+
+    python bench/portal_bench.py [--db sqlite|postgresql] [--duration S] [--smoke]
+
+What it does, in one run:
+
+1. creates fresh databases: the insurer's (SQLite, ``--vehicles`` policies of NAIC 10001 imported
+   with ``olv policies import``) and the state's (``--db``: SQLite file, or a PostgreSQL database
+   it creates and drops) with the same vehicles in a book-of-business file loaded by the
+   loader, 20 vehicles of a *hung* insurer (NAIC 30003: a socket that accepts and never
+   answers), both insurers registered, and one admin with an API token per client;
+2. starts ``olv soap serve`` (default workers) and ``olv portal serve`` on loopback ports;
+3. from a separate load-generator process (asyncio + httpx, keep-alive):
+   a. 32 clients verify random vehicles for ``--duration`` seconds (after a warm-up):
+      throughput, p50/p99 (target: >= 300/s, p99 <= 100 ms);
+   b. the same while 20 queries to the hung insurer are always in flight: healthy p50/p99
+      (target p99 <= 150 ms) and the slowest hung answer (target <= 5.0 s, unable_to_verify);
+   c. a batch of ``--batch`` vehicles (default 10,000) as consecutive requests of 1,000:
+      total time (target <= 60 s);
+4. stops both servers and prints a table (and ``--json FILE`` for the record).
+
+``--smoke`` shrinks everything (1,000 vehicles, 2-second phases, a batch of 2,000) to check
+that the bench works; its figures mean nothing. The machine is printed with the figures:
+the portal, the insurer's service and the load generator share its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bob_loader import layout
+from bob_loader.load import load_files
+from olv import db
+from portal import registry, tokens
+from portal.models import User
+
+HEALTHY_NAIC = "10001"
+HUNG_NAIC = "30003"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+TARGETS = {"rps": 300, "p99_ms": 100, "p99_hung_ms": 150, "hung_max_s": 5.0, "batch_s": 60}
+
+
+def vin(i: int) -> str:
+    return f"BENCH{i:012d}"
+
+
+def hung_vin(i: int) -> str:
+    return f"HUNGV{i:012d}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def olv(env: dict[str, str], *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "olv", *args],
+        env={**os.environ, **env},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+@contextmanager
+def state_database(kind: str, workdir: Path, pg_url: str) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / 'state.db'}"
+        return
+    name = f"olv_portal_bench_{os.getpid()}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def hung_socket() -> Iterator[int]:
+    """Accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+@contextmanager
+def server(
+    command: list[str], env: dict[str, str], port: int, log: Path
+) -> Iterator[tuple[str, int]]:
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=sink, stderr=sink)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[3:5]} exited:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{command[3:5]} did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield base, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def prepare(
+    state_url: str,
+    insurer_env: dict[str, str],
+    soap: str,
+    hung_port: int,
+    vehicles: int,
+    clients: int,
+    workdir: Path,
+) -> list[str]:
+    """Seed both databases; returns one API token per client."""
+    today = datetime.now(UTC).date()
+    start, end = (
+        (today - timedelta(days=100)).isoformat(),
+        (today + timedelta(days=265)).isoformat(),
+    )
+    csv_path = workdir / "policies.csv"
+    with csv_path.open("w") as out:
+        out.write(
+            "naic,policy_number,policy_type,vin,effective_date,expiration_date,cancel_date,pending_review\n"
+        )
+        for i in range(vehicles):
+            out.write(f"{HEALTHY_NAIC},P-{i},VS,{vin(i)},{start},{end},,\n")
+    olv(insurer_env, "db", "upgrade")
+    olv(insurer_env, "policies", "import", str(csv_path))
+
+    db.upgrade(state_url)
+    rows = [(HEALTHY_NAIC, f"P-{i}", vin(i)) for i in range(vehicles)]
+    rows += [(HUNG_NAIC, f"H-{i}", hung_vin(i)) for i in range(20)]
+    bob = workdir / "State 20261101.txt"
+    with bob.open("w", newline="") as out:
+        for naic, policy, v in rows:
+            record = {
+                "policy_type": "VS",
+                "naic": naic,
+                "policy_number": policy,
+                "effective_date": "20240101",
+                "vin": v,
+            }
+            out.write(layout.format_record(record) + "\r\n")
+    engine = db.make_engine(state_url)
+    try:
+        outcome = load_files(engine, [bob], report_dir=workdir)[0]
+        assert outcome.status == "accepted", outcome
+        with db.transaction(engine) as session:
+            registry.upsert(
+                session,
+                registry.InsurerInput(
+                    HEALTHY_NAIC,
+                    "Healthy",
+                    f"{soap}/iicmva/00200809",
+                    "00200809",
+                    accepts_unknown=True,
+                ),
+            )
+            registry.upsert(
+                session,
+                registry.InsurerInput(
+                    HUNG_NAIC, "Hung", f"http://127.0.0.1:{hung_port}/iicmva/00200809", "00200809"
+                ),
+            )
+            session.add(
+                User(
+                    username="bench",
+                    password_hash="-",
+                    role="admin",
+                    totp_enrolled=False,
+                    failed_logins=0,
+                    disabled=False,
+                    created_at=datetime.now(UTC),
+                )
+            )
+        made = []
+        with db.transaction(engine) as session:
+            for _ in range(clients):
+                made.append(tokens.create(session, "bench", 1)[1])
+        return made
+    finally:
+        engine.dispose()
+
+
+# --- load generator (runs in its own process) -----------------------------------------------
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU so far of a process and its descendants (Linux /proc)."""
+    total, todo, seen = 0.0, [pid], set()
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            fields = _stat(current)
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        todo.extend(children.get(current, []))
+    return total
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def _loop(
+    base: str,
+    token: str,
+    vins: list[str],
+    until: float,
+    out: list[float],
+    verdicts: dict[str, int],
+    seed: int,
+    server_ms: list[float] | None = None,
+) -> None:
+    rng = random.Random(seed)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+        while time.monotonic() < until:
+            started = time.perf_counter()
+            response = await client.post("/api/v1/verify", json={"vin": rng.choice(vins)})
+            out.append((time.perf_counter() - started) * 1000)
+            body = response.json()
+            key = body.get("verdict") if response.status_code == 200 else str(response.status_code)
+            if server_ms is not None and "elapsed_ms" in body:
+                server_ms.append(body["elapsed_ms"])  # from receipt, as the portal measures
+            verdicts[key] = verdicts.get(key, 0) + 1
+
+
+async def _phase(
+    base: str, tokens_: list[str], vehicles: int, seconds: float, hung: int, pid: int
+) -> dict[str, Any]:
+    healthy: list[float] = []
+    stuck: list[float] = []
+    verdicts: dict[str, int] = {}
+    hung_verdicts: dict[str, int] = {}
+    hung_server: list[float] = []
+    until = time.monotonic() + seconds
+    vins = [vin(i) for i in range(vehicles)]
+    tasks = [_loop(base, t, vins, until, healthy, verdicts, n) for n, t in enumerate(tokens_)]
+    hung_vins = [hung_vin(i) for i in range(20)]
+    tasks += [
+        _loop(
+            base,
+            tokens_[n % len(tokens_)],
+            hung_vins,
+            until,
+            stuck,
+            hung_verdicts,
+            1000 + n,
+            hung_server,
+        )
+        for n in range(hung)
+    ]
+    started, cpu = time.monotonic(), cpu_seconds(pid)
+    await asyncio.gather(*tasks)
+    elapsed, cpu = time.monotonic() - started, cpu_seconds(pid) - cpu
+    return {
+        "portal_cpu_ms_per_request": round(cpu * 1000 / max(1, len(healthy) + len(stuck)), 2),
+        "requests": len(healthy),
+        "rps": round(len(healthy) / elapsed, 1),
+        "p50_ms": round(percentile(healthy, 50), 1),
+        "p99_ms": round(percentile(healthy, 99), 1),
+        "verdicts": verdicts,
+        "hung_requests": len(stuck),
+        "hung_max_s": round(max(stuck) / 1000, 3) if stuck else None,
+        "hung_max_server_s": round(max(hung_server) / 1000, 3) if hung_server else None,
+        "hung_verdicts": hung_verdicts,
+    }
+
+
+async def _batch(base: str, token: str, vehicles: int, total: int) -> dict[str, Any]:
+    rng = random.Random(7)
+    items = [{"vin": vin(rng.randrange(vehicles))} for _ in range(total)]
+    verdicts: dict[str, int] = {}
+    started = time.monotonic()
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120
+    ) as client:
+        for at in range(0, total, 1000):
+            response = await client.post(
+                "/api/v1/verify/batch", json={"items": items[at : at + 1000]}
+            )
+            response.raise_for_status()
+            for result in response.json()["results"]:
+                key = result.get("verdict", str(result.get("status")))
+                verdicts[key] = verdicts.get(key, 0) + 1
+    return {
+        "vehicles": total,
+        "seconds": round(time.monotonic() - started, 2),
+        "verdicts": verdicts,
+    }
+
+
+def loadgen(
+    base: str,
+    pid: int,
+    tokens_: list[str],
+    vehicles: int,
+    seconds: float,
+    batch: int,
+    results: Any,
+) -> None:
+    async def run() -> dict[str, Any]:
+        await _phase(base, tokens_, vehicles, min(3.0, seconds), 0, pid)  # warm-up
+        return {
+            "healthy": await _phase(base, tokens_, vehicles, seconds, 0, pid),
+            "with_hung": await _phase(base, tokens_, vehicles, max(seconds, 6.0), 20, pid),
+            "batch": await _batch(base, tokens_[0], vehicles, batch),
+        }
+
+    results.put(asyncio.run(run()))
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--pg-url", default=os.environ.get("OLV_BENCH_PG_URL", DEFAULT_PG_URL))
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--vehicles", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--portal-workers", type=int, default=1, help="OLV_PORTAL_WORKERS")
+    parser.add_argument("--smoke", action="store_true", help="tiny run: checks the bench works")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if args.smoke:
+        args.duration, args.vehicles, args.batch = 2.0, 1000, 2000
+
+    with tempfile.TemporaryDirectory(prefix="olv-portal-bench-") as tmp:
+        workdir = Path(tmp)
+        insurer_env = {"OLV_DATABASE_URL": f"sqlite:///{workdir / 'insurer.db'}"}
+        with state_database(args.db, workdir, args.pg_url) as state_url, hung_socket() as hung_port:
+            soap_port, portal_port = free_port(), free_port()
+            soap_cmd = [sys.executable, "-m", "olv", "soap", "serve", "--port", str(soap_port)]
+            portal_cmd = [
+                sys.executable,
+                "-m",
+                "olv",
+                "portal",
+                "serve",
+                "--port",
+                str(portal_port),
+            ]
+            portal_env = {
+                "OLV_DATABASE_URL": state_url,
+                "OLV_PORTAL_TOKEN_RATE_PER_MINUTE": "10000000",
+                "OLV_PORTAL_WORKERS": str(args.portal_workers),
+            }
+            soap_base = f"http://127.0.0.1:{soap_port}"
+            tokens_ = prepare(
+                state_url, insurer_env, soap_base, hung_port, args.vehicles, args.clients, workdir
+            )
+            with (
+                server(soap_cmd, insurer_env, soap_port, workdir / "soap.log"),
+                server(portal_cmd, portal_env, portal_port, workdir / "portal.log") as (
+                    portal,
+                    portal_pid,
+                ),
+            ):
+                queue: Any = multiprocessing.get_context("spawn").Queue()
+                process = multiprocessing.get_context("spawn").Process(
+                    target=loadgen,
+                    args=(
+                        portal,
+                        portal_pid,
+                        tokens_,
+                        args.vehicles,
+                        args.duration,
+                        args.batch,
+                        queue,
+                    ),
+                )
+                process.start()
+                figures = queue.get(timeout=args.duration * 4 + 600)
+                process.join(30)
+
+    figures["machine"] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "db": args.db,
+        "portal_workers": args.portal_workers,
+        "smoke": args.smoke,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    h, w, b = figures["healthy"], figures["with_hung"], figures["batch"]
+    smoke = ", SMOKE: figures mean nothing" if args.smoke else ""
+    lines = [
+        f"portal bench ({args.db}, {args.clients} clients, {args.portal_workers} portal"
+        f" worker(s), {os.cpu_count()} cores{smoke})",
+        f"  healthy:      {h['rps']:>7}/s  p50 {h['p50_ms']} ms  p99 {h['p99_ms']} ms"
+        f"  (target >= {TARGETS['rps']}/s, p99 <= {TARGETS['p99_ms']} ms)  {h['verdicts']}",
+        f"  20 hung:      {w['rps']:>7}/s  p50 {w['p50_ms']} ms  p99 {w['p99_ms']} ms"
+        f"  (target p99 <= {TARGETS['p99_hung_ms']} ms)",
+        f"  hung answers: {w['hung_requests']} answered, slowest {w['hung_max_s']} s"
+        f" ({w['hung_max_server_s']} s from receipt)"
+        f"  (target <= {TARGETS['hung_max_s']} s)  {w['hung_verdicts']}",
+        f"  portal CPU:   {h['portal_cpu_ms_per_request']} ms per verification"
+        f" ({w['portal_cpu_ms_per_request']} ms with hung queries)",
+        f"  batch:        {b['vehicles']} vehicles in {b['seconds']} s"
+        f"  (target <= {TARGETS['batch_s']} s)  {b['verdicts']}",
+    ]
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

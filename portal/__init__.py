@@ -1,0 +1,26 @@
+"""The state query portal (SPEC §5): officers, courts and DMV systems verify coverage.
+
+Module map:
+
+* ``app.py``            ``create_app`` — routers, static files, templates, lifespan resources
+* ``settings.py``       ``OLV_PORTAL_*`` settings
+* ``deps.py``           request dependencies: DB session, current principal, role checks
+* ``errors.py``         the one JSON error shape and its exception handlers
+* ``models.py``         tables (migration ``0003``)
+* ``routing.py``        SPEC §5 steps 1-5: one function, one result object (API and pages)
+* ``verdicts.py``       from the insurers' answers to that result (the verdict rules)
+* ``reasons.py``        reason codes as 00200809 names with descriptions (numbers beside)
+* ``insurer_client.py`` pooled per-insurer HTTP clients behind a transport seam
+* ``soap_wire.py``      SOAP requests in either IICMVA version; answers checked against our XSD
+* ``schemas.py``        the API's pydantic types
+* ``querylog.py``       batched writes of the query log and the insurer-call log
+* ``registry.py``       the insurer registry;  ``registrations.py`` plate → VIN import
+* ``users.py``, ``passwords.py``, ``tokens.py``, ``security_log.py``, ``ratelimit.py``,
+  ``cache.py``
+* ``onboarding.py``     ``olv insurers check``: the onboarding scenario set
+* ``cli.py``            the ``olv`` sub-commands of the portal
+* ``routes/``           one router module per concern; ``templates/`` and ``static/`` for pages
+
+The portal imports the IICMVA vocabulary from ``olv.iicmva`` and the book of business through
+``bob_loader.lookup``; it never imports the insurer service (``service/``).
+"""

@@ -1,0 +1,129 @@
+"""``create_app``: the portal's FastAPI application (pages + JSON API), kept small.
+
+Routers come from :mod:`portal.routes` (one module per concern); long-lived resources — the
+database engine, the pooled insurer clients, the query-log writer — live on the lifespan.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from olv import db
+from olv.config import Settings, get_settings
+from portal import errors, routes
+from portal.cache import TtlCache
+from portal.insurer_client import InsurerClient, Transport
+from portal.querylog import QueryLogWriter
+from portal.ratelimit import RateLimiter
+from portal.routing import Router
+from portal.settings import PortalSettings, get_portal_settings
+from portal.tokens import TokenOwner
+
+HERE = Path(__file__).parent
+# A valid token is re-checked (revocation, expiry, the user disabled) at most this often, and
+# the insurer registry re-read.
+TOKEN_CACHE_SECONDS = 2.0
+REGISTRY_CACHE_SECONDS = 5.0
+
+
+API_MAX_BODY_BYTES = 1024 * 1024  # a full batch of 1,000 items is about 150 KB
+
+
+class RequestGuard:
+    """Stamps each request with the moment it arrived (the 5-second budget starts there) and
+    refuses API bodies over :data:`API_MAX_BODY_BYTES` with 413 before anything parses them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})["received"] = time.monotonic()
+        if not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > API_MAX_BODY_BYTES):
+            await errors.too_large(scope, receive, send, API_MAX_BODY_BYTES)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > API_MAX_BODY_BYTES:
+                raise errors.ApiError(413, f"request body over {API_MAX_BODY_BYTES} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def create_app(
+    settings: Settings | None = None,
+    portal_settings: PortalSettings | None = None,
+    *,
+    transport: Transport | None = None,
+) -> FastAPI:
+    """The portal; ``transport`` replaces the HTTP transport to insurers (tests)."""
+    settings = settings or get_settings()
+    portal_settings = portal_settings or get_portal_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = db.make_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.sessions = db.session_factory(engine)
+        app.state.insurer_client = InsurerClient(transport, portal_settings)
+        app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
+        app.state.query_log.start()
+        app.state.router = Router(
+            app.state.sessions,
+            app.state.insurer_client,
+            app.state.query_log,
+            settings,
+            portal_settings,
+            REGISTRY_CACHE_SECONDS,
+        )
+        try:
+            yield
+        finally:
+            await app.state.insurer_client.aclose()
+            await app.state.query_log.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="OLV state portal",
+        summary="Verify motor-vehicle liability insurance with the insurers, in five seconds.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.portal_settings = portal_settings
+    app.state.templates = Jinja2Templates(directory=HERE / "templates")
+    app.state.principal_resolvers = []
+    app.state.token_limiter = RateLimiter(portal_settings.token_rate_per_minute)
+    app.state.token_cache = TtlCache[str, TokenOwner](TOKEN_CACHE_SECONDS)
+    errors.install(app)
+    app.add_middleware(RequestGuard)
+    app.mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static")
+    for router in routes.ROUTERS:
+        app.include_router(router)
+    for install in routes.INSTALLERS:
+        install(app)
+    return app
+
+
+def factory() -> FastAPI:
+    """For ``uvicorn --factory portal.app:factory`` (``olv portal serve`` uses it)."""
+    return create_app()

@@ -1,0 +1,304 @@
+"""``olv portal``, ``olv insurers``, ``olv registrations``, ``olv users`` and ``olv tokens``.
+
+Bad input gets one ``error:`` line on stderr: exit 2 for usage and configuration errors,
+1 for an operation that failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from olv import db
+from olv.config import get_settings
+
+portal_app = typer.Typer(help="State query portal (web pages and JSON API).", no_args_is_help=True)
+insurers_app = typer.Typer(help="Registry of insurer services.", no_args_is_help=True)
+registrations_app = typer.Typer(help="Vehicle registrations (plate → VIN).", no_args_is_help=True)
+users_app = typer.Typer(help="Portal users.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _engine():  # -> sqlalchemy.Engine
+    """The configured database, refused in one line when unusable (no schema, unreachable)."""
+    return db.open_database(get_settings().database_url)
+
+
+@portal_app.command("serve")
+def portal_serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Serve the portal's pages and JSON API (OpenAPI at /docs)."""
+    from olv import errors
+    from olv.ports import claim_port
+    from portal.settings import PortalSettings
+
+    settings = get_settings()
+    workers = PortalSettings().workers  # a bad OLV_PORTAL_* value is refused here, in one line
+    # Everything that can be refused is checked before the banner claims the portal is up.
+    with claim_port(host, port):
+        try:
+            db.open_database(settings.database_url).dispose()
+        except errors.DatabaseUnreachable as exc:
+            if db.is_sqlite(settings.database_url):
+                raise
+            typer.echo(f"warning: {exc}; serving anyway", err=True)
+        typer.echo(f"OLV state portal on http://{host}:{port}/ (API docs: /docs)", err=True)
+        _serve(host, port, workers)
+
+
+def _serve(host: str, port: int, workers: int) -> None:
+    """uvicorn with the app factory; SIGTERM/SIGINT stop it gracefully and it exits 0."""
+    import uvicorn
+
+    options: dict[str, Any] = dict(
+        factory=True,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        log_config=None,  # keep OLV's JSON-lines logging
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    if workers > 1:
+        uvicorn.run("portal.app:factory", workers=workers, **options)
+        return
+
+    class Server(uvicorn.Server):
+        # uvicorn re-raises the stop signal after shutting down; a clean stop should exit 0.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            stops = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    Server(uvicorn.Config("portal.app:factory", **options)).run()
+
+
+# --- insurers ------------------------------------------------------------------------------
+
+
+@insurers_app.command("add")
+def insurers_add(
+    naic: Annotated[str, typer.Option(help="The insurer's five-digit NAIC.")],
+    name: Annotated[str, typer.Option(help="The insurer's name.")],
+    url: Annotated[str, typer.Option(help="Its SOAP endpoint, e.g. https://…/iicmva/00200809.")],
+    version: Annotated[str, typer.Option(help="00200809 or 00200510.")],
+    accepts_unknown: Annotated[
+        bool, typer.Option("--accepts-unknown", help="It answers policy key UNKNOWN.")
+    ] = False,
+    client_cert: Annotated[
+        Path | None, typer.Option(help="PEM client certificate (mutual TLS).")
+    ] = None,
+    client_key: Annotated[Path | None, typer.Option(help="PEM key of the certificate.")] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help="PEM CAs to trust.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait at most (default: the whole budget).")
+    ] = None,
+) -> None:
+    """Register an insurer's service; adding an existing NAIC updates it."""
+    from portal.registry import InsurerInput, RegistryError, upsert
+
+    data = InsurerInput(
+        naic=naic,
+        name=name,
+        url=url,
+        version=version,
+        accepts_unknown=accepts_unknown,
+        client_cert=str(client_cert) if client_cert else None,
+        client_key=str(client_key) if client_key else None,
+        ca_bundle=str(ca_bundle) if ca_bundle else None,
+        timeout_seconds=timeout,
+    )
+    engine = _engine()
+    try:
+        with db.transaction(engine) as session:
+            _, created = upsert(session, data, source="cli")
+    except RegistryError as exc:
+        _fail(str(exc), 2)
+    finally:
+        engine.dispose()
+    typer.echo(f"insurer {naic} {'added' if created else 'updated'}")
+
+
+@insurers_app.command("list")
+def insurers_list() -> None:
+    """The registered insurers as JSON lines."""
+    from portal.registry import all_insurers, as_dict
+
+    engine = _engine()
+    try:
+        with db.session_factory(engine)() as session:
+            for row in all_insurers(session):
+                typer.echo(json.dumps(as_dict(row)))
+    finally:
+        engine.dispose()
+
+
+@insurers_app.command("check")
+def insurers_check(
+    naic: Annotated[str, typer.Argument(help="NAIC of a registered insurer.")],
+    vin: Annotated[str | None, typer.Option(help="A VIN the insurer covers today.")] = None,
+    policy: Annotated[str | None, typer.Option(help="The policy number covering that VIN.")] = None,
+) -> None:
+    """Onboarding test of an insurer's service: one line per scenario; exit 0 only if all pass."""
+    import asyncio
+
+    from portal.onboarding import OnboardingError, run_checks
+
+    if bool(vin) != bool(policy):
+        _fail("--vin and --policy go together", 2)
+    try:
+        results = asyncio.run(run_checks(get_settings(), naic, vin=vin, policy=policy))
+    except OnboardingError as exc:
+        _fail(str(exc), 2)
+    for outcome in results:
+        typer.echo(outcome.line())
+    failed = [r for r in results if not r.passed]
+    typer.echo(f"{len(results) - len(failed)} of {len(results)} scenarios passed")
+    if failed:
+        raise typer.Exit(1)
+
+
+# --- registrations -------------------------------------------------------------------------
+
+
+@registrations_app.command("import")
+def registrations_import(
+    file: Annotated[Path, typer.Argument(help="CSV with the header plate,state,vin.")],
+) -> None:
+    """Import plate → VIN registrations (re-import upserts by plate and state)."""
+    from portal.registrations import RegistrationFileError, import_file
+
+    if not file.is_file():
+        _fail(f"{file}: no such file", 2)
+    engine = _engine()
+    try:
+        result = import_file(engine, file)
+    except RegistrationFileError as exc:
+        _fail(f"{exc}; nothing was imported", 2)
+    finally:
+        engine.dispose()
+    for problem in result.errors:
+        typer.echo(f"{file}: {problem}", err=True)
+    typer.echo(f"{file}: {result.rows} registrations imported, {len(result.errors)} rows skipped")
+    if result.errors and not result.rows:
+        raise typer.Exit(1)
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[str, typer.Option(help="officer, court, dmv, insurer or admin.")],
+    naic: Annotated[str | None, typer.Option(help="The NAIC of an insurer liaison.")] = None,
+) -> None:
+    """Add a user; the password is read from stdin (its first line)."""
+    from portal.users import UserError, add, check_role
+
+    try:
+        check_role(role, naic)
+    except UserError as exc:
+        _fail(str(exc), 2)
+    if sys.stdin.isatty():  # typed by a person: do not echo it
+        import getpass
+
+        password = getpass.getpass("password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        _fail("no password on stdin (pipe it in, e.g. from a password manager)", 2)
+    engine = _engine()
+    try:
+        with db.transaction(engine) as session:
+            add(session, username, role, password, naic=naic, actor="cli", source="cli")
+    except UserError as exc:
+        _fail(str(exc), 1)
+    finally:
+        engine.dispose()
+    typer.echo(f"user {username} added ({role}); the second factor is enrolled at first login")
+
+
+@users_app.command("unlock")
+def users_unlock(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Lift a lockout and reset the failed-login count."""
+    from portal.users import UserError, unlock
+
+    engine = _engine()
+    try:
+        with db.transaction(engine) as session:
+            unlock(session, username, actor="cli", source="cli")
+    except UserError as exc:
+        _fail(str(exc), 1)
+    finally:
+        engine.dispose()
+    typer.echo(f"user {username} unlocked")
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+@tokens_app.command("create")
+def tokens_create(
+    username: Annotated[str, typer.Argument(help="The user the token acts for.")],
+    expires_days: Annotated[
+        int | None,
+        typer.Option(help="Lifetime (default OLV_PORTAL_TOKEN_DAYS).", min=1, max=3650),
+    ] = None,
+) -> None:
+    """Create an API token; it is printed once, alone on the last line (stored as a hash)."""
+    from portal.settings import PortalSettings
+    from portal.tokens import TokenError, create
+
+    days = expires_days or PortalSettings().token_days
+    engine = _engine()
+    try:
+        with db.transaction(engine) as session:
+            row, token = create(session, username, days, source="cli")
+            token_id, expires = row.id, row.expires_at
+    except TokenError as exc:
+        _fail(str(exc), 1)
+    finally:
+        engine.dispose()
+    typer.echo(f"token {token_id} for {username}, expires {expires:%Y-%m-%d %H:%M} UTC")
+    typer.echo("shown once; store it now:")
+    typer.echo(token)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The token's id.")]) -> None:
+    """Revoke an API token at once."""
+    from portal.tokens import TokenError, revoke
+
+    engine = _engine()
+    try:
+        with db.transaction(engine) as session:
+            revoke(session, token_id, source="cli")
+    except TokenError as exc:
+        _fail(str(exc), 1)
+    finally:
+        engine.dispose()
+    typer.echo(f"token {token_id} revoked")

@@ -1,0 +1,127 @@
+"""Dependencies shared by the routes, as ``Annotated`` aliases.
+
+* ``DbSession``          a SQLAlchemy session for the request (closed afterwards)
+* ``CurrentPrincipal``   who is asking: an ``Authorization: Bearer`` API token, else whatever
+                         the resolvers in ``app.state.principal_resolvers`` find (the browser
+                         pages add the session-cookie one there); 401 when nobody is found
+* ``require_roles(...)`` the principal, or 403 when their role is not among those given
+* ``Verifier``           a principal allowed to verify vehicles (every role but ``insurer``)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from portal import tokens
+from portal.errors import ApiError
+
+VERIFY_ROLES = ("officer", "court", "dmv", "admin")
+BATCH_ROLES = ("dmv", "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    username: str
+    role: str
+    naic: str | None  # insurer liaisons only
+    via: str  # "token" | "session"
+    token_id: str | None = None
+
+
+PrincipalResolver = Callable[[Request], Awaitable[Principal | None]]
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _authenticate(request: Request, token: str) -> tokens.TokenOwner | None:
+    with request.app.state.sessions() as session, session.begin():
+        return tokens.authenticate(session, token, source=client_address(request))
+
+
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+# Declares the scheme in the OpenAPI document (the /docs "Authorize" button); the header is
+# read by current_principal itself, so that every failure gets the one error shape.
+bearer_scheme = HTTPBearer(auto_error=False, description="an API token from olv tokens create")
+
+
+async def current_principal(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+) -> Principal:
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "use Authorization: Bearer <token>", headers=_UNAUTHORIZED)
+        token = token.strip()
+        cache = request.app.state.token_cache
+        owner = cache.get(token)
+        if owner is None:
+            owner = await run_in_threadpool(_authenticate, request, token)
+            if owner is not None:
+                cache.put(token, owner)
+        if owner is None:
+            raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
+        wait = request.app.state.token_limiter.allow(owner.token_id)
+        if wait:
+            raise ApiError(
+                429,
+                "rate limit for this token reached",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+        principal = Principal(
+            owner.user_id, owner.username, owner.role, owner.naic, "token", owner.token_id
+        )
+    else:
+        principal = None
+        for resolve in request.app.state.principal_resolvers:
+            principal = await resolve(request)
+            if principal is not None:
+                break
+        if principal is None:
+            raise ApiError(401, headers=_UNAUTHORIZED)
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_roles(*roles: str) -> Any:
+    """``Annotated[Principal, require_roles("dmv", "admin")]``: 403 for any other role."""
+
+    async def check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in roles:
+            raise ApiError(403, f"the {principal.role} role may not do this")
+        return principal
+
+    return Depends(check)
+
+
+Verifier = Annotated[Principal, require_roles(*VERIFY_ROLES)]
+BatchVerifier = Annotated[Principal, require_roles(*BATCH_ROLES)]
+Admin = Annotated[Principal, require_roles("admin")]

@@ -1,0 +1,150 @@
+"""One JSON error shape for every error the portal answers, on every path:
+
+``{"ok": false, "status": 422, "error": "one sentence", "errors": [{"field": "vin",
+"message": "…"}]}`` — ``errors`` is empty when no particular field is at fault.
+
+Browser pages may register ``app.state.html_error`` (a callable taking the request and the
+:class:`ErrorBody`) to render the same error as HTML for requests that ask for HTML outside
+``/api/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
+
+from olv.logging import describe_exception
+
+log = logging.getLogger(__name__)
+
+_TITLES = {
+    400: "bad request",
+    401: "authentication required",
+    403: "not allowed for your role",
+    404: "not found",
+    405: "method not allowed",
+    413: "request too large",
+    422: "invalid input",
+    429: "too many requests",
+    500: "internal error",
+    503: "service unavailable",
+}
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    ok: bool = False
+    status: int
+    error: str
+    errors: list[FieldError] = []
+
+
+class ApiError(Exception):
+    """Raised anywhere in a request to answer with the error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str | None = None,
+        errors: Sequence[FieldError] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(error or _TITLES.get(status, "error"))
+        self.status = status
+        self.error = error or _TITLES.get(status, "error")
+        self.errors = list(errors)
+        self.headers = headers
+
+
+def invalid(field: str, message: str) -> ApiError:
+    """A 422 that names the field at fault."""
+    return ApiError(422, f"{field}: {message}", [FieldError(field=field, message=message)])
+
+
+def field_name(loc: Sequence[str | int]) -> str:
+    """``('body', 'items', 3, 'vin')`` → ``'items.3.vin'``; the whole body → ``'body'``."""
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting the error shape for ``statuses``."""
+    return {s: {"model": ErrorBody, "description": _TITLES.get(s, "error")} for s in statuses}
+
+
+def _respond(request: Request, body: ErrorBody, headers: dict[str, str] | None) -> Response:
+    html: Callable[[Request, ErrorBody], Response] | None = getattr(
+        request.app.state, "html_error", None
+    )
+    wants_html = "text/html" in request.headers.get("accept", "")
+    if html is not None and wants_html and not request.url.path.startswith("/api/"):
+        return html(request, body)
+    return JSONResponse(body.model_dump(), status_code=body.status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    body = ErrorBody(status=exc.status, error=exc.error, errors=exc.errors)
+    return _respond(request, body, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 400:
+        # FastAPI's "error parsing the body" (e.g. not UTF-8): invalid input like any other.
+        message = detail or "the body could not be read"
+        body = ErrorBody(
+            status=422, error=f"body: {message}", errors=[FieldError(field="body", message=message)]
+        )
+        return _respond(request, body, None)
+    body = ErrorBody(status=exc.status_code, error=detail or _TITLES.get(exc.status_code, "error"))
+    return _respond(request, body, getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(
+            # A body that is not JSON at all is located by character offset: name the body.
+            field="body" if e.get("type") == "json_invalid" else field_name(e.get("loc", ())),
+            message=str(e.get("msg", "invalid")),
+        )
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:3]) or "invalid input"
+    return _respond(request, ErrorBody(status=422, error=summary, errors=errors), None)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # The last guard: a bug must still answer in the one shape, without internals.
+    # Type and place only: messages of library errors may quote a VIN or a policy number.
+    log.error("unhandled error on %s", request.url.path, extra=describe_exception(exc))
+    return _respond(request, ErrorBody(status=500, error=_TITLES[500]), None)
+
+
+async def too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    """A 413 in the error shape, answered before the app (and its handlers) sees the request."""
+    body = ErrorBody(status=413, error=f"request body over {limit} bytes")
+    await JSONResponse(body.model_dump(), status_code=413)(scope, receive, send)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,285 @@
+"""Asking insurers: one pooled async HTTP client per insurer, behind a small transport seam.
+
+* :class:`Transport` is the seam: ``post`` one SOAP envelope to one insurer within a timeout,
+  return the HTTP status and body, or raise :class:`CallFailed`. :class:`HttpxTransport` is
+  the real one; :class:`MemoryTransport` answers from a function (unit tests of the routing).
+* :class:`InsurerClient` builds the request in the insurer's version, calls the transport and
+  reads the answer (:mod:`portal.soap_wire`) into a :class:`CallResult` — it never raises for
+  anything an insurer does.
+
+A slow insurer never slows the others: each has its own connection pool and its own cap on
+calls in flight (``OLV_PORTAL_INSURER_CONCURRENCY``), and every wait — for a slot, a
+connection, the answer — is bounded by the time left in the query's budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+from olv.iicmva import SOAP_ACTION, Code
+from portal import soap_wire
+from portal.models import Insurer
+from portal.settings import PortalSettings
+
+__all__ = [
+    "OUTCOMES",
+    "CallFailed",
+    "CallResult",
+    "HttpxTransport",
+    "InsurerClient",
+    "InsurerConfig",
+    "MemoryTransport",
+    "Reply",
+    "Transport",
+]
+
+# How a call ended. Every outcome but "ok" makes the insurer unavailable for that query.
+OUTCOMES = (
+    "ok",  # a schema-valid answer with a usable code
+    "timeout",  # no answer within the time left (also: no free slot or connection in time)
+    "refused",  # connection refused, reset or closed
+    "tls",  # the TLS handshake failed (certificate, CA, protocol)
+    "http_error",  # an HTTP status other than 200 without a SOAP fault
+    "fault",  # a SOAP fault
+    "invalid",  # not XML, not the expected answer, or not valid against our XSD
+    "unavailable",  # the insurer itself answered SYSU (or UREQ: it does not know us)
+    "cancelled",  # not needed any more: another insurer confirmed first
+)
+_UNAVAILABLE_CODES = {Code.SYSU.value, "12", Code.UREQ.value, "6"}
+
+
+@dataclass(frozen=True)
+class InsurerConfig:
+    naic: str
+    name: str
+    url: str
+    version: str
+    accepts_unknown: bool = False
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca_bundle: str | None = None
+    timeout_seconds: float | None = None
+    enabled: bool = True
+
+    @classmethod
+    def from_row(cls, row: Insurer) -> InsurerConfig:
+        return cls(
+            naic=row.naic,
+            name=row.name,
+            url=row.url,
+            version=row.version,
+            accepts_unknown=row.accepts_unknown,
+            client_cert=row.client_cert,
+            client_key=row.client_key,
+            ca_bundle=row.ca_bundle,
+            timeout_seconds=row.timeout_seconds,
+            enabled=row.enabled,
+        )
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    content: bytes
+
+
+class CallFailed(Exception):
+    """The transport got no usable HTTP answer; ``kind`` is timeout, refused, tls, or invalid
+    (an answer over the size cap)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Transport(Protocol):
+    async def post(self, insurer: InsurerConfig, body: bytes, timeout: float) -> Reply: ...
+
+    async def get(self, insurer: InsurerConfig, url: str, timeout: float) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+def ssl_context(insurer: InsurerConfig) -> ssl.SSLContext:
+    """Verify the insurer against its CA bundle (else the system's); present our certificate."""
+    context = ssl.create_default_context(cafile=insurer.ca_bundle or None)
+    if insurer.client_cert:
+        context.load_cert_chain(insurer.client_cert, insurer.client_key or None)
+    return context
+
+
+def _is_tls(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError | ssl.CertificateError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class HttpxTransport:
+    """One ``httpx.AsyncClient`` (its own pool) and one in-flight cap per insurer."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self._clients: dict[str, tuple[InsurerConfig, httpx.AsyncClient, asyncio.Semaphore]] = {}
+        self._retired: list[httpx.AsyncClient] = []  # replaced; calls may still be using them
+
+    def _client(self, insurer: InsurerConfig) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        known = self._clients.get(insurer.naic)
+        if known is not None and known[0] == insurer:
+            return known[1], known[2]
+        try:
+            context = ssl_context(insurer)
+        except (OSError, ssl.SSLError) as exc:
+            # Files registered once and since removed or broken: this insurer cannot be asked.
+            raise CallFailed("tls", f"client certificate or CA bundle unusable: {exc}") from None
+        if known is not None:  # re-registered with other settings: a fresh pool
+            self._retired.append(known[1])
+        client = httpx.AsyncClient(
+            verify=context,
+            limits=httpx.Limits(
+                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+            ),
+            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": SOAP_ACTION},
+            follow_redirects=False,
+            trust_env=False,
+        )
+        semaphore = asyncio.Semaphore(self.concurrency)
+        self._clients[insurer.naic] = (insurer, client, semaphore)
+        return client, semaphore
+
+    async def _send(
+        self, insurer: InsurerConfig, method: str, url: str, body: bytes | None, timeout: float
+    ) -> Reply:
+        client, semaphore = self._client(insurer)  # may raise CallFailed("tls")
+        try:
+            limits = httpx.Timeout(timeout)
+            async with (
+                asyncio.timeout(timeout),
+                semaphore,
+                client.stream(method, url, content=body, timeout=limits) as response,
+            ):
+                # Read at most the cap: an insurer must not be able to fill our memory.
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > soap_wire.MAX_ANSWER_BYTES:
+                        limit = soap_wire.MAX_ANSWER_BYTES
+                        raise CallFailed("invalid", f"answer larger than {limit} bytes")
+                    chunks.append(chunk)
+                return Reply(response.status_code, b"".join(chunks))
+        except (TimeoutError, httpx.TimeoutException):
+            raise CallFailed("timeout", "no answer in time") from None
+        except httpx.TransportError as exc:
+            kind = "tls" if _is_tls(exc) else "refused"
+            raise CallFailed(kind, f"{type(exc).__name__}") from None
+        except ssl.SSLError as exc:
+            raise CallFailed("tls", type(exc).__name__) from None
+
+    async def post(self, insurer: InsurerConfig, body: bytes, timeout: float) -> Reply:
+        return await self._send(insurer, "POST", insurer.url, body, timeout)
+
+    async def get(self, insurer: InsurerConfig, url: str, timeout: float) -> Reply:
+        return await self._send(insurer, "GET", url, None, timeout)
+
+    async def aclose(self) -> None:
+        clients = [entry[1] for entry in self._clients.values()] + self._retired
+        self._clients.clear()
+        self._retired = []
+        for client in clients:
+            await client.aclose()
+
+
+Handler = Callable[[InsurerConfig, bytes], Awaitable[Reply]]
+
+
+class MemoryTransport:
+    """Answers from ``handler(insurer, request_body)``; it may raise :class:`CallFailed`."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[tuple[str, bytes]] = []
+
+    async def post(self, insurer: InsurerConfig, body: bytes, timeout: float) -> Reply:
+        self.requests.append((insurer.naic, body))
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.handler(insurer, body)
+        except TimeoutError:
+            raise CallFailed("timeout", "no answer in time") from None
+
+    async def get(self, insurer: InsurerConfig, url: str, timeout: float) -> Reply:
+        return Reply(200, b"<definitions/>")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """One call to one insurer, whatever happened."""
+
+    naic: str
+    outcome: str
+    latency_ms: float
+    answer: soap_wire.Answer | None = None
+    detail: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.outcome == "ok"
+
+
+class InsurerClient:
+    """Verifies with insurers through a :class:`Transport` (the real one unless given)."""
+
+    def __init__(self, transport: Transport | None, settings: PortalSettings) -> None:
+        self.transport: Transport = transport or HttpxTransport(settings.insurer_concurrency)
+
+    async def verify(
+        self, insurer: InsurerConfig, ask: soap_wire.Ask, timeout: float
+    ) -> CallResult:
+        """Ask within ``timeout`` seconds (also capped by the insurer's own timeout)."""
+        return await self.exchange(insurer, soap_wire.build_request(ask, insurer.version), timeout)
+
+    async def exchange(self, insurer: InsurerConfig, body: bytes, timeout: float) -> CallResult:
+        """Send a prepared request envelope (the onboarding test sends odd ones)."""
+        if insurer.timeout_seconds:
+            timeout = min(timeout, insurer.timeout_seconds)
+        started = time.perf_counter()
+
+        def result(
+            outcome: str, answer: soap_wire.Answer | None = None, detail: str = ""
+        ) -> CallResult:
+            elapsed = (time.perf_counter() - started) * 1000
+            return CallResult(insurer.naic, outcome, round(elapsed, 2), answer, detail)
+
+        if timeout <= 0:
+            return result("timeout", detail="no time left in the budget")
+        try:
+            reply = await self.transport.post(insurer, body, timeout)
+        except CallFailed as exc:
+            return result(exc.kind, detail=str(exc))
+        if reply.status not in (200, 500):
+            return result("http_error", detail=f"HTTP {reply.status}")
+        try:
+            answer = soap_wire.parse_answer(reply.content, insurer.version)
+        except soap_wire.BadAnswer as exc:
+            kind = exc.kind if reply.status == 200 or exc.kind == "fault" else "http_error"
+            return result(kind, detail=str(exc))
+        if reply.status != 200:
+            return result("http_error", detail=f"HTTP {reply.status} with an answer")
+        if answer.response_code != "Confirmed" and _UNAVAILABLE_CODES & set(answer.codes):
+            return result("unavailable", answer, "the insurer answered " + " ".join(answer.codes))
+        return result("ok", answer)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()

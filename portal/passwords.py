@@ -1,0 +1,75 @@
+"""Passwords: argon2id hashes, at least 12 characters, not on the common-password list.
+
+The list (``common_passwords.txt`` beside this module) holds well-known passwords long enough
+to pass the length rule; the comparison ignores case.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+MIN_LENGTH = 12
+MAX_LENGTH = 256  # argon2 takes any length; a cap keeps a login from costing more than it should
+
+
+class WeakPasswordError(ValueError):
+    """The password breaks a rule; the message says which, never the password itself."""
+
+
+@cache
+def _hasher() -> PasswordHasher:
+    return PasswordHasher()  # argon2id with the library's current recommended parameters
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    text = Path(__file__).with_name("common_passwords.txt").read_text("utf-8")
+    return frozenset(
+        line.strip().lower() for line in text.splitlines() if line.strip() and line[0] != "#"
+    )
+
+
+def check_strength(password: str, username: str | None = None) -> None:
+    if len(password) < MIN_LENGTH:
+        raise WeakPasswordError(f"password must be at least {MIN_LENGTH} characters")
+    if len(password) > MAX_LENGTH:
+        raise WeakPasswordError(f"password must be at most {MAX_LENGTH} characters")
+    lowered = password.lower()
+    if lowered in common_passwords():
+        raise WeakPasswordError("password is on the list of common passwords")
+    if len(set(password)) < 4:
+        raise WeakPasswordError("password repeats too few different characters")
+    if username and username.lower() in lowered:
+        raise WeakPasswordError("password must not contain the user name")
+
+
+def hash_password(password: str, username: str | None = None) -> str:
+    """Check the rules, then hash with argon2id; raises :class:`WeakPasswordError`."""
+    check_strength(password, username)
+    return _hasher().hash(password)
+
+
+def verify_password(stored_hash: str, password: str) -> bool:
+    try:
+        return _hasher().verify(stored_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(stored_hash: str) -> bool:
+    return _hasher().check_needs_rehash(stored_hash)
+
+
+# A valid hash of nothing anyone can type, to verify against when the user does not exist
+# (so a login for an unknown name costs as much time as one for a known name).
+def dummy_hash() -> str:
+    return _dummy()
+
+
+@cache
+def _dummy() -> str:
+    return _hasher().hash("\x00 no such user \x00")

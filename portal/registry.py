@@ -1,0 +1,128 @@
+"""The insurer registry: whom the portal asks for a NAIC (``olv insurers``, admin pages)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from olv import normalize
+from olv.iicmva import VERSIONS
+from portal import security_log
+from portal.models import Insurer
+
+
+class RegistryError(ValueError):
+    """The registration was refused; the message names the field at fault."""
+
+
+@dataclass(frozen=True)
+class InsurerInput:
+    naic: str
+    name: str
+    url: str
+    version: str
+    accepts_unknown: bool = False
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca_bundle: str | None = None
+    timeout_seconds: float | None = None
+    enabled: bool = True
+
+
+def _readable(label: str, path: str | None) -> str | None:
+    if path is None:
+        return None
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise RegistryError(f"{label}: {path} is not a readable file")
+    return str(resolved)
+
+
+def check(data: InsurerInput) -> InsurerInput:
+    """Validated and normalized (file paths made absolute), or :class:`RegistryError`."""
+    if not normalize.is_naic(data.naic):
+        raise RegistryError(f"--naic: {data.naic!r} must be five digits")
+    if not data.name.strip() or len(data.name) > 200:
+        raise RegistryError("--name: 1 to 200 characters")
+    parts = urlsplit(data.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(data.url) > 500:
+        raise RegistryError(f"--url: {data.url!r} is not an http(s) URL")
+    if data.version not in VERSIONS:
+        raise RegistryError(f"--version: {data.version!r}; expected one of {', '.join(VERSIONS)}")
+    if data.client_key and not data.client_cert:
+        raise RegistryError("--client-key needs --client-cert")
+    if data.timeout_seconds is not None and not 0 < data.timeout_seconds <= 60:
+        raise RegistryError("--timeout: seconds between 0 and 60")
+    if (data.client_cert or data.ca_bundle) and parts.scheme != "https":
+        raise RegistryError("--client-cert/--ca-bundle need an https URL")
+    return InsurerInput(
+        naic=data.naic,
+        name=data.name.strip(),
+        url=data.url,
+        version=data.version,
+        accepts_unknown=data.accepts_unknown,
+        client_cert=_readable("--client-cert", data.client_cert),
+        client_key=_readable("--client-key", data.client_key),
+        ca_bundle=_readable("--ca-bundle", data.ca_bundle),
+        timeout_seconds=data.timeout_seconds,
+        enabled=data.enabled,
+    )
+
+
+def upsert(
+    session: Session, data: InsurerInput, *, actor: str = "cli", source: str | None = None
+) -> tuple[Insurer, bool]:
+    """Add the insurer, or update it when its NAIC is registered; returns (row, created)."""
+    data = check(data)
+    now = datetime.now(UTC)
+    row = session.get(Insurer, data.naic)
+    created = row is None
+    if row is None:
+        row = Insurer(naic=data.naic, created_at=now)
+        session.add(row)
+    for field in (
+        "name",
+        "url",
+        "version",
+        "accepts_unknown",
+        "client_cert",
+        "client_key",
+        "ca_bundle",
+        "timeout_seconds",
+        "enabled",
+    ):
+        setattr(row, field, getattr(data, field))
+    row.updated_at = now
+    security_log.record(
+        session,
+        security_log.INSURER_CHANGED,
+        username=actor,
+        detail=f"{'added' if created else 'updated'} insurer {data.naic}",
+        source=source,
+    )
+    return row, created
+
+
+def as_dict(row: Insurer) -> dict[str, Any]:
+    return {
+        "naic": row.naic,
+        "name": row.name,
+        "url": row.url,
+        "version": row.version,
+        "accepts_unknown": row.accepts_unknown,
+        "client_cert": row.client_cert,
+        "client_key": row.client_key,
+        "ca_bundle": row.ca_bundle,
+        "timeout": row.timeout_seconds,
+        "enabled": row.enabled,
+    }
+
+
+def all_insurers(session: Session) -> list[Insurer]:
+    return list(session.scalars(select(Insurer).order_by(Insurer.naic)))

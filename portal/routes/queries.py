@@ -1,0 +1,71 @@
+"""``GET /api/v1/queries/{query_id}``: a logged query (your own; admins any)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Request
+from fastapi.concurrency import run_in_threadpool
+
+from olv.iicmva import DESCRIPTIONS, Code
+from portal.deps import Verifier
+from portal.errors import ApiError, error_responses
+from portal.models import QueryLog
+from portal.schemas import QueryRecord, Reason
+
+router = APIRouter(prefix="/api/v1", tags=["queries"])
+
+
+def record(row: QueryLog) -> QueryRecord:
+    reasons = [
+        Reason(code=c, description=DESCRIPTIONS.get(Code(c), ""))
+        if c in Code.__members__
+        else Reason(code=c, description="")
+        for c in row.reason_codes.split()
+    ]
+    return QueryRecord(
+        query_id=row.id,
+        at=row.at,
+        username=row.username,
+        role=row.role,
+        channel=row.channel,
+        vin=row.vin,
+        plate=row.plate,
+        plate_state=row.plate_state,
+        naic=row.naic,
+        policy_number=row.policy_number,
+        date=row.verification_date,
+        reason=row.reason,
+        http_status=row.http_status,
+        status=row.status,
+        verdict=row.verdict,
+        reasons=reasons,
+        answered_naic=row.answered_naic,
+        insurer=row.insurer,
+        answered_policy_number=row.answered_policy_number,
+        source=row.source,
+        error=row.error,
+        latency_ms=row.latency_ms,
+    )
+
+
+@router.get(
+    "/queries/{query_id}",
+    response_model=QueryRecord,
+    responses=error_responses(401, 403, 404, 422, 429),
+    summary="A logged query",
+)
+async def get_query(
+    principal: Verifier,
+    request: Request,
+    query_id: str = Path(pattern=r"^[0-9a-f]{32}$"),
+) -> QueryRecord:
+    """Your own queries; admins may read anyone's. Someone else's query is a 404."""
+    await request.app.state.query_log.flush()
+
+    def read() -> QueryLog | None:
+        with request.app.state.sessions() as session:
+            return session.get(QueryLog, query_id)
+
+    row = await run_in_threadpool(read)
+    if row is None or (principal.role != "admin" and row.username != principal.username):
+        raise ApiError(404, f"no query {query_id} of yours")
+    return record(row)

@@ -1,0 +1,48 @@
+"""``POST /api/v1/verify`` and ``POST /api/v1/verify/batch``."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+
+from portal.deps import BatchVerifier, Verifier
+from portal.errors import error_responses
+from portal.routing import Router
+from portal.schemas import BatchRequest, BatchResponse, VerifyRequest, VerifyResult
+
+router = APIRouter(prefix="/api/v1", tags=["verify"])
+
+
+def _router(request: Request) -> Router:
+    return request.app.state.router
+
+
+def _received(request: Request) -> float:
+    return getattr(request.state, "received", None) or time.monotonic()
+
+
+@router.post(
+    "/verify",
+    response_model=VerifyResult,
+    responses=error_responses(401, 403, 404, 413, 422, 429, 503),
+    summary="Verify one vehicle's insurance now",
+)
+async def verify(body: VerifyRequest, principal: Verifier, request: Request) -> VerifyResult:
+    """Routes the query to the insurer(s) within the 5-second budget (SPEC §5)."""
+    return await _router(request).verify(body, principal, "api", _received(request))
+
+
+@router.post(
+    "/verify/batch",
+    response_model=BatchResponse,
+    responses=error_responses(401, 403, 413, 422, 429, 503),
+    summary="Verify up to 1,000 vehicles; results in the same order",
+)
+async def verify_batch(
+    body: BatchRequest, principal: BatchVerifier, request: Request
+) -> BatchResponse:
+    """For DMV systems. An item that cannot be answered (an unknown plate) gets its error in
+    its place; an invalid item refuses the whole batch with 422 naming ``items.N.field``."""
+    results = await _router(request).verify_batch(body.items, principal)
+    return BatchResponse(results=results)

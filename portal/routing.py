@@ -1,0 +1,345 @@
+"""Routing a query (SPEC §5 steps 1-5): one function, one result object.
+
+:meth:`Router.verify` takes a :class:`~portal.schemas.VerifyRequest` and returns a
+:class:`~portal.schemas.VerifyResult`; the API and the query page both render that object.
+
+1. Plate → VIN through ``registrations`` (``plate_state`` optional when the plate is
+   registered in one state only; an unknown plate is a 404).
+2. ``naic`` + ``policy_number`` given (an ID card): ask that insurer with that key. Otherwise
+   the VIN's current book-of-business records: ask each named insurer with the policy number
+   on file, concurrently; the first Confirmed wins and the other calls are cancelled.
+3. No record, or no record whose insurer is registered and enabled: broadcast ``UNKNOWN`` to
+   every enabled insurer that accepts it; the first Confirmed wins.
+4. An insurer that gives no usable answer in time is *unavailable*: Unconfirmed,
+   ``unable_to_verify``, ``SYSU``, with the book-of-business evidence when a record exists.
+5. Requests in the insurer's version; answers checked against our XSD (``insurer_client``).
+
+Everything runs inside one budget (``OLV_PORTAL_BUDGET_SECONDS``) from the moment the request
+arrived; each call gets the time left, less a small reserve for answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bob_loader import lookup
+from olv import normalize
+from olv.config import Settings
+from portal.cache import TtlCache
+from portal.deps import Principal
+from portal.errors import ApiError, ErrorBody, FieldError, invalid
+from portal.insurer_client import CallResult, InsurerClient, InsurerConfig
+from portal.models import Insurer, Registration
+from portal.querylog import QueryLogWriter, new_query_id
+from portal.schemas import VerifyRequest, VerifyResult
+from portal.settings import PortalSettings
+from portal.soap_wire import Ask
+from portal.verdicts import Plan, Target, compose, confirmed
+
+UNKNOWN = normalize.UNKNOWN_POLICY_KEY
+# Kept back from the budget for writing the answer, and for the time a request can spend
+# queued before the application sees it when the machine is busy.
+RESERVE_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Question:
+    """A checked request: what to verify, on which day, why."""
+
+    request: VerifyRequest
+    vin: str | None
+    plate: str | None
+    plate_state: str | None
+    day: date
+    reason: str
+
+
+def default_reason(role: str) -> str:
+    return "VEHREG" if role == "dmv" else "VIOL"
+
+
+def check(
+    request: VerifyRequest, role: str, settings: Settings, prefix: str = ""
+) -> Question | list[FieldError]:
+    """The request's cross-field rules; field errors are named ``prefix + field``."""
+    errors: list[FieldError] = []
+
+    def bad(name: str, message: str) -> None:
+        errors.append(FieldError(field=prefix + name, message=message))
+
+    if request.vin is None and request.plate is None:
+        bad("vin", "give vin or plate")
+    if request.vin is not None and request.plate is not None:
+        bad("plate", "give vin or plate, not both")
+    if request.plate_state is not None and request.plate is None:
+        bad("plate_state", "only with plate")
+    if request.policy_number is not None and request.naic is None:
+        bad("naic", "needed with policy_number")
+    today = datetime.now(settings.zone).date()
+    day = date.fromisoformat(request.date) if request.date else today
+    if day > today:
+        bad("date", "must not be in the future")
+    elif day < today - timedelta(days=settings.verify_past_days):
+        bad("date", f"at most {settings.verify_past_days} days back")
+    if errors:
+        return errors
+    return Question(
+        request=request,
+        vin=normalize.vin(request.vin) if request.vin else None,
+        plate=normalize.plate(request.plate) if request.plate else None,
+        plate_state=request.plate_state.upper() if request.plate_state else None,
+        day=day,
+        reason=request.reason or default_reason(role),
+    )
+
+
+class Router:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        client: InsurerClient,
+        query_log: QueryLogWriter,
+        settings: Settings,
+        portal_settings: PortalSettings,
+        registry_seconds: float = 5.0,
+    ) -> None:
+        self.sessions = sessions
+        self.client = client
+        self.query_log = query_log
+        self.settings = settings
+        self.portal = portal_settings
+        self.registry_cache = TtlCache[str, dict[str, InsurerConfig]](registry_seconds)
+
+    # --- entry points --------------------------------------------------------------------
+
+    async def verify(
+        self, request: VerifyRequest, principal: Principal, channel: str, received: float
+    ) -> VerifyResult:
+        """Answer one request; raises :class:`ApiError` (422, 404) for what cannot be asked."""
+        checked = check(request, principal.role, self.settings)
+        if isinstance(checked, list):
+            raise ApiError(422, "; ".join(f"{e.field}: {e.message}" for e in checked), checked)
+        return await self._answer(checked, principal, channel, received)
+
+    async def verify_batch(
+        self, items: Sequence[VerifyRequest], principal: Principal
+    ) -> list[VerifyResult | ErrorBody]:
+        """Every item, in order; a whole batch with a bad item is refused (422) up front."""
+        questions: list[Question] = []
+        errors: list[FieldError] = []
+        for index, item in enumerate(items):
+            checked = check(item, principal.role, self.settings, prefix=f"items.{index}.")
+            if isinstance(checked, list):
+                errors.extend(checked)
+            else:
+                questions.append(checked)
+        if errors:
+            summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:3])
+            raise ApiError(422, summary, errors)
+        slots = asyncio.Semaphore(self.portal.batch_concurrency)
+
+        async def one(question: Question) -> VerifyResult | ErrorBody:
+            async with slots:  # each item's budget starts when its turn comes
+                try:
+                    return await self._answer(question, principal, "batch", time.monotonic())
+                except ApiError as exc:
+                    return ErrorBody(status=exc.status, error=exc.error, errors=exc.errors)
+
+        return list(await asyncio.gather(*(one(q) for q in questions)))
+
+    # --- the steps -------------------------------------------------------------------------
+
+    async def _answer(
+        self, question: Question, principal: Principal, channel: str, received: float
+    ) -> VerifyResult:
+        query_id = new_query_id()
+        deadline = received + self.portal.budget_seconds - RESERVE_SECONDS
+        try:
+            # A hung state database must not hold the answer past the budget either.
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                plan = await run_in_threadpool(self._plan, question)
+        except TimeoutError:
+            exc = ApiError(503, "the state database did not answer in time; try again")
+            self._log(question, principal, channel, received, query_id, None, [], exc)
+            raise exc from None
+        except ApiError as exc:
+            self._log(question, principal, channel, received, query_id, None, [], exc)
+            raise
+        calls: list[CallResult] = []
+        if plan.targets:
+            winner = await self._ask(plan.targets, question, plan, deadline, calls)
+        else:
+            winner = None
+        broadcast_targets: list[Target] = []
+        if plan.broadcast:
+            broadcast_targets = await run_in_threadpool(self._broadcast_targets)
+            winner = await self._ask(broadcast_targets, question, plan, deadline, calls)
+        result = compose(question.day, plan, calls, winner, received, query_id)
+        self._log(question, principal, channel, received, query_id, result, calls, None)
+        return result
+
+    def _plan(self, question: Question) -> Plan:
+        with self.sessions() as session:
+            vin, state = question.vin, question.plate_state
+            if vin is None:
+                vin, state = self._plate_to_vin(session, question)
+            insurers = self._registry(session)
+            records = list(lookup.find_by_vins(session.connection(), [vin]))
+        plan = Plan(vin=vin, state=state, records=records)
+        request = question.request
+        if request.naic is not None and request.policy_number is not None:
+            record = next((r for r in records if r["naic"] == request.naic), None)
+            plan.records = [record] if record else []
+            insurer = insurers.get(request.naic)
+            if insurer is not None:
+                plan.targets.append(Target(insurer, request.policy_number.strip(), record))
+        else:
+            if request.naic is not None:
+                records = [r for r in records if r["naic"] == request.naic]
+                plan.records = records
+            seen: set[str] = set()  # one call per insurer: the first record of its NAIC
+            for record in records:
+                insurer = insurers.get(record["naic"])
+                if insurer is not None and record["naic"] not in seen:
+                    seen.add(record["naic"])
+                    plan.targets.append(Target(insurer, record["policy_number"], record))
+            if not records and request.naic in insurers:
+                plan.targets.append(Target(insurers[request.naic], UNKNOWN, None))
+        plan.broadcast = not plan.targets
+        return plan
+
+    def _registry(self, session: Session) -> dict[str, InsurerConfig]:
+        """The enabled insurers by NAIC (cached for a few seconds: read on every query)."""
+        insurers = self.registry_cache.get("enabled")
+        if insurers is None:
+            rows = session.scalars(select(Insurer).where(Insurer.enabled.is_(True)))
+            insurers = {row.naic: InsurerConfig.from_row(row) for row in rows}
+            self.registry_cache.put("enabled", insurers)
+        return insurers
+
+    def _plate_to_vin(self, session: Session, question: Question) -> tuple[str, str]:
+        query = select(Registration.vin, Registration.state).where(
+            Registration.plate == question.plate
+        )
+        if question.plate_state:
+            query = query.where(Registration.state == question.plate_state)
+        rows = session.execute(query.order_by(Registration.state)).all()
+        if not rows:
+            where = f" in {question.plate_state}" if question.plate_state else ""
+            raise ApiError(404, f"plate {question.plate}{where} is not registered")
+        if len(rows) > 1:
+            states = ", ".join(row.state for row in rows)
+            raise invalid("plate_state", f"the plate is registered in {states}; name the state")
+        return rows[0].vin, rows[0].state
+
+    def _broadcast_targets(self) -> list[Target]:
+        with self.sessions() as session:
+            insurers = self._registry(session)
+        return [
+            Target(insurer, UNKNOWN, None)
+            for naic, insurer in sorted(insurers.items())
+            if insurer.accepts_unknown
+        ]
+
+    async def _ask(
+        self,
+        targets: list[Target],
+        question: Question,
+        plan: Plan,
+        deadline: float,
+        calls: list[CallResult],
+    ) -> Target | None:
+        """Ask every target at once; the first Confirmed wins and the rest are cancelled."""
+        tasks: dict[asyncio.Task[CallResult], Target] = {}
+        for target in targets:
+            ask = Ask(
+                naic=target.insurer.naic,
+                policy_key=target.policy_key,
+                vin=plan.vin,
+                day=question.day,
+                reason=question.reason,
+                state=plan.state or self.portal.state,
+                requestor=self.portal.requestor,
+            )
+            timeout = deadline - time.monotonic()
+            task = asyncio.ensure_future(self.client.verify(target.insurer, ask, timeout))
+            tasks[task] = target
+        pending = set(tasks)
+        started = time.perf_counter()
+        winner: Target | None = None
+        try:
+            while pending and winner is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    call = task.result()
+                    calls.append(call)
+                    if winner is None and call.usable and confirmed(call):
+                        winner = tasks[task]
+        finally:
+            for task in pending:
+                task.cancel()
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            for task in pending:
+                calls.append(CallResult(tasks[task].insurer.naic, "cancelled", elapsed))
+        return winner
+
+    # --- the answer --------------------------------------------------------------------------
+
+    def _log(
+        self,
+        question: Question,
+        principal: Principal,
+        channel: str,
+        received: float,
+        query_id: str,
+        result: VerifyResult | None,
+        calls: list[CallResult],
+        error: ApiError | None,
+    ) -> None:
+        now = datetime.now(UTC)
+        request = question.request
+        row: dict[str, Any] = {
+            "id": query_id,
+            "at": now,
+            "username": principal.username,
+            "role": principal.role,
+            "channel": channel,
+            "vin": question.vin or (result.vin if result else None),
+            "plate": question.plate,
+            "plate_state": question.plate_state,
+            "naic": request.naic,
+            "policy_number": request.policy_number,
+            "verification_date": question.day,
+            "reason": question.reason,
+            "http_status": error.status if error else 200,
+            "status": result.status if result else None,
+            "verdict": result.verdict if result else None,
+            "reason_codes": " ".join(r.code for r in result.reasons) if result else "",
+            "answered_naic": result.naic if result else None,
+            "insurer": result.insurer if result else None,
+            "answered_policy_number": result.policy_number if result else None,
+            "source": result.source if result else None,
+            "error": error.error[:200] if error else None,
+            "latency_ms": round((time.monotonic() - received) * 1000, 2),
+        }
+        call_rows = [
+            {
+                "at": now,
+                "naic": call.naic,
+                "outcome": call.outcome,
+                "response_code": call.answer.response_code if call.answer else None,
+                "latency_ms": call.latency_ms,
+                "query_id": query_id,
+            }
+            for call in calls
+        ]
+        self.query_log.add(row, call_rows)

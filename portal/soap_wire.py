@@ -1,0 +1,114 @@
+"""The SOAP messages the portal sends to insurers and reads back, in either IICMVA version.
+
+Requests are built for the insurer's registered version (00200510: ``UniqueKey``, request
+reasons by their 00200510 names; 00200809: ``PolicyKey`` and the publication attributes).
+Answers are parsed with the hardened parser (:mod:`olv.xmlsafe`) and must validate against our
+XSD of that version (zeep cannot read some valid 00200809 answers, SPEC §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from lxml import etree
+
+import xsd
+from olv import iicmva, xmlsafe
+from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV, V0510, V0809, q
+
+MAX_ANSWER_BYTES = 256 * 1024
+_RESPONSE_ROOT = {V0510: "CoverageResponse", V0809: "CoverageResponseDocument"}
+_KEY = {V0510: "UniqueKey", V0809: "PolicyKey"}
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One question to one insurer."""
+
+    naic: str
+    policy_key: str  # as on file or on the card; "UNKNOWN" for a VIN-only search
+    vin: str
+    day: date
+    reason: str  # 00200809 request reason (ACC … VIOL)
+    state: str  # PolicyState
+    requestor: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a schema-valid answer said; ``codes`` are the wire values (names or numbers)."""
+
+    response_code: str  # Confirmed | Unconfirmed
+    codes: tuple[str, ...]
+
+
+class BadAnswer(ValueError):
+    """The insurer's answer is not a usable CoverageResponse (kind: fault | invalid)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _sub(parent: etree._Element, name: str, text: str | None = None) -> etree._Element:
+    element = etree.SubElement(parent, q(name))
+    if text is not None:
+        element.text = text
+    return element
+
+
+def build_request(ask: Ask, version: str) -> bytes:
+    """A SOAP 1.1 envelope holding a CoverageRequest of ``version``."""
+    envelope = etree.Element(f"{{{SOAP11_ENV}}}Envelope", nsmap={"soapenv": SOAP11_ENV})
+    body = etree.SubElement(envelope, f"{{{SOAP11_ENV}}}Body")
+    request = etree.SubElement(body, q("CoverageRequest"), nsmap={None: IICMVA})
+    if version == V0809:
+        request.set("PublicationVersion", V0809)
+        request.set("PublicationDate", iicmva.PUBLICATION_DATE_0809)
+    requestor = _sub(request, "RequestorInformation")
+    if version == V0510:
+        _sub(requestor, "Individual")  # required (and may be empty) in this publication
+    _sub(_sub(requestor, "Organization"), "Name", ask.requestor)
+    reason = ask.reason if version == V0809 else iicmva.REQUEST_REASON_0510[ask.reason]
+    _sub(_sub(requestor, "ReasonDetails"), "ReasonCode", reason)
+    detail = _sub(request, "Detail")
+    policy = _sub(detail, "PolicyInformation")
+    _sub(_sub(policy, "OrganizationDetails"), "NAIC", ask.naic)
+    details = _sub(policy, "PolicyDetails")
+    _sub(details, "VerificationDate", f"{ask.day.isoformat()}T00:00:00")
+    _sub(details, _KEY[version], ask.policy_key)
+    _sub(details, "PolicyState", ask.state)
+    _sub(_sub(_sub(detail, "VehicleInformation"), "VehicleDetails"), "VIN", ask.vin)
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+
+def parse_answer(content: bytes, version: str) -> Answer:
+    """The answer in ``content`` (a SOAP 1.1 or 1.2 envelope); raises :class:`BadAnswer`."""
+    if len(content) > MAX_ANSWER_BYTES:
+        raise BadAnswer("invalid", f"answer larger than {MAX_ANSWER_BYTES} bytes")
+    try:
+        root = xmlsafe.parse(content)
+    except xmlsafe.UnsafeXMLError as exc:
+        raise BadAnswer("invalid", str(exc)) from None
+    if root.tag not in (f"{{{SOAP11_ENV}}}Envelope", f"{{{SOAP12_ENV}}}Envelope"):
+        raise BadAnswer("invalid", "not a SOAP envelope")
+    env_ns = etree.QName(root).namespace
+    body = root.find(f"{{{env_ns}}}Body")
+    if body is None or len(body) == 0:
+        raise BadAnswer("invalid", "SOAP envelope without a body")
+    payload = body[0]
+    if payload.tag == f"{{{env_ns}}}Fault":
+        raise BadAnswer("fault", "SOAP fault")
+    if payload.tag != q(_RESPONSE_ROOT[version]):
+        raise BadAnswer("invalid", f"expected {_RESPONSE_ROOT[version]} of version {version}")
+    # Validate a copy as its own document: the schema knows nothing of the envelope.
+    document = etree.fromstring(etree.tostring(payload), xmlsafe.make_parser())
+    if not xsd.load_schema(version).validate(document):
+        raise BadAnswer("invalid", f"answer does not validate against the {version} schema")
+    details = document.find(f".//{q('ResponseDetails')}")
+    if details is None:  # unreachable for a schema-valid answer; kept as a guard
+        raise BadAnswer("invalid", "no ResponseDetails")
+    code = (details.findtext(q("ResponseCode")) or "").strip()
+    reasons = tuple((e.text or "").strip() for e in details.findall(q("UnconfirmedReasonCode")))
+    return Answer(code, reasons)

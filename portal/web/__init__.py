@@ -1,0 +1,54 @@
+"""The portal's browser pages: server-rendered Jinja2, no JavaScript, one module per concern.
+
+:data:`ROUTERS` and :func:`install` are picked up by ``portal.routes`` (and so by
+``create_app``): the install step adds the cross-origin (CSRF) check for every state-changing
+request, the session-cookie principal and the HTML rendering of errors.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+
+from portal.csrf import CrossOriginProtection
+from portal.errors import ErrorBody
+from portal.web import (
+    admin_insurers,
+    admin_tokens,
+    admin_users,
+    auth,
+    batch,
+    bob,
+    compliance,
+    history,
+    query,
+)
+from portal.web.headers import PageHeaders
+from portal.web.identity import resolve_session
+from portal.web.render import error_page
+
+ROUTERS: list[APIRouter] = [
+    auth.router,
+    query.router,
+    batch.router,
+    history.router,
+    bob.router,
+    compliance.router,
+    admin_insurers.router,
+    admin_users.router,
+    admin_tokens.router,
+]
+
+
+def html_error(request: Request, body: ErrorBody) -> Response:
+    """Errors on pages: a sign-in redirect for 401, a readable page for the rest."""
+    if body.status == 401:
+        return RedirectResponse("/login", status_code=303)
+    return error_page(request, body.status, body.error)
+
+
+def install(app: FastAPI) -> None:
+    app.add_middleware(CrossOriginProtection)
+    app.add_middleware(PageHeaders)
+    app.state.principal_resolvers.append(resolve_session)
+    app.state.html_error = html_error

@@ -1,0 +1,127 @@
+"""Compliance: per insurer per day, as SVG charts and numbers, and the insurers breaking rules.
+
+Administrators see every insurer; an insurer liaison sees their own NAIC's service health.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from markupsafe import Markup
+
+from portal.charts import Chart, Series, Threshold, bar_chart, line_chart
+from portal.deps import DbSession, Principal, require_roles
+from portal.errors import invalid
+from portal.web import compliance_data as data
+from portal.web.identity import now
+from portal.web.render import page, twin_get
+
+router = APIRouter(include_in_schema=False)
+Watcher = Annotated[Principal, require_roles("insurer", "admin")]
+DEFAULT_DAYS = 30
+MAX_DAYS = 92
+
+
+def _day(name: str, text: str | None) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise invalid(name, "a date YYYY-MM-DD") from None
+
+
+def _seconds(values: list[Any]) -> list[float | None]:
+    return [None if v is None else v / 1000 for v in values]
+
+
+def charts_for(stats: data.InsurerStats) -> list[Markup]:
+    days = [d.day for d in stats.days]
+    rows = [d.as_dict() for d in stats.days]
+    latency = Chart(
+        "Latency (s): p50, p95, p99",
+        days,
+        [
+            Series("p50", _seconds([r["p50_ms"] for r in rows])),
+            Series("p95", _seconds([r["p95_ms"] for r in rows])),
+            Series("p99", _seconds([r["p99_ms"] for r in rows])),
+        ],
+        unit=" s",
+        thresholds=[Threshold(1.75, "1.75 s"), Threshold(5.0, "5 s")],
+    )
+    calls = Chart(
+        "Calls per day",
+        days,
+        [
+            Series("answered", [d.ok for d in stats.days]),
+            Series("unavailable", [d.unavailable for d in stats.days]),
+        ],
+        counts=True,
+    )
+    availability = Chart(
+        "Availability (%)",
+        days,
+        [Series("available", [r["availability"] for r in rows])],
+        unit="%",
+        y_max=100,
+    )
+    slow = Chart(
+        "Slow answers per day",
+        days,
+        [
+            Series("1.75-5 s", [d.over_1_75s - min(d.over_5s, d.over_1_75s) for d in stats.days]),
+            Series("over 5 s", [d.over_5s for d in stats.days]),
+        ],
+        counts=True,
+    )
+    return [line_chart(latency), bar_chart(calls), line_chart(availability), bar_chart(slow)]
+
+
+def _ordinal(day: int) -> str:
+    suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+@twin_get(router, "/compliance")
+def compliance(
+    request: Request,
+    db: DbSession,
+    me: Watcher,
+    since: Annotated[str | None, Query(max_length=10)] = None,
+    until: Annotated[str | None, Query(max_length=10)] = None,
+) -> Response:
+    zone = request.app.state.settings.zone
+    today = now(request).astimezone(zone).date()
+    last = _day("until", until) or today
+    first = _day("since", since) or last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise invalid("since", "must not be after until")
+    if (last - first).days >= MAX_DAYS:
+        raise invalid("since", f"at most {MAX_DAYS} days at a time")
+    naics = [me.naic or ""] if me.role == "insurer" else None
+    due_day = request.app.state.portal_settings.bob_deadline_day
+    with db.begin():
+        stats = data.per_day(db, first, last, zone, naics)
+        due, missing = data.missing_uploads(db, today, due_day, zone, naics)
+    insurers = [
+        {"naic": s.naic, "name": s.name, "days": [d.as_dict() for d in s.days]} for s in stats
+    ]
+    context = {
+        "since": first.isoformat(),
+        "until": last.isoformat(),
+        "generated_at": datetime.now(zone).isoformat(timespec="seconds"),
+        "insurers": insurers,
+        "slow": [
+            {"naic": s.naic, "name": s.name, "over_5s": s.over_5s} for s in stats if s.over_5s
+        ],
+        "bob_due": due.isoformat(),
+        "missing_bob": missing,
+    }
+    view = {
+        "charts": {s.naic: charts_for(s) for s in stats},
+        "due_day_ordinal": _ordinal(due_day),
+    }
+    return page(request, "compliance.html", "Compliance", context, view)

@@ -1,0 +1,196 @@
+"""Query history: everyone sees their own queries; administrators search everyone's and export
+them as CSV, streamed from the database (a year of queries never sits in memory)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
+from sqlalchemy import Select, or_, select
+
+from olv import normalize
+from portal.deps import VERIFY_ROLES, Principal, require_roles
+from portal.errors import invalid
+from portal.models import QueryLog
+from portal.web.render import page, twin_get
+
+router = APIRouter(include_in_schema=False)
+Asker = Annotated[Principal, require_roles(*VERIFY_ROLES)]
+PAGE_ROWS = 200
+VERDICTS = ("confirmed", "unconfirmed", "unable_to_verify")
+CSV_COLUMNS = (
+    "query_id",
+    "at",
+    "username",
+    "role",
+    "channel",
+    "vin",
+    "plate",
+    "plate_state",
+    "naic",
+    "policy_number",
+    "verification_date",
+    "reason",
+    "http_status",
+    "status",
+    "verdict",
+    "reason_codes",
+    "answered_naic",
+    "insurer",
+    "answered_policy_number",
+    "source",
+    "error",
+    "latency_ms",
+)
+
+
+class Filters:
+    """The search form; every field optional."""
+
+    def __init__(
+        self,
+        username: Annotated[str | None, Query(max_length=100)] = None,
+        vehicle: Annotated[str | None, Query(max_length=25)] = None,
+        verdict: Annotated[str | None, Query(max_length=16)] = None,
+        naic: Annotated[str | None, Query(max_length=5)] = None,
+        since: Annotated[str | None, Query(max_length=10)] = None,
+        until: Annotated[str | None, Query(max_length=10)] = None,
+    ) -> None:
+        self.username = username or None
+        self.vehicle = vehicle.strip() if vehicle and vehicle.strip() else None
+        self.verdict = verdict or None
+        self.naic = naic or None
+        self.since = since or None
+        self.until = until or None
+        if self.verdict is not None and self.verdict not in VERDICTS:
+            raise invalid("verdict", f"one of {', '.join(VERDICTS)}")
+        self.since_day = _day("since", self.since)
+        self.until_day = _day("until", self.until)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "username": self.username,
+            "vehicle": self.vehicle,
+            "verdict": self.verdict,
+            "naic": self.naic,
+            "since": self.since,
+            "until": self.until,
+        }
+
+
+def _day(name: str, text: str | None) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise invalid(name, "a date YYYY-MM-DD") from None
+
+
+def _query(me: Principal, f: Filters, zone: Any) -> Select[tuple[QueryLog]]:
+    query = select(QueryLog)
+    if me.role != "admin":
+        query = query.where(QueryLog.username == me.username)
+    elif f.username:
+        query = query.where(QueryLog.username == f.username)
+    if f.vehicle:
+        vin, plate = normalize.vin(f.vehicle), normalize.plate(f.vehicle)
+        query = query.where(or_(QueryLog.vin == vin, QueryLog.plate == plate))
+    if f.verdict:
+        query = query.where(QueryLog.verdict == f.verdict)
+    if f.naic:
+        query = query.where(or_(QueryLog.answered_naic == f.naic, QueryLog.naic == f.naic))
+    if f.since_day:
+        query = query.where(QueryLog.at >= datetime.combine(f.since_day, time.min, zone))
+    if f.until_day:
+        end = datetime.combine(f.until_day + timedelta(days=1), time.min, zone)
+        query = query.where(QueryLog.at < end)
+    return query
+
+
+def _stamp(value: datetime) -> str:
+    return (
+        (value if value.tzinfo else value.replace(tzinfo=UTC))
+        .astimezone(UTC)
+        .strftime("%Y-%m-%d %H:%M:%S")
+    )
+
+
+def _row(q: QueryLog) -> dict[str, Any]:
+    row = {column: getattr(q, column if column != "query_id" else "id") for column in CSV_COLUMNS}
+    row["at"] = _stamp(q.at)
+    if q.verification_date is not None:
+        row["verification_date"] = q.verification_date.isoformat()
+    return row
+
+
+def _page_rows(request: Request, me: Principal, f: Filters) -> tuple[list[dict[str, Any]], bool]:
+    query = _query(me, f, request.app.state.settings.zone)
+    query = query.order_by(QueryLog.at.desc(), QueryLog.id.desc()).limit(PAGE_ROWS + 1)
+    with request.app.state.sessions() as db:
+        rows = [_row(q) for q in db.scalars(query)]
+    return rows[:PAGE_ROWS], len(rows) > PAGE_ROWS
+
+
+@twin_get(router, "/history")
+async def history(request: Request, me: Asker, f: Annotated[Filters, Depends()]) -> Response:
+    await request.app.state.query_log.flush()  # so a query answered a moment ago is listed
+    rows, more = await run_in_threadpool(_page_rows, request, me, f)
+    present = {k: v for k, v in f.as_dict().items() if v}
+    view = {
+        "all_users": me.role == "admin",
+        "filters": f.as_dict(),
+        "verdicts": VERDICTS,
+        "query_string": ("?" + urlencode(present)) if present else "",
+    }
+    data = {"rows": rows, "more": more, "filters": f.as_dict()}
+    return page(request, "history.html", "Query history", data, view)
+
+
+@router.get("/history.csv")
+async def history_csv(
+    request: Request, me: Asker, f: Annotated[Filters, Depends()]
+) -> StreamingResponse:
+    await request.app.state.query_log.flush()
+    query = _query(me, f, request.app.state.settings.zone).order_by(QueryLog.at, QueryLog.id)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return StreamingResponse(
+        _stream_csv(request, query),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="olv-queries-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _stream_csv(request: Request, query: Select[tuple[QueryLog]]) -> Iterator[str]:
+    """Rows a thousand at a time from a server-side cursor (Starlette iterates this in a
+    worker thread, so the event loop is never held)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    with request.app.state.sessions() as db:
+        result = db.execute(query.execution_options(yield_per=1000)).scalars()
+        for count, q in enumerate(result, start=1):
+            row = _row(q)
+            writer.writerow([_csv_safe(row[c]) for c in CSV_COLUMNS])
+            if count % 1000 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _csv_safe(value: Any) -> Any:
+    """Values a spreadsheet would run as a formula get a leading apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return "" if value is None else value

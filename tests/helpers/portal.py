@@ -1,0 +1,252 @@
+"""Helpers for the portal tests: seeding the state database, SOAP answers, odd insurers, and a
+real ``olv portal serve`` subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+from sqlalchemy import Engine
+
+from bob_loader import layout
+from bob_loader.load import load_files
+from olv import db
+from olv.iicmva import IICMVA, SOAP11_ENV, V0510, V0809
+from portal import passwords, registry, tokens, users
+from portal.models import User
+from tests.helpers.soap import free_port
+
+PASSWORD = "Correct-Horse-Battery-9"
+
+
+def write_bob(path: Path, rows: list[tuple[str, str, str]], effective: str = "20240101") -> Path:
+    """A BoB file with one VS record per (naic, policy number, vin)."""
+    lines = [
+        layout.format_record(
+            {
+                "policy_type": "VS",
+                "naic": naic,
+                "policy_number": policy,
+                "effective_date": effective,
+                "vin": vin,
+            }
+        )
+        for naic, policy, vin in rows
+    ]
+    path.write_bytes("".join(line + "\r\n" for line in lines).encode("ascii"))
+    return path
+
+
+def load_bob(engine: Engine, folder: Path, rows: list[tuple[str, str, str]]) -> None:
+    path = write_bob(folder / f"State {len(rows)} 20261101.txt", rows)
+    outcomes = load_files(engine, [path], report_dir=folder)
+    assert all(o.status == "accepted" for o in outcomes), outcomes
+
+
+def add_insurer(engine: Engine, naic: str, url: str, version: str = V0809, **extra: object) -> None:
+    data = registry.InsurerInput(
+        naic=naic,
+        name=f"Insurer {naic}",
+        url=url,
+        version=version,
+        **extra,  # type: ignore[arg-type]
+    )
+    with db.transaction(engine) as session:
+        registry.upsert(session, data)
+
+
+@cache
+def _password_hash() -> str:
+    # argon2id is slow on purpose; one hash serves every test user.
+    return passwords.hash_password(PASSWORD)
+
+
+def add_user(engine: Engine, username: str, role: str, naic: str | None = None) -> str:
+    """A user (password ``PASSWORD``) with an API token; returns the token."""
+    users.check_role(role, naic)
+    with db.transaction(engine) as session:
+        session.add(
+            User(
+                username=username,
+                password_hash=_password_hash(),
+                role=role,
+                naic=naic,
+                totp_enrolled=False,
+                failed_logins=0,
+                disabled=False,
+                created_at=datetime.now(UTC),
+            )
+        )
+    with db.transaction(engine) as session:
+        _, token = tokens.create(session, username, 30)
+    return token
+
+
+def add_registration(engine: Engine, plate: str, state: str, vin: str) -> None:
+    from portal.models import Registration
+
+    with db.transaction(engine) as session:
+        session.add(Registration(plate=plate, state=state, vin=vin))
+
+
+# --- SOAP answers ------------------------------------------------------------------------------
+
+
+def answer(version: str, code: str, reasons: tuple[str, ...] = (), naic: str = "10001") -> bytes:
+    """A schema-valid answer envelope of ``version``."""
+    root = "CoverageResponseDocument" if version == V0809 else "CoverageResponse"
+    attrs = (
+        ' PublicationVersion="00200809" PublicationDate="2008-09-01"' if version == V0809 else ""
+    )
+    key = "PolicyKey" if version == V0809 else "UniqueKey"
+    codes = "".join(f"<UnconfirmedReasonCode>{r}</UnconfirmedReasonCode>" for r in reasons)
+    body = (
+        f'<{root} xmlns="{IICMVA}"{attrs}><Detail><PolicyInformation><CoverageStatus>'
+        f"<ResponseDetails><ResponseCode>{code}</ResponseCode>{codes}</ResponseDetails>"
+        f"</CoverageStatus><OrganizationDetails><NAIC>{naic}</NAIC></OrganizationDetails>"
+        f"<PolicyDetails><VerificationDate>{date.today().isoformat()}T00:00:00</VerificationDate>"
+        f"<{key}>X</{key}><PolicyState>ID</PolicyState></PolicyDetails>"
+        f"</PolicyInformation></Detail></{root}>"
+    )
+    return f'<s:Envelope xmlns:s="{SOAP11_ENV}"><s:Body>{body}</s:Body></s:Envelope>'.encode()
+
+
+def fault() -> bytes:
+    return (
+        f'<s:Envelope xmlns:s="{SOAP11_ENV}"><s:Body><s:Fault><faultcode>s:Server</faultcode>'
+        "<faultstring>boom</faultstring></s:Fault></s:Body></s:Envelope>"
+    ).encode()
+
+
+__all__ = ["V0510", "V0809"]
+
+
+# --- insurers that misbehave ----------------------------------------------------------------
+
+
+@contextmanager
+def hung_insurer() -> Iterator[str]:
+    """A socket that accepts connections and never answers; yields its URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(256)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/iicmva/00200809"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def refusing_url() -> str:
+    """A URL where nothing listens (the connection is refused)."""
+    return f"http://127.0.0.1:{free_port()}/iicmva/00200809"
+
+
+@contextmanager
+def canned_insurer(status: int, body: bytes) -> Iterator[str]:
+    """An HTTP server that answers every request with ``status`` and ``body``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            self.send_response(status)
+            self.send_header("Content-Type", "text/xml; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = _reply  # noqa: N815
+        do_GET = _reply  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/iicmva/00200809"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- a real portal process -----------------------------------------------------------------------
+
+
+@dataclass
+class Portal:
+    base: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                return self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+
+@contextmanager
+def portal_server(env: dict[str, str], log_dir: Path) -> Iterator[Portal]:
+    """``olv portal serve`` in a subprocess, ready when /healthz answers."""
+    port = free_port()
+    log = log_dir / f"portal-{port}.log"
+    command = [sys.executable, "-m", "olv", "portal", "serve", "--port", str(port)]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT
+        )
+    portal = Portal(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"portal exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{portal.base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            portal.stop()
+            raise RuntimeError(f"portal did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+    try:
+        yield portal
+    finally:
+        portal.stop()

@@ -1,0 +1,127 @@
+"""The query and batch pages against a real ``olv soap serve`` insurer (both IICMVA versions),
+seeded by the demo's own seeding code: the verdict shown large, reasons in plain English, the
+book-of-business evidence, and the page agreeing with ``POST /api/v1/verify``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+import portal.sessions  # noqa: F401  (its tables are truncated between PostgreSQL tests)
+from olv import db
+from portal import demo as portal_demo
+from service import demo as insurer_demo
+from tests.helpers.portal_web import Clock, portal_client, sign_in
+from tests.helpers.soap import soap_server
+
+
+@pytest.fixture(scope="module")
+def seeded(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo world: insurer store, a SOAP service on it, insurers registered, BoB, plates
+    (shared by this module's tests, which only add queries)."""
+    today = datetime.now(UTC).date()
+    folder = tmp_path_factory.mktemp("world")
+    engine = db.make_engine(module_db_url)
+    try:
+        insurer_demo.load(engine, today)
+        with soap_server({"OLV_DATABASE_URL": module_db_url}, folder) as server:
+            bob = insurer_demo.export_bob(engine, today, folder)
+            portal_demo.seed(engine, server.base, insurer_demo.DEMO_NAIC, folder, [bob])
+            yield module_db_url
+    finally:
+        engine.dispose()
+
+
+_sign_ins = itertools.count()
+
+
+def _sign_in(client: TestClient, clock: Clock, username: str) -> None:
+    # A TOTP code is good once per person: each sign-in here takes a later time step.
+    clock.now = datetime.now(UTC) + timedelta(minutes=next(_sign_ins))
+    sign_in(client, clock, username, portal_demo.TOTP_SECRET, portal_demo.PASSWORD)
+
+
+def test_query_page_shows_the_verdict_reasons_and_evidence(seeded: str) -> None:
+    with portal_client(seeded) as (client, clock):
+        _sign_in(client, clock, "officer")
+        form = client.get("/query")
+        assert form.status_code == 200 and 'name="plate"' in form.text
+
+        confirmed = client.post("/query", data={"plate": "demo 1"})
+        assert confirmed.status_code == 200
+        assert 'class="verdict confirmed"' in confirmed.text and "CONFIRMED" in confirmed.text
+        assert "Demo Insurance Company" in confirmed.text and "DEMO-1001" in confirmed.text
+        assert 'id="evidence"' in confirmed.text and "Demo 99999" in confirmed.text
+
+        cancelled = client.post("/query", data={"plate": "DEMO2", "plate_state": "id"})
+        assert 'class="verdict unconfirmed"' in cancelled.text
+        assert "Policy found but not in force on the verification date" in cancelled.text  # PKEY3
+
+        review = client.post("/query", data={"vin": "5YJSA1E26HF000337"})
+        assert "Policy under manual review" in review.text  # POL1
+
+        broadcast = client.post("/query", data={"plate": "DEMO4"})
+        assert 'class="verdict unconfirmed"' in broadcast.text
+        assert "broadcast" in broadcast.text and "No record for this vehicle" in broadcast.text
+
+        unknown = client.post("/query", data={"plate": "NOSUCH"})
+        assert unknown.status_code == 404 and 'class="flash error"' in unknown.text
+        assert 'value="NOSUCH"' in unknown.text  # what was typed is kept
+
+        empty = client.post("/query", data={"naic": "12"})
+        assert empty.status_code == 422 and "plate or a VIN" in empty.text
+        future = client.post("/query", data={"vin": "1HGCM82633A004352", "date": "2999-01-01"})
+        assert future.status_code == 422 and "future" in future.text
+
+
+def test_query_page_and_api_render_the_same_result(seeded: str) -> None:
+    with portal_client(seeded) as (client, clock):
+        _sign_in(client, clock, "admin")
+        page = client.post("/query.json", data={"plate": "DEMO1"}).json()
+        api = client.post("/api/v1/verify", json={"plate": "DEMO1"}).json()
+        for result in (page, api):
+            assert result.pop("query_id") and result.pop("elapsed_ms") >= 0
+        assert page == api
+        assert page["verdict"] == "confirmed" and page["source"] == "insurer"
+        assert page["book_of_business"]["policy_number"] == "DEMO-1001"
+        history = client.get("/history.json?username=admin").json()["rows"]
+        assert [r["channel"] for r in history] == ["api", "page"]
+
+
+def test_batch_page_answers_row_for_row(seeded: str) -> None:
+    upload = "plate,state\nDEMO1,ID\nDEMO2,ID\nNOSUCH,ID\nDEMO3,idaho\n"
+    with portal_client(seeded) as (client, clock):
+        _sign_in(client, clock, "dmv")
+        assert client.get("/batch").status_code == 200
+        response = client.post("/batch", files={"file": ("plates.csv", upload, "text/csv")})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(response.text)))
+        assert [r["row"] for r in rows] == ["1", "2", "3", "4"]
+        assert [r["verdict"] for r in rows[:2]] == ["confirmed", "unconfirmed"]
+        assert rows[0]["naic"] == "99999" and rows[0]["query_id"]
+        assert "not registered" in rows[2]["error"] and not rows[2]["verdict"]
+        assert "plate_state" in rows[3]["error"]
+
+        vins = "1HGCM82633A004352\n5YJSA1E26HF000337\n"  # no header: one VIN per row
+        response = client.post("/batch", files={"file": ("vins.csv", vins, "text/csv")})
+        rows = list(csv.DictReader(io.StringIO(response.text)))
+        assert [(r["vin"], r["verdict"]) for r in rows] == [
+            ("1HGCM82633A004352", "confirmed"),
+            ("5YJSA1E26HF000337", "unconfirmed"),
+        ]
+        three = client.post("/batch", files={"file": ("x.csv", "a,b,c\n", "text/csv")})
+        assert three.status_code == 422 and "VIN or plate,state" in three.text
+        extra = client.post("/batch", files={"file": ("x.csv", "vin,colour\nX,red\n", "text/csv")})
+        assert extra.status_code == 422 and "colour" in extra.text
+
+    with portal_client(seeded) as (officer, clock):
+        _sign_in(officer, clock, "officer")
+        refused = officer.post("/batch", files={"file": ("v.csv", vins, "text/csv")})
+        assert refused.status_code == 403
