@@ -8,17 +8,38 @@ from typing import Any
 
 import pytest
 import typer
+from pydantic_settings import BaseSettings
 
+# Every settings class must be imported to be found.
+import bob_loader.intake_settings  # noqa: F401
+import bob_loader.settings  # noqa: F401
+import portal.settings  # noqa: F401
+import portal.web.settings  # noqa: F401
 from olv.cli import app
-from olv.config import Settings
-from portal.settings import PortalSettings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
 
+def _settings_classes() -> list[type[BaseSettings]]:
+    """Every settings class of OLV, however many parts grow their own."""
+    found: list[type[BaseSettings]] = []
+    pending = list(BaseSettings.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        if cls.__module__.split(".")[0] in ("olv", "service", "bob_loader", "portal"):
+            found.append(cls)
+    return found
+
+
+def test_every_part_of_olv_has_its_settings_scanned() -> None:
+    names = {cls.__name__ for cls in _settings_classes()}
+    assert {"Settings", "BobSettings", "IntakeSettings", "PortalSettings", "WebSettings"} <= names
+
+
 def settings_names() -> list[str]:
     names = []
-    for model in (Settings, PortalSettings):
+    for model in _settings_classes():
         prefix = model.model_config.get("env_prefix", "")
         names += [f"{prefix}{field}".upper() for field in model.model_fields]
     return names
