@@ -36,11 +36,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from olv.db import Base
+from olv.db import Base, RowId
 
 FILE_STATUSES = ("loading", "accepted", "rejected")
-# SQLite only aliases the rowid (free, no extra index) for a column typed exactly INTEGER.
-RowId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class BobFile(Base):

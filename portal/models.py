@@ -17,7 +17,6 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -31,12 +30,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from olv.db import Base
+from olv.db import Base, RowId
 
 ROLES = ("officer", "court", "dmv", "insurer", "admin")
 CHANNELS = ("api", "page", "batch")
-# SQLite only aliases the rowid (free, no extra index) for a column typed exactly INTEGER.
-RowId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Insurer(Base):
