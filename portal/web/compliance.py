@@ -5,7 +5,7 @@ Administrators see every insurer; an insurer liaison sees their own NAIC's servi
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -16,6 +16,7 @@ from portal.charts import Chart, Series, Threshold, bar_chart, line_chart
 from portal.deps import DbSession, Principal, require_roles
 from portal.errors import invalid
 from portal.web import compliance_data as data
+from portal.web import params
 from portal.web.identity import now
 from portal.web.render import page, twin_get
 
@@ -23,15 +24,6 @@ router = APIRouter(include_in_schema=False)
 Watcher = Annotated[Principal, require_roles("insurer", "admin")]
 DEFAULT_DAYS = 30
 MAX_DAYS = 92
-
-
-def _day(name: str, text: str | None) -> date | None:
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise invalid(name, "a date YYYY-MM-DD") from None
 
 
 def _seconds(values: list[Any]) -> list[float | None]:
@@ -95,8 +87,8 @@ def compliance(
 ) -> Response:
     zone = request.app.state.settings.zone
     today = now(request).astimezone(zone).date()
-    last = _day("until", until) or today
-    first = _day("since", since) or last - timedelta(days=DEFAULT_DAYS - 1)
+    last = params.day("until", until) or today
+    first = params.day("since", since) or last - timedelta(days=DEFAULT_DAYS - 1)
     if first > last:
         raise invalid("since", "must not be after until")
     if (last - first).days >= MAX_DAYS:

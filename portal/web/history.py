@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -19,6 +19,7 @@ from olv import normalize
 from portal.deps import VERIFY_ROLES, Principal, require_roles
 from portal.errors import invalid
 from portal.models import QueryLog
+from portal.web import params
 from portal.web.render import page, twin_get
 
 router = APIRouter(include_in_schema=False)
@@ -71,8 +72,8 @@ class Filters:
         self.until = until or None
         if self.verdict is not None and self.verdict not in VERDICTS:
             raise invalid("verdict", f"one of {', '.join(VERDICTS)}")
-        self.since_day = _day("since", self.since)
-        self.until_day = _day("until", self.until)
+        self.since_day = params.day("since", self.since)
+        self.until_day = params.day("until", self.until)
 
     def as_dict(self) -> dict[str, str | None]:
         return {
@@ -83,15 +84,6 @@ class Filters:
             "since": self.since,
             "until": self.until,
         }
-
-
-def _day(name: str, text: str | None) -> date | None:
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise invalid(name, "a date YYYY-MM-DD") from None
 
 
 def _query(me: Principal, f: Filters, zone: Any) -> Select[tuple[QueryLog]]:
