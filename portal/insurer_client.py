@@ -25,7 +25,7 @@ import httpx
 
 from olv.iicmva import SOAP_ACTION, Code
 from portal import soap_wire
-from portal.models import Insurer
+from portal.registry import InsurerInput
 from portal.settings import PortalSettings
 
 __all__ = [
@@ -55,33 +55,8 @@ OUTCOMES = (
 _UNAVAILABLE_CODES = {Code.SYSU.value, "12", Code.UREQ.value, "6"}
 
 
-@dataclass(frozen=True)
-class InsurerConfig:
-    naic: str
-    name: str
-    url: str
-    version: str
-    accepts_unknown: bool = False
-    client_cert: str | None = None
-    client_key: str | None = None
-    ca_bundle: str | None = None
-    timeout_seconds: float | None = None
-    enabled: bool = True
-
-    @classmethod
-    def from_row(cls, row: Insurer) -> InsurerConfig:
-        return cls(
-            naic=row.naic,
-            name=row.name,
-            url=row.url,
-            version=row.version,
-            accepts_unknown=row.accepts_unknown,
-            client_cert=row.client_cert,
-            client_key=row.client_key,
-            ca_bundle=row.ca_bundle,
-            timeout_seconds=row.timeout_seconds,
-            enabled=row.enabled,
-        )
+# The client calls an insurer with its registration as stored: one type for both.
+InsurerConfig = InsurerInput
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,10 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class InsurerInput:
+    """One insurer's registration: what ``olv insurers add`` and the admin page submit
+    (:func:`check` validates it), and, read back from its row, what the portal calls the
+    insurer with (:class:`portal.insurer_client.InsurerConfig` is this class)."""
+
     naic: str
     name: str
     url: str
@@ -33,6 +37,10 @@ class InsurerInput:
     ca_bundle: str | None = None
     timeout_seconds: float | None = None
     enabled: bool = True
+
+    @classmethod
+    def from_row(cls, row: Insurer) -> InsurerInput:
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
 
 def _readable(label: str, path: str | None) -> str | None:
@@ -86,18 +94,9 @@ def upsert(
     if row is None:
         row = Insurer(naic=data.naic, created_at=now)
         session.add(row)
-    for field in (
-        "name",
-        "url",
-        "version",
-        "accepts_unknown",
-        "client_cert",
-        "client_key",
-        "ca_bundle",
-        "timeout_seconds",
-        "enabled",
-    ):
-        setattr(row, field, getattr(data, field))
+    for field in fields(InsurerInput):
+        if field.name != "naic":
+            setattr(row, field.name, getattr(data, field.name))
     row.updated_at = now
     security_log.record(
         session,
