@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 from sqlalchemy import Engine
 
 from bob_loader import layout
@@ -26,7 +24,7 @@ from olv import db
 from olv.iicmva import IICMVA, SOAP11_ENV, V0510, V0809
 from portal import passwords, registry, tokens, users
 from portal.models import User
-from tests.helpers.soap import free_port
+from tests.helpers.soap import free_port, start_until_healthy, stop_process
 
 PASSWORD = "Correct-Horse-Battery-9"
 
@@ -213,13 +211,7 @@ class Portal:
     log: Path
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                return self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+        return stop_process(self.process)
 
 
 @contextmanager
@@ -228,24 +220,9 @@ def portal_server(env: dict[str, str], log_dir: Path) -> Iterator[Portal]:
     port = free_port()
     log = log_dir / f"portal-{port}.log"
     command = [sys.executable, "-m", "olv", "portal", "serve", "--port", str(port)]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT
-        )
-    portal = Portal(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"portal exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{portal.base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            portal.stop()
-            raise RuntimeError(f"portal did not start:\n{log.read_text()}")
-        time.sleep(0.1)
+    base = f"http://127.0.0.1:{port}"
+    process = start_until_healthy(command, {**os.environ, **env}, log, base, "portal")
+    portal = Portal(base, process, log)
     try:
         yield portal
     finally:

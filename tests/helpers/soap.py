@@ -47,13 +47,40 @@ class Server:
         return f"{self.base}{path}"
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+        return stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM (a graceful stop), SIGKILL after 20 s; returns the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+def start_until_healthy(
+    command: list[str], env: dict[str, str], log: Path, base: str, name: str
+) -> subprocess.Popen[bytes]:
+    """``command`` in a subprocess writing to ``log``, returned once ``base``/healthz answers
+    200; stopped and RuntimeError (``name`` and the log) when it exits or is not up in 30 s."""
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError(f"{name} did not start:\n{log.read_text()}")
+        time.sleep(0.1)
 
 
 @contextmanager
@@ -63,22 +90,8 @@ def soap_server(env: dict[str, str], log_dir: Path) -> Iterator[Server]:
     log = log_dir / f"soap-{port}.log"
     full_env = {**os.environ, "OLV_AUDIT_FLUSH_SECONDS": "0.1", **env}
     command = [sys.executable, "-m", "olv", "soap", "serve", "--port", str(port), "--workers", "1"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=full_env, stdout=sink, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(server.url("/healthz"), timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"server did not start:\n{log.read_text()}")
-        time.sleep(0.1)
+    base = f"http://127.0.0.1:{port}"
+    server = Server(base, start_until_healthy(command, full_env, log, base, "server"), log)
     try:
         yield server
     finally:
