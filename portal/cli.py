@@ -6,11 +6,8 @@ Bad input gets one ``error:`` line on stderr: exit 2 for usage and configuration
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -64,36 +61,15 @@ def _serve(host: str, port: int, workers: int) -> None:
     """uvicorn with the app factory; SIGTERM/SIGINT stop it gracefully and it exits 0."""
     import uvicorn
 
+    from olv.serving import COMMON_OPTIONS, QuietServer
+
     options: dict[str, Any] = dict(
-        factory=True,
-        host=host,
-        port=port,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        log_config=None,  # keep OLV's JSON-lines logging
-        server_header=False,
-        timeout_graceful_shutdown=10,
+        COMMON_OPTIONS, host=host, port=port, timeout_graceful_shutdown=10
     )
     if workers > 1:
         uvicorn.run("portal.app:factory", workers=workers, **options)
         return
-
-    class Server(uvicorn.Server):
-        # uvicorn re-raises the stop signal after shutting down; a clean stop should exit 0.
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            stops = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    Server(uvicorn.Config("portal.app:factory", **options)).run()
+    QuietServer(uvicorn.Config("portal.app:factory", **options)).run()
 
 
 # --- insurers ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import uvicorn
 
 from olv.config import Settings
 from olv.ports import PortClaim
+from olv.serving import COMMON_OPTIONS, QuietServer
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +51,14 @@ def _listen(host: str, port: int) -> socket.socket:
 def _config(host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
         "service.asgi:create_app",
-        factory=True,
+        **COMMON_OPTIONS,
         host=host,
         port=port,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
         # The client address is the TCP peer; forwarding headers are judged by
         # service.forwarding against OLV_TRUSTED_PROXIES, never by uvicorn's own loopback trust.
         proxy_headers=False,
-        access_log=False,
-        log_level="warning",
-        log_config=None,  # keep OLV's JSON-lines logging
         timeout_keep_alive=30,
         timeout_graceful_shutdown=20,
-        server_header=False,
         date_header=False,
     )
 
@@ -74,28 +68,11 @@ def _worker(host: str, port: int) -> None:
     code = 3  # counted as a failed start unless the server ran
     try:
         sock = _listen(host, port)
-        server = uvicorn.Server(_config(host, port))
-        # uvicorn re-raises the signal it shut down for; exit normally instead.
-        server.capture_signals = _quiet_signals(server)  # type: ignore[method-assign]
+        server = QuietServer(_config(host, port))
         server.run(sockets=[sock])
         code = 0 if server.started else 3
     finally:
         os._exit(code)
-
-
-def _quiet_signals(server: uvicorn.Server):  # noqa: ANN202 - a context-manager factory
-    @contextlib.contextmanager
-    def capture():  # noqa: ANN202
-        previous = {
-            sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    return capture
 
 
 class Supervisor:
