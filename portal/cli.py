@@ -6,12 +6,15 @@ Bad input gets one ``error:`` line on stderr: exit 2 for usage and configuration
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from sqlalchemy.orm import Session
 
 from olv import db
 from olv.config import get_settings
@@ -31,6 +34,20 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 def _engine():  # -> sqlalchemy.Engine
     """The configured database, refused in one line when unusable (no schema, unreachable)."""
     return db.open_database(get_settings().database_url)
+
+
+@contextlib.contextmanager
+def _transaction(refused: type[Exception], code: int) -> Iterator[Session]:
+    """One transaction on the configured database; a ``refused`` error rolls it back and ends
+    the command with its message and exit ``code``."""
+    engine = _engine()
+    try:
+        with db.transaction(engine) as session:
+            yield session
+    except refused as exc:
+        _fail(str(exc), code)
+    finally:
+        engine.dispose()
 
 
 @portal_app.command("serve")
@@ -107,14 +124,8 @@ def insurers_add(
         ca_bundle=str(ca_bundle) if ca_bundle else None,
         timeout_seconds=timeout,
     )
-    engine = _engine()
-    try:
-        with db.transaction(engine) as session:
-            _, created = upsert(session, data, source="cli")
-    except RegistryError as exc:
-        _fail(str(exc), 2)
-    finally:
-        engine.dispose()
+    with _transaction(RegistryError, 2) as session:
+        _, created = upsert(session, data, source="cli")
     typer.echo(f"insurer {naic} {'added' if created else 'updated'}")
 
 
@@ -207,14 +218,8 @@ def users_add(
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         _fail("no password on stdin (pipe it in, e.g. from a password manager)", 2)
-    engine = _engine()
-    try:
-        with db.transaction(engine) as session:
-            add(session, username, role, password, naic=naic, actor="cli", source="cli")
-    except UserError as exc:
-        _fail(str(exc), 1)
-    finally:
-        engine.dispose()
+    with _transaction(UserError, 1) as session:
+        add(session, username, role, password, naic=naic, actor="cli", source="cli")
     typer.echo(f"user {username} added ({role}); the second factor is enrolled at first login")
 
 
@@ -223,14 +228,8 @@ def users_unlock(username: Annotated[str, typer.Argument(help="Login name.")]) -
     """Lift a lockout and reset the failed-login count."""
     from portal.users import UserError, unlock
 
-    engine = _engine()
-    try:
-        with db.transaction(engine) as session:
-            unlock(session, username, actor="cli", source="cli")
-    except UserError as exc:
-        _fail(str(exc), 1)
-    finally:
-        engine.dispose()
+    with _transaction(UserError, 1) as session:
+        unlock(session, username, actor="cli", source="cli")
     typer.echo(f"user {username} unlocked")
 
 
@@ -250,15 +249,9 @@ def tokens_create(
     from portal.tokens import TokenError, create
 
     days = expires_days or PortalSettings().token_days
-    engine = _engine()
-    try:
-        with db.transaction(engine) as session:
-            row, token = create(session, username, days, source="cli")
-            token_id, expires = row.id, row.expires_at
-    except TokenError as exc:
-        _fail(str(exc), 1)
-    finally:
-        engine.dispose()
+    with _transaction(TokenError, 1) as session:
+        row, token = create(session, username, days, source="cli")
+        token_id, expires = row.id, row.expires_at
     typer.echo(f"token {token_id} for {username}, expires {expires:%Y-%m-%d %H:%M} UTC")
     typer.echo("shown once; store it now:")
     typer.echo(token)
@@ -269,12 +262,6 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The token's id."
     """Revoke an API token at once."""
     from portal.tokens import TokenError, revoke
 
-    engine = _engine()
-    try:
-        with db.transaction(engine) as session:
-            revoke(session, token_id, source="cli")
-    except TokenError as exc:
-        _fail(str(exc), 1)
-    finally:
-        engine.dispose()
+    with _transaction(TokenError, 1) as session:
+        revoke(session, token_id, source="cli")
     typer.echo(f"token {token_id} revoked")
