@@ -52,8 +52,7 @@ from sqlalchemy.engine import make_url
 from bob_loader import layout
 from bob_loader.load import load_files
 from olv import db
-from portal import registry, tokens
-from portal.models import User
+from portal import registry, tokens, users
 
 HEALTHY_NAIC = "10001"
 HUNG_NAIC = "30003"
@@ -222,17 +221,7 @@ def prepare(
                     HUNG_NAIC, "Hung", f"http://127.0.0.1:{hung_port}/iicmva/00200809", "00200809"
                 ),
             )
-            session.add(
-                User(
-                    username="bench",
-                    password_hash="-",
-                    role="admin",
-                    totp_enrolled=False,
-                    failed_logins=0,
-                    disabled=False,
-                    created_at=datetime.now(UTC),
-                )
-            )
+            session.add(users.new_user("bench", "admin", None, password_hash="-"))
         made = []
         with db.transaction(engine) as session:
             for _ in range(clients):

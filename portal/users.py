@@ -34,6 +34,20 @@ def check_role(role: str, naic: str | None) -> None:
         raise UserError(f"NAIC {naic!r} must be five digits")
 
 
+def new_user(username: str, role: str, naic: str | None, password_hash: str) -> User:
+    """A new account's row, unchecked: no second factor yet, no failed logins, enabled."""
+    return User(
+        username=username,
+        password_hash=password_hash,
+        role=role,
+        naic=naic,
+        totp_enrolled=False,
+        failed_logins=0,
+        disabled=False,
+        created_at=datetime.now(UTC),
+    )
+
+
 def add(
     session: Session,
     username: str,
@@ -54,16 +68,7 @@ def add(
         password_hash = passwords.hash_password(password, username)
     except passwords.WeakPasswordError as exc:
         raise UserError(str(exc)) from None
-    user = User(
-        username=username,
-        password_hash=password_hash,
-        role=role,
-        naic=naic,
-        totp_enrolled=False,
-        failed_logins=0,
-        disabled=False,
-        created_at=datetime.now(UTC),
-    )
+    user = new_user(username, role, naic, password_hash)
     session.add(user)
     detail = (
         f"role {role}" + (f", NAIC {naic}" if naic else "") + (f", by {actor}" if actor else "")

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +23,6 @@ from bob_loader.load import load_files
 from olv import db
 from olv.iicmva import IICMVA, SOAP11_ENV, V0510, V0809
 from portal import passwords, registry, tokens, users
-from portal.models import User
 from tests.helpers.soap import free_port, start_until_healthy, stop_process
 
 PASSWORD = "Correct-Horse-Battery-9"
@@ -75,18 +74,7 @@ def add_user(engine: Engine, username: str, role: str, naic: str | None = None) 
     """A user (password ``PASSWORD``) with an API token; returns the token."""
     users.check_role(role, naic)
     with db.transaction(engine) as session:
-        session.add(
-            User(
-                username=username,
-                password_hash=_password_hash(),
-                role=role,
-                naic=naic,
-                totp_enrolled=False,
-                failed_logins=0,
-                disabled=False,
-                created_at=datetime.now(UTC),
-            )
-        )
+        session.add(users.new_user(username, role, naic, _password_hash()))
     with db.transaction(engine) as session:
         _, token = tokens.create(session, username, 30)
     return token
