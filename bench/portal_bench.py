@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from servers import free_port
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -66,12 +67,6 @@ def vin(i: int) -> str:
 
 def hung_vin(i: int) -> str:
     return f"HUNGV{i:012d}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def olv(env: dict[str, str], *args: str) -> None:
