@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from scratch_db import DEFAULT_PG_URL
 from servers import free_port
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -57,7 +58,6 @@ from portal import registry, tokens, users
 
 HEALTHY_NAIC = "10001"
 HUNG_NAIC = "30003"
-DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TARGETS = {"rps": 300, "p99_ms": 100, "p99_hung_ms": 150, "hung_max_s": 5.0, "batch_s": 60}
 
 
