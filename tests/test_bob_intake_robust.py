@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from bob_loader.models import BobCurrent, BobFile
 from olv import db
 from olv.logging import JsonFormatter
 from tests.helpers.bob_intake_data import vin, write_bob
+from tests.helpers.memory import peak_bytes
 from tests.helpers.smtp_capture import smtp_server
 
 OLV = str(Path(sys.executable).with_name("olv"))
@@ -252,17 +252,6 @@ def flat_file(path: Path, head: bytes = b"VS12345") -> Path:
         for _ in range(FLAT_BYTES >> 20):
             out.write(chunk)
     return path
-
-
-def peak_bytes(action: Callable[[], object]) -> int:
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        action()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_a_file_without_line_breaks_is_never_read_whole(db_url: str, tmp_path: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from bob_loader import layout, synth
 from olv import db
 from service import policy_import
 from service.models import Coverage, Policy
+from tests.helpers.memory import peak_bytes
 
 HEADER = (
     "naic,policy_number,policy_type,vin,effective_date,expiration_date,cancel_date,pending_review\n"
@@ -196,15 +195,6 @@ def test_a_policy_whose_rows_span_chunks_keeps_all_of_them(
         engine.dispose()
 
 
-def _peak(action: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        action()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_a_csv_line_without_end_is_reported_not_read_whole(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'olv.db'}"
     db.upgrade(url)
@@ -218,7 +208,7 @@ def test_a_csv_line_without_end_is_reported_not_read_whole(tmp_path: Path) -> No
     engine = db.make_engine(url)
     results: list[policy_import.ImportResult] = []
     try:
-        peak = _peak(lambda: results.extend(policy_import.import_files(engine, [path])))
+        peak = peak_bytes(lambda: results.extend(policy_import.import_files(engine, [path])))
     finally:
         engine.dispose()
     [result] = results
@@ -239,7 +229,7 @@ def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
         synth.write_file(path, synth.records("12345", count, series=count % 7))
         engine = db.make_engine(url)
         try:
-            peaks.append(_peak(lambda p=path, e=engine: policy_import.import_files(e, [p])))
+            peaks.append(peak_bytes(lambda p=path, e=engine: policy_import.import_files(e, [p])))
         finally:
             engine.dispose()
     # Eight times the policies, about the same peak (the old import kept every policy's id).
