@@ -14,18 +14,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyotp
 import pytest
 
 from olv import db
-from portal import demo as portal_demo
 from portal import users
-from service import demo as insurer_demo
-from tests.helpers.portal import portal_server
-from tests.helpers.soap import soap_server
+from tests.helpers.portal import demo_world, portal_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -70,20 +66,12 @@ def world(sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
     path = tmp_path / "olv.db"
     shutil.copy(sqlite_template, path)
     url = f"sqlite:///{path}"
-    today = datetime.now(UTC).date()
-    engine = db.make_engine(url)
-    try:
-        insurer_demo.load(engine, today)
-        with soap_server({"OLV_DATABASE_URL": url}, tmp_path) as soap:
-            bob = insurer_demo.export_bob(engine, today, tmp_path)
-            portal_demo.seed(engine, soap.base, insurer_demo.DEMO_NAIC, tmp_path, [bob])
-            with db.transaction(engine) as session:  # a new person: enrols at first sign-in
-                users.add(session, "state-admin", "admin", PASSWORD)
-            env = {"OLV_DATABASE_URL": url, "OLV_PORTAL_UPLOAD_DIR": str(tmp_path / "up")}
-            with portal_server(env, tmp_path) as portal:
-                yield portal.base
-    finally:
-        engine.dispose()
+    with demo_world(url, tmp_path) as engine:
+        with db.transaction(engine) as session:  # a new person: enrols at first sign-in
+            users.add(session, "state-admin", "admin", PASSWORD)
+        env = {"OLV_DATABASE_URL": url, "OLV_PORTAL_UPLOAD_DIR": str(tmp_path / "up")}
+        with portal_server(env, tmp_path) as portal:
+            yield portal.base
 
 
 def _shot(page, name: str, folder: Path) -> Path:  # noqa: ANN001 - playwright Page

@@ -14,28 +14,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 import portal.sessions  # noqa: F401  (its tables are truncated between PostgreSQL tests)
-from olv import db
 from portal import demo as portal_demo
-from service import demo as insurer_demo
+from tests.helpers.portal import demo_world
 from tests.helpers.portal_web import Clock, portal_client, sign_in
-from tests.helpers.soap import soap_server
 
 
 @pytest.fixture(scope="module")
 def seeded(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The demo world: insurer store, a SOAP service on it, insurers registered, BoB, plates
     (shared by this module's tests, which only add queries)."""
-    today = datetime.now(UTC).date()
-    folder = tmp_path_factory.mktemp("world")
-    engine = db.make_engine(module_db_url)
-    try:
-        insurer_demo.load(engine, today)
-        with soap_server({"OLV_DATABASE_URL": module_db_url}, folder) as server:
-            bob = insurer_demo.export_bob(engine, today, folder)
-            portal_demo.seed(engine, server.base, insurer_demo.DEMO_NAIC, folder, [bob])
-            yield module_db_url
-    finally:
-        engine.dispose()
+    with demo_world(module_db_url, tmp_path_factory.mktemp("world")):
+        yield module_db_url
 
 
 _sign_ins = itertools.count()

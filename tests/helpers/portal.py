@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,8 +22,10 @@ from bob_loader import layout
 from bob_loader.load import load_files
 from olv import db
 from olv.iicmva import IICMVA, SOAP11_ENV, V0510, V0809
+from portal import demo as portal_demo
 from portal import passwords, registry, tokens, users
-from tests.helpers.soap import free_port, start_until_healthy, stop_process
+from service import demo as insurer_demo
+from tests.helpers.soap import free_port, soap_server, start_until_healthy, stop_process
 
 PASSWORD = "Correct-Horse-Battery-9"
 
@@ -85,6 +87,23 @@ def add_registration(engine: Engine, plate: str, state: str, vin: str) -> None:
 
     with db.transaction(engine) as session:
         session.add(Registration(plate=plate, state=state, vin=vin))
+
+
+@contextmanager
+def demo_world(url: str, folder: Path) -> Iterator[Engine]:
+    """The demo's world on database ``url``: the insurer store, a real SOAP service on it, and
+    the portal's data seeded by the demo's own code (insurers registered, BoB loaded, plates).
+    Yields the engine while the SOAP service runs."""
+    today = datetime.now(UTC).date()
+    engine = db.make_engine(url)
+    try:
+        insurer_demo.load(engine, today)
+        with soap_server({"OLV_DATABASE_URL": url}, folder) as soap:
+            bob = insurer_demo.export_bob(engine, today, folder)
+            portal_demo.seed(engine, soap.base, insurer_demo.DEMO_NAIC, folder, [bob])
+            yield engine
+    finally:
+        engine.dispose()
 
 
 # --- SOAP answers ------------------------------------------------------------------------------
