@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from bob_loader import intake_watch
-from bob_loader.intake import Intake
+from bob_loader.intake import Intake, Loader
 from bob_loader.intake_claims import StabilityTracker, safe_name
 from bob_loader.load import LoadOutcome, load_files
 from bob_loader.mail import MemorySender, SmtpSender
@@ -63,6 +63,18 @@ def real_intake(base: Path, url: str, **kw: object) -> Intake:
         loader=load_files,
         stability=StabilityTracker(0.0),
         contacts=lambda naics: [f"bob-{n}@insurer.example" for n in naics],
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def stub_intake(base: Path, loader: Loader, contacts: list[str], **kw: object) -> Intake:
+    """An intake without a database: ``loader`` stands in for the BoB loader."""
+    return Intake(
+        base=base,
+        engine=None,  # type: ignore[arg-type]
+        loader=loader,
+        stability=StabilityTracker(0.0),
+        contacts=lambda naics: contacts,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -176,14 +188,7 @@ def test_an_unexpected_error_is_reported_for_its_file_and_the_round_goes_on(
         return [LoadOutcome(paths[0], "accepted", ["1"], 5, 0, 0, None, None)]
 
     sender = MemorySender()
-    watcher = Intake(
-        base=base,
-        engine=None,  # type: ignore[arg-type]
-        loader=loader,
-        stability=StabilityTracker(0.0),
-        contacts=lambda naics: ["ops@insurer.example"],
-        sender=sender,
-    )
+    watcher = stub_intake(base, loader, ["ops@insurer.example"], sender=sender)
     with caplog.at_level(logging.INFO):
         ok = intake_watch.watch(watcher, poll_seconds=0.1, stop=threading.Event(), once=True)
 
@@ -221,14 +226,7 @@ def test_a_bug_in_sending_the_summary_still_archives_and_is_not_retried(tmp_path
         calls.append(paths[0].name)
         return [LoadOutcome(paths[0], "accepted", ["1"], 5, 0, 0, None, None)]
 
-    watcher = Intake(
-        base=base,
-        engine=None,  # type: ignore[arg-type]
-        loader=loader,
-        stability=StabilityTracker(0.0),
-        contacts=lambda naics: ["ops@insurer.example"],
-        sender=BrokenSender(),
-    )
+    watcher = stub_intake(base, loader, ["ops@insurer.example"], sender=BrokenSender())
     watcher.run_round()
     watcher.run_round()
 
@@ -374,13 +372,7 @@ def test_a_claim_half_built_by_a_crash_is_completed_not_lost(tmp_path: Path) -> 
         calls.append(paths[0].name)
         return [LoadOutcome(paths[0], "accepted", ["12345"], 3, 0, 0, None, None)]
 
-    watcher = Intake(
-        base=base,
-        engine=None,  # type: ignore[arg-type]
-        loader=loader,
-        stability=StabilityTracker(0.0),
-        contacts=lambda naics: [],
-    )
+    watcher = stub_intake(base, loader, [])
     assert watcher.run_round() == 1
     assert calls == ["Acme.txt"]
     assert visible(base / "acme" / "archive") == ["20250101T000000Z_Acme.txt"]
