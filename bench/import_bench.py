@@ -72,8 +72,15 @@ def timed_import(url: str, path: Path, database: str, rows: int, case: str) -> R
     text = log.read_text()[-2000:]
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"import failed on {database}: {text}")
-    print(f"{database} {rows:,} {case}: {text.strip()}", file=sys.stderr)
-    return Run(database, rows, case, seconds, usage.ru_maxrss / 1024)
+    run = Run(database, rows, case, seconds, usage.ru_maxrss / 1024)
+    # Each figure as soon as it exists: a long run that fails later keeps what it measured.
+    print(
+        f"{database} {rows:,} {case}: {seconds:.1f} s, peak RSS {run.rss_mb:.0f} MB"
+        f" ({text.strip()})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return run
 
 
 def run_one(url: str, path: Path, database: str, rows: int) -> list[Run]:
