@@ -88,7 +88,7 @@ def create_app(
         app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
         app.state.router = Router(
-            app.state.sessions,
+            engine,
             app.state.insurer_client,
             app.state.query_log,
             settings,

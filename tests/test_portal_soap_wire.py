@@ -33,6 +33,24 @@ def test_request_validates_against_our_schema(version: str) -> None:
 
 
 @pytest.mark.parametrize("version", [V0510, V0809])
+def test_request_text_is_escaped(version: str) -> None:
+    """Values are written as text, whatever they hold (a policy number off a card)."""
+    key = "A&B <C> \"D\" 'E' \r\t é€𝄞"
+    ask = Ask("10001", key, "VIN&<1>", date(2026, 11, 2), "VIOL", "ID", "Tom & Jerry <Co>")
+    envelope = etree.fromstring(build_request(ask, version))
+    tag = "UniqueKey" if version == V0510 else "PolicyKey"
+    found = {e.tag.rsplit("}", 1)[1]: e.text for e in envelope.iter() if e.text}
+    assert found[tag] == key
+    assert found["VIN"] == "VIN&<1>" and found["Name"] == "Tom & Jerry <Co>"
+
+
+def test_request_refuses_what_xml_cannot_hold() -> None:
+    ask = Ask("10001", "P\x01", "VIN1", date(2026, 11, 2), "VIOL", "ID", "State portal")
+    with pytest.raises(ValueError, match="XML compatible"):
+        build_request(ask, V0809)
+
+
+@pytest.mark.parametrize("version", [V0510, V0809])
 def test_valid_answer_is_read(version: str) -> None:
     codes = ("7", "10") if version == V0510 else ("PKEY2", "VIN1")
     parsed = parse_answer(answer(version, "Unconfirmed", codes), version)
