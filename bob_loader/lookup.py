@@ -12,9 +12,11 @@ from typing import Any
 
 from sqlalchemy import Connection, String, any_, bindparam, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 
 from bob_loader.models import BobCurrent, BobFile, BobRecord
 from olv import normalize
+from olv.db import CompiledRead
 
 # VINs per query: well under SQLite's bound-parameter limit, large enough that 100,000 VINs
 # take a hundred round trips.
@@ -44,6 +46,8 @@ _BY_VIN_PG = _SELECT_CURRENT.where(
     BobRecord.vin == any_(bindparam("vins", type_=postgresql.ARRAY(String)))
 )
 _BY_VIN = _SELECT_CURRENT.where(BobRecord.vin.in_(bindparam("vins", expanding=True)))
+# One VIN, for :class:`CurrentByVin` (the portal asks it on every query).
+_BY_ONE_VIN = _SELECT_CURRENT.where(BobRecord.vin == bindparam("vin"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -81,6 +85,20 @@ def _query(conn: Connection, vins: list[str]) -> Iterator[dict[str, Any]]:
     query = _BY_VIN_PG if conn.dialect.name == "postgresql" else _BY_VIN
     for row in conn.execute(query, {"vins": vins}).mappings():
         yield {key: _jsonable(value) for key, value in row.items()}
+
+
+class CurrentByVin:
+    """The current records of one VIN, like :func:`find_by_vins`, on a DB-API cursor
+    (:func:`olv.db.read_cursor`): the same query, without SQLAlchemy's execution layer."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._read = CompiledRead(_BY_ONE_VIN, dialect)
+
+    def __call__(self, cursor: Any, vin: str) -> list[dict[str, Any]]:
+        return [
+            {key: _jsonable(value) for key, value in row.items()}
+            for row in self._read.rows(cursor, vin=vin)
+        ]
 
 
 def naic_stats(conn: Connection) -> Iterator[dict[str, Any]]:

@@ -17,8 +17,18 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, Integer, MetaData, create_engine, event, inspect, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    Integer,
+    MetaData,
+    Select,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -90,6 +100,78 @@ def _sqlite_pragmas(busy_ms: int, dbapi_connection: object, _record: object) -> 
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+class CompiledRead:
+    """A Core ``select`` compiled once for a dialect and run straight on a DB-API cursor.
+
+    For the reads asked on every request: SQLAlchemy's execution layer cost several times the
+    query itself. The statement is still written once, with the models; rows come back as
+    dicts keyed like ``.mappings()``, with the column types' own conversions (SQLite keeps
+    dates and times as text). Its parameters must be named ``bindparam``s of plain values
+    (strings, numbers): no bind-side conversion is applied.
+    """
+
+    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        columns = list(statement.selected_columns)
+        self._keys = [column.key for column in columns]
+        self._convert = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        ]
+
+    def rows(self, cursor: Any, **values: Any) -> list[dict[str, Any]]:
+        params = values if self._order is None else tuple(values[k] for k in self._order)
+        cursor.execute(self.sql, params)
+        keys, convert = self._keys, self._convert
+        return [
+            {
+                key: value if fn is None or value is None else fn(value)
+                for key, fn, value in zip(keys, convert, row, strict=True)
+            }
+            for row in cursor.fetchall()
+        ]
+
+
+@contextmanager
+def read_cursor(engine: Engine) -> Iterator[Any]:
+    """A DB-API cursor from the engine's pool for a few single-statement reads.
+
+    No transaction is opened: on PostgreSQL the connection is in autocommit while lent out,
+    which saves the BEGIN and ROLLBACK round trips; SQLite's driver opens none for a SELECT.
+    A connection that failed is discarded rather than returned to the pool.
+    """
+    conn = engine.raw_connection()
+    failed: tuple[type[BaseException], ...] = (engine.dialect.loaded_dbapi.Error, OSError)
+    driver = conn.driver_connection
+    postgres = not isinstance(driver, sqlite3.Connection)
+    usable = False
+    try:
+        if postgres:
+            driver.autocommit = True  # type: ignore[union-attr]
+        cursor = conn.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+        usable = True
+    except failed:
+        raise
+    except BaseException:
+        usable = True  # the caller's own exception: the connection is fine
+        raise
+    finally:
+        if usable and postgres:
+            try:
+                driver.autocommit = False  # type: ignore[union-attr]
+            except failed:
+                usable = False
+        if usable:
+            conn.close()  # back to the pool
+        else:
+            conn.invalidate()
 
 
 def interrupt(driver_connection: Any) -> None:

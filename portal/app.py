@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from olv import db
+from olv import db, serving
 from olv.config import Settings, get_settings
 from portal import errors, routes
 from portal.cache import TtlCache
@@ -28,9 +28,11 @@ from portal.settings import PortalSettings, get_portal_settings
 from portal.tokens import TokenOwner
 
 HERE = Path(__file__).parent
-# A valid token is re-checked (revocation, expiry, the user disabled) at most this often, and
-# the insurer registry re-read.
+# A valid token stops working at most this long after it was revoked or expired or its user
+# disabled (a token in use is re-checked in the background after TOKEN_RECHECK_SECONDS); the
+# insurer registry is re-read this often.
 TOKEN_CACHE_SECONDS = 2.0
+TOKEN_RECHECK_SECONDS = 1.0
 REGISTRY_CACHE_SECONDS = 5.0
 
 
@@ -113,7 +115,10 @@ def create_app(
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.principal_resolvers = []
     app.state.token_limiter = RateLimiter(portal_settings.token_rate_per_minute)
-    app.state.token_cache = TtlCache[str, TokenOwner](TOKEN_CACHE_SECONDS)
+    app.state.token_cache = TtlCache[str, TokenOwner](
+        TOKEN_CACHE_SECONDS, refresh_after=TOKEN_RECHECK_SECONDS
+    )
+    app.state.background_tasks = set()
     errors.install(app)
     app.add_middleware(RequestGuard)
     app.mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static")
@@ -126,4 +131,6 @@ def create_app(
 
 def factory() -> FastAPI:
     """For ``uvicorn --factory portal.app:factory`` (``olv portal serve`` uses it)."""
-    return create_app()
+    app = create_app()
+    serving.settle_gc()
+    return app

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -20,8 +22,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from olv.logging import describe_exception
 from portal import tokens
 from portal.errors import ApiError
+
+log = logging.getLogger(__name__)
 
 VERIFY_ROLES = ("officer", "court", "dmv", "admin")
 BATCH_ROLES = ("dmv", "admin")
@@ -52,9 +57,33 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _authenticate(request: Request, token: str) -> tokens.TokenOwner | None:
-    with request.app.state.sessions() as session, session.begin():
-        return tokens.authenticate(session, token, source=client_address(request))
+def _authenticate(app: Any, token: str, source: str | None) -> tokens.TokenOwner | None:
+    with app.state.sessions() as session, session.begin():
+        return tokens.authenticate(session, token, source=source)
+
+
+def _recheck_later(request: Request, token: str) -> None:
+    """Re-check a cached token in the background (:mod:`portal.cache`): a token in steady use
+    is re-read about once a second without any request waiting for the database, and still
+    stops working at most ``TOKEN_CACHE_SECONDS`` after it was revoked."""
+    app, source = request.app, client_address(request)
+    cache = app.state.token_cache
+    cache.claim_refresh(token)
+
+    async def recheck() -> None:
+        try:
+            owner = await run_in_threadpool(_authenticate, app, token, source)
+        except Exception as exc:  # noqa: BLE001 - the entry expires; a request then meets it
+            log.warning("background token re-check failed", extra=describe_exception(exc))
+            return
+        if owner is None:
+            cache.drop(token)
+        else:
+            cache.put(token, owner)
+
+    task = asyncio.get_running_loop().create_task(recheck())
+    app.state.background_tasks.add(task)  # a strong reference until it ends
+    task.add_done_callback(app.state.background_tasks.discard)
 
 
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
@@ -79,11 +108,15 @@ async def current_principal(
             raise ApiError(401, "use Authorization: Bearer <token>", headers=_UNAUTHORIZED)
         token = token.strip()
         cache = request.app.state.token_cache
-        owner = cache.get(token)
+        owner, due = cache.lookup(token)
         if owner is None:
-            owner = await run_in_threadpool(_authenticate, request, token)
+            owner = await run_in_threadpool(
+                _authenticate, request.app, token, client_address(request)
+            )
             if owner is not None:
                 cache.put(token, owner)
+        elif due:
+            _recheck_later(request, token)
         if owner is None:
             raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
         wait = request.app.state.token_limiter.allow(owner.token_id)

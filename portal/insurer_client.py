@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from olv.iicmva import SOAP_ACTION, Code
 from portal import soap_wire
@@ -90,17 +91,36 @@ def ssl_context(insurer: InsurerConfig) -> ssl.SSLContext:
     return context
 
 
-def _is_tls(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError | ssl.CertificateError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _failure(exc: BaseException) -> CallFailed:
+    """What a transport exception means, from its whole chain: the httpx exception a
+    transport raises may name the wrong kind (httpx-aiohttp maps a refused connect to
+    ``ConnectTimeout``), while the exception underneath it does not."""
+    chain = _chain(exc)
+    if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain):
+        return CallFailed("tls", type(exc).__name__)
+    if any(isinstance(e, TimeoutError) for e in chain):
+        return CallFailed("timeout", "no answer in time")
+    if len(chain) == 1 and isinstance(exc, httpx.TimeoutException):
+        return CallFailed("timeout", "no answer in time")
+    return CallFailed("refused", type(exc).__name__)
 
 
 class HttpxTransport:
-    """One ``httpx.AsyncClient`` (its own pool) and one in-flight cap per insurer."""
+    """One ``httpx.AsyncClient`` (its own pool) and one in-flight cap per insurer.
+
+    The client sends through aiohttp (``httpx-aiohttp``) rather than httpcore: at 32 calls in
+    flight httpcore's pool book-keeping and pure-Python parsing cost about three times the CPU
+    per call, and the portal is CPU-bound (bench/RESULTS.md).
+    """
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
@@ -118,11 +138,11 @@ class HttpxTransport:
             raise CallFailed("tls", f"client certificate or CA bundle unusable: {exc}") from None
         if known is not None:  # re-registered with other settings: a fresh pool
             self._retired.append(known[1])
+        limits = httpx.Limits(
+            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+        )
         client = httpx.AsyncClient(
-            verify=context,
-            limits=httpx.Limits(
-                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-            ),
+            transport=AiohttpTransport(verify=context, limits=limits, trust_env=False),
             headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": SOAP_ACTION},
             follow_redirects=False,
             trust_env=False,
@@ -151,13 +171,8 @@ class HttpxTransport:
                         raise CallFailed("invalid", f"answer larger than {limit} bytes")
                     chunks.append(chunk)
                 return Reply(response.status_code, b"".join(chunks))
-        except (TimeoutError, httpx.TimeoutException):
-            raise CallFailed("timeout", "no answer in time") from None
-        except httpx.TransportError as exc:
-            kind = "tls" if _is_tls(exc) else "refused"
-            raise CallFailed(kind, f"{type(exc).__name__}") from None
-        except ssl.SSLError as exc:
-            raise CallFailed("tls", type(exc).__name__) from None
+        except (TimeoutError, httpx.TransportError, ssl.SSLError) as exc:
+            raise _failure(exc) from None
 
     async def post(self, insurer: InsurerConfig, body: bytes, timeout: float) -> Reply:
         return await self._send(insurer, "POST", insurer.url, body, timeout)

@@ -28,11 +28,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Engine, bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bob_loader import lookup
-from olv import normalize
+from olv import db, normalize
 from olv.config import Settings
 from portal.cache import TtlCache
 from portal.deps import Principal
@@ -49,6 +50,12 @@ UNKNOWN = normalize.UNKNOWN_POLICY_KEY
 # Kept back from the budget for writing the answer, and for the time a request can spend
 # queued before the application sees it when the machine is busy.
 RESERVE_SECONDS = 0.5
+# Every state a plate is registered in (a handful at most); ordered for a stable message.
+_PLATE_QUERY = (
+    select(Registration.vin, Registration.state)
+    .where(Registration.plate == bindparam("plate"))
+    .order_by(Registration.state)
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,10 @@ class Router:
         self.settings = settings
         self.portal = portal_settings
         self.registry_cache = TtlCache[str, dict[str, InsurerConfig]](registry_seconds)
+        # Read on every query: run straight on the driver (olv.db.CompiledRead).
+        self._current_by_vin = lookup.CurrentByVin(engine.dialect)
+        self._plates = db.CompiledRead(_PLATE_QUERY, engine.dialect)
+        self._driver_errors = (engine.dialect.loaded_dbapi.Error, SQLAlchemyError)
 
     # --- entry points --------------------------------------------------------------------
 
@@ -190,12 +201,15 @@ class Router:
         return result
 
     def _plan(self, question: Question) -> Plan:
-        with self.engine.connect() as conn:
-            vin, state = question.vin, question.plate_state
-            if vin is None:
-                vin, state = self._plate_to_vin(conn, question)
-            insurers = self._registry(conn)
-            records = list(lookup.find_by_vins(conn, [vin]))
+        insurers = self._registry()
+        try:
+            with db.read_cursor(self.engine) as cursor:
+                vin, state = question.vin, question.plate_state
+                if vin is None:
+                    vin, state = self._plate_to_vin(cursor, question)
+                records = self._current_by_vin(cursor, vin)
+        except self._driver_errors as exc:
+            raise ApiError(503, "the state database is unavailable; try again") from exc
         plan = Plan(vin=vin, state=state, records=records)
         request = question.request
         if request.naic is not None and request.policy_number is not None:
@@ -219,34 +233,30 @@ class Router:
         plan.broadcast = not plan.targets
         return plan
 
-    def _registry(self, conn: Connection) -> dict[str, InsurerConfig]:
+    def _registry(self) -> dict[str, InsurerConfig]:
         """The enabled insurers by NAIC (cached for a few seconds: read on every query)."""
         insurers = self.registry_cache.get("enabled")
         if insurers is None:
-            with Session(bind=conn) as session:
+            with Session(self.engine) as session:
                 rows = session.scalars(select(Insurer).where(Insurer.enabled.is_(True)))
                 insurers = {row.naic: InsurerConfig.from_row(row) for row in rows}
             self.registry_cache.put("enabled", insurers)
         return insurers
 
-    def _plate_to_vin(self, conn: Connection, question: Question) -> tuple[str, str]:
-        query = select(Registration.vin, Registration.state).where(
-            Registration.plate == question.plate
-        )
+    def _plate_to_vin(self, cursor: Any, question: Question) -> tuple[str, str]:
+        rows = self._plates.rows(cursor, plate=question.plate)
         if question.plate_state:
-            query = query.where(Registration.state == question.plate_state)
-        rows = conn.execute(query.order_by(Registration.state)).all()
+            rows = [row for row in rows if row["state"] == question.plate_state]
         if not rows:
             where = f" in {question.plate_state}" if question.plate_state else ""
             raise ApiError(404, f"plate {question.plate}{where} is not registered")
         if len(rows) > 1:
-            states = ", ".join(row.state for row in rows)
+            states = ", ".join(row["state"] for row in rows)
             raise invalid("plate_state", f"the plate is registered in {states}; name the state")
-        return rows[0].vin, rows[0].state
+        return rows[0]["vin"], rows[0]["state"]
 
     def _broadcast_targets(self) -> list[Target]:
-        with self.engine.connect() as conn:
-            insurers = self._registry(conn)
+        insurers = self._registry()
         return [
             Target(insurer, UNKNOWN, None)
             for naic, insurer in sorted(insurers.items())
