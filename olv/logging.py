@@ -53,6 +53,3 @@ def configure(level: str = "INFO") -> None:
     # both could carry insured data, so keep it quiet.
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    # httpx logs every request it sends at INFO: a line per insurer call, costly on the
-    # portal's hot path and redundant with its own call log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,7 +1,7 @@
 """Asking insurers: one pooled async HTTP client per insurer, behind a small transport seam.
 
 * :class:`Transport` is the seam: ``post`` one SOAP envelope to one insurer within a timeout,
-  return the HTTP status and body, or raise :class:`CallFailed`. :class:`HttpxTransport` is
+  return the HTTP status and body, or raise :class:`CallFailed`. :class:`PooledTransport` is
   the real one; :class:`MemoryTransport` answers from a function (unit tests of the routing).
 * :class:`InsurerClient` builds the request in the insurer's version, calls the transport and
   reads the answer (:mod:`portal.soap_wire`) into a :class:`CallResult` — it never raises for
@@ -21,8 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
-from httpx_aiohttp import AiohttpTransport
+import aiohttp
 
 from olv.iicmva import SOAP_ACTION, Code
 from portal import soap_wire
@@ -33,7 +32,7 @@ __all__ = [
     "OUTCOMES",
     "CallFailed",
     "CallResult",
-    "HttpxTransport",
+    "PooledTransport",
     "InsurerClient",
     "InsurerConfig",
     "MemoryTransport",
@@ -53,6 +52,7 @@ OUTCOMES = (
     "unavailable",  # the insurer itself answered SYSU (or UREQ: it does not know us)
     "cancelled",  # not needed any more: another insurer confirmed first
 )
+KEEPALIVE_SECONDS = 4.0  # under the 5 s idle limit common in servers (uvicorn's, nginx's)
 _UNAVAILABLE_CODES = {Code.SYSU.value, "12", Code.UREQ.value, "6"}
 
 
@@ -101,34 +101,34 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _failure(exc: BaseException) -> CallFailed:
-    """What a transport exception means, from its whole chain: the httpx exception a
-    transport raises may name the wrong kind (httpx-aiohttp maps a refused connect to
-    ``ConnectTimeout``), while the exception underneath it does not."""
+    """What a transport exception means, from its whole chain (aiohttp wraps the socket's and
+    the TLS layer's own errors)."""
     chain = _chain(exc)
     if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain):
         return CallFailed("tls", type(exc).__name__)
     if any(isinstance(e, TimeoutError) for e in chain):
         return CallFailed("timeout", "no answer in time")
-    if len(chain) == 1 and isinstance(exc, httpx.TimeoutException):
-        return CallFailed("timeout", "no answer in time")
     return CallFailed("refused", type(exc).__name__)
 
 
-class HttpxTransport:
-    """One ``httpx.AsyncClient`` (its own pool) and one in-flight cap per insurer.
+class PooledTransport:
+    """One aiohttp session (its own keep-alive pool) and one in-flight cap per insurer.
 
-    The client sends through aiohttp (``httpx-aiohttp``) rather than httpcore: at 32 calls in
-    flight httpcore's pool book-keeping and pure-Python parsing cost about three times the CPU
-    per call, and the portal is CPU-bound (bench/RESULTS.md).
+    aiohttp rather than httpx here: at 32 calls in flight, httpx (its request and response
+    models over httpcore's pool and pure-Python parser) took about four times the CPU per call,
+    and the portal is CPU-bound (bench/RESULTS.md). Nothing is taken from the environment
+    (proxies, netrc), no cookies are kept, redirects are not followed and answers are not
+    decompressed: an insurer's answer is read as sent, up to the size cap.
     """
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
-        self._clients: dict[str, tuple[InsurerConfig, httpx.AsyncClient, asyncio.Semaphore]] = {}
-        self._retired: list[httpx.AsyncClient] = []  # replaced; calls may still be using them
+        self._sessions: dict[str, tuple[InsurerConfig, aiohttp.ClientSession, asyncio.Semaphore]]
+        self._sessions = {}
+        self._retired: list[aiohttp.ClientSession] = []  # replaced; calls may still use them
 
-    def _client(self, insurer: InsurerConfig) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
-        known = self._clients.get(insurer.naic)
+    def _session(self, insurer: InsurerConfig) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        known = self._sessions.get(insurer.naic)
         if known is not None and known[0] == insurer:
             return known[1], known[2]
         try:
@@ -138,40 +138,36 @@ class HttpxTransport:
             raise CallFailed("tls", f"client certificate or CA bundle unusable: {exc}") from None
         if known is not None:  # re-registered with other settings: a fresh pool
             self._retired.append(known[1])
-        limits = httpx.Limits(
-            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-        )
-        client = httpx.AsyncClient(
-            transport=AiohttpTransport(verify=context, limits=limits, trust_env=False),
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                ssl=context, limit=self.concurrency, keepalive_timeout=KEEPALIVE_SECONDS
+            ),
             headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": SOAP_ACTION},
-            follow_redirects=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
             trust_env=False,
         )
         semaphore = asyncio.Semaphore(self.concurrency)
-        self._clients[insurer.naic] = (insurer, client, semaphore)
-        return client, semaphore
+        self._sessions[insurer.naic] = (insurer, session, semaphore)
+        return session, semaphore
 
     async def _send(
         self, insurer: InsurerConfig, method: str, url: str, body: bytes | None, timeout: float
     ) -> Reply:
-        client, semaphore = self._client(insurer)  # may raise CallFailed("tls")
+        session, semaphore = self._session(insurer)  # may raise CallFailed("tls")
         try:
-            limits = httpx.Timeout(timeout)
             async with (
                 asyncio.timeout(timeout),
                 semaphore,
-                client.stream(method, url, content=body, timeout=limits) as response,
+                session.request(method, url, data=body, allow_redirects=False) as response,
             ):
                 # Read at most the cap: an insurer must not be able to fill our memory.
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > soap_wire.MAX_ANSWER_BYTES:
-                        limit = soap_wire.MAX_ANSWER_BYTES
-                        raise CallFailed("invalid", f"answer larger than {limit} bytes")
-                    chunks.append(chunk)
-                return Reply(response.status_code, b"".join(chunks))
-        except (TimeoutError, httpx.TransportError, ssl.SSLError) as exc:
+                limit = soap_wire.MAX_ANSWER_BYTES
+                content = await response.content.read(limit + 1)
+                if len(content) > limit:
+                    raise CallFailed("invalid", f"answer larger than {limit} bytes")
+                return Reply(response.status, content)
+        except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise _failure(exc) from None
 
     async def post(self, insurer: InsurerConfig, body: bytes, timeout: float) -> Reply:
@@ -181,11 +177,11 @@ class HttpxTransport:
         return await self._send(insurer, "GET", url, None, timeout)
 
     async def aclose(self) -> None:
-        clients = [entry[1] for entry in self._clients.values()] + self._retired
-        self._clients.clear()
+        sessions = [entry[1] for entry in self._sessions.values()] + self._retired
+        self._sessions.clear()
         self._retired = []
-        for client in clients:
-            await client.aclose()
+        for session in sessions:
+            await session.close()
 
 
 Handler = Callable[[InsurerConfig, bytes], Awaitable[Reply]]
@@ -232,7 +228,7 @@ class InsurerClient:
     """Verifies with insurers through a :class:`Transport` (the real one unless given)."""
 
     def __init__(self, transport: Transport | None, settings: PortalSettings) -> None:
-        self.transport: Transport = transport or HttpxTransport(settings.insurer_concurrency)
+        self.transport: Transport = transport or PooledTransport(settings.insurer_concurrency)
 
     async def verify(
         self, insurer: InsurerConfig, ask: soap_wire.Ask, timeout: float
