@@ -27,7 +27,7 @@ from typing import Any
 import uvicorn
 from lxml import etree
 
-from olv import normalize
+from olv import normalize, serving
 from olv.iicmva import IICMVA, PUBLICATION_DATE_0809, SOAP11_ENV, V0809, Code
 from service import server as service_server
 
@@ -132,12 +132,12 @@ def floor_config(host: str, port: int) -> uvicorn.Config:
 
 def serve(host: str, port: int, workers: int) -> None:
     """Fork ``workers`` uvicorn servers, each with its own SO_REUSEPORT listening socket."""
-    service_server._listen(host, port).close()  # fail here if the address is unusable
+    serving.listen(host, port).close()  # fail here if the address is unusable
     children = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
-            sock = service_server._listen(host, port)
+            sock = serving.listen(host, port)
             uvicorn.Server(floor_config(host, port)).run(sockets=[sock])
             os._exit(0)
         children.append(pid)

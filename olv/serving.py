@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
+import os
 import signal
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
+
+log = logging.getLogger(__name__)
 
 # Each server adds its host, port and its own timeouts.
 COMMON_OPTIONS: dict[str, Any] = {
@@ -52,3 +58,105 @@ class QuietServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket of the port that other workers of this server share."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    return sock
+
+
+def _worker(host: str, port: int, config: Callable[[], uvicorn.Config]) -> None:
+    """Runs in the child: bind our own socket, serve until SIGTERM, then leave."""
+    code = 3  # counted as a failed start unless the server ran
+    try:
+        sock = listen(host, port)
+        server = QuietServer(config())
+        server.run(sockets=[sock])
+        code = 0 if server.started else 3
+    finally:
+        os._exit(code)
+
+
+class Supervisor:
+    """Forks ``workers`` uvicorn servers, each on its own SO_REUSEPORT socket of the port, so
+    the kernel spreads connections evenly (with one shared socket, one event loop tended to
+    take most keep-alive connections and its clients saw the worst latencies). Restarts a
+    worker that dies, rolls the workers on SIGHUP, and on SIGTERM/SIGINT stops them
+    gracefully and returns 0 (1 when workers keep failing to start).
+
+    SO_REUSEPORT would also let another program of the same user join the port, so callers
+    claim the port first (:func:`olv.ports.claim_port`)."""
+
+    def __init__(
+        self, host: str, port: int, workers: int, config: Callable[[], uvicorn.Config]
+    ) -> None:
+        self.host, self.port, self.workers, self.config = host, port, workers, config
+        self.children: set[int] = set()
+        self.retiring: set[int] = set()  # replaced on SIGHUP: not to be respawned
+        self.stopping = False
+
+    def spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            _worker(self.host, self.port, self.config)
+        self.children.add(pid)
+
+    def run(self) -> int:
+        for _ in range(self.workers):
+            self.spawn()
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._roll)
+        failures = 0
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            self.children.discard(pid)
+            if self.stopping or pid in self.retiring:
+                self.retiring.discard(pid)
+                continue
+            if os.waitstatus_to_exitcode(status) == 3:
+                failures += 1
+                if failures >= self.workers * 3:
+                    log.error("workers fail to start; giving up")
+                    self._stop(signal.SIGTERM, None)
+                    return 1
+                time.sleep(0.5)
+            self.spawn()
+        return 0
+
+    def _stop(self, _sig: int, _frame: object) -> None:
+        self.stopping = True
+        for pid in list(self.children):
+            _signal(pid, signal.SIGTERM)
+
+    def _roll(self, _sig: int, _frame: object) -> None:
+        # Replace the workers one at a time; each old one finishes its requests and flushes.
+        for pid in list(self.children - self.retiring):
+            self.retiring.add(pid)
+            self.spawn()
+            _signal(pid, signal.SIGTERM)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)

@@ -32,7 +32,7 @@ HERE = Path(__file__).parent
 # disabled (a token in use is re-checked in the background after TOKEN_RECHECK_SECONDS); the
 # insurer registry is re-read this often.
 TOKEN_CACHE_SECONDS = 2.0
-TOKEN_RECHECK_SECONDS = 1.0
+TOKEN_RECHECK_SECONDS = 1.5
 REGISTRY_CACHE_SECONDS = 5.0
 
 
@@ -102,6 +102,7 @@ def create_app(
         finally:
             await app.state.insurer_client.aclose()
             await app.state.query_log.stop()
+            app.state.router.close()
             engine.dispose()
 
     app = FastAPI(

@@ -75,18 +75,26 @@ def portal_serve(
 
 
 def _serve(host: str, port: int, workers: int) -> None:
-    """uvicorn with the app factory; SIGTERM/SIGINT stop it gracefully and it exits 0."""
+    """uvicorn with the app factory; SIGTERM/SIGINT stop it gracefully and it exits 0.
+    Several workers run under :class:`olv.serving.Supervisor` (a socket each, so that
+    keep-alive connections spread evenly; SIGHUP rolls them)."""
     import uvicorn
 
-    from olv.serving import COMMON_OPTIONS, QuietServer
+    from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor
 
     options: dict[str, Any] = dict(
         COMMON_OPTIONS, host=host, port=port, timeout_graceful_shutdown=10
     )
+
+    def config() -> uvicorn.Config:
+        return uvicorn.Config("portal.app:factory", **options)
+
     if workers > 1:
-        uvicorn.run("portal.app:factory", workers=workers, **options)
+        code = Supervisor(host, port, workers, config).run()
+        if code:
+            raise typer.Exit(code)
         return
-    QuietServer(uvicorn.Config("portal.app:factory", **options)).run()
+    QuietServer(config()).run()
 
 
 # --- insurers ------------------------------------------------------------------------------
