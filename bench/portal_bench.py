@@ -9,7 +9,8 @@ What it does, in one run:
    it creates and drops) with the same vehicles in a book-of-business file loaded by the
    loader, 20 vehicles of a *hung* insurer (NAIC 30003: a socket that accepts and never
    answers), both insurers registered, and one admin with an API token per client;
-2. starts ``olv soap serve`` (default workers) and ``olv portal serve`` on loopback ports;
+2. starts ``olv soap serve`` (``--soap-workers``, else its default) and ``olv portal serve``
+   (``--portal-workers``) on loopback ports;
 3. from a separate load-generator process (uvloop + aiohttp, keep-alive):
    a. 32 clients verify random vehicles for ``--duration`` seconds (after a warm-up):
       throughput, p50/p99 (target: >= 300/s, p99 <= 100 ms);
@@ -394,6 +395,9 @@ def main() -> int:
     parser.add_argument("--vehicles", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--portal-workers", type=int, default=1, help="OLV_PORTAL_WORKERS")
+    parser.add_argument(
+        "--soap-workers", type=int, help="the insurer's olv soap serve --workers (its default)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run: checks the bench works")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -406,6 +410,8 @@ def main() -> int:
         with state_database(args.db, workdir, args.pg_url) as state_url, hung_socket() as hung_port:
             soap_port, portal_port = free_port(), free_port()
             soap_cmd = [sys.executable, "-m", "olv", "soap", "serve", "--port", str(soap_port)]
+            if args.soap_workers:
+                soap_cmd += ["--workers", str(args.soap_workers)]
             portal_cmd = [
                 sys.executable,
                 "-m",
@@ -454,6 +460,7 @@ def main() -> int:
         "python": platform.python_version(),
         "db": args.db,
         "portal_workers": args.portal_workers,
+        "soap_workers": args.soap_workers or os.cpu_count(),
         "smoke": args.smoke,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -461,7 +468,8 @@ def main() -> int:
     smoke = ", SMOKE: figures mean nothing" if args.smoke else ""
     lines = [
         f"portal bench ({args.db}, {args.clients} clients, {args.portal_workers} portal"
-        f" worker(s), {os.cpu_count()} cores{smoke})",
+        f" worker(s), insurer {args.soap_workers or 'default'} worker(s),"
+        f" {os.cpu_count()} cores{smoke})",
         f"  healthy:      {h['rps']:>7}/s  p50 {h['p50_ms']} ms  p99 {h['p99_ms']} ms"
         f"  (target >= {TARGETS['rps']}/s, p99 <= {TARGETS['p99_ms']} ms)  {h['verdicts']}",
         f"  20 hung:      {w['rps']:>7}/s  p50 {w['p50_ms']} ms  p99 {w['p99_ms']} ms"

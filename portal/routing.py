@@ -212,8 +212,8 @@ class Router:
         return result
 
     def _plan(self, question: Question) -> Plan:
-        insurers = self._registry()
         try:
+            insurers = self._registry()
             with db.read_cursor(self.engine) as cursor:
                 vin, state = question.vin, question.plate_state
                 if vin is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from lxml import etree
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from olv import db
 from olv.config import Settings
@@ -377,3 +377,25 @@ def test_a_state_database_that_does_not_answer_is_a_503_within_the_budget(
     )
     assert time.monotonic() - started < 1.5  # the budget of this app
     assert response.status_code == 503 and response.json()["ok"] is False
+
+
+def test_state_database_refusing_the_lookup_is_503_and_the_pool_recovers(world, db_url) -> None:
+    client, insurers, tokens = world
+    insurers.behaviour["10001"] = says(V0809, "Confirmed")
+    assert post(client, tokens["officer"], {"vin": VIN_A})["verdict"] == "confirmed"
+    engine = db.make_engine(db_url)
+    with engine.begin() as conn:  # the token stays cached; the lookup's table is gone
+        conn.execute(text("ALTER TABLE bob_record RENAME TO bob_record_away"))
+    try:
+        headers = {"Authorization": f"Bearer {tokens['officer']}"}
+        for _ in range(3):  # more than once: a failed connection must not poison the pool
+            response = client.post("/api/v1/verify", json={"vin": VIN_A}, headers=headers)
+            assert response.status_code == 503, response.text
+            body = response.json()
+            assert (body["ok"], body["status"]) == (False, 503)
+            assert "state database" in body["error"]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE bob_record_away RENAME TO bob_record"))
+        engine.dispose()
+    assert post(client, tokens["officer"], {"vin": VIN_A})["verdict"] == "confirmed"
