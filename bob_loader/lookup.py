@@ -95,10 +95,15 @@ class CurrentByVin:
         self._read = CompiledRead(_BY_ONE_VIN, dialect)
 
     def __call__(self, cursor: Any, vin: str) -> list[dict[str, Any]]:
-        return [
-            {key: _jsonable(value) for key, value in row.items()}
-            for row in self._read.rows(cursor, vin=vin)
-        ]
+        return _jsonable_rows(self._read.rows(cursor, vin=vin))
+
+    async def fetch(self, cursor: Any, vin: str) -> list[dict[str, Any]]:
+        """The same on an asyncio driver's cursor."""
+        return _jsonable_rows(await self._read.arows(cursor, vin=vin))
+
+
+def _jsonable_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{key: _jsonable(value) for key, value in row.items()} for row in rows]
 
 
 def naic_stats(conn: Connection) -> Iterator[dict[str, Any]]:

@@ -123,15 +123,25 @@ class CompiledRead:
         ]
 
     def rows(self, cursor: Any, **values: Any) -> list[dict[str, Any]]:
-        params = values if self._order is None else tuple(values[k] for k in self._order)
-        cursor.execute(self.sql, params)
+        cursor.execute(self.sql, self._params(values))
+        return self._dicts(cursor.fetchall())
+
+    async def arows(self, cursor: Any, **values: Any) -> list[dict[str, Any]]:
+        """The same on an asyncio driver's cursor (psycopg's ``AsyncCursor``)."""
+        await cursor.execute(self.sql, self._params(values))
+        return self._dicts(await cursor.fetchall())
+
+    def _params(self, values: dict[str, Any]) -> Any:
+        return values if self._order is None else tuple(values[k] for k in self._order)
+
+    def _dicts(self, rows: list[Any]) -> list[dict[str, Any]]:
         keys, convert = self._keys, self._convert
         return [
             {
                 key: value if fn is None or value is None else fn(value)
                 for key, fn, value in zip(keys, convert, row, strict=True)
             }
-            for row in cursor.fetchall()
+            for row in rows
         ]
 
 

@@ -89,7 +89,7 @@ def create_app(
         app.state.insurer_client = InsurerClient(transport, portal_settings)
         app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
-        app.state.router = Router(
+        app.state.router = router = Router(
             engine,
             app.state.insurer_client,
             app.state.query_log,
@@ -97,12 +97,13 @@ def create_app(
             portal_settings,
             REGISTRY_CACHE_SECONDS,
         )
+        await router.open()
         try:
             yield
         finally:
             await app.state.insurer_client.aclose()
             await app.state.query_log.stop()
-            app.state.router.close()
+            await app.state.router.close()
             engine.dispose()
 
     app = FastAPI(

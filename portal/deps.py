@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -60,6 +61,19 @@ def client_address(request: Request) -> str | None:
 def _authenticate(app: Any, token: str, source: str | None) -> tokens.TokenOwner | None:
     with app.state.sessions() as session, session.begin():
         return tokens.authenticate(session, token, source=source)
+
+
+async def _authenticate_within_budget(request: Request, token: str) -> tokens.TokenOwner | None:
+    """A token check that a hung database cannot stretch past the query budget (503)."""
+    received = getattr(request.state, "received", None) or time.monotonic()
+    left = received + request.app.state.portal_settings.budget_seconds - time.monotonic()
+    try:
+        async with asyncio.timeout(max(0.0, left)):
+            return await run_in_threadpool(
+                _authenticate, request.app, token, client_address(request)
+            )
+    except TimeoutError:
+        raise ApiError(503, "the state database did not answer in time; try again") from None
 
 
 def _recheck_later(request: Request, token: str) -> None:
@@ -110,9 +124,7 @@ async def current_principal(
         cache = request.app.state.token_cache
         owner, due = cache.lookup(token)
         if owner is None:
-            owner = await run_in_threadpool(
-                _authenticate, request.app, token, client_address(request)
-            )
+            owner = await _authenticate_within_budget(request, token)
             if owner is not None:
                 cache.put(token, owner)
         elif due:

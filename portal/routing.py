@@ -22,24 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bob_loader import lookup
-from olv import db, normalize
+from olv import normalize
 from olv.config import Settings
+from portal import state_reads
 from portal.cache import TtlCache
 from portal.deps import Principal
-from portal.errors import ApiError, ErrorBody, FieldError, invalid
+from portal.errors import ApiError, ErrorBody, FieldError
 from portal.insurer_client import CallResult, InsurerClient, InsurerConfig
-from portal.models import Insurer, Registration
+from portal.models import Insurer
 from portal.querylog import QueryLogWriter, new_query_id
 from portal.schemas import VerifyRequest, VerifyResult
 from portal.settings import PortalSettings
@@ -50,15 +49,6 @@ UNKNOWN = normalize.UNKNOWN_POLICY_KEY
 # Kept back from the budget for writing the answer, and for the time a request can spend
 # queued before the application sees it when the machine is busy.
 RESERVE_SECONDS = 0.5
-# Threads per portal process for the state database's reads (its pool holds up to 30
-# connections). A plain executor: anyio's thread hop cost twice the CPU per call.
-DB_THREADS = 16
-# Every state a plate is registered in (a handful at most); ordered for a stable message.
-_PLATE_QUERY = (
-    select(Registration.vin, Registration.state)
-    .where(Registration.plate == bindparam("plate"))
-    .order_by(Registration.state)
-)
 
 
 @dataclass(frozen=True)
@@ -130,18 +120,13 @@ class Router:
         self.settings = settings
         self.portal = portal_settings
         self.registry_cache = TtlCache[str, dict[str, InsurerConfig]](registry_seconds)
-        # Read on every query: run straight on the driver (olv.db.CompiledRead).
-        self._current_by_vin = lookup.CurrentByVin(engine.dialect)
-        self._plates = db.CompiledRead(_PLATE_QUERY, engine.dialect)
-        self._driver_errors = (engine.dialect.loaded_dbapi.Error, SQLAlchemyError)
-        self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="olv-portal-db")
+        self.reads = state_reads.StateReader(engine, portal_settings.budget_seconds)
 
-    def close(self) -> None:
-        """Stop the database threads; one stuck on a hung database is left behind."""
-        self._threads.shutdown(wait=False, cancel_futures=True)
+    async def open(self) -> None:
+        await self.reads.open()
 
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+    async def close(self) -> None:
+        await self.reads.close()
 
     # --- entry points --------------------------------------------------------------------
 
@@ -188,13 +173,7 @@ class Router:
         query_id = new_query_id()
         deadline = received + self.portal.budget_seconds - RESERVE_SECONDS
         try:
-            # A hung state database must not hold the answer past the budget either.
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                plan = await self._in_thread(self._plan, question)
-        except TimeoutError:
-            exc = ApiError(503, "the state database did not answer in time; try again")
-            self._log(question, principal, channel, received, query_id, None, [], exc)
-            raise exc from None
+            plan = await self._plan(question, deadline)
         except ApiError as exc:
             self._log(question, principal, channel, received, query_id, None, [], exc)
             raise
@@ -205,22 +184,17 @@ class Router:
             winner = None
         broadcast_targets: list[Target] = []
         if plan.broadcast:
-            broadcast_targets = await self._in_thread(self._broadcast_targets)
+            broadcast_targets = await self._broadcast_targets(deadline)
             winner = await self._ask(broadcast_targets, question, plan, deadline, calls)
         result = compose(question.day, plan, calls, winner, received, query_id)
         self._log(question, principal, channel, received, query_id, result, calls, None)
         return result
 
-    def _plan(self, question: Question) -> Plan:
-        try:
-            insurers = self._registry()
-            with db.read_cursor(self.engine) as cursor:
-                vin, state = question.vin, question.plate_state
-                if vin is None:
-                    vin, state = self._plate_to_vin(cursor, question)
-                records = self._current_by_vin(cursor, vin)
-        except self._driver_errors as exc:
-            raise ApiError(503, "the state database is unavailable; try again") from exc
+    async def _plan(self, question: Question, deadline: float) -> Plan:
+        insurers = await self._registry(deadline)
+        vin, state, records = await self.reads.vehicle(
+            question.vin, question.plate, question.plate_state, deadline - time.monotonic()
+        )
         plan = Plan(vin=vin, state=state, records=records)
         request = question.request
         if request.naic is not None and request.policy_number is not None:
@@ -244,30 +218,27 @@ class Router:
         plan.broadcast = not plan.targets
         return plan
 
-    def _registry(self) -> dict[str, InsurerConfig]:
+    async def _registry(self, deadline: float) -> dict[str, InsurerConfig]:
         """The enabled insurers by NAIC (cached for a few seconds: read on every query)."""
         insurers = self.registry_cache.get("enabled")
         if insurers is None:
-            with Session(self.engine) as session:
-                rows = session.scalars(select(Insurer).where(Insurer.enabled.is_(True)))
-                insurers = {row.naic: InsurerConfig.from_row(row) for row in rows}
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    insurers = await self.reads.in_thread(self._load_registry)
+            except TimeoutError:
+                raise state_reads.too_slow() from None
+            except SQLAlchemyError as exc:
+                raise state_reads.unavailable() from exc
             self.registry_cache.put("enabled", insurers)
         return insurers
 
-    def _plate_to_vin(self, cursor: Any, question: Question) -> tuple[str, str]:
-        rows = self._plates.rows(cursor, plate=question.plate)
-        if question.plate_state:
-            rows = [row for row in rows if row["state"] == question.plate_state]
-        if not rows:
-            where = f" in {question.plate_state}" if question.plate_state else ""
-            raise ApiError(404, f"plate {question.plate}{where} is not registered")
-        if len(rows) > 1:
-            states = ", ".join(row["state"] for row in rows)
-            raise invalid("plate_state", f"the plate is registered in {states}; name the state")
-        return rows[0]["vin"], rows[0]["state"]
+    def _load_registry(self) -> dict[str, InsurerConfig]:
+        with Session(self.engine) as session:
+            rows = session.scalars(select(Insurer).where(Insurer.enabled.is_(True)))
+            return {row.naic: InsurerConfig.from_row(row) for row in rows}
 
-    def _broadcast_targets(self) -> list[Target]:
-        insurers = self._registry()
+    async def _broadcast_targets(self, deadline: float) -> list[Target]:
+        insurers = await self._registry(deadline)
         return [
             Target(insurer, UNKNOWN, None)
             for naic, insurer in sorted(insurers.items())

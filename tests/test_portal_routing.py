@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from lxml import etree
 from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 
 from olv import db
 from olv.config import Settings
@@ -21,6 +22,7 @@ from portal.app import create_app
 from portal.insurer_client import CallFailed, InsurerConfig, MemoryTransport, Reply
 from portal.models import InsurerCall, QueryLog
 from portal.settings import PortalSettings
+from tests.helpers.faulty_network import holding_proxy
 from tests.helpers.portal import (
     add_insurer,
     add_registration,
@@ -360,23 +362,58 @@ def test_query_can_be_read_back_by_its_owner_and_admins_only(world) -> None:
 
 
 def test_a_state_database_that_does_not_answer_is_a_503_within_the_budget(
-    world, monkeypatch
+    world, db_url: str, monkeypatch
 ) -> None:
-    client, _, tokens = world
+    """PostgreSQL: the real link hangs (a proxy that stops forwarding, mid-query and
+    mid-connect), for a cached token and for one the portal has not seen. SQLite cannot hang
+    that way; a read that sleeps on its thread stands in."""
+    client, insurers, tokens = world
+    insurers.behaviour["10001"] = says(V0809, "Confirmed")
+    budget = 1.5  # this app's
 
-    def hung_plan(_question: object) -> None:
-        time.sleep(2.5)  # stands in for a database that accepts and never answers
-        raise AssertionError("the answer should not have waited for this")
+    def ask(token: str) -> tuple[int, float]:
+        started = time.monotonic()
+        response = client.post(
+            "/api/v1/verify", json={"vin": VIN_A}, headers={"Authorization": f"Bearer {token}"}
+        )
+        if response.status_code != 200:
+            assert response.json()["ok"] is False  # the one error shape
+        return response.status_code, time.monotonic() - started
 
-    monkeypatch.setattr(client.app.state.router, "_plan", hung_plan)
-    started = time.monotonic()
-    response = client.post(
-        "/api/v1/verify",
-        json={"vin": VIN_A},
-        headers={"Authorization": f"Bearer {tokens['officer']}"},
-    )
-    assert time.monotonic() - started < 1.5  # the budget of this app
-    assert response.status_code == 503 and response.json()["ok"] is False
+    if db.is_sqlite(db_url):
+        reads = client.app.state.router.reads
+
+        def hung(*_: object) -> None:
+            time.sleep(2.5)
+            raise AssertionError("the answer should not have waited for this")
+
+        monkeypatch.setattr(reads, "_read_sync", hung)
+        status, seconds = ask(tokens["officer"])
+        assert status == 503 and seconds < budget
+        return
+
+    address = (make_url(db_url).host or "127.0.0.1", make_url(db_url).port or 5432)
+    with holding_proxy(address) as proxy:
+        proxied = make_url(db_url).set(host="127.0.0.1", port=proxy.port)
+        app = create_app(
+            Settings(database_url=proxied.render_as_string(hide_password=False)),
+            PortalSettings(budget_seconds=budget),
+            transport=MemoryTransport(insurers),
+        )
+        with TestClient(app) as proxied_client:
+            client = proxied_client  # ask() uses it from here on
+            assert ask(tokens["officer"])[0] == 200  # the token is cached, the pool warm
+            proxy.hold()
+            try:
+                for token in (tokens["officer"], tokens["court"]):  # cached, then not
+                    status, seconds = ask(token)
+                    assert status == 503 and seconds < budget + 0.3
+            finally:
+                proxy.release()
+            deadline = time.monotonic() + 15
+            while ask(tokens["officer"])[0] != 200:  # and it recovers by itself
+                assert time.monotonic() < deadline, "no answer after the link came back"
+                time.sleep(0.2)
 
 
 def test_state_database_refusing_the_lookup_is_503_and_the_pool_recovers(world, db_url) -> None:

@@ -1,0 +1,151 @@
+"""The state database's reads on every query: plate → VIN, and the VIN's current book of
+business — within the query's budget, whatever the database does.
+
+- **PostgreSQL** (production): on psycopg's asyncio connections from a small pool
+  (``psycopg_pool``), in autocommit: no thread hand-off per query (which cost twice the CPU
+  of the read itself, and the GIL's hand-overs on a busy event loop), one round trip per read.
+- **SQLite** (embedded): on a few threads, each read on a pooled DB-API connection.
+
+Either way the read runs in a task of its own and the query waits for it only until its
+deadline: a hung database gets a 503 in time, and the read is cancelled behind the answer
+(psycopg then cancels the statement on the server, or drops the connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from bob_loader import lookup
+from olv import db
+from portal.errors import ApiError, invalid
+from portal.models import Registration
+
+__all__ = ["Vehicle", "StateReader"]
+
+# Threads (SQLite) or pooled connections (PostgreSQL) per portal process.
+CONNECTIONS = 16
+# Every state a plate is registered in (a handful at most); ordered for a stable message.
+_PLATE_QUERY = (
+    select(Registration.vin, Registration.state)
+    .where(Registration.plate == bindparam("plate"))
+    .order_by(Registration.state)
+)
+# (VIN, plate state or None, current book-of-business records)
+Vehicle = tuple[str, str | None, list[dict[str, Any]]]
+
+
+def unavailable() -> ApiError:
+    return ApiError(503, "the state database is unavailable; try again")
+
+
+def too_slow() -> ApiError:
+    return ApiError(503, "the state database did not answer in time; try again")
+
+
+def _pick(rows: list[dict[str, Any]], plate: str, plate_state: str | None) -> tuple[str, str]:
+    if plate_state:
+        rows = [row for row in rows if row["state"] == plate_state]
+    if not rows:
+        where = f" in {plate_state}" if plate_state else ""
+        raise ApiError(404, f"plate {plate}{where} is not registered")
+    if len(rows) > 1:
+        states = ", ".join(row["state"] for row in rows)
+        raise invalid("plate_state", f"the plate is registered in {states}; name the state")
+    return rows[0]["vin"], rows[0]["state"]
+
+
+class StateReader:
+    def __init__(self, engine: Engine, budget_seconds: float) -> None:
+        self.engine = engine
+        self._current = lookup.CurrentByVin(engine.dialect)
+        self._plates = db.CompiledRead(_PLATE_QUERY, engine.dialect)
+        self._threads = ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="olv-portal-db")
+        self._behind: set[asyncio.Task[Any]] = set()  # reads cut off at a deadline
+        self._pool: Any = None
+        if engine.dialect.name == "postgresql":
+            from psycopg_pool import AsyncConnectionPool
+
+            url = engine.url.set(drivername="postgresql")
+            self._pool = AsyncConnectionPool(
+                url.render_as_string(hide_password=False),
+                min_size=2,
+                max_size=CONNECTIONS,
+                kwargs={"autocommit": True, "connect_timeout": max(2, round(budget_seconds))},
+                timeout=budget_seconds,
+                open=False,
+                name="olv-portal-reads",
+            )
+        self._errors: tuple[type[BaseException], ...] = (
+            engine.dialect.loaded_dbapi.Error,
+            SQLAlchemyError,
+            OSError,
+        )
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            await self._pool.open(wait=False)  # the portal serves while the database is down
+
+    async def close(self) -> None:
+        for task in self._behind:
+            task.cancel()
+        if self._pool is not None:
+            await self._pool.close(timeout=1.0)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Other (rarer) database work, on the same threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+
+    async def vehicle(
+        self, vin: str | None, plate: str | None, plate_state: str | None, seconds: float
+    ) -> Vehicle:
+        """The VIN (from the plate when no VIN is given) and its current records; raises
+        :class:`ApiError` 404/422 for the plate, 503 when the database fails or is too slow."""
+        if self._pool is not None:
+            read: Coroutine[Any, Any, Vehicle] = self._read_async(vin, plate, plate_state)
+        else:
+            read = self.in_thread(self._read_sync, vin, plate, plate_state)
+        return await self._within(read, seconds)
+
+    async def _within(self, read: Coroutine[Any, Any, Vehicle], seconds: float) -> Vehicle:
+        task = asyncio.ensure_future(read)
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, seconds))
+        if not done:
+            task.cancel()
+            self._behind.add(task)
+            task.add_done_callback(self._forget)
+            raise too_slow()
+        try:
+            return task.result()
+        except self._errors as exc:
+            raise unavailable() from exc
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._behind.discard(task)
+        if not task.cancelled():
+            with contextlib.suppress(BaseException):
+                task.exception()  # retrieved: nobody waits for it any more
+
+    async def _read_async(
+        self, vin: str | None, plate: str | None, plate_state: str | None
+    ) -> Vehicle:
+        async with self._pool.connection() as conn, conn.cursor() as cursor:
+            state = plate_state
+            if vin is None:
+                rows = await self._plates.arows(cursor, plate=plate)
+                vin, state = _pick(rows, plate or "", plate_state)
+            return vin, state, await self._current.fetch(cursor, vin)
+
+    def _read_sync(self, vin: str | None, plate: str | None, plate_state: str | None) -> Vehicle:
+        with db.read_cursor(self.engine) as cursor:
+            state = plate_state
+            if vin is None:
+                vin, state = _pick(self._plates.rows(cursor, plate=plate), plate or "", plate_state)
+            return vin, state, self._current(cursor, vin)
