@@ -1,0 +1,74 @@
+-- wrk script for bench/portal_bench.py: POST /api/v1/verify for random bench vehicles,
+-- rotating over the clients' API tokens, and checking every answer (HTTP 200, verdict
+-- "confirmed").
+--
+--   wrk -c 32 -t 1 -d 20s --latency -s bench/portal_wrk.lua http://127.0.0.1:PORT -- TOKENS N
+--
+-- TOKENS is a file with one API token per line; N the number of bench vehicles (their VINs
+-- are bench/portal_bench.py's vin(i), i < N). The summary is one line starting with
+-- "OLVBENCH " holding JSON (latencies in microseconds), printed by done().
+
+local tokens = {}
+local vehicles = 0
+local turn = 0
+sent = 0
+failures = 0
+confirmed = 0
+
+local threads = {}
+
+function setup(thread)
+  thread:set("thread_index", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local listing = args[1]
+  assert(listing, "the tokens file is the script's first argument")
+  for line in io.lines(listing) do
+    if #line > 0 then table.insert(tokens, line) end
+  end
+  assert(#tokens > 0, "no tokens")
+  vehicles = assert(tonumber(args[2]), "the number of vehicles is the second argument")
+  math.randomseed(os.time() + thread_index)
+  -- wrk calls request() once on the first thread to check the request's format before any
+  -- connection exists: that call sends nothing, so it must not count as sent.
+  if thread_index == 0 then sent = -1 end
+end
+
+function request()
+  turn = turn % #tokens + 1
+  sent = sent + 1
+  local body = string.format('{"vin": "BENCH%012d"}', math.random(0, vehicles - 1))
+  local headers = {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. tokens[turn],
+  }
+  return wrk.format("POST", "/api/v1/verify", headers, body)
+end
+
+function response(status, headers, body)
+  if status == 200 and body:find('"verdict":"confirmed"', 1, true) then
+    confirmed = confirmed + 1
+  else
+    failures = failures + 1
+  end
+end
+
+function done(summary, latency, requests_stats)
+  local total_sent, total_failures, total_confirmed = 0, 0, 0
+  for _, thread in ipairs(threads) do
+    total_sent = total_sent + thread:get("sent")
+    total_failures = total_failures + thread:get("failures")
+    total_confirmed = total_confirmed + thread:get("confirmed")
+  end
+  local errors = summary.errors
+  io.write(string.format(
+    'OLVBENCH {"sent": %d, "completed": %d, "duration_us": %d, "failures": %d, '
+      .. '"confirmed": %d, "socket_errors": %d, "timeouts": %d, "non_2xx": %d, '
+      .. '"p50": %d, "p95": %d, "p99": %d, "max": %d, "mean": %.1f}\n',
+    total_sent, summary.requests, summary.duration, total_failures, total_confirmed,
+    errors.connect + errors.read + errors.write, errors.timeout, errors.status,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    latency.max, latency.mean))
+end
