@@ -161,12 +161,16 @@ class PooledTransport:
                 semaphore,
                 session.request(method, url, data=body, allow_redirects=False) as response,
             ):
-                # Read at most the cap: an insurer must not be able to fill our memory.
+                # Read to the end but at most the cap: an insurer must not be able to fill
+                # our memory. (A single read returns only what has arrived so far.)
                 limit = soap_wire.MAX_ANSWER_BYTES
-                content = await response.content.read(limit + 1)
-                if len(content) > limit:
-                    raise CallFailed("invalid", f"answer larger than {limit} bytes")
-                return Reply(response.status, content)
+                chunks, size = [], 0
+                async for chunk in response.content.iter_any():
+                    size += len(chunk)
+                    if size > limit:
+                        raise CallFailed("invalid", f"answer larger than {limit} bytes")
+                    chunks.append(chunk)
+                return Reply(response.status, b"".join(chunks))
         except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise _failure(exc) from None
 
