@@ -30,7 +30,7 @@ from portal.models import Registration
 __all__ = ["Vehicle", "StateReader"]
 
 # Threads (SQLite) or pooled connections (PostgreSQL) per portal process.
-CONNECTIONS = 16
+CONNECTIONS = 8
 # Every state a plate is registered in (a handful at most); ordered for a stable message.
 _PLATE_QUERY = (
     select(Registration.vin, Registration.state)
