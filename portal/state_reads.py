@@ -116,16 +116,24 @@ class StateReader:
 
     async def _within(self, read: Coroutine[Any, Any, Vehicle], seconds: float) -> Vehicle:
         task = asyncio.ensure_future(read)
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, seconds))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, seconds))
+        except asyncio.CancelledError:  # the client went away
+            self._leave(task)
+            raise
         if not done:
-            task.cancel()
-            self._behind.add(task)
-            task.add_done_callback(self._forget)
+            self._leave(task)
             raise too_slow()
         try:
             return task.result()
         except self._errors as exc:
             raise unavailable() from exc
+
+    def _leave(self, task: asyncio.Task[Any]) -> None:
+        """Cancel a read nobody waits for any more, and keep it until it has ended."""
+        task.cancel()
+        self._behind.add(task)
+        task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[Any]) -> None:
         self._behind.discard(task)
