@@ -7,7 +7,7 @@ Only rows of the generation that ``bob_current`` points at are current (see
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, String, any_, bindparam, select
@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 
 from bob_loader.models import BobCurrent, BobFile, BobRecord
 from olv import normalize
-from olv.db import CompiledRead
+from olv.db import CompiledRead, as_utc
 
 # VINs per query: well under SQLite's bound-parameter limit, large enough that 100,000 VINs
 # take a hundred round trips.
@@ -52,8 +52,7 @@ _BY_ONE_VIN = _SELECT_CURRENT.where(BobRecord.vin == bindparam("vin"))
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
-        # SQLite hands back naive datetimes; the loader always writes UTC.
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+        return as_utc(value).isoformat()
     if isinstance(value, date):
         return value.isoformat()
     return value

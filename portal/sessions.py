@@ -13,7 +13,6 @@ seen before the second factor is worth nothing afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from olv.db import Base
+from olv.db import Base, as_utc
+from portal.tokens import digest
 
 IDLE_LIMIT = timedelta(minutes=30)
 ABSOLUTE_LIMIT = timedelta(hours=12)
@@ -75,15 +75,6 @@ class Current:
     enrol_secret: str | None
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything is written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def create(
     db: Session, user_id: int, stage: str, now: datetime, created_at: datetime | None = None
 ) -> str:
@@ -91,7 +82,7 @@ def create(
     token = secrets.token_urlsafe(32)
     db.add(
         WebSession(
-            token_hash=_hash(token),
+            token_hash=digest(token),
             user_id=user_id,
             stage=stage,
             created_at=created_at or now,
@@ -103,28 +94,28 @@ def create(
 
 
 def expired(created_at: datetime, last_seen_at: datetime, now: datetime) -> bool:
-    return now - _aware(last_seen_at) >= IDLE_LIMIT or now - _aware(created_at) >= ABSOLUTE_LIMIT
+    return now - as_utc(last_seen_at) >= IDLE_LIMIT or now - as_utc(created_at) >= ABSOLUTE_LIMIT
 
 
 def load(db: Session, token: str | None, now: datetime) -> Current | None:
     """The live session for a cookie token, touched; None (and the row gone) when expired."""
     if not token or len(token) > 100:
         return None
-    row = db.get(WebSession, _hash(token))
+    row = db.get(WebSession, digest(token))
     if row is None:
         return None
     if expired(row.created_at, row.last_seen_at, now):
         db.delete(row)
         db.flush()
         return None
-    if now - _aware(row.last_seen_at) >= TOUCH_INTERVAL:
+    if now - as_utc(row.last_seen_at) >= TOUCH_INTERVAL:
         row.last_seen_at = now
         db.flush()
-    return Current(token, row.user_id, row.stage, _aware(row.created_at), row.enrol_secret)
+    return Current(token, row.user_id, row.stage, as_utc(row.created_at), row.enrol_secret)
 
 
 def set_enrol_secret(db: Session, token: str, secret: str) -> None:
-    row = db.get(WebSession, _hash(token))
+    row = db.get(WebSession, digest(token))
     if row is not None:
         row.enrol_secret = secret
         db.flush()
@@ -137,7 +128,7 @@ def promote(db: Session, current: Current, now: datetime) -> str:
 
 
 def end(db: Session, token: str) -> None:
-    db.execute(delete(WebSession).where(WebSession.token_hash == _hash(token)))
+    db.execute(delete(WebSession).where(WebSession.token_hash == digest(token)))
 
 
 def end_all(db: Session, user_id: int) -> int:

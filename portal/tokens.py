@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from olv.db import as_utc
 from portal import security_log
 from portal.models import ApiToken, User
 
@@ -41,8 +42,10 @@ class TokenOwner:
     naic: str | None
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def digest(secret: str) -> str:
+    """The stored form of a bearer secret of 256 random bits (an API token, a session
+    cookie): a fast hash is enough for so much entropy."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def create(
@@ -58,7 +61,7 @@ def create(
     row = ApiToken(
         id=token_id,
         user_id=user.id,
-        token_hash=_digest(token),
+        token_hash=digest(token),
         created_at=now,
         expires_at=now + timedelta(days=days),
     )
@@ -94,13 +97,6 @@ def revoke(session: Session, token_id: str, *, source: str | None = None) -> Api
     return row
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything is written in UTC.
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def authenticate(session: Session, token: str, *, source: str | None = None) -> TokenOwner | None:
     """The owner of a valid, unexpired, unrevoked token of an enabled user, else None.
 
@@ -111,16 +107,16 @@ def authenticate(session: Session, token: str, *, source: str | None = None) -> 
     if match is None:
         return None
     row = session.get(ApiToken, match.group(1))
-    if row is None or not hmac.compare_digest(row.token_hash, _digest(token)):
+    if row is None or not hmac.compare_digest(row.token_hash, digest(token)):
         return None
     now = datetime.now(UTC)
-    expires = _aware(row.expires_at)
+    expires = as_utc(row.expires_at)
     if row.revoked_at is not None or (expires is not None and expires <= now):
         return None
     user = session.get(User, row.user_id)
     if user is None or user.disabled:
         return None
-    last = _aware(row.last_used_at)
+    last = as_utc(row.last_used_at)
     if last is None or now - last >= USE_RECORD_INTERVAL:
         row.last_used_at = now
         security_log.record(

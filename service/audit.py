@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from olv.db import interrupt, is_sqlite
+from olv.db import as_utc, interrupt, is_sqlite
 from service.models import AuditRecord
 
 log = logging.getLogger(__name__)
@@ -225,9 +225,7 @@ class AuditWriter:
 
 
 def _iso(value: datetime) -> str:
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return as_utc(value).astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def show(engine: Engine, vin: str | None = None, since: date | None = None) -> Iterator[str]:

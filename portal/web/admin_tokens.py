@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from olv.db import as_utc
 from portal import tokens
 from portal.deps import Admin, DbSession
 from portal.models import ApiToken, User
@@ -27,7 +28,7 @@ def _state(row: ApiToken, at: datetime) -> str:
     if row.revoked_at is not None:
         return "revoked"
     expires = row.expires_at
-    if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) <= at:
+    if expires is not None and as_utc(expires) <= at:
         return "expired"
     return "active"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +26,7 @@ from bob_loader.lookup import naic_stats
 from bob_loader.models import BobFile, BobIssue
 from bob_loader.report import ReportHeader
 from bob_loader.settings import get_bob_settings
+from olv.db import as_utc
 from portal import security_log
 from portal.deps import DbSession, Principal, require_roles
 from portal.errors import ApiError
@@ -43,7 +44,7 @@ CHUNK = 1 << 20
 def _stamp(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat(timespec="seconds")
+    return as_utc(value).isoformat(timespec="seconds")
 
 
 def web_account(me: Principal) -> str:

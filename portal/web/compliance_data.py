@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bob_loader.models import BobFile
+from olv.db import as_utc
 from portal.models import Insurer, InsurerCall
 
 FIVE_SECONDS_MS = 5000.0
@@ -115,7 +116,7 @@ def per_day(
     for naic, at, outcome, latency in db.execute(calls).yield_per(5000):
         if outcome == NOT_COUNTED or naic not in table:
             continue
-        moment = at if at.tzinfo else at.replace(tzinfo=UTC)
+        moment = as_utc(at)
         stats = table[naic].get(moment.astimezone(zone).date())
         if stats is None:
             continue
@@ -152,7 +153,7 @@ def missing_uploads(
     )
     for naic_list, processed in rows:
         for naic in naic_list.split(","):
-            accepted[naic].append(processed if processed.tzinfo else processed.replace(tzinfo=UTC))
+            accepted[naic].append(as_utc(processed))
     missing = []
     for naic, name in db.execute(insurers.order_by(Insurer.naic)):
         in_time = [t for t in accepted[naic] if t < end]

@@ -16,6 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import Select, or_, select
 
 from olv import normalize
+from olv.db import as_utc
 from portal.deps import VERIFY_ROLES, Principal, require_roles
 from portal.errors import invalid
 from portal.models import QueryLog
@@ -108,11 +109,7 @@ def _query(me: Principal, f: Filters, zone: Any) -> Select[tuple[QueryLog]]:
 
 
 def _stamp(value: datetime) -> str:
-    return (
-        (value if value.tzinfo else value.replace(tzinfo=UTC))
-        .astimezone(UTC)
-        .strftime("%Y-%m-%d %H:%M:%S")
-    )
+    return as_utc(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _row(q: QueryLog) -> dict[str, Any]:

@@ -12,11 +12,12 @@ exist (those cannot lock).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from olv.db import as_utc
 from portal.models import SecurityLog, User
 
 MAX_FAILURES = 5
@@ -35,17 +36,13 @@ SESSION_EXPIRED = "session_expired"
 ATTEMPT_EVENTS = (LOGIN_OK, LOGIN_FAILED, LOGIN_REFUSED, TOTP_FAILED)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def is_locked(user: User) -> bool:
     return user.locked_at is not None
 
 
 def record_failure(user: User, now: datetime) -> bool:
     """Count one failure; True when this one locked the account."""
-    if user.first_failed_at is None or now - _aware(user.first_failed_at) >= FAILURE_WINDOW:
+    if user.first_failed_at is None or now - as_utc(user.first_failed_at) >= FAILURE_WINDOW:
         user.first_failed_at = now
         user.failed_logins = 1
     else:
