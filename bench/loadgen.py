@@ -9,7 +9,6 @@ wrk's CPU per request, which it takes from the server on a small machine).
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import os
 import resource
@@ -20,13 +19,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+import wrk
 from procstat import BackendCpu, busy_share, cpu_seconds, machine_busy, wait_for_quiet
 from servers import Server
 from soap_corpus import read_corpus
 
 from olv.iicmva import SOAP_ACTION
-
-WRK_SCRIPT = Path(__file__).resolve().parent / "soap_wrk.lua"
 
 
 @dataclass
@@ -80,33 +78,20 @@ def percentile(ordered: list[float], p: float) -> float:
 
 
 def run_wrk(base: str, corpus_file: Path, clients: int, seconds: float, threads: int) -> dict:
-    command = [
-        "wrk",
-        f"-c{clients}",
-        f"-t{min(threads, clients)}",
-        f"-d{seconds:g}s",
-        "--timeout",
-        "10s",
-        "--latency",
-        "-s",
-        str(WRK_SCRIPT),
-        base,
-        "--",
-        str(corpus_file),
-        SOAP_ACTION,
-    ]
+    args = (str(corpus_file), SOAP_ACTION)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    finished = subprocess.run(command, capture_output=True)
+    finished = subprocess.run(
+        wrk.command("soap_wrk.lua", base, clients, seconds, threads, *args), capture_output=True
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    for line in finished.stdout.decode().splitlines():
-        if line.startswith("OLVBENCH "):
-            result = json.loads(line[len("OLVBENCH ") :])
-            result["seconds"] = result.pop("duration_us") / 1e6
-            for key in ("p50", "p95", "p99", "max"):
-                result[key] = result[key] / 1000.0
-            result["cpu"] = cpu
-            return result
+    result = wrk.summary(finished.stdout)
+    if result is not None:
+        result["seconds"] = result.pop("duration_us") / 1e6
+        for key in ("p50", "p95", "p99", "max"):
+            result[key] = result[key] / 1000.0
+        result["cpu"] = cpu
+        return result
     sys.exit(f"wrk gave no summary:\n{finished.stdout.decode()}\n{finished.stderr.decode()}")
 
 

@@ -54,7 +54,9 @@ from typing import Any
 
 import aiohttp
 import httpx
+import procstat
 import uvloop
+import wrk
 from scratch_db import DEFAULT_PG_URL
 from servers import free_port
 from sqlalchemy import create_engine, text
@@ -238,32 +240,9 @@ def prepare(
 # --- load generator (runs in its own process) -----------------------------------------------
 
 
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU so far of a process and its descendants (Linux /proc)."""
-    total, todo, seen = 0.0, [pid], set()
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        try:
-            fields = _stat(current)
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        todo.extend(children.get(current, []))
-    return total
+    return procstat.cpu_seconds(procstat.family(pid))
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -302,19 +281,68 @@ async def _loop(
             verdicts[key] = verdicts.get(key, 0) + 1
 
 
-async def _phase(
-    base: str, tokens_: list[str], vehicles: int, seconds: float, hung: int, pid: int
+async def _python_clients(
+    base: str, tokens_: list[str], vehicles: int, seconds: float
 ) -> dict[str, Any]:
-    healthy: list[float] = []
-    stuck: list[float] = []
+    """One aiohttp client per token, verifying random vehicles for ``seconds``."""
+    latencies: list[float] = []
     verdicts: dict[str, int] = {}
+    vins = [vin(i) for i in range(vehicles)]
+    started = time.monotonic()
+    until = started + seconds
+    await asyncio.gather(
+        *(_loop(base, t, vins, until, latencies, verdicts, n) for n, t in enumerate(tokens_))
+    )
+    return {
+        "requests": len(latencies),
+        "rps": round(len(latencies) / (time.monotonic() - started), 1),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "verdicts": verdicts,
+    }
+
+
+async def _wrk_clients(
+    base: str, tokens_: list[str], vehicles: int, seconds: float
+) -> dict[str, Any]:
+    """One wrk thread with a keep-alive connection per token, the tokens in turn."""
+    with tempfile.NamedTemporaryFile("w", suffix=".tokens") as listing:
+        listing.write("\n".join(tokens_) + "\n")
+        listing.flush()
+        args = (listing.name, str(vehicles))
+        process = await asyncio.create_subprocess_exec(
+            *wrk.command("portal_wrk.lua", base, len(tokens_), seconds, 1, *args),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+    summary = wrk.summary(out)
+    if summary is None:
+        raise RuntimeError(f"wrk gave no summary:\n{out.decode()}\n{err.decode()}")
+    verdicts = {"confirmed": summary["confirmed"]}
+    if summary["failures"]:
+        verdicts["other"] = summary["failures"]
+    return {
+        "requests": summary["completed"],
+        "rps": round(summary["completed"] / (summary["duration_us"] / 1e6), 1),
+        "p50_ms": round(summary["p50"] / 1000, 1),
+        "p99_ms": round(summary["p99"] / 1000, 1),
+        "verdicts": verdicts,
+        "socket_errors": summary["socket_errors"] + summary["timeouts"],
+    }
+
+
+async def _phase(
+    base: str, tokens_: list[str], vehicles: int, seconds: float, hung: int, pid: int, kind: str
+) -> dict[str, Any]:
+    """The healthy clients (``kind``: wrk or python) for ``seconds``, with ``hung`` queries to
+    the hung insurer always in flight beside them (Python tasks either way)."""
+    stuck: list[float] = []
     hung_verdicts: dict[str, int] = {}
     hung_server: list[float] = []
     until = time.monotonic() + seconds
-    vins = [vin(i) for i in range(vehicles)]
-    tasks = [_loop(base, t, vins, until, healthy, verdicts, n) for n, t in enumerate(tokens_)]
     hung_vins = [hung_vin(i) for i in range(20)]
-    tasks += [
+    hung_tasks = [
         _loop(
             base,
             tokens_[n % len(tokens_)],
@@ -327,16 +355,14 @@ async def _phase(
         )
         for n in range(hung)
     ]
-    started, cpu = time.monotonic(), cpu_seconds(pid)
-    await asyncio.gather(*tasks)
-    elapsed, cpu = time.monotonic() - started, cpu_seconds(pid) - cpu
+    clients = _wrk_clients if kind == "wrk" else _python_clients
+    cpu = cpu_seconds(pid)
+    healthy, *_ = await asyncio.gather(clients(base, tokens_, vehicles, seconds), *hung_tasks)
+    cpu = cpu_seconds(pid) - cpu
+    answered = healthy["requests"] + len(stuck)
     return {
-        "portal_cpu_ms_per_request": round(cpu * 1000 / max(1, len(healthy) + len(stuck)), 2),
-        "requests": len(healthy),
-        "rps": round(len(healthy) / elapsed, 1),
-        "p50_ms": round(percentile(healthy, 50), 1),
-        "p99_ms": round(percentile(healthy, 99), 1),
-        "verdicts": verdicts,
+        "portal_cpu_ms_per_request": round(cpu * 1000 / max(1, answered), 2),
+        **healthy,
         "hung_requests": len(stuck),
         "hung_max_s": round(max(stuck) / 1000, 3) if stuck else None,
         "hung_max_server_s": round(max(hung_server) / 1000, 3) if hung_server else None,
@@ -369,85 +395,6 @@ async def _batch(base: str, token: str, vehicles: int, total: int) -> dict[str, 
     }
 
 
-WRK_SCRIPT = Path(__file__).resolve().parent / "portal_wrk.lua"
-
-
-async def _wrk(base: str, tokens_: list[str], clients: int, vehicles: int, seconds: float) -> dict:
-    """One run of wrk (one thread, ``clients`` keep-alive connections, the tokens in turn)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".tokens") as listing:
-        listing.write("\n".join(tokens_) + "\n")
-        listing.flush()
-        process = await asyncio.create_subprocess_exec(
-            "wrk",
-            f"-c{clients}",
-            "-t1",
-            f"-d{seconds:g}s",
-            "--timeout",
-            "10s",
-            "--latency",
-            "-s",
-            str(WRK_SCRIPT),
-            base,
-            "--",
-            listing.name,
-            str(vehicles),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await process.communicate()
-    for line in out.decode().splitlines():
-        if line.startswith("OLVBENCH "):
-            return json.loads(line[len("OLVBENCH ") :])
-    raise RuntimeError(f"wrk gave no summary:\n{out.decode()}\n{err.decode()}")
-
-
-async def _phase_wrk(
-    base: str, tokens_: list[str], vehicles: int, seconds: float, hung: int, pid: int
-) -> dict[str, Any]:
-    """As :func:`_phase`, with wrk as the healthy clients (the hung ones stay in Python)."""
-    stuck: list[float] = []
-    hung_verdicts: dict[str, int] = {}
-    hung_server: list[float] = []
-    until = time.monotonic() + seconds
-    hung_vins = [hung_vin(i) for i in range(20)]
-    hung_tasks = [
-        _loop(
-            base,
-            tokens_[n % len(tokens_)],
-            hung_vins,
-            until,
-            stuck,
-            hung_verdicts,
-            1000 + n,
-            hung_server,
-        )
-        for n in range(hung)
-    ]
-    started, cpu = time.monotonic(), cpu_seconds(pid)
-    summary, *_ = await asyncio.gather(
-        _wrk(base, tokens_, len(tokens_), vehicles, seconds), *hung_tasks
-    )
-    elapsed, cpu = time.monotonic() - started, cpu_seconds(pid) - cpu
-    healthy = summary["completed"]
-    verdicts = {"confirmed": summary["confirmed"]}
-    if summary["failures"]:
-        verdicts["other"] = summary["failures"]
-    return {
-        "portal_cpu_ms_per_request": round(cpu * 1000 / max(1, healthy + len(stuck)), 2),
-        "requests": healthy,
-        "rps": round(healthy / (summary["duration_us"] / 1e6), 1),
-        "p50_ms": round(summary["p50"] / 1000, 1),
-        "p99_ms": round(summary["p99"] / 1000, 1),
-        "verdicts": verdicts,
-        "socket_errors": summary["socket_errors"] + summary["timeouts"],
-        "hung_requests": len(stuck),
-        "hung_max_s": round(max(stuck) / 1000, 3) if stuck else None,
-        "hung_max_server_s": round(max(hung_server) / 1000, 3) if hung_server else None,
-        "hung_verdicts": hung_verdicts,
-        "elapsed_s": round(elapsed, 1),
-    }
-
-
 def loadgen(
     base: str,
     pid: int,
@@ -458,13 +405,11 @@ def loadgen(
     kind: str,
     results: Any,
 ) -> None:
-    phase = _phase_wrk if kind == "wrk" else _phase
-
     async def run() -> dict[str, Any]:
-        await phase(base, tokens_, vehicles, min(3.0, seconds), 0, pid)  # warm-up
+        await _phase(base, tokens_, vehicles, min(3.0, seconds), 0, pid, kind)  # warm-up
         return {
-            "healthy": await phase(base, tokens_, vehicles, seconds, 0, pid),
-            "with_hung": await phase(base, tokens_, vehicles, max(seconds, 6.0), 20, pid),
+            "healthy": await _phase(base, tokens_, vehicles, seconds, 0, pid, kind),
+            "with_hung": await _phase(base, tokens_, vehicles, max(seconds, 6.0), 20, pid, kind),
             "batch": await _batch(base, tokens_[0], vehicles, batch),
         }
 

@@ -6,8 +6,7 @@
 -- CORPUS is written by bench/soap_corpus.py: per request a header line "PATH LENGTH", then
 -- LENGTH bytes of body, then a newline. ACTION is the SOAPAction URI (olv/iicmva.py's
 -- SOAP_ACTION, passed by bench/loadgen.py so that it is defined in one place). The summary
--- is one line starting with "OLVBENCH " holding JSON (latencies in microseconds), printed by
--- done().
+-- is the "OLVBENCH " line of wrk_common.lua's done().
 
 local requests = {}
 local count = 0
@@ -16,12 +15,8 @@ sent = 0
 failures = 0
 confirmed = 0
 
-local threads = {}
-
-function setup(thread)
-  thread:set("thread_index", #threads)
-  table.insert(threads, thread)
-end
+-- setup() and done() (the summary line) live in wrk_common.lua, beside this script.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk_common.lua")
 
 function init(args)
   local file = assert(io.open(args[1], "rb"), "cannot open the request corpus")
@@ -59,22 +54,4 @@ function response(status, headers, body)
   elseif body:find(">Confirmed<", 1, true) then
     confirmed = confirmed + 1
   end
-end
-
-function done(summary, latency, requests_stats)
-  local total_sent, total_failures, total_confirmed = 0, 0, 0
-  for _, thread in ipairs(threads) do
-    total_sent = total_sent + thread:get("sent")
-    total_failures = total_failures + thread:get("failures")
-    total_confirmed = total_confirmed + thread:get("confirmed")
-  end
-  local errors = summary.errors
-  io.write(string.format(
-    'OLVBENCH {"sent": %d, "completed": %d, "duration_us": %d, "failures": %d, '
-      .. '"confirmed": %d, "socket_errors": %d, "timeouts": %d, "non_2xx": %d, '
-      .. '"p50": %d, "p95": %d, "p99": %d, "max": %d, "mean": %.1f}\n',
-    total_sent, summary.requests, summary.duration, total_failures, total_confirmed,
-    errors.connect + errors.read + errors.write, errors.timeout, errors.status,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99),
-    latency.max, latency.mean))
 end
