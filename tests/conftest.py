@@ -21,10 +21,29 @@ from sqlalchemy.engine import make_url
 
 from olv import db
 from olv.config import get_settings
+from tests.helpers.day_change import wait_past_midnight
 
 PG_URL = os.environ.get("OLV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--day-guard-minutes",
+        type=float,
+        default=15.0,
+        help="wait for midnight UTC first if it is closer than this (0 turns the wait off)",
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Before any module computes "today": a run must not straddle a change of date."""
+    minutes = session.config.getoption("--day-guard-minutes")
+    if minutes > 0:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        say = reporter.write_line if reporter is not None else print
+        wait_past_midnight(minutes * 60, say=say)
 
 
 def _pg_reachable() -> str | None:

@@ -21,6 +21,7 @@ import pytest
 from lxml import etree
 
 from bob_loader import synth
+from tests.helpers.day_change import wait_past_midnight
 from tests.helpers.soap import (
     Server,
     assert_valid_response,
@@ -287,6 +288,8 @@ def test_today_is_the_date_in_olv_timezone(module_db_url: str, tmp_path: Path) -
     """ "'Today' is the current date in the time zone OLV_TIMEZONE (default UTC)": a zone
     whose date differs from UTC's right now moves the window with it."""
     zones = [ZoneInfo("Pacific/Kiritimati"), ZoneInfo("Etc/GMT+12")]  # UTC+14, UTC-12
+    for candidate in zones:  # their dates change at 10:00 and 12:00 UTC, mid-run
+        wait_past_midnight(120, candidate)
     zone = next(z for z in zones if datetime.now(z).date() != datetime.now(UTC).date())
     load_store(module_db_url, tmp_path)
     env = {"OLV_DATABASE_URL": module_db_url, "OLV_TIMEZONE": str(zone)}
