@@ -504,13 +504,15 @@ def main() -> int:
         "soap_workers": args.soap_workers or os.cpu_count(),
         "smoke": args.smoke,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "calibration_ms": procstat.calibration_ms(),
     }
     h, w, b = figures["healthy"], figures["with_hung"], figures["batch"]
     smoke = ", SMOKE: figures mean nothing" if args.smoke else ""
     lines = [
         f"portal bench ({args.db}, {args.clients} clients, {args.portal_workers} portal"
         f" worker(s), insurer {args.soap_workers or 'default'} worker(s),"
-        f" {os.cpu_count()} cores, {args.loadgen} load generator{smoke})",
+        f" {os.cpu_count()} cores, {args.loadgen} load generator,"
+        f" CPU calibration {figures['machine']['calibration_ms']} ms{smoke})",
         f"  healthy:      {h['rps']:>7}/s  p50 {h['p50_ms']} ms  p99 {h['p99_ms']} ms"
         f"  (target >= {TARGETS['rps']}/s, p99 <= {TARGETS['p99_ms']} ms)  {h['verdicts']}",
         f"  20 hung:      {w['rps']:>7}/s  p50 {w['p50_ms']} ms  p99 {w['p99_ms']} ms"

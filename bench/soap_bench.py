@@ -158,7 +158,8 @@ def main() -> int:
     info = machine_summary()
     print(
         f"machine: {info['cores']} cores, {info['memory']}, {info['cpu']}; "
-        f"Python {info['python']}; {info['date']}; code {info['revision']}",
+        f"Python {info['python']}; {info['date']}; code {info['revision']}; "
+        f"CPU calibration {info['calibration']} (procstat.calibration_ms, lower is faster)",
         flush=True,
     )
     started = time.monotonic()
