@@ -12,6 +12,12 @@ import re
 
 _NON_ALNUM = re.compile(r"[^0-9A-Za-z]+")
 _SPACE = re.compile(r"\s+")
+# What XML 1.0 cannot carry (and lxml refuses to write): C0 controls but tab and line ends,
+# lone surrogates, U+FFFE and U+FFFF.
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What no typed identifier (VIN, plate, policy number, user name) holds: any control character
+# (C0, DEL, C1) or anything XML cannot carry. PostgreSQL refuses NUL in text outright.
+_NOT_FIELD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 UNKNOWN_POLICY_KEY = "UNKNOWN"
 NAIC_LENGTH = 5
@@ -41,6 +47,11 @@ def plate(raw: str | None) -> str:
 def is_unknown_key(raw: str | None) -> bool:
     """The IICMVA convention for "policy number not known": ``UNKNOWN`` in any case."""
     return raw is not None and raw.strip().upper() == UNKNOWN_POLICY_KEY
+
+
+def is_field_text(text: str) -> bool:
+    """No control characters and nothing XML cannot carry: what a typed identifier may hold."""
+    return _NOT_FIELD_TEXT.search(text) is None
 
 
 def is_blank(raw: str | None) -> bool:

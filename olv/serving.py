@@ -28,6 +28,9 @@ COMMON_OPTIONS: dict[str, Any] = {
     "log_level": "warning",
     "log_config": None,  # keep OLV's JSON-lines logging
     "server_header": False,
+    # The client address is the TCP peer; forwarding headers are judged by olv.forwarding
+    # against OLV_TRUSTED_PROXIES, never by uvicorn's own loopback trust.
+    "proxy_headers": False,
 }
 
 

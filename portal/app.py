@@ -6,7 +6,6 @@ database engine, the pooled insurer clients, the query-log writer — live on th
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,12 +13,14 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from olv import db, serving
 from olv.config import Settings, get_settings
 from portal import errors, routes
 from portal.cache import TtlCache
+from portal.deps import current_principal
+from portal.guard import RequestGuard
+from portal.headers import ResponseHeaders
 from portal.insurer_client import InsurerClient, Transport
 from portal.querylog import QueryLogWriter
 from portal.ratelimit import RateLimiter
@@ -34,41 +35,6 @@ HERE = Path(__file__).parent
 TOKEN_CACHE_SECONDS = 2.0
 TOKEN_RECHECK_SECONDS = 1.5
 REGISTRY_CACHE_SECONDS = 5.0
-
-
-API_MAX_BODY_BYTES = 1024 * 1024  # a full batch of 1,000 items is about 150 KB
-
-
-class RequestGuard:
-    """Stamps each request with the moment it arrived (the 5-second budget starts there) and
-    refuses API bodies over :data:`API_MAX_BODY_BYTES` with 413 before anything parses them."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        scope.setdefault("state", {})["received"] = time.monotonic()
-        if not scope["path"].startswith("/api/"):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > API_MAX_BODY_BYTES):
-            await errors.too_large(scope, receive, send, API_MAX_BODY_BYTES)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > API_MAX_BODY_BYTES:
-                raise errors.ApiError(413, f"request body over {API_MAX_BODY_BYTES} bytes")
-            return message
-
-        await self.app(scope, counted, send)
 
 
 def create_app(
@@ -121,13 +87,20 @@ def create_app(
         TOKEN_CACHE_SECONDS, refresh_after=TOKEN_RECHECK_SECONDS
     )
     app.state.background_tasks = set()
+    app.state.upload_limits = {}
     errors.install(app)
-    app.add_middleware(RequestGuard)
     app.mount("/static", StaticFiles(directory=HERE / "static", check_dir=False), name="static")
     for router in routes.ROUTERS:
         app.include_router(router)
     for install in routes.INSTALLERS:
         install(app)
+    app.add_middleware(
+        RequestGuard,
+        settings=settings,
+        uploads=app.state.upload_limits,
+        authenticate=current_principal,
+    )
+    app.add_middleware(ResponseHeaders)  # added last: the outermost layer
     return app
 
 

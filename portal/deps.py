@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -28,6 +28,7 @@ from portal import tokens
 from portal.errors import ApiError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VERIFY_ROLES = ("officer", "court", "dmv", "admin")
 BATCH_ROLES = ("dmv", "admin")
@@ -63,17 +64,20 @@ def _authenticate(app: Any, token: str, source: str | None) -> tokens.TokenOwner
         return tokens.authenticate(session, token, source=source)
 
 
-async def _authenticate_within_budget(request: Request, token: str) -> tokens.TokenOwner | None:
-    """A token check that a hung database cannot stretch past the query budget (503)."""
+async def within_budget(request: Request, call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)`` on a worker thread, given up with 503 when the request's budget is spent:
+    a hung state database must not hold a sign-in or a query past the five seconds."""
     received = getattr(request.state, "received", None) or time.monotonic()
     left = received + request.app.state.portal_settings.budget_seconds - time.monotonic()
     try:
         async with asyncio.timeout(max(0.0, left)):
-            return await run_in_threadpool(
-                _authenticate, request.app, token, client_address(request)
-            )
+            return await run_in_threadpool(call, *args)
     except TimeoutError:
         raise ApiError(503, "the state database did not answer in time; try again") from None
+
+
+async def _authenticate_within_budget(request: Request, token: str) -> tokens.TokenOwner | None:
+    return await within_budget(request, _authenticate, request.app, token, client_address(request))
 
 
 def _recheck_later(request: Request, token: str) -> None:

@@ -19,7 +19,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from olv.logging import describe_exception
 
@@ -96,7 +95,8 @@ def _respond(request: Request, body: ErrorBody, headers: dict[str, str] | None) 
     return JSONResponse(body.model_dump(), status_code=body.status, headers=headers)
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
+async def respond(request: Request, exc: Exception) -> Response:
+    """The answer for an :class:`ApiError`: the error shape, or its HTML page for a browser."""
     assert isinstance(exc, ApiError)
     body = ErrorBody(status=exc.status, error=exc.error, errors=exc.errors)
     return _respond(request, body, exc.headers)
@@ -137,14 +137,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _respond(request, ErrorBody(status=500, error=_TITLES[500]), None)
 
 
-async def too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-    """A 413 in the error shape, answered before the app (and its handlers) sees the request."""
-    body = ErrorBody(status=413, error=f"request body over {limit} bytes")
-    await JSONResponse(body.model_dump(), status_code=413)(scope, receive, send)
-
-
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ApiError, respond)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -5,6 +5,12 @@ background task writes what has gathered every ``FLUSH_SECONDS`` in one transact
 worker thread, so a slow database never holds the event loop). Reading a query back first
 flushes, so ``GET /api/v1/queries/{id}`` finds a query answered a moment ago. A graceful stop
 writes everything; a hard crash loses at most the last ``FLUSH_SECONDS`` of rows.
+
+When a write fails because the database cannot be reached, the rows wait for the next round;
+at most ``MAX_WAITING_QUERIES`` wait, so an outage of hours cannot exhaust memory (later
+queries are then counted and reported, not kept). When the database refuses the batch itself,
+the rows are written one query at a time and any query the database refuses is set aside and
+reported, so one bad row can never stop the log.
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Engine, delete, exc, insert
 
 from olv.logging import describe_exception
 from portal.models import InsurerCall, QueryLog, SecurityLog
 
 FLUSH_SECONDS = 0.2
+READ_FLUSH_SECONDS = 1.0  # how long a read waits for the log to be written
+MAX_WAITING_QUERIES = 200_000  # about 200 MB; an hour of outage at 50 queries a second
 PURGE_EVERY_SECONDS = 24 * 3600
 log = logging.getLogger(__name__)
 
@@ -54,8 +62,15 @@ class QueryLogWriter:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.dropped = 0  # queries not kept while the log was full
+        self.set_aside = 0  # queries the database refused
 
     def add(self, query: dict[str, Any], calls: list[dict[str, Any]]) -> None:
+        if len(self._queries) >= MAX_WAITING_QUERIES:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                log.error("query log full; queries not logged", extra={"dropped": self.dropped})
+            return
         self._queries.append(query)
         self._calls.extend(calls)
 
@@ -84,12 +99,52 @@ class QueryLogWriter:
             self._queries, self._calls = [], []
             try:
                 await asyncio.to_thread(self._write, queries, calls)
-            except Exception:
-                # Put them back in front, so nothing is lost and order is kept. (A cancelled
-                # wait is not a failure: the thread goes on and writes them.)
-                self._queries[:0] = queries
-                self._calls[:0] = calls
-                raise
+            except Exception as error:
+                if _unreachable(error):
+                    self._put_back(queries, calls)
+                    raise
+                # The database refused the batch: find the rows it refuses, keep the rest.
+                await self._write_one_query_at_a_time(queries, calls)
+
+    async def settle(self, seconds: float) -> None:
+        """Flush before a read, but never longer than ``seconds`` and never failing the read:
+        at worst the read misses the last moment's queries."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.flush()
+        except Exception as error:  # noqa: BLE001 - the background task keeps retrying
+            log.warning("query log not flushed before a read", extra=describe_exception(error))
+
+    def _put_back(self, queries: list[dict[str, Any]], calls: list[dict[str, Any]]) -> None:
+        # In front, so that order is kept. (A cancelled wait is not a failure: the thread goes
+        # on and writes them.)
+        self._queries[:0] = queries
+        self._calls[:0] = calls
+
+    async def _write_one_query_at_a_time(
+        self, queries: list[dict[str, Any]], calls: list[dict[str, Any]]
+    ) -> None:
+        by_query: dict[str | None, list[dict[str, Any]]] = {}
+        for call in calls:
+            by_query.setdefault(call.get("query_id"), []).append(call)
+        groups = [([q], by_query.pop(q["id"], [])) for q in queries]
+        groups += [([], orphans) for orphans in by_query.values()]
+        for index, (query, its_calls) in enumerate(groups):
+            try:
+                await asyncio.to_thread(self._write, query, its_calls)
+            except Exception as error:
+                if _unreachable(error):
+                    rest = groups[index:]
+                    self._put_back(
+                        [q for qs, _ in rest for q in qs], [c for _, cs in rest for c in cs]
+                    )
+                    raise
+                self.set_aside += 1
+                # Type and place only: a driver's message would quote VINs from the row.
+                log.error(
+                    "query log row refused by the database; set aside",
+                    extra={**describe_exception(error), "set_aside": self.set_aside},
+                )
 
     def _write(self, queries: list[dict[str, Any]], calls: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
@@ -106,3 +161,11 @@ class QueryLogWriter:
             await self._task
             self._task = None
         await self.flush()
+
+
+def _unreachable(error: BaseException) -> bool:
+    """The database could not be reached or answered (connection, lock, pool timeout), as
+    opposed to refusing what was sent: only then are the rows worth keeping for later."""
+    return isinstance(
+        error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError | OSError
+    ) or bool(getattr(error, "connection_invalidated", False))

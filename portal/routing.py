@@ -21,6 +21,7 @@ arrived; each call gets the time left, less a small reserve for answering.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from olv import normalize
 from olv.config import Settings
+from olv.logging import describe_exception
 from portal import state_reads
 from portal.cache import TtlCache
 from portal.deps import Principal
@@ -46,6 +48,7 @@ from portal.soap_wire import Ask
 from portal.verdicts import Plan, Target, compose, confirmed
 
 UNKNOWN = normalize.UNKNOWN_POLICY_KEY
+log = logging.getLogger(__name__)
 # Kept back from the budget for writing the answer, and for the time a request can spend
 # queued before the application sees it when the machine is busy.
 RESERVE_SECONDS = 0.5
@@ -162,6 +165,9 @@ class Router:
                     return await self._answer(question, principal, "batch", time.monotonic())
                 except ApiError as exc:
                     return ErrorBody(status=exc.status, error=exc.error, errors=exc.errors)
+                except Exception as exc:  # noqa: BLE001 - one item's bug must not sink 999 others
+                    log.error("batch item failed", extra=describe_exception(exc))
+                    return ErrorBody(status=500, error="internal error")
 
         return list(await asyncio.gather(*(one(q) for q in questions)))
 

@@ -42,6 +42,15 @@ class VerifyRequest(BaseModel):
     )
     reason: RequestReason | None = Field(None, description="default VIOL (VEHREG for the dmv role)")
 
+    @field_validator("vin", "plate", "policy_number")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        # Runs first (declared first): a NUL breaks PostgreSQL, and what XML cannot carry
+        # could not be sent to an insurer.
+        if value is not None and not normalize.is_field_text(value):
+            raise ValueError("contains a control character")
+        return value
+
     @field_validator("vin")
     @classmethod
     def _vin(cls, value: str | None) -> str | None:

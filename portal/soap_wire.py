@@ -8,14 +8,13 @@ XSD of that version (zeep cannot read some valid 00200809 answers, SPEC §1).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date
 
 from lxml import etree
 
 import xsd
-from olv import iicmva, xmlsafe
+from olv import iicmva, normalize, xmlsafe
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV, V0510, V0809, q
 
 MAX_ANSWER_BYTES = 256 * 1024
@@ -72,12 +71,11 @@ _PUBLICATION = {
     V0809: f' PublicationVersion="{V0809}" PublicationDate="{iicmva.PUBLICATION_DATE_0809}"',
 }
 _INDIVIDUAL = {V0510: "<Individual/>", V0809: ""}  # required (may be empty) in 00200510
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 
 
 def _text(value: str) -> str:
-    if _NOT_XML.search(value):  # what lxml refused when it built the request
+    if normalize.NOT_XML.search(value):  # what lxml refused when it built the request
         raise ValueError(
             "All strings must be XML compatible: Unicode or ASCII, no NULL bytes or control "
             "characters"

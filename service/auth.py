@@ -1,7 +1,7 @@
 """Requestor authorization from the transport (SPEC §3).
 
 A request is accepted when any of these holds: its source address (see
-:mod:`service.forwarding`) is in ``OLV_REQUESTER_NETWORKS``; its ``X-API-Key`` is one of
+:mod:`olv.forwarding`) is in ``OLV_REQUESTER_NETWORKS``; its ``X-API-Key`` is one of
 ``OLV_REQUESTER_API_KEYS``; or its TCP peer is a trusted proxy (``OLV_TRUSTED_PROXIES``) that
 forwards a verified client certificate subject in ``X-SSL-Client-S-DN`` listed in
 ``OLV_REQUESTER_CERT_SUBJECTS``. Only hyphenated header spellings reach this module: the ASGI
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from olv.config import Settings
-from service.forwarding import peer_is_trusted_proxy, source, within
+from olv.forwarding import peer_is_trusted_proxy, source, within
 
 
 @dataclass(frozen=True, slots=True)

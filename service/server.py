@@ -36,9 +36,6 @@ def _config(host: str, port: int) -> uvicorn.Config:
         **COMMON_OPTIONS,
         host=host,
         port=port,
-        # The client address is the TCP peer; forwarding headers are judged by
-        # service.forwarding against OLV_TRUSTED_PROXIES, never by uvicorn's own loopback trust.
-        proxy_headers=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=20,
         date_header=False,

@@ -26,9 +26,9 @@ from spyne.server.wsgi import WsgiApplication
 import xsd
 from olv import xmlsafe
 from olv.config import Settings, get_settings
+from olv.forwarding import forwarded_scheme
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
 from service.auth import identify
-from service.forwarding import forwarded_scheme
 from service.verifier import ENDPOINTS, Verifier
 from service.versions import DEFAULT_VERSION, SPECS
 

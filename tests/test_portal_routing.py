@@ -18,9 +18,10 @@ from sqlalchemy.engine import make_url
 from olv import db
 from olv.config import Settings
 from olv.iicmva import V0510, V0809, q
+from portal import sessions
 from portal.app import create_app
 from portal.insurer_client import CallFailed, InsurerConfig, MemoryTransport, Reply
-from portal.models import InsurerCall, QueryLog
+from portal.models import InsurerCall, QueryLog, User
 from portal.settings import PortalSettings
 from tests.helpers.faulty_network import holding_proxy
 from tests.helpers.portal import (
@@ -392,6 +393,19 @@ def test_a_state_database_that_does_not_answer_is_a_503_within_the_budget(
         assert status == 503 and seconds < budget
         return
 
+    engine = db.make_engine(db_url)
+    with db.transaction(engine) as session:
+        officer = session.scalar(select(User.id).where(User.username == "officer1"))
+        assert officer is not None
+        cookie = sessions.create(session, officer, sessions.STAGE_FULL, sessions.utc_now())
+    engine.dispose()
+
+    def page(path: str) -> tuple[int, float]:
+        """A signed-in browser: the session cookie is looked up on every request."""
+        started = time.monotonic()
+        response = client.get(path, cookies={"olv_session": cookie})
+        return response.status_code, time.monotonic() - started
+
     address = (make_url(db_url).host or "127.0.0.1", make_url(db_url).port or 5432)
     with holding_proxy(address) as proxy:
         proxied = make_url(db_url).set(host="127.0.0.1", port=proxy.port)
@@ -403,11 +417,14 @@ def test_a_state_database_that_does_not_answer_is_a_503_within_the_budget(
         with TestClient(app) as proxied_client:
             client = proxied_client  # ask() uses it from here on
             assert ask(tokens["officer"])[0] == 200  # the token is cached, the pool warm
+            assert page("/history.json")[0] == 200
             proxy.hold()
             try:
                 for token in (tokens["officer"], tokens["court"]):  # cached, then not
                     status, seconds = ask(token)
                     assert status == 503 and seconds < budget + 0.3
+                status, seconds = page("/history.json")
+                assert status == 503 and seconds < budget + 0.3
             finally:
                 proxy.release()
             deadline = time.monotonic() + 15

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from olv import forwarding
 from olv.config import Settings
-from service import forwarding
 from tests.helpers import data
 from tests.helpers.soap import codes_of, envelope, post, request_xml, response_element, soap_server
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request
-from fastapi.concurrency import run_in_threadpool
 
 from olv.iicmva import DESCRIPTIONS, Code
-from portal.deps import Verifier
+from portal.deps import Verifier, within_budget
 from portal.errors import ApiError, error_responses
 from portal.models import QueryLog
+from portal.querylog import READ_FLUSH_SECONDS
 from portal.schemas import QueryRecord, Reason
 
 router = APIRouter(prefix="/api/v1", tags=["queries"])
@@ -59,13 +59,13 @@ async def get_query(
     query_id: str = Path(pattern=r"^[0-9a-f]{32}$"),
 ) -> QueryRecord:
     """Your own queries; admins may read anyone's. Someone else's query is a 404."""
-    await request.app.state.query_log.flush()
+    await request.app.state.query_log.settle(READ_FLUSH_SECONDS)
 
     def read() -> QueryLog | None:
         with request.app.state.sessions() as session:
             return session.get(QueryLog, query_id)
 
-    row = await run_in_threadpool(read)
+    row = await within_budget(request, read)
     if row is None or (principal.role != "admin" and row.username != principal.username):
         raise ApiError(404, f"no query {query_id} of yours")
     return record(row)

@@ -23,9 +23,9 @@ from portal.web import (
     history,
     query,
 )
-from portal.web.headers import PageHeaders
 from portal.web.identity import resolve_session
 from portal.web.render import error_page
+from portal.web.settings import get_web_settings
 
 ROUTERS: list[APIRouter] = [
     auth.router,
@@ -49,6 +49,13 @@ def html_error(request: Request, body: ErrorBody) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_middleware(CrossOriginProtection)
-    app.add_middleware(PageHeaders)
     app.state.principal_resolvers.append(resolve_session)
     app.state.html_error = html_error
+    web = get_web_settings()
+    # The request guard caps these two bodies and checks the sender before reading them.
+    app.state.upload_limits.update(
+        {
+            "/batch": web.batch_max_rows * batch.MAX_BYTES_PER_ROW,
+            "/bob/upload": web.max_upload_mb * bob.CHUNK,
+        }
+    )

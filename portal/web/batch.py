@@ -187,8 +187,5 @@ async def batch(
     return StreamingResponse(
         _answers(request, me, items),
         media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="olv-answers-{stamp}.csv"',
-            "Cache-Control": "no-store",
-        },
+        headers={"Content-Disposition": f'attachment; filename="olv-answers-{stamp}.csv"'},
     )

@@ -11,15 +11,15 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import Select, or_, select
 
 from olv import normalize
 from olv.db import as_utc
-from portal.deps import VERIFY_ROLES, Principal, require_roles
+from portal.deps import VERIFY_ROLES, Principal, require_roles, within_budget
 from portal.errors import invalid
 from portal.models import QueryLog
+from portal.querylog import READ_FLUSH_SECONDS
 from portal.web import params
 from portal.web.render import page, twin_get
 
@@ -130,8 +130,9 @@ def _page_rows(request: Request, me: Principal, f: Filters) -> tuple[list[dict[s
 
 @twin_get(router, "/history")
 async def history(request: Request, me: Asker, f: Annotated[Filters, Depends()]) -> Response:
-    await request.app.state.query_log.flush()  # so a query answered a moment ago is listed
-    rows, more = await run_in_threadpool(_page_rows, request, me, f)
+    # so that a query answered a moment ago is listed
+    await request.app.state.query_log.settle(READ_FLUSH_SECONDS)
+    rows, more = await within_budget(request, _page_rows, request, me, f)
     present = {k: v for k, v in f.as_dict().items() if v}
     view = {
         "all_users": me.role == "admin",
@@ -147,16 +148,13 @@ async def history(request: Request, me: Asker, f: Annotated[Filters, Depends()])
 async def history_csv(
     request: Request, me: Asker, f: Annotated[Filters, Depends()]
 ) -> StreamingResponse:
-    await request.app.state.query_log.flush()
+    await request.app.state.query_log.settle(READ_FLUSH_SECONDS)
     query = _query(me, f, request.app.state.settings.zone).order_by(QueryLog.at, QueryLog.id)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
         _stream_csv(request, query),
         media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="olv-queries-{stamp}.csv"',
-            "Cache-Control": "no-store",
-        },
+        headers={"Content-Disposition": f'attachment; filename="olv-queries-{stamp}.csv"'},
     )
 
 

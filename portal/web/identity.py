@@ -10,10 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from portal import sessions
-from portal.deps import Principal
+from portal.deps import Principal, within_budget
 from portal.models import User
 
 COOKIE = "olv_session"
@@ -73,4 +72,4 @@ async def resolve_session(request: Request) -> Principal | None:
     token = request.cookies.get(COOKIE)
     if not token:
         return None
-    return await run_in_threadpool(_resolve, request, token)
+    return await within_budget(request, _resolve, request, token)

@@ -92,9 +92,7 @@ def page(
         **data,
         **(view or {}),
     }
-    response = templates().TemplateResponse(request, template, context, status_code=status)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return templates().TemplateResponse(request, template, context, status_code=status)
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:

@@ -1,5 +1,11 @@
-"""Security headers on every HTML page: nothing loaded or run from elsewhere (the pages use no
-script at all), no framing by other sites (clickjacking), no sniffing, no referrer leaks."""
+"""Headers on every answer the portal gives (:class:`ResponseHeaders`, the outermost layer, so
+that the request guard's own refusals carry them too).
+
+- Nothing is kept by browsers or shared caches (``Cache-Control: no-store``): answers name
+  vehicles, plates and people. Only the static files (style sheet) may be cached.
+- HTML pages add :data:`PAGE_HEADERS`: nothing loaded or run from elsewhere (the pages use no
+  script at all), no framing by other sites (clickjacking), no sniffing, no referrer leaks.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +21,11 @@ PAGE_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
 )
+NO_STORE = (b"cache-control", b"no-store")
+CACHEABLE_PREFIX = "/static/"
 
 
-class PageHeaders:
-    """ASGI middleware adding :data:`PAGE_HEADERS` to ``text/html`` responses."""
-
+class ResponseHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -27,14 +33,18 @@ class PageHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        cacheable = scope["path"].startswith(CACHEABLE_PREFIX)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                if not cacheable and b"cache-control" not in names:
+                    headers.append(NO_STORE)
                 content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
                 if content_type.startswith(b"text/html"):
                     headers.extend(PAGE_HEADERS)
-                    message = {**message, "headers": headers}
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

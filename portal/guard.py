@@ -1,0 +1,179 @@
+"""What every request passes before the app sees it (:class:`RequestGuard`).
+
+- The 5-second budget starts when the request arrives: the guard stamps that moment.
+- The client address is the TCP peer; forwarding headers count only from a peer in
+  ``OLV_TRUSTED_PROXIES``, and then only the entry that proxy wrote (:mod:`olv.forwarding`,
+  the SOAP service's rule). uvicorn's own loopback trust is off (``olv.serving``).
+- Every body has a cap by path, checked against ``Content-Length`` and against what actually
+  arrives (a chunked body has no length): 413 in the error shape, whatever the app was doing.
+  Forms and the pages' fields are small; only the two upload pages take files.
+- The upload pages check who is asking before their body is read: an anonymous client cannot
+  make the portal spool hundreds of megabytes.
+- A NUL anywhere in the address, or in a form, is refused with 422: no text column of
+  PostgreSQL can hold it, and no identifier has one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from olv import forwarding
+from olv.config import Settings
+from portal import errors
+from portal.errors import ApiError
+
+API_MAX_BODY_BYTES = 1024 * 1024  # a full batch of 1,000 items is about 150 KB
+FORM_MAX_BODY_BYTES = 64 * 1024  # the largest page form (an insurer's certificates) is < 16 KB
+MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers, the CSRF field
+_FORM = b"application/x-www-form-urlencoded"
+_NUL = (b"%00", b"\x00")
+# The forwarding headers by their CGI names, as olv.forwarding reads them. Only the hyphenated
+# spellings: an underscore variant never counts.
+_FORWARDING = {
+    b"x-forwarded-for": "HTTP_X_FORWARDED_FOR",
+    b"forwarded": "HTTP_FORWARDED",
+    b"x-real-ip": "HTTP_X_REAL_IP",
+    b"x-forwarded-proto": "HTTP_X_FORWARDED_PROTO",
+}
+
+# An upload page's path → its largest file in bytes (read when the app is built).
+UploadLimits = dict[str, int]
+Authenticate = Callable[[Request], object]
+
+
+class RequestGuard:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        uploads: UploadLimits,
+        authenticate: Authenticate,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.uploads = uploads
+        self.authenticate = authenticate
+
+    def limit(self, path: str) -> int:
+        if path.startswith("/api/"):
+            return API_MAX_BODY_BYTES
+        upload = self.uploads.get(path)
+        return FORM_MAX_BODY_BYTES if upload is None else upload + MULTIPART_OVERHEAD_BYTES
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})["received"] = time.monotonic()
+        self._forwarded(scope)
+        if any(nul in scope.get("raw_path", b"") + scope["query_string"] for nul in _NUL):
+            await _answer(scope, receive, send, errors.invalid("url", "contains a NUL character"))
+            return
+        limit = self.limit(scope["path"])
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _answer(scope, receive, send, _too_large(limit))
+            return
+        if scope["path"] in self.uploads and scope["method"] == "POST":
+            try:
+                await self.authenticate(Request(scope))  # type: ignore[misc]
+            except ApiError as exc:
+                await _answer(scope, receive, send, exc)
+                return
+        if headers.get(b"content-type", b"").split(b";")[0].strip().lower() == _FORM:
+            receive = await _checked_form(scope, receive, send, limit)
+            if receive is None:
+                return
+        await self._capped(scope, receive, send, limit)
+
+    def _forwarded(self, scope: Scope) -> None:
+        client = scope.get("client")
+        peer = forwarding.parse_address(client[0]) if client else None
+        if not forwarding.within(peer, self.settings.trusted_proxies):
+            return
+        environ = {"REMOTE_ADDR": client[0]}  # type: ignore[index]
+        for name, value in scope["headers"]:
+            key = _FORWARDING.get(name.lower())
+            if key is not None:  # repeated lines join with "," as in WSGI
+                text = value.decode("latin-1")
+                environ[key] = f"{environ[key]},{text}" if key in environ else text
+        source = forwarding.source(environ, self.settings)
+        scope["client"] = None if source.address is None else (str(source.address), 0)
+        scheme = forwarding.forwarded_scheme(environ, self.settings)
+        if scheme is not None:
+            scope["scheme"] = scheme
+
+    async def _capped(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Pass the body on while it stays under ``limit``; past it, the app is told the client
+        went away and whatever it answers is replaced by the 413."""
+        seen = 0
+        over = False
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                over = True
+                return {"type": "http.disconnect"}
+            return message
+
+        async def replaced(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                if message["type"] == "http.response.start":
+                    started = True
+                    await _answer(scope, receive, send, _too_large(limit))
+                return
+            if over:
+                return  # the rest of the app's own answer
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted, replaced)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body over {limit} bytes")
+
+
+async def _checked_form(scope: Scope, receive: Receive, send: Send, limit: int) -> Receive | None:
+    """Read a small form whole (it is under ``limit``), refuse it if it holds a NUL, and hand
+    the app a receive that replays it; None once an error has been answered."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return receive  # the client left; the app sees that for itself
+        body += message.get("body", b"")
+        if len(body) > limit:
+            await _answer(scope, receive, send, _too_large(limit))
+            return None
+        if not message.get("more_body", False):
+            break
+    if any(nul in body for nul in _NUL):
+        await _answer(scope, receive, send, errors.invalid("form", "contains a NUL character"))
+        return None
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _answer(scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:
+    response = await errors.respond(Request(scope, receive), exc)
+    await response(scope, receive, send)
