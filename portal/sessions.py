@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, delete, select
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from olv.db import Base, as_utc
@@ -150,13 +151,25 @@ def last_totp_step(db: Session, user_id: int) -> int | None:
     return db.scalar(select(TotpStep.last_step).where(TotpStep.user_id == user_id))
 
 
-def record_totp_step(db: Session, user_id: int, step: int) -> None:
-    row = db.get(TotpStep, user_id)
-    if row is None:
-        db.add(TotpStep(user_id=user_id, last_step=step))
-    else:
-        row.last_step = step
-    db.flush()
+def claim_totp_step(db: Session, user_id: int, step: int) -> bool:
+    """Record ``step`` as the user's last used code, unless that or a later one already is;
+    False then. One conditional write, so that two requests racing with the same code cannot
+    both pass (the database orders them)."""
+    moved = db.execute(
+        update(TotpStep)
+        .where(TotpStep.user_id == user_id, TotpStep.last_step < step)
+        .values(last_step=step)
+    )
+    if moved.rowcount:
+        return True
+    if db.get(TotpStep, user_id) is not None:
+        return False  # this code, or a later one, was used already
+    try:
+        with db.begin_nested():
+            db.add(TotpStep(user_id=user_id, last_step=step))
+    except IntegrityError:
+        return False  # a racing request recorded its first code first
+    return True
 
 
 def forget_totp_step(db: Session, user_id: int) -> None:

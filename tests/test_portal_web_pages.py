@@ -175,6 +175,40 @@ def test_book_of_business_upload_and_liaison_sees_only_its_naic(
     shutil.rmtree(tmp_path / "uploads")
 
 
+@pytest.mark.parametrize(
+    ("claimed", "kept"),
+    [
+        ("..", "upload.txt"),
+        ("../../etc/Acme 20261101.txt", "Acme 20261101.txt"),
+        ("C:\\Users\\me\\Acme 20261101.txt", "Acme 20261101.txt"),
+        (".hidden.txt", "hidden.txt"),
+        ("A" * 400 + ".txt", "A" * 200),
+    ],
+)
+def test_an_uploaded_file_keeps_a_safe_name(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claimed: str, kept: str
+) -> None:
+    uploads = tmp_path / "uploads"
+    monkeypatch.setenv("OLV_PORTAL_UPLOAD_DIR", str(uploads))
+    acme = FIXTURES / "Acme 20261101.txt"
+    with portal_client(sqlite_url) as (admin, clock):
+        _signed_in(admin, clock, sqlite_url, "admin")
+        up = admin.post("/bob/upload", files={"file": (claimed, acme.read_bytes())})
+        assert up.status_code == 200, up.text
+    (folder,) = uploads.iterdir()
+    assert kept in [p.name for p in folder.iterdir()]
+    assert all(p.resolve().is_relative_to(uploads.resolve()) for p in uploads.rglob("*"))
+
+
+def test_row_numbers_beyond_the_database_are_invalid_not_a_crash(sqlite_url: str) -> None:
+    with portal_client(sqlite_url) as (admin, clock):
+        _signed_in(admin, clock, sqlite_url, "admin")
+        huge = "9" * 30
+        assert admin.get(f"/bob/files/{huge}/report.txt").status_code == 422
+        assert admin.post(f"/admin/users/{huge}/unlock").status_code == 422
+        assert admin.get("/bob/files/0/report.txt").status_code == 422
+
+
 def _calls(naic: str, day: datetime, latencies: list[float], outcome: str = "ok") -> list[dict]:
     return [
         {"at": day + timedelta(minutes=i), "naic": naic, "outcome": outcome, "latency_ms": ms}

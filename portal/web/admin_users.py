@@ -13,6 +13,7 @@ from portal import security_log, sessions, users
 from portal.deps import Admin, DbSession
 from portal.errors import ApiError
 from portal.models import ROLES, User
+from portal.web import params
 from portal.web.identity import now, source
 from portal.web.render import flash, page, see_other, twin_get
 
@@ -91,7 +92,7 @@ def _target(db: Session, user_id: int) -> User:
 
 
 @router.post("/admin/users/{user_id}/unlock")
-def unlock(request: Request, db: DbSession, me: Admin, user_id: int) -> Response:
+def unlock(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
     with db.begin():
         user = _target(db, user_id)
         users.unlock(db, user.username, actor=me.username, source=source(request))
@@ -99,7 +100,7 @@ def unlock(request: Request, db: DbSession, me: Admin, user_id: int) -> Response
 
 
 @router.post("/admin/users/{user_id}/reset-totp")
-def reset_totp(request: Request, db: DbSession, me: Admin, user_id: int) -> Response:
+def reset_totp(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
     with db.begin():
         user = _target(db, user_id)
         user.totp_secret = None
@@ -111,7 +112,7 @@ def reset_totp(request: Request, db: DbSession, me: Admin, user_id: int) -> Resp
 
 
 @router.post("/admin/users/{user_id}/disable")
-def disable(request: Request, db: DbSession, me: Admin, user_id: int) -> Response:
+def disable(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
     with db.begin():
         user = _target(db, user_id)
         if user.id == me.user_id:
@@ -124,7 +125,7 @@ def disable(request: Request, db: DbSession, me: Admin, user_id: int) -> Respons
 
 
 @router.post("/admin/users/{user_id}/enable")
-def enable(request: Request, db: DbSession, me: Admin, user_id: int) -> Response:
+def enable(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
     with db.begin():
         user = _target(db, user_id)
         user.disabled = False

@@ -188,11 +188,10 @@ def _second_factor(request: Request, db: DbSession, code: str, *, enrolling: boo
             secret = current.enrol_secret if enrolling else user.totp_secret
             last = sessions.last_totp_step(db, user.id)
             step = totp.matching_step(secret, code, at, last) if secret else None
-            if step is None:
+            if step is None or not sessions.claim_totp_step(db, user.id, step):
                 problem = _count_failure(db, request, user, lockout.TOTP_FAILED, "wrong code")
             else:
                 problem = None
-                sessions.record_totp_step(db, user.id, step)
                 if enrolling:
                     user.totp_secret = secret
                     user.totp_enrolled = True

@@ -18,6 +18,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
+from portal import csv_cells
 from portal.deps import BatchVerifier, Principal
 from portal.errors import ApiError, ErrorBody
 from portal.schemas import MAX_BATCH, VerifyRequest, VerifyResult
@@ -102,14 +103,8 @@ def read_rows(text: str, max_rows: int) -> list[dict[str, str]]:
 
 def _line(values: list[Any]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer).writerow(["" if v is None else _safe(v) for v in values])
+    csv.writer(buffer).writerow([csv_cells.cell(v) for v in values])
     return buffer.getvalue()
-
-
-def _safe(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
-        return "'" + value
-    return value
 
 
 def _answer_row(number: int, asked: dict[str, str], answer: VerifyResult | ErrorBody | str) -> str:

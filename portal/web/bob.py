@@ -12,7 +12,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
@@ -21,6 +21,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bob_loader.intake_binding import unbound_naics
+from bob_loader.intake_claims import safe_name
 from bob_loader.load import load_files
 from bob_loader.lookup import naic_stats
 from bob_loader.models import BobFile, BobIssue
@@ -30,6 +31,7 @@ from olv.db import as_utc
 from portal import security_log
 from portal.deps import DbSession, Principal, require_roles
 from portal.errors import ApiError
+from portal.web import params
 from portal.web.identity import now, source
 from portal.web.render import flash, page, twin_get
 from portal.web.settings import get_web_settings
@@ -118,7 +120,7 @@ def bob_page(
 
 
 @router.get("/bob/files/{file_id}/report.txt")
-def report(request: Request, db: DbSession, me: BobViewer, file_id: int) -> Response:
+def report(request: Request, db: DbSession, me: BobViewer, file_id: params.RowNumber) -> Response:
     """The file's error report, rebuilt from what the loader recorded (header and problems)."""
     with db.begin():
         query = select(BobFile).where(BobFile.id == file_id)
@@ -171,7 +173,10 @@ def upload(
     request: Request, db: DbSession, me: BobViewer, file: Annotated[UploadFile, File()]
 ) -> Response:
     settings = get_web_settings()
-    name = Path(file.filename or "upload.txt").name.strip() or "upload.txt"
+    # Whatever the browser claims: the last part of either kind of path, printable, bounded,
+    # never hidden nor "." or "..".
+    claimed = PurePosixPath((file.filename or "").replace("\\", "/")).name
+    name = safe_name(claimed).strip().lstrip(".") or "upload.txt"
     folder = settings.upload_dir / f"{now(request):%Y%m%dT%H%M%S%fZ}"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name

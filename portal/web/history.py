@@ -16,6 +16,7 @@ from sqlalchemy import Select, or_, select
 
 from olv import normalize
 from olv.db import as_utc
+from portal import csv_cells
 from portal.deps import VERIFY_ROLES, Principal, require_roles, within_budget
 from portal.errors import invalid
 from portal.models import QueryLog
@@ -168,16 +169,9 @@ def _stream_csv(request: Request, query: Select[tuple[QueryLog]]) -> Iterator[st
         result = db.execute(query.execution_options(yield_per=1000)).scalars()
         for count, q in enumerate(result, start=1):
             row = _row(q)
-            writer.writerow([_csv_safe(row[c]) for c in CSV_COLUMNS])
+            writer.writerow([csv_cells.cell(row[c]) for c in CSV_COLUMNS])
             if count % 1000 == 0:
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
     yield buffer.getvalue()
-
-
-def _csv_safe(value: Any) -> Any:
-    """Values a spreadsheet would run as a formula get a leading apostrophe."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
-        return "'" + value
-    return "" if value is None else value

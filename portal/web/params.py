@@ -1,10 +1,17 @@
-"""Query-string values the pages share; a bad one is refused naming its parameter."""
+"""Values in addresses that the pages share; a bad one is refused naming its parameter."""
 
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
+
+from fastapi import Path
 
 from portal.errors import invalid
+
+# A row number in a path (/admin/users/{user_id}/…): within what both databases can compare,
+# so a 30-digit number is a 422, not an overflow inside the driver.
+RowNumber = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def day(name: str, text: str | None) -> date | None:
