@@ -123,6 +123,19 @@ def test_five_failures_in_15_minutes_lock_until_an_admin_unlocks(db_url: str) ->
     assert "login_refused" in events and "user_unlocked" in events
 
 
+def test_the_lockout_message_does_not_tell_which_names_are_accounts(sqlite_url: str) -> None:
+    """A name without an account answers every attempt exactly as a real account does."""
+    add_user(sqlite_url, "oscar", "officer")
+    with portal_client(sqlite_url) as (client, clock):
+        for attempt in range(1, 7):
+            clock.advance(minutes=2)
+            real = client.post("/login", data={"username": "oscar", "password": "wrong pass 1"})
+            made_up = client.post("/login", data={"username": "oskar", "password": "wrong pass 1"})
+            assert made_up.status_code == real.status_code == 401
+            assert made_up.text.replace("oskar", "oscar") == real.text, attempt
+            assert ("locked" in made_up.text) == (attempt >= 5), attempt
+
+
 def test_failures_spread_over_more_than_15_minutes_do_not_lock(sqlite_url: str) -> None:
     add_user(sqlite_url, "cora", "court")
     with portal_client(sqlite_url) as (client, clock):

@@ -91,9 +91,14 @@ def _check_password(
     """Why this password does not open the account (all logged), or None when it does."""
     if user is None:
         passwords.verify_password(passwords.dummy_hash(), password)  # same time as a real one
-        _log(db, request, lockout.LOGIN_FAILED, username, "unknown user")
+        _log(db, request, lockout.LOGIN_FAILED, username, lockout.UNKNOWN_USER)
+        # A name that does not exist "locks" like one that does, so that the lockout message
+        # does not tell which names are accounts.
+        if lockout.unknown_name_failures(db, username, now(request)) >= lockout.MAX_FAILURES:
+            return LOCKED
         return BAD_LOGIN
     if lockout.is_locked(user):
+        passwords.verify_password(passwords.dummy_hash(), password)  # same time as the others
         _log(db, request, lockout.LOGIN_REFUSED, username, "account locked")
         return LOCKED
     if not passwords.verify_password(user.password_hash, password):

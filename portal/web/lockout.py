@@ -7,7 +7,8 @@ a failed login too, or the six digits could be guessed at leisure behind a known
 
 Separately, every login attempt for one account name is rate-limited (``ATTEMPTS_PER_MINUTE``),
 counted from the security log, so it holds across worker processes and for names that do not
-exist (those cannot lock).
+exist. Those cannot lock, but after 5 failures in 15 minutes they get the lockout message, so
+that the message does not tell which names are accounts.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ TOTP_FAILED = "totp_failed"
 LOGOUT = "logout"
 SESSION_EXPIRED = "session_expired"
 ATTEMPT_EVENTS = (LOGIN_OK, LOGIN_FAILED, LOGIN_REFUSED, TOTP_FAILED)
+UNKNOWN_USER = "unknown user"  # the detail of a failed login for a name with no account
 
 
 def is_locked(user: User) -> bool:
@@ -74,3 +76,18 @@ def too_many_attempts(db: Session, username: str, now: datetime) -> bool:
         )
     )
     return (count or 0) >= ATTEMPTS_PER_MINUTE
+
+
+def unknown_name_failures(db: Session, username: str, now: datetime) -> int:
+    """Failed logins for a name with no account within the failure window (this one included)."""
+    count = db.scalar(
+        select(func.count())
+        .select_from(SecurityLog)
+        .where(
+            SecurityLog.username == username,
+            SecurityLog.event == LOGIN_FAILED,
+            SecurityLog.detail == UNKNOWN_USER,
+            SecurityLog.at > now - FAILURE_WINDOW,
+        )
+    )
+    return count or 0
