@@ -135,13 +135,7 @@ async def current_principal(
             _recheck_later(request, token)
         if owner is None:
             raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
-        wait = request.app.state.token_limiter.allow(owner.token_id)
-        if wait:
-            raise ApiError(
-                429,
-                "rate limit for this token reached",
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
+        _within_rate(request, owner.token_id, "token")
         principal = Principal(
             owner.user_id, owner.username, owner.role, owner.naic, "token", owner.token_id
         )
@@ -153,8 +147,17 @@ async def current_principal(
                 break
         if principal is None:
             raise ApiError(401, headers=_UNAUTHORIZED)
+        _within_rate(request, f"account:{principal.user_id}", "account")
     request.state.principal = principal
     return principal
+
+
+def _within_rate(request: Request, key: str, what: str) -> None:
+    """Each API token, and each account signed in on the pages, has its own rate limit."""
+    wait = request.app.state.token_limiter.allow(key)
+    if wait:
+        retry = {"Retry-After": str(math.ceil(wait))}
+        raise ApiError(429, f"rate limit for this {what} reached", headers=retry)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

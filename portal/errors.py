@@ -91,7 +91,10 @@ def _respond(request: Request, body: ErrorBody, headers: dict[str, str] | None) 
     )
     wants_html = "text/html" in request.headers.get("accept", "")
     if html is not None and wants_html and not request.url.path.startswith("/api/"):
-        return html(request, body)
+        page = html(request, body)
+        if body.status != 401:  # a sign-in redirect takes no Bearer challenge
+            page.headers.update(headers or {})
+        return page
     return JSONResponse(body.model_dump(), status_code=body.status, headers=headers)
 
 

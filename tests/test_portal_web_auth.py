@@ -311,3 +311,19 @@ def test_olv_users_unlock_lifts_a_lockout(sqlite_url: str) -> None:
         clock.advance(minutes=1)
         sign_in(client, clock, "lou")
         assert client.get("/query").status_code == 200
+
+
+def test_a_signed_in_account_has_its_own_rate_limit(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLV_PORTAL_TOKEN_RATE_PER_MINUTE", "1")
+    add_user(sqlite_url, "oscar", "officer")
+    add_user(sqlite_url, "olga", "officer")
+    with portal_client(sqlite_url) as (client, clock):
+        sign_in(client, clock, "oscar")
+        assert client.get("/history").status_code == 200
+        busy = client.get("/history")
+        assert busy.status_code == 429 and int(busy.headers["retry-after"]) >= 1
+    with portal_client(sqlite_url) as (other, clock):
+        sign_in(other, clock, "olga")  # another account is not held back
+        assert other.get("/history").status_code == 200
