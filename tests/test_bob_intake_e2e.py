@@ -82,6 +82,9 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, log: Pa
 
 
 def visible(path: Path) -> list[str]:
+    """The files a person would see in ``path``; none while the watcher has not made it yet."""
+    if not path.is_dir():
+        return []
     return sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
 
 
