@@ -6,6 +6,7 @@ to pass the length rule; the comparison ignores case.
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 MIN_LENGTH = 12
 MAX_LENGTH = 256  # argon2 takes any length; a cap keeps a login from costing more than it should
+# Each argon2id hash takes 64 MiB (the library's default, RFC 9106's second choice). A flood of
+# sign-ins on the server's 40 worker threads would take 2.5 GiB at once; at most HASH_SLOTS
+# hashes run at a time and the others wait their turn (two cores cannot run more anyway).
+HASH_SLOTS = 4
+_slots = threading.BoundedSemaphore(HASH_SLOTS)
 
 
 class WeakPasswordError(ValueError):
@@ -50,12 +56,14 @@ def check_strength(password: str, username: str | None = None) -> None:
 def hash_password(password: str, username: str | None = None) -> str:
     """Check the rules, then hash with argon2id; raises :class:`WeakPasswordError`."""
     check_strength(password, username)
-    return _hasher().hash(password)
+    with _slots:
+        return _hasher().hash(password)
 
 
 def verify_password(stored_hash: str, password: str) -> bool:
     try:
-        return _hasher().verify(stored_hash, password)
+        with _slots:
+            return _hasher().verify(stored_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -72,4 +80,5 @@ def dummy_hash() -> str:
 
 @cache
 def _dummy() -> str:
-    return _hasher().hash("\x00 no such user \x00")
+    with _slots:
+        return _hasher().hash("\x00 no such user \x00")
