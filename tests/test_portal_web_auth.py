@@ -12,6 +12,7 @@ from sqlalchemy import select
 import portal.sessions  # noqa: F401  (its tables are truncated between PostgreSQL tests)
 from olv import db
 from portal.models import SecurityLog, User
+from portal.web import lockout
 from tests.helpers.portal_web import (
     PASSWORD,
     SECRET,
@@ -327,3 +328,20 @@ def test_a_signed_in_account_has_its_own_rate_limit(
     with portal_client(sqlite_url) as (other, clock):
         sign_in(other, clock, "olga")  # another account is not held back
         assert other.get("/history").status_code == 200
+
+
+def test_a_spray_of_names_from_one_address_is_slowed_down(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lockout, "SOURCE_ATTEMPTS_PER_MINUTE", 4)
+    add_user(sqlite_url, "oscar", "officer")
+    with portal_client(sqlite_url) as (client, clock):
+        answers = [
+            client.post("/login", data={"username": f"name{i}", "password": "wrong pass 1"})
+            for i in range(5)
+        ]
+        assert [a.status_code for a in answers] == [401, 401, 401, 401, 429]
+        assert "from your address" in answers[-1].text
+        clock.advance(seconds=61)  # the minute has passed
+        sign_in(client, clock, "oscar")
+        assert client.get("/query").status_code == 200

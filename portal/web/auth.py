@@ -33,6 +33,7 @@ LOCKED = (
 )
 DISABLED = "This account is disabled."
 SLOW_DOWN = "Too many sign-in attempts for this account; wait a minute and try again."
+SLOW_DOWN_HERE = "Too many sign-in attempts from your address; wait a minute and try again."
 
 
 def _log(db: Session, request: Request, event: str, username: str, detail: str = "") -> None:
@@ -69,6 +70,9 @@ def login(
     at = now(request)
     username = username.strip()
     with db.begin():
+        if lockout.too_many_from(db, source(request), at):
+            flash(request, "error", SLOW_DOWN_HERE)
+            return page(request, "login.html", "Sign in", {"username": username}, status=429)
         if lockout.too_many_attempts(db, username, at):
             flash(request, "error", SLOW_DOWN)
             return page(request, "login.html", "Sign in", {"username": username}, status=429)

@@ -6,16 +6,17 @@ until ``olv users unlock`` or an administrator unlocks it. A wrong second-factor
 a failed login too, or the six digits could be guessed at leisure behind a known password.
 
 Separately, every login attempt for one account name is rate-limited (``ATTEMPTS_PER_MINUTE``),
-counted from the security log, so it holds across worker processes and for names that do not
-exist. Those cannot lock, but after 5 failures in 15 minutes they get the lockout message, so
-that the message does not tell which names are accounts.
+and so is every attempt from one client address over all names (``SOURCE_ATTEMPTS_PER_MINUTE``),
+both counted from the security log, so they hold across worker processes and for names that
+do not exist. Names without an account cannot lock, but after 5 failures in 15 minutes they
+get the lockout message, so that the message does not tell which names are accounts.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from olv.db import as_utc
@@ -24,6 +25,9 @@ from portal.models import SecurityLog, User
 MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
 ATTEMPTS_PER_MINUTE = 10
+# Sign-in attempts per client address a minute, over all names: a spray of many names from
+# one place. High enough for a police station's officers behind one address.
+SOURCE_ATTEMPTS_PER_MINUTE = 60
 
 # Security-log events written by the login pages.
 LOGIN_OK = "login"
@@ -66,16 +70,26 @@ def unlock(user: User) -> None:
 
 
 def too_many_attempts(db: Session, username: str, now: datetime) -> bool:
+    return _attempts(db, SecurityLog.username == username, now) >= ATTEMPTS_PER_MINUTE
+
+
+def too_many_from(db: Session, source: str | None, now: datetime) -> bool:
+    """Over the per-address limit; an unknown address (a proxy that forwarded none) is one."""
+    where = SecurityLog.source.is_(None) if source is None else SecurityLog.source == source
+    return _attempts(db, where, now) >= SOURCE_ATTEMPTS_PER_MINUTE
+
+
+def _attempts(db: Session, who: ColumnElement[bool], now: datetime) -> int:
     count = db.scalar(
         select(func.count())
         .select_from(SecurityLog)
         .where(
-            SecurityLog.username == username,
+            who,
             SecurityLog.event.in_(ATTEMPT_EVENTS),
             SecurityLog.at > now - timedelta(minutes=1),
         )
     )
-    return (count or 0) >= ATTEMPTS_PER_MINUTE
+    return count or 0
 
 
 def unknown_name_failures(db: Session, username: str, now: datetime) -> int:
