@@ -11,11 +11,9 @@
 local tokens = {}
 local vehicles = 0
 local turn = 0
-sent = 0
-failures = 0
-confirmed = 0
 
--- setup() and done() (the summary line) live in wrk_common.lua, beside this script.
+-- setup(), the counters and done() (the summary line) live in wrk_common.lua, beside this
+-- script.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk_common.lua")
 
 function init(args)
@@ -27,9 +25,7 @@ function init(args)
   assert(#tokens > 0, "no tokens")
   vehicles = assert(tonumber(args[2]), "the number of vehicles is the second argument")
   math.randomseed(os.time() + thread_index)
-  -- wrk calls request() once on the first thread to check the request's format before any
-  -- connection exists: that call sends nothing, so it must not count as sent.
-  if thread_index == 0 then sent = -1 end
+  skip_format_check()
 end
 
 function request()

@@ -1,10 +1,22 @@
 -- What bench/soap_wrk.lua and bench/portal_wrk.lua share, loaded by each with dofile: the
--- thread numbering and the summary. A script counts, per thread, the globals `sent` (requests
+-- thread numbering, the counters and the summary. A script counts, per thread, the globals `sent` (requests
 -- made), `confirmed` and `failures` (answers judged by its response()); done() adds them up
 -- and prints one line starting with "OLVBENCH " holding JSON (latencies in microseconds),
 -- which bench/wrk.py reads.
 
 local threads = {}
+
+-- Each wrk thread runs its own copy of the script, so these are per thread.
+sent = 0
+failures = 0
+confirmed = 0
+
+-- For the end of a script's init(): wrk calls request() once on the first thread to check
+-- the request's format before any connection exists; that call sends nothing, so it must not
+-- count as sent.
+function skip_format_check()
+  if thread_index == 0 then sent = -1 end
+end
 
 function setup(thread)
   thread:set("thread_index", #threads)
