@@ -19,7 +19,7 @@ the others). A trusted peer that forwards nothing is itself the source.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -31,6 +31,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # so these can only have come from the hyphenated spellings.
 _FORWARDING = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 _PROTO = "HTTP_X_FORWARDED_PROTO"
+# The same headers as an ASGI server names them (lower case, hyphenated); an underscore
+# spelling is another header and never counts.
+_ASGI_NAMES = {
+    name.removeprefix("HTTP_").lower().replace("_", "-").encode("ascii"): name
+    for name in (*_FORWARDING, _PROTO)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,18 @@ def within(address: IPAddress | None, networks: Networks) -> bool:
 
 def peer_is_trusted_proxy(environ: Mapping[str, str], settings: Settings) -> bool:
     return within(parse_address(environ.get("REMOTE_ADDR", "")), settings.trusted_proxies)
+
+
+def asgi_environ(peer: str, headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """What :func:`source` and :func:`forwarded_scheme` read, from an ASGI request: the peer
+    and the forwarding headers, repeated lines joined with "," as a WSGI server joins them."""
+    environ = {"REMOTE_ADDR": peer}
+    for name, value in headers:
+        key = _ASGI_NAMES.get(name.lower())
+        if key is not None:
+            text = value.decode("latin-1")
+            environ[key] = f"{environ[key]},{text}" if key in environ else text
+    return environ
 
 
 def source(environ: Mapping[str, str], settings: Settings) -> Source:

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,18 +31,10 @@ FORM_MAX_BODY_BYTES = 64 * 1024  # the largest page form (an insurer's certifica
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers, the CSRF field
 _FORM = b"application/x-www-form-urlencoded"
 _NUL = (b"%00", b"\x00")
-# The forwarding headers by their CGI names, as olv.forwarding reads them. Only the hyphenated
-# spellings: an underscore variant never counts.
-_FORWARDING = {
-    b"x-forwarded-for": "HTTP_X_FORWARDED_FOR",
-    b"forwarded": "HTTP_FORWARDED",
-    b"x-real-ip": "HTTP_X_REAL_IP",
-    b"x-forwarded-proto": "HTTP_X_FORWARDED_PROTO",
-}
 
 # An upload page's path → its largest file in bytes (read when the app is built).
 UploadLimits = dict[str, int]
-Authenticate = Callable[[Request], object]
+Authenticate = Callable[[Request], Awaitable[object]]
 
 
 class RequestGuard:
@@ -81,7 +73,7 @@ class RequestGuard:
             return
         if scope["path"] in self.uploads and scope["method"] == "POST":
             try:
-                await self.authenticate(Request(scope))  # type: ignore[misc]
+                await self.authenticate(Request(scope))
             except ApiError as exc:
                 await _answer(scope, receive, send, exc)
                 return
@@ -96,12 +88,7 @@ class RequestGuard:
         peer = forwarding.parse_address(client[0]) if client else None
         if not forwarding.within(peer, self.settings.trusted_proxies):
             return
-        environ = {"REMOTE_ADDR": client[0]}  # type: ignore[index]
-        for name, value in scope["headers"]:
-            key = _FORWARDING.get(name.lower())
-            if key is not None:  # repeated lines join with "," as in WSGI
-                text = value.decode("latin-1")
-                environ[key] = f"{environ[key]},{text}" if key in environ else text
+        environ = forwarding.asgi_environ(client[0], scope["headers"])  # type: ignore[index]
         source = forwarding.source(environ, self.settings)
         scope["client"] = None if source.address is None else (str(source.address), 0)
         scheme = forwarding.forwarded_scheme(environ, self.settings)

@@ -10,10 +10,9 @@ from sqlalchemy.orm import Session
 
 from olv.iicmva import V0809, VERSIONS
 from portal import registry
-from portal.deps import Admin, DbSession
+from portal.deps import Admin, DbSession, client_address
 from portal.errors import ApiError
 from portal.models import Insurer
-from portal.web.identity import source
 from portal.web.render import flash, page, see_other, twin_get
 
 router = APIRouter(include_in_schema=False)
@@ -111,7 +110,7 @@ def save_insurer(
     )
     try:
         with db.begin():
-            registry.upsert(db, data, actor=me.username, source=source(request))
+            registry.upsert(db, data, actor=me.username, source=client_address(request))
     except registry.RegistryError as exc:
         # The registry speaks in command-line option names; the form's labels say the same.
         flash(request, "error", f"Not saved: {str(exc).replace('--', '')}.")

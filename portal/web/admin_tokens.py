@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from olv.db import as_utc
 from portal import tokens
-from portal.deps import Admin, DbSession
+from portal.deps import Admin, DbSession, client_address
 from portal.models import ApiToken, User
-from portal.web.identity import now, source
+from portal.web.identity import now
 from portal.web.render import flash, page, see_other, twin_get
 
 router = APIRouter(include_in_schema=False)
@@ -84,7 +84,7 @@ def create_token(
 ) -> Response:
     try:
         with db.begin():
-            row, token = tokens.create(db, username, days, source=source(request))
+            row, token = tokens.create(db, username, days, source=client_address(request))
             token_id = row.id
     except tokens.TokenError as exc:
         flash(request, "error", f"No token created: {exc}.")
@@ -97,7 +97,7 @@ def create_token(
 def revoke_token(request: Request, db: DbSession, me: Admin, token_id: str) -> Response:
     try:
         with db.begin():
-            tokens.revoke(db, token_id, source=source(request))
+            tokens.revoke(db, token_id, source=client_address(request))
     except tokens.TokenError as exc:
         flash(request, "error", str(exc))
         return _render(request, db, status=404)

@@ -10,11 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import security_log, sessions, users
-from portal.deps import Admin, DbSession
+from portal.deps import Admin, DbSession, client_address
 from portal.errors import ApiError
 from portal.models import ROLES, User
 from portal.web import params
-from portal.web.identity import now, source
+from portal.web.identity import now
 from portal.web.render import flash, page, see_other, twin_get
 
 router = APIRouter(include_in_schema=False)
@@ -76,7 +76,7 @@ def add_user(
                 password,
                 naic=naic.strip() or None,
                 actor=me.username,
-                source=source(request),
+                source=client_address(request),
             )
     except users.UserError as exc:
         flash(request, "error", f"Not added: {exc}.")
@@ -95,7 +95,7 @@ def _target(db: Session, user_id: int) -> User:
 def unlock(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
     with db.begin():
         user = _target(db, user_id)
-        users.unlock(db, user.username, actor=me.username, source=source(request))
+        users.unlock(db, user.username, actor=me.username, source=client_address(request))
     return see_other("/admin/users")
 
 
@@ -135,5 +135,10 @@ def enable(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber
 
 def _log(db: Session, request: Request, event: str, username: str, actor: str) -> None:
     security_log.record(
-        db, event, username=username, detail=f"by {actor}", source=source(request), at=now(request)
+        db,
+        event,
+        username=username,
+        detail=f"by {actor}",
+        source=client_address(request),
+        at=now(request),
     )

@@ -18,10 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import passwords, security_log, sessions, totp
-from portal.deps import DbSession
+from portal.deps import DbSession, client_address
 from portal.models import User
 from portal.web import lockout
-from portal.web.identity import COOKIE, clear_cookie, now, resolve_session, set_cookie, source
+from portal.web.identity import COOKIE, clear_cookie, now, resolve_session, set_cookie
 from portal.web.render import flash, home_for, page
 
 router = APIRouter(include_in_schema=False)
@@ -38,7 +38,7 @@ SLOW_DOWN_HERE = "Too many sign-in attempts from your address; wait a minute and
 
 def _log(db: Session, request: Request, event: str, username: str, detail: str = "") -> None:
     security_log.record(
-        db, event, username=username, detail=detail, source=source(request), at=now(request)
+        db, event, username=username, detail=detail, source=client_address(request), at=now(request)
     )
 
 
@@ -70,7 +70,7 @@ def login(
     at = now(request)
     username = username.strip()
     with db.begin():
-        if lockout.too_many_from(db, source(request), at):
+        if lockout.too_many_from(db, client_address(request), at):
             flash(request, "error", SLOW_DOWN_HERE)
             return page(request, "login.html", "Sign in", {"username": username}, status=429)
         if lockout.too_many_attempts(db, username, at):

@@ -29,10 +29,10 @@ from bob_loader.report import ReportHeader
 from bob_loader.settings import get_bob_settings
 from olv.db import as_utc
 from portal import security_log
-from portal.deps import DbSession, Principal, require_roles
+from portal.deps import DbSession, Principal, client_address, require_roles
 from portal.errors import ApiError
 from portal.web import params
-from portal.web.identity import now, source
+from portal.web.identity import now
 from portal.web.render import flash, page, twin_get
 from portal.web.settings import get_web_settings
 
@@ -233,6 +233,6 @@ def _log(request: Request, db: Session, me: Principal, name: str, detail: str) -
             BOB_UPLOADED,
             username=me.username,
             detail=f"{name}: {detail}"[:500],
-            source=source(request),
+            source=client_address(request),
             at=now(request),
         )

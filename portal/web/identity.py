@@ -24,10 +24,6 @@ def now(request: Request) -> datetime:
     return clock()
 
 
-def source(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 def is_loopback(request: Request) -> bool:
     host = (request.url.hostname or "").lower()
     return host in LOOPBACK_HOSTS or host.startswith("127.")
