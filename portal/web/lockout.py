@@ -70,38 +70,36 @@ def unlock(user: User) -> None:
 
 
 def too_many_attempts(db: Session, username: str, now: datetime) -> bool:
-    return _attempts(db, SecurityLog.username == username, now) >= ATTEMPTS_PER_MINUTE
+    return _attempts(db, now, SecurityLog.username == username) >= ATTEMPTS_PER_MINUTE
 
 
 def too_many_from(db: Session, source: str | None, now: datetime) -> bool:
     """Over the per-address limit; an unknown address (a proxy that forwarded none) is one."""
     where = SecurityLog.source.is_(None) if source is None else SecurityLog.source == source
-    return _attempts(db, where, now) >= SOURCE_ATTEMPTS_PER_MINUTE
-
-
-def _attempts(db: Session, who: ColumnElement[bool], now: datetime) -> int:
-    count = db.scalar(
-        select(func.count())
-        .select_from(SecurityLog)
-        .where(
-            who,
-            SecurityLog.event.in_(ATTEMPT_EVENTS),
-            SecurityLog.at > now - timedelta(minutes=1),
-        )
-    )
-    return count or 0
+    return _attempts(db, now, where) >= SOURCE_ATTEMPTS_PER_MINUTE
 
 
 def unknown_name_failures(db: Session, username: str, now: datetime) -> int:
     """Failed logins for a name with no account within the failure window (this one included)."""
-    count = db.scalar(
-        select(func.count())
-        .select_from(SecurityLog)
-        .where(
-            SecurityLog.username == username,
-            SecurityLog.event == LOGIN_FAILED,
-            SecurityLog.detail == UNKNOWN_USER,
-            SecurityLog.at > now - FAILURE_WINDOW,
-        )
+    return _count(
+        db,
+        SecurityLog.username == username,
+        SecurityLog.event == LOGIN_FAILED,
+        SecurityLog.detail == UNKNOWN_USER,
+        SecurityLog.at > now - FAILURE_WINDOW,
     )
-    return count or 0
+
+
+def _attempts(db: Session, now: datetime, who: ColumnElement[bool]) -> int:
+    """Sign-in attempts of any outcome within the last minute."""
+    return _count(
+        db,
+        who,
+        SecurityLog.event.in_(ATTEMPT_EVENTS),
+        SecurityLog.at > now - timedelta(minutes=1),
+    )
+
+
+def _count(db: Session, *where: ColumnElement[bool]) -> int:
+    """Security-log entries matching every condition."""
+    return db.scalar(select(func.count()).select_from(SecurityLog).where(*where)) or 0
