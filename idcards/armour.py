@@ -11,7 +11,7 @@ digit comes first so that a later format can be told apart.
 from __future__ import annotations
 
 VERSION_DIGIT = "1"
-MAX_DIGITS = 3000  # ~1.2 kB: far above a card (~600 digits), far below Python's int limit
+MAX_DIGITS = 1400  # the largest card OLV can print is ~1,100 digits
 
 
 class ArmourError(ValueError):
