@@ -10,8 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from portal import card_check
 from portal.csrf import CrossOriginProtection
 from portal.errors import ErrorBody
+from portal.routes import cards as card_routes
 from portal.web import (
     admin_insurers,
     admin_tokens,
@@ -19,6 +21,7 @@ from portal.web import (
     auth,
     batch,
     bob,
+    cards,
     compliance,
     history,
     query,
@@ -30,6 +33,7 @@ from portal.web.settings import get_web_settings
 ROUTERS: list[APIRouter] = [
     auth.router,
     query.router,
+    cards.router,
     batch.router,
     history.router,
     bob.router,
@@ -57,5 +61,8 @@ def install(app: FastAPI) -> None:
         {
             "/batch": web.batch_max_rows * batch.MAX_BYTES_PER_ROW,
             "/bob/upload": web.max_upload_mb * bob.CHUNK,
+            cards.PAGE_PATH: card_check.MAX_PHOTO_BYTES,
+            cards.PAGE_PATH + ".json": card_check.MAX_PHOTO_BYTES,
+            card_routes.UPLOAD_PATH: card_check.MAX_PHOTO_BYTES,
         }
     )
