@@ -75,6 +75,7 @@ def demo(
     import subprocess
 
     from olv.ports import claim_port
+    from portal import card_demo
     from portal import demo as portal_demo
     from service import demo as demo_data
     from service.server import serve
@@ -91,6 +92,14 @@ def demo(
         count = demo_data.load(engine, today)
         bob_file = demo_data.export_bob(engine, today, Path("olv-demo-bob"))
         portal_demo.seed(engine, soap_base, demo_data.DEMO_NAIC, Path.cwd(), [bob_file])
+        card_files = card_demo.seed(
+            engine,
+            Path.cwd(),
+            demo_data.DEMO_NAIC,
+            demo_data.CONFIRMED_POLICY,
+            demo_data.CONFIRMED_VIN,
+            today,
+        )
     finally:
         engine.dispose()
     url = f"{soap_base}/iicmva/{V0809}"
@@ -99,7 +108,8 @@ def demo(
     portal_url = f"http://{host}:{portal_port}/"
     typer.echo(
         demo_data.banner(settings.database_url, url, request_file.name, today, count)
-        + portal_demo.banner(portal_url, demo_data.DEMO_NAIC),
+        + portal_demo.banner(portal_url, demo_data.DEMO_NAIC)
+        + card_demo.banner(portal_url, *card_files),
         err=True,
     )
     # The portal runs beside the SOAP service, in its own process, on the same database.

@@ -67,13 +67,13 @@ def test_demo_serves_and_confirms(tmp_path: Path) -> None:
         )
         assert out.returncode == 0, out.stderr
         assert "Confirmed" in out.stdout
-        _portal_as_the_banner_says(portal, banner)
+        _portal_as_the_banner_says(portal, banner, tmp_path)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
 
 
-def _portal_as_the_banner_says(portal: str, banner: str) -> None:
+def _portal_as_the_banner_says(portal: str, banner: str, folder: Path) -> None:
     assert f"State portal: {portal}/" in banner
     password = banner.split("password: ", 1)[1].split()[0]
     command = banner.split("print the current code with:", 1)[1].splitlines()[1]
@@ -96,3 +96,9 @@ def _portal_as_the_banner_says(portal: str, banner: str) -> None:
         assert answer.status_code == 200 and 'class="verdict confirmed"' in answer.text
         broadcast = client.post("/query.json", data={"plate": "DEMO4"}).json()
         assert broadcast["verdict"] == "unconfirmed" and broadcast["source"] == "broadcast"
+        # The printed sample ID card, checked on the card page as the banner says.
+        card = folder / "olv-demo-card.pdf"
+        assert f"{portal}/cards/check" in banner and str(card) in banner
+        files = {"photo": ("card.pdf", card.read_bytes(), "application/pdf")}
+        checked = client.post("/cards/check.json", files=files).json()["answer"]
+        assert checked["valid"] is True and checked["live"]["verdict"] == "confirmed", checked

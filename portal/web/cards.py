@@ -3,7 +3,7 @@ whether the card is genuine and, for a genuine card, whether the vehicle is insu
 
 One form, no JavaScript: on a phone the file input offers the camera. It goes through the
 same code as ``POST /api/v1/cards/verify`` (:mod:`portal.card_check`); ``/cards/check.json``
-answers the same object.
+answers ``{"answer": <that API's object>}``.
 """
 
 from __future__ import annotations
