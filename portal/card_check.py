@@ -9,12 +9,14 @@ worker threads; the live verification then gets the whole budget of a query.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from idcards import decode
 from idcards.errors import CannotRead
@@ -26,6 +28,8 @@ from portal.schemas import VerifyRequest
 
 DECODERS = 2
 MAX_PHOTO_BYTES = decode.MAX_UPLOAD_BYTES
+MAX_TEXT = 4096
+API_PATH = "/api/v1/cards/verify"
 
 
 async def barcode_from_photo(request: Request, data: bytes) -> str:
@@ -69,3 +73,29 @@ async def check(request: Request, principal: Principal, text: str, channel: str)
         except ApiError as exc:
             answer["live"] = {"status": exc.status, "error": exc.error}
     return answer
+
+
+async def barcode_of(request: Request) -> str:
+    """The barcode text of a JSON body or of a form's ``barcode`` field or ``photo`` upload."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(422, "body: not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("barcode"), str):
+            raise ApiError(422, 'body: expected {"barcode": "<digits>"}')
+        text = body["barcode"]
+    elif kind == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=4)
+        photo, text = form.get("photo"), form.get("barcode")
+        if isinstance(photo, UploadFile) and (photo.size or photo.filename):
+            data = await photo.read(MAX_PHOTO_BYTES + 1)
+            return await barcode_from_photo(request, data)
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(422, "give a photo of the card or the barcode's text")
+    else:
+        raise ApiError(415, 'send JSON {"barcode": ...} or a multipart form with a photo')
+    if len(text) > MAX_TEXT:
+        raise ApiError(422, "barcode: longer than any card's")
+    return text

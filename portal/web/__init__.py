@@ -13,7 +13,6 @@ from fastapi.responses import RedirectResponse, Response
 from portal import card_check
 from portal.csrf import CrossOriginProtection
 from portal.errors import ErrorBody
-from portal.routes import cards as card_routes
 from portal.web import (
     admin_insurers,
     admin_tokens,
@@ -63,6 +62,6 @@ def install(app: FastAPI) -> None:
             "/bob/upload": web.max_upload_mb * bob.CHUNK,
             cards.PAGE_PATH: card_check.MAX_PHOTO_BYTES,
             cards.PAGE_PATH + ".json": card_check.MAX_PHOTO_BYTES,
-            card_routes.UPLOAD_PATH: card_check.MAX_PHOTO_BYTES,
+            card_check.API_PATH: card_check.MAX_PHOTO_BYTES,
         }
     )

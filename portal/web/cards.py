@@ -16,7 +16,6 @@ from fastapi.responses import Response
 from portal import card_check, permissions
 from portal.deps import Principal, permitted
 from portal.errors import ApiError
-from portal.routes.cards import barcode_of
 from portal.web.query import VERDICT_ADVICE, VERDICT_WORDS
 from portal.web.render import flash, page
 
@@ -59,7 +58,7 @@ def check_form(request: Request, me: CardChecker) -> Response:
 @router.post(PAGE_PATH + ".json")
 async def check_card(request: Request, me: CardChecker) -> Response:
     try:
-        text = await barcode_of(request)
+        text = await card_check.barcode_of(request)
         answer = await card_check.check(request, me, text, "page")
     except ApiError as exc:
         if exc.status != 422:
