@@ -11,7 +11,8 @@ import math
 import operator
 from functools import cache
 
-from pdf417gen.compaction import compact
+from pdf417gen.compaction import NUMERIC_LATCH, compact
+from pdf417gen.compaction.numeric import compact_numbers
 from pdf417gen.data import ERROR_CORRECTION_FACTORS
 from pdf417gen.encoding import encode_rows, get_padding, validate_barcode_size
 from PIL import Image
@@ -32,7 +33,10 @@ def codes(text: str) -> list[list[int]]:
     pdf417gen's own ``encode`` with a faster Reed-Solomon step (:func:`_error_correction`):
     its textbook loop takes ~20 ms per card at level 5, a third of a minute per 1,000 cards.
     """
-    data = list(compact(text.encode("ascii")))
+    if text.isdigit():  # a card's text: one numeric-compaction run, as compact() makes it
+        data = [NUMERIC_LATCH, *compact_numbers(text.encode("ascii"))]
+    else:
+        data = list(compact(text.encode("ascii")))
     ec_count = 2 ** (SECURITY_LEVEL + 1)
     padding = get_padding(len(data), ec_count, COLUMNS)
     length = len(data) + len(padding) + 1
@@ -60,18 +64,28 @@ def _impulse_responses() -> tuple[tuple[int, ...], ...]:
     return tuple(responses)
 
 
+_LANE_BITS = 40  # one EC codeword's running sum: < 929 * 929 * 928 < 2**40
+
+
 @cache
-def _columns(length: int) -> tuple[tuple[int, ...], ...]:
-    """For a message of ``length`` codewords: per EC codeword, the weight of each message word."""
+def _packed(length: int) -> tuple[int, ...]:
+    """For a message of ``length`` codewords: per message word, its weights for every EC
+    codeword packed side by side into one integer, so that one big-integer multiply-add per
+    word does the work of 64 small ones (4 ms -> 0.3 ms a card)."""
     responses = _impulse_responses()
     count = len(responses[0])
     return tuple(
-        tuple(responses[length - 1 - i][count - 1 - k] for i in range(length)) for k in range(count)
+        sum(responses[length - 1 - i][count - 1 - k] << (_LANE_BITS * k) for k in range(count))
+        for i in range(length)
     )
 
 
 def _error_correction(words: list[int]) -> list[int]:
-    return [(-sum(map(operator.mul, words, column))) % 929 for column in _columns(len(words))]
+    count = 2 ** (SECURITY_LEVEL + 1)
+    total = sum(map(operator.mul, words, _packed(len(words))))
+    lane = _LANE_BITS // 8
+    raw = total.to_bytes(count * lane, "little")
+    return [(-int.from_bytes(raw[k * lane : (k + 1) * lane], "little")) % 929 for k in range(count)]
 
 
 def size_modules(rows: list[list[int]]) -> tuple[int, int]:
