@@ -4,20 +4,24 @@ the printout back (poppler + zxing-cpp), tampering, revocation and hostile files
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 import zxingcpp
 from sqlalchemy import select
 
 from idcards import armour
 from idcards.models import IssuedCard
 from olv import db
+from olv.cli import run
 from tests.helpers.idcards import PIN, render_page
 
 OLV = str(Path(sys.executable).with_name("olv"))
@@ -30,6 +34,26 @@ def olv(*args: str, stdin: str | None = None, cwd: Path | None = None):
         [OLV, *args], input=stdin, capture_output=True, text=True,
         env=os.environ.copy(), cwd=cwd, timeout=180,
     )  # fmt: skip
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """The same commands through ``olv.cli.run`` in this process (for the many quick refusals)."""
+
+    def call(*args: str, stdin: str | None = None) -> Ran:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        code = run(list(args))
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    return call
 
 
 def cards_csv(path: Path, *rows: str) -> Path:
@@ -46,7 +70,7 @@ def good_rows() -> list[str]:
     ]
 
 
-def registered_issuer(tmp_path: Path) -> tuple[Path, str]:
+def registered_issuer(tmp_path: Path, olv=olv) -> tuple[Path, str]:  # noqa: ANN001
     run = olv("cards", "keygen", "--issuer", "PC-123456", "-o", str(tmp_path / "agent.key"),
               stdin=PIN + "\n")  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -148,8 +172,9 @@ def test_fs75_two_copies_sixty_days(db_url: str, tmp_path: Path) -> None:
     assert card["registration_until"] == (TODAY + timedelta(days=45)).isoformat()
 
 
-def test_refusals_leave_nothing_behind(db_url: str, tmp_path: Path) -> None:
-    key, _ = registered_issuer(tmp_path)
+def test_refusals_leave_nothing_behind(db_url: str, tmp_path: Path, in_process) -> None:  # noqa: ANN001
+    olv = in_process
+    key, _ = registered_issuer(tmp_path, olv)
     out = tmp_path / "cards.pdf"
     bad = cards_csv(
         tmp_path / "bad.csv",
