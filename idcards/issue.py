@@ -62,7 +62,8 @@ class Options:
 
 
 def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    data = path.read_bytes()[: MAX_CSV_BYTES + 1]
+    with path.open("rb") as handle:
+        data = handle.read(MAX_CSV_BYTES + 1)
     if len(data) > MAX_CSV_BYTES:
         raise CardFileError(f"{path}: larger than {MAX_CSV_BYTES // 2**20} MB")
     try:
@@ -70,7 +71,7 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
     except UnicodeDecodeError:
         raise CardFileError(f"{path}: not UTF-8 text") from None
     reader = csv.DictReader(io.StringIO(content, newline=""))
-    header = [h.strip().lower() for h in reader.fieldnames or []]
+    header = [_column(h) for h in reader.fieldnames or []]
     missing = [c for c in required if c not in header]
     if missing:
         raise CardFileError(f"{path}: header lacks {', '.join(missing)}")
@@ -86,10 +87,30 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
         raise CardFileError(f"{path}: not a CSV file ({exc})") from None
 
 
+# Other spellings of the columns, as other card software exports them.
+_ALIASES = {
+    "insurer": "insurer_name", "company": "insurer_name", "insurance_company": "insurer_name",
+    "policy": "policy_number", "policy_no": "policy_number",
+    "effective": "effective_date", "expiration": "expiration_date", "expires": "expiration_date",
+    "expiry": "expiration_date", "expiration_date_": "expiration_date",
+    "name": "names", "registrants": "names", "registrant_names": "names", "insured": "names",
+    "insured_names": "names", "vehicle_year": "year", "model_year": "year",
+    "vehicle_make": "make", "vehicle_replacement": "replacement",
+}  # fmt: skip
+
+
+def _column(name: str) -> str:
+    key = "_".join(name.strip().lower().replace("-", " ").split())
+    return _ALIASES.get(key, key)
+
+
 def _date(value: str, field: str) -> date:
     try:
         if len(value) == 8 and value.isdigit():
             return date(int(value[:4]), int(value[4:6]), int(value[6:]))
+        if value.count("/") == 2:  # MM/DD/YYYY, as US cards print dates
+            month, day, year = (int(part) for part in value.split("/"))
+            return date(year, month, day)
         return date.fromisoformat(value)
     except ValueError:
         raise CardError(f"{field} is not a date (YYYY-MM-DD)") from None

@@ -75,27 +75,44 @@ async def check(request: Request, principal: Principal, text: str, channel: str)
     return answer
 
 
+TEXT_NAMES = ("barcode", "text")  # the JSON key or form field holding the barcode's text
+FILE_NAMES = ("photo", "image", "file")  # the form field holding a photo, scan or PDF
+RAW_KINDS = ("image/", "application/pdf", "application/octet-stream")
+
+
 async def barcode_of(request: Request) -> str:
-    """The barcode text of a JSON body or of a form's ``barcode`` field or ``photo`` upload."""
+    """The barcode text of the request: JSON ``{"barcode": …}``, a ``text/plain`` body, a form
+    with a ``photo`` upload or a ``barcode`` field, or a raw image or PDF body."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
             raise ApiError(422, "body: not JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("barcode"), str):
+        found = [body[n] for n in TEXT_NAMES if isinstance(body, dict) and n in body]
+        if len(found) != 1 or not isinstance(found[0], str):
             raise ApiError(422, 'body: expected {"barcode": "<digits>"}')
-        text = body["barcode"]
+        text = found[0]
+    elif kind == "text/plain":
+        try:
+            text = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(422, "body: not UTF-8 text") from None
+    elif kind.startswith(RAW_KINDS):
+        return await barcode_from_photo(request, await request.body())
     elif kind == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=4)
-        photo, text = form.get("photo"), form.get("barcode")
-        if isinstance(photo, UploadFile) and (photo.size or photo.filename):
-            data = await photo.read(MAX_PHOTO_BYTES + 1)
-            return await barcode_from_photo(request, data)
-        if not isinstance(text, str) or not text.strip():
+        for name in FILE_NAMES:
+            upload = form.get(name)
+            if isinstance(upload, UploadFile) and (upload.size or upload.filename):
+                data = await upload.read(MAX_PHOTO_BYTES + 1)
+                return await barcode_from_photo(request, data)
+        texts = [form.get(n) for n in TEXT_NAMES]
+        text = next((t for t in texts if isinstance(t, str) and t.strip()), "")
+        if not text:
             raise ApiError(422, "give a photo of the card or the barcode's text")
     else:
-        raise ApiError(415, 'send JSON {"barcode": ...} or a multipart form with a photo')
+        raise ApiError(415, 'send JSON {"barcode": ...}, a photo, or a form with a photo')
     if len(text) > MAX_TEXT:
         raise ApiError(422, "barcode: longer than any card's")
     return text

@@ -222,3 +222,16 @@ def test_card_fields_are_checked() -> None:
     with pytest.raises(CardError):
         sample_card(expires=TODAY - timedelta(days=400))
     assert dataclasses.replace(sample_card(), replacement=True).replacement
+
+
+def test_cards_csv_accepts_other_spellings(tmp_path: Path) -> None:
+    from idcards.issue import Options, cards_from_csv
+
+    path = tmp_path / "cards.csv"
+    path.write_text(
+        "Insurer,NAIC,Policy,Effective,Expires,Registrants,Vehicle Year,Vehicle Make,VIN\n"
+        "Empire Mutual,12345,P-1,01/15/2026,20270115,A B;C D,2020,ford,1FTFW1ET5DFC10312\n"
+    )
+    (card,) = cards_from_csv(path, "PC-123456", Options(today=date(2026, 2, 1)))
+    assert (card.effective, card.expires) == (date(2026, 1, 15), date(2027, 1, 15))
+    assert card.names == ("A B", "C D") and card.make == "FORD" and card.year == 2020

@@ -80,6 +80,12 @@ def test_cards_api(db_url: str, tmp_path: Path) -> None:
                 and response.json()["card"]["card_id"] == card.card_id_text
             )
 
+            # The same as a raw image body, and the text as a text/plain body.
+            raw_photo = {**as_officer, "Content-Type": "image/jpeg"}
+            assert api.post(url, content=shot, headers=raw_photo).json()["valid"] is True
+            plain = {**as_officer, "Content-Type": "text/plain"}
+            assert api.post(url, content=text, headers=plain).json()["valid"] is True
+
             # Tampered (re-armoured changed byte): not valid, nothing from it shown, no live check.
             raw = bytearray(armour.decode(text))
             raw[-70] ^= 0x04

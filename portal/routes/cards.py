@@ -1,7 +1,8 @@
 """``POST /api/v1/cards/verify`` (check an ID card) and ``GET /api/v1/cards/issuers``.
 
-The card comes as JSON ``{"barcode": "<the barcode's digits>"}`` (a handheld scanner's text) or
-as a multipart upload with a ``photo`` file (PNG, JPEG or PDF) or a ``barcode`` field. The
+The card comes as JSON ``{"barcode": "<the barcode's digits>"}`` (a handheld scanner's text),
+as a ``text/plain`` body, as a raw ``image/*`` or ``application/pdf`` body, or as a multipart
+upload with a ``photo`` file (PNG, JPEG or PDF) or a ``barcode`` field. The
 answer is the card's (SPEC §7: valid, reason, issuer, key_id, card, expired, revoked,
 signature) plus ``live``: for a valid card, the verification of its vehicle and policy now
 (the same object as ``POST /api/v1/verify``), otherwise null. 422 when no card barcode can be
@@ -32,6 +33,10 @@ _BODY = {
                     "required": ["barcode"],
                 }
             },
+            "text/plain": {"schema": {"type": "string", "maxLength": card_check.MAX_TEXT}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
