@@ -36,7 +36,6 @@ _BODY = {
             "text/plain": {"schema": {"type": "string", "maxLength": card_check.MAX_TEXT}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
             "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
