@@ -153,6 +153,23 @@ def contacts_list(naic: Annotated[str | None, typer.Option("--naic")] = None) ->
         engine.dispose()
 
 
+@contacts_app.command("remove")
+def contacts_remove(
+    naic: Annotated[str, typer.Option("--naic")],
+    email: Annotated[str, typer.Option("--email")],
+) -> None:
+    """Remove a NAIC's contact: it receives no more error reports or notices."""
+    from bob_loader.contacts import remove_contact
+
+    engine = _engine()
+    try:
+        with engine.begin() as conn:
+            remove_contact(conn, naic, email)
+    finally:
+        engine.dispose()
+    typer.echo(f"contact {email} removed for NAIC {naic}")
+
+
 # =============================================================================================
 # SFTP intake: ``watch``, ``push``, ``fetch`` (bob_loader.intake, bob_loader.sftp).
 # Kept as one block at the end of the file: the commands above belong to the loader.

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from bob_loader.intake_settings import IntakeSettings
 from olv import db, serving
 from olv.config import Settings, get_settings
 from portal import errors, routes
@@ -80,6 +81,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.portal_settings = portal_settings
+    app.state.intake_settings = IntakeSettings()  # e-mail of web uploads (OLV_SMTP_*)
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.principal_resolvers = []
     app.state.token_limiter = RateLimiter(portal_settings.token_rate_per_minute)

@@ -8,19 +8,25 @@ The database, time zone and the answerable window (``OLV_DATABASE_URL``, ``OLV_T
 ``OLV_PORTAL_BATCH_CONCURRENCY`` (200)   batch items worked on at once
 ``OLV_PORTAL_TOKEN_RATE_PER_MINUTE`` (6000) requests per API token per minute (429 above)
 ``OLV_PORTAL_TOKEN_DAYS`` (90)           default lifetime of a new API token
-``OLV_PORTAL_BOB_DEADLINE_DAY`` (7)      day of the month by which each NAIC's BoB must arrive
+``OLV_PORTAL_BOB_DEADLINE_DAY`` (10)     day of the month by which each NAIC's BoB must arrive
 ``OLV_PORTAL_QUERY_LOG_DAYS`` (400)      query and security log retention (at least a year)
 ``OLV_PORTAL_WORKERS`` (1)              processes of ``olv portal serve`` (caches and rate limits
                                          are kept per process)
 ``OLV_PORTAL_STATE`` (XX)                the state's two-letter code, sent as ``PolicyState``
                                          when the plate's state is not known
 ``OLV_PORTAL_REQUESTOR`` (OLV state portal) organization name sent as the requestor
+``OLV_PORTAL_MAINTENANCE_WINDOWS`` (none) insurers' planned maintenance (:mod:`portal.maintenance`):
+                                         unavailability inside a window is not counted
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from functools import cached_property
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from portal import maintenance
 
 
 class PortalSettings(BaseSettings):
@@ -31,11 +37,22 @@ class PortalSettings(BaseSettings):
     batch_concurrency: int = Field(200, ge=1, le=5000)
     token_rate_per_minute: int = Field(6000, ge=1)
     token_days: int = Field(90, ge=1, le=3650)
-    bob_deadline_day: int = Field(7, ge=1, le=28)
+    bob_deadline_day: int = Field(10, ge=1, le=28)  # Idaho: "by the 10th of the month"
     query_log_days: int = Field(400, ge=366)
     workers: int = Field(1, ge=1, le=64)
     state: str = Field("XX", pattern=r"^[A-Z]{2}$")
     requestor: str = Field("OLV state portal", min_length=1, max_length=80)
+    maintenance_windows: str = ""
+
+    @field_validator("maintenance_windows")
+    @classmethod
+    def _windows(cls, value: str) -> str:
+        maintenance.parse(value)  # refused at start, naming the bad entry
+        return value
+
+    @cached_property
+    def maintenance(self) -> tuple[maintenance.Window, ...]:
+        return maintenance.parse(self.maintenance_windows)
 
 
 def get_portal_settings() -> PortalSettings:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from bob_loader.intake_binding import unbound_naics
 from bob_loader.intake_claims import safe_name
+from bob_loader.intake_notify import notify_web_upload
 from bob_loader.load import load_files
 from bob_loader.lookup import naic_stats
 from bob_loader.models import BobFile, BobIssue
@@ -149,26 +150,34 @@ def report(request: Request, db: DbSession, me: BobViewer, file_id: params.RowNu
             processed_at=_stamp(row.processed_at) or "-",
         )
     lines = [line for line in header.lines() if not line.startswith("records with errors")]
+    # A liaison sees the problems on their own NAIC's records only, unless they sent the file:
+    # one file may carry several insurers' records, and their VINs are not the liaison's.
+    only = me.naic if me.role == "insurer" and row.account != web_account(me) else None
+    if only is not None:
+        lines.append(f"shown: the problems on records of NAIC {only} only")
     filename = re.sub(r"[^A-Za-z0-9._ -]", "_", row.name) + ".errors.txt"
     return StreamingResponse(
-        _report_body(request, file_id, lines, row.errors + row.warnings),
+        _report_body(request, file_id, lines, row.errors + row.warnings, only),
         media_type="text/plain; charset=us-ascii",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
-def _report_body(request: Request, file_id: int, head: list[str], problems: int) -> Iterator[str]:
+def _report_body(
+    request: Request, file_id: int, head: list[str], problems: int, naic: str | None
+) -> Iterator[str]:
     yield "\n".join(head) + "\n\n"
     shown = 0
+    query = select(BobIssue).where(BobIssue.file_id == file_id).order_by(BobIssue.id)
+    if naic is not None:
+        query = query.where(BobIssue.naic == naic)
     with request.app.state.sessions() as db:
-        rows = db.execute(
-            select(BobIssue).where(BobIssue.file_id == file_id).order_by(BobIssue.id)
-        ).scalars()
+        rows = db.execute(query).scalars()
         for issue in rows.yield_per(1000):
             tag = "" if issue.severity == "error" else "warning: "
             yield f"line {issue.line}: {issue.field}: {issue.value!r}: {tag}{issue.reason}\n"
             shown += 1
-    if shown < problems:
+    if naic is None and shown < problems:
         yield f"... and {problems - shown} more problems (the report sent with the file has all)\n"
 
 
@@ -211,6 +220,8 @@ def _load(request: Request, db: Session, me: Principal, path: Path) -> dict[str,
             return {"file": path.name, "status": "rejected", "reason": reason, "file_id": None}
     engine = request.app.state.engine
     (outcome,) = load_files(engine, [path], report_dir=path.parent, account=web_account(me))
+    # The insurer's contacts hear of it as they would of an SFTP delivery.
+    notify_web_upload(engine, request.app.state.intake_settings, outcome, web_account(me))
     with db.begin():
         file_id = db.scalar(
             select(BobFile.id)

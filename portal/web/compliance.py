@@ -95,9 +95,10 @@ def compliance(
         raise invalid("since", f"at most {MAX_DAYS} days at a time")
     visible = permissions.visible_naics(me)
     naics = None if visible is None else sorted(visible)
-    due_day = request.app.state.portal_settings.bob_deadline_day
+    portal_settings = request.app.state.portal_settings
+    due_day = portal_settings.bob_deadline_day
     with db.begin():
-        stats = data.per_day(db, first, last, zone, naics)
+        stats = data.per_day(db, first, last, zone, naics, portal_settings.maintenance)
         due, missing = data.missing_uploads(db, today, due_day, zone, naics)
     insurers = [
         {"naic": s.naic, "name": s.name, "days": [d.as_dict() for d in s.days]} for s in stats

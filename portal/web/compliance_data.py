@@ -11,6 +11,9 @@ Per insurer per day (days in ``OLV_TIMEZONE``):
 * ``unavailable``  calls without a usable answer (timeout, refused, TLS, HTTP error, fault,
                    schema-invalid answer, SYSU/UREQ).
 
+A call without a usable answer inside one of the insurer's planned maintenance windows
+(:mod:`portal.maintenance`) is left out like a cancelled one: it is not held against it.
+
 A NAIC *misses the monthly upload* when no file carrying it was accepted between the first of
 the month and the end of its due day (``OLV_PORTAL_BOB_DEADLINE_DAY``), for the latest due day
 that has passed.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -29,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from bob_loader.models import BobFile
 from olv.db import as_utc
+from portal.maintenance import Window, planned
 from portal.models import Insurer, InsurerCall
 
 FIVE_SECONDS_MS = 5000.0
@@ -97,7 +102,12 @@ def _utc_bounds(first: date, last: date, zone: ZoneInfo) -> tuple[datetime, date
 
 
 def per_day(
-    db: Session, first: date, last: date, zone: ZoneInfo, naics: list[str] | None
+    db: Session,
+    first: date,
+    last: date,
+    zone: ZoneInfo,
+    naics: list[str] | None,
+    windows: Sequence[Window] = (),
 ) -> list[InsurerStats]:
     """One entry per registered insurer (of ``naics``, when given), every day in the range."""
     insurers = select(Insurer.naic, Insurer.name).order_by(Insurer.naic)
@@ -118,7 +128,7 @@ def per_day(
             continue
         moment = as_utc(at)
         stats = table[naic].get(moment.astimezone(zone).date())
-        if stats is None:
+        if stats is None or (outcome != USABLE and planned(windows, naic, moment, zone)):
             continue
         stats.calls += 1
         stats.ok += outcome == USABLE
