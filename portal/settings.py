@@ -15,11 +15,16 @@ The database, time zone and the answerable window (``OLV_DATABASE_URL``, ``OLV_T
 ``OLV_PORTAL_STATE`` (XX)                the state's two-letter code, sent as ``PolicyState``
                                          when the plate's state is not known
 ``OLV_PORTAL_REQUESTOR`` (OLV state portal) organization name sent as the requestor
+``OLV_PORTAL_SECRET_KEY`` (none)         at least 32 characters: encrypts TOTP secrets at rest and
+                                         keys the hash of unknown sign-in names; required
+``OLV_PORTAL_SECRET_KEY_FILE`` (none)    a file whose first line is that key (instead of the above)
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +41,8 @@ class PortalSettings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     state: str = Field("XX", pattern=r"^[A-Z]{2}$")
     requestor: str = Field("OLV state portal", min_length=1, max_length=80)
+    secret_key: SecretStr | None = None  # see portal.secret_key
+    secret_key_file: Path | None = None
 
 
 def get_portal_settings() -> PortalSettings:
