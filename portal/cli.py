@@ -58,10 +58,13 @@ def portal_serve(
     """Serve the portal's pages and JSON API (OpenAPI at /docs)."""
     from olv import errors
     from olv.ports import claim_port
+    from portal import secret_key
     from portal.settings import PortalSettings
 
     settings = get_settings()
-    workers = PortalSettings().workers  # a bad OLV_PORTAL_* value is refused here, in one line
+    portal_settings = PortalSettings()  # a bad OLV_PORTAL_* value is refused here, in one line
+    secret_key.load(portal_settings)  # so is a missing or short secret key
+    workers = portal_settings.workers
     # Everything that can be refused is checked before the banner claims the portal is up.
     with claim_port(host, port):
         try:
