@@ -101,7 +101,11 @@ def demo(
     command = [sys.executable, "-m", "olv", "portal", "serve", "--host", host]
     portal = subprocess.Popen(
         [*command, "--port", str(portal_port)],
-        env={**os.environ, "OLV_DATABASE_URL": settings.database_url},
+        env={
+            **os.environ,
+            **portal_demo.secret_key_env(Path.cwd()),
+            "OLV_DATABASE_URL": settings.database_url,
+        },
     )
     try:
         serve(settings, claim, 2)

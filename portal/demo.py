@@ -9,6 +9,8 @@ in the banner — for the demo only; real people enrol their own secret at the f
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from olv import db
 from olv.iicmva import V0510, V0809
 from portal import passwords, registrations, registry, users
 from portal.models import User
+from portal.secret_key import KEY_FILE_SETTING, KEY_SETTING
 
 PASSWORD = "olv-demo-pass-2026"
 # A fixed, public base32 secret: anyone can compute the codes. Demo only.
@@ -31,6 +34,7 @@ PEOPLE = (
     ("dmv", "dmv", None),
     ("liaison", "insurer", "99999"),
 )
+KEY_FILE = "olv-portal-secret.key"
 OTHER_NAIC = "88888"  # registered on the 00200510 endpoint; holds no policies (broadcast only)
 
 
@@ -84,6 +88,23 @@ def seed(engine: Engine, soap_base: str, naic: str, workdir: Path, bob_files: li
     for outcome in load_files(engine, bob_files, account="demo"):
         if outcome.status == "rejected":
             raise RuntimeError(f"demo book of business rejected: {outcome.reason}")
+
+
+def secret_key_env(workdir: Path) -> dict[str, str]:
+    """The portal's secret key for the demo: the configured one, else a random key kept in
+    ``workdir`` (made once, readable by its owner only, reused by later runs so that the
+    secrets it encrypted stay readable)."""
+    if os.environ.get(KEY_SETTING) or os.environ.get(KEY_FILE_SETTING):
+        return {}
+    path = workdir / KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48) + "\n")
+    return {KEY_FILE_SETTING: str(path.resolve())}
 
 
 def _person(session: Session, username: str, role: str, naic: str | None) -> None:

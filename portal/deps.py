@@ -63,13 +63,18 @@ def _authenticate(app: Any, token: str, source: str | None) -> tokens.TokenOwner
         return tokens.authenticate(session, token, source=source)
 
 
+def budget_left(request: Request) -> float:
+    """Seconds left of the request's budget (from its arrival), never below zero."""
+    received = getattr(request.state, "received", None) or time.monotonic()
+    left = received + request.app.state.portal_settings.budget_seconds - time.monotonic()
+    return max(0.0, left)
+
+
 async def within_budget(request: Request, call: Callable[..., T], *args: Any) -> T:
     """``call(*args)`` on a worker thread, given up with 503 when the request's budget is spent:
     a hung state database must not hold a sign-in or a query past the five seconds."""
-    received = getattr(request.state, "received", None) or time.monotonic()
-    left = received + request.app.state.portal_settings.budget_seconds - time.monotonic()
     try:
-        async with asyncio.timeout(max(0.0, left)):
+        async with asyncio.timeout(budget_left(request)):
             return await run_in_threadpool(call, *args)
     except TimeoutError:
         raise ApiError(503, "the state database did not answer in time; try again") from None
@@ -81,11 +86,13 @@ async def _authenticate_within_budget(request: Request, token: str) -> tokens.To
 
 def _recheck_later(request: Request, token: str) -> None:
     """Re-check a cached token in the background (:mod:`portal.cache`): a token in steady use
-    is re-read about once a second without any request waiting for the database, and still
-    stops working at most ``TOKEN_CACHE_SECONDS`` after it was revoked."""
+    is re-read about twice a second without any request waiting for the database, and still
+    stops working at most ``TOKEN_CACHE_SECONDS`` after it was revoked, even when this re-read
+    began before the revocation and ends after it."""
     app, source = request.app, client_address(request)
     cache = app.state.token_cache
     cache.claim_refresh(token)
+    since = cache.mark()
 
     async def recheck() -> None:
         try:
@@ -96,7 +103,7 @@ def _recheck_later(request: Request, token: str) -> None:
         if owner is None:
             cache.drop(token)
         else:
-            cache.put(token, owner)
+            cache.put(token, owner, since)
 
     task = asyncio.get_running_loop().create_task(recheck())
     app.state.background_tasks.add(task)  # a strong reference until it ends
@@ -127,9 +134,10 @@ async def current_principal(
         cache = request.app.state.token_cache
         owner, due = cache.lookup(token)
         if owner is None:
+            since = cache.mark()
             owner = await _authenticate_within_budget(request, token)
             if owner is not None:
-                cache.put(token, owner)
+                cache.put(token, owner, since)
         elif due:
             _recheck_later(request, token)
         if owner is None:

@@ -17,13 +17,17 @@ The database, time zone and the answerable window (``OLV_DATABASE_URL``, ``OLV_T
 ``OLV_PORTAL_REQUESTOR`` (OLV state portal) organization name sent as the requestor
 ``OLV_PORTAL_MAINTENANCE_WINDOWS`` (none) insurers' planned maintenance (:mod:`portal.maintenance`):
                                          unavailability inside a window is not counted
+``OLV_PORTAL_SECRET_KEY`` (none)         at least 32 characters: encrypts TOTP secrets at rest and
+                                         keys the hash of unknown sign-in names; required
+``OLV_PORTAL_SECRET_KEY_FILE`` (none)    a file whose first line is that key (instead of the above)
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from portal import maintenance
@@ -53,6 +57,8 @@ class PortalSettings(BaseSettings):
     @cached_property
     def maintenance(self) -> tuple[maintenance.Window, ...]:
         return maintenance.parse(self.maintenance_windows)
+    secret_key: SecretStr | None = None  # see portal.secret_key
+    secret_key_file: Path | None = None
 
 
 def get_portal_settings() -> PortalSettings:
