@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.engine import URL, Connection, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -221,6 +222,32 @@ def interrupt(driver_connection: Any) -> None:
     # the duplicate leaves the driver's own descriptor to the driver.
     with suppress(OSError), socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextmanager
+def time_limit(connection: Connection, seconds: float) -> Iterator[None]:
+    """Statements run on ``connection`` inside the block stop with an ``OperationalError``
+    once ``seconds`` have passed: a report over a large table gives up instead of holding a
+    connection and a thread for as long as it takes. Call it inside a transaction.
+
+    PostgreSQL: a statement timeout for the transaction (``SET LOCAL``). SQLite: a progress
+    handler that interrupts the running statement past the deadline.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
+        yield
+        return
+    raw = connection.connection.driver_connection
+    deadline = time.monotonic() + seconds
+
+    def past_deadline() -> int:
+        return 1 if time.monotonic() > deadline else 0
+
+    raw.set_progress_handler(past_deadline, 10_000)  # checked every 10,000 VM steps
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -83,10 +83,21 @@ def _serve(host: str, port: int, workers: int) -> None:
     keep-alive connections spread evenly; SIGHUP rolls them)."""
     import uvicorn
 
-    from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor
+    from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor, guarded_http
+    from portal.settings import KEEP_ALIVE_SECONDS, LISTEN_BACKLOG, PortalSettings
 
+    limits = PortalSettings()
     options: dict[str, Any] = dict(
-        COMMON_OPTIONS, host=host, port=port, timeout_graceful_shutdown=10
+        COMMON_OPTIONS,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=10,
+        # Half-sent requests are dropped (slowloris), idle connections closed, and past the
+        # connection cap new requests get 503 at once instead of piling up.
+        http=guarded_http(limits.header_timeout_seconds, limits.body_idle_seconds),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=limits.max_connections,
+        backlog=LISTEN_BACKLOG,
     )
 
     def config() -> uvicorn.Config:

@@ -142,10 +142,10 @@ async def current_principal(
             _recheck_later(request, token)
         if owner is None:
             raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
-        _within_rate(request, owner.token_id, "token")
         principal = Principal(
             owner.user_id, owner.username, owner.role, owner.naic, "token", owner.token_id
         )
+        _within_rate(request, principal)
     else:
         principal = None
         for resolve in request.app.state.principal_resolvers:
@@ -154,17 +154,59 @@ async def current_principal(
                 break
         if principal is None:
             raise ApiError(401, headers=_UNAUTHORIZED)
-        _within_rate(request, f"account:{principal.user_id}", "account")
+        _within_rate(request, principal)
     request.state.principal = principal
     return principal
 
 
-def _within_rate(request: Request, key: str, what: str) -> None:
+def _rate_key(principal: Principal) -> tuple[str, str]:
     """Each API token, and each account signed in on the pages, has its own rate limit."""
+    if principal.token_id is not None:
+        return principal.token_id, "token"
+    return f"account:{principal.user_id}", "account"
+
+
+def _within_rate(request: Request, principal: Principal) -> None:
+    key, what = _rate_key(principal)
     wait = request.app.state.token_limiter.allow(key)
     if wait:
         retry = {"Retry-After": str(math.ceil(wait))}
         raise ApiError(429, f"rate limit for this {what} reached", headers=retry)
+
+
+def charge_items(request: Request, principal: Principal, items: int) -> None:
+    """A batch of ``items`` vehicles counts as ``items`` requests against the rate limit (the
+    request that carried it is already counted as one); 429 saying why when fewer are left."""
+    limiter = request.app.state.token_limiter
+    key, what = _rate_key(principal)
+    if items > limiter.capacity:
+        raise ApiError(
+            429,
+            f"a batch of {items} items is more than this {what} may send at once "
+            f"({int(limiter.capacity)}); send smaller batches",
+        )
+    extra = items - 1
+    if extra <= 0:
+        return
+    left = limiter.left(key)
+    wait = limiter.allow(key, extra)
+    if wait:
+        retry = {"Retry-After": str(math.ceil(wait))}
+        raise ApiError(
+            429,
+            f"a batch of {items} items counts as {items} requests and this {what} has "
+            f"{left + 1} left in its rate limit; retry after {math.ceil(wait)} s",
+            headers=retry,
+        )
+
+
+async def paced_items(request: Request, principal: Principal, items: int) -> None:
+    """Wait until ``items`` more requests fit in the principal's rate limit, then count them:
+    a long batch on the pages goes at the rate limit's pace instead of around it."""
+    limiter = request.app.state.token_limiter
+    key, _ = _rate_key(principal)
+    while wait := limiter.allow(key, min(items, limiter.capacity)):
+        await asyncio.sleep(wait)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from datetime import tzinfo as TzInfo
 
 from olv import normalize
@@ -100,4 +100,36 @@ def planned(windows: Sequence[Window], naic: str, at: datetime, zone: TzInfo) ->
     return any(window.covers(naic, local) for window in windows)
 
 
-__all__ = ["ANY_INSURER", "Window", "parse", "planned"]
+def intervals(
+    windows: Sequence[Window], first: date, last: date, zone: TzInfo
+) -> list[tuple[str, datetime, datetime]]:
+    """The windows that touch the local days ``first``..``last`` as ``(naic, start, end)`` in
+    UTC (``naic`` may be ``*``), so a database can leave their calls out by itself."""
+    found: list[tuple[str, datetime, datetime]] = []
+
+    def add(naic: str, start: datetime, end: datetime) -> None:
+        found.append(
+            (
+                naic,
+                start.replace(tzinfo=zone).astimezone(UTC),
+                end.replace(tzinfo=zone).astimezone(UTC),
+            )
+        )
+
+    days = [first + timedelta(days=i) for i in range(-1, (last - first).days + 2)]
+    for window in windows:
+        if window.start is not None and window.end is not None:
+            add(window.naic, window.start, window.end)
+            continue
+        for day in days:
+            if day.weekday() == window.weekday:
+                midnight = datetime(day.year, day.month, day.day)
+                add(
+                    window.naic,
+                    midnight + timedelta(minutes=window.first_minute),
+                    midnight + timedelta(minutes=window.end_minute),
+                )
+    return found
+
+
+__all__ = ["ANY_INSURER", "Window", "intervals", "parse", "planned"]

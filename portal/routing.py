@@ -184,14 +184,15 @@ class Router:
             self._log(question, principal, channel, received, query_id, None, [], exc)
             raise
         calls: list[CallResult] = []
+        batch = channel == "batch"
         if plan.targets:
-            winner = await self._ask(plan.targets, question, plan, deadline, calls)
+            winner = await self._ask(plan.targets, question, plan, deadline, calls, batch)
         else:
             winner = None
         broadcast_targets: list[Target] = []
         if plan.broadcast:
             broadcast_targets = await self._broadcast_targets(deadline)
-            winner = await self._ask(broadcast_targets, question, plan, deadline, calls)
+            winner = await self._ask(broadcast_targets, question, plan, deadline, calls, batch)
         result = compose(question.day, plan, calls, winner, received, query_id)
         self._log(question, principal, channel, received, query_id, result, calls, None)
         return result
@@ -258,8 +259,10 @@ class Router:
         plan: Plan,
         deadline: float,
         calls: list[CallResult],
+        batch: bool = False,
     ) -> Target | None:
-        """Ask every target at once; the first Confirmed wins and the rest are cancelled."""
+        """Ask every target at once; the first Confirmed wins and the rest are cancelled.
+        A batch item's calls use the batches' share of each insurer's slots."""
         tasks: dict[asyncio.Task[CallResult], Target] = {}
         for target in targets:
             ask = Ask(
@@ -272,7 +275,8 @@ class Router:
                 requestor=self.portal.requestor,
             )
             timeout = deadline - time.monotonic()
-            task = asyncio.ensure_future(self.client.verify(target.insurer, ask, timeout))
+            call = self.client.verify(target.insurer, ask, timeout, batch=batch)
+            task = asyncio.ensure_future(call)
             tasks[task] = target
         pending = set(tasks)
         started = time.perf_counter()

@@ -166,6 +166,27 @@ def test_an_anonymous_upload_is_refused_before_its_body_is_read(running, path, s
     assert time.monotonic() - started < 3
 
 
+@pytest.mark.parametrize(("path", "size"), [("/bob/upload", 390_000_000), ("/batch", 1_500_000)])
+@pytest.mark.parametrize("role", ["officer", "court"])
+def test_a_role_that_may_not_upload_is_refused_before_its_body_is_read(
+    running, db_url: str, path: str, size: int, role: str
+) -> None:
+    """A signed-in user whose role may not use the page announces a large body and sends
+    almost none of it: 403 comes at once, the server never waits for the rest."""
+    engine = db.make_engine(db_url)
+    token = add_user(engine, f"{role}-{path.strip('/').replace('/', '-')}", role)
+    engine.dispose()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {size}\r\n"
+        f"Authorization: Bearer {token}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nSec-Fetch-Site: same-origin\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    received = raw_request(running.base, head, b"--b\r\n", wait=5.0)
+    assert received.startswith(b"HTTP/1.1 403"), received[:200]
+    assert time.monotonic() - started < 3
+
+
 def test_an_upload_larger_than_its_page_allows_is_413_unread(running) -> None:
     head = (
         b"POST /batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 900000000\r\n"

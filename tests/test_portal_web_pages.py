@@ -146,6 +146,9 @@ def test_book_of_business_upload_and_liaison_sees_only_its_naic(
         assert up.status_code == 200 and "accepted" in up.text, up.text
         foreign = liaison.post("/bob/upload", files={"file": (mixed.name, mixed.read_bytes())})
         assert "54321" in foreign.text and "nothing was loaded" in foreign.text
+        # the rejected file is not kept on disk; the accepted one is
+        kept = sorted(p.name for p in (tmp_path / "uploads").rglob("*") if p.is_file())
+        assert mixed.name not in kept and acme.name in kept, kept
         mine = liaison.get("/bob.json").json()
         assert [f["name"] for f in mine["files"]] == [acme.name]
         assert [m["naic"] for m in mine["masters"]] == ["12345"]

@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter, Request
 
-from portal.deps import BatchVerifier, Verifier
+from portal.deps import BatchVerifier, Verifier, charge_items
 from portal.errors import error_responses
 from portal.routing import Router
 from portal.schemas import BatchRequest, BatchResponse, VerifyRequest, VerifyResult
@@ -43,6 +43,9 @@ async def verify_batch(
     body: BatchRequest, principal: BatchVerifier, request: Request
 ) -> BatchResponse:
     """For DMV systems. An item that cannot be answered (an unknown plate) gets its error in
-    its place; an invalid item refuses the whole batch with 422 naming ``items.N.field``."""
+    its place; an invalid item refuses the whole batch with 422 naming ``items.N.field``.
+    Each item counts as one request against the token's rate limit (429 when too few are
+    left)."""
+    charge_items(request, principal, len(body.items))
     results = await _router(request).verify_batch(body.items, principal)
     return BatchResponse(results=results)

@@ -11,7 +11,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from portal.csrf import CrossOriginProtection
+from portal.deps import BATCH_ROLES
 from portal.errors import ErrorBody
+from portal.guard import Upload
 from portal.web import (
     admin_insurers,
     admin_tokens,
@@ -51,11 +53,13 @@ def install(app: FastAPI) -> None:
     app.add_middleware(CrossOriginProtection)
     app.state.principal_resolvers.append(resolve_session)
     app.state.html_error = html_error
+    compliance.install(app)
     web = get_web_settings()
-    # The request guard caps these two bodies and checks the sender before reading them.
+    # The request guard caps these two bodies and checks the sender and their role before
+    # reading them.
     app.state.upload_limits.update(
         {
-            "/batch": web.batch_max_rows * batch.MAX_BYTES_PER_ROW,
-            "/bob/upload": web.max_upload_mb * bob.CHUNK,
+            "/batch": Upload(web.batch_max_rows * batch.MAX_BYTES_PER_ROW, BATCH_ROLES),
+            "/bob/upload": Upload(web.max_upload_mb * bob.CHUNK, bob.UPLOAD_ROLES),
         }
     )

@@ -1,5 +1,8 @@
 """Book of business per NAIC: files received, their outcome, error reports, and web upload.
 
+Only accepted uploads stay in ``OLV_PORTAL_UPLOAD_DIR``; a rejected or duplicate file is removed
+once its outcome is recorded (its error report is rebuilt from the database).
+
 An upload goes through exactly what the SFTP intake uses: an insurer liaison's file is first
 checked for NAICs other than theirs (``bob_loader.intake.unbound_naics``, the account binding
 of the intake), then ``bob_loader.load.load_files`` validates, loads and swaps it in. Liaisons
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -38,6 +42,8 @@ from portal.web.render import flash, page, twin_get
 from portal.web.settings import get_web_settings
 
 router = APIRouter(include_in_schema=False)
+# The guard refuses other roles before reading an upload's body.
+UPLOAD_ROLES = tuple(sorted(permissions.BOOK_OF_BUSINESS.roles))
 BOB_UPLOADED = "bob_uploaded"
 NAIC = re.compile(r"^[0-9]{5}$")
 CHUNK = 1 << 20
@@ -190,8 +196,11 @@ def upload(
     # never hidden nor "." or "..".
     claimed = PurePosixPath((file.filename or "").replace("\\", "/")).name
     name = safe_name(claimed).strip().lstrip(".") or "upload.txt"
-    folder = settings.upload_dir / f"{now(request):%Y%m%dT%H%M%S%fZ}"
-    folder.mkdir(parents=True, exist_ok=True)
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    # A folder of its own even for two uploads in the same instant: removing a rejected one
+    # must never touch another's file.
+    stamp = f"{now(request):%Y%m%dT%H%M%S%fZ}-"
+    folder = Path(tempfile.mkdtemp(prefix=stamp, dir=settings.upload_dir))
     target = folder / name
     size = 0
     with target.open("wb") as out:
@@ -202,7 +211,13 @@ def upload(
                 shutil.rmtree(folder, ignore_errors=True)
                 raise ApiError(413, f"the file is larger than {settings.max_upload_mb} MB")
             out.write(chunk)
-    outcome = _load(request, db, me, target)
+    kept = False
+    try:
+        outcome = _load(request, db, me, target)
+        kept = outcome["status"] == "accepted"
+    finally:
+        if not kept:  # nothing of it was loaded: its bytes have no reason to stay on disk
+            shutil.rmtree(folder, ignore_errors=True)
     return _render(request, db, me, outcome=outcome, status=200)
 
 
