@@ -10,7 +10,6 @@ in the banner — for the demo only; real people enrol their own secret at the f
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from olv import db
 from olv.iicmva import V0510, V0809
 from portal import passwords, registrations, registry, users
 from portal.models import User
-from portal.secret_key import KEY_FILE_SETTING, KEY_SETTING
+from portal.secret_key import DEFAULT_KEY_FILE, KEY_FILE_SETTING, KEY_SETTING, make_key_file
 
 PASSWORD = "olv-demo-pass-2026"
 # A fixed, public base32 secret: anyone can compute the codes. Demo only.
@@ -34,7 +33,6 @@ PEOPLE = (
     ("dmv", "dmv", None),
     ("liaison", "insurer", "99999"),
 )
-KEY_FILE = "olv-portal-secret.key"
 OTHER_NAIC = "88888"  # registered on the 00200510 endpoint; holds no policies (broadcast only)
 
 
@@ -96,14 +94,8 @@ def secret_key_env(workdir: Path) -> dict[str, str]:
     secrets it encrypted stay readable)."""
     if os.environ.get(KEY_SETTING) or os.environ.get(KEY_FILE_SETTING):
         return {}
-    path = workdir / KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_urlsafe(48) + "\n")
+    path = workdir / DEFAULT_KEY_FILE
+    make_key_file(path)
     return {KEY_FILE_SETTING: str(path.resolve())}
 
 

@@ -27,6 +27,7 @@ from olv import forwarding
 from olv.config import Settings
 from portal import errors
 from portal.errors import ApiError
+from portal.permissions import Action
 
 API_MAX_BODY_BYTES = 1024 * 1024  # a full batch of 1,000 items is about 150 KB
 FORM_MAX_BODY_BYTES = 64 * 1024  # the largest page form (an insurer's certificates) is < 16 KB
@@ -37,10 +38,10 @@ _NUL = (b"%00", b"\x00")
 
 @dataclass(frozen=True)
 class Upload:
-    """An upload page: its largest file in bytes, and the roles that may send one."""
+    """An upload page: its largest file in bytes, and the action whose roles may send one."""
 
     max_bytes: int
-    roles: tuple[str, ...]
+    action: Action
 
 
 # An upload page's path → its rule (filled in when the app is built).
@@ -103,7 +104,7 @@ class RequestGuard:
         except ApiError as exc:
             return exc
         role = getattr(principal, "role", None)
-        if role not in upload.roles:
+        if not isinstance(role, str) or not upload.action.allows(role):
             return ApiError(403, f"the {role} role may not do this")
         return None
 

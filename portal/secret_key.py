@@ -1,7 +1,10 @@
 """The portal's secret key: encrypts TOTP secrets at rest and keys the hash of unknown names.
 
 The key comes from ``OLV_PORTAL_SECRET_KEY`` (at least 32 characters) or from the file named by
-``OLV_PORTAL_SECRET_KEY_FILE`` (its first line); the portal does not start without one. Two
+``OLV_PORTAL_SECRET_KEY_FILE`` (its first line). With neither, the portal keeps its own key in
+:data:`DEFAULT_KEY_FILE` in its working directory, made on first start (random, mode 0600), so
+``olv portal serve`` works out of the box yet a copy of the database alone reveals no second
+factor; a key that exists but is unreadable or short stops the portal at start. Two
 independent subkeys are derived from it with HKDF-SHA256: one for Fernet (AES-128-CBC with
 HMAC-SHA256, from the ``cryptography`` package), one for HMAC-SHA256 name tags.
 
@@ -15,6 +18,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import os
+import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -31,6 +37,9 @@ MIN_KEY_LENGTH = 32
 SEALED_PREFIX = "fernet:"
 KEY_SETTING = "OLV_PORTAL_SECRET_KEY"
 KEY_FILE_SETTING = "OLV_PORTAL_SECRET_KEY_FILE"
+DEFAULT_KEY_FILE = Path("olv-portal-secret.key")
+
+log = logging.getLogger(__name__)
 
 
 class SecretKey:
@@ -75,10 +84,15 @@ def load(settings: PortalSettings) -> SecretKey:
         return SecretKey(settings.secret_key.get_secret_value().strip())
     path = settings.secret_key_file
     if path is None:
-        raise ConfigError(
-            f"the portal needs a secret key: set {KEY_SETTING} or {KEY_FILE_SETTING} "
-            "(olv demo makes one for itself)"
-        )
+        path = DEFAULT_KEY_FILE
+        if make_key_file(path):
+            log.warning(
+                "no %s or %s set: made a new secret key in %s (mode 0600); keep it with the "
+                "database's backups, or TOTP secrets cannot be read again",
+                KEY_SETTING,
+                KEY_FILE_SETTING,
+                path.resolve(),
+            )
     try:
         text = Path(path).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -86,6 +100,22 @@ def load(settings: PortalSettings) -> SecretKey:
         raise ConfigError(f"{KEY_FILE_SETTING}: {path}: {reason}") from None
     lines = text.splitlines()
     return SecretKey(lines[0].strip() if lines else "")
+
+
+def make_key_file(path: Path) -> bool:
+    """Write a new random key to ``path`` unless a file is there already; True if written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make a secret key file {path.resolve()}: {exc.strerror or exc}; "
+            f"set {KEY_SETTING} or {KEY_FILE_SETTING}"
+        ) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as sink:
+        sink.write(secrets.token_urlsafe(48) + "\n")
+    return True
 
 
 def seal_plaintext_secrets(session: Session, key: SecretKey) -> int:

@@ -146,7 +146,7 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for key in list(os.environ):
         if key.startswith("OLV_") and not key.startswith("OLV_TEST_"):
             monkeypatch.delenv(key)
-    # The portal refuses to start without its secret key; tests of that unset it.
+    # A known key, so tests can read sealed secrets; without one the portal makes a key file.
     monkeypatch.setenv("OLV_PORTAL_SECRET_KEY", TEST_SECRET_KEY)
     get_settings.cache_clear()
     yield

@@ -21,8 +21,8 @@ import pyotp
 import pytest
 from sqlalchemy import insert, select
 
-from bob_loader import layout
 from olv import db
+from olv.bob import layout
 from portal.models import InsurerCall
 from portal.web.compliance_data import latest_due_day
 from tests.helpers.portal import (

@@ -10,8 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from portal import permissions
 from portal.csrf import CrossOriginProtection
-from portal.deps import BATCH_ROLES
 from portal.errors import ErrorBody
 from portal.guard import Upload
 from portal.web import (
@@ -59,7 +59,9 @@ def install(app: FastAPI) -> None:
     # reading them.
     app.state.upload_limits.update(
         {
-            "/batch": Upload(web.batch_max_rows * batch.MAX_BYTES_PER_ROW, BATCH_ROLES),
-            "/bob/upload": Upload(web.max_upload_mb * bob.CHUNK, bob.UPLOAD_ROLES),
+            "/batch": Upload(
+                web.batch_max_rows * batch.MAX_BYTES_PER_ROW, permissions.VERIFY_BATCH
+            ),
+            "/bob/upload": Upload(web.max_upload_mb * bob.CHUNK, permissions.BOOK_OF_BUSINESS),
         }
     )

@@ -42,8 +42,6 @@ from portal.web.render import flash, page, twin_get
 from portal.web.settings import get_web_settings
 
 router = APIRouter(include_in_schema=False)
-# The guard refuses other roles before reading an upload's body.
-UPLOAD_ROLES = tuple(sorted(permissions.BOOK_OF_BUSINESS.roles))
 BOB_UPLOADED = "bob_uploaded"
 NAIC = re.compile(r"^[0-9]{5}$")
 CHUNK = 1 << 20
