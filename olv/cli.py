@@ -45,6 +45,8 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision")) 
 
 def _register() -> None:
     from bob_loader.cli import bob_app
+    from idcards.cli import cards_app
+    from portal.card_cli import cards_verify, issuers_app
     from portal.cli import insurers_app, portal_app, registrations_app, tokens_app, users_app
     from service.cli import audit_app, bob_export, policies_app, soap_app
 
@@ -58,6 +60,9 @@ def _register() -> None:
     app.add_typer(registrations_app, name="registrations")
     app.add_typer(users_app, name="users")
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(issuers_app, name="issuers")
+    cards_app.command("verify")(cards_verify)
+    app.add_typer(cards_app, name="cards")
     app.command("demo")(demo)
 
 

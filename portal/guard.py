@@ -63,12 +63,10 @@ class RequestGuard:
         self.authenticate = authenticate
 
     def limit(self, path: str) -> int:
-        if path.startswith("/api/"):
-            return API_MAX_BODY_BYTES
-        upload = self.uploads.get(path)
-        if upload is None:
-            return FORM_MAX_BODY_BYTES
-        return upload.max_bytes + MULTIPART_OVERHEAD_BYTES
+        upload = self.uploads.get(path)  # an upload path (also under /api/) has its own cap
+        if upload is not None:
+            return upload.max_bytes + MULTIPART_OVERHEAD_BYTES
+        return API_MAX_BODY_BYTES if path.startswith("/api/") else FORM_MAX_BODY_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

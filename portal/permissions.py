@@ -88,6 +88,10 @@ COMPLIANCE = register("compliance", Role.INSURER, Role.ADMIN)
 MANAGE_INSURERS = register("manage_insurers", Role.ADMIN)
 MANAGE_USERS = register("manage_users", Role.ADMIN)
 MANAGE_TOKENS = register("manage_tokens", Role.ADMIN)
+# ID cards (SPEC §7): checking a card, and reading the registry of card issuers (a liaison
+# reads the issuers tied to their own NAIC: visible_naics).
+CHECK_CARDS = register("check_cards", Role.OFFICER, Role.COURT, Role.DMV, Role.ADMIN)
+READ_CARD_ISSUERS = register("read_card_issuers", Role.INSURER, Role.ADMIN)
 
 
 class Subject(Protocol):

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from fastapi import APIRouter, FastAPI
 
 from portal import web
-from portal.routes import health, queries, verify
+from portal.routes import cards, health, queries, verify
 
-ROUTERS: list[APIRouter] = [health.router, verify.router, queries.router]
+ROUTERS: list[APIRouter] = [health.router, verify.router, queries.router, cards.router]
 INSTALLERS: list[Callable[[FastAPI], None]] = []
 
 # The browser pages (portal.web) bring their own routers and install step.

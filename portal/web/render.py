@@ -37,6 +37,7 @@ class NavItem:
 
 NAV = (
     NavItem("/query", "Query", permissions.VERIFY),
+    NavItem("/cards/check", "Check a card", permissions.CHECK_CARDS),
     NavItem("/batch", "Batch", permissions.VERIFY_BATCH),
     NavItem("/history", "History", permissions.READ_QUERIES),
     NavItem("/bob", "Book of business", permissions.BOOK_OF_BUSINESS),
