@@ -194,7 +194,7 @@ def edit(row: dict[str, str], line: int, sender_naic: str, today: date) -> Txn:
             codes.append(code)
 
     for name, value in raw.items():
-        too_long = name in WIDTHS and len(value) > WIDTHS[name]
+        too_long = name in WIDTHS and name != "plate" and len(value) > WIDTHS[name]
         if too_long or not normalize.is_field_text(value) or _BAD_TEXT.search(value):
             add("E33")
         if any("a" <= ch <= "z" for ch in value):
@@ -285,7 +285,7 @@ def edit(row: dict[str, str], line: int, sender_naic: str, today: date) -> Txn:
         raw["make"].upper() == "NONE" and raw["policy_type"] == "8"
     ):
         add("E31")
-    if raw["plate"] and not 1 <= len(txn.plate or "") <= 12:
+    if raw["plate"] and not 1 <= len(normalize.plate(raw["plate"])) <= WIDTHS["plate"]:
         add("E32")
 
     # required elements per type

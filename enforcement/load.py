@@ -156,7 +156,9 @@ def _rows(stream: BinaryIO, limit: int) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.reader(_lines(stream, limit))
     try:
         header = next(reader, None)
-        if header is None or tuple(h.strip().lower() for h in header) != HEADER:
+        if header is None:
+            raise FileRejected("F05", "the file is empty")
+        if tuple(h.strip().lower() for h in header) != HEADER:
             raise FileRejected("F02", f"the first line must be {','.join(HEADER)}")
         for row in reader:
             if not row or not any(cell.strip() for cell in row):
