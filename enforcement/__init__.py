@@ -1,0 +1,1 @@
+"""Insurance enforcement (SPEC §6): every registration monitored, the NY IIES model."""
