@@ -1,1 +1,2 @@
-"""Insurance enforcement (SPEC §6): every registration monitored, the NY IIES model."""
+"""Insurance enforcement (SPEC §6): registrations with registrants, insurer transactions,
+coverage, cases, letters."""

@@ -123,6 +123,7 @@ def db_url(
 ) -> Iterator[str]:
     """A migrated, empty database; also exported as ``OLV_DATABASE_URL`` for CLI runs."""
     import bob_loader.models  # noqa: F401  (so truncation sees every table)
+    import enforcement.models  # noqa: F401
     import portal.models  # noqa: F401
     import service.models  # noqa: F401
 
