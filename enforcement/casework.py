@@ -139,6 +139,24 @@ def advance(
     return case, steps
 
 
+def next_due(case: Case, settings: CaseSettings) -> date | None:
+    """The day the case moves next if nothing arrives (a letter or a suspension), or None."""
+    if case.state == NEW:
+        return case.opened + timedelta(days=settings.grace_days)
+    if case.state == SMV and case.mvf_day is not None:
+        return case.mvf_day + timedelta(days=settings.mvf_answer_days)
+    if case.state in (FIQ, SIQ) and case.last_letter_day is not None:
+        return case.last_letter_day + timedelta(days=settings.letter_days)
+    return None
+
+
+def respond_by(code: str, day: date, settings: CaseSettings) -> date | None:
+    """The answer date printed on a letter: inquiry letters give the days to suspension."""
+    if code in _SUSPENSION_AFTER:
+        return day + timedelta(days=settings.letter_days)
+    return None
+
+
 def _next(case: Case, facts: Facts, today: date, settings: CaseSettings) -> Step | None:
     if case.kind == LAPSE and not facts.timeline.has_cancellation(case.open_ref):
         return _rescinded(case, today)

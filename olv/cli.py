@@ -36,6 +36,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision")) 
 
 def _register() -> None:
     from bob_loader.cli import bob_app
+    from enforcement.cli import iies_app
     from portal.cli import insurers_app, portal_app, registrations_app, tokens_app, users_app
     from service.cli import audit_app, demo, policies_app, soap_app
 
@@ -48,6 +49,7 @@ def _register() -> None:
     app.add_typer(registrations_app, name="registrations")
     app.add_typer(users_app, name="users")
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(iies_app, name="iies")
     app.command("demo")(demo)
 
 
