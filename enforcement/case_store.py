@@ -115,9 +115,9 @@ class Record:
         }
 
     def engine_case(self, row: CaseRow) -> cw.Case:
+        # In the order written (ids are not there yet for rows written in this transaction).
         mine = sorted(
-            (a for a in self.activities if a.case_id == row.id),
-            key=lambda a: (a.activity_date, a.id),
+            (a for a in self.activities if a.case_id == row.id), key=lambda a: a.activity_date
         )
         opener = next((a for a in mine if a.code == row.open_activity), None)
         letter = next((a for a in reversed(mine) if a.code in INQUIRY_LETTERS), None)
