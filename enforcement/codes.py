@@ -66,7 +66,7 @@ EDITS: Final = {
     "E29": "zip is not 5 or 9 digits",
     "E30": "vehicle_year is not a model year (1900 to next year)",
     "E31": "make is a default value (UNKN, N/A, OTHER, AAAAA...)",
-    "E32": "plate is not 1 to 8 letters and digits",
+    "E32": "plate is not 1 to 12 letters and digits",
     "E33": "an element holds a control character, * or ~, or is too long",
     "E34": "policy_type 4 is for DMV use only",
     # 34.9(f)(21): VINs

@@ -122,7 +122,6 @@ class IiesTransaction(Base):
     __table_args__ = (
         UniqueConstraint("naic", "txn_id"),
         CheckConstraint("disposition IN ('H', 'R', 'E', 'U')", name="disposition"),
-        CheckConstraint("type IN ('NBS', 'REI', 'XLC', 'REP', 'REC', 'NIS')", name="type"),
         Index("ix_iies_transactions_registration_id", "registration_id"),
         Index("ix_iies_transactions_naic_disposed_at", "naic", "disposed_at"),
         Index("ix_iies_transactions_rematch_until", "rematch_until"),
@@ -133,7 +132,7 @@ class IiesTransaction(Base):
     id: Mapped[int] = mapped_column(RowId, primary_key=True)  # arrival order
     file_id: Mapped[int] = mapped_column(ForeignKey("iies_files.id"), index=True)
     txn_id: Mapped[str] = mapped_column(String(40))  # the insurer's own id
-    type: Mapped[str] = mapped_column(String(3))
+    type: Mapped[str] = mapped_column(String(3))  # as sent: a wrong type is edit E02
     naic: Mapped[str] = mapped_column(String(5))
     effective_date: Mapped[date | None] = mapped_column(Date)
     policy_number: Mapped[str | None] = mapped_column(String(50))

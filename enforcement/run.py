@@ -14,8 +14,6 @@ The journal ``iies_run_steps`` records each finished run with its counts.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -59,8 +57,8 @@ def run(
         if after_batch is not None:
             after_batch(number)
     summary: dict[str, Any] = {"date": day.isoformat(), **counts.as_dict()}
-    if rematched is not None:
-        summary["rematched"] = rematched
+    summary["rematched"] = rematched.get("matched", 0) + rematched.get("resolved", 0)
+    summary["unresolved_final"] = rematched.get("final", 0)
     _journal(engine, day, summary)
     return summary
 
@@ -113,15 +111,9 @@ def _journal(engine: Engine, day: date, summary: dict[str, Any]) -> None:
             row.done_at = now
 
 
-def _rematch(engine: Engine, day: date) -> Any:
-    """The intake's daily re-matching of unmatched new business, if the intake provides it."""
-    for name in ("enforcement.matching", "enforcement.intake", "enforcement.transactions"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        rematch = getattr(module, "rematch", None)
-        if callable(rematch):
-            params = list(inspect.signature(rematch).parameters)
-            return rematch(engine, day) if len(params) >= 2 else rematch(day)
-    return None
+def _rematch(engine: Engine, day: date) -> dict[str, int]:
+    """The intake's daily re-matching of unmatched new business (before posting, so what it
+    matches today is posted today)."""
+    from enforcement.returns import rematch
+
+    return rematch(engine, day)

@@ -181,10 +181,14 @@ def insurers_check(
 
 @registrations_app.command("import")
 def registrations_import(
-    file: Annotated[Path, typer.Argument(help="CSV with the header plate,state,vin.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="CSV: plate,state,vin, then any registrant columns (SPEC §6)."),
+    ],
 ) -> None:
-    """Import plate → VIN registrations (re-import upserts by plate and state)."""
-    from portal.registrations import RegistrationFileError, import_file
+    """Import registrations, with their registrants when the file has them (upserts by plate
+    and state; columns a file lacks are left as they were)."""
+    from enforcement.registrations import RegistrationFileError, import_file
 
     if not file.is_file():
         _fail(f"{file}: no such file", 2)
@@ -197,8 +201,10 @@ def registrations_import(
         engine.dispose()
     for problem in result.errors:
         typer.echo(f"{file}: {problem}", err=True)
-    typer.echo(f"{file}: {result.rows} registrations imported, {len(result.errors)} rows skipped")
-    if result.errors and not result.rows:
+    if result.skipped > len(result.errors):
+        typer.echo(f"{file}: {result.skipped - len(result.errors)} more rows skipped", err=True)
+    typer.echo(f"{file}: {result.rows} registrations imported, {result.skipped} rows skipped")
+    if result.skipped and not result.rows:
         raise typer.Exit(1)
 
 

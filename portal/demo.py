@@ -17,9 +17,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bob_loader.load import load_files
+from enforcement import registrations
 from olv import db
 from olv.iicmva import V0510, V0809
-from portal import passwords, registrations, registry, users
+from portal import passwords, registry, users
 from portal.models import User
 
 PASSWORD = "olv-demo-pass-2026"

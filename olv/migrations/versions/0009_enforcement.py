@@ -126,9 +126,6 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "disposition IN ('H', 'R', 'E', 'U')", name="ck_iies_transactions_disposition"
         ),
-        sa.CheckConstraint(
-            "type IN ('NBS', 'REI', 'XLC', 'REP', 'REC', 'NIS')", name="ck_iies_transactions_type"
-        ),
     )
     for name, columns in (
         ("ix_iies_transactions_file_id", ["file_id"]),
