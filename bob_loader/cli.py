@@ -43,7 +43,7 @@ def load(
 ) -> None:
     """Validate and load BoB files; exit 0 when all are accepted (or already loaded), 1 if not."""
     from bob_loader.load import load_files
-    from bob_loader.validate import PROFILES
+    from olv.bob.validate import PROFILES
 
     if profile is not None and profile not in PROFILES:
         raise typer.BadParameter(f"must be one of {', '.join(PROFILES)}", param_hint="--profile")
@@ -95,7 +95,7 @@ MAX_VIN_LINE = 256
 
 
 def _stdin_vins() -> Iterator[str]:
-    from bob_loader.lines import capped_lines
+    from olv.bob.lines import capped_lines
 
     for number, raw, overlong in capped_lines(sys.stdin.buffer, MAX_VIN_LINE):
         if overlong:

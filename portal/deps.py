@@ -4,7 +4,8 @@
 * ``CurrentPrincipal``   who is asking: an ``Authorization: Bearer`` API token, else whatever
                          the resolvers in ``app.state.principal_resolvers`` find (the browser
                          pages add the session-cookie one there); 401 when nobody is found
-* ``require_roles(...)`` the principal, or 403 when their role is not among those given
+* ``permitted(action)``  the principal, or 403 when :mod:`portal.permissions` does not give
+                         their role the action; the aliases below are its uses here
 * ``Verifier``           a principal allowed to verify vehicles (every role but ``insurer``)
 """
 
@@ -24,14 +25,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from olv.logging import describe_exception
-from portal import tokens
+from portal import permissions, tokens
 from portal.errors import ApiError
+from portal.permissions import Action
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-VERIFY_ROLES = ("officer", "court", "dmv", "admin")
-BATCH_ROLES = ("dmv", "admin")
 
 
 @dataclass(frozen=True)
@@ -163,17 +162,25 @@ def _within_rate(request: Request, key: str, what: str) -> None:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def require_roles(*roles: str) -> Any:
-    """``Annotated[Principal, require_roles("dmv", "admin")]``: 403 for any other role."""
+def permitted(action: Action) -> Any:
+    """``Annotated[Principal, permitted(permissions.VERIFY)]``: 403 for a role the table does
+    not give the action. The check carries its action, so the tests can read, for every route,
+    which action guards it."""
 
     async def check(principal: CurrentPrincipal) -> Principal:
-        if principal.role not in roles:
+        if not action.allows(principal.role):
             raise ApiError(403, f"the {principal.role} role may not do this")
         return principal
 
+    check.action = action  # type: ignore[attr-defined]
     return Depends(check)
 
 
-Verifier = Annotated[Principal, require_roles(*VERIFY_ROLES)]
-BatchVerifier = Annotated[Principal, require_roles(*BATCH_ROLES)]
-Admin = Annotated[Principal, require_roles("admin")]
+Verifier = Annotated[Principal, permitted(permissions.VERIFY)]
+BatchVerifier = Annotated[Principal, permitted(permissions.VERIFY_BATCH)]
+QueryReader = Annotated[Principal, permitted(permissions.READ_QUERIES)]
+BobViewer = Annotated[Principal, permitted(permissions.BOOK_OF_BUSINESS)]
+ComplianceViewer = Annotated[Principal, permitted(permissions.COMPLIANCE)]
+InsurerAdmin = Annotated[Principal, permitted(permissions.MANAGE_INSURERS)]
+UserAdmin = Annotated[Principal, permitted(permissions.MANAGE_USERS)]
+TokenAdmin = Annotated[Principal, permitted(permissions.MANAGE_TOKENS)]

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bob_loader import layout
-from bob_loader.errors import BobFileError
-from bob_loader.parser import iter_bob, looks_like_bob, parse_record, read_bob
-from bob_loader.validate import parse_date, vin_junk_reason
+from olv.bob import layout
+from olv.bob.errors import BobFileError
+from olv.bob.parser import iter_bob, looks_like_bob, parse_record, read_bob
+from olv.bob.validate import parse_date, vin_junk_reason
 from olv.vin import check_digit_ok, with_check_digit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bob"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bob_loader import layout, synth
+from bob_loader import synth
 from olv import db
+from olv.bob import layout
 from service import policy_import
 from service.models import Coverage, Policy
 from tests.helpers.memory import peak_bytes

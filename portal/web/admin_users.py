@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import security_log, sessions, users
-from portal.deps import Admin, DbSession, client_address
+from portal.deps import DbSession, UserAdmin, client_address
 from portal.errors import ApiError
 from portal.models import ROLES, User
 from portal.web import params
@@ -53,7 +53,7 @@ def _render(request: Request, db: Session, status: int = 200) -> Response:
 
 
 @twin_get(router, "/admin/users")
-def list_users(request: Request, db: DbSession, me: Admin) -> Response:
+def list_users(request: Request, db: DbSession, me: UserAdmin) -> Response:
     return _render(request, db)
 
 
@@ -61,7 +61,7 @@ def list_users(request: Request, db: DbSession, me: Admin) -> Response:
 def add_user(
     request: Request,
     db: DbSession,
-    me: Admin,
+    me: UserAdmin,
     username: Annotated[str, Form(max_length=100)] = "",
     role: Annotated[str, Form(max_length=10)] = "",
     naic: Annotated[str, Form(max_length=5)] = "",
@@ -92,7 +92,7 @@ def _target(db: Session, user_id: int) -> User:
 
 
 @router.post("/admin/users/{user_id}/unlock")
-def unlock(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
+def unlock(request: Request, db: DbSession, me: UserAdmin, user_id: params.RowNumber) -> Response:
     with db.begin():
         user = _target(db, user_id)
         users.unlock(db, user.username, actor=me.username, source=client_address(request))
@@ -100,7 +100,9 @@ def unlock(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber
 
 
 @router.post("/admin/users/{user_id}/reset-totp")
-def reset_totp(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
+def reset_totp(
+    request: Request, db: DbSession, me: UserAdmin, user_id: params.RowNumber
+) -> Response:
     with db.begin():
         user = _target(db, user_id)
         user.totp_secret = None
@@ -112,7 +114,7 @@ def reset_totp(request: Request, db: DbSession, me: Admin, user_id: params.RowNu
 
 
 @router.post("/admin/users/{user_id}/disable")
-def disable(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
+def disable(request: Request, db: DbSession, me: UserAdmin, user_id: params.RowNumber) -> Response:
     with db.begin():
         user = _target(db, user_id)
         if user.id == me.user_id:
@@ -125,7 +127,7 @@ def disable(request: Request, db: DbSession, me: Admin, user_id: params.RowNumbe
 
 
 @router.post("/admin/users/{user_id}/enable")
-def enable(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
+def enable(request: Request, db: DbSession, me: UserAdmin, user_id: params.RowNumber) -> Response:
     with db.begin():
         user = _target(db, user_id)
         user.disabled = False

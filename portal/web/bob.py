@@ -28,8 +28,8 @@ from bob_loader.models import BobFile, BobIssue
 from bob_loader.report import ReportHeader
 from bob_loader.settings import get_bob_settings
 from olv.db import as_utc
-from portal import security_log
-from portal.deps import DbSession, Principal, client_address, require_roles
+from portal import permissions, security_log
+from portal.deps import BobViewer, DbSession, Principal, client_address
 from portal.errors import ApiError
 from portal.web import params
 from portal.web.identity import now
@@ -37,7 +37,6 @@ from portal.web.render import flash, page, twin_get
 from portal.web.settings import get_web_settings
 
 router = APIRouter(include_in_schema=False)
-BobViewer = Annotated[Principal, require_roles("insurer", "admin")]
 BOB_UPLOADED = "bob_uploaded"
 NAIC = re.compile(r"^[0-9]{5}$")
 CHUNK = 1 << 20
@@ -55,9 +54,12 @@ def web_account(me: Principal) -> str:
 
 
 def _visible(me: Principal) -> Any:
-    if me.role == "admin":
+    naics = permissions.visible_naics(me)
+    if naics is None:
         return None
-    return or_(BobFile.naics.contains(me.naic or "-----"), BobFile.account == web_account(me))
+    return or_(
+        *(BobFile.naics.contains(n) for n in sorted(naics)), BobFile.account == web_account(me)
+    )
 
 
 def _context(db: Session, me: Principal, filter_naic: str | None) -> dict[str, Any]:
@@ -85,10 +87,12 @@ def _context(db: Session, me: Principal, filter_naic: str | None) -> dict[str, A
         for f in db.scalars(query)
     ]
     masters = list(naic_stats(db.connection()))
-    own = me.naic if me.role == "insurer" else filter_naic
-    if own:
-        masters = [m for m in masters if m["naic"] == own]
-    return {"naic": me.naic if me.role == "insurer" else None, "masters": masters, "files": files}
+    naics = permissions.visible_naics(me)
+    if naics is not None:
+        masters = [m for m in masters if m["naic"] in naics]
+    elif filter_naic:
+        masters = [m for m in masters if m["naic"] == filter_naic]
+    return {"naic": me.naic if naics is not None else None, "masters": masters, "files": files}
 
 
 def _render(

@@ -12,8 +12,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from markupsafe import Markup
 
+from portal import permissions
 from portal.charts import Chart, Series, Threshold, bar_chart, line_chart
-from portal.deps import DbSession, Principal, require_roles
+from portal.deps import ComplianceViewer, DbSession
 from portal.errors import invalid
 from portal.web import compliance_data as data
 from portal.web import params
@@ -21,7 +22,6 @@ from portal.web.identity import now
 from portal.web.render import page, twin_get
 
 router = APIRouter(include_in_schema=False)
-Watcher = Annotated[Principal, require_roles("insurer", "admin")]
 DEFAULT_DAYS = 30
 MAX_DAYS = 92
 
@@ -81,7 +81,7 @@ def _ordinal(day: int) -> str:
 def compliance(
     request: Request,
     db: DbSession,
-    me: Watcher,
+    me: ComplianceViewer,
     since: Annotated[str | None, Query(max_length=10)] = None,
     until: Annotated[str | None, Query(max_length=10)] = None,
 ) -> Response:
@@ -93,7 +93,8 @@ def compliance(
         raise invalid("since", "must not be after until")
     if (last - first).days >= MAX_DAYS:
         raise invalid("since", f"at most {MAX_DAYS} days at a time")
-    naics = [me.naic or ""] if me.role == "insurer" else None
+    visible = permissions.visible_naics(me)
+    naics = None if visible is None else sorted(visible)
     due_day = request.app.state.portal_settings.bob_deadline_day
     with db.begin():
         stats = data.per_day(db, first, last, zone, naics)

@@ -15,12 +15,12 @@ from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO
 
-from bob_loader import layout
-from bob_loader.errors import BobFileError, Issue
-from bob_loader.lines import capped_lines
-from bob_loader.validate import PROFILES, parse_date, vin_junk_reason
 from olv import iicmva, normalize
 from olv import vin as vin_rules
+from olv.bob import layout
+from olv.bob.errors import BobFileError, Issue
+from olv.bob.lines import capped_lines
+from olv.bob.validate import PROFILES, parse_date, vin_junk_reason
 
 _FULL_REQUIRED = ("last_name", "address", "city", "state", "zip")
 # Data fields and one C-level getter that cuts all of them out of a record at once.
