@@ -11,9 +11,9 @@ from collections.abc import Callable
 from fastapi import APIRouter, FastAPI
 
 from portal import web
-from portal.routes import health, queries, verify
+from portal.routes import health, iies_cases, queries, verify
 
-ROUTERS: list[APIRouter] = [health.router, verify.router, queries.router]
+ROUTERS: list[APIRouter] = [health.router, verify.router, queries.router, iies_cases.router]
 INSTALLERS: list[Callable[[FastAPI], None]] = []
 
 # The browser pages (portal.web) bring their own routers and install step.

@@ -21,6 +21,8 @@ from portal.web import (
     bob,
     compliance,
     history,
+    iies,
+    iies_reports,
     query,
 )
 from portal.web.identity import resolve_session
@@ -37,6 +39,8 @@ ROUTERS: list[APIRouter] = [
     admin_insurers.router,
     admin_users.router,
     admin_tokens.router,
+    iies.router,
+    iies_reports.router,
 ]
 
 
