@@ -92,7 +92,8 @@ def insurer_reports(
     until: Annotated[str | None, Query(max_length=10)] = None,
 ) -> Response:
     first, last = _window(request, since, until)
-    chosen, choices = _naic_for(me, naic, db)
+    with db.begin():
+        chosen, choices = _naic_for(me, naic, db)
     context: dict[str, Any] = {
         "since": first.isoformat(),
         "until": last.isoformat(),
@@ -120,7 +121,8 @@ def insurer_reports_csv(
 ) -> Response:
     """One row per day: received, H/R/E/U, NBS and XLC on time; then the edit errors by code."""
     first, last = _window(request, since, until)
-    chosen, _ = _naic_for(me, naic, db)
+    with db.begin():
+        chosen, _ = _naic_for(me, naic, db)
     if not chosen:
         raise ApiError(404, "no insurer has filed yet")
     with db.begin():
