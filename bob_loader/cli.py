@@ -200,6 +200,7 @@ def watch(
     from bob_loader.intake_settings import IntakeSettings
     from bob_loader.load import load_files
     from bob_loader.mail import sender_from_settings
+    from enforcement.intake import IiesIntake  # insurers' IIES files share the inboxes
 
     log = logging.getLogger("bob_loader.intake")
     settings = IntakeSettings()
@@ -225,6 +226,7 @@ def watch(
         sender_address=settings.smtp_from,
         account_emails=settings.intake_account_emails,
         account_naics=settings.intake_account_naics or None,
+        handlers=[IiesIntake()],
     )
     log.info("watching", extra={"directory": str(directory), "once": once})
     try:

@@ -265,6 +265,18 @@ def load(
         return _reject(engine, name, channel, naic, digest, now, refused)
 
 
+def reject(
+    engine: Engine,
+    source: Path | bytes,
+    name: str,
+    channel: str,
+    naic: str | None,
+    refused: FileRejected,
+) -> Ack:
+    """Refuse a file or call before reading it (a bad file name, an unbound NAIC)."""
+    return _reject(engine, name, channel, naic, _sha256(source), datetime.now(UTC), refused)
+
+
 def _chain(first: tuple[int, dict[str, str]], rest: Iterator[tuple[int, dict[str, str]]]):
     yield first
     yield from rest
