@@ -119,6 +119,23 @@ def register(app: typer.Typer) -> None:
         finally:
             engine.dispose()
 
+    @app.command("mvf")
+    def mvf_cmd(
+        naic: Annotated[str, typer.Option("--naic", help="the insurer asked")],
+    ) -> None:
+        """One JSON line per mandatory verification waiting for the insurer's NBS/NIS answer."""
+        from enforcement.mvf_outbox import pending
+        from olv import normalize
+
+        if not normalize.is_naic(naic):
+            raise UsageError("--naic: five digits")
+        engine = _engine()
+        try:
+            for row in pending(engine, naic):
+                _print(row)
+        finally:
+            engine.dispose()
+
     @app.command("undeliverable")
     def undeliverable_cmd(
         doc_id: Annotated[str, typer.Argument(help="Document ID of the returned letter")],

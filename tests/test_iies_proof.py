@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -167,3 +168,26 @@ def test_bad_proof_input(engine: Engine, capsys: pytest.CaptureFixture[str]) -> 
     assert proof(capsys, "--plate", "OK3", "--state", "NY", "--naic", "12", "--policy", "P")[0] == 2
     assert proof(capsys, "--plate", "OK3", *base, "--date", "yesterday")[0] == 2
     assert proof(capsys, "--plate", "", *base)[0] == 2
+
+
+def test_mvf_goes_to_the_insurer_outbox_once_and_leaves_the_list_when_answered(
+    engine: Engine, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from enforcement import mvf_outbox
+
+    reg = add_registrant(engine, "MV4", VIN_OK)
+    _, out = proof(capsys, "--plate", "MV4", "--state", "NY", "--naic", "30003", "--policy", "K7")
+    tracking = str(out["tracking_number"])
+    assert olv_run(["iies", "mvf", "--naic", "30003"]) == 0
+    (listed,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert listed["tracking_number"] == tracking and listed["vin"] == VIN_OK
+    assert listed["policy_number"] == "K7" and "SMITH" not in json.dumps(listed)
+    written = mvf_outbox.write_outbox(engine, "30003", tmp_path)
+    assert written is not None and written.name.startswith("IIES-MVF 30003 ")
+    assert tracking in written.read_text() and not list(tmp_path.glob(".*part"))
+    assert mvf_outbox.write_outbox(engine, "30003", tmp_path) is None  # sent once
+    add_txn(engine, reg, "NBS", "30003", TODAY, tracking=tracking)
+    run(engine, TODAY, SETTINGS)
+    assert olv_run(["iies", "mvf", "--naic", "30003"]) == 0
+    assert capsys.readouterr().out == ""
+    assert olv_run(["iies", "mvf", "--naic", "3"]) == 2
