@@ -19,8 +19,8 @@ from olv import normalize
 from olv.errors import UsageError
 from portal.deps import Principal, client_address, permitted, within_budget
 from portal.errors import ApiError
+from portal.iies_lookup import check_lookup, find
 from portal.ratelimit import RateLimiter
-from portal.routes.iies_cases import check_lookup, find
 from portal.web.identity import now
 from portal.web.render import flash, page, twin_get
 
