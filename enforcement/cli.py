@@ -74,3 +74,13 @@ def iies_returns(
             typer.echo(json.dumps(line(txn)))
     finally:
         engine.dispose()
+
+
+def _register_case_commands() -> None:
+    # run, case, proof, letters, undeliverable: the case side lives in its own module.
+    from enforcement import case_cli
+
+    case_cli.register(iies_app)
+
+
+_register_case_commands()

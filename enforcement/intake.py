@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from bob_loader.intake_claims import SavedOutcome
+from enforcement import mvf_outbox
 from enforcement.load import FileRejected, load, reject
 from enforcement.returns import write_outbox
 
@@ -64,6 +65,7 @@ class IiesIntake:
         _write_json(outbox / f"{claim_name}.ack.json", ack.as_dict())
         if ack.naic is not None and ack.accepted:
             write_outbox(engine, ack.naic, outbox)
+            mvf_outbox.write_outbox(engine, ack.naic, outbox)
         return SavedOutcome(
             status=ack.status,
             naics=[ack.naic] if ack.naic else [],

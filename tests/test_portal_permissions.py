@@ -40,6 +40,8 @@ PUBLIC = {
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",
+    "/iies/status",  # the public case status page (rate-limited; SPEC §6)
+    "/iies/status.json",
 }
 # Path parameters filled with values that name nothing: an allowed role gets 404 or 422, and
 # no request of the walk changes a stored row.

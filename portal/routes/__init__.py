@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 
 from enforcement import api as enforcement_api
 from portal import web
-from portal.routes import cards, health, queries, verify
+from portal.routes import cards, health, iies_cases, queries, verify
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -20,6 +20,7 @@ ROUTERS: list[APIRouter] = [
     queries.router,
     cards.router,
     enforcement_api.router,
+    iies_cases.router,
 ]
 INSTALLERS: list[Callable[[FastAPI], None]] = []
 

@@ -25,6 +25,8 @@ from portal.web import (
     cards,
     compliance,
     history,
+    iies,
+    iies_reports,
     query,
 )
 from portal.web.identity import resolve_session
@@ -42,6 +44,8 @@ ROUTERS: list[APIRouter] = [
     admin_insurers.router,
     admin_users.router,
     admin_tokens.router,
+    iies.router,
+    iies_reports.router,
 ]
 
 
