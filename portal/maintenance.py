@@ -87,7 +87,7 @@ def _one(entry: str) -> Window:
     return Window(naic, start=start, end=end)
 
 
-def parse(text: str) -> tuple[Window, ...]:
+def parse_windows(text: str) -> tuple[Window, ...]:
     """The windows of the setting's value; raises ``ValueError`` naming the bad entry."""
     return tuple(_one(entry) for entry in text.split(";") if entry.strip())
 
@@ -100,4 +100,4 @@ def planned(windows: Sequence[Window], naic: str, at: datetime, zone: TzInfo) ->
     return any(window.covers(naic, local) for window in windows)
 
 
-__all__ = ["ANY_INSURER", "Window", "parse", "planned"]
+__all__ = ["ANY_INSURER", "Window", "parse_windows", "planned"]

@@ -26,7 +26,7 @@ from functools import cached_property
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from portal import maintenance
+from portal.maintenance import Window, parse_windows
 
 
 class PortalSettings(BaseSettings):
@@ -47,12 +47,12 @@ class PortalSettings(BaseSettings):
     @field_validator("maintenance_windows")
     @classmethod
     def _windows(cls, value: str) -> str:
-        maintenance.parse(value)  # refused at start, naming the bad entry
+        parse_windows(value)  # refused at start, naming the bad entry
         return value
 
     @cached_property
-    def maintenance(self) -> tuple[maintenance.Window, ...]:
-        return maintenance.parse(self.maintenance_windows)
+    def maintenance(self) -> tuple[Window, ...]:
+        return parse_windows(self.maintenance_windows)
 
 
 def get_portal_settings() -> PortalSettings:

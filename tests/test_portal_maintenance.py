@@ -19,7 +19,7 @@ def at(text: str) -> datetime:
 
 
 def test_weekly_windows_are_read_in_the_local_zone_start_included_end_excluded() -> None:
-    windows = maintenance.parse("12345@Sun 01:00-03:00")
+    windows = maintenance.parse_windows("12345@Sun 01:00-03:00")
     # Sunday 2026-12-06 01:00 in Boise (UTC-7) is 08:00 UTC.
     assert maintenance.planned(windows, "12345", at("2026-12-06T08:00"), BOISE)
     assert maintenance.planned(windows, "12345", at("2026-12-06T09:59"), BOISE)
@@ -29,11 +29,13 @@ def test_weekly_windows_are_read_in_the_local_zone_start_included_end_excluded()
 
 
 def test_dated_windows_and_windows_of_every_insurer() -> None:
-    windows = maintenance.parse("12345@2026-12-06T23:00/2026-12-07T02:00 ; *@Wed 00:00-24:00")
+    windows = maintenance.parse_windows(
+        "12345@2026-12-06T23:00/2026-12-07T02:00 ; *@Wed 00:00-24:00"
+    )
     assert maintenance.planned(windows, "12345", at("2026-12-07T01:59"), UTC)
     assert not maintenance.planned(windows, "12345", at("2026-12-07T02:00"), UTC)
     assert maintenance.planned(windows, "99999", at("2026-12-09T23:59"), UTC)  # a Wednesday
-    assert maintenance.parse("") == () and maintenance.parse(" ; ") == ()
+    assert maintenance.parse_windows("") == () and maintenance.parse_windows(" ; ") == ()
     assert not maintenance.planned((), "12345", at("2026-12-09T12:00"), UTC)
 
 
