@@ -120,10 +120,13 @@ def test_a_bob_file_with_a_header_record_imports_and_keys_match_without_punctuat
         effective_date="20260101",
         vin="1HGCM82633A004352",
     )
+    short = tmp_path / "Short 20261101.txt"  # a header need not be padded to 300
+    short.write_text("HD ACME 20261101\r\n" + record)
     path.write_text("HD" + "ACME 20261101".ljust(layout.RECORD_LENGTH - 2) + "\r\n" + record)
-    result = _run("policies", "import", str(path), url=db_url)
-    assert result.returncode == 0, result.stderr
-    assert "line" not in result.stderr and _counts(db_url) == (1, 1)
+    for name in (short, path):
+        result = _run("policies", "import", str(name), url=db_url)
+        assert result.returncode == 0, result.stderr
+        assert "line" not in result.stderr and _counts(db_url) == (1, 1)
     engine = db.make_engine(db_url)
     with engine.connect() as conn:
         assert conn.scalar(select(Policy.policy_key)) == "ABC123"
