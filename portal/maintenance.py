@@ -87,7 +87,7 @@ def _one(entry: str) -> Window:
     return Window(naic, start=start, end=end)
 
 
-def parse(text: str) -> tuple[Window, ...]:
+def parse_windows(text: str) -> tuple[Window, ...]:
     """The windows of the setting's value; raises ``ValueError`` naming the bad entry."""
     return tuple(_one(entry) for entry in text.split(";") if entry.strip())
 
@@ -132,4 +132,4 @@ def intervals(
     return found
 
 
-__all__ = ["ANY_INSURER", "Window", "intervals", "parse", "planned"]
+__all__ = ["ANY_INSURER", "Window", "intervals", "parse_windows", "planned"]

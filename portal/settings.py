@@ -38,7 +38,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from portal import maintenance
+from portal.maintenance import Window, parse_windows
 
 # An idle kept-alive connection is closed after this (the insurer client keeps its own under
 # it); connections waiting to be accepted queue up to the backlog.
@@ -72,12 +72,12 @@ class PortalSettings(BaseSettings):
     @field_validator("maintenance_windows")
     @classmethod
     def _windows(cls, value: str) -> str:
-        maintenance.parse(value)  # refused at start, naming the bad entry
+        parse_windows(value)  # refused at start, naming the bad entry
         return value
 
     @cached_property
-    def maintenance(self) -> tuple[maintenance.Window, ...]:
-        return maintenance.parse(self.maintenance_windows)
+    def maintenance(self) -> tuple[Window, ...]:
+        return parse_windows(self.maintenance_windows)
 
     @model_validator(mode="after")
     def _batches_keep_a_slot(self) -> PortalSettings:

@@ -171,6 +171,7 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "OLV_SMTP_TLS": "none",
             "OLV_SMTP_FROM": "olv@state.example",
             "OLV_PORTAL_MAINTENANCE_WINDOWS": windows,
+            "OLV_PORTAL_UPLOAD_DIR": str(folder / "uploads"),
         }
         env.pop("OLV_PORTAL_BOB_DEADLINE_DAY", None)
         with portal_server(env, folder) as portal:

@@ -257,4 +257,6 @@ def looks_like_bob(path: Path) -> bool:
     """A cheap sniff used by ``olv policies import`` to tell BoB files from CSV."""
     with path.open("rb") as stream:
         head = stream.readline(400).rstrip(b"\r\n")
+        if head.startswith(layout.HEADER_TAG.encode()):  # a header of any length: judge the next
+            head = stream.readline(400).rstrip(b"\r\n")
     return len(head) == layout.RECORD_LENGTH and head[:2].decode("latin-1") in _RECORD_TAGS
