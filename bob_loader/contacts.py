@@ -10,10 +10,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bob_loader.models import InsurerContact
 from olv import normalize
+from olv.errors import OlvError
 
 
-class ContactError(ValueError):
+class ContactError(OlvError):
     """A contact that cannot be stored (bad NAIC or e-mail address)."""
+
+    exit_code = 2
 
 
 def add_contact(conn: Connection, naic: str, email: str, name: str | None) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy import select
 
 from olv import db, xmlsafe
 from olv.config import Settings
+from olv.errors import OlvError
 from olv.iicmva import V0510, q
 from portal import soap_wire
 from portal.insurer_client import CallFailed, CallResult, InsurerClient, InsurerConfig
@@ -61,8 +62,10 @@ _NUMBER = {
 }
 
 
-class OnboardingError(ValueError):
+class OnboardingError(OlvError):
     """The check cannot run (unknown NAIC); nothing was sent."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from olv.errors import OlvError
+
 MIN_LENGTH = 12
 MAX_LENGTH = 256  # argon2 takes any length; a cap keeps a login from costing more than it should
 # Each argon2id hash takes 64 MiB (the library's default, RFC 9106's second choice). A flood of
@@ -22,7 +24,7 @@ HASH_SLOTS = 4
 _slots = threading.BoundedSemaphore(HASH_SLOTS)
 
 
-class WeakPasswordError(ValueError):
+class WeakPasswordError(OlvError):
     """The password breaks a rule; the message says which, never the password itself."""
 
 

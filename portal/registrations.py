@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from olv import db, normalize
+from olv.errors import OlvError
 from portal import security_log
 from portal.models import Registration
 
@@ -27,8 +28,13 @@ BATCH = 2000  # rows per INSERT: 6,000 parameters, within SQLite's limit
 _STATE = re.compile(r"^[A-Z]{2}$")
 
 
-class RegistrationFileError(ValueError):
-    """The file as a whole cannot be imported (not text, wrong header)."""
+class RegistrationFileError(OlvError):
+    """The file as a whole cannot be imported (not text, wrong header): nothing is."""
+
+    exit_code = 2
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; nothing was imported")
 
 
 @dataclass
