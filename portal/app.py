@@ -12,7 +12,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from olv import db, serving
 from olv.config import Settings, get_settings
@@ -80,9 +79,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.portal_settings = portal_settings
-    app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.principal_resolvers = []
-    app.state.token_limiter = RateLimiter(portal_settings.token_rate_per_minute)
+    # one limit per API token and per signed-in account (OLV_PORTAL_TOKEN_RATE_PER_MINUTE)
+    app.state.request_limiter = RateLimiter(portal_settings.token_rate_per_minute)
     app.state.token_cache = TtlCache[str, TokenOwner](
         TOKEN_CACHE_SECONDS, refresh_after=TOKEN_RECHECK_SECONDS
     )

@@ -63,11 +63,19 @@ def _authenticate(app: Any, token: str, source: str | None) -> tokens.TokenOwner
         return tokens.authenticate(session, token, source=source)
 
 
+def received_at(request: Request) -> float:
+    """When the request arrived (``time.monotonic()``): the request guard stamps it, and the
+    five-second budget counts from there; a request that did not pass the guard starts now."""
+    received: float | None = getattr(request.state, "received", None)
+    return received or time.monotonic()
+
+
 async def within_budget(request: Request, call: Callable[..., T], *args: Any) -> T:
     """``call(*args)`` on a worker thread, given up with 503 when the request's budget is spent:
     a hung state database must not hold a sign-in or a query past the five seconds."""
-    received = getattr(request.state, "received", None) or time.monotonic()
-    left = received + request.app.state.portal_settings.budget_seconds - time.monotonic()
+    left = (
+        received_at(request) + request.app.state.portal_settings.budget_seconds - time.monotonic()
+    )
     try:
         async with asyncio.timeout(max(0.0, left)):
             return await run_in_threadpool(call, *args)
@@ -120,7 +128,7 @@ async def current_principal(
         return cached
     header = request.headers.get("authorization")
     if header is not None:
-        scheme, _, token = header.partition(" ")
+        scheme, _space, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "use Authorization: Bearer <token>", headers=_UNAUTHORIZED)
         token = token.strip()
@@ -139,13 +147,14 @@ async def current_principal(
             owner.user_id, owner.username, owner.role, owner.naic, "token", owner.token_id
         )
     else:
-        principal = None
+        resolved: Principal | None = None
         for resolve in request.app.state.principal_resolvers:
-            principal = await resolve(request)
-            if principal is not None:
+            resolved = await resolve(request)
+            if resolved is not None:
                 break
-        if principal is None:
+        if resolved is None:
             raise ApiError(401, headers=_UNAUTHORIZED)
+        principal = resolved
         _within_rate(request, f"account:{principal.user_id}", "account")
     request.state.principal = principal
     return principal
@@ -153,7 +162,7 @@ async def current_principal(
 
 def _within_rate(request: Request, key: str, what: str) -> None:
     """Each API token, and each account signed in on the pages, has its own rate limit."""
-    wait = request.app.state.token_limiter.allow(key)
+    wait = request.app.state.request_limiter.allow(key)
     if wait:
         retry = {"Retry-After": str(math.ceil(wait))}
         raise ApiError(429, f"rate limit for this {what} reached", headers=retry)

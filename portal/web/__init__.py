@@ -25,7 +25,6 @@ from portal.web import (
 )
 from portal.web.identity import resolve_session
 from portal.web.render import error_page
-from portal.web.settings import get_web_settings
 
 ROUTERS: list[APIRouter] = [
     auth.router,
@@ -51,7 +50,7 @@ def install(app: FastAPI) -> None:
     app.add_middleware(CrossOriginProtection)
     app.state.principal_resolvers.append(resolve_session)
     app.state.html_error = html_error
-    web = get_web_settings()
+    web = app.state.portal_settings
     # The request guard caps these two bodies and checks the sender before reading them.
     app.state.upload_limits.update(
         {
