@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from olv import db
@@ -28,7 +29,7 @@ users_app = typer.Typer(help="Portal users.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 
 
-def _engine():  # -> sqlalchemy.Engine
+def _engine() -> Engine:
     """The configured database, refused in one line when unusable (no schema, unreachable)."""
     return db.open_database(get_settings().database_url)
 

@@ -21,9 +21,9 @@ def test_a_row_to_log_has_exactly_the_columns_of_the_table() -> None:
 
 
 def test_the_columns_are_the_tables_in_order_and_the_csv_names_the_id_query_id() -> None:
-    assert querylog.COLUMNS == tuple(c.key for c in QueryLog.__table__.columns)
+    assert tuple(c.key for c in QueryLog.__table__.columns) == querylog.COLUMNS
     assert querylog.COLUMNS[:3] == ("id", "at", "username")
-    assert CSV_COLUMNS == ("query_id", *querylog.COLUMNS[1:])
+    assert ("query_id", *querylog.COLUMNS[1:]) == CSV_COLUMNS
 
 
 def test_the_api_record_is_the_row_with_three_fields_renamed() -> None:
