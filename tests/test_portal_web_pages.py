@@ -16,6 +16,8 @@ from sqlalchemy import insert
 import portal.sessions  # noqa: F401  (its tables are truncated between PostgreSQL tests)
 from olv import db
 from portal.models import Insurer, InsurerCall, QueryLog
+from portal.permissions import Role
+from portal.web.render import NAV
 from tests.helpers.portal_web import (
     Clock,
     add_user,
@@ -26,25 +28,10 @@ from tests.helpers.portal_web import (
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bob"
 
-# The pages each role reaches (SPEC §5), written out here as the specification the
-# permissions table must meet (tests/test_portal_permissions.py derives the rest from it).
-PAGES = (
-    "/query",
-    "/batch",
-    "/history",
-    "/bob",
-    "/compliance",
-    "/admin/insurers",
-    "/admin/users",
-    "/admin/tokens",
-)
-ALLOWED = {
-    "officer": {"/query", "/history"},
-    "court": {"/query", "/history"},
-    "dmv": {"/query", "/batch", "/history"},
-    "insurer": {"/bob", "/compliance"},
-    "admin": set(PAGES),
-}
+# The menu's pages, and which each role reaches: derived from portal/permissions.py (whose
+# table tests/test_portal_permissions.py holds against SPEC §5).
+PAGES = tuple(item.href for item in NAV)
+ALLOWED = {role.value: {item.href for item in NAV if item.action.allows(role)} for role in Role}
 
 
 @pytest.fixture
