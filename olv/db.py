@@ -247,6 +247,7 @@ def time_limit(connection: Connection, seconds: float) -> Iterator[None]:
         yield
         return
     raw = connection.connection.driver_connection
+    assert raw is not None  # a checked-out connection always has its driver connection
     deadline = time.monotonic() + seconds
 
     def past_deadline() -> int:

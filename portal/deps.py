@@ -72,8 +72,8 @@ def received_at(request: Request) -> float:
 
 def budget_left(request: Request) -> float:
     """Seconds left of the request's budget (from its arrival), never below zero."""
-    left = received_at(request) + request.app.state.portal_settings.budget_seconds
-    return max(0.0, left - time.monotonic())
+    budget: float = request.app.state.portal_settings.budget_seconds
+    return max(0.0, received_at(request) + budget - time.monotonic())
 
 
 async def within_budget(request: Request, call: Callable[..., T], *args: Any) -> T:

@@ -275,8 +275,9 @@ class Router:
                 requestor=self.portal.requestor,
             )
             timeout = deadline - time.monotonic()
-            call = self.client.verify(target.insurer, ask, timeout, batch=batch)
-            task = asyncio.ensure_future(call)
+            task = asyncio.ensure_future(
+                self.client.verify(target.insurer, ask, timeout, batch=batch)
+            )
             tasks[task] = target
         pending = set(tasks)
         started = time.perf_counter()
