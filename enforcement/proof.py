@@ -31,6 +31,7 @@ from portal.models import Insurer, Registration
 from portal.registry import InsurerInput
 from portal.settings import PortalSettings
 from portal.soap_wire import Ask
+from portal.verdicts import judged, usable
 
 REQUEST_REASON = "VEHREG"  # verification for a vehicle registration (00200809 reason)
 LIVE_CONFIRMED, LIVE_UNCONFIRMED = "Confirmed", "Unconfirmed"
@@ -128,7 +129,10 @@ async def _ask(
 
 def _live_status(call: CallResult | None) -> str | None:
     """Confirmed or Unconfirmed from a usable answer; None when there was none."""
-    if call is None or not call.usable or call.answer is None:
+    if call is None:
+        return None
+    call = judged(call)  # SYSU or UREQ is no answer: the verdict rules say so, not this module
+    if not usable(call) or call.answer is None:
         return None
     if call.answer.response_code == LIVE_CONFIRMED:
         return LIVE_CONFIRMED
