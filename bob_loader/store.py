@@ -128,6 +128,7 @@ def finish_file_row(
                     "value": i.value[:300],
                     "reason": i.reason[:200],
                     "severity": i.severity,
+                    "naic": i.naic,
                 }
                 for i in tally.stored
             ],

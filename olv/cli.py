@@ -45,6 +45,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision")) 
 
 def _register() -> None:
     from bob_loader.cli import bob_app
+    from enforcement.cli import iies_app
     from idcards.cli import cards_app
     from portal.card_cli import cards_verify, issuers_app
     from portal.cli import insurers_app, portal_app, registrations_app, tokens_app, users_app
@@ -63,6 +64,7 @@ def _register() -> None:
     app.add_typer(issuers_app, name="issuers")
     cards_app.command("verify")(cards_verify)
     app.add_typer(cards_app, name="cards")
+    app.add_typer(iies_app, name="iies")
     app.command("demo")(demo)
 
 
@@ -116,7 +118,11 @@ def demo(
     command = [sys.executable, "-m", "olv", "portal", "serve", "--host", host]
     portal = subprocess.Popen(
         [*command, "--port", str(portal_port)],
-        env={**os.environ, "OLV_DATABASE_URL": settings.database_url},
+        env={
+            **os.environ,
+            **portal_demo.secret_key_env(Path.cwd()),
+            "OLV_DATABASE_URL": settings.database_url,
+        },
     )
     try:
         serve(settings, claim, 2)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from sqlalchemy import (
     BigInteger,
@@ -29,7 +30,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, Result, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -40,6 +41,9 @@ from olv.errors import (
     SchemaError,
     UnsupportedDatabaseURL,
 )
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -76,12 +80,12 @@ def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs: Any) -
     """
     if is_sqlite(url):
         wait = 30.0 if wait_seconds is None else wait_seconds
-        connect_args = {"check_same_thread": False, "timeout": wait}
-        engine = create_engine(url, connect_args=connect_args, **kwargs)
+        sqlite_args = {"check_same_thread": False, "timeout": wait}
+        engine = create_engine(url, connect_args=sqlite_args, **kwargs)
         event.listen(engine, "connect", partial(_sqlite_pragmas, int(wait * 1000)))
         return engine
     if wait_seconds is not None:
-        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
         # libpq counts whole seconds and waits at least 2: round up, never below the bound.
         connect_args.setdefault("connect_timeout", max(2, math.ceil(wait_seconds)))
         connect_args.setdefault("options", f"-c statement_timeout={int(wait_seconds * 1000)}")
@@ -115,6 +119,12 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def changed_rows(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE run through ``Session.execute`` changed (the session types
+    its result without the count the cursor result carries)."""
+    return cast("CursorResult[*tuple[Any, ...]]", result).rowcount or 0
+
+
 class CompiledRead:
     """A Core ``select`` compiled once for a dialect and run straight on a DB-API cursor.
 
@@ -125,12 +135,12 @@ class CompiledRead:
     (strings, numbers): no bind-side conversion is applied.
     """
 
-    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+    def __init__(self, statement: Select[*tuple[Any, ...]], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = compiled.string
         self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
         columns = list(statement.selected_columns)
-        self._keys = [column.key for column in columns]
+        self._keys = [str(column.key) for column in columns]
         self._convert = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         ]
@@ -223,6 +233,33 @@ def interrupt(driver_connection: Any) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+@contextmanager
+def time_limit(connection: Connection, seconds: float) -> Iterator[None]:
+    """Statements run on ``connection`` inside the block stop with an ``OperationalError``
+    once ``seconds`` have passed: a report over a large table gives up instead of holding a
+    connection and a thread for as long as it takes. Call it inside a transaction.
+
+    PostgreSQL: a statement timeout for the transaction (``SET LOCAL``). SQLite: a progress
+    handler that interrupts the running statement past the deadline.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
+        yield
+        return
+    raw = connection.connection.driver_connection
+    assert raw is not None  # a checked-out connection always has its driver connection
+    deadline = time.monotonic() + seconds
+
+    def past_deadline() -> int:
+        return 1 if time.monotonic() > deadline else 0
+
+    raw.set_progress_handler(past_deadline, 10_000)  # checked every 10,000 VM steps
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
@@ -234,8 +271,8 @@ def transaction(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def alembic_config(url: str):  # -> alembic.config.Config (import kept lazy for the SOAP workers)
-    from alembic.config import Config
+def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # imported late: the SOAP workers never need it
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -4,6 +4,7 @@ clean stop that exits 0."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,66 @@ COMMON_OPTIONS: dict[str, Any] = {
     # against OLV_TRUSTED_PROXIES, never by uvicorn's own loopback trust.
     "proxy_headers": False,
 }
+
+
+def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the read timeouts it lacks (it times out only idle
+    keep-alive connections): a request's head must be complete ``header_seconds`` after the
+    connection opened (or after its first byte, on a kept-alive connection), and a body must
+    not stall for ``body_idle_seconds``. A client that sends half a request and waits is
+    dropped instead of holding a connection for ever (slowloris)."""
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _read_timer: asyncio.TimerHandle | None = None
+        _read_at = 0.0  # when the body last moved (a timer per chunk would cost more)
+
+        def _arm(self, seconds: float) -> None:
+            self._disarm()
+            self._read_at = self.loop.time()
+            self._read_timer = self.loop.call_later(seconds, self._too_slow, seconds)
+
+        def _disarm(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
+        def _too_slow(self, seconds: float) -> None:
+            self._read_timer = None
+            quiet = self.loop.time() - self._read_at
+            if quiet < seconds:  # the body moved since: wait for what is left of the period
+                self._read_timer = self.loop.call_later(seconds - quiet, self._too_slow, seconds)
+            elif self.flow is not None and self.flow.read_paused:
+                self._arm(seconds)  # we stopped reading (the app is busy), not the client
+            elif not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm(header_seconds)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._read_timer is None:
+                self._arm(header_seconds)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+            self._arm(body_idle_seconds)
+
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            self._read_at = self.loop.time()
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedHttpToolsProtocol
 
 
 # Young-generation collections every 50,000 allocations instead of 700: a request allocates
@@ -153,11 +215,6 @@ class Supervisor:
             self.retiring.add(pid)
             self.spawn()
             _signal(pid, signal.SIGTERM)
-
-
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -1,7 +1,8 @@
 """``olv portal``, ``olv insurers``, ``olv registrations``, ``olv users`` and ``olv tokens``.
 
-Bad input gets one ``error:`` line on stderr: exit 2 for usage and configuration errors,
-1 for an operation that failed.
+A command fails by raising an ``OlvError`` (the domain errors of ``portal`` are ones): the
+``olv`` command prints its one ``error:`` line and exits with its code (2 for usage and
+configuration errors, 1 for an operation that failed).
 """
 
 from __future__ import annotations
@@ -9,15 +10,17 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from olv import db
 from olv.config import get_settings
+from olv.errors import UsageError
 
 portal_app = typer.Typer(help="State query portal (web pages and JSON API).", no_args_is_help=True)
 insurers_app = typer.Typer(help="Registry of insurer services.", no_args_is_help=True)
@@ -26,26 +29,19 @@ users_app = typer.Typer(help="Portal users.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _engine():  # -> sqlalchemy.Engine
+def _engine() -> Engine:
     """The configured database, refused in one line when unusable (no schema, unreachable)."""
     return db.open_database(get_settings().database_url)
 
 
 @contextlib.contextmanager
-def _transaction(refused: type[Exception], code: int) -> Iterator[Session]:
-    """One transaction on the configured database; a ``refused`` error rolls it back and ends
-    the command with its message and exit ``code``."""
+def _transaction() -> Iterator[Session]:
+    """One transaction on the configured database; an error rolls it back (and, raised on,
+    ends the command with its message and exit code)."""
     engine = _engine()
     try:
         with db.transaction(engine) as session:
             yield session
-    except refused as exc:
-        _fail(str(exc), code)
     finally:
         engine.dispose()
 
@@ -58,10 +54,13 @@ def portal_serve(
     """Serve the portal's pages and JSON API (OpenAPI at /docs)."""
     from olv import errors
     from olv.ports import claim_port
+    from portal import secret_key
     from portal.settings import PortalSettings
 
     settings = get_settings()
-    workers = PortalSettings().workers  # a bad OLV_PORTAL_* value is refused here, in one line
+    portal_settings = PortalSettings()  # a bad OLV_PORTAL_* value is refused here, in one line
+    secret_key.load(portal_settings)  # so is a missing or short secret key
+    workers = portal_settings.workers
     # Everything that can be refused is checked before the banner claims the portal is up.
     with claim_port(host, port):
         try:
@@ -80,10 +79,21 @@ def _serve(host: str, port: int, workers: int) -> None:
     keep-alive connections spread evenly; SIGHUP rolls them)."""
     import uvicorn
 
-    from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor
+    from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor, guarded_http
+    from portal.settings import KEEP_ALIVE_SECONDS, LISTEN_BACKLOG, PortalSettings
 
+    limits = PortalSettings()
     options: dict[str, Any] = dict(
-        COMMON_OPTIONS, host=host, port=port, timeout_graceful_shutdown=10
+        COMMON_OPTIONS,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=10,
+        # Half-sent requests are dropped (slowloris), idle connections closed, and past the
+        # connection cap new requests get 503 at once instead of piling up.
+        http=guarded_http(limits.header_timeout_seconds, limits.body_idle_seconds),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=limits.max_connections,
+        backlog=LISTEN_BACKLOG,
     )
 
     def config() -> uvicorn.Config:
@@ -119,7 +129,7 @@ def insurers_add(
     ] = None,
 ) -> None:
     """Register an insurer's service; adding an existing NAIC updates it."""
-    from portal.registry import InsurerInput, RegistryError, upsert
+    from portal.registry import InsurerInput, upsert
 
     data = InsurerInput(
         naic=naic,
@@ -132,7 +142,7 @@ def insurers_add(
         ca_bundle=str(ca_bundle) if ca_bundle else None,
         timeout_seconds=timeout,
     )
-    with _transaction(RegistryError, 2) as session:
+    with _transaction() as session:
         _, created = upsert(session, data, source="cli")
     typer.echo(f"insurer {naic} {'added' if created else 'updated'}")
 
@@ -160,14 +170,11 @@ def insurers_check(
     """Onboarding test of an insurer's service: one line per scenario; exit 0 only if all pass."""
     import asyncio
 
-    from portal.onboarding import OnboardingError, run_checks
+    from portal.onboarding import run_checks
 
     if bool(vin) != bool(policy):
-        _fail("--vin and --policy go together", 2)
-    try:
-        results = asyncio.run(run_checks(get_settings(), naic, vin=vin, policy=policy))
-    except OnboardingError as exc:
-        _fail(str(exc), 2)
+        raise UsageError("--vin and --policy go together")
+    results = asyncio.run(run_checks(get_settings(), naic, vin=vin, policy=policy))
     for outcome in results:
         typer.echo(outcome.line())
     failed = [r for r in results if not r.passed]
@@ -181,24 +188,28 @@ def insurers_check(
 
 @registrations_app.command("import")
 def registrations_import(
-    file: Annotated[Path, typer.Argument(help="CSV with the header plate,state,vin.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="CSV: plate,state,vin, then any registrant columns (SPEC §6)."),
+    ],
 ) -> None:
-    """Import plate → VIN registrations (re-import upserts by plate and state)."""
-    from portal.registrations import RegistrationFileError, import_file
+    """Import registrations, with their registrants when the file has them (upserts by plate
+    and state; columns a file lacks are left as they were)."""
+    from enforcement.registrations import import_file
 
     if not file.is_file():
-        _fail(f"{file}: no such file", 2)
+        raise UsageError(f"{file}: no such file")
     engine = _engine()
     try:
         result = import_file(engine, file)
-    except RegistrationFileError as exc:
-        _fail(f"{exc}; nothing was imported", 2)
     finally:
         engine.dispose()
     for problem in result.errors:
         typer.echo(f"{file}: {problem}", err=True)
-    typer.echo(f"{file}: {result.rows} registrations imported, {len(result.errors)} rows skipped")
-    if result.errors and not result.rows:
+    if result.skipped > len(result.errors):
+        typer.echo(f"{file}: {result.skipped - len(result.errors)} more rows skipped", err=True)
+    typer.echo(f"{file}: {result.rows} registrations imported, {result.skipped} rows skipped")
+    if result.skipped and not result.rows:
         raise typer.Exit(1)
 
 
@@ -216,8 +227,8 @@ def users_add(
 
     try:
         check_role(role, naic)
-    except UserError as exc:
-        _fail(str(exc), 2)
+    except UserError as exc:  # refused before any password is asked: a bad argument
+        raise UsageError(str(exc)) from None
     if sys.stdin.isatty():  # typed by a person: do not echo it
         import getpass
 
@@ -225,8 +236,8 @@ def users_add(
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        _fail("no password on stdin (pipe it in, e.g. from a password manager)", 2)
-    with _transaction(UserError, 1) as session:
+        raise UsageError("no password on stdin (pipe it in, e.g. from a password manager)")
+    with _transaction() as session:
         add(session, username, role, password, naic=naic, actor="cli", source="cli")
     typer.echo(f"user {username} added ({role}); the second factor is enrolled at first login")
 
@@ -234,11 +245,42 @@ def users_add(
 @users_app.command("unlock")
 def users_unlock(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
     """Lift a lockout and reset the failed-login count."""
-    from portal.users import UserError, unlock
+    from portal import users
 
-    with _transaction(UserError, 1) as session:
-        unlock(session, username, actor="cli", source="cli")
-    typer.echo(f"user {username} unlocked")
+    _change_user(username, users.unlock, "unlocked")
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Disable an account: its sessions end and its API tokens stop working."""
+    from portal import users
+
+    _change_user(username, users.disable, "disabled")
+
+
+@users_app.command("enable")
+def users_enable(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Enable a disabled account again."""
+    from portal import users
+
+    _change_user(username, users.enable, "enabled")
+
+
+@users_app.command("reset-totp")
+def users_reset_totp(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Forget the second factor; the person enrols a new one at the next sign-in."""
+    from portal import users
+
+    _change_user(username, users.reset_second_factor, "must enrol a new second factor")
+
+
+def _change_user(username: str, operation: Callable[..., None], done: str) -> None:
+    """One of :mod:`portal.users`' account operations, as the admin pages run it."""
+    from portal import users
+
+    with _transaction() as session:
+        operation(session, users.find(session, username), actor="cli", source="cli")
+    typer.echo(f"user {username} {done}")
 
 
 # --- tokens --------------------------------------------------------------------------------
@@ -254,10 +296,10 @@ def tokens_create(
 ) -> None:
     """Create an API token; it is printed once, alone on the last line (stored as a hash)."""
     from portal.settings import PortalSettings
-    from portal.tokens import TokenError, create
+    from portal.tokens import create
 
     days = expires_days or PortalSettings().token_days
-    with _transaction(TokenError, 1) as session:
+    with _transaction() as session:
         row, token = create(session, username, days, source="cli")
         token_id, expires = row.id, row.expires_at
     typer.echo(f"token {token_id} for {username}, expires {expires:%Y-%m-%d %H:%M} UTC")
@@ -268,8 +310,8 @@ def tokens_create(
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The token's id.")]) -> None:
     """Revoke an API token at once."""
-    from portal.tokens import TokenError, revoke
+    from portal.tokens import revoke
 
-    with _transaction(TokenError, 1) as session:
+    with _transaction() as session:
         revoke(session, token_id, source="cli")
     typer.echo(f"token {token_id} revoked")

@@ -63,13 +63,24 @@ def _authenticate(app: Any, token: str, source: str | None) -> tokens.TokenOwner
         return tokens.authenticate(session, token, source=source)
 
 
+def received_at(request: Request) -> float:
+    """When the request arrived (``time.monotonic()``): the request guard stamps it, and the
+    five-second budget counts from there; a request that did not pass the guard starts now."""
+    received: float | None = getattr(request.state, "received", None)
+    return received or time.monotonic()
+
+
+def budget_left(request: Request) -> float:
+    """Seconds left of the request's budget (from its arrival), never below zero."""
+    budget: float = request.app.state.portal_settings.budget_seconds
+    return max(0.0, received_at(request) + budget - time.monotonic())
+
+
 async def within_budget(request: Request, call: Callable[..., T], *args: Any) -> T:
     """``call(*args)`` on a worker thread, given up with 503 when the request's budget is spent:
     a hung state database must not hold a sign-in or a query past the five seconds."""
-    received = getattr(request.state, "received", None) or time.monotonic()
-    left = received + request.app.state.portal_settings.budget_seconds - time.monotonic()
     try:
-        async with asyncio.timeout(max(0.0, left)):
+        async with asyncio.timeout(budget_left(request)):
             return await run_in_threadpool(call, *args)
     except TimeoutError:
         raise ApiError(503, "the state database did not answer in time; try again") from None
@@ -81,11 +92,13 @@ async def _authenticate_within_budget(request: Request, token: str) -> tokens.To
 
 def _recheck_later(request: Request, token: str) -> None:
     """Re-check a cached token in the background (:mod:`portal.cache`): a token in steady use
-    is re-read about once a second without any request waiting for the database, and still
-    stops working at most ``TOKEN_CACHE_SECONDS`` after it was revoked."""
+    is re-read about twice a second without any request waiting for the database, and still
+    stops working at most ``TOKEN_CACHE_SECONDS`` after it was revoked, even when this re-read
+    began before the revocation and ends after it."""
     app, source = request.app, client_address(request)
     cache = app.state.token_cache
     cache.claim_refresh(token)
+    since = cache.mark()
 
     async def recheck() -> None:
         try:
@@ -96,7 +109,7 @@ def _recheck_later(request: Request, token: str) -> None:
         if owner is None:
             cache.drop(token)
         else:
-            cache.put(token, owner)
+            cache.put(token, owner, since)
 
     task = asyncio.get_running_loop().create_task(recheck())
     app.state.background_tasks.add(task)  # a strong reference until it ends
@@ -120,43 +133,87 @@ async def current_principal(
         return cached
     header = request.headers.get("authorization")
     if header is not None:
-        scheme, _, token = header.partition(" ")
+        scheme, _space, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "use Authorization: Bearer <token>", headers=_UNAUTHORIZED)
         token = token.strip()
         cache = request.app.state.token_cache
         owner, due = cache.lookup(token)
         if owner is None:
+            since = cache.mark()
             owner = await _authenticate_within_budget(request, token)
             if owner is not None:
-                cache.put(token, owner)
+                cache.put(token, owner, since)
         elif due:
             _recheck_later(request, token)
         if owner is None:
             raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
-        _within_rate(request, owner.token_id, "token")
         principal = Principal(
             owner.user_id, owner.username, owner.role, owner.naic, "token", owner.token_id
         )
+        _within_rate(request, principal)
     else:
-        principal = None
+        resolved: Principal | None = None
         for resolve in request.app.state.principal_resolvers:
-            principal = await resolve(request)
-            if principal is not None:
+            resolved = await resolve(request)
+            if resolved is not None:
                 break
-        if principal is None:
+        if resolved is None:
             raise ApiError(401, headers=_UNAUTHORIZED)
-        _within_rate(request, f"account:{principal.user_id}", "account")
+        principal = resolved
+        _within_rate(request, principal)
     request.state.principal = principal
     return principal
 
 
-def _within_rate(request: Request, key: str, what: str) -> None:
+def _rate_key(principal: Principal) -> tuple[str, str]:
     """Each API token, and each account signed in on the pages, has its own rate limit."""
-    wait = request.app.state.token_limiter.allow(key)
+    if principal.token_id is not None:
+        return principal.token_id, "token"
+    return f"account:{principal.user_id}", "account"
+
+
+def _within_rate(request: Request, principal: Principal) -> None:
+    key, what = _rate_key(principal)
+    wait = request.app.state.request_limiter.allow(key)
     if wait:
         retry = {"Retry-After": str(math.ceil(wait))}
         raise ApiError(429, f"rate limit for this {what} reached", headers=retry)
+
+
+def charge_items(request: Request, principal: Principal, items: int) -> None:
+    """A batch of ``items`` vehicles counts as ``items`` requests against the rate limit (the
+    request that carried it is already counted as one); 429 saying why when fewer are left."""
+    limiter = request.app.state.request_limiter
+    key, what = _rate_key(principal)
+    if items > limiter.capacity:
+        raise ApiError(
+            429,
+            f"a batch of {items} items is more than this {what} may send at once "
+            f"({int(limiter.capacity)}); send smaller batches",
+        )
+    extra = items - 1
+    if extra <= 0:
+        return
+    left = limiter.left(key)
+    wait = limiter.allow(key, extra)
+    if wait:
+        retry = {"Retry-After": str(math.ceil(wait))}
+        raise ApiError(
+            429,
+            f"a batch of {items} items counts as {items} requests and this {what} has "
+            f"{left + 1} left in its rate limit; retry after {math.ceil(wait)} s",
+            headers=retry,
+        )
+
+
+async def paced_items(request: Request, principal: Principal, items: int) -> None:
+    """Wait until ``items`` more requests fit in the principal's rate limit, then count them:
+    a long batch on the pages goes at the rate limit's pace instead of around it."""
+    limiter = request.app.state.request_limiter
+    key, _ = _rate_key(principal)
+    while wait := limiter.allow(key, min(items, limiter.capacity)):
+        await asyncio.sleep(wait)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -7,8 +7,9 @@
 - Every body has a cap by path, checked against ``Content-Length`` and against what actually
   arrives (a chunked body has no length): 413 in the error shape, whatever the app was doing.
   Forms and the pages' fields are small; only the two upload pages take files.
-- The upload pages check who is asking before their body is read: an anonymous client cannot
-  make the portal spool hundreds of megabytes.
+- The upload pages check who is asking, and that their role may upload there, before the body
+  is read: neither a stranger nor a signed-in officer can make the portal spool hundreds of
+  megabytes only to be refused.
 - A NUL anywhere in the address, or in a form, is refused with 422: no text column of
   PostgreSQL can hold it, and no identifier has one.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,15 +27,27 @@ from olv import forwarding
 from olv.config import Settings
 from portal import errors
 from portal.errors import ApiError
+from portal.permissions import Action
 
 API_MAX_BODY_BYTES = 1024 * 1024  # a full batch of 1,000 items is about 150 KB
+# Larger bodies by path: 5,000 enforcement transactions at their widest are about 2 MB.
+API_BODY_LIMITS = {"/api/v1/iies/transactions": 3 * 1024 * 1024}
 FORM_MAX_BODY_BYTES = 64 * 1024  # the largest page form (an insurer's certificates) is < 16 KB
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers, the CSRF field
 _FORM = b"application/x-www-form-urlencoded"
 _NUL = (b"%00", b"\x00")
 
-# An upload page's path → its largest file in bytes (read when the app is built).
-UploadLimits = dict[str, int]
+
+@dataclass(frozen=True)
+class Upload:
+    """An upload page: its largest file in bytes, and the action whose roles may send one."""
+
+    max_bytes: int
+    action: Action
+
+
+# An upload page's path → its rule (filled in when the app is built).
+UploadLimits = dict[str, Upload]
 Authenticate = Callable[[Request], Awaitable[object]]
 
 
@@ -53,8 +67,10 @@ class RequestGuard:
     def limit(self, path: str) -> int:
         upload = self.uploads.get(path)  # an upload path (also under /api/) has its own cap
         if upload is not None:
-            return upload + MULTIPART_OVERHEAD_BYTES
-        return API_MAX_BODY_BYTES if path.startswith("/api/") else FORM_MAX_BODY_BYTES
+            return upload.max_bytes + MULTIPART_OVERHEAD_BYTES
+        if path.startswith("/api/"):
+            return API_BODY_LIMITS.get(path, API_MAX_BODY_BYTES)
+        return FORM_MAX_BODY_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,17 +87,29 @@ class RequestGuard:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _answer(scope, receive, send, _too_large(limit))
             return
-        if scope["path"] in self.uploads and scope["method"] == "POST":
-            try:
-                await self.authenticate(Request(scope))
-            except ApiError as exc:
-                await _answer(scope, receive, send, exc)
+        upload = self.uploads.get(scope["path"])
+        if upload is not None and scope["method"] == "POST":
+            refusal = await self._refusal(scope, upload)
+            if refusal is not None:
+                await _answer(scope, receive, send, refusal)
                 return
         if headers.get(b"content-type", b"").split(b";")[0].strip().lower() == _FORM:
-            receive = await _checked_form(scope, receive, send, limit)
-            if receive is None:
+            checked = await _checked_form(scope, receive, send, limit)
+            if checked is None:
                 return
+            receive = checked
         await self._capped(scope, receive, send, limit)
+
+    async def _refusal(self, scope: Scope, upload: Upload) -> ApiError | None:
+        """Why this sender may not upload here (401, 403, 429), or None."""
+        try:
+            principal = await self.authenticate(Request(scope))
+        except ApiError as exc:
+            return exc
+        role = getattr(principal, "role", None)
+        if not isinstance(role, str) or not upload.action.allows(role):
+            return ApiError(403, f"the {role} role may not do this")
+        return None
 
     def _forwarded(self, scope: Scope) -> None:
         client = scope.get("client")

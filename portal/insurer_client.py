@@ -5,16 +5,20 @@
   the real one; :class:`MemoryTransport` answers from a function (unit tests of the routing).
 * :class:`InsurerClient` builds the request in the insurer's version, calls the transport and
   reads the answer (:mod:`portal.soap_wire`) into a :class:`CallResult` — it never raises for
-  anything an insurer does.
+  anything an insurer does. It reports what happened; which answers leave the insurer
+  unavailable for a query is decided by :mod:`portal.verdicts`.
 
 A slow insurer never slows the others: each has its own connection pool and its own cap on
 calls in flight (``OLV_PORTAL_INSURER_CONCURRENCY``), and every wait — for a slot, a
-connection, the answer — is bounded by the time left in the query's budget.
+connection, the answer — is bounded by the time left in the query's budget. A batch never takes
+all of an insurer's slots: ``OLV_PORTAL_REALTIME_SLOTS`` of them are kept for real-time queries
+(an officer at the roadside), and batch calls share the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +27,7 @@ from typing import Protocol
 
 import aiohttp
 
-from olv.iicmva import SOAP_ACTION, Code
+from olv.iicmva import SOAP_ACTION
 from portal import soap_wire
 from portal.registry import InsurerInput
 from portal.settings import PortalSettings
@@ -40,20 +44,19 @@ __all__ = [
     "Transport",
 ]
 
-# How a call ended. Every outcome but "ok" makes the insurer unavailable for that query.
+# How a call ended, as far as the wire tells. Every outcome but "ok" makes the insurer
+# unavailable for that query; portal.verdicts also relabels some "ok" answers (SYSU, UREQ).
 OUTCOMES = (
-    "ok",  # a schema-valid answer with a usable code
+    "ok",  # a schema-valid answer
     "timeout",  # no answer within the time left (also: no free slot or connection in time)
     "refused",  # connection refused, reset or closed
     "tls",  # the TLS handshake failed (certificate, CA, protocol)
     "http_error",  # an HTTP status other than 200 without a SOAP fault
     "fault",  # a SOAP fault
     "invalid",  # not XML, not the expected answer, or not valid against our XSD
-    "unavailable",  # the insurer itself answered SYSU (or UREQ: it does not know us)
     "cancelled",  # not needed any more: another insurer confirmed first
 )
 KEEPALIVE_SECONDS = 4.0  # under the 5 s idle limit common in servers (uvicorn's, nginx's)
-_UNAVAILABLE_CODES = {Code.SYSU.value, "12", Code.UREQ.value, "6"}
 
 
 # The client calls an insurer with its registration as stored: one type for both.
@@ -76,7 +79,9 @@ class CallFailed(Exception):
 
 
 class Transport(Protocol):
-    async def post(self, insurer: InsurerConfig, body: bytes, timeout: float) -> Reply: ...
+    async def post(
+        self, insurer: InsurerConfig, body: bytes, timeout: float, *, batch: bool = False
+    ) -> Reply: ...
 
     async def get(self, insurer: InsurerConfig, url: str, timeout: float) -> Reply: ...
 
@@ -89,6 +94,16 @@ def ssl_context(insurer: InsurerConfig) -> ssl.SSLContext:
     if insurer.client_cert:
         context.load_cert_chain(insurer.client_cert, insurer.client_key or None)
     return context
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """One insurer's connections and slots, for the registration they were made for."""
+
+    insurer: InsurerConfig
+    session: aiohttp.ClientSession
+    slots: asyncio.Semaphore
+    batch_slots: asyncio.Semaphore
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -121,23 +136,23 @@ class PooledTransport:
     decompressed: an insurer's answer is read as sent, up to the size cap.
     """
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, realtime_slots: int = 0) -> None:
         self.concurrency = concurrency
-        self._sessions: dict[str, tuple[InsurerConfig, aiohttp.ClientSession, asyncio.Semaphore]]
-        self._sessions = {}
+        self.batch_slots = max(1, concurrency - realtime_slots)
+        self._sessions: dict[str, _Pool] = {}
         self._retired: list[aiohttp.ClientSession] = []  # replaced; calls may still use them
 
-    def _session(self, insurer: InsurerConfig) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+    def _session(self, insurer: InsurerConfig) -> _Pool:
         known = self._sessions.get(insurer.naic)
-        if known is not None and known[0] == insurer:
-            return known[1], known[2]
+        if known is not None and known.insurer == insurer:
+            return known
         try:
             context = ssl_context(insurer)
         except (OSError, ssl.SSLError) as exc:
             # Files registered once and since removed or broken: this insurer cannot be asked.
             raise CallFailed("tls", f"client certificate or CA bundle unusable: {exc}") from None
         if known is not None:  # re-registered with other settings: a fresh pool
-            self._retired.append(known[1])
+            self._retired.append(known.session)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 ssl=context, limit=self.concurrency, keepalive_timeout=KEEPALIVE_SECONDS
@@ -147,19 +162,34 @@ class PooledTransport:
             auto_decompress=False,
             trust_env=False,
         )
-        semaphore = asyncio.Semaphore(self.concurrency)
-        self._sessions[insurer.naic] = (insurer, session, semaphore)
-        return session, semaphore
+        pool = _Pool(
+            insurer,
+            session,
+            asyncio.Semaphore(self.concurrency),
+            asyncio.Semaphore(self.batch_slots),
+        )
+        self._sessions[insurer.naic] = pool
+        return pool
 
     async def _send(
-        self, insurer: InsurerConfig, method: str, url: str, body: bytes | None, timeout: float
+        self,
+        insurer: InsurerConfig,
+        method: str,
+        url: str,
+        body: bytes | None,
+        timeout: float,
+        batch: bool = False,
     ) -> Reply:
-        session, semaphore = self._session(insurer)  # may raise CallFailed("tls")
+        pool = self._session(insurer)  # may raise CallFailed("tls")
+        # A batch call holds a batch slot as well as a slot: batches together never hold more
+        # than batch_slots, so the rest stay free for real-time queries.
+        share = pool.batch_slots if batch else contextlib.nullcontext()
         try:
             async with (
                 asyncio.timeout(timeout),
-                semaphore,
-                session.request(method, url, data=body, allow_redirects=False) as response,
+                share,
+                pool.slots,
+                pool.session.request(method, url, data=body, allow_redirects=False) as response,
             ):
                 # Read to the end but at most the cap: an insurer must not be able to fill
                 # our memory. (A single read returns only what has arrived so far.)
@@ -174,14 +204,16 @@ class PooledTransport:
         except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise _failure(exc) from None
 
-    async def post(self, insurer: InsurerConfig, body: bytes, timeout: float) -> Reply:
-        return await self._send(insurer, "POST", insurer.url, body, timeout)
+    async def post(
+        self, insurer: InsurerConfig, body: bytes, timeout: float, *, batch: bool = False
+    ) -> Reply:
+        return await self._send(insurer, "POST", insurer.url, body, timeout, batch)
 
     async def get(self, insurer: InsurerConfig, url: str, timeout: float) -> Reply:
         return await self._send(insurer, "GET", url, None, timeout)
 
     async def aclose(self) -> None:
-        sessions = [entry[1] for entry in self._sessions.values()] + self._retired
+        sessions = [pool.session for pool in self._sessions.values()] + self._retired
         self._sessions.clear()
         self._retired = []
         for session in sessions:
@@ -198,7 +230,9 @@ class MemoryTransport:
         self.handler = handler
         self.requests: list[tuple[str, bytes]] = []
 
-    async def post(self, insurer: InsurerConfig, body: bytes, timeout: float) -> Reply:
+    async def post(
+        self, insurer: InsurerConfig, body: bytes, timeout: float, *, batch: bool = False
+    ) -> Reply:
         self.requests.append((insurer.naic, body))
         try:
             async with asyncio.timeout(timeout):
@@ -223,24 +257,26 @@ class CallResult:
     answer: soap_wire.Answer | None = None
     detail: str = ""
 
-    @property
-    def usable(self) -> bool:
-        return self.outcome == "ok"
-
 
 class InsurerClient:
     """Verifies with insurers through a :class:`Transport` (the real one unless given)."""
 
     def __init__(self, transport: Transport | None, settings: PortalSettings) -> None:
-        self.transport: Transport = transport or PooledTransport(settings.insurer_concurrency)
+        self.transport: Transport = transport or PooledTransport(
+            settings.insurer_concurrency, settings.realtime_slots
+        )
 
     async def verify(
-        self, insurer: InsurerConfig, ask: soap_wire.Ask, timeout: float
+        self, insurer: InsurerConfig, ask: soap_wire.Ask, timeout: float, *, batch: bool = False
     ) -> CallResult:
-        """Ask within ``timeout`` seconds (also capped by the insurer's own timeout)."""
-        return await self.exchange(insurer, soap_wire.build_request(ask, insurer.version), timeout)
+        """Ask within ``timeout`` seconds (also capped by the insurer's own timeout); a
+        ``batch`` call waits for the batches' share of the insurer's slots."""
+        request = soap_wire.build_request(ask, insurer.version)
+        return await self.exchange(insurer, request, timeout, batch=batch)
 
-    async def exchange(self, insurer: InsurerConfig, body: bytes, timeout: float) -> CallResult:
+    async def exchange(
+        self, insurer: InsurerConfig, body: bytes, timeout: float, *, batch: bool = False
+    ) -> CallResult:
         """Send a prepared request envelope (the onboarding test sends odd ones)."""
         if insurer.timeout_seconds:
             timeout = min(timeout, insurer.timeout_seconds)
@@ -255,7 +291,7 @@ class InsurerClient:
         if timeout <= 0:
             return result("timeout", detail="no time left in the budget")
         try:
-            reply = await self.transport.post(insurer, body, timeout)
+            reply = await self.transport.post(insurer, body, timeout, batch=batch)
         except CallFailed as exc:
             return result(exc.kind, detail=str(exc))
         if reply.status not in (200, 500):
@@ -267,8 +303,6 @@ class InsurerClient:
             return result(kind, detail=str(exc))
         if reply.status != 200:
             return result("http_error", detail=f"HTTP {reply.status} with an answer")
-        if answer.response_code != "Confirmed" and _UNAVAILABLE_CODES & set(answer.codes):
-            return result("unavailable", answer, "the insurer answered " + " ".join(answer.codes))
         return result("ok", answer)
 
     async def aclose(self) -> None:

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from olv.db import Base, RowId
-from portal.permissions import ROLES
+from portal.permissions import ROLES as ROLES  # the one list; re-exported for importers
 
 CHANNELS = ("api", "page", "batch")
 
@@ -82,7 +82,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(10))
     naic: Mapped[str | None] = mapped_column(String(5))
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_secret: Mapped[str | None] = mapped_column(String(200))  # sealed: portal.secret_key
     totp_enrolled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Lockout: failures counted inside a window that starts at the first one.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)

@@ -33,8 +33,10 @@ from sqlalchemy import select
 
 from olv import db, xmlsafe
 from olv.config import Settings
+from olv.errors import OlvError
 from olv.iicmva import V0510, q
 from portal import soap_wire
+from portal.answer_time import RULE_MS, RULE_SECONDS, TEXAS_MS, TEXAS_SECONDS
 from portal.insurer_client import CallFailed, CallResult, InsurerClient, InsurerConfig
 from portal.models import Insurer
 from portal.settings import PortalSettings
@@ -43,8 +45,6 @@ NOWHERE_VIN = "OLVCHECK000000000"  # no insurer covers it
 NOWHERE_POLICY = "OLV-CHECK-NO-SUCH-POLICY"
 WRONG_NAIC = "00000"
 CALL_TIMEOUT = 10.0
-RULE_SECONDS = 5.0
-TEXAS_SECONDS = 1.75
 
 # 00200809 name → what a 00200510 insurer sends for it.
 _NUMBER = {
@@ -61,8 +61,10 @@ _NUMBER = {
 }
 
 
-class OnboardingError(ValueError):
+class OnboardingError(OlvError):
     """The check cannot run (unknown NAIC); nothing was sent."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -204,9 +206,9 @@ async def run_scenarios(
     )
     answered = [c for c in run.calls if c.answer is not None]
     slowest = max((c.latency_ms for c in answered), default=0.0)
-    over_texas = sum(c.latency_ms > TEXAS_SECONDS * 1000 for c in answered)
+    over_texas = sum(c.latency_ms > TEXAS_MS for c in answered)
     timed_out = [c for c in run.calls if c.outcome == "timeout"]
-    time_ok = bool(answered) and slowest <= RULE_SECONDS * 1000 and not timed_out
+    time_ok = bool(answered) and slowest <= RULE_MS and not timed_out
     why = f"slowest answer {slowest:.0f} ms (rule: {RULE_SECONDS:.0f} s)"
     if over_texas:
         why += f"; {over_texas} over {TEXAS_SECONDS} s"

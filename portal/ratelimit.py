@@ -23,8 +23,7 @@ class RateLimiter:
         self.max_keys = max_keys
         self._buckets: dict[str, _Bucket] = {}
 
-    def allow(self, key: str, cost: float = 1.0) -> float:
-        """0 when allowed (and counted); else the seconds to wait before trying again."""
+    def _bucket(self, key: str) -> _Bucket:
         now = time.monotonic()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -33,6 +32,16 @@ class RateLimiter:
             bucket = self._buckets[key] = _Bucket(self.capacity, now)
         bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.at) * self.rate)
         bucket.at = now
+        return bucket
+
+    def left(self, key: str) -> int:
+        """How many requests ``key`` may make right now."""
+        return int(self._bucket(key).tokens)
+
+    def allow(self, key: str, cost: float = 1.0) -> float:
+        """0 when allowed (and counted); else the seconds to wait before trying again (never
+        enough when ``cost`` is over ``capacity``)."""
+        bucket = self._bucket(key)
         if bucket.tokens >= cost:
             bucket.tokens -= cost
             return 0.0

@@ -26,7 +26,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,7 +34,7 @@ from sqlalchemy.orm import Session
 from olv import normalize
 from olv.config import Settings
 from olv.logging import describe_exception
-from portal import state_reads
+from portal import querylog, state_reads
 from portal.cache import TtlCache
 from portal.deps import Principal
 from portal.errors import ApiError, ErrorBody, FieldError
@@ -45,7 +44,7 @@ from portal.querylog import QueryLogWriter, new_query_id
 from portal.schemas import VerifyRequest, VerifyResult
 from portal.settings import PortalSettings
 from portal.soap_wire import Ask
-from portal.verdicts import Plan, Target, compose, confirmed
+from portal.verdicts import Plan, Target, compose, confirmed, judged, usable
 
 UNKNOWN = normalize.UNKNOWN_POLICY_KEY
 log = logging.getLogger(__name__)
@@ -67,6 +66,7 @@ class Question:
 
 
 def default_reason(role: str) -> str:
+    """The request reason sent when none is given (the API's and the query page's default)."""
     return "VEHREG" if role == "dmv" else "VIOL"
 
 
@@ -184,14 +184,15 @@ class Router:
             self._log(question, principal, channel, received, query_id, None, [], exc)
             raise
         calls: list[CallResult] = []
+        batch = channel == "batch"
         if plan.targets:
-            winner = await self._ask(plan.targets, question, plan, deadline, calls)
+            winner = await self._ask(plan.targets, question, plan, deadline, calls, batch)
         else:
             winner = None
         broadcast_targets: list[Target] = []
         if plan.broadcast:
             broadcast_targets = await self._broadcast_targets(deadline)
-            winner = await self._ask(broadcast_targets, question, plan, deadline, calls)
+            winner = await self._ask(broadcast_targets, question, plan, deadline, calls, batch)
         result = compose(question.day, plan, calls, winner, received, query_id)
         self._log(question, principal, channel, received, query_id, result, calls, None)
         return result
@@ -258,8 +259,10 @@ class Router:
         plan: Plan,
         deadline: float,
         calls: list[CallResult],
+        batch: bool = False,
     ) -> Target | None:
-        """Ask every target at once; the first Confirmed wins and the rest are cancelled."""
+        """Ask every target at once; the first Confirmed wins and the rest are cancelled.
+        A batch item's calls use the batches' share of each insurer's slots."""
         tasks: dict[asyncio.Task[CallResult], Target] = {}
         for target in targets:
             ask = Ask(
@@ -272,7 +275,9 @@ class Router:
                 requestor=self.portal.requestor,
             )
             timeout = deadline - time.monotonic()
-            task = asyncio.ensure_future(self.client.verify(target.insurer, ask, timeout))
+            task = asyncio.ensure_future(
+                self.client.verify(target.insurer, ask, timeout, batch=batch)
+            )
             tasks[task] = target
         pending = set(tasks)
         started = time.perf_counter()
@@ -281,9 +286,9 @@ class Router:
             while pending and winner is None:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    call = task.result()
+                    call = judged(task.result())
                     calls.append(call)
-                    if winner is None and call.usable and confirmed(call):
+                    if winner is None and usable(call) and confirmed(call):
                         winner = tasks[task]
         finally:
             for task in pending:
@@ -308,30 +313,30 @@ class Router:
     ) -> None:
         now = datetime.now(UTC)
         request = question.request
-        row: dict[str, Any] = {
-            "id": query_id,
-            "at": now,
-            "username": principal.username,
-            "role": principal.role,
-            "channel": channel,
-            "vin": question.vin or (result.vin if result else None),
-            "plate": question.plate,
-            "plate_state": question.plate_state,
-            "naic": request.naic,
-            "policy_number": request.policy_number,
-            "verification_date": question.day,
-            "reason": question.reason,
-            "http_status": error.status if error else 200,
-            "status": result.status if result else None,
-            "verdict": result.verdict if result else None,
-            "reason_codes": " ".join(r.code for r in result.reasons) if result else "",
-            "answered_naic": result.naic if result else None,
-            "insurer": result.insurer if result else None,
-            "answered_policy_number": result.policy_number if result else None,
-            "source": result.source if result else None,
-            "error": error.error[:200] if error else None,
-            "latency_ms": round((time.monotonic() - received) * 1000, 2),
-        }
+        row = querylog.new_row(
+            id=query_id,
+            at=now,
+            username=principal.username,
+            role=principal.role,
+            channel=channel,
+            vin=question.vin or (result.vin if result else None),
+            plate=question.plate,
+            plate_state=question.plate_state,
+            naic=request.naic,
+            policy_number=request.policy_number,
+            verification_date=question.day,
+            reason=question.reason,
+            http_status=error.status if error else 200,
+            status=result.status if result else None,
+            verdict=result.verdict if result else None,
+            reason_codes=" ".join(r.code for r in result.reasons) if result else "",
+            answered_naic=result.naic if result else None,
+            insurer=result.insurer if result else None,
+            answered_policy_number=result.policy_number if result else None,
+            source=result.source if result else None,
+            error=error.error[:200] if error else None,
+            latency_ms=round((time.monotonic() - received) * 1000, 2),
+        )
         call_rows = [
             {
                 "at": now,

@@ -63,11 +63,12 @@ def test_control_characters_are_invalid_input_and_the_log_goes_on(api, body, fie
     )
     # The query log still takes and gives back queries afterwards.
     asked = client.post("/api/v1/verify", json={"vin": "1HGCM82633A004352"}, headers=bearer(token))
-    assert asked.status_code in (200, 404), asked.text
-    query_id = asked.json().get("query_id")
-    if query_id:
-        back = client.get(f"/api/v1/queries/{query_id}", headers=bearer(token))
-        assert back.status_code == 200 and back.json()["vin"] == "1HGCM82633A004352"
+    # (no insurer is registered: a broadcast to nobody, logged like any answer)
+    assert asked.status_code == 200, asked.text
+    query_id = asked.json()["query_id"]
+    back = client.get(f"/api/v1/queries/{query_id}", headers=bearer(token))
+    assert back.status_code == 200, back.text
+    assert (back.json()["vin"], back.json()["verdict"]) == ("1HGCM82633A004352", "unconfirmed")
 
 
 def test_a_nul_in_the_address_or_a_form_is_refused(api) -> None:
@@ -163,6 +164,27 @@ def test_an_anonymous_upload_is_refused_before_its_body_is_read(running, path, s
     started = time.monotonic()
     received = raw_request(running.base, head, b"--b\r\n", wait=5.0)
     assert received.startswith(b"HTTP/1.1 401"), received[:200]
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(("path", "size"), [("/bob/upload", 390_000_000), ("/batch", 1_500_000)])
+@pytest.mark.parametrize("role", ["officer", "court"])
+def test_a_role_that_may_not_upload_is_refused_before_its_body_is_read(
+    running, db_url: str, path: str, size: int, role: str
+) -> None:
+    """A signed-in user whose role may not use the page announces a large body and sends
+    almost none of it: 403 comes at once, the server never waits for the rest."""
+    engine = db.make_engine(db_url)
+    token = add_user(engine, f"{role}-{path.strip('/').replace('/', '-')}", role)
+    engine.dispose()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {size}\r\n"
+        f"Authorization: Bearer {token}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nSec-Fetch-Site: same-origin\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    received = raw_request(running.base, head, b"--b\r\n", wait=5.0)
+    assert received.startswith(b"HTTP/1.1 403"), received[:200]
     assert time.monotonic() - started < 3
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from portal import card_check
+from portal import card_check, permissions
 from portal.csrf import CrossOriginProtection
 from portal.errors import ErrorBody
+from portal.guard import Upload
 from portal.web import (
     admin_insurers,
     admin_tokens,
@@ -23,11 +24,12 @@ from portal.web import (
     cards,
     compliance,
     history,
+    iies,
+    iies_reports,
     query,
 )
 from portal.web.identity import resolve_session
 from portal.web.render import error_page
-from portal.web.settings import get_web_settings
 
 ROUTERS: list[APIRouter] = [
     auth.router,
@@ -40,6 +42,8 @@ ROUTERS: list[APIRouter] = [
     admin_insurers.router,
     admin_users.router,
     admin_tokens.router,
+    iies.router,
+    iies_reports.router,
 ]
 
 
@@ -54,14 +58,18 @@ def install(app: FastAPI) -> None:
     app.add_middleware(CrossOriginProtection)
     app.state.principal_resolvers.append(resolve_session)
     app.state.html_error = html_error
-    web = get_web_settings()
-    # The request guard caps these two bodies and checks the sender before reading them.
+    compliance.install(app)
+    web = app.state.portal_settings
+    # The request guard caps these bodies and checks the sender and their role before reading
+    # them.
     app.state.upload_limits.update(
         {
-            "/batch": web.batch_max_rows * batch.MAX_BYTES_PER_ROW,
-            "/bob/upload": web.max_upload_mb * bob.CHUNK,
-            cards.PAGE_PATH: card_check.MAX_PHOTO_BYTES,
-            cards.PAGE_PATH + ".json": card_check.MAX_PHOTO_BYTES,
-            card_check.API_PATH: card_check.MAX_PHOTO_BYTES,
+            "/batch": Upload(
+                web.batch_max_rows * batch.MAX_BYTES_PER_ROW, permissions.VERIFY_BATCH
+            ),
+            "/bob/upload": Upload(web.max_upload_mb * bob.CHUNK, permissions.BOOK_OF_BUSINESS),
+            cards.PAGE_PATH: Upload(card_check.MAX_PHOTO_BYTES, permissions.CHECK_CARDS),
+            cards.PAGE_PATH + ".json": Upload(card_check.MAX_PHOTO_BYTES, permissions.CHECK_CARDS),
+            card_check.API_PATH: Upload(card_check.MAX_PHOTO_BYTES, permissions.CHECK_CARDS),
         }
     )

@@ -3,7 +3,8 @@
 Input: a header row naming ``vin``, or ``plate`` with ``plate_state`` (or ``state``), and
 optionally ``naic``, ``policy_number``, ``date``, ``reason``; a file without a header is read as
 one VIN per row, or ``plate,state`` rows. Rows go to the routing engine a thousand at a time (the
-API's batch size) and the answer streams back as each thousand is done.
+API's batch size) and the answer streams back as each thousand is done. Each row counts as one
+request against the account's rate limit.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from portal import csv_cells
-from portal.deps import BatchVerifier, Principal
+from portal.deps import BatchVerifier, Principal, charge_items, paced_items
 from portal.errors import ApiError, ErrorBody
 from portal.schemas import MAX_BATCH, VerifyRequest, VerifyResult
 from portal.web.render import page
-from portal.web.settings import get_web_settings
 from portal.web.verify_adapter import problem, verify_many
 
 router = APIRouter(include_in_schema=False)
@@ -60,7 +60,7 @@ def batch_form(request: Request, me: BatchVerifier) -> Response:
         "batch.html",
         "Batch verification",
         {},
-        {"max_items": get_web_settings().batch_max_rows},
+        {"max_items": request.app.state.portal_settings.batch_max_rows},
     )
 
 
@@ -158,6 +158,8 @@ async def _answers(
     for start in range(0, len(items), MAX_BATCH):
         chunk = checked[start : start + MAX_BATCH]
         valid = [c for c in chunk if isinstance(c, VerifyRequest)]
+        if start:  # the first thousand was counted before the answer began
+            await paced_items(request, me, len(chunk))
         results = iter(await verify_many(request, me, valid)) if valid else iter(())
         for offset, item in enumerate(chunk):
             answer = next(results) if isinstance(item, VerifyRequest) else item
@@ -169,7 +171,7 @@ async def _answers(
 async def batch(
     request: Request, me: BatchVerifier, file: Annotated[UploadFile, File()]
 ) -> Response:
-    max_rows = get_web_settings().batch_max_rows
+    max_rows = request.app.state.portal_settings.batch_max_rows
     raw = await file.read(max_rows * MAX_BYTES_PER_ROW + 1)
     if len(raw) > max_rows * MAX_BYTES_PER_ROW:
         raise ApiError(413, f"the file is too large for {max_rows} rows")
@@ -178,6 +180,9 @@ async def batch(
     except UnicodeDecodeError:
         raise ApiError(422, "the CSV file must be UTF-8 text") from None
     items = read_rows(text, max_rows)
+    # Every vehicle counts against the account's rate limit: the first thousand now (429 when
+    # too few are left), the rest as the answer streams (it then goes at the limit's pace).
+    charge_items(request, me, min(len(items), MAX_BATCH))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
         _answers(request, me, items),

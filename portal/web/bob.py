@@ -1,5 +1,8 @@
 """Book of business per NAIC: files received, their outcome, error reports, and web upload.
 
+Only accepted uploads stay in ``OLV_PORTAL_UPLOAD_DIR``; a rejected or duplicate file is removed
+once its outcome is recorded (its error report is rebuilt from the database).
+
 An upload goes through exactly what the SFTP intake uses: an insurer liaison's file is first
 checked for NAICs other than theirs (``bob_loader.intake.unbound_naics``, the account binding
 of the intake), then ``bob_loader.load.load_files`` validates, loads and swaps it in. Liaisons
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -20,12 +24,14 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from bob_loader import report as report_file
 from bob_loader.intake_binding import unbound_naics
 from bob_loader.intake_claims import safe_name
+from bob_loader.intake_notify import notify_web_upload
 from bob_loader.load import load_files
 from bob_loader.lookup import naic_stats
 from bob_loader.models import BobFile, BobIssue
-from bob_loader.report import ReportHeader
+from bob_loader.report import recorded_header, recorded_issue
 from bob_loader.settings import get_bob_settings
 from olv.db import as_utc
 from portal import permissions, security_log
@@ -34,7 +40,6 @@ from portal.errors import ApiError
 from portal.web import params
 from portal.web.identity import now
 from portal.web.render import flash, page, twin_get
-from portal.web.settings import get_web_settings
 
 router = APIRouter(include_in_schema=False)
 BOB_UPLOADED = "bob_uploaded"
@@ -134,41 +139,35 @@ def report(request: Request, db: DbSession, me: BobViewer, file_id: params.RowNu
         row = db.scalar(query)
         if row is None:
             raise ApiError(404, "no such file")
-        header = ReportHeader(
-            file=row.name,
-            status=row.status,
-            reason=row.reason,
-            records=row.records,
-            loaded=row.loaded,
-            bad_records=0,
-            errors=row.errors,
-            warnings=row.warnings,
-            max_error_rate=get_bob_settings().max_error_rate,
-            naics=[n for n in row.naics.split(",") if n],
-            sha256=row.sha256,
-            processed_at=_stamp(row.processed_at) or "-",
-        )
-    lines = [line for line in header.lines() if not line.startswith("records with errors")]
-    filename = re.sub(r"[^A-Za-z0-9._ -]", "_", row.name) + ".errors.txt"
+        header = recorded_header(row, get_bob_settings().max_error_rate)
+    lines = header.lines()
+    # A liaison sees the problems on their own NAIC's records only, unless they sent the file:
+    # one file may carry several insurers' records, and their VINs are not the liaison's.
+    only = me.naic if me.role == "insurer" and row.account != web_account(me) else None
+    if only is not None:
+        lines.append(f"shown: the problems on records of NAIC {only} only")
+    filename = re.sub(r"[^A-Za-z0-9._ -]", "_", row.name) + report_file.SUFFIX
     return StreamingResponse(
-        _report_body(request, file_id, lines, row.errors + row.warnings),
+        _report_body(request, file_id, lines, row.errors + row.warnings, only),
         media_type="text/plain; charset=us-ascii",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
-def _report_body(request: Request, file_id: int, head: list[str], problems: int) -> Iterator[str]:
+def _report_body(
+    request: Request, file_id: int, head: list[str], problems: int, naic: str | None
+) -> Iterator[str]:
     yield "\n".join(head) + "\n\n"
     shown = 0
+    query = select(BobIssue).where(BobIssue.file_id == file_id).order_by(BobIssue.id)
+    if naic is not None:
+        query = query.where(BobIssue.naic == naic)
     with request.app.state.sessions() as db:
-        rows = db.execute(
-            select(BobIssue).where(BobIssue.file_id == file_id).order_by(BobIssue.id)
-        ).scalars()
+        rows = db.execute(query).scalars()
         for issue in rows.yield_per(1000):
-            tag = "" if issue.severity == "error" else "warning: "
-            yield f"line {issue.line}: {issue.field}: {issue.value!r}: {tag}{issue.reason}\n"
+            yield recorded_issue(issue).report_line() + "\n"
             shown += 1
-    if shown < problems:
+    if naic is None and shown < problems:
         yield f"... and {problems - shown} more problems (the report sent with the file has all)\n"
 
 
@@ -176,13 +175,16 @@ def _report_body(request: Request, file_id: int, head: list[str], problems: int)
 def upload(
     request: Request, db: DbSession, me: BobViewer, file: Annotated[UploadFile, File()]
 ) -> Response:
-    settings = get_web_settings()
+    settings = request.app.state.portal_settings
     # Whatever the browser claims: the last part of either kind of path, printable, bounded,
     # never hidden nor "." or "..".
     claimed = PurePosixPath((file.filename or "").replace("\\", "/")).name
     name = safe_name(claimed).strip().lstrip(".") or "upload.txt"
-    folder = settings.upload_dir / f"{now(request):%Y%m%dT%H%M%S%fZ}"
-    folder.mkdir(parents=True, exist_ok=True)
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    # A folder of its own even for two uploads in the same instant: removing a rejected one
+    # must never touch another's file.
+    stamp = f"{now(request):%Y%m%dT%H%M%S%fZ}-"
+    folder = Path(tempfile.mkdtemp(prefix=stamp, dir=settings.upload_dir))
     target = folder / name
     size = 0
     with target.open("wb") as out:
@@ -193,7 +195,13 @@ def upload(
                 shutil.rmtree(folder, ignore_errors=True)
                 raise ApiError(413, f"the file is larger than {settings.max_upload_mb} MB")
             out.write(chunk)
-    outcome = _load(request, db, me, target)
+    kept = False
+    try:
+        outcome = _load(request, db, me, target)
+        kept = outcome["status"] == "accepted"
+    finally:
+        if not kept:  # nothing of it was loaded: its bytes have no reason to stay on disk
+            shutil.rmtree(folder, ignore_errors=True)
     return _render(request, db, me, outcome=outcome, status=200)
 
 
@@ -211,6 +219,8 @@ def _load(request: Request, db: Session, me: Principal, path: Path) -> dict[str,
             return {"file": path.name, "status": "rejected", "reason": reason, "file_id": None}
     engine = request.app.state.engine
     (outcome,) = load_files(engine, [path], report_dir=path.parent, account=web_account(me))
+    # The insurer's contacts hear of it as they would of an SFTP delivery.
+    notify_web_upload(engine, request.app.state.intake_settings, outcome, web_account(me))
     with db.begin():
         file_id = db.scalar(
             select(BobFile.id)

@@ -11,6 +11,9 @@ Per insurer per day (days in ``OLV_TIMEZONE``):
 * ``unavailable``  calls without a usable answer (timeout, refused, TLS, HTTP error, fault,
                    schema-invalid answer, SYSU/UREQ).
 
+A call without a usable answer inside one of the insurer's planned maintenance windows
+(:mod:`portal.maintenance`) is left out like a cancelled one: it is not held against it.
+
 A NAIC *misses the monthly upload* when no file carrying it was accepted between the first of
 the month and the end of its due day (``OLV_PORTAL_BOB_DEADLINE_DAY``), for the latest due day
 that has passed.
@@ -18,24 +21,26 @@ that has passed.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from bob_loader.models import BobFile
 from olv.db import as_utc
+from portal.answer_time import RULE_MS, TEXAS_MS
+from portal.maintenance import ANY_INSURER, Window, intervals
 from portal.models import Insurer, InsurerCall
 
-FIVE_SECONDS_MS = 5000.0
-TEXAS_MS = 1750.0
 USABLE = "ok"
 NOT_COUNTED = "cancelled"
 TIMEOUT = "timeout"
+PERCENTILES = (50, 95, 99)
 
 
 @dataclass
@@ -45,7 +50,9 @@ class DayStats:
     ok: int = 0
     over_5s: int = 0
     over_1_75s: int = 0
-    latencies: list[float] = field(default_factory=list, repr=False)
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
 
     @property
     def unavailable(self) -> int:
@@ -55,20 +62,14 @@ class DayStats:
     def availability(self) -> float | None:
         return round(100.0 * self.ok / self.calls, 2) if self.calls else None
 
-    def percentile(self, share: float) -> float | None:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return round(ordered[max(math.ceil(share * len(ordered)) - 1, 0)], 1)
-
     def as_dict(self) -> dict[str, object]:
         return {
             "day": self.day.isoformat(),
             "calls": self.calls,
             "availability": self.availability,
-            "p50_ms": self.percentile(0.50),
-            "p95_ms": self.percentile(0.95),
-            "p99_ms": self.percentile(0.99),
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
             "over_5s": self.over_5s,
             "over_1_75s": self.over_1_75s,
             "unavailable": self.unavailable,
@@ -90,41 +91,104 @@ def day_range(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def _utc_start(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time.min, zone).astimezone(UTC)
+
+
 def _utc_bounds(first: date, last: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
-    start = datetime.combine(first, time.min, zone).astimezone(UTC)
-    end = datetime.combine(last + timedelta(days=1), time.min, zone).astimezone(UTC)
-    return start, end
+    return _utc_start(first, zone), _utc_start(last + timedelta(days=1), zone)
+
+
+def nearest_rank(percent: int, count: ColumnElement[int] | int) -> Any:
+    """The 1-based rank of the nearest-rank ``percent``-th percentile of ``count`` values,
+    ceil(percent × count / 100), in integers (so SQL and Python agree to the last digit)."""
+    return (count * percent + 99) // 100
+
+
+def _usable(outcome: Any) -> ColumnElement[bool]:
+    """The one rule of availability: a call counts as available when its outcome is usable;
+    every other counted outcome is the insurer's unavailability."""
+    return outcome == USABLE
 
 
 def per_day(
-    db: Session, first: date, last: date, zone: ZoneInfo, naics: list[str] | None
+    db: Session,
+    first: date,
+    last: date,
+    zone: ZoneInfo,
+    naics: list[str] | None,
+    windows: Sequence[Window] = (),
 ) -> list[InsurerStats]:
-    """One entry per registered insurer (of ``naics``, when given), every day in the range."""
+    """One entry per registered insurer (of ``naics``, when given), every day in the range.
+
+    The database does the counting (GROUP BY insurer and day) and ranks the latencies for the
+    percentiles (a window over each insurer's day): what comes back is a few rows per insurer
+    per day, whatever the number of calls.
+    """
     insurers = select(Insurer.naic, Insurer.name).order_by(Insurer.naic)
     if naics is not None:
         insurers = insurers.where(Insurer.naic.in_(naics))
     names = dict(db.execute(insurers).tuples().all())
     days = day_range(first, last)
-    table: dict[str, dict[date, DayStats]] = {
-        naic: {d: DayStats(d) for d in days} for naic in names
+    table: dict[str, dict[int, DayStats]] = {
+        naic: {i: DayStats(d) for i, d in enumerate(days)} for naic in names
     }
+    if not names:
+        return []
+    # Local days as UTC intervals: the call's day is the first day whose end is after it.
+    ends = [_utc_start(d + timedelta(days=1), zone) for d in days]
+    day_of = case(*((InsurerCall.at < end, index) for index, end in enumerate(ends)))
     start, end = _utc_bounds(first, last, zone)
-    calls = select(InsurerCall.naic, InsurerCall.at, InsurerCall.outcome, InsurerCall.latency_ms)
-    calls = calls.where(InsurerCall.at >= start, InsurerCall.at < end)
-    if naics is not None:
-        calls = calls.where(InsurerCall.naic.in_(naics))
-    for naic, at, outcome, latency in db.execute(calls).yield_per(5000):
-        if outcome == NOT_COUNTED or naic not in table:
-            continue
-        moment = as_utc(at)
-        stats = table[naic].get(moment.astimezone(zone).date())
-        if stats is None:
-            continue
-        stats.calls += 1
-        stats.ok += outcome == USABLE
-        stats.latencies.append(latency)
-        stats.over_5s += latency > FIVE_SECONDS_MS or outcome == TIMEOUT
-        stats.over_1_75s += latency > TEXAS_MS
+    counted = select(
+        InsurerCall.naic.label("naic"),
+        day_of.label("day"),
+        InsurerCall.outcome.label("outcome"),
+        InsurerCall.latency_ms.label("latency"),
+    ).where(
+        InsurerCall.at >= start,
+        InsurerCall.at < end,
+        InsurerCall.outcome != NOT_COUNTED,
+        InsurerCall.naic.in_(list(names)),
+    )
+    planned = [
+        and_(
+            InsurerCall.at >= window_start,
+            InsurerCall.at < window_end,
+            true() if naic == ANY_INSURER else InsurerCall.naic == naic,
+        )
+        for naic, window_start, window_end in intervals(windows, first, last, zone)
+    ]
+    if planned:
+        # Unavailability inside an announced maintenance window is not held against the insurer.
+        counted = counted.where(~and_(~_usable(InsurerCall.outcome), or_(*planned)))
+    calls = counted.subquery()
+    totals = select(
+        calls.c.naic,
+        calls.c.day,
+        func.count(),
+        func.sum(case((_usable(calls.c.outcome), 1), else_=0)),
+        func.sum(case((or_(calls.c.latency > RULE_MS, calls.c.outcome == TIMEOUT), 1), else_=0)),
+        func.sum(case((calls.c.latency > TEXAS_MS, 1), else_=0)),
+    ).group_by(calls.c.naic, calls.c.day)
+    for naic, day, count, ok, over_5s, over_1_75s in db.execute(totals):
+        stats = table[naic][day]
+        stats.calls, stats.ok = count, int(ok)
+        stats.over_5s, stats.over_1_75s = int(over_5s), int(over_1_75s)
+    group = (calls.c.naic, calls.c.day)
+    ranked = select(
+        calls.c.naic,
+        calls.c.day,
+        calls.c.latency,
+        func.row_number().over(partition_by=group, order_by=calls.c.latency).label("rank"),
+        func.count().over(partition_by=group).label("n"),
+    ).subquery()
+    wanted = or_(*(ranked.c.rank == nearest_rank(p, ranked.c.n) for p in PERCENTILES))
+    picked = select(ranked.c.naic, ranked.c.day, ranked.c.rank, ranked.c.n, ranked.c.latency)
+    for naic, day, rank, n, latency in db.execute(picked.where(wanted)):
+        stats = table[naic][day]
+        for percent in PERCENTILES:
+            if rank == nearest_rank(percent, n):
+                setattr(stats, f"p{percent}_ms", round(latency, 1))
     return [InsurerStats(naic, names[naic], list(table[naic].values())) for naic in names]
 
 

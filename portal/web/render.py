@@ -19,6 +19,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from enforcement.permissions import IIES_INQUIRY, IIES_PROOF, IIES_REPORTS, IIES_STATEWIDE
 from portal import permissions
 from portal.permissions import Action
 
@@ -42,6 +43,10 @@ NAV = (
     NavItem("/history", "History", permissions.READ_QUERIES),
     NavItem("/bob", "Book of business", permissions.BOOK_OF_BUSINESS),
     NavItem("/compliance", "Compliance", permissions.COMPLIANCE),
+    NavItem("/iies/inquiry", "Enforcement", IIES_INQUIRY),
+    NavItem("/iies/proof", "Paper proof", IIES_PROOF),
+    NavItem("/iies/reports", "Filing reports", IIES_REPORTS),
+    NavItem("/iies/statewide", "State-wide", IIES_STATEWIDE),
     NavItem("/admin/insurers", "Insurers", permissions.MANAGE_INSURERS),
     NavItem("/admin/users", "Users", permissions.MANAGE_USERS),
     NavItem("/admin/tokens", "Tokens", permissions.MANAGE_TOKENS),
@@ -119,10 +124,13 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
     return response
 
 
-def twin_get(router: APIRouter, path: str, **kwargs: Any) -> Callable[[Callable], Callable]:
+View = Callable[..., Any]
+
+
+def twin_get(router: APIRouter, path: str, **kwargs: Any) -> Callable[[View], View]:
     """Register a GET view at ``path`` and at ``path.json``."""
 
-    def register(view: Callable) -> Callable:
+    def register(view: View) -> View:
         router.get(path, response_class=HTMLResponse, include_in_schema=False, **kwargs)(view)
         router.get(path + ".json", include_in_schema=False, **kwargs)(view)
         return view
