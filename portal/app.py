@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
@@ -62,6 +63,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessions = db.session_factory(engine)
         _seal_plaintext_secrets(engine, app.state.secret_key)
+        await run_in_threadpool(passwords.dummy_hash)  # before the first sign-in needs it
         app.state.insurer_client = InsurerClient(transport, portal_settings)
         app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()

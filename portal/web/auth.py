@@ -9,7 +9,8 @@ checked, and every step is written to the security log.
 ``POST /login`` runs on the event loop: its database steps take a worker thread for a moment
 each, and it waits for a password-hash slot (``app.state.hash_slots``) with ``await``, so a
 flood of sign-ins holds none of the threads that session and token checks need. Past the
-per-address limit it is refused before any database read or hash.
+per-address limit it is refused before any database read or hash; a sign-in that gets no slot
+within the request's budget is answered 503 (try again) before it is counted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy import select
@@ -99,22 +101,30 @@ async def login(
     found = await within_budget(request, _before_hash, app, username, source, at)
     if isinstance(found, _Refusal):
         return _refused(request, username, found)
-    attempt, user_id, stored_hash = found
-    number = 0
     async with _hash_slot(request):
-        if user_id is not None:
-            claimed = await within_budget(request, _claim, app, attempt, user_id)
-            if isinstance(claimed, _Refusal):
-                return _refused(request, username, claimed)
-            number = claimed
-        right = await passwords.verify_password_async(stored_hash, password)
-    opened = await within_budget(request, _after_hash, app, attempt, user_id, number, right)
+        # Once counted, an attempt is seen through to its recorded outcome, even if the
+        # client gives up: a counted attempt left unsettled would neither lock nor uncount.
+        opened = await asyncio.shield(_check(app, *found, password))
     if isinstance(opened, _Refusal):
         return _refused(request, username, opened)
     token, enrolled = opened
     response = _redirect("/login/totp" if enrolled else "/login/enrol")
     set_cookie(request, response, token)
     return response
+
+
+async def _check(
+    app: Any, who: _Who, user_id: int | None, stored_hash: str, password: str
+) -> tuple[str, bool] | _Refusal:
+    """Count the attempt, check the password on a hash slot, record the outcome."""
+    number = 0
+    if user_id is not None:
+        claimed = await run_in_threadpool(_claim, app, who, user_id)
+        if isinstance(claimed, _Refusal):
+            return claimed
+        number = claimed
+    right = await passwords.verify_password_async(stored_hash, password)
+    return await run_in_threadpool(_after_hash, app, who, user_id, number, right)
 
 
 def _refused(request: Request, username: str, refusal: _Refusal) -> Response:
