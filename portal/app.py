@@ -59,11 +59,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.secret_key = secret_key.load(portal_settings)  # refuses to start without one
         engine = db.make_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessions = db.session_factory(engine)
-        _seal_plaintext_secrets(engine, app.state.secret_key)
         await run_in_threadpool(passwords.dummy_hash)  # before the first sign-in needs it
+        # In the background: the portal starts (and serves) while its database is down.
+        sealing = asyncio.create_task(
+            run_in_threadpool(_seal_plaintext_secrets, engine, app.state.secret_key)
+        )
+        app.state.background_tasks.add(sealing)
+        sealing.add_done_callback(app.state.background_tasks.discard)
         app.state.insurer_client = InsurerClient(transport, portal_settings)
         app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
@@ -94,7 +100,6 @@ def create_app(
     app.state.portal_settings = portal_settings
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.principal_resolvers = []
-    app.state.secret_key = secret_key.load(portal_settings)  # refuses to start without one
     app.state.signin_gate = AttemptWindow()
     app.state.hash_slots = asyncio.Semaphore(passwords.HASH_SLOTS)
     app.state.token_limiter = RateLimiter(portal_settings.token_rate_per_minute)
@@ -120,9 +125,8 @@ def create_app(
 
 
 def _seal_plaintext_secrets(engine: Engine, key: SecretKey) -> None:
-    """Encrypt TOTP secrets stored before encryption (or seeded by the demo). The portal serves
-    while its database is down, so a failure here is logged: the next start, or that person's
-    next sign-in, encrypts them."""
+    """Encrypt TOTP secrets stored before encryption (or seeded by the demo). A failure (the
+    database is down) is logged: the next start, or that person's next sign-in, encrypts them."""
     try:
         with db.transaction(engine) as session:
             sealed = secret_key.seal_plaintext_secrets(session, key)
