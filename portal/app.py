@@ -68,8 +68,6 @@ def create_app(
         sealing = asyncio.create_task(
             run_in_threadpool(_seal_plaintext_secrets, engine, app.state.secret_key)
         )
-        app.state.background_tasks.add(sealing)
-        sealing.add_done_callback(app.state.background_tasks.discard)
         app.state.insurer_client = InsurerClient(transport, portal_settings)
         app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
@@ -85,6 +83,7 @@ def create_app(
         try:
             yield
         finally:
+            await sealing  # its connection goes back to the pool before the pool closes
             await app.state.insurer_client.aclose()
             await app.state.query_log.stop()
             await app.state.router.close()
