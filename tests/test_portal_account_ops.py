@@ -140,3 +140,27 @@ def test_a_cached_answer_ages_from_the_start_of_its_read() -> None:
     time.sleep(0.35)  # the read took longer than the ttl: its answer is already too old
     cache.put("token", "owner", started)
     assert cache.get("token") is None
+
+
+def test_security_log_event_names_are_written_only_in_the_security_log_module() -> None:
+    """Every event the portal logs is named once, in portal/security_log.py: no other module
+    spells one of those names as a string."""
+    import ast
+
+    import portal
+    from portal import security_log
+
+    events = {
+        value
+        for name, value in vars(security_log).items()
+        if name.isupper() and isinstance(value, str) and name != "UNKNOWN_NAME_PREFIX"
+    } - set(User.__table__.columns.keys())  # "totp_enrolled" is also a column
+    root = Path(portal.__file__).parent
+    spelled = [
+        (str(path.relative_to(root)), node.value)
+        for path in root.rglob("*.py")
+        if path.name != "security_log.py"
+        for node in ast.walk(ast.parse(path.read_text("utf-8")))
+        if isinstance(node, ast.Constant) and node.value in events
+    ]
+    assert spelled == []

@@ -38,7 +38,6 @@ from portal.web.settings import get_web_settings
 
 router = APIRouter(include_in_schema=False)
 BobViewer = Annotated[Principal, require_roles("insurer", "admin")]
-BOB_UPLOADED = "bob_uploaded"
 NAIC = re.compile(r"^[0-9]{5}$")
 CHUNK = 1 << 20
 
@@ -230,7 +229,7 @@ def _log(request: Request, db: Session, me: Principal, name: str, detail: str) -
     with db.begin():
         security_log.record(
             db,
-            BOB_UPLOADED,
+            security_log.BOB_UPLOADED,
             username=me.username,
             detail=f"{name}: {detail}"[:500],
             source=client_address(request),
