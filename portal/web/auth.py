@@ -303,13 +303,14 @@ def _second_factor(request: Request, db: DbSession, code: str, *, enrolling: boo
             problem = SLOW_DOWN
         elif (number := lockout.claim_attempt(db, user.id, at)) is None:
             problem = LOCKED if lockout.is_locked_now(db, user.id) else SLOW_DOWN
-            who.log(db, security_log.LOGIN_REFUSED, "account locked" if problem == LOCKED else "")
+            why = "account locked" if problem == LOCKED else "too many sign-ins at once"
+            who.log(db, security_log.LOGIN_REFUSED, why)
         else:
             sealed = current.enrol_secret if enrolling else user.totp_secret
             secret = key.unseal(sealed) if sealed else None
             last = sessions.last_totp_step(db, user.id)
             step = totp.matching_step(secret, code, at, last) if secret else None
-            if step is None or not sessions.claim_totp_step(db, user.id, step):
+            if secret is None or step is None or not sessions.claim_totp_step(db, user.id, step):
                 problem = _failed(db, who, user.id, number, security_log.TOTP_FAILED)
             else:
                 problem = None
