@@ -97,6 +97,7 @@ def seal_plaintext_secrets(session: Session, key: SecretKey) -> int:
         )
     ).all()
     for user_id, plain in rows:
+        assert plain is not None  # selected so
         session.execute(
             update(User)
             .where(User.id == user_id, User.totp_secret == plain)

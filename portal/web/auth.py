@@ -324,6 +324,7 @@ def _second_factor(request: Request, db: DbSession, code: str, *, enrolling: boo
                 user.last_login_at = at
                 who.log(db, security_log.LOGIN_OK)
                 token = sessions.promote(db, current, at)
+    response: Response
     if problem is None:
         response = _redirect(home_for(user.role))
         set_cookie(request, response, token)
