@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import platform
 import random
+import secrets
 import shutil
 import socket
 import subprocess
@@ -464,6 +465,7 @@ def main() -> int:
                 "OLV_DATABASE_URL": state_url,
                 "OLV_PORTAL_TOKEN_RATE_PER_MINUTE": "10000000",
                 "OLV_PORTAL_WORKERS": str(args.portal_workers),
+                "OLV_PORTAL_SECRET_KEY": secrets.token_urlsafe(32),
             }
             soap_base = f"http://127.0.0.1:{soap_port}"
             tokens_ = prepare(

@@ -15,8 +15,13 @@ Module map:
 * ``schemas.py``        the API's pydantic types
 * ``querylog.py``       batched writes of the query log and the insurer-call log
 * ``registry.py``       the insurer registry;  ``registrations.py`` plate → VIN import
-* ``users.py``, ``passwords.py``, ``tokens.py``, ``security_log.py``, ``ratelimit.py``,
-  ``cache.py``
+* ``users.py``          account operations (add, unlock, disable, enable, reset the second
+                        factor), shared by ``olv users`` and the admin pages
+* ``lockout.py``        counting failed sign-ins (atomically, before the check) and the
+                        sign-in rate limits
+* ``security_log.py``   the security log and every event name it records
+* ``secret_key.py``     ``OLV_PORTAL_SECRET_KEY``: TOTP secrets encrypted at rest, keyed name hashes
+* ``passwords.py``, ``tokens.py``, ``sessions.py``, ``totp.py``, ``ratelimit.py``, ``cache.py``
 * ``onboarding.py``     ``olv insurers check``: the onboarding scenario set
 * ``cli.py``            the ``olv`` sub-commands of the portal
 * ``routes/``           one router module per concern; ``templates/`` and ``static/`` for pages

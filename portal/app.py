@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -58,10 +59,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.secret_key = secret_key.load(portal_settings)  # stops the start if unusable
         engine = db.make_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessions = db.session_factory(engine)
-        _seal_plaintext_secrets(engine, app.state.secret_key)
+        await run_in_threadpool(passwords.dummy_hash)  # before the first sign-in needs it
+        # In the background: the portal starts (and serves) while its database is down.
+        sealing = asyncio.create_task(
+            run_in_threadpool(_seal_plaintext_secrets, engine, app.state.secret_key)
+        )
         app.state.insurer_client = InsurerClient(transport, portal_settings)
         app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
@@ -77,6 +83,7 @@ def create_app(
         try:
             yield
         finally:
+            await sealing  # its connection goes back to the pool before the pool closes
             await app.state.insurer_client.aclose()
             await app.state.query_log.stop()
             await app.state.router.close()
@@ -92,7 +99,6 @@ def create_app(
     app.state.portal_settings = portal_settings
     app.state.intake_settings = IntakeSettings()  # e-mail of web uploads (OLV_SMTP_*)
     app.state.principal_resolvers = []
-    app.state.secret_key = secret_key.load(portal_settings)  # stops the start if unusable
     app.state.signin_gate = AttemptWindow()
     app.state.hash_slots = asyncio.Semaphore(passwords.HASH_SLOTS)
     # one limit per API token and per signed-in account (OLV_PORTAL_TOKEN_RATE_PER_MINUTE)
@@ -119,9 +125,8 @@ def create_app(
 
 
 def _seal_plaintext_secrets(engine: Engine, key: SecretKey) -> None:
-    """Encrypt TOTP secrets stored before encryption (or seeded by the demo). The portal serves
-    while its database is down, so a failure here is logged: the next start, or that person's
-    next sign-in, encrypts them."""
+    """Encrypt TOTP secrets stored before encryption (or seeded by the demo). A failure (the
+    database is down) is logged: the next start, or that person's next sign-in, encrypts them."""
     try:
         with db.transaction(engine) as session:
             sealed = secret_key.seal_plaintext_secrets(session, key)

@@ -7,6 +7,7 @@ to pass the length rule; the comparison ignores case.
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
@@ -91,7 +92,11 @@ def needs_rehash(stored_hash: str) -> bool:
 # A valid hash of nothing anyone can type, to verify against when the user does not exist
 # (so a login for an unknown name costs as much time as one for a known name).
 def dummy_hash() -> str:
-    return _dummy()
+    with _dummy_lock:  # made once, not once by every sign-in of a flood that starts together
+        return _dummy()
+
+
+_dummy_lock = threading.Lock()
 
 
 @cache

@@ -40,6 +40,7 @@ USER_DISABLED = "user_disabled"
 USER_ENABLED = "user_enabled"
 TOTP_RESET = "totp_reset"
 INSURER_CHANGED = "insurer_changed"
+BOB_UPLOADED = "bob_uploaded"  # a book-of-business file uploaded on the web page
 REGISTRATIONS_IMPORTED = "registrations_imported"
 
 # The stored form of a name that matches no account: this prefix and a keyed hash.

@@ -22,8 +22,8 @@ from sqlalchemy.engine import make_url
 from olv import db
 from olv.config import get_settings
 from tests.helpers.day_change import wait_past_midnight
+from tests.helpers.portal import TEST_SECRET_KEY
 
-TEST_SECRET_KEY = "test-only portal secret key, 32 characters or more"
 PG_URL = os.environ.get("OLV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 import portal.sessions  # noqa: F401  (its tables are truncated between PostgreSQL tests)
 from olv import db
-from portal import lockout, secret_key
+from portal import lockout, secret_key, sessions
 from portal.models import SecurityLog, User
 from portal.settings import PortalSettings
 from tests.helpers.portal_web import (
@@ -53,6 +53,15 @@ def _user(url: str, username: str) -> User:
         engine.dispose()
 
 
+def _enrol_secrets(url: str) -> list[str | None]:
+    engine = db.make_engine(url)
+    try:
+        with db.transaction(engine) as session:
+            return list(session.scalars(select(sessions.WebSession.enrol_secret)))
+    finally:
+        engine.dispose()
+
+
 def test_first_login_enrols_totp_with_a_qr_code_then_asks_for_it(db_url: str) -> None:
     add_user(db_url, "olivia", "officer")
     with portal_client(db_url) as (client, clock):
@@ -66,6 +75,8 @@ def test_first_login_enrols_totp_with_a_qr_code_then_asks_for_it(db_url: str) ->
         match = SECRET.search(enrol.text)
         assert match, enrol.text
         secret = match.group(1)
+        [shown] = _enrol_secrets(db_url)  # kept encrypted while the enrolment is open
+        assert shown and shown.startswith("fernet:") and secret not in shown
         wrong = client.post("/login/enrol", data={"code": "000000"})
         assert wrong.status_code == 401 and "not right" in wrong.text
         clock.advance(seconds=30)

@@ -9,7 +9,8 @@ checked, and every step is written to the security log.
 ``POST /login`` runs on the event loop: its database steps take a worker thread for a moment
 each, and it waits for a password-hash slot (``app.state.hash_slots``) with ``await``, so a
 flood of sign-ins holds none of the threads that session and token checks need. Past the
-per-address limit it is refused before any database read or hash.
+per-address limit it is refused before any database read or hash; a sign-in that gets no slot
+within the request's budget is answered 503 (try again) before it is counted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy import select
@@ -99,22 +101,30 @@ async def login(
     found = await within_budget(request, _before_hash, app, username, source, at)
     if isinstance(found, _Refusal):
         return _refused(request, username, found)
-    attempt, user_id, stored_hash = found
-    number = 0
     async with _hash_slot(request):
-        if user_id is not None:
-            claimed = await within_budget(request, _claim, app, attempt, user_id)
-            if isinstance(claimed, _Refusal):
-                return _refused(request, username, claimed)
-            number = claimed
-        right = await passwords.verify_password_async(stored_hash, password)
-    opened = await within_budget(request, _after_hash, app, attempt, user_id, number, right)
+        # Once counted, an attempt is seen through to its recorded outcome, even if the
+        # client gives up: a counted attempt left unsettled would neither lock nor uncount.
+        opened = await asyncio.shield(_check(app, *found, password))
     if isinstance(opened, _Refusal):
         return _refused(request, username, opened)
     token, enrolled = opened
     response = _redirect("/login/totp" if enrolled else "/login/enrol")
     set_cookie(request, response, token)
     return response
+
+
+async def _check(
+    app: Any, who: _Who, user_id: int | None, stored_hash: str, password: str
+) -> tuple[str, bool] | _Refusal:
+    """Count the attempt, check the password on a hash slot, record the outcome."""
+    number = 0
+    if user_id is not None:
+        claimed = await run_in_threadpool(_claim, app, who, user_id)
+        if isinstance(claimed, _Refusal):
+            return claimed
+        number = claimed
+    right = await passwords.verify_password_async(stored_hash, password)
+    return await run_in_threadpool(_after_hash, app, who, user_id, number, right)
 
 
 def _refused(request: Request, username: str, refusal: _Refusal) -> Response:
@@ -293,13 +303,14 @@ def _second_factor(request: Request, db: DbSession, code: str, *, enrolling: boo
             problem = SLOW_DOWN
         elif (number := lockout.claim_attempt(db, user.id, at)) is None:
             problem = LOCKED if lockout.is_locked_now(db, user.id) else SLOW_DOWN
-            who.log(db, security_log.LOGIN_REFUSED, "account locked" if problem == LOCKED else "")
+            why = "account locked" if problem == LOCKED else "too many sign-ins at once"
+            who.log(db, security_log.LOGIN_REFUSED, why)
         else:
             sealed = current.enrol_secret if enrolling else user.totp_secret
             secret = key.unseal(sealed) if sealed else None
             last = sessions.last_totp_step(db, user.id)
             step = totp.matching_step(secret, code, at, last) if secret else None
-            if step is None or not sessions.claim_totp_step(db, user.id, step):
+            if secret is None or step is None or not sessions.claim_totp_step(db, user.id, step):
                 problem = _failed(db, who, user.id, number, security_log.TOTP_FAILED)
             else:
                 problem = None
@@ -313,6 +324,7 @@ def _second_factor(request: Request, db: DbSession, code: str, *, enrolling: boo
                 user.last_login_at = at
                 who.log(db, security_log.LOGIN_OK)
                 token = sessions.promote(db, current, at)
+    response: Response
     if problem is None:
         response = _redirect(home_for(user.role))
         set_cookie(request, response, token)

@@ -42,7 +42,6 @@ from portal.web.identity import now
 from portal.web.render import flash, page, twin_get
 
 router = APIRouter(include_in_schema=False)
-BOB_UPLOADED = "bob_uploaded"
 NAIC = re.compile(r"^[0-9]{5}$")
 CHUNK = 1 << 20
 
@@ -244,7 +243,7 @@ def _log(request: Request, db: Session, me: Principal, name: str, detail: str) -
     with db.begin():
         security_log.record(
             db,
-            BOB_UPLOADED,
+            security_log.BOB_UPLOADED,
             username=me.username,
             detail=f"{name}: {detail}"[:500],
             source=client_address(request),

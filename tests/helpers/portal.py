@@ -28,6 +28,16 @@ from service import demo as insurer_demo
 from tests.helpers.soap import free_port, soap_server, start_until_healthy, stop_process
 
 PASSWORD = "Correct-Horse-Battery-9"
+# The portal does not start without a secret key (README); tests use this one.
+TEST_SECRET_KEY = "test-only portal secret key, 32 characters or more"
+
+
+def with_secret_key(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the tests' portal key unless it names one (fixtures of a wider scope than a
+    test run before the per-test environment is set)."""
+    if env.get("OLV_PORTAL_SECRET_KEY") or env.get("OLV_PORTAL_SECRET_KEY_FILE"):
+        return env
+    return {**env, "OLV_PORTAL_SECRET_KEY": TEST_SECRET_KEY}
 
 
 def write_bob(path: Path, rows: list[tuple[str, str, str]], effective: str = "20240101") -> Path:
@@ -228,7 +238,9 @@ def portal_server(env: dict[str, str], log_dir: Path) -> Iterator[Portal]:
     log = log_dir / f"portal-{port}.log"
     command = [sys.executable, "-m", "olv", "portal", "serve", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
-    process = start_until_healthy(command, {**os.environ, **env}, log, base, "portal")
+    process = start_until_healthy(
+        command, with_secret_key({**os.environ, **env}), log, base, "portal"
+    )
     portal = Portal(base, process, log)
     try:
         yield portal
