@@ -86,7 +86,7 @@ def compose(
     }
     if winner is not None:
         unknown = winner.policy_key == UNKNOWN
-        fields = dict(
+        fields: dict[str, Any] = dict(
             status="Confirmed",
             verdict="confirmed",
             reasons=[],

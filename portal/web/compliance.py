@@ -73,7 +73,7 @@ def charts_for(stats: data.InsurerStats) -> list[Markup]:
     availability = Chart(
         "Availability (%)",
         days,
-        [Series("available", [r["availability"] for r in rows])],
+        [Series("available", [d.availability for d in stats.days])],
         unit="%",
         y_max=100,
     )

@@ -108,7 +108,8 @@ def nearest_rank(percent: int, count: ColumnElement[int] | int) -> Any:
 def _usable(outcome: Any) -> ColumnElement[bool]:
     """The one rule of availability: a call counts as available when its outcome is usable;
     every other counted outcome is the insurer's unavailability."""
-    return outcome == USABLE
+    usable: ColumnElement[bool] = outcome == USABLE
+    return usable
 
 
 def per_day(
@@ -216,9 +217,12 @@ def missing_uploads(
         )
     )
     for naic_list, processed in rows:
+        moment = as_utc(processed)
+        if moment is None:  # the query asked for processed files only
+            continue
         for naic in naic_list.split(","):
-            accepted[naic].append(as_utc(processed))
-    missing = []
+            accepted[naic].append(moment)
+    missing: list[dict[str, object]] = []
     for naic, name in db.execute(insurers.order_by(Insurer.naic)):
         in_time = [t for t in accepted[naic] if t < end]
         if in_time:
