@@ -119,10 +119,11 @@ def compliance(
     due_day = request.app.state.portal_settings.bob_deadline_day
     seconds = request.app.state.portal_settings.compliance_seconds
     try:
-        with db.begin(), time_limit(db.connection(), seconds):
-            stats = data.per_day(db, first, last, zone, naics)
+        with db.begin(), time_limit(db.connection(), seconds) as tighten:
+            stats = data.per_day(db, first, last, zone, naics, tighten)
+            tighten()
             due, missing = data.missing_uploads(db, today, due_day, zone, naics)
-    except OperationalError:
+    except (OperationalError, TimeoutError):
         raise ApiError(
             503, f"the figures took longer than {seconds:g} s to count; ask for fewer days"
         ) from None
