@@ -144,5 +144,7 @@ def compliance(
     view = {
         "charts": {s.naic: charts_for(s) for s in stats},
         "due_day_ordinal": _ordinal(due_day),
+        "rule": answer_time.label(RULE_SECONDS),
+        "texas": answer_time.label(TEXAS_SECONDS),
     }
     return page(request, "compliance.html", "Compliance", context, view)
