@@ -114,3 +114,29 @@ def test_batch_page_answers_row_for_row(seeded: str) -> None:
         _sign_in(officer, clock, "officer")
         refused = officer.post("/batch", files={"file": ("v.csv", vins, "text/csv")})
         assert refused.status_code == 403
+
+
+def test_batch_page_rows_count_against_the_rate_limit(
+    seeded: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """60 a minute: at most 10 at once. A file of 30 rows is refused whole, saying why; a file
+    of 3 goes through."""
+    monkeypatch.setenv("OLV_PORTAL_TOKEN_RATE_PER_MINUTE", "60")
+    many = "vin\n" + "1HGCM82633A004352\n" * 30
+    with portal_client(seeded) as (client, clock):
+        _sign_in(client, clock, "dmv")
+        refused = client.post("/batch", files={"file": ("many.csv", many, "text/csv")})
+        assert refused.status_code == 429, refused.text
+        assert "30 items" in refused.text
+        few = client.post(
+            "/batch",
+            files={
+                "file": (
+                    "few.csv",
+                    "vin\n1HGCM82633A004352\n" * 1 + "5YJSA1E26HF000337\n" * 2,
+                    "text/csv",
+                )
+            },
+        )
+        assert few.status_code == 200, few.text
+        assert len(list(csv.DictReader(io.StringIO(few.text)))) == 3
