@@ -27,8 +27,8 @@ from sqlalchemy.engine import make_url
 
 from bob_loader import synth
 from bob_loader.bulk import COLUMNS, PostgresWriter
-from bob_loader.parser import read_bob
 from olv import db
+from olv.bob.parser import read_bob
 
 NAIC = "12345"
 TARGET_SECONDS = {"sqlite": 60.0, "postgresql": 90.0}

@@ -62,9 +62,9 @@ from servers import free_port
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bob_loader import layout
 from bob_loader.load import load_files
 from olv import db
+from olv.bob import layout
 from portal import registry, tokens, users
 
 HEALTHY_NAIC = "10001"

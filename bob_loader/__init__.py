@@ -1,8 +1,8 @@
-"""The book-of-business format and the state side: loading, intake, look-ups (SPEC §2).
+"""The book of business on the state side: loading, intake, look-ups (SPEC §2).
 
-``layout``    the 300-column field table (the one definition of the format)
-``parser``    streaming reader; ``validate`` field rules; ``errors`` file errors and issues
-``lines``     line reading with a length cap, for every reader of BoB, CSV or VIN input
+The file format itself (layout, parser, field rules, issues, capped line reading) is the
+core's :mod:`olv.bob`, shared with the insurer's service.
+
 ``load``      ``olv bob load``: ``load_files`` and ``LoadOutcome``; ``store`` its SQL side
 ``bulk``      executemany / COPY writers; ``report`` the error reports
 ``intake``    ``olv bob watch``: pickup rounds and processing; ``intake_watch`` the loop, the
@@ -15,5 +15,6 @@
 ``models``    tables (migration 0002); ``settings`` ``OLV_BOB_*`` settings; ``cli`` commands
 
 The insurer-side export (``olv bob export``) reads the insurer store and so lives in
-``service.bob_export``: this package never imports ``service``.
+``service.bob_export``; the composition root (``olv.cli``) adds it to this package's command
+group: this package never imports ``service``.
 """

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
-from bob_loader.parser import BobRecord
+from olv.bob.parser import BobRecord
 
 COLUMNS = (
     "file_id",

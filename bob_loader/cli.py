@@ -43,7 +43,7 @@ def load(
 ) -> None:
     """Validate and load BoB files; exit 0 when all are accepted (or already loaded), 1 if not."""
     from bob_loader.load import load_files
-    from bob_loader.validate import PROFILES
+    from olv.bob.validate import PROFILES
 
     if profile is not None and profile not in PROFILES:
         raise typer.BadParameter(f"must be one of {', '.join(PROFILES)}", param_hint="--profile")
@@ -95,7 +95,7 @@ MAX_VIN_LINE = 256
 
 
 def _stdin_vins() -> Iterator[str]:
-    from bob_loader.lines import capped_lines
+    from olv.bob.lines import capped_lines
 
     for number, raw, overlong in capped_lines(sys.stdin.buffer, MAX_VIN_LINE):
         if overlong:
@@ -153,6 +153,23 @@ def contacts_list(naic: Annotated[str | None, typer.Option("--naic")] = None) ->
         engine.dispose()
 
 
+@contacts_app.command("remove")
+def contacts_remove(
+    naic: Annotated[str, typer.Option("--naic")],
+    email: Annotated[str, typer.Option("--email")],
+) -> None:
+    """Remove a NAIC's contact: it receives no more error reports or notices."""
+    from bob_loader.contacts import remove_contact
+
+    engine = _engine()
+    try:
+        with engine.begin() as conn:
+            remove_contact(conn, naic, email)
+    finally:
+        engine.dispose()
+    typer.echo(f"contact {email} removed for NAIC {naic}")
+
+
 # =============================================================================================
 # SFTP intake: ``watch``, ``push``, ``fetch`` (bob_loader.intake, bob_loader.sftp).
 # Kept as one block at the end of the file: the commands above belong to the loader.
@@ -200,6 +217,7 @@ def watch(
     from bob_loader.intake_settings import IntakeSettings
     from bob_loader.load import load_files
     from bob_loader.mail import sender_from_settings
+    from enforcement.intake import IiesIntake  # insurers' IIES files share the inboxes
 
     log = logging.getLogger("bob_loader.intake")
     settings = IntakeSettings()
@@ -225,6 +243,7 @@ def watch(
         sender_address=settings.smtp_from,
         account_emails=settings.intake_account_emails,
         account_naics=settings.intake_account_naics or None,
+        handlers=[IiesIntake()],
     )
     log.info("watching", extra={"directory": str(directory), "once": once})
     try:

@@ -5,15 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bob_loader.models import InsurerContact
 from olv import normalize
+from olv.errors import OlvError
 
 
 class ContactError(ValueError):
     """A contact that cannot be stored (bad NAIC or e-mail address)."""
+
+
+class ContactNotFound(OlvError):
+    """No such contact to remove."""
+
+    exit_code = 1
 
 
 def add_contact(conn: Connection, naic: str, email: str, name: str | None) -> None:
@@ -37,3 +44,12 @@ def list_contacts(conn: Connection, naic: str | None = None) -> Iterator[dict[st
         query = query.where(InsurerContact.naic == naic)
     for row in conn.execute(query).mappings():
         yield dict(row)
+
+
+def remove_contact(conn: Connection, naic: str, email: str) -> None:
+    """Remove the contact ``email`` of ``naic``; raises :class:`ContactNotFound` if there is none
+    (a typo must not look like a removal)."""
+    naic, email = naic.strip(), email.strip()
+    stmt = delete(InsurerContact).where(InsurerContact.naic == naic, InsurerContact.email == email)
+    if conn.execute(stmt).rowcount == 0:
+        raise ContactNotFound(f"no contact {email!r} for NAIC {naic!r}")

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -74,6 +74,27 @@ FAILED_REASON = (
 Loader = Callable[..., Sequence["LoadOutcome"]]  # bob_loader.load.load_files
 
 
+class FileHandler(Protocol):
+    """Another kind of file an insurer may drop in its inbox (e.g. enforcement transactions,
+    ``enforcement.intake``): claimed, archived and mailed about like a BoB file, but loaded by
+    its own code. ``handle`` must be repeatable: a crash before its outcome is saved runs it
+    again on the same file."""
+
+    def accepts(self, name: str) -> bool: ...
+
+    def handle(
+        self,
+        engine: Engine,
+        file: Path,
+        *,
+        name: str,
+        account: str,
+        allowed_naics: set[str] | None,
+        outbox: Path,
+        claim_name: str,
+    ) -> SavedOutcome: ...
+
+
 def describe(exc: BaseException) -> dict[str, object]:
     """An error as log fields without its message text, which may quote insured data: the
     type and frames (:func:`olv.logging.describe_exception`), the database driver's error
@@ -100,6 +121,7 @@ class Intake:
     sender_address: str = "olv-intake@localhost"
     account_emails: dict[str, list[str]] | None = None
     account_naics: dict[str, list[str]] | None = None
+    handlers: Sequence[FileHandler] = ()
 
     failures: int = 0  # claims or pickups that failed and will be retried
     # Per pickup round still being processed: NAIC -> (account, file) of the file carrying it.
@@ -187,6 +209,21 @@ class Intake:
         shutil.rmtree(staging, ignore_errors=True)  # reports of a run killed mid-load
         staging.mkdir()
         allowed = (self.account_naics or {}).get(account.name)
+        for handler in self.handlers:
+            if handler.accepts(c.name):
+                log.info("loading", extra={"account": account.name, "file": c.name})
+                outcome = handler.handle(
+                    self.engine,
+                    c.file,
+                    name=c.name,
+                    account=account.name,
+                    allowed_naics=set(allowed) if allowed is not None else None,
+                    outbox=account.outbox,
+                    claim_name=c.dir.name,
+                )
+                save_outcome(c, outcome)
+                shutil.rmtree(staging, ignore_errors=True)
+                return
         if allowed is not None and reject_unbound(c, set(allowed), staging):
             return
         log.info("loading", extra={"account": account.name, "file": c.name})

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bob_loader import layout
-from bob_loader.errors import Issue
 from bob_loader.intake_claims import Claim, SavedOutcome, save_outcome
 from bob_loader.intake_report import write_claim_report
-from bob_loader.lines import capped_lines
-from bob_loader.parser import MAX_LINE
 from olv import normalize
+from olv.bob import layout
+from olv.bob.errors import Issue
+from olv.bob.lines import capped_lines
+from olv.bob.parser import MAX_LINE
 
 _TRAILER = layout.TRAILER_TAG.encode("ascii")
 

@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine, select
 
-from bob_loader.mail import FileSummary, MailSender, summary_message
+from bob_loader.intake_settings import IntakeSettings
+from bob_loader.load import LoadOutcome
+from bob_loader.mail import FileSummary, MailSender, sender_from_settings, summary_message
 
 log = logging.getLogger("bob_loader.intake")
 
@@ -60,3 +62,33 @@ def send_summary(
         # The load is done and the report is in the outbox; a mail relay outage must not
         # hold the file back or stop the intake.
         log.error("summary e-mail not sent: %s", exc, extra=where)
+
+
+def notify_web_upload(
+    engine: Engine, settings: IntakeSettings, outcome: LoadOutcome, account: str
+) -> None:
+    """The summary an SFTP delivery gets, for a file uploaded on the portal (same recipients,
+    same facts); nothing when e-mail is switched off (``OLV_SMTP_HOST`` unset)."""
+    sender = sender_from_settings(settings)
+    if sender is None:
+        return
+    summary = FileSummary(
+        account=account,
+        file_name=outcome.path.name,
+        archived_as=outcome.path.name,
+        status=outcome.status,
+        naics=outcome.naics,
+        records=outcome.records,
+        errors=outcome.errors,
+        warnings=outcome.warnings,
+        reason=outcome.reason,
+        report_name=outcome.report_path.name if outcome.report_path else None,
+        web=True,
+    )
+    send_summary(
+        sender,
+        summary,
+        sender_address=settings.smtp_from,
+        contacts=db_contacts(engine),
+        account_emails=settings.intake_account_emails,
+    )

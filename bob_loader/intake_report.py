@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bob_loader.errors import Issue
 from bob_loader.intake_claims import Claim
 from bob_loader.report import ReportHeader, ReportWriter
+from olv.bob.errors import Issue
 
 
 def write_claim_report(

@@ -32,12 +32,12 @@ from sqlalchemy import Connection, Engine, Row
 
 from bob_loader import store
 from bob_loader.bulk import writer_for
-from bob_loader.errors import BobFileError
-from bob_loader.parser import iter_bob
 from bob_loader.report import ReportHeader, ReportWriter
 from bob_loader.settings import BobSettings, get_bob_settings
 from bob_loader.store import Tally
-from bob_loader.validate import PROFILES
+from olv.bob.errors import BobFileError
+from olv.bob.parser import iter_bob
+from olv.bob.validate import PROFILES
 
 log = logging.getLogger(__name__)
 

@@ -94,6 +94,7 @@ class FileSummary:
     warnings: int
     reason: str | None
     report_name: str | None  # name of the error report in the account's outbox/
+    web: bool = False  # uploaded on the portal: no archive/ or outbox/; the report is on its page
 
 
 _STATUS_TEXT = {
@@ -127,9 +128,14 @@ def summary_message(
     ]
     if summary.reason:
         lines.append(f"Reason:    {printable(summary.reason)}")
-    lines.append(f"Archived:  archive/{printable(summary.archived_as)}")
-    if summary.report_name:
-        lines.append(f"Report:    outbox/{printable(summary.report_name)} (one line per error)")
+    if summary.web:
+        lines.append("Received:  by upload on the state portal")
+        if summary.report_name:
+            lines.append("Report:    on the portal's Book of business page (one line per error)")
+    else:
+        lines.append(f"Archived:  archive/{printable(summary.archived_as)}")
+        if summary.report_name:
+            lines.append(f"Report:    outbox/{printable(summary.report_name)} (one line per error)")
     lines += ["", "This message was sent by the state's OLV intake; replies are not read."]
     message.set_content("\n".join(lines) + "\n")
     return message

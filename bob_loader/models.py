@@ -112,6 +112,8 @@ class BobIssue(Base):
     value: Mapped[str] = mapped_column(String(300))
     reason: Mapped[str] = mapped_column(String(200))
     severity: Mapped[str] = mapped_column(String(7))
+    # The record's NAIC when it was readable: liaisons see only their NAIC's lines.
+    naic: Mapped[str | None] = mapped_column(String(5))
 
 
 class InsurerContact(Base):

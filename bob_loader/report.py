@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bob_loader.errors import Issue
+from olv.bob.errors import Issue
 
 SUFFIX = ".errors.txt"
 

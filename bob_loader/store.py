@@ -16,8 +16,8 @@ from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from bob_loader.errors import Issue
 from bob_loader.models import BobCurrent, BobFile, BobIssue, BobRecord
+from olv.bob.errors import Issue
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ def finish_file_row(
                     "value": i.value[:300],
                     "reason": i.reason[:200],
                     "severity": i.severity,
+                    "naic": i.naic,
                 }
                 for i in tally.stored
             ],

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
-from bob_loader import layout
 from olv import iicmva
+from olv.bob import layout
 from olv.vin import with_check_digit
 
 _SERIES = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # VIN alphabet (no I, O, Q)

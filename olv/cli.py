@@ -1,7 +1,12 @@
-"""The ``olv`` command: one entry point for every part of OLV (SPEC §3).
+"""The ``olv`` command: one entry point for every part of OLV (SPEC §3), and the composition root.
 
-Each product package contributes its own Typer sub-application; this module wires them and,
-in :func:`main`, turns every known failure into one ``error: …`` line on stderr (``olv.errors``).
+Each product package contributes its own Typer sub-application; this module wires them, runs
+the demo (which needs the insurer's service and the state portal together) and, in
+:func:`main`, turns every known failure into one ``error: …`` line on stderr (``olv.errors``).
+
+This module, ``olv/__main__.py`` and Alembic's ``olv/migrations/env.py`` are the only places
+of the core that import product packages (``tests/test_layout_boundaries.py`` holds it); the
+product packages never import each other's command groups.
 """
 
 from __future__ import annotations
@@ -9,12 +14,16 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
-from olv import db, errors
+from olv import db, failures
 from olv.config import get_settings
+from olv.iicmva import V0809
 from olv.logging import configure as configure_logging
 from olv.logging import describe_exception
 
@@ -36,9 +45,13 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision")) 
 
 def _register() -> None:
     from bob_loader.cli import bob_app
+    from enforcement.cli import iies_app
+    from idcards.cli import cards_app
+    from portal.card_cli import cards_verify, issuers_app
     from portal.cli import insurers_app, portal_app, registrations_app, tokens_app, users_app
-    from service.cli import audit_app, demo, policies_app, soap_app
+    from service.cli import audit_app, bob_export, policies_app, soap_app
 
+    bob_app.command("export")(bob_export)  # the BoB group, fed from the insurer's store
     app.add_typer(policies_app, name="policies")
     app.add_typer(soap_app, name="soap")
     app.add_typer(audit_app, name="audit")
@@ -48,7 +61,68 @@ def _register() -> None:
     app.add_typer(registrations_app, name="registrations")
     app.add_typer(users_app, name="users")
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(issuers_app, name="issuers")
+    cards_app.command("verify")(cards_verify)
+    app.add_typer(cards_app, name="cards")
+    app.add_typer(iies_app, name="iies")
     app.command("demo")(demo)
+
+
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (1-65535).")] = 8080,
+    portal_port: Annotated[int, typer.Option(help="TCP port of the state portal.")] = 8000,
+) -> None:
+    """One command: migrate the SQLite database, load demo data, serve SOAP and the portal."""
+    import subprocess
+
+    from olv.ports import claim_port
+    from portal import demo as portal_demo
+    from service import demo as demo_data
+    from service.server import serve
+
+    settings = get_settings()
+    # First: a taken port leaves no database or file behind.
+    claim = claim_port(host, port)
+    claim_port(host, portal_port).close()  # free now; the portal process binds it below
+    db.upgrade(settings.database_url)
+    today = datetime.now(settings.zone).date()
+    engine = db.make_engine(settings.database_url)
+    soap_base = f"http://{host}:{port}"
+    try:
+        count = demo_data.load(engine, today)
+        bob_file = demo_data.export_bob(engine, today, Path("olv-demo-bob"))
+        portal_demo.seed(engine, soap_base, demo_data.DEMO_NAIC, Path.cwd(), [bob_file])
+    finally:
+        engine.dispose()
+    url = f"{soap_base}/iicmva/{V0809}"
+    request_file = Path("olv-demo-request.xml").resolve()
+    request_file.write_text(demo_data.sample_request(today))
+    portal_url = f"http://{host}:{portal_port}/"
+    typer.echo(
+        demo_data.banner(settings.database_url, url, request_file.name, today, count)
+        + portal_demo.banner(portal_url, demo_data.DEMO_NAIC),
+        err=True,
+    )
+    # The portal runs beside the SOAP service, in its own process, on the same database.
+    command = [sys.executable, "-m", "olv", "portal", "serve", "--host", host]
+    portal = subprocess.Popen(
+        [*command, "--port", str(portal_port)],
+        env={
+            **os.environ,
+            **portal_demo.secret_key_env(Path.cwd()),
+            "OLV_DATABASE_URL": settings.database_url,
+        },
+    )
+    try:
+        serve(settings, claim, 2)
+    finally:
+        portal.terminate()
+        try:
+            portal.wait(15)
+        except subprocess.TimeoutExpired:
+            portal.kill()
+            portal.wait()
 
 
 _register()
@@ -75,7 +149,7 @@ def run(args: list[str]) -> int:
     except typer.Abort:
         return _fail("aborted", 1)
     except Exception as exc:  # the boundary where every failure becomes one line
-        known = errors.from_exception(exc, _database_url())
+        known = failures.from_exception(exc, _database_url())
         if known is not None:
             return _fail(str(known), known.exit_code)
         # Type and place only: the message may quote a VIN or a policy number (olv.logging).

@@ -6,6 +6,8 @@ database engine, the pooled insurer clients, the query-log writer — live on th
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,27 +15,35 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
+from bob_loader.intake_settings import IntakeSettings
 from olv import db, serving
 from olv.config import Settings, get_settings
-from portal import errors, routes
+from olv.logging import describe_exception
+from portal import errors, passwords, routes, secret_key
 from portal.cache import TtlCache
 from portal.deps import current_principal
 from portal.guard import RequestGuard
 from portal.headers import ResponseHeaders
 from portal.insurer_client import InsurerClient, Transport
+from portal.lockout import AttemptWindow
 from portal.querylog import QueryLogWriter
 from portal.ratelimit import RateLimiter
 from portal.routing import Router
+from portal.secret_key import SecretKey
 from portal.settings import PortalSettings, get_portal_settings
 from portal.tokens import TokenOwner
 
 HERE = Path(__file__).parent
+log = logging.getLogger(__name__)
 # A valid token stops working at most this long after it was revoked or expired or its user
-# disabled (a token in use is re-checked in the background after TOKEN_RECHECK_SECONDS); the
-# insurer registry is re-read this often.
-TOKEN_CACHE_SECONDS = 2.0
-TOKEN_RECHECK_SECONDS = 1.5
+# disabled, in every portal process (at once in the process that did it; a token in use is
+# re-checked in the background after TOKEN_RECHECK_SECONDS); the insurer registry is re-read
+# this often.
+TOKEN_CACHE_SECONDS = 1.0
+TOKEN_RECHECK_SECONDS = 0.5
 REGISTRY_CACHE_SECONDS = 5.0
 
 
@@ -52,6 +62,7 @@ def create_app(
         engine = db.make_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessions = db.session_factory(engine)
+        _seal_plaintext_secrets(engine, app.state.secret_key)
         app.state.insurer_client = InsurerClient(transport, portal_settings)
         app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
@@ -80,8 +91,12 @@ def create_app(
     )
     app.state.settings = settings
     app.state.portal_settings = portal_settings
+    app.state.intake_settings = IntakeSettings()  # e-mail of web uploads (OLV_SMTP_*)
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.principal_resolvers = []
+    app.state.secret_key = secret_key.load(portal_settings)  # refuses to start without one
+    app.state.signin_gate = AttemptWindow()
+    app.state.hash_slots = asyncio.Semaphore(passwords.HASH_SLOTS)
     app.state.token_limiter = RateLimiter(portal_settings.token_rate_per_minute)
     app.state.token_cache = TtlCache[str, TokenOwner](
         TOKEN_CACHE_SECONDS, refresh_after=TOKEN_RECHECK_SECONDS
@@ -102,6 +117,20 @@ def create_app(
     )
     app.add_middleware(ResponseHeaders)  # added last: the outermost layer
     return app
+
+
+def _seal_plaintext_secrets(engine: Engine, key: SecretKey) -> None:
+    """Encrypt TOTP secrets stored before encryption (or seeded by the demo). The portal serves
+    while its database is down, so a failure here is logged: the next start, or that person's
+    next sign-in, encrypts them."""
+    try:
+        with db.transaction(engine) as session:
+            sealed = secret_key.seal_plaintext_secrets(session, key)
+    except SQLAlchemyError as exc:
+        log.warning("TOTP secrets not encrypted at start", extra=describe_exception(exc))
+        return
+    if sealed:
+        log.info("encrypted %d TOTP secrets stored in plaintext", sealed)
 
 
 def factory() -> FastAPI:

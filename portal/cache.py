@@ -7,15 +7,30 @@ in the same process call ``clear()`` to make their changes immediate).
 With ``refresh_after``, :meth:`TtlCache.lookup` also says when a valid entry is due to be
 read again: the caller re-reads it in the background, so a key in steady use never makes a
 request wait for the source, while the ``ttl`` bound still holds.
+
+A read from the source may race a change: a re-read begun before a token was revoked can end
+after it. So a caller takes :meth:`TtlCache.mark` *before* reading and passes it to
+:meth:`TtlCache.put`: the entry's age counts from that moment, not from when it was stored (a
+stale answer expires within ``ttl`` of the change, in every process), and a :meth:`clear` in
+between (a change made in this process) makes the put a no-op.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class Mark:
+    """When a read from the source began, and the cache's generation then."""
+
+    at: float
+    generation: int
 
 
 class TtlCache(Generic[K, V]):
@@ -27,6 +42,10 @@ class TtlCache(Generic[K, V]):
         self.refresh_after = ttl if refresh_after is None else min(refresh_after, ttl)
         self._items: dict[K, tuple[float, V]] = {}  # key -> (stored at, value)
         self._refreshing: set[K] = set()
+        self._generation = 0
+
+    def mark(self) -> Mark:
+        return Mark(time.monotonic(), self._generation)
 
     def get(self, key: K) -> V | None:
         return self.lookup(key)[0]
@@ -48,16 +67,23 @@ class TtlCache(Generic[K, V]):
         """One re-read per key at a time; :meth:`put` or :meth:`drop` ends the claim."""
         self._refreshing.add(key)
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, since: Mark | None = None) -> bool:
+        """Store ``value`` read from the source since ``since`` (default: now); False, and
+        nothing stored, when the cache was cleared after that read began."""
+        self._refreshing.discard(key)
+        if since is not None and since.generation != self._generation:
+            return False
         if len(self._items) >= self.max_items:
             self._items.clear()  # simple and safe: everything is re-read on the next miss
-        self._items[key] = (time.monotonic(), value)
-        self._refreshing.discard(key)
+        self._items[key] = (time.monotonic() if since is None else since.at, value)
+        return True
 
     def drop(self, key: K) -> None:
         self._items.pop(key, None)
         self._refreshing.discard(key)
 
     def clear(self) -> None:
+        """Forget everything, including what reads now in flight would store."""
+        self._generation += 1
         self._items.clear()
         self._refreshing.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -58,10 +58,13 @@ def portal_serve(
     """Serve the portal's pages and JSON API (OpenAPI at /docs)."""
     from olv import errors
     from olv.ports import claim_port
+    from portal import secret_key
     from portal.settings import PortalSettings
 
     settings = get_settings()
-    workers = PortalSettings().workers  # a bad OLV_PORTAL_* value is refused here, in one line
+    portal_settings = PortalSettings()  # a bad OLV_PORTAL_* value is refused here, in one line
+    secret_key.load(portal_settings)  # so is a missing or short secret key
+    workers = portal_settings.workers
     # Everything that can be refused is checked before the banner claims the portal is up.
     with claim_port(host, port):
         try:
@@ -192,10 +195,14 @@ def insurers_check(
 
 @registrations_app.command("import")
 def registrations_import(
-    file: Annotated[Path, typer.Argument(help="CSV with the header plate,state,vin.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="CSV: plate,state,vin, then any registrant columns (SPEC §6)."),
+    ],
 ) -> None:
-    """Import plate → VIN registrations (re-import upserts by plate and state)."""
-    from portal.registrations import RegistrationFileError, import_file
+    """Import registrations, with their registrants when the file has them (upserts by plate
+    and state; columns a file lacks are left as they were)."""
+    from enforcement.registrations import RegistrationFileError, import_file
 
     if not file.is_file():
         _fail(f"{file}: no such file", 2)
@@ -208,8 +215,10 @@ def registrations_import(
         engine.dispose()
     for problem in result.errors:
         typer.echo(f"{file}: {problem}", err=True)
-    typer.echo(f"{file}: {result.rows} registrations imported, {len(result.errors)} rows skipped")
-    if result.errors and not result.rows:
+    if result.skipped > len(result.errors):
+        typer.echo(f"{file}: {result.skipped - len(result.errors)} more rows skipped", err=True)
+    typer.echo(f"{file}: {result.rows} registrations imported, {result.skipped} rows skipped")
+    if result.skipped and not result.rows:
         raise typer.Exit(1)
 
 
@@ -245,11 +254,42 @@ def users_add(
 @users_app.command("unlock")
 def users_unlock(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
     """Lift a lockout and reset the failed-login count."""
-    from portal.users import UserError, unlock
+    from portal import users
 
-    with _transaction(UserError, 1) as session:
-        unlock(session, username, actor="cli", source="cli")
-    typer.echo(f"user {username} unlocked")
+    _change_user(username, users.unlock, "unlocked")
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Disable an account: its sessions end and its API tokens stop working."""
+    from portal import users
+
+    _change_user(username, users.disable, "disabled")
+
+
+@users_app.command("enable")
+def users_enable(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Enable a disabled account again."""
+    from portal import users
+
+    _change_user(username, users.enable, "enabled")
+
+
+@users_app.command("reset-totp")
+def users_reset_totp(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Forget the second factor; the person enrols a new one at the next sign-in."""
+    from portal import users
+
+    _change_user(username, users.reset_second_factor, "must enrol a new second factor")
+
+
+def _change_user(username: str, operation: Callable[..., None], done: str) -> None:
+    """One of :mod:`portal.users`' account operations, as the admin pages run it."""
+    from portal import users
+
+    with _transaction(users.UserError, 1) as session:
+        operation(session, users.find(session, username), actor="cli", source="cli")
+    typer.echo(f"user {username} {done}")
 
 
 # --- tokens --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ in the banner — for the demo only; real people enrol their own secret at the f
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bob_loader.load import load_files
+from enforcement import registrations
 from olv import db
 from olv.iicmva import V0510, V0809
-from portal import passwords, registrations, registry, users
+from portal import passwords, registry, users
 from portal.models import User
+from portal.secret_key import DEFAULT_KEY_FILE, KEY_FILE_SETTING, KEY_SETTING, make_key_file
 
 PASSWORD = "olv-demo-pass-2026"
 # A fixed, public base32 secret: anyone can compute the codes. Demo only.
@@ -84,6 +87,17 @@ def seed(engine: Engine, soap_base: str, naic: str, workdir: Path, bob_files: li
     for outcome in load_files(engine, bob_files, account="demo"):
         if outcome.status == "rejected":
             raise RuntimeError(f"demo book of business rejected: {outcome.reason}")
+
+
+def secret_key_env(workdir: Path) -> dict[str, str]:
+    """The portal's secret key for the demo: the configured one, else a random key kept in
+    ``workdir`` (made once, readable by its owner only, reused by later runs so that the
+    secrets it encrypted stay readable)."""
+    if os.environ.get(KEY_SETTING) or os.environ.get(KEY_FILE_SETTING):
+        return {}
+    path = workdir / DEFAULT_KEY_FILE
+    make_key_file(path)
+    return {KEY_FILE_SETTING: str(path.resolve())}
 
 
 def _person(session: Session, username: str, role: str, naic: str | None) -> None:

@@ -4,7 +4,8 @@
 * ``CurrentPrincipal``   who is asking: an ``Authorization: Bearer`` API token, else whatever
                          the resolvers in ``app.state.principal_resolvers`` find (the browser
                          pages add the session-cookie one there); 401 when nobody is found
-* ``require_roles(...)`` the principal, or 403 when their role is not among those given
+* ``permitted(action)``  the principal, or 403 when :mod:`portal.permissions` does not give
+                         their role the action; the aliases below are its uses here
 * ``Verifier``           a principal allowed to verify vehicles (every role but ``insurer``)
 """
 
@@ -24,14 +25,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from olv.logging import describe_exception
-from portal import tokens
+from portal import permissions, tokens
 from portal.errors import ApiError
+from portal.permissions import Action
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-VERIFY_ROLES = ("officer", "court", "dmv", "admin")
-BATCH_ROLES = ("dmv", "admin")
 
 
 @dataclass(frozen=True)
@@ -64,13 +63,18 @@ def _authenticate(app: Any, token: str, source: str | None) -> tokens.TokenOwner
         return tokens.authenticate(session, token, source=source)
 
 
+def budget_left(request: Request) -> float:
+    """Seconds left of the request's budget (from its arrival), never below zero."""
+    received = getattr(request.state, "received", None) or time.monotonic()
+    left = received + request.app.state.portal_settings.budget_seconds - time.monotonic()
+    return max(0.0, left)
+
+
 async def within_budget(request: Request, call: Callable[..., T], *args: Any) -> T:
     """``call(*args)`` on a worker thread, given up with 503 when the request's budget is spent:
     a hung state database must not hold a sign-in or a query past the five seconds."""
-    received = getattr(request.state, "received", None) or time.monotonic()
-    left = received + request.app.state.portal_settings.budget_seconds - time.monotonic()
     try:
-        async with asyncio.timeout(max(0.0, left)):
+        async with asyncio.timeout(budget_left(request)):
             return await run_in_threadpool(call, *args)
     except TimeoutError:
         raise ApiError(503, "the state database did not answer in time; try again") from None
@@ -82,11 +86,13 @@ async def _authenticate_within_budget(request: Request, token: str) -> tokens.To
 
 def _recheck_later(request: Request, token: str) -> None:
     """Re-check a cached token in the background (:mod:`portal.cache`): a token in steady use
-    is re-read about once a second without any request waiting for the database, and still
-    stops working at most ``TOKEN_CACHE_SECONDS`` after it was revoked."""
+    is re-read about twice a second without any request waiting for the database, and still
+    stops working at most ``TOKEN_CACHE_SECONDS`` after it was revoked, even when this re-read
+    began before the revocation and ends after it."""
     app, source = request.app, client_address(request)
     cache = app.state.token_cache
     cache.claim_refresh(token)
+    since = cache.mark()
 
     async def recheck() -> None:
         try:
@@ -97,7 +103,7 @@ def _recheck_later(request: Request, token: str) -> None:
         if owner is None:
             cache.drop(token)
         else:
-            cache.put(token, owner)
+            cache.put(token, owner, since)
 
     task = asyncio.get_running_loop().create_task(recheck())
     app.state.background_tasks.add(task)  # a strong reference until it ends
@@ -128,9 +134,10 @@ async def current_principal(
         cache = request.app.state.token_cache
         owner, due = cache.lookup(token)
         if owner is None:
+            since = cache.mark()
             owner = await _authenticate_within_budget(request, token)
             if owner is not None:
-                cache.put(token, owner)
+                cache.put(token, owner, since)
         elif due:
             _recheck_later(request, token)
         if owner is None:
@@ -205,17 +212,25 @@ async def paced_items(request: Request, principal: Principal, items: int) -> Non
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def require_roles(*roles: str) -> Any:
-    """``Annotated[Principal, require_roles("dmv", "admin")]``: 403 for any other role."""
+def permitted(action: Action) -> Any:
+    """``Annotated[Principal, permitted(permissions.VERIFY)]``: 403 for a role the table does
+    not give the action. The check carries its action, so the tests can read, for every route,
+    which action guards it."""
 
     async def check(principal: CurrentPrincipal) -> Principal:
-        if principal.role not in roles:
+        if not action.allows(principal.role):
             raise ApiError(403, f"the {principal.role} role may not do this")
         return principal
 
+    check.action = action  # type: ignore[attr-defined]
     return Depends(check)
 
 
-Verifier = Annotated[Principal, require_roles(*VERIFY_ROLES)]
-BatchVerifier = Annotated[Principal, require_roles(*BATCH_ROLES)]
-Admin = Annotated[Principal, require_roles("admin")]
+Verifier = Annotated[Principal, permitted(permissions.VERIFY)]
+BatchVerifier = Annotated[Principal, permitted(permissions.VERIFY_BATCH)]
+QueryReader = Annotated[Principal, permitted(permissions.READ_QUERIES)]
+BobViewer = Annotated[Principal, permitted(permissions.BOOK_OF_BUSINESS)]
+ComplianceViewer = Annotated[Principal, permitted(permissions.COMPLIANCE)]
+InsurerAdmin = Annotated[Principal, permitted(permissions.MANAGE_INSURERS)]
+UserAdmin = Annotated[Principal, permitted(permissions.MANAGE_USERS)]
+TokenAdmin = Annotated[Principal, permitted(permissions.MANAGE_TOKENS)]

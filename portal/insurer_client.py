@@ -5,7 +5,8 @@
   the real one; :class:`MemoryTransport` answers from a function (unit tests of the routing).
 * :class:`InsurerClient` builds the request in the insurer's version, calls the transport and
   reads the answer (:mod:`portal.soap_wire`) into a :class:`CallResult` — it never raises for
-  anything an insurer does.
+  anything an insurer does. It reports what happened; which answers leave the insurer
+  unavailable for a query is decided by :mod:`portal.verdicts`.
 
 A slow insurer never slows the others: each has its own connection pool and its own cap on
 calls in flight (``OLV_PORTAL_INSURER_CONCURRENCY``), and every wait — for a slot, a
@@ -26,7 +27,7 @@ from typing import Protocol
 
 import aiohttp
 
-from olv.iicmva import SOAP_ACTION, Code
+from olv.iicmva import SOAP_ACTION
 from portal import soap_wire
 from portal.registry import InsurerInput
 from portal.settings import PortalSettings
@@ -43,20 +44,19 @@ __all__ = [
     "Transport",
 ]
 
-# How a call ended. Every outcome but "ok" makes the insurer unavailable for that query.
+# How a call ended, as far as the wire tells. Every outcome but "ok" makes the insurer
+# unavailable for that query; portal.verdicts also relabels some "ok" answers (SYSU, UREQ).
 OUTCOMES = (
-    "ok",  # a schema-valid answer with a usable code
+    "ok",  # a schema-valid answer
     "timeout",  # no answer within the time left (also: no free slot or connection in time)
     "refused",  # connection refused, reset or closed
     "tls",  # the TLS handshake failed (certificate, CA, protocol)
     "http_error",  # an HTTP status other than 200 without a SOAP fault
     "fault",  # a SOAP fault
     "invalid",  # not XML, not the expected answer, or not valid against our XSD
-    "unavailable",  # the insurer itself answered SYSU (or UREQ: it does not know us)
     "cancelled",  # not needed any more: another insurer confirmed first
 )
 KEEPALIVE_SECONDS = 4.0  # under the 5 s idle limit common in servers (uvicorn's, nginx's)
-_UNAVAILABLE_CODES = {Code.SYSU.value, "12", Code.UREQ.value, "6"}
 
 
 # The client calls an insurer with its registration as stored: one type for both.
@@ -257,10 +257,6 @@ class CallResult:
     answer: soap_wire.Answer | None = None
     detail: str = ""
 
-    @property
-    def usable(self) -> bool:
-        return self.outcome == "ok"
-
 
 class InsurerClient:
     """Verifies with insurers through a :class:`Transport` (the real one unless given)."""
@@ -307,8 +303,6 @@ class InsurerClient:
             return result(kind, detail=str(exc))
         if reply.status != 200:
             return result("http_error", detail=f"HTTP {reply.status} with an answer")
-        if answer.response_code != "Confirmed" and _UNAVAILABLE_CODES & set(answer.codes):
-            return result("unavailable", answer, "the insurer answered " + " ".join(answer.codes))
         return result("ok", answer)
 
     async def aclose(self) -> None:

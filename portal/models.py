@@ -31,8 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from olv.db import Base, RowId
+from portal.permissions import ROLES
 
-ROLES = ("officer", "court", "dmv", "insurer", "admin")
 CHANNELS = ("api", "page", "batch")
 
 
@@ -73,7 +73,8 @@ class User(Base):
     __tablename__ = "users"
     __table_args__ = (
         UniqueConstraint("username"),
-        CheckConstraint("role IN ('officer', 'court', 'dmv', 'insurer', 'admin')", name="role"),
+        # The roles of portal.permissions (this text is what migration 0003 created).
+        CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="role"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -81,7 +82,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(10))
     naic: Mapped[str | None] = mapped_column(String(5))
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_secret: Mapped[str | None] = mapped_column(String(200))  # sealed: portal.secret_key
     totp_enrolled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Lockout: failures counted inside a window that starts at the first one.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)

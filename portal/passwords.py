@@ -6,7 +6,8 @@ to pass the length rule; the comparison ignores case.
 
 from __future__ import annotations
 
-import threading
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -16,10 +17,12 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 MIN_LENGTH = 12
 MAX_LENGTH = 256  # argon2 takes any length; a cap keeps a login from costing more than it should
 # Each argon2id hash takes 64 MiB (the library's default, RFC 9106's second choice). A flood of
-# sign-ins on the server's 40 worker threads would take 2.5 GiB at once; at most HASH_SLOTS
-# hashes run at a time and the others wait their turn (two cores cannot run more anyway).
+# sign-ins on the server's 40 worker threads would take 2.5 GiB at once; every hash runs on
+# this pool of HASH_SLOTS threads and the others wait their turn in its queue (two cores cannot
+# run more anyway). The sign-in page waits with ``await`` (:func:`verify_password_async`), so a
+# sign-in waiting for a slot holds none of the threads that session and token checks need.
 HASH_SLOTS = 4
-_slots = threading.BoundedSemaphore(HASH_SLOTS)
+_pool = ThreadPoolExecutor(HASH_SLOTS, thread_name_prefix="argon2")
 
 
 class WeakPasswordError(ValueError):
@@ -56,14 +59,25 @@ def check_strength(password: str, username: str | None = None) -> None:
 def hash_password(password: str, username: str | None = None) -> str:
     """Check the rules, then hash with argon2id; raises :class:`WeakPasswordError`."""
     check_strength(password, username)
-    with _slots:
-        return _hasher().hash(password)
+    return _pool.submit(_hash, password).result()
 
 
 def verify_password(stored_hash: str, password: str) -> bool:
+    return _pool.submit(_verify, stored_hash, password).result()
+
+
+async def verify_password_async(stored_hash: str, password: str) -> bool:
+    """:func:`verify_password` for the event loop: waits for a slot without a thread."""
+    return await asyncio.get_running_loop().run_in_executor(_pool, _verify, stored_hash, password)
+
+
+def _hash(password: str) -> str:
+    return _hasher().hash(password)
+
+
+def _verify(stored_hash: str, password: str) -> bool:
     try:
-        with _slots:
-            return _hasher().verify(stored_hash, password)
+        return _hasher().verify(stored_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -80,5 +94,4 @@ def dummy_hash() -> str:
 
 @cache
 def _dummy() -> str:
-    with _slots:
-        return _hasher().hash("\x00 no such user \x00")
+    return _pool.submit(_hash, "\x00 no such user \x00").result()

@@ -45,7 +45,7 @@ from portal.querylog import QueryLogWriter, new_query_id
 from portal.schemas import VerifyRequest, VerifyResult
 from portal.settings import PortalSettings
 from portal.soap_wire import Ask
-from portal.verdicts import Plan, Target, compose, confirmed
+from portal.verdicts import Plan, Target, compose, confirmed, judged, usable
 
 UNKNOWN = normalize.UNKNOWN_POLICY_KEY
 log = logging.getLogger(__name__)
@@ -285,9 +285,9 @@ class Router:
             while pending and winner is None:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    call = task.result()
+                    call = judged(task.result())
                     calls.append(call)
-                    if winner is None and call.usable and confirmed(call):
+                    if winner is None and usable(call) and confirmed(call):
                         winner = tasks[task]
         finally:
             for task in pending:

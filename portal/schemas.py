@@ -75,8 +75,9 @@ class VerifyRequest(BaseModel):
     @field_validator("policy_number")
     @classmethod
     def _policy(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("policy number is blank")
+        # Sent without its punctuation (SPEC §5 step 5): nothing would be left to send.
+        if value is not None and not normalize.policy_key(value):
+            raise ValueError("policy number has no letters or digits")
         return value
 
     @field_validator("date")

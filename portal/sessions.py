@@ -51,7 +51,7 @@ class WebSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The TOTP secret shown during enrolment; it becomes the person's only once a code from it
     # has been entered, so an abandoned enrolment changes nothing.
-    enrol_secret: Mapped[str | None] = mapped_column(String(64))
+    enrol_secret: Mapped[str | None] = mapped_column(String(200))  # sealed
 
 
 class TotpStep(Base):

@@ -11,7 +11,7 @@ The database, time zone and the answerable window (``OLV_DATABASE_URL``, ``OLV_T
 ``OLV_PORTAL_TOKEN_RATE_PER_MINUTE`` (6000) requests per API token per minute (429 above); each
                                          item of a batch counts as one
 ``OLV_PORTAL_TOKEN_DAYS`` (90)           default lifetime of a new API token
-``OLV_PORTAL_BOB_DEADLINE_DAY`` (7)      day of the month by which each NAIC's BoB must arrive
+``OLV_PORTAL_BOB_DEADLINE_DAY`` (10)     day of the month by which each NAIC's BoB must arrive
 ``OLV_PORTAL_QUERY_LOG_DAYS`` (400)      query and security log retention (at least a year)
 ``OLV_PORTAL_WORKERS`` (1)              processes of ``olv portal serve`` (caches and rate limits
                                          are kept per process)
@@ -23,12 +23,22 @@ The database, time zone and the answerable window (``OLV_DATABASE_URL``, ``OLV_T
 ``OLV_PORTAL_STATE`` (XX)                the state's two-letter code, sent as ``PolicyState``
                                          when the plate's state is not known
 ``OLV_PORTAL_REQUESTOR`` (OLV state portal) organization name sent as the requestor
+``OLV_PORTAL_MAINTENANCE_WINDOWS`` (none) insurers' planned maintenance (:mod:`portal.maintenance`):
+                                         unavailability inside a window is not counted
+``OLV_PORTAL_SECRET_KEY`` (none)         at least 32 characters: encrypts TOTP secrets at rest and
+                                         keys the hash of unknown sign-in names; required
+``OLV_PORTAL_SECRET_KEY_FILE`` (none)    a file whose first line is that key (instead of the above)
 """
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from portal.maintenance import Window, parse_windows
 
 # An idle kept-alive connection is closed after this (the insurer client keeps its own under
 # it); connections waiting to be accepted queue up to the backlog.
@@ -45,7 +55,7 @@ class PortalSettings(BaseSettings):
     batch_concurrency: int = Field(200, ge=1, le=5000)
     token_rate_per_minute: int = Field(6000, ge=1)
     token_days: int = Field(90, ge=1, le=3650)
-    bob_deadline_day: int = Field(7, ge=1, le=28)
+    bob_deadline_day: int = Field(10, ge=1, le=28)  # Idaho: "by the 10th of the month"
     query_log_days: int = Field(400, ge=366)
     workers: int = Field(1, ge=1, le=64)
     header_timeout_seconds: float = Field(10.0, gt=0, le=300)
@@ -55,6 +65,19 @@ class PortalSettings(BaseSettings):
     compliance_seconds: float = Field(10.0, gt=0, le=300)
     state: str = Field("XX", pattern=r"^[A-Z]{2}$")
     requestor: str = Field("OLV state portal", min_length=1, max_length=80)
+    secret_key: SecretStr | None = None  # see portal.secret_key
+    secret_key_file: Path | None = None
+    maintenance_windows: str = ""
+
+    @field_validator("maintenance_windows")
+    @classmethod
+    def _windows(cls, value: str) -> str:
+        parse_windows(value)  # refused at start, naming the bad entry
+        return value
+
+    @cached_property
+    def maintenance(self) -> tuple[Window, ...]:
+        return parse_windows(self.maintenance_windows)
 
     @model_validator(mode="after")
     def _batches_keep_a_slot(self) -> PortalSettings:

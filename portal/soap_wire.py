@@ -27,7 +27,7 @@ class Ask:
     """One question to one insurer."""
 
     naic: str
-    policy_key: str  # as on file or on the card; "UNKNOWN" for a VIN-only search
+    policy_key: str  # as on file or on the card (sent normalized); "UNKNOWN" for a VIN-only search
     vin: str
     day: date
     reason: str  # 00200809 request reason (ACC … VIOL)
@@ -84,7 +84,12 @@ def _text(value: str) -> str:
 
 
 def build_request(ask: Ask, version: str) -> bytes:
-    """A SOAP 1.1 envelope holding a CoverageRequest of ``version``."""
+    """A SOAP 1.1 envelope holding a CoverageRequest of ``version``.
+
+    The policy key goes out without non-alphanumeric characters and upper-cased, however it
+    was typed, read off a card or written in the book of business (SPEC §5 step 5: Idaho never
+    sends them, and insurers compare keys that way).
+    """
     reason = ask.reason if version == V0809 else iicmva.REQUEST_REASON_0510[ask.reason]
     return _REQUEST.format(
         publication=_PUBLICATION[version],
@@ -94,10 +99,47 @@ def build_request(ask: Ask, version: str) -> bytes:
         naic=_text(ask.naic),
         day=ask.day.isoformat(),
         key=_KEY[version],
-        policy_key=_text(ask.policy_key),
+        policy_key=_text(normalize.policy_key(ask.policy_key)),
         state=_text(ask.state),
         vin=_text(ask.vin),
     ).encode()
+
+
+# A Confirmed answer may carry an empty or "0" UnconfirmedReasonCode (Idaho guide, "Response
+# to Query"; SPEC §5 step 5): neither is in either schema's code list. Such a code is checked
+# as if it were a listed one (so its place and the count limit still hold), then dropped.
+_IDAHO_CONFIRMED_CODES = ("", "0")
+_STAND_IN = {V0510: "1", V0809: "IDF"}
+
+
+def _idaho_blank_codes(document: etree._Element) -> list[etree._Element]:
+    """The empty or ``0`` reason codes of a ``Confirmed`` answer (none for any other)."""
+    details = document.find(f".//{q('ResponseDetails')}")
+    if details is None or (details.findtext(q("ResponseCode")) or "").strip() != "Confirmed":
+        return []
+    return [
+        e
+        for e in details.findall(q("UnconfirmedReasonCode"))
+        if len(e) == 0 and (e.text or "").strip() in _IDAHO_CONFIRMED_CODES
+    ]
+
+
+def _valid(document: etree._Element, version: str) -> bool:
+    """Valid against our XSD of ``version``, tolerating Idaho's blank codes (removed in place
+    when that is what made the difference). Anything else the schema refuses stays refused."""
+    schema = xsd.load_schema(version)
+    if schema.validate(document):
+        return True
+    blank = _idaho_blank_codes(document)
+    for element in blank:
+        element.text = _STAND_IN[version]
+    if not blank or not schema.validate(document):
+        return False
+    for element in blank:
+        parent = element.getparent()
+        assert parent is not None  # found under ResponseDetails
+        parent.remove(element)
+    return True
 
 
 def parse_answer(content: bytes, version: str) -> Answer:
@@ -121,7 +163,7 @@ def parse_answer(content: bytes, version: str) -> Answer:
         raise BadAnswer("invalid", f"expected {_RESPONSE_ROOT[version]} of version {version}")
     # Validate a copy as its own document: the schema knows nothing of the envelope.
     document = etree.fromstring(etree.tostring(payload), xmlsafe.make_parser())
-    if not xsd.load_schema(version).validate(document):
+    if not _valid(document, version):
         raise BadAnswer("invalid", f"answer does not validate against the {version} schema")
     details = document.find(f".//{q('ResponseDetails')}")
     if details is None:  # unreachable for a schema-valid answer; kept as a guard

@@ -1,7 +1,8 @@
-"""User accounts: creation (``olv users add`` and the admin pages) and unlocking.
+"""User accounts and what administrators do to them: add, unlock, disable, enable and reset
+the second factor — one function each, called by ``olv users`` and the admin pages alike, each
+writing its security-log entry.
 
-The login itself — lockout counting, TOTP, sessions — lives with the browser pages; this
-module only keeps the rules that the command line and the pages share.
+Counting failed sign-ins is :mod:`portal.lockout`; the sign-in pages are in :mod:`portal.web`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from olv import normalize
-from portal import passwords, security_log
+from portal import lockout, passwords, security_log, sessions
 from portal.models import ROLES, User
 
 USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
@@ -79,20 +80,82 @@ def add(
     return user
 
 
-def unlock(
-    session: Session, username: str, *, actor: str | None = None, source: str | None = None
-) -> User:
+def find(session: Session, username: str) -> User:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         raise UserError(f"no user {username!r}")
-    user.locked_at = None
-    user.failed_logins = 0
-    user.first_failed_at = None
+    return user
+
+
+def unlock(
+    session: Session,
+    user: User,
+    *,
+    actor: str | None = None,
+    source: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Lift a lockout and forget the failures counted."""
+    lockout.unlock(session, user.id)
+    _log(session, security_log.USER_UNLOCKED, user, actor, source, at)
+
+
+def disable(
+    session: Session,
+    user: User,
+    *,
+    actor: str | None = None,
+    source: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Stop an account: its sessions end now and its API tokens stop working (within a
+    second in every portal process: see ``TOKEN_CACHE_SECONDS`` in :mod:`portal.app`)."""
+    user.disabled = True
+    sessions.end_all(session, user.id)
+    _log(session, security_log.USER_DISABLED, user, actor, source, at)
+
+
+def enable(
+    session: Session,
+    user: User,
+    *,
+    actor: str | None = None,
+    source: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    user.disabled = False
+    _log(session, security_log.USER_ENABLED, user, actor, source, at)
+
+
+def reset_second_factor(
+    session: Session,
+    user: User,
+    *,
+    actor: str | None = None,
+    source: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Forget the TOTP secret; the person enrols a new one at their next sign-in."""
+    user.totp_secret = None
+    user.totp_enrolled = False
+    sessions.forget_totp_step(session, user.id)
+    sessions.end_all(session, user.id)
+    _log(session, security_log.TOTP_RESET, user, actor, source, at)
+
+
+def _log(
+    session: Session,
+    event: str,
+    user: User,
+    actor: str | None,
+    source: str | None,
+    at: datetime | None,
+) -> None:
     security_log.record(
         session,
-        security_log.USER_UNLOCKED,
-        username=username,
+        event,
+        username=user.username,
         detail=f"by {actor}" if actor else "",
         source=source,
+        at=at,
     )
-    return user

@@ -1,5 +1,9 @@
 """From the insurers' answers to one result: the verdict rules of SPEC §5.
 
+Which calls count as *unavailable* is decided here and only here (:func:`judged`): every call
+the client reports as anything but ``ok``, and an answer in which the insurer itself says it
+cannot answer (``SYSU``, or ``UREQ``: it does not know us) unless it says Confirmed.
+
 * any Confirmed wins (``confirmed``);
 * an insurer named by the book of business (or the card) that gave no usable answer makes the
   answer ``unable_to_verify`` with ``SYSU`` and the book-of-business evidence;
@@ -10,17 +14,42 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from olv import normalize
+from olv.iicmva import Code
 from portal import reasons
 from portal.insurer_client import CallResult, InsurerConfig
 from portal.schemas import BookOfBusiness, VerifyResult
 
 UNKNOWN = normalize.UNKNOWN_POLICY_KEY
+UNAVAILABLE = "unavailable"  # the outcome logged for an answer that says SYSU or UREQ
+# Both versions' spellings: 00200809 names, 00200510 numbers.
+_UNAVAILABLE_CODES = frozenset({Code.SYSU.value, "12", Code.UREQ.value, "6"})
+
+
+def judged(call: CallResult) -> CallResult:
+    """The call as the verdict rules count it: an answer (not Confirmed) carrying SYSU or UREQ
+    becomes outcome ``unavailable``; everything else is as the client reported it."""
+    answer = call.answer
+    if (
+        call.outcome == "ok"
+        and answer is not None
+        and answer.response_code != "Confirmed"
+        and _UNAVAILABLE_CODES & set(answer.codes)
+    ):
+        detail = "the insurer answered " + " ".join(answer.codes)
+        return dataclasses.replace(call, outcome=UNAVAILABLE, detail=detail)
+    return call
+
+
+def usable(call: CallResult) -> bool:
+    """Whether a judged call gave an answer the verdict can rest on."""
+    return call.outcome == "ok"
 
 
 @dataclass(frozen=True)
@@ -80,7 +109,7 @@ def _unconfirmed(
     # The insurers named by the BoB (or the card) come first: their answer is the answer.
     for target in plan.targets:
         call = by_naic.get(target.insurer.naic)
-        if call is None or not call.usable:
+        if call is None or not usable(call):
             return _unable(target, target.record or _record_for(plan, target))
     if plan.targets:
         target = plan.targets[0]
@@ -98,7 +127,7 @@ def _unconfirmed(
         )
     # Broadcast without a Confirmed.
     record = plan.records[0] if plan.records else None
-    unavailable = any(not call.usable for call in calls)
+    unavailable = any(not usable(call) for call in calls)
     if record is not None or unavailable:
         # A record names an insurer we could not ask, or someone did not answer: an
         # officer must not read that as "uninsured".

@@ -1,10 +1,10 @@
 """``olv bob export``: the insurer's monthly book-of-business file, from its policy store.
 
-It lives with the insurer store, not in ``bob_loader``: the BoB package (the format and the
-state side) never imports the insurer service; this module uses the format from there.
+It lives with the insurer store, not in ``bob_loader`` (the state side, which never imports the
+insurer service); the format itself is the core's :mod:`olv.bob`.
 
 One record per coverage row of the NAIC (a vehicle's continuous coverage period; for ``NS``
-policies the policy's), in the layout of :mod:`bob_loader.layout`, CRLF line ends, and a
+policies the policy's), in the layout of :mod:`olv.bob.layout`, CRLF line ends, and a
 ``TR`` trailer with the record count and today's date. The store holds no insured names or
 addresses, so those fields stay blank (the ``minimal`` profile allows that).
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from bob_loader import layout
 from olv import normalize
+from olv.bob import layout
 from service.models import Coverage, Policy
 
 CRLF = "\r\n"

@@ -1,8 +1,8 @@
-"""``olv policies``, ``olv soap``, ``olv audit``, ``olv demo`` and ``olv bob export``.
+"""``olv policies``, ``olv soap``, ``olv audit`` and ``olv bob export``.
 
 ``olv bob export`` belongs with the other ``olv bob`` commands for the operator, but it reads the
-insurer store, so it is defined here and added to the BoB command group: the BoB package never
-imports the insurer service.
+insurer store, so it is defined here and the composition root (``olv.cli``) adds it to the BoB
+command group: neither package imports the other.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from typing import Annotated
 
 import typer
 
-from bob_loader.cli import bob_app
 from olv import db, errors
 from olv.config import get_settings
-from olv.iicmva import V0809
 
 policies_app = typer.Typer(help="Insurer policy store.", no_args_is_help=True)
 soap_app = typer.Typer(help="Insurer SOAP verification service.", no_args_is_help=True)
@@ -54,7 +52,6 @@ def policies_import(
         )
 
 
-@bob_app.command("export")
 def bob_export(
     naic: Annotated[str, typer.Option("--naic", help="The NAIC whose book to write")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The file to write")],
@@ -158,58 +155,3 @@ def audit_purge(
     finally:
         engine.dispose()
     typer.echo(f"{removed} audit rows older than {older_than} days removed")
-
-
-def demo(
-    host: Host = "127.0.0.1",
-    port: Port = 8080,
-    portal_port: Annotated[int, typer.Option(help="TCP port of the state portal.")] = 8000,
-) -> None:
-    """One command: migrate the SQLite database, load demo data, serve SOAP and the portal."""
-    import os
-    import subprocess
-    import sys
-
-    from olv.ports import claim_port
-    from portal import demo as portal_demo
-    from service import demo as demo_data
-    from service.server import serve
-
-    settings = get_settings()
-    # First: a taken port leaves no database or file behind.
-    claim = claim_port(host, port)
-    claim_port(host, portal_port).close()  # free now; the portal process binds it below
-    db.upgrade(settings.database_url)
-    today = datetime.now(settings.zone).date()
-    engine = db.make_engine(settings.database_url)
-    soap_base = f"http://{host}:{port}"
-    try:
-        count = demo_data.load(engine, today)
-        bob_file = demo_data.export_bob(engine, today, Path("olv-demo-bob"))
-        portal_demo.seed(engine, soap_base, demo_data.DEMO_NAIC, Path.cwd(), [bob_file])
-    finally:
-        engine.dispose()
-    url = f"{soap_base}/iicmva/{V0809}"
-    request_file = Path("olv-demo-request.xml").resolve()
-    request_file.write_text(demo_data.sample_request(today))
-    portal_url = f"http://{host}:{portal_port}/"
-    typer.echo(
-        demo_data.banner(settings.database_url, url, request_file.name, today, count)
-        + portal_demo.banner(portal_url, demo_data.DEMO_NAIC),
-        err=True,
-    )
-    # The portal runs beside the SOAP service, in its own process, on the same database.
-    command = [sys.executable, "-m", "olv", "portal", "serve", "--host", host]
-    portal = subprocess.Popen(
-        [*command, "--port", str(portal_port)],
-        env={**os.environ, "OLV_DATABASE_URL": settings.database_url},
-    )
-    try:
-        serve(settings, claim, 2)
-    finally:
-        portal.terminate()
-        try:
-            portal.wait(15)
-        except subprocess.TimeoutExpired:
-            portal.kill()
-            portal.wait()

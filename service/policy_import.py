@@ -39,11 +39,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from bob_loader.errors import BobFileError, Issue
-from bob_loader.lines import capped_lines
-from bob_loader.parser import looks_like_bob, read_bob
-from bob_loader.validate import parse_date
 from olv import db, iicmva, normalize
+from olv.bob.errors import BobFileError, Issue
+from olv.bob.lines import capped_lines
+from olv.bob.parser import looks_like_bob, read_bob
+from olv.bob.validate import parse_date
 from service.models import Coverage, Policy
 
 T = TypeVar("T")

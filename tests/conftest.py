@@ -23,6 +23,7 @@ from olv import db
 from olv.config import get_settings
 from tests.helpers.day_change import wait_past_midnight
 
+TEST_SECRET_KEY = "test-only portal secret key, 32 characters or more"
 PG_URL = os.environ.get("OLV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -123,6 +124,9 @@ def db_url(
 ) -> Iterator[str]:
     """A migrated, empty database; also exported as ``OLV_DATABASE_URL`` for CLI runs."""
     import bob_loader.models  # noqa: F401  (so truncation sees every table)
+    import enforcement.models  # noqa: F401
+    import idcards.models  # noqa: F401
+    import portal.card_issuers  # noqa: F401
     import portal.models  # noqa: F401
     import service.models  # noqa: F401
 
@@ -145,6 +149,8 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for key in list(os.environ):
         if key.startswith("OLV_") and not key.startswith("OLV_TEST_"):
             monkeypatch.delenv(key)
+    # A known key, so tests can read sealed secrets; without one the portal makes a key file.
+    monkeypatch.setenv("OLV_PORTAL_SECRET_KEY", TEST_SECRET_KEY)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

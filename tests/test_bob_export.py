@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bob_loader import layout, synth
-from bob_loader.parser import read_bob
+from bob_loader import synth
 from olv import db
+from olv.bob import layout
+from olv.bob.parser import read_bob
 from service.bob_export import ExportError, export_file
 from service.models import Coverage, Policy
 

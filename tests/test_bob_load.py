@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
-from bob_loader import layout, store, synth
+from bob_loader import store, synth
 from bob_loader.load import load_files
 from bob_loader.lookup import find_by_vins, naic_stats
 from bob_loader.models import BobFile, BobIssue, BobRecord
 from olv import db
+from olv.bob import layout
 
 
 @pytest.fixture

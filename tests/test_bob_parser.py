@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bob_loader import layout
-from bob_loader.errors import BobFileError
-from bob_loader.parser import iter_bob, looks_like_bob, parse_record, read_bob
-from bob_loader.validate import parse_date, vin_junk_reason
+from olv.bob import layout
+from olv.bob.errors import BobFileError
+from olv.bob.parser import iter_bob, looks_like_bob, parse_record, read_bob
+from olv.bob.validate import parse_date, vin_junk_reason
 from olv.vin import check_digit_ok, with_check_digit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bob"
@@ -270,3 +270,31 @@ def test_format_refuses_values_that_do_not_fit():
     with pytest.raises(ValueError, match="cannot carry"):
         layout.format_record({"city": "A\r\nB"})
     assert layout.format_trailer(7, "20261122") == "TR00000000000720261122".ljust(300)
+
+
+HEADER = "HD" + "ACME 20261122".ljust(layout.RECORD_LENGTH - 2)
+
+
+@pytest.mark.parametrize("header", [HEADER, "HD", "HDR ACME 20261122"])
+def test_a_header_record_is_skipped_not_counted(header: str):
+    data = lines_of(header, record(), record(vin="ABC123"), layout.format_trailer(2, "20261122"))
+    parsed = list(iter_bob(io.BytesIO(data)))
+    assert [p.line for p in parsed] == [2, 3] and all(p.ok for p in parsed)
+
+
+def test_a_header_anywhere_but_first_is_a_bad_record():
+    parsed = list(iter_bob(io.BytesIO(lines_of(record(), HEADER))))
+    assert parsed[1].record is None and parsed[1].issues[0].field == "policy type"
+
+
+def test_a_file_with_only_a_header_is_empty():
+    with pytest.raises(BobFileError, match="empty file"):
+        list(iter_bob(io.BytesIO(lines_of(HEADER))))
+
+
+def test_issues_carry_their_records_naic_when_readable():
+    (ok_naic,) = list(iter_bob(io.BytesIO(lines_of(record(vin="BAD-VIN")))))
+    assert ok_naic.issues and {i.naic for i in ok_naic.issues} == {record()[2:7]}
+    bad = record()[:2] + "12X45" + record()[7:]
+    (unreadable,) = list(iter_bob(io.BytesIO(lines_of(bad))))
+    assert unreadable.issues and {i.naic for i in unreadable.issues} == {None}

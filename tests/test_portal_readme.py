@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings
 # Every settings class must be imported to be found.
 import bob_loader.intake_settings  # noqa: F401
 import bob_loader.settings  # noqa: F401
+import enforcement.case_settings  # noqa: F401
 import portal.settings  # noqa: F401
 import portal.web.settings  # noqa: F401
 from olv.cli import app
@@ -27,7 +28,13 @@ def _settings_classes() -> list[type[BaseSettings]]:
     while pending:
         cls = pending.pop()
         pending += cls.__subclasses__()
-        if cls.__module__.split(".")[0] in ("olv", "service", "bob_loader", "portal"):
+        if cls.__module__.split(".")[0] in (
+            "olv",
+            "service",
+            "bob_loader",
+            "portal",
+            "enforcement",
+        ):
             found.append(cls)
     return found
 

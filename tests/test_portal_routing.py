@@ -150,8 +150,9 @@ def test_bob_record_routes_to_its_insurer_with_the_policy_number(world) -> None:
     )
     assert result["source"] == "insurer" and result["reasons"] == []
     assert result["book_of_business"]["policy_number"] == "P-A"
+    # Sent without punctuation (SPEC §5 step 5); shown as on file.
     assert insurers.asked == [
-        {"naic": "10001", "key": "P-A", "vin": VIN_A, "reason": "VIOL", "version": "0809"}
+        {"naic": "10001", "key": "PA", "vin": VIN_A, "reason": "VIOL", "version": "0809"}
     ]
 
 
@@ -223,7 +224,7 @@ def test_id_card_path_asks_that_insurer_with_that_key(world) -> None:
     assert insurers.asked == [
         {
             "naic": "20002",
-            "key": "CARD-9",
+            "key": "CARD9",  # as typed: CARD-9
             "vin": VIN_A,
             "reason": "TrafficViolation",
             "version": "0510",

@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 import portal.sessions  # noqa: F401  (its tables are truncated between PostgreSQL tests)
 from olv import db
+from portal import lockout, secret_key
 from portal.models import SecurityLog, User
-from portal.web import lockout
+from portal.settings import PortalSettings
 from tests.helpers.portal_web import (
     PASSWORD,
     SECRET,
@@ -77,7 +78,10 @@ def test_first_login_enrols_totp_with_a_qr_code_then_asks_for_it(db_url: str) ->
         sign_in(client, clock, "olivia", secret)
         assert client.get("/query").status_code == 200
     user = _user(db_url, "olivia")
-    assert user.totp_enrolled and user.totp_secret == secret and user.failed_logins == 0
+    assert user.totp_enrolled and user.failed_logins == 0
+    # encrypted at rest with the portal's secret key
+    assert user.totp_secret and secret not in user.totp_secret
+    assert secret_key.load(PortalSettings()).unseal(user.totp_secret) == secret
     events = _events(db_url, "olivia")
     assert events[:1] == ["user_added"]
     assert {"totp_failed", "totp_enrolled", "login", "logout"} <= set(events)

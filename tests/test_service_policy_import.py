@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bob_loader import layout, synth
+from bob_loader import synth
 from olv import db
+from olv.bob import layout
 from service import policy_import
 from service.models import Coverage, Policy
 from tests.helpers.memory import peak_bytes
@@ -105,6 +106,32 @@ def test_bob_import_and_file_error_changes_nothing(db_url: str, tmp_path: Path) 
     refused = _run("policies", "import", str(csv_ok), str(utf16), url=db_url)
     assert refused.returncode == 2 and "UTF-16 text; save the CSV as UTF-8" in refused.stderr
     assert _counts(db_url) == (1, 1)
+
+
+def test_a_bob_file_with_a_header_record_imports_and_keys_match_without_punctuation(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The header is recognised as BoB and skipped; the stored key is the normalized one, so an
+    asked ``ABC123`` finds ``ABC-123`` (SPEC §5 step 5)."""
+    path = tmp_path / "Acme 20261101.txt"
+    record = bob_line(
+        policy_type="VS",
+        naic="12345",
+        policy_number="ABC-123",
+        effective_date="20260101",
+        vin="1HGCM82633A004352",
+    )
+    short = tmp_path / "Short 20261101.txt"  # a header need not be padded to 300
+    short.write_text("HD ACME 20261101\r\n" + record)
+    path.write_text("HD" + "ACME 20261101".ljust(layout.RECORD_LENGTH - 2) + "\r\n" + record)
+    for name in (short, path):
+        result = _run("policies", "import", str(name), url=db_url)
+        assert result.returncode == 0, result.stderr
+        assert "line" not in result.stderr and _counts(db_url) == (1, 1)
+    engine = db.make_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.scalar(select(Policy.policy_key)) == "ABC123"
+    engine.dispose()
 
 
 def test_reimport_replaces_vehicles_and_review_flag(db_url: str, tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from alembic import context
 
 import bob_loader.models  # noqa: F401  (registers tables on Base.metadata)
+import enforcement.models  # noqa: F401
+import idcards.models  # noqa: F401
+import portal.card_issuers  # noqa: F401
 import portal.models  # noqa: F401
 import service.models  # noqa: F401
 from olv.db import Base, is_sqlite, make_engine

@@ -10,10 +10,18 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI
 
+from enforcement import api as enforcement_api
 from portal import web
-from portal.routes import health, queries, verify
+from portal.routes import cards, health, iies_cases, queries, verify
 
-ROUTERS: list[APIRouter] = [health.router, verify.router, queries.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    verify.router,
+    queries.router,
+    cards.router,
+    enforcement_api.router,
+    iies_cases.router,
+]
 INSTALLERS: list[Callable[[FastAPI], None]] = []
 
 # The browser pages (portal.web) bring their own routers and install step.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request
 
 from olv.iicmva import DESCRIPTIONS, Code
-from portal.deps import Verifier, within_budget
+from portal import permissions
+from portal.deps import QueryReader, within_budget
 from portal.errors import ApiError, error_responses
 from portal.models import QueryLog
 from portal.querylog import READ_FLUSH_SECONDS
@@ -54,7 +55,7 @@ def record(row: QueryLog) -> QueryRecord:
     summary="A logged query",
 )
 async def get_query(
-    principal: Verifier,
+    principal: QueryReader,
     request: Request,
     query_id: str = Path(pattern=r"^[0-9a-f]{32}$"),
 ) -> QueryRecord:
@@ -66,6 +67,6 @@ async def get_query(
             return session.get(QueryLog, query_id)
 
     row = await within_budget(request, read)
-    if row is None or (principal.role != "admin" and row.username != principal.username):
+    if row is None or not permissions.may_read_query(principal, row.username):
         raise ApiError(404, f"no query {query_id} of yours")
     return record(row)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from portal import card_check, permissions
 from portal.csrf import CrossOriginProtection
-from portal.deps import BATCH_ROLES
 from portal.errors import ErrorBody
 from portal.guard import Upload
+from portal.routes import cards as card_routes
 from portal.web import (
     admin_insurers,
     admin_tokens,
@@ -21,8 +22,11 @@ from portal.web import (
     auth,
     batch,
     bob,
+    cards,
     compliance,
     history,
+    iies,
+    iies_reports,
     query,
 )
 from portal.web.identity import resolve_session
@@ -32,6 +36,7 @@ from portal.web.settings import get_web_settings
 ROUTERS: list[APIRouter] = [
     auth.router,
     query.router,
+    cards.router,
     batch.router,
     history.router,
     bob.router,
@@ -39,6 +44,8 @@ ROUTERS: list[APIRouter] = [
     admin_insurers.router,
     admin_users.router,
     admin_tokens.router,
+    iies.router,
+    iies_reports.router,
 ]
 
 
@@ -59,7 +66,12 @@ def install(app: FastAPI) -> None:
     # reading them.
     app.state.upload_limits.update(
         {
-            "/batch": Upload(web.batch_max_rows * batch.MAX_BYTES_PER_ROW, BATCH_ROLES),
-            "/bob/upload": Upload(web.max_upload_mb * bob.CHUNK, bob.UPLOAD_ROLES),
+            "/batch": Upload(
+                web.batch_max_rows * batch.MAX_BYTES_PER_ROW, permissions.VERIFY_BATCH
+            ),
+            "/bob/upload": Upload(web.max_upload_mb * bob.CHUNK, permissions.BOOK_OF_BUSINESS),
+            cards.PAGE_PATH: Upload(card_check.MAX_PHOTO_BYTES, permissions.CHECK_CARDS),
+            cards.PAGE_PATH + ".json": Upload(card_check.MAX_PHOTO_BYTES, permissions.CHECK_CARDS),
+            card_routes.UPLOAD_PATH: Upload(card_check.MAX_PHOTO_BYTES, permissions.CHECK_CARDS),
         }
     )

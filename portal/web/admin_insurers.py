@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from olv.iicmva import V0809, VERSIONS
 from portal import registry
-from portal.deps import Admin, DbSession, client_address
+from portal.deps import DbSession, InsurerAdmin, client_address
 from portal.errors import ApiError
 from portal.models import Insurer
 from portal.web.render import flash, page, see_other, twin_get
@@ -45,12 +45,12 @@ def _row(insurer: Insurer) -> dict[str, Any]:
 
 
 @twin_get(router, "/admin/insurers")
-def list_insurers(request: Request, db: DbSession, me: Admin) -> Response:
+def list_insurers(request: Request, db: DbSession, me: InsurerAdmin) -> Response:
     return _render(request, db)
 
 
 @twin_get(router, "/admin/insurers/{naic}")
-def edit_insurer(request: Request, db: DbSession, me: Admin, naic: str) -> Response:
+def edit_insurer(request: Request, db: DbSession, me: InsurerAdmin, naic: str) -> Response:
     with db.begin():
         insurer = db.get(Insurer, naic)
         if insurer is None:
@@ -67,7 +67,7 @@ def _optional(text: str) -> str | None:
 def save_insurer(
     request: Request,
     db: DbSession,
-    me: Admin,
+    me: InsurerAdmin,
     naic: Annotated[str, Form(max_length=5)] = "",
     name: Annotated[str, Form(max_length=200)] = "",
     url: Annotated[str, Form(max_length=500)] = "",

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from olv.db import as_utc
 from portal import tokens
-from portal.deps import Admin, DbSession, client_address
+from portal.deps import DbSession, TokenAdmin, client_address
 from portal.models import ApiToken, User
 from portal.web.identity import now
 from portal.web.render import flash, page, see_other, twin_get
@@ -70,7 +70,7 @@ def _render(
 
 
 @twin_get(router, "/admin/tokens")
-def list_tokens(request: Request, db: DbSession, me: Admin) -> Response:
+def list_tokens(request: Request, db: DbSession, me: TokenAdmin) -> Response:
     return _render(request, db)
 
 
@@ -78,7 +78,7 @@ def list_tokens(request: Request, db: DbSession, me: Admin) -> Response:
 def create_token(
     request: Request,
     db: DbSession,
-    me: Admin,
+    me: TokenAdmin,
     username: Annotated[str, Form(max_length=100)] = "",
     days: Annotated[int, Form(ge=1, le=3650)] = 90,
 ) -> Response:
@@ -94,7 +94,7 @@ def create_token(
 
 
 @router.post("/admin/tokens/{token_id}/revoke")
-def revoke_token(request: Request, db: DbSession, me: Admin, token_id: str) -> Response:
+def revoke_token(request: Request, db: DbSession, me: TokenAdmin, token_id: str) -> Response:
     try:
         with db.begin():
             tokens.revoke(db, token_id, source=client_address(request))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -9,8 +10,8 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from portal import security_log, sessions, users
-from portal.deps import Admin, DbSession, client_address
+from portal import users
+from portal.deps import DbSession, Principal, UserAdmin, client_address
 from portal.errors import ApiError
 from portal.models import ROLES, User
 from portal.web import params
@@ -18,10 +19,6 @@ from portal.web.identity import now
 from portal.web.render import flash, page, see_other, twin_get
 
 router = APIRouter(include_in_schema=False)
-
-TOTP_RESET = "totp_reset"
-USER_DISABLED = "user_disabled"
-USER_ENABLED = "user_enabled"
 
 
 def _user_rows(db: Session) -> list[dict[str, object]]:
@@ -53,7 +50,7 @@ def _render(request: Request, db: Session, status: int = 200) -> Response:
 
 
 @twin_get(router, "/admin/users")
-def list_users(request: Request, db: DbSession, me: Admin) -> Response:
+def list_users(request: Request, db: DbSession, me: UserAdmin) -> Response:
     return _render(request, db)
 
 
@@ -61,7 +58,7 @@ def list_users(request: Request, db: DbSession, me: Admin) -> Response:
 def add_user(
     request: Request,
     db: DbSession,
-    me: Admin,
+    me: UserAdmin,
     username: Annotated[str, Form(max_length=100)] = "",
     role: Annotated[str, Form(max_length=10)] = "",
     naic: Annotated[str, Form(max_length=5)] = "",
@@ -84,61 +81,43 @@ def add_user(
     return see_other("/admin/users")
 
 
-def _target(db: Session, user_id: int) -> User:
-    user = db.get(User, user_id)
-    if user is None:
-        raise ApiError(404, "no such user")
-    return user
-
-
 @router.post("/admin/users/{user_id}/unlock")
-def unlock(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
-    with db.begin():
-        user = _target(db, user_id)
-        users.unlock(db, user.username, actor=me.username, source=client_address(request))
-    return see_other("/admin/users")
+def unlock(request: Request, db: DbSession, me: UserAdmin, user_id: params.RowNumber) -> Response:
+    return _change(request, db, me, user_id, users.unlock)
 
 
 @router.post("/admin/users/{user_id}/reset-totp")
-def reset_totp(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
-    with db.begin():
-        user = _target(db, user_id)
-        user.totp_secret = None
-        user.totp_enrolled = False
-        sessions.forget_totp_step(db, user.id)
-        sessions.end_all(db, user.id)
-        _log(db, request, TOTP_RESET, user.username, me.username)
-    return see_other("/admin/users")
+def reset_totp(
+    request: Request, db: DbSession, me: UserAdmin, user_id: params.RowNumber
+) -> Response:
+    return _change(request, db, me, user_id, users.reset_second_factor)
 
 
 @router.post("/admin/users/{user_id}/disable")
-def disable(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
-    with db.begin():
-        user = _target(db, user_id)
-        if user.id == me.user_id:
-            raise ApiError(400, "you cannot disable your own account")
-        user.disabled = True
-        sessions.end_all(db, user.id)
-        _log(db, request, USER_DISABLED, user.username, me.username)
-    request.app.state.token_cache.clear()  # their API tokens stop now too
-    return see_other("/admin/users")
+def disable(request: Request, db: DbSession, me: UserAdmin, user_id: params.RowNumber) -> Response:
+    if user_id == me.user_id:
+        raise ApiError(400, "you cannot disable your own account")
+    response = _change(request, db, me, user_id, users.disable)
+    request.app.state.token_cache.clear()  # their API tokens stop now too, in this process
+    return response
 
 
 @router.post("/admin/users/{user_id}/enable")
-def enable(request: Request, db: DbSession, me: Admin, user_id: params.RowNumber) -> Response:
+def enable(request: Request, db: DbSession, me: UserAdmin, user_id: params.RowNumber) -> Response:
+    return _change(request, db, me, user_id, users.enable)
+
+
+def _change(
+    request: Request,
+    db: Session,
+    me: Principal,
+    user_id: int,
+    operation: Callable[..., None],
+) -> Response:
+    """One of :mod:`portal.users`' account operations on the person ``user_id``."""
     with db.begin():
-        user = _target(db, user_id)
-        user.disabled = False
-        _log(db, request, USER_ENABLED, user.username, me.username)
+        user = db.get(User, user_id)
+        if user is None:
+            raise ApiError(404, "no such user")
+        operation(db, user, actor=me.username, source=client_address(request), at=now(request))
     return see_other("/admin/users")
-
-
-def _log(db: Session, request: Request, event: str, username: str, actor: str) -> None:
-    security_log.record(
-        db,
-        event,
-        username=username,
-        detail=f"by {actor}",
-        source=client_address(request),
-        at=now(request),
-    )

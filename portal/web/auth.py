@@ -3,13 +3,23 @@
 Flow: ``POST /login`` checks the password and opens a ``password``-stage session; a person
 without a second factor goes to ``/login/enrol`` (QR code, then a code from the app), everyone
 else to ``/login/totp``; a right code replaces the session by a full one. Failed passwords and
-failed codes both count towards the lockout (:mod:`portal.web.lockout`), and every step is
-written to the security log.
+failed codes both count towards the lockout (:mod:`portal.lockout`), each counted before it is
+checked, and every step is written to the security log.
+
+``POST /login`` runs on the event loop: its database steps take a worker thread for a moment
+each, and it waits for a password-hash slot (``app.state.hash_slots``) with ``await``, so a
+flood of sign-ins holds none of the threads that session and token checks need. Past the
+per-address limit it is refused before any database read or hash.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -17,10 +27,10 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from portal import passwords, security_log, sessions, totp
-from portal.deps import DbSession, client_address
+from portal import lockout, passwords, security_log, sessions, totp
+from portal.deps import DbSession, budget_left, client_address, within_budget
+from portal.errors import ApiError
 from portal.models import User
-from portal.web import lockout
 from portal.web.identity import COOKIE, clear_cookie, now, resolve_session, set_cookie
 from portal.web.render import flash, home_for, page
 
@@ -34,12 +44,28 @@ LOCKED = (
 DISABLED = "This account is disabled."
 SLOW_DOWN = "Too many sign-in attempts for this account; wait a minute and try again."
 SLOW_DOWN_HERE = "Too many sign-in attempts from your address; wait a minute and try again."
+WRONG_CODE = "That code is not right; try again."
+BUSY = "Too many sign-ins at once; try again in a moment."
 
 
-def _log(db: Session, request: Request, event: str, username: str, detail: str = "") -> None:
-    security_log.record(
-        db, event, username=username, detail=detail, source=client_address(request), at=now(request)
-    )
+@dataclass(frozen=True)
+class _Who:
+    """One sign-in attempt, as the security log records it."""
+
+    logged_name: str  # the account name, or the keyed hash of a name that is no account
+    source: str | None
+    at: datetime
+
+    def log(self, db: Session, event: str, detail: str = "") -> None:
+        security_log.record(
+            db, event, username=self.logged_name, detail=detail, source=self.source, at=self.at
+        )
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    message: str
+    status: int
 
 
 def _redirect(url: str) -> RedirectResponse:
@@ -61,66 +87,132 @@ async def login_form(request: Request) -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(
+async def login(
     request: Request,
-    db: DbSession,
     username: Annotated[str, Form(max_length=100)] = "",
     password: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
-    at = now(request)
+    app, at, source = request.app, now(request), client_address(request)
     username = username.strip()
-    with db.begin():
-        if lockout.too_many_from(db, client_address(request), at):
-            flash(request, "error", SLOW_DOWN_HERE)
-            return page(request, "login.html", "Sign in", {"username": username}, status=429)
-        if lockout.too_many_attempts(db, username, at):
-            flash(request, "error", SLOW_DOWN)
-            return page(request, "login.html", "Sign in", {"username": username}, status=429)
-        user = db.scalar(select(User).where(User.username == username))
-        problem = _check_password(db, request, user, username, password)
-        if problem is not None:
-            flash(request, "error", problem)
-            return page(request, "login.html", "Sign in", {"username": username}, status=401)
-        assert user is not None
-        sessions.purge_expired(db, at)  # housekeeping: sign-ins are rare enough to carry it
-        token = sessions.create(db, user.id, sessions.STAGE_PASSWORD, at)
-    response = _redirect("/login/totp" if user.totp_enrolled else "/login/enrol")
+    if not app.state.signin_gate.allow(source or "", at, lockout.SOURCE_ATTEMPTS_PER_MINUTE):
+        return _refused(request, username, _Refusal(SLOW_DOWN_HERE, 429))
+    found = await within_budget(request, _before_hash, app, username, source, at)
+    if isinstance(found, _Refusal):
+        return _refused(request, username, found)
+    attempt, user_id, stored_hash = found
+    number = 0
+    async with _hash_slot(request):
+        if user_id is not None:
+            claimed = await within_budget(request, _claim, app, attempt, user_id)
+            if isinstance(claimed, _Refusal):
+                return _refused(request, username, claimed)
+            number = claimed
+        right = await passwords.verify_password_async(stored_hash, password)
+    opened = await within_budget(request, _after_hash, app, attempt, user_id, number, right)
+    if isinstance(opened, _Refusal):
+        return _refused(request, username, opened)
+    token, enrolled = opened
+    response = _redirect("/login/totp" if enrolled else "/login/enrol")
     set_cookie(request, response, token)
     return response
 
 
-def _check_password(
-    db: Session, request: Request, user: User | None, username: str, password: str
-) -> str | None:
-    """Why this password does not open the account (all logged), or None when it does."""
-    if user is None:
-        passwords.verify_password(passwords.dummy_hash(), password)  # same time as a real one
-        _log(db, request, lockout.LOGIN_FAILED, username, lockout.UNKNOWN_USER)
-        # A name that does not exist "locks" like one that does, so that the lockout message
-        # does not tell which names are accounts.
-        if lockout.unknown_name_failures(db, username, now(request)) >= lockout.MAX_FAILURES:
-            return LOCKED
-        return BAD_LOGIN
-    if lockout.is_locked(user):
-        passwords.verify_password(passwords.dummy_hash(), password)  # same time as the others
-        _log(db, request, lockout.LOGIN_REFUSED, username, "account locked")
-        return LOCKED
-    if not passwords.verify_password(user.password_hash, password):
-        return _count_failure(db, request, user, lockout.LOGIN_FAILED, "wrong password")
-    if user.disabled:
-        _log(db, request, lockout.LOGIN_REFUSED, username, "account disabled")
-        return DISABLED
-    return None
+def _refused(request: Request, username: str, refusal: _Refusal) -> Response:
+    flash(request, "error", refusal.message)
+    return page(request, "login.html", "Sign in", {"username": username}, status=refusal.status)
 
 
-def _count_failure(db: Session, request: Request, user: User, event: str, detail: str) -> str:
-    locked = lockout.record_failure(user, now(request))
-    _log(db, request, event, user.username, f"{detail} ({user.failed_logins} in 15 minutes)")
-    if locked:
-        _log(db, request, lockout.LOGIN_LOCKED_OUT, user.username, "5 failed sign-ins")
-        sessions.end_all(db, user.id)
+@asynccontextmanager
+async def _hash_slot(request: Request) -> AsyncIterator[None]:
+    """One of the process's password-hash slots, waited for within the request's budget."""
+    slots: asyncio.Semaphore = request.app.state.hash_slots
+    try:
+        async with asyncio.timeout(budget_left(request)):
+            await slots.acquire()
+    except TimeoutError:
+        raise ApiError(503, BUSY) from None
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+def _before_hash(
+    app: Any, username: str, source: str | None, at: datetime
+) -> tuple[_Who, int | None, str] | _Refusal:
+    """The rate limits and the account; returns who is trying, their account's id (None for
+    a name that is no account) and the hash to check the password against."""
+    with app.state.sessions() as db, db.begin():
+        if lockout.too_many_from(db, source, at):
+            return _Refusal(SLOW_DOWN_HERE, 429)
+        user = db.scalar(select(User).where(User.username == username))
+        logged = username if user else security_log.unknown_name(app.state.secret_key.tag(username))
+        who = _Who(logged, source, at)
+        if lockout.too_many_attempts(db, logged, at):
+            return _Refusal(SLOW_DOWN, 429)
+        if user is None:
+            # A name that does not exist "locks" like one that does, so that the lockout
+            # message (and the time it takes) does not tell which names are accounts.
+            if lockout.unknown_name_failures(db, logged, at) >= lockout.MAX_FAILURES:
+                who.log(db, security_log.LOGIN_FAILED, security_log.UNKNOWN_USER)
+                return _Refusal(LOCKED, 401)
+            return who, None, passwords.dummy_hash()  # checked to take the time a real one does
+        if lockout.is_locked(user):
+            who.log(db, security_log.LOGIN_REFUSED, "account locked")
+            return _Refusal(LOCKED, 401)
+        return who, user.id, user.password_hash
+
+
+def _claim(app: Any, who: _Who, user_id: int) -> int | _Refusal:
+    """Count this attempt before its password is checked (committed at once, so the hash
+    holds no lock); a refusal when the account is locked or has its limit in flight."""
+    with app.state.sessions() as db, db.begin():
+        number = lockout.claim_attempt(db, user_id, who.at)
+        if number is not None:
+            return number
+        if lockout.is_locked_now(db, user_id):
+            who.log(db, security_log.LOGIN_REFUSED, "account locked")
+            return _Refusal(LOCKED, 401)
+        who.log(db, security_log.LOGIN_REFUSED, "too many sign-ins at once")
+        return _Refusal(SLOW_DOWN, 429)
+
+
+def _after_hash(
+    app: Any, who: _Who, user_id: int | None, number: int, right: bool
+) -> tuple[str, bool] | _Refusal:
+    """Record the outcome; the new session's token and whether a second factor is enrolled."""
+    with app.state.sessions() as db, db.begin():
+        if user_id is None:
+            who.log(db, security_log.LOGIN_FAILED, security_log.UNKNOWN_USER)
+            failures = lockout.unknown_name_failures(db, who.logged_name, who.at)
+            return _Refusal(LOCKED if failures >= lockout.MAX_FAILURES else BAD_LOGIN, 401)
+        if not right:
+            return _Refusal(_failed(db, who, user_id, number, security_log.LOGIN_FAILED), 401)
+        lockout.release_attempt(db, user_id)
+        user = db.get(User, user_id)
+        if user is None or lockout.is_locked(user):  # gone, or locked by a racing attempt
+            who.log(db, security_log.LOGIN_REFUSED, "account locked")
+            return _Refusal(LOCKED, 401)
+        if user.disabled:
+            who.log(db, security_log.LOGIN_REFUSED, "account disabled")
+            return _Refusal(DISABLED, 401)
+        sessions.purge_expired(db, who.at)  # housekeeping: sign-ins are rare enough to carry it
+        token = sessions.create(db, user.id, sessions.STAGE_PASSWORD, who.at)
+        return token, user.totp_enrolled
+
+
+def _failed(db: Session, who: _Who, user_id: int, number: int, event: str) -> str:
+    """Log a failed password or code (already counted by :func:`lockout.claim_attempt`),
+    lock the account when it was the last one allowed; the message to show."""
+    what = "wrong password" if event == security_log.LOGIN_FAILED else "wrong code"
+    who.log(db, event, f"{what} ({number} in 15 minutes)")
+    if lockout.lock_if_due(db, user_id, who.at):
+        who.log(db, security_log.LOGIN_LOCKED_OUT, f"{lockout.MAX_FAILURES} failed sign-ins")
+        sessions.end_all(db, user_id)
         return LOCKED
-    return BAD_LOGIN if event == lockout.LOGIN_FAILED else "That code is not right; try again."
+    if lockout.is_locked_now(db, user_id):
+        return LOCKED
+    return BAD_LOGIN if event == security_log.LOGIN_FAILED else WRONG_CODE
 
 
 def _pending(db: Session, request: Request) -> tuple[sessions.Current, User] | None:
@@ -155,10 +247,12 @@ def _enrol_page(request: Request, db: Session, status: int) -> Response:
         if pending is None or pending[1].totp_enrolled:
             return _redirect("/login")
         current, user = pending
-        secret = current.enrol_secret
-        if secret is None:
+        key = request.app.state.secret_key
+        if current.enrol_secret is None:
             secret = totp.new_secret()
-            sessions.set_enrol_secret(db, current.token, secret)
+            sessions.set_enrol_secret(db, current.token, key.seal(secret))
+        else:
+            secret = key.unseal(current.enrol_secret)
     uri = totp.provisioning_uri(secret, user.username)
     return page(
         request,
@@ -185,36 +279,46 @@ def enrol(
 
 
 def _second_factor(request: Request, db: DbSession, code: str, *, enrolling: bool) -> Response:
-    at = now(request)
+    """Check a code in one transaction: the attempt is counted first (on PostgreSQL its row
+    lock makes racing codes of one person wait their turn), then the code is checked."""
+    at, key = now(request), request.app.state.secret_key
     with db.begin():
         pending = _pending(db, request)
         if pending is None or pending[1].totp_enrolled == enrolling:
             return _redirect("/login")
         current, user = pending
+        who = _Who(user.username, client_address(request), at)
+        problem: str | None
         if lockout.too_many_attempts(db, user.username, at):
-            problem: str | None = SLOW_DOWN
+            problem = SLOW_DOWN
+        elif (number := lockout.claim_attempt(db, user.id, at)) is None:
+            problem = LOCKED if lockout.is_locked_now(db, user.id) else SLOW_DOWN
+            who.log(db, security_log.LOGIN_REFUSED, "account locked" if problem == LOCKED else "")
         else:
-            secret = current.enrol_secret if enrolling else user.totp_secret
+            sealed = current.enrol_secret if enrolling else user.totp_secret
+            secret = key.unseal(sealed) if sealed else None
             last = sessions.last_totp_step(db, user.id)
             step = totp.matching_step(secret, code, at, last) if secret else None
             if step is None or not sessions.claim_totp_step(db, user.id, step):
-                problem = _count_failure(db, request, user, lockout.TOTP_FAILED, "wrong code")
+                problem = _failed(db, who, user.id, number, security_log.TOTP_FAILED)
             else:
                 problem = None
                 if enrolling:
-                    user.totp_secret = secret
+                    user.totp_secret = key.seal(secret)
                     user.totp_enrolled = True
-                    _log(db, request, lockout.TOTP_ENROLLED, user.username)
-                lockout.clear_failures(user)
+                    who.log(db, security_log.TOTP_ENROLLED)
+                elif sealed is not None and sealed == secret:  # stored before encryption
+                    user.totp_secret = key.seal(secret)
+                lockout.clear_failures(db, user.id)
                 user.last_login_at = at
-                _log(db, request, lockout.LOGIN_OK, user.username)
+                who.log(db, security_log.LOGIN_OK)
                 token = sessions.promote(db, current, at)
     if problem is None:
         response = _redirect(home_for(user.role))
         set_cookie(request, response, token)
         return response
     flash(request, "error", problem)
-    if lockout.is_locked(user):
+    if problem == LOCKED:
         response = page(request, "login.html", "Sign in", status=401)
         clear_cookie(request, response)
         return response
@@ -233,7 +337,9 @@ def logout(request: Request, db: DbSession) -> Response:
                 user = db.get(User, current.user_id)
                 sessions.end(db, token)
                 if user is not None:
-                    _log(db, request, lockout.LOGOUT, user.username)
+                    _Who(user.username, client_address(request), now(request)).log(
+                        db, security_log.LOGOUT
+                    )
     response = _redirect("/login")
     clear_cookie(request, response)
     return response

@@ -26,14 +26,15 @@ from sqlalchemy.orm import Session
 
 from bob_loader.intake_binding import unbound_naics
 from bob_loader.intake_claims import safe_name
+from bob_loader.intake_notify import notify_web_upload
 from bob_loader.load import load_files
 from bob_loader.lookup import naic_stats
 from bob_loader.models import BobFile, BobIssue
 from bob_loader.report import ReportHeader
 from bob_loader.settings import get_bob_settings
 from olv.db import as_utc
-from portal import security_log
-from portal.deps import DbSession, Principal, client_address, require_roles
+from portal import permissions, security_log
+from portal.deps import BobViewer, DbSession, Principal, client_address
 from portal.errors import ApiError
 from portal.web import params
 from portal.web.identity import now
@@ -41,8 +42,6 @@ from portal.web.render import flash, page, twin_get
 from portal.web.settings import get_web_settings
 
 router = APIRouter(include_in_schema=False)
-UPLOAD_ROLES = ("insurer", "admin")  # the same roles see the page and upload on it
-BobViewer = Annotated[Principal, require_roles(*UPLOAD_ROLES)]
 BOB_UPLOADED = "bob_uploaded"
 NAIC = re.compile(r"^[0-9]{5}$")
 CHUNK = 1 << 20
@@ -60,9 +59,12 @@ def web_account(me: Principal) -> str:
 
 
 def _visible(me: Principal) -> Any:
-    if me.role == "admin":
+    naics = permissions.visible_naics(me)
+    if naics is None:
         return None
-    return or_(BobFile.naics.contains(me.naic or "-----"), BobFile.account == web_account(me))
+    return or_(
+        *(BobFile.naics.contains(n) for n in sorted(naics)), BobFile.account == web_account(me)
+    )
 
 
 def _context(db: Session, me: Principal, filter_naic: str | None) -> dict[str, Any]:
@@ -90,10 +92,12 @@ def _context(db: Session, me: Principal, filter_naic: str | None) -> dict[str, A
         for f in db.scalars(query)
     ]
     masters = list(naic_stats(db.connection()))
-    own = me.naic if me.role == "insurer" else filter_naic
-    if own:
-        masters = [m for m in masters if m["naic"] == own]
-    return {"naic": me.naic if me.role == "insurer" else None, "masters": masters, "files": files}
+    naics = permissions.visible_naics(me)
+    if naics is not None:
+        masters = [m for m in masters if m["naic"] in naics]
+    elif filter_naic:
+        masters = [m for m in masters if m["naic"] == filter_naic]
+    return {"naic": me.naic if naics is not None else None, "masters": masters, "files": files}
 
 
 def _render(
@@ -150,26 +154,34 @@ def report(request: Request, db: DbSession, me: BobViewer, file_id: params.RowNu
             processed_at=_stamp(row.processed_at) or "-",
         )
     lines = [line for line in header.lines() if not line.startswith("records with errors")]
+    # A liaison sees the problems on their own NAIC's records only, unless they sent the file:
+    # one file may carry several insurers' records, and their VINs are not the liaison's.
+    only = me.naic if me.role == "insurer" and row.account != web_account(me) else None
+    if only is not None:
+        lines.append(f"shown: the problems on records of NAIC {only} only")
     filename = re.sub(r"[^A-Za-z0-9._ -]", "_", row.name) + ".errors.txt"
     return StreamingResponse(
-        _report_body(request, file_id, lines, row.errors + row.warnings),
+        _report_body(request, file_id, lines, row.errors + row.warnings, only),
         media_type="text/plain; charset=us-ascii",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
-def _report_body(request: Request, file_id: int, head: list[str], problems: int) -> Iterator[str]:
+def _report_body(
+    request: Request, file_id: int, head: list[str], problems: int, naic: str | None
+) -> Iterator[str]:
     yield "\n".join(head) + "\n\n"
     shown = 0
+    query = select(BobIssue).where(BobIssue.file_id == file_id).order_by(BobIssue.id)
+    if naic is not None:
+        query = query.where(BobIssue.naic == naic)
     with request.app.state.sessions() as db:
-        rows = db.execute(
-            select(BobIssue).where(BobIssue.file_id == file_id).order_by(BobIssue.id)
-        ).scalars()
+        rows = db.execute(query).scalars()
         for issue in rows.yield_per(1000):
             tag = "" if issue.severity == "error" else "warning: "
             yield f"line {issue.line}: {issue.field}: {issue.value!r}: {tag}{issue.reason}\n"
             shown += 1
-    if shown < problems:
+    if naic is None and shown < problems:
         yield f"... and {problems - shown} more problems (the report sent with the file has all)\n"
 
 
@@ -221,6 +233,8 @@ def _load(request: Request, db: Session, me: Principal, path: Path) -> dict[str,
             return {"file": path.name, "status": "rejected", "reason": reason, "file_id": None}
     engine = request.app.state.engine
     (outcome,) = load_files(engine, [path], report_dir=path.parent, account=web_account(me))
+    # The insurer's contacts hear of it as they would of an SFTP delivery.
+    notify_web_upload(engine, request.app.state.intake_settings, outcome, web_account(me))
     with db.begin():
         file_id = db.scalar(
             select(BobFile.id)

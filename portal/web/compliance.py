@@ -17,10 +17,10 @@ from markupsafe import Markup
 from sqlalchemy.exc import OperationalError
 
 from olv.db import time_limit
-from portal import answer_time
+from portal import answer_time, permissions
 from portal.answer_time import RULE_SECONDS, TEXAS_SECONDS
 from portal.charts import Chart, Series, Threshold, bar_chart, line_chart
-from portal.deps import DbSession, Principal, require_roles
+from portal.deps import ComplianceViewer, DbSession
 from portal.errors import ApiError, invalid
 from portal.inflight import InFlight, held
 from portal.web import compliance_data as data
@@ -29,7 +29,6 @@ from portal.web.identity import now
 from portal.web.render import page, twin_get
 
 router = APIRouter(include_in_schema=False)
-Watcher = Annotated[Principal, require_roles("insurer", "admin")]
 DEFAULT_DAYS = 30
 MAX_DAYS = 92
 
@@ -101,7 +100,7 @@ def _ordinal(day: int) -> str:
 @twin_get(router, "/compliance")
 def compliance(
     request: Request,
-    me: Watcher,
+    me: ComplianceViewer,
     _place: Annotated[None, held(_gate)],
     db: DbSession,
     since: Annotated[str | None, Query(max_length=10)] = None,
@@ -115,12 +114,15 @@ def compliance(
         raise invalid("since", "must not be after until")
     if (last - first).days >= MAX_DAYS:
         raise invalid("since", f"at most {MAX_DAYS} days at a time")
-    naics = [me.naic or ""] if me.role == "insurer" else None
-    due_day = request.app.state.portal_settings.bob_deadline_day
-    seconds = request.app.state.portal_settings.compliance_seconds
+    visible = permissions.visible_naics(me)
+    naics = None if visible is None else sorted(visible)
+    portal_settings = request.app.state.portal_settings
+    due_day = portal_settings.bob_deadline_day
+    seconds = portal_settings.compliance_seconds
     try:
         with db.begin(), time_limit(db.connection(), seconds) as tighten:
-            stats = data.per_day(db, first, last, zone, naics, tighten)
+            windows = portal_settings.maintenance
+            stats = data.per_day(db, first, last, zone, naics, windows, tighten)
             tighten()
             due, missing = data.missing_uploads(db, today, due_day, zone, naics)
     except (OperationalError, TimeoutError):

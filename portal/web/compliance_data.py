@@ -11,6 +11,9 @@ Per insurer per day (days in ``OLV_TIMEZONE``):
 * ``unavailable``  calls without a usable answer (timeout, refused, TLS, HTTP error, fault,
                    schema-invalid answer, SYSU/UREQ).
 
+A call without a usable answer inside one of the insurer's planned maintenance windows
+(:mod:`portal.maintenance`) is left out like a cancelled one: it is not held against it.
+
 A NAIC *misses the monthly upload* when no file carrying it was accepted between the first of
 the month and the end of its due day (``OLV_PORTAL_BOB_DEADLINE_DAY``), for the latest due day
 that has passed.
@@ -19,18 +22,19 @@ that has passed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from bob_loader.models import BobFile
 from olv.db import as_utc
 from portal.answer_time import RULE_MS, TEXAS_MS
+from portal.maintenance import ANY_INSURER, Window, intervals
 from portal.models import Insurer, InsurerCall
 
 USABLE = "ok"
@@ -113,6 +117,7 @@ def per_day(
     last: date,
     zone: ZoneInfo,
     naics: list[str] | None,
+    windows: Sequence[Window] = (),
     between: Callable[[], None] = lambda: None,
 ) -> list[InsurerStats]:
     """One entry per registered insurer (of ``naics``, when given), every day in the range.
@@ -132,20 +137,28 @@ def per_day(
     if not names:
         return []
     start, end = bindparam("start"), bindparam("end")
-    calls = (
-        select(
-            InsurerCall.naic.label("naic"),
-            InsurerCall.outcome.label("outcome"),
-            InsurerCall.latency_ms.label("latency"),
-        )
-        .where(
-            InsurerCall.at >= start,
-            InsurerCall.at < end,
-            InsurerCall.outcome != NOT_COUNTED,
-            InsurerCall.naic.in_(list(names)),
-        )
-        .subquery()
+    counted = select(
+        InsurerCall.naic.label("naic"),
+        InsurerCall.outcome.label("outcome"),
+        InsurerCall.latency_ms.label("latency"),
+    ).where(
+        InsurerCall.at >= start,
+        InsurerCall.at < end,
+        InsurerCall.outcome != NOT_COUNTED,
+        InsurerCall.naic.in_(list(names)),
     )
+    planned = [
+        and_(
+            InsurerCall.at >= window_start,
+            InsurerCall.at < window_end,
+            true() if naic == ANY_INSURER else InsurerCall.naic == naic,
+        )
+        for naic, window_start, window_end in intervals(windows, first, last, zone)
+    ]
+    if planned:
+        # Unavailability inside an announced maintenance window is not held against the insurer.
+        counted = counted.where(~and_(~_usable(InsurerCall.outcome), or_(*planned)))
+    calls = counted.subquery()
     totals = select(
         calls.c.naic,
         func.count(),

@@ -1,7 +1,7 @@
 """Who is using the browser: the session cookie, turned into the portal's ``Principal``.
 
 :func:`resolve_session` is registered in ``app.state.principal_resolvers``, so the pages and
-the JSON API (called from a signed-in browser) go through the same ``require_roles`` checks as
+the JSON API (called from a signed-in browser) go through the same ``permitted`` checks as
 token holders. Tests replace the clock with ``app.state.clock``.
 """
 

@@ -19,33 +19,44 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from enforcement.permissions import IIES_INQUIRY, IIES_PROOF, IIES_REPORTS, IIES_STATEWIDE
+from portal import permissions
+from portal.permissions import Action
+
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 FLASH_KEY = "flashes"
 
 
 @dataclass(frozen=True)
 class NavItem:
+    """A menu entry, shown to the roles that :mod:`portal.permissions` gives its action."""
+
     href: str
     label: str
-    roles: frozenset[str]
+    action: Action
 
 
 NAV = (
-    NavItem("/query", "Query", frozenset({"officer", "court", "dmv", "admin"})),
-    NavItem("/batch", "Batch", frozenset({"dmv", "admin"})),
-    NavItem("/history", "History", frozenset({"officer", "court", "dmv", "admin"})),
-    NavItem("/bob", "Book of business", frozenset({"insurer", "admin"})),
-    NavItem("/compliance", "Compliance", frozenset({"insurer", "admin"})),
-    NavItem("/admin/insurers", "Insurers", frozenset({"admin"})),
-    NavItem("/admin/users", "Users", frozenset({"admin"})),
-    NavItem("/admin/tokens", "Tokens", frozenset({"admin"})),
+    NavItem("/query", "Query", permissions.VERIFY),
+    NavItem("/cards/check", "Check a card", permissions.CHECK_CARDS),
+    NavItem("/batch", "Batch", permissions.VERIFY_BATCH),
+    NavItem("/history", "History", permissions.READ_QUERIES),
+    NavItem("/bob", "Book of business", permissions.BOOK_OF_BUSINESS),
+    NavItem("/compliance", "Compliance", permissions.COMPLIANCE),
+    NavItem("/iies/inquiry", "Enforcement", IIES_INQUIRY),
+    NavItem("/iies/proof", "Paper proof", IIES_PROOF),
+    NavItem("/iies/reports", "Filing reports", IIES_REPORTS),
+    NavItem("/iies/statewide", "State-wide", IIES_STATEWIDE),
+    NavItem("/admin/insurers", "Insurers", permissions.MANAGE_INSURERS),
+    NavItem("/admin/users", "Users", permissions.MANAGE_USERS),
+    NavItem("/admin/tokens", "Tokens", permissions.MANAGE_TOKENS),
 )
 
 
 def home_for(role: str) -> str:
     """The first page a role may see (where ``/`` and a fresh login lead)."""
     for item in NAV:
-        if role in item.roles:
+        if item.action.allows(role):
             return item.href
     return "/login"
 
@@ -82,7 +93,7 @@ def page(
     nav = [
         {"href": item.href, "label": item.label, "current": path.startswith(item.href)}
         for item in NAV
-        if me is not None and me.role in item.roles
+        if me is not None and item.action.allows(me.role)
     ]
     context = {
         "title": title,

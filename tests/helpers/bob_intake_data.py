@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bob_loader import layout
+from olv.bob import layout
 from olv.vin import with_check_digit
 
 

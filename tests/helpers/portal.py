@@ -18,9 +18,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from bob_loader import layout
 from bob_loader.load import load_files
 from olv import db
+from olv.bob import layout
 from olv.iicmva import IICMVA, SOAP11_ENV, V0510, V0809
 from portal import demo as portal_demo
 from portal import passwords, registry, tokens, users

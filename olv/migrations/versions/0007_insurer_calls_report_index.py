@@ -5,14 +5,14 @@ and percentiles never look up the table's rows (on a large log those lookups wer
 report's time). It replaces the index by NAIC and time, which it serves as well.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0009 (numbered before it, merged after it)
 Create Date: 2026-12-03
 """
 
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -26,6 +26,7 @@ class Issue:
     value: str
     reason: str
     severity: Literal["error", "warning"] = "error"
+    naic: str | None = None  # the record's NAIC, when that field was readable
 
     def report_line(self) -> str:
         tag = "" if self.severity == "error" else "warning: "

@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO
 
-from bob_loader import layout
-from bob_loader.errors import BobFileError, Issue
-from bob_loader.lines import capped_lines
-from bob_loader.validate import PROFILES, parse_date, vin_junk_reason
 from olv import iicmva, normalize
 from olv import vin as vin_rules
+from olv.bob import layout
+from olv.bob.errors import BobFileError, Issue
+from olv.bob.lines import capped_lines
+from olv.bob.validate import PROFILES, parse_date, vin_junk_reason
 
 _FULL_REQUIRED = ("last_name", "address", "city", "state", "zip")
 # Data fields and one C-level getter that cuts all of them out of a record at once.
 _NAMES = tuple(f.name for f in layout.FIELDS if f.kind != "filler")
 _CUT = itemgetter(*(f.slice for f in layout.FIELDS if f.kind != "filler"))
 _LABEL = {f.name: f.label for f in layout.FIELDS}
-_RECORD_TAGS = (*iicmva.POLICY_TYPES, layout.TRAILER_TAG)
+_RECORD_TAGS = (*iicmva.POLICY_TYPES, layout.TRAILER_TAG, layout.HEADER_TAG)
 _POLICY_TYPE_RULE = "must be " + " or ".join(iicmva.POLICY_TYPES)
 # A line longer than this is certainly not a record; reading stops there so that a file without
 # line breaks cannot pull hundreds of megabytes into one string.
@@ -170,6 +170,9 @@ def parse_record(line_no: int, text: str, profile: str = "minimal") -> ParsedLin
         ):
             err("first_name", "", "mandatory for individuals in the full profile")
 
+    if issues and normalize.is_naic(naic):
+        # Whose line it is: an insurer is shown only the problems on its own records.
+        issues = [replace(issue, naic=naic) for issue in issues]
     for issue in issues:
         if issue.severity == "error":
             return ParsedLine(line_no, None, issues)
@@ -212,12 +215,18 @@ def iter_bob(
     """Yield one :class:`ParsedLine` per record; raises :class:`BobFileError` for the file.
 
     The trailer (if any) is appended to ``trailer`` once reading ends and its count checked.
+    A header (``HD``, first line only) is skipped: it is neither a record nor counted.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown validation profile {profile!r}; expected one of {PROFILES}")
     records = 0
     seen_trailer: Trailer | None = None
+    first = True
     for number, text in iter_lines(stream):
+        if first and text.startswith(layout.HEADER_TAG):
+            first = False
+            continue
+        first = False
         if seen_trailer is not None:
             raise BobFileError(f"line {number}: data after the trailer on line {seen_trailer.line}")
         if text.startswith(layout.TRAILER_TAG):
@@ -248,4 +257,6 @@ def looks_like_bob(path: Path) -> bool:
     """A cheap sniff used by ``olv policies import`` to tell BoB files from CSV."""
     with path.open("rb") as stream:
         head = stream.readline(400).rstrip(b"\r\n")
+        if head.startswith(layout.HEADER_TAG.encode()):  # a header of any length: judge the next
+            head = stream.readline(400).rstrip(b"\r\n")
     return len(head) == layout.RECORD_LENGTH and head[:2].decode("latin-1") in _RECORD_TAGS

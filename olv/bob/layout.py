@@ -12,6 +12,10 @@ from typing import Literal
 
 RECORD_LENGTH = 300
 TRAILER_TAG = "TR"
+# Optional header: a first record tagged "HD" in columns 1-2 (no policy type is "HD"). The
+# Transfer Guide defines only the trailer, but senders that write a header for their own
+# systems (sender, file date) put it first; its content is not read.
+HEADER_TAG = "HD"
 # Field 16, the commercial indicator: "Y" marks a commercial policy; "N" or blank do not.
 COMMERCIAL = "Y"
 COMMERCIAL_VALUES = ("", COMMERCIAL, "N")

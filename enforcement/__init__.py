@@ -1,0 +1,2 @@
+"""Insurance enforcement (SPEC §6): registrations with registrants, insurer transactions,
+coverage, cases, letters."""

@@ -1,0 +1,384 @@
+"""The case engine on the database: reads a registration's record into the pure engine's
+terms (:mod:`enforcement.timeline`, :mod:`enforcement.casework`) and writes back what it
+decides — activities (only ever added), letters, case rows, MVF answers.
+
+Work is done a batch of registrations at a time inside one database transaction, so a crash
+leaves each batch either wholly done or untouched; as the engine decides nothing twice for a
+record it has already moved, running the same day again finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from enforcement import casework as cw
+from enforcement.case_settings import CaseSettings
+from enforcement.letters import new_doc_id
+from enforcement.models import (
+    Activity,
+    CoveragePeriod,
+    IiesTransaction,
+    Letter,
+    MvfRequest,
+    Registrant,
+)
+from enforcement.models import Case as CaseRow
+from enforcement.timeline import Posting, build
+from portal.models import Registration
+
+TIMELINE_TYPES = ("NBS", "REI", "XLC", "REP", "REC")
+POSTED = ("H", "R")
+SUSPENSIONS = frozenset({"RSI", "RSV", "RSN"})
+INQUIRY_LETTERS = ("LTF", "LTS", "LNI")
+
+
+@dataclass
+class Counts:
+    """What one run (or one proof) changed."""
+
+    transactions_matched: int = 0
+    mvf_answered: int = 0
+    cases_opened: int = 0
+    cases_closed: int = 0
+    letters: int = 0
+    suspensions: int = 0
+    activities: int = 0
+
+    def add(self, other: Counts) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def txn_ref(txn_id: int) -> str:
+    return f"txn:{txn_id}"
+
+
+def _txn_id(ref: str | None) -> int | None:
+    if ref and ref.startswith("txn:"):
+        return int(ref[4:])
+    return None
+
+
+@dataclass
+class Record:
+    """One registration's record as read for the engine."""
+
+    registration: Registration
+    registrant: Registrant | None
+    transactions: list[IiesTransaction] = field(default_factory=list)
+    confirmed: list[CoveragePeriod] = field(default_factory=list)
+    cases: list[CaseRow] = field(default_factory=list)
+    activities: list[Activity] = field(default_factory=list)
+    mvfs: list[MvfRequest] = field(default_factory=list)
+
+    def facts(self) -> cw.Facts:
+        postings = [
+            Posting(t.type, t.naic, t.effective_date, txn_ref(t.id), t.id)
+            for t in self.transactions
+            if t.type in TIMELINE_TYPES and t.posted_on is not None and t.effective_date
+        ]
+        postings += [
+            Posting("IPA", c.naic, c.starts, f"cov:{c.id}", 1 << 62)
+            for c in self.confirmed
+            if not c.rescinded
+        ]
+        return cw.Facts(
+            timeline=build(postings),
+            nis=tuple(
+                (t.naic, txn_ref(t.id), t.posted_on)
+                for t in self.transactions
+                if t.type == "NIS" and t.posted_on is not None
+            ),
+            unacceptable=tuple(a.activity_date for a in self.activities if a.code == "IPU"),
+            penalty_lapses=tuple(
+                c.lapse_starts for c in self.cases if c.civil_penalty_eligible and c.lapse_starts
+            ),
+        )
+
+    def open_case(self) -> CaseRow | None:
+        return next((c for c in self.cases if c.closed_on is None), None)
+
+    def opened_refs(self) -> set[str]:
+        return {
+            txn_ref(a.transaction_id)
+            for a in self.activities
+            if a.code == "XLC" and a.case_id is not None and a.transaction_id is not None
+        }
+
+    def engine_case(self, row: CaseRow) -> cw.Case:
+        # In the order written (ids are not there yet for rows written in this transaction).
+        mine = sorted(
+            (a for a in self.activities if a.case_id == row.id), key=lambda a: a.activity_date
+        )
+        opener = next((a for a in mine if a.code == row.open_activity), None)
+        letter = next((a for a in reversed(mine) if a.code in INQUIRY_LETTERS), None)
+        mvf = max(
+            (m for m in self.mvfs if m.case_id == row.id and m.live_status is None),
+            key=lambda m: m.id,
+            default=None,
+        )
+        kind = {"XLC": cw.LAPSE, "BOB": cw.BOB}.get(row.open_activity, cw.VERIFICATION)
+        return cw.Case(
+            kind=kind,
+            state=row.case_state,
+            opened=row.lapse_starts or row.opened_on,
+            open_ref=txn_ref(opener.transaction_id)
+            if opener is not None and opener.transaction_id is not None
+            else "",
+            last_letter=letter.code if letter else None,
+            last_letter_day=letter.activity_date if letter else None,
+            mvf_day=mvf.sent_on if mvf else None,
+            mvf_naic=mvf.naic if mvf else None,
+            mvf_tracking=mvf.tracking_number if mvf else None,
+        )
+
+
+def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int, Record]:
+    """The records of these registrations, a handful of queries for the whole batch."""
+    ids = list(registration_ids)
+    records = {
+        reg.id: Record(reg, None)
+        for reg in session.scalars(select(Registration).where(Registration.id.in_(ids)))
+    }
+    for registrant in session.scalars(
+        select(Registrant).where(Registrant.registration_id.in_(ids))
+    ):
+        records[registrant.registration_id].registrant = registrant
+    for txn in session.scalars(
+        select(IiesTransaction)
+        .where(
+            IiesTransaction.registration_id.in_(ids),
+            IiesTransaction.disposition.in_(POSTED),
+        )
+        .order_by(IiesTransaction.id)
+    ):
+        records[txn.registration_id].transactions.append(txn)  # type: ignore[index]
+    for period in session.scalars(
+        select(CoveragePeriod).where(
+            CoveragePeriod.registration_id.in_(ids),
+            CoveragePeriod.source.in_(("live", "proof")),
+        )
+    ):
+        records[period.registration_id].confirmed.append(period)
+    for case in session.scalars(
+        select(CaseRow).where(CaseRow.registration_id.in_(ids)).order_by(CaseRow.id)
+    ):
+        records[case.registration_id].cases.append(case)
+    for activity in session.scalars(
+        select(Activity).where(Activity.registration_id.in_(ids)).order_by(Activity.id)
+    ):
+        records[activity.registration_id].activities.append(activity)
+    for mvf in session.scalars(select(MvfRequest).where(MvfRequest.registration_id.in_(ids))):
+        records[mvf.registration_id].mvfs.append(mvf)
+    return records
+
+
+class Writer:
+    """Writes the engine's steps for one record (activities, letters, the case row)."""
+
+    def __init__(self, session: Session, settings: CaseSettings, caused_by: str) -> None:
+        self.session = session
+        self.settings = settings
+        self.caused_by = caused_by
+        self.now = datetime.now(UTC)
+
+    def open(self, record: Record, step: cw.Step, kind_code: str, naic: str | None) -> CaseRow:
+        reg = record.registration
+        row = CaseRow(
+            registration_id=reg.id,
+            vin=reg.vin,
+            plate=reg.plate,
+            state=reg.state,
+            case_state=step.state,
+            opened_on=step.day,
+            open_activity=kind_code,
+            naic=naic,
+            lapse_starts=step.day if kind_code == "XLC" else None,
+        )
+        self.session.add(row)
+        self.session.flush()
+        record.cases.append(row)
+        return row
+
+    def steps(
+        self,
+        record: Record,
+        row: CaseRow | None,
+        steps: Iterable[cw.Step],
+        counts: Counts,
+        recorded: set[int],
+    ) -> None:
+        for step in steps:
+            doc_id = self._letter(record, row, step) if step.letter else None
+            txn = _txn_id(step.ref)
+            activity = Activity(
+                registration_id=record.registration.id,
+                case_id=row.id if row is not None else None,
+                activity_date=step.day,
+                code=step.code,
+                reason=step.reason,
+                doc_id=doc_id,
+                case_state=step.state if row is not None else None,
+                caused_by=(txn_ref(txn) if txn is not None else self.caused_by)[:60],
+                transaction_id=txn,
+                recorded_at=self.now,
+            )
+            self.session.add(activity)
+            record.activities.append(activity)
+            if txn is not None:
+                recorded.add(txn)
+            counts.activities += 1
+            counts.letters += doc_id is not None
+            counts.suspensions += step.code in SUSPENSIONS
+            if row is not None:
+                self._move(row, step, counts)
+
+    def _move(self, row: CaseRow, step: cw.Step, counts: Counts) -> None:
+        row.case_state = step.state
+        if step.state in cw.CLOSED_STATES and row.closed_on is None:
+            row.closed_on = step.day
+            row.close_activity = step.code
+            row.reason = step.reason if step.reason and step.reason[0] in "AR" else None
+            lapse = step.detail.get("lapse_days")
+            row.lapse_days = int(lapse) if isinstance(lapse, int) else None
+            eligible = step.detail.get("penalty_eligible")
+            row.civil_penalty_eligible = bool(eligible) if eligible is not None else None
+            row.next_due = None
+            counts.cases_closed += 1
+
+    def _letter(self, record: Record, row: CaseRow | None, step: cw.Step) -> str:
+        reg, person = record.registration, record.registrant
+        doc_id = new_doc_id()
+        while self.session.get(Letter, doc_id) is not None:  # 1 in 10^9: draw again
+            doc_id = new_doc_id()
+        self.session.add(
+            Letter(
+                doc_id=doc_id,
+                type=step.code,
+                case_id=row.id if row is not None else None,
+                registration_id=reg.id,
+                letter_date=step.day,
+                respond_by=cw.respond_by(step.code, step.day, self.settings),
+                addressee=addressee(person)[:200],
+                address1=person.address1 if person else None,
+                address2=person.address2 if person else None,
+                city=person.city if person else None,
+                zip=person.zip if person else None,
+                vin=reg.vin,
+                plate=reg.plate,
+                state=reg.state,
+                created_at=self.now,
+            )
+        )
+        return doc_id
+
+
+def addressee(person: Registrant | None) -> str:
+    """The registrant's name as a letter prints it ("REGISTRANT" when none is on file)."""
+    if person is None or not (person.last_name or "").strip():
+        return "REGISTRANT"
+    if person.entity_type == 2:
+        return person.last_name or ""
+    parts = (person.first_name, person.middle_name, person.last_name)
+    return " ".join(p.strip() for p in parts if p and p.strip())
+
+
+def move_record(
+    session: Session,
+    record: Record,
+    day: date,
+    settings: CaseSettings,
+    caused_by: str,
+    new_postings: Sequence[IiesTransaction] = (),
+) -> Counts:
+    """Bring one record's cases up to ``day``; ``new_postings`` are the transactions this call
+    put in the timeline (their activities are written here, as steps or plain)."""
+    counts = Counts()
+    writer = Writer(session, settings, caused_by)
+    recorded: set[int] = set()
+    facts = record.facts()
+    for _ in range(100):  # each round opens or moves a case; a record never needs this many
+        row = record.open_case()
+        if row is None:
+            step = cw.opening(facts.timeline, record.opened_refs(), day)
+            if step is None:
+                break
+            txn = _txn_id(step.ref)
+            naic = next((t.naic for t in record.transactions if t.id == txn), None)
+            row = writer.open(record, step, "XLC", naic)
+            counts.cases_opened += 1
+            writer.steps(record, row, [step], counts, recorded)
+        case = record.engine_case(row)
+        case, steps = cw.advance(case, facts, day, settings)
+        writer.steps(record, row, steps, counts, recorded)
+        row.next_due = cw.next_due(case, settings) if row.closed_on is None else None
+        if row.closed_on is None:
+            break
+    open_row = record.open_case()
+    for txn in new_postings:
+        if txn.id in recorded:
+            continue
+        session.add(
+            Activity(
+                registration_id=record.registration.id,
+                case_id=open_row.id if open_row is not None else None,
+                activity_date=txn.effective_date or day,
+                code=txn.type,
+                reason=None,
+                doc_id=None,
+                case_state=None,
+                caused_by=txn_ref(txn.id),
+                transaction_id=txn.id,
+                recorded_at=writer.now,
+            )
+        )
+        counts.activities += 1
+    return counts
+
+
+def answer_mvfs(
+    session: Session, record: Record, day: date, posted: Sequence[IiesTransaction]
+) -> int:
+    """NBS/REI/NIS carrying an MVF's tracking number answer it (first answer wins)."""
+    answered = 0
+    by_tracking = {m.tracking_number: m for m in record.mvfs if m.answer is None}
+    for txn in posted:
+        mvf = by_tracking.get(txn.tracking_number or "")
+        if mvf is None or txn.type not in ("NBS", "REI", "NIS") or txn.naic != mvf.naic:
+            continue
+        mvf.answer = "NIS" if txn.type == "NIS" else "NBS"
+        mvf.answered_by = txn.id
+        mvf.answered_on = day
+        del by_tracking[mvf.tracking_number]
+        answered += 1
+    return answered
+
+
+def due_filter(day: date):  # noqa: ANN201 - a SQLAlchemy clause
+    """Transactions the run puts in the timeline on ``day``: matched, not yet posted, and
+    (cancellations) in effect — a future cancellation waits for its date."""
+    return (
+        IiesTransaction.disposition.in_(POSTED),
+        IiesTransaction.registration_id.is_not(None),
+        IiesTransaction.posted_on.is_(None),
+        or_(IiesTransaction.type != "XLC", IiesTransaction.effective_date <= day),
+    )
+
+
+def group_by_registration(
+    txns: Iterable[IiesTransaction],
+) -> dict[int, list[IiesTransaction]]:
+    grouped: dict[int, list[IiesTransaction]] = defaultdict(list)
+    for txn in txns:
+        if txn.registration_id is not None:
+            grouped[txn.registration_id].append(txn)
+    return grouped

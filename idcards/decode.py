@@ -1,0 +1,155 @@
+"""Barcode text from a photo, a scan or a PDF, with hostile input kept in bounds.
+
+zxing-cpp 3.1 reads PDF-417 only up to about 2-3 degrees of skew, and a phone photo is rarely
+that straight: when the image as given yields nothing, copies turned a few degrees at a time
+either way are tried (:data:`ANGLES`). Bounds, checked before any decoding: the upload's size,
+the image's pixel count (read from its header; ``PIL.Image.MAX_IMAGE_PIXELS`` is set to the
+same bound), the PDF's page count, and a time limit on rendering a PDF (``pdftoppm``, from
+poppler-utils, runs in its own process so that a hostile file cannot take this one down).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import zxingcpp
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from idcards.errors import CannotRead
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 48_000_000  # a 48-megapixel phone camera; a decompression bomb is far larger
+MAX_PDF_PAGES = 10
+PDF_SECONDS = 20
+PDF_LONG_SIDE_PX = 2400  # ~220 dpi on a Letter page: a 0.38 mm module is 3.3 pixels
+WORK_LONG_SIDE_PX = 2400  # larger images are reduced first: faster, still 2+ px a module
+ANGLES = (4, -4, 8, -8, 12, -12, 16, -16, 20, -20, 25, -25, 30, -30)
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class DecodeError(CannotRead):
+    """Input no barcode can be read from; the message says why, for the person holding it."""
+
+
+def texts_from_bytes(data: bytes) -> list[str]:
+    """The PDF-417 texts found in an image or PDF file's bytes (empty: none found)."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise DecodeError(f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    if data.startswith(b"%PDF-"):
+        return _from_pdf(data)
+    return from_image(_open_image(data))
+
+
+def texts_from_file(path: Path) -> list[str]:
+    with path.open("rb") as handle:
+        data = handle.read(MAX_UPLOAD_BYTES + 1)
+    return texts_from_bytes(data)
+
+
+def _open_image(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            width, height = image.size
+            if width * height > MAX_PIXELS or width < 1 or height < 1:
+                raise DecodeError(
+                    f"the image is {width} x {height} pixels; at most {MAX_PIXELS:,} are read"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return image.convert("L")
+    except DecodeError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecodeError("not a PNG, JPEG or PDF file, or too large to read") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError):
+        raise DecodeError("the image is damaged or truncated") from None
+
+
+def from_image(image: Image.Image) -> list[str]:
+    image = image.convert("L")
+    factor = -(-max(image.size) // WORK_LONG_SIDE_PX)
+    if factor > 1:  # a box filter by a whole factor: a tenth of the time of a resampling filter
+        image = image.reduce(factor)
+    found = _read(image)
+    for angle in ANGLES:
+        if found:
+            break
+        found = _read(image.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=255))
+    return found
+
+
+def _read(image: Image.Image) -> list[str]:
+    results = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.PDF417)
+    seen: list[str] = []
+    for result in results:
+        if result.valid and result.text not in seen:
+            seen.append(result.text)
+    return seen
+
+
+_PAGES = re.compile(rb"^Pages:\s+(\d+)\s*$", re.MULTILINE)
+
+
+def _from_pdf(data: bytes) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="olv-card-") as folder:
+        source = Path(folder, "card.pdf")
+        source.write_bytes(data)
+        info = _run(["pdfinfo", str(source)])
+        match = _PAGES.search(info)
+        if match is None:
+            raise DecodeError("the PDF cannot be read")
+        pages = int(match.group(1))
+        if pages > MAX_PDF_PAGES:
+            raise DecodeError(
+                f"the PDF has {pages} pages; give a file of at most {MAX_PDF_PAGES} "
+                "(the page with the card)"
+            )
+        for page in range(1, pages + 1):
+            prefix = Path(folder, f"page{page}")
+            _run(
+                [
+                    "pdftoppm",
+                    "-f",
+                    str(page),
+                    "-l",
+                    str(page),
+                    "-gray",
+                    "-png",
+                    "-scale-to",
+                    str(PDF_LONG_SIDE_PX),
+                    "-singlefile",
+                    str(source),
+                    str(prefix),
+                ]
+            )
+            rendered = prefix.with_suffix(".png")
+            if not rendered.is_file():
+                continue
+            with Image.open(rendered, formats=("PNG",)) as image:
+                found = from_image(image)
+            if found:
+                return found
+    return []
+
+
+def _run(command: list[str]) -> bytes:
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=PDF_SECONDS, check=False)
+    except FileNotFoundError:
+        raise DecodeError(
+            f"reading PDFs needs {command[0]} (Debian package poppler-utils)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise DecodeError(f"the PDF took more than {PDF_SECONDS} s to read") from None
+    if done.returncode != 0:
+        raise DecodeError("the PDF is damaged or not a PDF")
+    return done.stdout

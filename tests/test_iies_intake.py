@@ -1,0 +1,108 @@
+"""Enforcement transactions by SFTP drop (SPEC §6): ``IIES <NAIC> <YYYYMMDD>….csv`` in an
+insurer's inbox is loaded as transactions, acknowledged and answered in the outbox, while a
+book-of-business file in the same round still loads as one; a hostile or misnamed file is
+refused whole and the others are served."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from bob_loader.intake import Intake
+from bob_loader.intake_claims import StabilityTracker
+from bob_loader.load import load_files
+from bob_loader.models import BobFile
+from enforcement.intake import IiesIntake
+from enforcement.models import IiesTransaction
+from olv import db
+from tests.helpers.bob_intake_data import write_bob
+from tests.helpers.iies import NAIC, OTHER_NAIC, csv_text, row
+
+OLD = time.time() - 3600
+
+
+def _drop(inbox: Path, name: str, content: bytes) -> None:
+    path = inbox / name
+    path.write_bytes(content)
+    os.utime(path, (OLD, OLD))
+
+
+def _account(base: Path, name: str) -> Path:
+    inbox = base / name / "inbox"
+    inbox.mkdir(parents=True)
+    return inbox
+
+
+def _outbox(base: Path, name: str) -> list[str]:
+    return sorted(p.name for p in (base / name / "outbox").iterdir())
+
+
+def test_iies_files_share_the_intake_with_books_of_business(db_url: str, tmp_path: Path) -> None:
+    engine = db.make_engine(db_url)
+    try:
+        acme = _account(tmp_path, "acme")
+        other = _account(tmp_path, "other")
+        good = csv_text([row(txn_id="A1"), row(txn_id="A2", vin="UNKNOWN")]).encode()
+        _drop(acme, f"IIES {NAIC} 20261203.csv", good)
+        _drop(acme, "IIES 12345.csv", good)  # misnamed
+        _drop(other, f"IIES {OTHER_NAIC} 20261203 01.csv", b"\x00\x01 binary" * 50)
+        write_bob(acme / "Acme 20261201.txt", NAIC, 3)
+        os.utime(acme / "Acme 20261201.txt", (OLD, OLD))
+        intake = Intake(
+            base=tmp_path,
+            engine=engine,
+            loader=load_files,
+            stability=StabilityTracker(0.0),
+            contacts=lambda naics: [],
+            account_naics={"acme": [NAIC], "other": [OTHER_NAIC]},
+            handlers=[IiesIntake()],
+        )
+        assert intake.run_round() == 4
+
+        acks = {}
+        for account in ("acme", "other"):
+            for name in _outbox(tmp_path, account):
+                if name.endswith(".ack.json"):
+                    body = json.loads((tmp_path / account / "outbox" / name).read_text())
+                    acks[body["file"]] = body
+        assert acks[f"IIES {NAIC} 20261203.csv"]["status"] == "accepted"
+        assert acks[f"IIES {NAIC} 20261203.csv"]["counts"] == {"H": 0, "R": 0, "E": 1, "U": 1}
+        assert acks["IIES 12345.csv"]["error_code"] == "F10"
+        assert acks[f"IIES {OTHER_NAIC} 20261203 01.csv"]["error_code"] == "F01"
+        [returns] = [n for n in _outbox(tmp_path, "acme") if n.startswith("IIES-RETURNS")]
+        lines = (tmp_path / "acme" / "outbox" / returns).read_text().splitlines()
+        assert lines[1].startswith("A1,U,") and lines[2].startswith("A2,E,E43")
+        with db.transaction(engine) as session:
+            assert session.scalar(select(func.count()).select_from(IiesTransaction)) == 2
+            bob = session.scalars(select(BobFile)).all()
+            assert [(f.name, f.status) for f in bob] == [("Acme 20261201.txt", "accepted")]
+    finally:
+        engine.dispose()
+
+
+def test_a_naic_not_bound_to_the_account_is_refused(db_url: str, tmp_path: Path) -> None:
+    engine = db.make_engine(db_url)
+    try:
+        acme = _account(tmp_path, "acme")
+        _drop(acme, f"IIES {OTHER_NAIC} 20261203.csv", csv_text([row(naic=OTHER_NAIC)]).encode())
+        intake = Intake(
+            base=tmp_path,
+            engine=engine,
+            loader=load_files,
+            stability=StabilityTracker(0.0),
+            contacts=lambda naics: [],
+            account_naics={"acme": [NAIC]},
+            handlers=[IiesIntake()],
+        )
+        assert intake.run_round() == 1
+        [ack] = [n for n in _outbox(tmp_path, "acme") if n.endswith(".ack.json")]
+        body = json.loads((tmp_path / "acme" / "outbox" / ack).read_text())
+        assert (body["status"], body["error_code"]) == ("rejected", "F09")
+        with db.transaction(engine) as session:
+            assert session.scalar(select(func.count()).select_from(IiesTransaction)) == 0
+    finally:
+        engine.dispose()
