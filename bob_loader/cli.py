@@ -1,7 +1,8 @@
 """``olv bob …`` commands (SPEC §3). Each command is a thin shell over a module of its own.
 
-``olv bob export`` is the insurer's command and reads the insurer store: ``service.cli`` adds it
-to :data:`bob_app`, so this package never imports ``service``.
+``olv bob export`` is the insurer's command and reads the insurer store: the composition root
+(``olv.cli``) adds ``service.cli.bob_export`` to :data:`bob_app`, so this package never imports
+``service``. A command fails by raising an ``OlvError``; ``olv.cli`` prints its one line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 
 from olv import db, errors
 from olv.config import get_settings
+from olv.errors import OlvError
 
 bob_app = typer.Typer(
     help="Book of business: load, watch, export, push, look up.", no_args_is_help=True
@@ -125,15 +127,12 @@ def contacts_add(
     name: Annotated[str | None, typer.Option("--name")] = None,
 ) -> None:
     """Add a contact for a NAIC (adding a known address again updates its name)."""
-    from bob_loader.contacts import ContactError, add_contact
+    from bob_loader.contacts import add_contact
 
     engine = _engine()
     try:
         with engine.begin() as conn:
             add_contact(conn, naic, email, name)
-    except ContactError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     finally:
         engine.dispose()
     typer.echo(f"contact {email} added for NAIC {naic}")
@@ -250,9 +249,6 @@ def watch(
         ok = intake_watch.watch(
             watcher, poll_seconds=settings.intake_poll_seconds, stop=stop, once=once
         )
-    except intake_watch.WatcherBusy as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -301,8 +297,7 @@ def push(
     try:
         remote = sftp_client.push(file, target, options)
     except sftp_client.SftpFailure as exc:
-        typer.echo(f"error: push to {target.host} failed: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise OlvError(f"push to {target.host} failed: {exc}") from None
     typer.echo(f"{file.name}: uploaded to {target.user}@{target.host}:{remote}")
 
 
@@ -342,8 +337,7 @@ def fetch(
         typer.echo(f"skipped: {exc}", err=True)
         return
     except sftp_client.SftpFailure as exc:
-        typer.echo(f"error: fetch from {target.host} failed: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise OlvError(f"fetch from {target.host} failed: {exc}") from None
     for name in result.fetched:
         typer.echo(f"fetched {name}")
     for name in result.deleted:

@@ -13,8 +13,10 @@ from olv import normalize
 from olv.errors import OlvError
 
 
-class ContactError(ValueError):
+class ContactError(OlvError):
     """A contact that cannot be stored (bad NAIC or e-mail address)."""
+
+    exit_code = 2
 
 
 class ContactNotFound(OlvError):

@@ -12,11 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bob_loader.intake import Intake, describe
+from olv.errors import OlvError
 
 log = logging.getLogger("bob_loader.intake")
 
 
-class WatcherBusy(RuntimeError):
+class WatcherBusy(OlvError):
     """Another watcher holds the intake directory."""
 
 

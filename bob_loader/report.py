@@ -12,21 +12,27 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
+from bob_loader.models import BobFile, BobIssue
 from olv.bob.errors import Issue
+from olv.db import as_utc
 
 SUFFIX = ".errors.txt"
 
 
 @dataclass(frozen=True, slots=True)
 class ReportHeader:
+    """The report's totals. ``bad_records`` is None when it is not known (a header rebuilt
+    from the database, which keeps the counts of problems but not of bad records): that line
+    is then left out."""
+
     file: str
     status: str
     reason: str | None
     records: int
     loaded: int
-    bad_records: int
+    bad_records: int | None
     errors: int
     warnings: int
     max_error_rate: float
@@ -35,7 +41,13 @@ class ReportHeader:
     processed_at: str
 
     def lines(self) -> list[str]:
-        rate = f"{100 * self.bad_records / self.records:.2f} %" if self.records else "n/a"
+        bad = []
+        if self.bad_records is not None:
+            rate = f"{100 * self.bad_records / self.records:.2f} %" if self.records else "n/a"
+            bad.append(
+                f"records with errors: {self.bad_records} ({rate}; "
+                f"the limit is {100 * self.max_error_rate:.2f} %)"
+            )
         return [
             "OLV book-of-business error report",
             f"file: {self.file}",
@@ -43,14 +55,38 @@ class ReportHeader:
             f"reason: {self.reason or '-'}",
             f"records: {self.records}",
             f"loaded: {self.loaded}",
-            f"records with errors: {self.bad_records} ({rate}; "
-            f"the limit is {100 * self.max_error_rate:.2f} %)",
+            *bad,
             f"errors: {self.errors}",
             f"warnings: {self.warnings}",
             f"NAICs: {', '.join(self.naics) or '-'}",
             f"sha256: {self.sha256 or '-'}",
             f"processed: {self.processed_at}",
         ]
+
+
+def recorded_header(row: BobFile, max_error_rate: float) -> ReportHeader:
+    """The header of a processed file's report, rebuilt from what the loader recorded."""
+    processed = as_utc(row.processed_at).isoformat(timespec="seconds") if row.processed_at else "-"
+    return ReportHeader(
+        file=row.name,
+        status=row.status,
+        reason=row.reason,
+        records=row.records,
+        loaded=row.loaded,
+        bad_records=None,
+        errors=row.errors,
+        warnings=row.warnings,
+        max_error_rate=max_error_rate,
+        naics=[n for n in row.naics.split(",") if n],
+        sha256=row.sha256,
+        processed_at=processed,
+    )
+
+
+def recorded_issue(row: BobIssue) -> Issue:
+    """A problem as the loader recorded it, for its line in a report."""
+    severity: Literal["error", "warning"] = "error" if row.severity == "error" else "warning"
+    return Issue(row.line, row.field, row.value, row.reason, severity)
 
 
 def report_path_for(path: Path, report_dir: Path | None) -> Path:

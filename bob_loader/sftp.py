@@ -27,6 +27,7 @@ from typing import Any
 import asyncssh
 
 from bob_loader.intake_claims import is_temp_name
+from olv.errors import OlvError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ _TARGET = re.compile(
 SftpFailure = (asyncssh.Error, asyncssh.KeyImportError, OSError, asyncio.TimeoutError)
 
 
-class FetchBusy(RuntimeError):
+class FetchBusy(OlvError):
     """Another ``olv bob fetch`` is writing into the same directory."""
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, text
 
 from enforcement.matching import resolve_key
 from olv import db, normalize
+from olv.errors import OlvError
 from portal import security_log
 
 REQUIRED = ("plate", "state", "vin")
@@ -66,8 +67,13 @@ _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _STAGE = "olv_registration_stage"
 
 
-class RegistrationFileError(ValueError):
-    """The file as a whole cannot be imported (not text, wrong header)."""
+class RegistrationFileError(OlvError):
+    """The file as a whole cannot be imported (not text, wrong header): nothing is."""
+
+    exit_code = 2
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; nothing was imported")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from sqlalchemy import (
     BigInteger,
@@ -30,7 +30,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import URL, Connection, Dialect, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, Result, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -41,6 +41,9 @@ from olv.errors import (
     SchemaError,
     UnsupportedDatabaseURL,
 )
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -77,12 +80,12 @@ def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs: Any) -
     """
     if is_sqlite(url):
         wait = 30.0 if wait_seconds is None else wait_seconds
-        connect_args = {"check_same_thread": False, "timeout": wait}
-        engine = create_engine(url, connect_args=connect_args, **kwargs)
+        sqlite_args = {"check_same_thread": False, "timeout": wait}
+        engine = create_engine(url, connect_args=sqlite_args, **kwargs)
         event.listen(engine, "connect", partial(_sqlite_pragmas, int(wait * 1000)))
         return engine
     if wait_seconds is not None:
-        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
         # libpq counts whole seconds and waits at least 2: round up, never below the bound.
         connect_args.setdefault("connect_timeout", max(2, math.ceil(wait_seconds)))
         connect_args.setdefault("options", f"-c statement_timeout={int(wait_seconds * 1000)}")
@@ -116,6 +119,12 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def changed_rows(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE run through ``Session.execute`` changed (the session types
+    its result without the count the cursor result carries)."""
+    return cast("CursorResult[*tuple[Any, ...]]", result).rowcount or 0
+
+
 class CompiledRead:
     """A Core ``select`` compiled once for a dialect and run straight on a DB-API cursor.
 
@@ -126,12 +135,12 @@ class CompiledRead:
     (strings, numbers): no bind-side conversion is applied.
     """
 
-    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+    def __init__(self, statement: Select[*tuple[Any, ...]], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = compiled.string
         self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
         columns = list(statement.selected_columns)
-        self._keys = [column.key for column in columns]
+        self._keys = [str(column.key) for column in columns]
         self._convert = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         ]
@@ -250,6 +259,7 @@ def time_limit(connection: Connection, seconds: float) -> Iterator[Callable[[], 
         yield tighten
         return
     raw = connection.connection.driver_connection
+    assert raw is not None  # a checked-out connection always has its driver connection
 
     def past_deadline() -> int:
         return 1 if time.monotonic() > deadline else 0
@@ -272,8 +282,8 @@ def transaction(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def alembic_config(url: str):  # -> alembic.config.Config (import kept lazy for the SOAP workers)
-    from alembic.config import Config
+def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # imported late: the SOAP workers never need it
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -10,7 +10,27 @@ turns settings, database and file-system exceptions into these with
     │   └── UnsupportedDatabaseURL
     ├── SchemaError             exit 2: the database lacks the OLV schema or is behind the code
     ├── DatabaseUnreachable     exit 1: no connection to the configured database
-    └── PortUnavailable         exit 1: a server cannot listen on its address
+    ├── PortUnavailable         exit 1: a server cannot listen on its address
+    │
+    │   domain errors, each defined beside the rule it reports:
+    ├── olv.bob.errors.BobFileError              a BoB file refused as a whole
+    ├── olv.xmlsafe.UnsafeXMLError               XML not well-formed, or with a DTD or entities
+    ├── service.policy_import.ImportFileError    exit 2: "…; nothing was imported"
+    ├── service.bob_export.ExportError           "…; nothing was written"
+    ├── service.coverage.StoreUnavailable        the policy store cannot answer (SOAP: SYSU)
+    ├── bob_loader.contacts.ContactError         exit 2: a bad NAIC or e-mail address
+    ├── bob_loader.intake_watch.WatcherBusy      another watcher holds the intake directory
+    ├── bob_loader.sftp.FetchBusy                another fetch writes into the same directory
+    ├── portal.registry.RegistryError            exit 2: the field at fault
+    ├── enforcement.registrations.RegistrationFileError  exit 2: "…; nothing was imported"
+    ├── portal.onboarding.OnboardingError        exit 2: the check cannot run
+    ├── portal.users.UserError                   a user operation refused
+    ├── portal.passwords.WeakPasswordError       the password rule broken
+    ├── portal.tokens.TokenError                 unknown user or token
+    └── portal.soap_wire.BadAnswer               an insurer's answer that cannot be used
+
+A command fails by raising one of these; ``olv.cli`` (the one place) prints the line and exits
+with the code. Commands never write an ``error:`` line themselves.
 
 The message is the whole line after ``error: ``: it names what is wrong and what to do, and
 never carries secrets (passwords, API keys) or insured data.
@@ -100,7 +120,7 @@ def require_files(paths: list[Path]) -> None:
         except FileNotFoundError:
             raise UsageError(f"{path}: no such file") from None
         except OSError as exc:
-            raise UsageError(f"{path}: {exc.strerror.lower()}") from None
+            raise UsageError(f"{path}: {(exc.strerror or str(exc)).lower()}") from None
         if not stat.S_ISREG(mode):
             raise UsageError(f"{path}: is {_kind(mode)}, not a regular file")
 

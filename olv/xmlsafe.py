@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from lxml import etree
 
+from olv.errors import OlvError
 
-class UnsafeXMLError(ValueError):
+
+class UnsafeXMLError(OlvError):
     """The document is not well-formed or uses a construct OLV refuses (DTD, entities)."""
 
     def __init__(self, message: str, line: int | None = None) -> None:

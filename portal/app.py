@@ -14,7 +14,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -92,12 +91,12 @@ def create_app(
     app.state.settings = settings
     app.state.portal_settings = portal_settings
     app.state.intake_settings = IntakeSettings()  # e-mail of web uploads (OLV_SMTP_*)
-    app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.principal_resolvers = []
-    app.state.secret_key = secret_key.load(portal_settings)  # refuses to start without one
+    app.state.secret_key = secret_key.load(portal_settings)  # stops the start if unusable
     app.state.signin_gate = AttemptWindow()
     app.state.hash_slots = asyncio.Semaphore(passwords.HASH_SLOTS)
-    app.state.token_limiter = RateLimiter(portal_settings.token_rate_per_minute)
+    # one limit per API token and per signed-in account (OLV_PORTAL_TOKEN_RATE_PER_MINUTE)
+    app.state.request_limiter = RateLimiter(portal_settings.token_rate_per_minute)
     app.state.token_cache = TtlCache[str, TokenOwner](
         TOKEN_CACHE_SECONDS, refresh_after=TOKEN_RECHECK_SECONDS
     )

@@ -1,7 +1,8 @@
 """``olv portal``, ``olv insurers``, ``olv registrations``, ``olv users`` and ``olv tokens``.
 
-Bad input gets one ``error:`` line on stderr: exit 2 for usage and configuration errors,
-1 for an operation that failed.
+A command fails by raising an ``OlvError`` (the domain errors of ``portal`` are ones): the
+``olv`` command prints its one ``error:`` line and exits with its code (2 for usage and
+configuration errors, 1 for an operation that failed).
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from olv import db
 from olv.config import get_settings
+from olv.errors import UsageError
 
 portal_app = typer.Typer(help="State query portal (web pages and JSON API).", no_args_is_help=True)
 insurers_app = typer.Typer(help="Registry of insurer services.", no_args_is_help=True)
@@ -26,26 +29,19 @@ users_app = typer.Typer(help="Portal users.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _engine():  # -> sqlalchemy.Engine
+def _engine() -> Engine:
     """The configured database, refused in one line when unusable (no schema, unreachable)."""
     return db.open_database(get_settings().database_url)
 
 
 @contextlib.contextmanager
-def _transaction(refused: type[Exception], code: int) -> Iterator[Session]:
-    """One transaction on the configured database; a ``refused`` error rolls it back and ends
-    the command with its message and exit ``code``."""
+def _transaction() -> Iterator[Session]:
+    """One transaction on the configured database; an error rolls it back (and, raised on,
+    ends the command with its message and exit code)."""
     engine = _engine()
     try:
         with db.transaction(engine) as session:
             yield session
-    except refused as exc:
-        _fail(str(exc), code)
     finally:
         engine.dispose()
 
@@ -133,7 +129,7 @@ def insurers_add(
     ] = None,
 ) -> None:
     """Register an insurer's service; adding an existing NAIC updates it."""
-    from portal.registry import InsurerInput, RegistryError, upsert
+    from portal.registry import InsurerInput, upsert
 
     data = InsurerInput(
         naic=naic,
@@ -146,7 +142,7 @@ def insurers_add(
         ca_bundle=str(ca_bundle) if ca_bundle else None,
         timeout_seconds=timeout,
     )
-    with _transaction(RegistryError, 2) as session:
+    with _transaction() as session:
         _, created = upsert(session, data, source="cli")
     typer.echo(f"insurer {naic} {'added' if created else 'updated'}")
 
@@ -174,14 +170,11 @@ def insurers_check(
     """Onboarding test of an insurer's service: one line per scenario; exit 0 only if all pass."""
     import asyncio
 
-    from portal.onboarding import OnboardingError, run_checks
+    from portal.onboarding import run_checks
 
     if bool(vin) != bool(policy):
-        _fail("--vin and --policy go together", 2)
-    try:
-        results = asyncio.run(run_checks(get_settings(), naic, vin=vin, policy=policy))
-    except OnboardingError as exc:
-        _fail(str(exc), 2)
+        raise UsageError("--vin and --policy go together")
+    results = asyncio.run(run_checks(get_settings(), naic, vin=vin, policy=policy))
     for outcome in results:
         typer.echo(outcome.line())
     failed = [r for r in results if not r.passed]
@@ -202,15 +195,13 @@ def registrations_import(
 ) -> None:
     """Import registrations, with their registrants when the file has them (upserts by plate
     and state; columns a file lacks are left as they were)."""
-    from enforcement.registrations import RegistrationFileError, import_file
+    from enforcement.registrations import import_file
 
     if not file.is_file():
-        _fail(f"{file}: no such file", 2)
+        raise UsageError(f"{file}: no such file")
     engine = _engine()
     try:
         result = import_file(engine, file)
-    except RegistrationFileError as exc:
-        _fail(f"{exc}; nothing was imported", 2)
     finally:
         engine.dispose()
     for problem in result.errors:
@@ -236,8 +227,8 @@ def users_add(
 
     try:
         check_role(role, naic)
-    except UserError as exc:
-        _fail(str(exc), 2)
+    except UserError as exc:  # refused before any password is asked: a bad argument
+        raise UsageError(str(exc)) from None
     if sys.stdin.isatty():  # typed by a person: do not echo it
         import getpass
 
@@ -245,8 +236,8 @@ def users_add(
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        _fail("no password on stdin (pipe it in, e.g. from a password manager)", 2)
-    with _transaction(UserError, 1) as session:
+        raise UsageError("no password on stdin (pipe it in, e.g. from a password manager)")
+    with _transaction() as session:
         add(session, username, role, password, naic=naic, actor="cli", source="cli")
     typer.echo(f"user {username} added ({role}); the second factor is enrolled at first login")
 
@@ -287,7 +278,7 @@ def _change_user(username: str, operation: Callable[..., None], done: str) -> No
     """One of :mod:`portal.users`' account operations, as the admin pages run it."""
     from portal import users
 
-    with _transaction(users.UserError, 1) as session:
+    with _transaction() as session:
         operation(session, users.find(session, username), actor="cli", source="cli")
     typer.echo(f"user {username} {done}")
 
@@ -305,10 +296,10 @@ def tokens_create(
 ) -> None:
     """Create an API token; it is printed once, alone on the last line (stored as a hash)."""
     from portal.settings import PortalSettings
-    from portal.tokens import TokenError, create
+    from portal.tokens import create
 
     days = expires_days or PortalSettings().token_days
-    with _transaction(TokenError, 1) as session:
+    with _transaction() as session:
         row, token = create(session, username, days, source="cli")
         token_id, expires = row.id, row.expires_at
     typer.echo(f"token {token_id} for {username}, expires {expires:%Y-%m-%d %H:%M} UTC")
@@ -319,8 +310,8 @@ def tokens_create(
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The token's id.")]) -> None:
     """Revoke an API token at once."""
-    from portal.tokens import TokenError, revoke
+    from portal.tokens import revoke
 
-    with _transaction(TokenError, 1) as session:
+    with _transaction() as session:
         revoke(session, token_id, source="cli")
     typer.echo(f"token {token_id} revoked")

@@ -63,11 +63,17 @@ def _authenticate(app: Any, token: str, source: str | None) -> tokens.TokenOwner
         return tokens.authenticate(session, token, source=source)
 
 
+def received_at(request: Request) -> float:
+    """When the request arrived (``time.monotonic()``): the request guard stamps it, and the
+    five-second budget counts from there; a request that did not pass the guard starts now."""
+    received: float | None = getattr(request.state, "received", None)
+    return received or time.monotonic()
+
+
 def budget_left(request: Request) -> float:
     """Seconds left of the request's budget (from its arrival), never below zero."""
-    received = getattr(request.state, "received", None) or time.monotonic()
-    left = received + request.app.state.portal_settings.budget_seconds - time.monotonic()
-    return max(0.0, left)
+    budget: float = request.app.state.portal_settings.budget_seconds
+    return max(0.0, received_at(request) + budget - time.monotonic())
 
 
 async def within_budget(request: Request, call: Callable[..., T], *args: Any) -> T:
@@ -127,7 +133,7 @@ async def current_principal(
         return cached
     header = request.headers.get("authorization")
     if header is not None:
-        scheme, _, token = header.partition(" ")
+        scheme, _space, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "use Authorization: Bearer <token>", headers=_UNAUTHORIZED)
         token = token.strip()
@@ -147,13 +153,14 @@ async def current_principal(
         )
         _within_rate(request, principal)
     else:
-        principal = None
+        resolved: Principal | None = None
         for resolve in request.app.state.principal_resolvers:
-            principal = await resolve(request)
-            if principal is not None:
+            resolved = await resolve(request)
+            if resolved is not None:
                 break
-        if principal is None:
+        if resolved is None:
             raise ApiError(401, headers=_UNAUTHORIZED)
+        principal = resolved
         _within_rate(request, principal)
     request.state.principal = principal
     return principal
@@ -168,7 +175,7 @@ def _rate_key(principal: Principal) -> tuple[str, str]:
 
 def _within_rate(request: Request, principal: Principal) -> None:
     key, what = _rate_key(principal)
-    wait = request.app.state.token_limiter.allow(key)
+    wait = request.app.state.request_limiter.allow(key)
     if wait:
         retry = {"Retry-After": str(math.ceil(wait))}
         raise ApiError(429, f"rate limit for this {what} reached", headers=retry)
@@ -177,7 +184,7 @@ def _within_rate(request: Request, principal: Principal) -> None:
 def charge_items(request: Request, principal: Principal, items: int) -> None:
     """A batch of ``items`` vehicles counts as ``items`` requests against the rate limit (the
     request that carried it is already counted as one); 429 saying why when fewer are left."""
-    limiter = request.app.state.token_limiter
+    limiter = request.app.state.request_limiter
     key, what = _rate_key(principal)
     if items > limiter.capacity:
         raise ApiError(
@@ -203,7 +210,7 @@ def charge_items(request: Request, principal: Principal, items: int) -> None:
 async def paced_items(request: Request, principal: Principal, items: int) -> None:
     """Wait until ``items`` more requests fit in the principal's rate limit, then count them:
     a long batch on the pages goes at the rate limit's pace instead of around it."""
-    limiter = request.app.state.token_limiter
+    limiter = request.app.state.request_limiter
     key, _ = _rate_key(principal)
     while wait := limiter.allow(key, min(items, limiter.capacity)):
         await asyncio.sleep(wait)

@@ -94,9 +94,10 @@ class RequestGuard:
                 await _answer(scope, receive, send, refusal)
                 return
         if headers.get(b"content-type", b"").split(b";")[0].strip().lower() == _FORM:
-            receive = await _checked_form(scope, receive, send, limit)
-            if receive is None:
+            checked = await _checked_form(scope, receive, send, limit)
+            if checked is None:
                 return
+            receive = checked
         await self._capped(scope, receive, send, limit)
 
     async def _refusal(self, scope: Scope, upload: Upload) -> ApiError | None:

@@ -73,18 +73,20 @@ def _one(entry: str) -> Window:
             raise ValueError(f"{entry!r}: the end must be after the start (split over midnight)")
         return Window(naic, DAYS.index(weekly[1]), first, end)
     start_text, slash, end_text = when.partition("/")
+    start: datetime | None
+    stop: datetime | None
     try:
-        start, end = datetime.fromisoformat(start_text), datetime.fromisoformat(end_text)
+        start, stop = datetime.fromisoformat(start_text), datetime.fromisoformat(end_text)
     except ValueError:
-        start = end = None
-    if not slash or start is None or end is None or start.tzinfo or end.tzinfo:
+        start = stop = None
+    if not slash or start is None or stop is None or start.tzinfo or stop.tzinfo:
         raise ValueError(
             f"{entry!r}: expected 'Sun 01:00-03:00' or '2026-12-06T01:00/2026-12-06T05:00' "
             "(local times, no offset)"
         )
-    if end <= start:
+    if stop <= start:
         raise ValueError(f"{entry!r}: the end must be after the start")
-    return Window(naic, start=start, end=end)
+    return Window(naic, start=start, end=stop)
 
 
 def parse_windows(text: str) -> tuple[Window, ...]:

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from olv.db import Base, RowId
-from portal.permissions import ROLES
+from portal.permissions import ROLES as ROLES  # the one list; re-exported for importers
 
 CHANNELS = ("api", "page", "batch")
 

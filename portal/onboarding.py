@@ -33,6 +33,7 @@ from sqlalchemy import select
 
 from olv import db, xmlsafe
 from olv.config import Settings
+from olv.errors import OlvError
 from olv.iicmva import V0510, q
 from portal import soap_wire
 from portal.answer_time import RULE_MS, RULE_SECONDS, TEXAS_MS, TEXAS_SECONDS
@@ -60,8 +61,10 @@ _NUMBER = {
 }
 
 
-class OnboardingError(ValueError):
+class OnboardingError(OlvError):
     """The check cannot run (unknown NAIC); nothing was sent."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)

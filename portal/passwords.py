@@ -14,6 +14,8 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from olv.errors import OlvError
+
 MIN_LENGTH = 12
 MAX_LENGTH = 256  # argon2 takes any length; a cap keeps a login from costing more than it should
 # Each argon2id hash takes 64 MiB (the library's default, RFC 9106's second choice). A flood of
@@ -25,7 +27,7 @@ HASH_SLOTS = 4
 _pool = ThreadPoolExecutor(HASH_SLOTS, thread_name_prefix="argon2")
 
 
-class WeakPasswordError(ValueError):
+class WeakPasswordError(OlvError):
     """The password breaks a rule; the message says which, never the password itself."""
 
 

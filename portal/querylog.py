@@ -34,6 +34,28 @@ MAX_WAITING_QUERIES = 200_000  # about 200 MB; an hour of outage at 50 queries a
 PURGE_EVERY_SECONDS = 24 * 3600
 log = logging.getLogger(__name__)
 
+# The shape of a logged query row, defined once: the query_log table's columns, in table order.
+# The routing engine writes a row of exactly these keys; the history page, its CSV export and
+# the API's QueryRecord read a row through :func:`row_values`.
+COLUMNS: tuple[str, ...] = tuple(column.key for column in QueryLog.__table__.columns)
+
+
+_COLUMN_SET = frozenset(COLUMNS)
+
+
+def row_values(row: QueryLog) -> dict[str, Any]:
+    """The logged query as a plain mapping of :data:`COLUMNS`, in order."""
+    return {column: getattr(row, column) for column in COLUMNS}
+
+
+def new_row(**values: Any) -> dict[str, Any]:
+    """A row to log: exactly the :data:`COLUMNS`, none missing and none extra (a mistake in a
+    writer fails at once, not as a later database error)."""
+    if values.keys() != _COLUMN_SET:
+        missing, extra = _COLUMN_SET - values.keys(), values.keys() - _COLUMN_SET
+        raise ValueError(f"query_log row: missing {sorted(missing)}, unknown {sorted(extra)}")
+    return values
+
 
 def new_query_id() -> str:
     """Time-ordered (sorts by creation) and unguessable: 12 hex digits of milliseconds since

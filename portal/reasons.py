@@ -15,8 +15,8 @@ from __future__ import annotations
 from olv.iicmva import DESCRIPTIONS, Code, codes_for_number
 from portal.schemas import Reason
 
-_PREFER_UNKNOWN = (Code.VIN1, Code.VIN2)
-_PREFER_KEY = (Code.PKEY2, Code.PKEY3)
+_PREFER_UNKNOWN: tuple[Code, ...] = (Code.VIN1, Code.VIN2)
+_PREFER_KEY: tuple[Code, ...] = (Code.PKEY2, Code.PKEY3)
 
 
 def describe(codes: tuple[str, ...], *, asked_unknown: bool) -> list[Reason]:

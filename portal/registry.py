@@ -12,13 +12,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from olv import normalize
+from olv.errors import OlvError
 from olv.iicmva import VERSIONS
 from portal import security_log
 from portal.models import Insurer
 
 
-class RegistryError(ValueError):
+class RegistryError(OlvError):
     """The registration was refused; the message names the field at fault."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,7 +34,7 @@ from sqlalchemy.orm import Session
 from olv import normalize
 from olv.config import Settings
 from olv.logging import describe_exception
-from portal import state_reads
+from portal import querylog, state_reads
 from portal.cache import TtlCache
 from portal.deps import Principal
 from portal.errors import ApiError, ErrorBody, FieldError
@@ -67,6 +66,7 @@ class Question:
 
 
 def default_reason(role: str) -> str:
+    """The request reason sent when none is given (the API's and the query page's default)."""
     return "VEHREG" if role == "dmv" else "VIOL"
 
 
@@ -275,8 +275,9 @@ class Router:
                 requestor=self.portal.requestor,
             )
             timeout = deadline - time.monotonic()
-            call = self.client.verify(target.insurer, ask, timeout, batch=batch)
-            task = asyncio.ensure_future(call)
+            task = asyncio.ensure_future(
+                self.client.verify(target.insurer, ask, timeout, batch=batch)
+            )
             tasks[task] = target
         pending = set(tasks)
         started = time.perf_counter()
@@ -312,30 +313,30 @@ class Router:
     ) -> None:
         now = datetime.now(UTC)
         request = question.request
-        row: dict[str, Any] = {
-            "id": query_id,
-            "at": now,
-            "username": principal.username,
-            "role": principal.role,
-            "channel": channel,
-            "vin": question.vin or (result.vin if result else None),
-            "plate": question.plate,
-            "plate_state": question.plate_state,
-            "naic": request.naic,
-            "policy_number": request.policy_number,
-            "verification_date": question.day,
-            "reason": question.reason,
-            "http_status": error.status if error else 200,
-            "status": result.status if result else None,
-            "verdict": result.verdict if result else None,
-            "reason_codes": " ".join(r.code for r in result.reasons) if result else "",
-            "answered_naic": result.naic if result else None,
-            "insurer": result.insurer if result else None,
-            "answered_policy_number": result.policy_number if result else None,
-            "source": result.source if result else None,
-            "error": error.error[:200] if error else None,
-            "latency_ms": round((time.monotonic() - received) * 1000, 2),
-        }
+        row = querylog.new_row(
+            id=query_id,
+            at=now,
+            username=principal.username,
+            role=principal.role,
+            channel=channel,
+            vin=question.vin or (result.vin if result else None),
+            plate=question.plate,
+            plate_state=question.plate_state,
+            naic=request.naic,
+            policy_number=request.policy_number,
+            verification_date=question.day,
+            reason=question.reason,
+            http_status=error.status if error else 200,
+            status=result.status if result else None,
+            verdict=result.verdict if result else None,
+            reason_codes=" ".join(r.code for r in result.reasons) if result else "",
+            answered_naic=result.naic if result else None,
+            insurer=result.insurer if result else None,
+            answered_policy_number=result.policy_number if result else None,
+            source=result.source if result else None,
+            error=error.error[:200] if error else None,
+            latency_ms=round((time.monotonic() - received) * 1000, 2),
+        )
         call_rows = [
             {
                 "at": now,

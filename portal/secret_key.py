@@ -127,6 +127,8 @@ def seal_plaintext_secrets(session: Session, key: SecretKey) -> int:
         )
     ).all()
     for user_id, plain in rows:
+        if plain is None:  # the query asked for set secrets only
+            continue
         session.execute(
             update(User)
             .where(User.id == user_id, User.totp_secret == plain)

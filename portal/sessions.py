@@ -22,7 +22,7 @@ from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from olv.db import Base, as_utc
+from olv.db import Base, as_utc, changed_rows
 from portal.tokens import digest
 
 IDLE_LIMIT = timedelta(minutes=30)
@@ -134,7 +134,7 @@ def end(db: Session, token: str) -> None:
 
 def end_all(db: Session, user_id: int) -> int:
     """End every session of a person (disabled, unlocked, second factor reset)."""
-    return db.execute(delete(WebSession).where(WebSession.user_id == user_id)).rowcount or 0
+    return changed_rows(db.execute(delete(WebSession).where(WebSession.user_id == user_id)))
 
 
 def purge_expired(db: Session, now: datetime) -> int:
@@ -144,7 +144,7 @@ def purge_expired(db: Session, now: datetime) -> int:
             | (WebSession.created_at <= now - ABSOLUTE_LIMIT)
         )
     )
-    return result.rowcount or 0
+    return changed_rows(result)
 
 
 def last_totp_step(db: Session, user_id: int) -> int | None:
@@ -160,7 +160,7 @@ def claim_totp_step(db: Session, user_id: int, step: int) -> bool:
         .where(TotpStep.user_id == user_id, TotpStep.last_step < step)
         .values(last_step=step)
     )
-    if moved.rowcount:
+    if changed_rows(moved):
         return True
     if db.get(TotpStep, user_id) is not None:
         return False  # this code, or a later one, was used already

@@ -8,8 +8,9 @@ The database, time zone and the answerable window (``OLV_DATABASE_URL``, ``OLV_T
 ``OLV_PORTAL_REALTIME_SLOTS`` (2)        of those, kept for real-time queries: batches share the
                                          rest (fewer than OLV_PORTAL_INSURER_CONCURRENCY)
 ``OLV_PORTAL_BATCH_CONCURRENCY`` (200)   batch items worked on at once
-``OLV_PORTAL_TOKEN_RATE_PER_MINUTE`` (6000) requests per API token per minute (429 above); each
-                                         item of a batch counts as one
+``OLV_PORTAL_TOKEN_RATE_PER_MINUTE`` (6000) requests a minute per API token, and per account
+                                         signed in on the pages (429 above); each item of a
+                                         batch counts as one
 ``OLV_PORTAL_TOKEN_DAYS`` (90)           default lifetime of a new API token
 ``OLV_PORTAL_BOB_DEADLINE_DAY`` (10)     day of the month by which each NAIC's BoB must arrive
 ``OLV_PORTAL_QUERY_LOG_DAYS`` (400)      query and security log retention (at least a year)
@@ -26,8 +27,16 @@ The database, time zone and the answerable window (``OLV_DATABASE_URL``, ``OLV_T
 ``OLV_PORTAL_MAINTENANCE_WINDOWS`` (none) insurers' planned maintenance (:mod:`portal.maintenance`):
                                          unavailability inside a window is not counted
 ``OLV_PORTAL_SECRET_KEY`` (none)         at least 32 characters: encrypts TOTP secrets at rest and
-                                         keys the hash of unknown sign-in names; required
-``OLV_PORTAL_SECRET_KEY_FILE`` (none)    a file whose first line is that key (instead of the above)
+                                         keys the hash of unknown sign-in names
+``OLV_PORTAL_SECRET_KEY_FILE`` (olv-portal-secret.key) a file whose first line is that key
+                                         (made on first start when neither is set)
+``OLV_PORTAL_UPLOAD_DIR`` (olv-uploads)   where book-of-business files uploaded on the web are
+                                         kept (one folder per upload, with its error report)
+``OLV_PORTAL_MAX_UPLOAD_MB`` (400)        largest BoB upload (a million records is ~302 MB)
+``OLV_PORTAL_BATCH_MAX_ROWS`` (10000)     largest CSV on the batch page
+
+One object, read once when the app is built (``create_app``) and kept as
+``app.state.portal_settings``: every page and route reads that one.
 """
 
 from __future__ import annotations
@@ -68,6 +77,9 @@ class PortalSettings(BaseSettings):
     secret_key: SecretStr | None = None  # see portal.secret_key
     secret_key_file: Path | None = None
     maintenance_windows: str = ""
+    upload_dir: Path = Path("olv-uploads")
+    max_upload_mb: int = Field(400, ge=1)
+    batch_max_rows: int = Field(10_000, ge=1, le=1_000_000)
 
     @field_validator("maintenance_windows")
     @classmethod

@@ -15,6 +15,7 @@ from lxml import etree
 
 import xsd
 from olv import iicmva, normalize, xmlsafe
+from olv.errors import OlvError
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV, V0510, V0809, q
 
 MAX_ANSWER_BYTES = 256 * 1024
@@ -43,7 +44,7 @@ class Answer:
     codes: tuple[str, ...]
 
 
-class BadAnswer(ValueError):
+class BadAnswer(OlvError):
     """The insurer's answer is not a usable CoverageResponse (kind: fault | invalid)."""
 
     def __init__(self, kind: str, message: str) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from olv.db import as_utc
+from olv.errors import OlvError
 from portal import security_log
 from portal.models import ApiToken, User
 
@@ -27,7 +28,7 @@ _SHAPE = re.compile(r"^olv_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 USE_RECORD_INTERVAL = timedelta(minutes=1)
 
 
-class TokenError(ValueError):
+class TokenError(OlvError):
     """A token operation could not be done (unknown user or token); the message says why."""
 
 

@@ -14,13 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from olv import normalize
+from olv.errors import OlvError
 from portal import lockout, passwords, security_log, sessions
 from portal.models import ROLES, User
 
 USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
 
 
-class UserError(ValueError):
+class UserError(OlvError):
     """A user operation was refused (bad name, role, NAIC or password; unknown user)."""
 
 

@@ -20,13 +20,17 @@ from sqlalchemy import Engine, select
 
 from olv import normalize
 from olv.bob import layout
+from olv.errors import OlvError
 from service.models import Coverage, Policy
 
 CRLF = "\r\n"
 
 
-class ExportError(ValueError):
+class ExportError(OlvError):
     """A policy that cannot be written in the fixed-width layout (nothing is written)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; nothing was written")
 
 
 def _yyyymmdd(value: date | None) -> str:

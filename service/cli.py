@@ -31,7 +31,7 @@ def policies_import(
     ],
 ) -> None:
     """Import policies; bad rows are reported with line numbers and skipped (one transaction)."""
-    from service.policy_import import ImportFileError, import_files
+    from service.policy_import import import_files
 
     def report(path: Path, issue: object) -> None:
         typer.echo(f"{path}: {issue.report_line()}", err=True)  # type: ignore[attr-defined]
@@ -40,9 +40,6 @@ def policies_import(
     engine = db.open_database(get_settings().database_url)
     try:
         results = import_files(engine, files, on_issue=report)
-    except ImportFileError as exc:
-        typer.echo(f"error: {exc}; nothing was imported", err=True)
-        raise typer.Exit(2) from None
     finally:
         engine.dispose()
     for result in results:
@@ -57,16 +54,13 @@ def bob_export(
     output: Annotated[Path, typer.Option("-o", "--output", help="The file to write")],
 ) -> None:
     """Write the monthly BoB file for a NAIC from the insurer policy store."""
-    from service.bob_export import ExportError, export_file
+    from service.bob_export import export_file
 
     errors.require_output_file(output)
     engine = db.open_database(get_settings().database_url)
     try:
         today = datetime.now(get_settings().zone).date()
         count = export_file(engine, naic, output, today)
-    except ExportError as exc:
-        typer.echo(f"error: {exc}; nothing was written", err=True)
-        raise typer.Exit(1) from None
     finally:
         engine.dispose()
     typer.echo(f"{output}: {count} records for NAIC {naic}")

@@ -14,11 +14,12 @@ from typing import Protocol
 
 from olv import normalize
 from olv.coverage_dates import covered_on
+from olv.errors import OlvError
 from olv.iicmva import FLEET, Code
 from service.request import CoverageQuery
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(OlvError):
     """The policy store cannot answer (database down, timed out)."""
 
 

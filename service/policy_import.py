@@ -44,6 +44,7 @@ from olv.bob.errors import BobFileError, Issue
 from olv.bob.lines import capped_lines
 from olv.bob.parser import looks_like_bob, read_bob
 from olv.bob.validate import parse_date
+from olv.errors import OlvError
 from service.models import Coverage, Policy
 
 T = TypeVar("T")
@@ -120,8 +121,14 @@ class ImportResult:
         return [i for i in self.issues if i.severity == "error"]
 
 
-class ImportFileError(ValueError):
-    """A file that cannot be imported at all (unknown format, missing CSV columns, …)."""
+class ImportFileError(OlvError):
+    """A file that cannot be imported at all (unknown format, missing CSV columns, …): the
+    whole import is refused."""
+
+    exit_code = 2
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; nothing was imported")
 
 
 def _csv_date(

@@ -9,11 +9,12 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from bob_loader import synth
 from olv import db
-from olv.cli import app
+from olv.cli import app, run
 from service.models import Coverage, Policy
 
 OLV = str(Path(sys.executable).with_name("olv"))
@@ -90,15 +91,19 @@ def test_lookup_stats_and_stdin(db_url: str, tmp_path: Path):
     assert row["loaded_at"].endswith("+00:00")
 
 
-def test_contacts(db_url: str):
-    # In-process (typer's runner): these commands have no process-level behaviour to check.
+def test_contacts_are_added_listed_and_bad_ones_refused_with_exit_2(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+):
+    # In-process (olv.cli.run, the path main takes): no process-level behaviour to check.
     runner = CliRunner()
     add = ["bob", "contacts", "add", "--naic", "12345", "--email"]
     assert runner.invoke(app, [*add, "bob@acme.test"]).exit_code == 0
     assert runner.invoke(app, [*add, "x@acme.test", "--name", "X"]).exit_code == 0
-    refused = runner.invoke(app, ["bob", "contacts", "add", "--naic", "12A45", "--email", "x@y.z"])
-    assert refused.exit_code == 2 and "5 digits" in refused.output
-    assert runner.invoke(app, [*add, "not-an-address"]).exit_code == 2
+    capsys.readouterr()
+    assert run(["bob", "contacts", "add", "--naic", "12A45", "--email", "x@y.z"]) == 2
+    assert capsys.readouterr().err == "error: NAIC '12A45' must be 5 digits\n"
+    assert run([*add, "not-an-address"]) == 2
+    assert capsys.readouterr().err == "error: 'not-an-address' is not an e-mail address\n"
     listed = runner.invoke(app, ["bob", "contacts", "list"])
     assert [json.loads(line) for line in listed.stdout.splitlines()] == [
         {"naic": "12345", "name": None, "email": "bob@acme.test"},

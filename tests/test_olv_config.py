@@ -11,7 +11,9 @@ from olv.config import Settings, get_settings
 from service.auth import identify
 
 
-def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_default_to_sqlite_a_183_day_window_and_loopback_requesters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     s = get_settings()
     assert s.database_url == "sqlite:///olv.db"
     assert (s.verify_past_days, s.verify_future_days, s.maintenance) == (183, 0, False)

@@ -83,7 +83,7 @@ def test_403_for_a_role_that_may_not(api) -> None:
     )
 
 
-def test_404s(api) -> None:
+def test_unknown_paths_plates_and_queries_answer_404_in_the_error_shape(api) -> None:
     client, tokens = api
     assert_shape(client.get("/api/v1/nothing-here"), 404)
     assert_shape(
@@ -93,7 +93,7 @@ def test_404s(api) -> None:
     assert_shape(client.get("/api/v1/queries/" + "0" * 32, headers=bearer(tokens["officer"])), 404)
 
 
-def test_405(api) -> None:
+def test_a_wrong_method_answers_405_in_the_error_shape(api) -> None:
     client, tokens = api
     assert_shape(client.get("/api/v1/verify", headers=bearer(tokens["officer"])), 405)
 

@@ -154,6 +154,25 @@ def test_the_role_check_constraint_lists_the_roles_of_the_table() -> None:
     assert tuple(Role) == tuple(permissions.ROLES)
 
 
+def test_the_table_says_what_spec_section_5_says() -> None:
+    # Written out once here, as the specification: officers and courts verify one at a time,
+    # the DMV also in batches, insurer liaisons see their book of business and service health,
+    # administrators do everything.
+    everyone_but_insurers = {"officer", "court", "dmv", "admin"}
+    expected = {
+        "verify": everyone_but_insurers,
+        "verify_batch": {"dmv", "admin"},
+        "read_queries": everyone_but_insurers,
+        "book_of_business": {"insurer", "admin"},
+        "compliance": {"insurer", "admin"},
+        "manage_insurers": {"admin"},
+        "manage_users": {"admin"},
+        "manage_tokens": {"admin"},
+    }
+    table = permissions.table()
+    assert {name: set(table[name].roles) for name in expected} == expected
+
+
 def test_an_action_registered_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="already registered"):
         permissions.register(permissions.VERIFY.name, Role.ADMIN)

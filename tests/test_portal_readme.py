@@ -15,7 +15,6 @@ import bob_loader.intake_settings  # noqa: F401
 import bob_loader.settings  # noqa: F401
 import enforcement.case_settings  # noqa: F401
 import portal.settings  # noqa: F401
-import portal.web.settings  # noqa: F401
 from olv.cli import app
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
@@ -41,7 +40,7 @@ def _settings_classes() -> list[type[BaseSettings]]:
 
 def test_every_part_of_olv_has_its_settings_scanned() -> None:
     names = {cls.__name__ for cls in _settings_classes()}
-    assert {"Settings", "BobSettings", "IntakeSettings", "PortalSettings", "WebSettings"} <= names
+    assert {"Settings", "BobSettings", "IntakeSettings", "PortalSettings"} <= names
 
 
 def settings_names() -> list[str]:

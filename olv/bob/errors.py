@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from olv.errors import OlvError
 
-class BobFileError(ValueError):
+
+class BobFileError(OlvError):
     """The whole file is rejected; ``reason`` is the text for the error report."""
 
     def __init__(self, reason: str) -> None:

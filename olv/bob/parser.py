@@ -198,7 +198,7 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
     into memory), so it still shows up as one record of the wrong length.
     """
     if not hasattr(stream, "peek"):  # e.g. io.BytesIO in tests: give it a buffer to sniff
-        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
+        stream = io.BufferedReader(stream)  # type: ignore[type-var]
     check_text(stream.peek(_SNIFF)[:_SNIFF])
     for number, raw, _overlong in capped_lines(stream, MAX_LINE):
         if b"\x00" in raw:

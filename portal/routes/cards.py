@@ -60,7 +60,7 @@ async def barcode_of(request: Request) -> str:
             raise ApiError(422, "body: not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("barcode"), str):
             raise ApiError(422, 'body: expected {"barcode": "<digits>"}')
-        text = body["barcode"]
+        text: object = body["barcode"]
     elif kind == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=4)
         photo, text = form.get("photo"), form.get("barcode")
@@ -71,6 +71,7 @@ async def barcode_of(request: Request) -> str:
             raise ApiError(422, "give a photo of the card or the barcode's text")
     else:
         raise ApiError(415, 'send JSON {"barcode": ...} or a multipart form with a photo')
+    assert isinstance(text, str)  # both branches above refuse anything else
     if len(text) > MAX_TEXT:
         raise ApiError(422, "barcode: longer than any card's")
     return text

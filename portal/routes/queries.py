@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request
 
 from olv.iicmva import DESCRIPTIONS, Code
-from portal import permissions
+from portal import permissions, querylog
 from portal.deps import QueryReader, within_budget
 from portal.errors import ApiError, error_responses
 from portal.models import QueryLog
@@ -16,35 +16,20 @@ router = APIRouter(prefix="/api/v1", tags=["queries"])
 
 
 def record(row: QueryLog) -> QueryRecord:
-    reasons = [
-        Reason(code=c, description=DESCRIPTIONS.get(Code(c), ""))
-        if c in Code.__members__
-        else Reason(code=c, description="")
-        for c in row.reason_codes.split()
-    ]
+    """The API's view of a logged query: the row's values, its id named ``query_id``, its date
+    named ``date`` and its reason codes spelled out."""
+    values = querylog.row_values(row)
+    codes = values.pop("reason_codes").split()
     return QueryRecord(
-        query_id=row.id,
-        at=row.at,
-        username=row.username,
-        role=row.role,
-        channel=row.channel,
-        vin=row.vin,
-        plate=row.plate,
-        plate_state=row.plate_state,
-        naic=row.naic,
-        policy_number=row.policy_number,
-        date=row.verification_date,
-        reason=row.reason,
-        http_status=row.http_status,
-        status=row.status,
-        verdict=row.verdict,
-        reasons=reasons,
-        answered_naic=row.answered_naic,
-        insurer=row.insurer,
-        answered_policy_number=row.answered_policy_number,
-        source=row.source,
-        error=row.error,
-        latency_ms=row.latency_ms,
+        query_id=values.pop("id"),
+        date=values.pop("verification_date"),
+        reasons=[
+            Reason(
+                code=c, description=DESCRIPTIONS.get(Code(c), "") if c in Code.__members__ else ""
+            )
+            for c in codes
+        ],
+        **values,
     )
 
 
@@ -64,7 +49,8 @@ async def get_query(
 
     def read() -> QueryLog | None:
         with request.app.state.sessions() as session:
-            return session.get(QueryLog, query_id)
+            row: QueryLog | None = session.get(QueryLog, query_id)
+            return row
 
     row = await within_budget(request, read)
     if row is None or not permissions.may_read_query(principal, row.username):

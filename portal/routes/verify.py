@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request
 
-from portal.deps import BatchVerifier, Verifier, charge_items
+from portal.deps import BatchVerifier, Verifier, charge_items, received_at
 from portal.errors import error_responses
 from portal.routing import Router
 from portal.schemas import BatchRequest, BatchResponse, VerifyRequest, VerifyResult
@@ -15,11 +13,8 @@ router = APIRouter(prefix="/api/v1", tags=["verify"])
 
 
 def _router(request: Request) -> Router:
-    return request.app.state.router
-
-
-def _received(request: Request) -> float:
-    return getattr(request.state, "received", None) or time.monotonic()
+    router: Router = request.app.state.router
+    return router
 
 
 @router.post(
@@ -30,7 +25,7 @@ def _received(request: Request) -> float:
 )
 async def verify(body: VerifyRequest, principal: Verifier, request: Request) -> VerifyResult:
     """Routes the query to the insurer(s) within the 5-second budget (SPEC §5)."""
-    return await _router(request).verify(body, principal, "api", _received(request))
+    return await _router(request).verify(body, principal, "api", received_at(request))
 
 
 @router.post(

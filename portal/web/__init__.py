@@ -31,7 +31,6 @@ from portal.web import (
 )
 from portal.web.identity import resolve_session
 from portal.web.render import error_page
-from portal.web.settings import get_web_settings
 
 ROUTERS: list[APIRouter] = [
     auth.router,
@@ -61,9 +60,9 @@ def install(app: FastAPI) -> None:
     app.state.principal_resolvers.append(resolve_session)
     app.state.html_error = html_error
     compliance.install(app)
-    web = get_web_settings()
-    # The request guard caps these two bodies and checks the sender and their role before
-    # reading them.
+    web = app.state.portal_settings
+    # The request guard caps these bodies and checks the sender and their role before reading
+    # them.
     app.state.upload_limits.update(
         {
             "/batch": Upload(

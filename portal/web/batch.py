@@ -24,7 +24,6 @@ from portal.deps import BatchVerifier, Principal, charge_items, paced_items
 from portal.errors import ApiError, ErrorBody
 from portal.schemas import MAX_BATCH, VerifyRequest, VerifyResult
 from portal.web.render import page
-from portal.web.settings import get_web_settings
 from portal.web.verify_adapter import problem, verify_many
 
 router = APIRouter(include_in_schema=False)
@@ -61,7 +60,7 @@ def batch_form(request: Request, me: BatchVerifier) -> Response:
         "batch.html",
         "Batch verification",
         {},
-        {"max_items": get_web_settings().batch_max_rows},
+        {"max_items": request.app.state.portal_settings.batch_max_rows},
     )
 
 
@@ -172,7 +171,7 @@ async def _answers(
 async def batch(
     request: Request, me: BatchVerifier, file: Annotated[UploadFile, File()]
 ) -> Response:
-    max_rows = get_web_settings().batch_max_rows
+    max_rows = request.app.state.portal_settings.batch_max_rows
     raw = await file.read(max_rows * MAX_BYTES_PER_ROW + 1)
     if len(raw) > max_rows * MAX_BYTES_PER_ROW:
         raise ApiError(413, f"the file is too large for {max_rows} rows")

@@ -24,13 +24,14 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from bob_loader import report as report_file
 from bob_loader.intake_binding import unbound_naics
 from bob_loader.intake_claims import safe_name
 from bob_loader.intake_notify import notify_web_upload
 from bob_loader.load import load_files
 from bob_loader.lookup import naic_stats
 from bob_loader.models import BobFile, BobIssue
-from bob_loader.report import ReportHeader
+from bob_loader.report import recorded_header, recorded_issue
 from bob_loader.settings import get_bob_settings
 from olv.db import as_utc
 from portal import permissions, security_log
@@ -39,7 +40,6 @@ from portal.errors import ApiError
 from portal.web import params
 from portal.web.identity import now
 from portal.web.render import flash, page, twin_get
-from portal.web.settings import get_web_settings
 
 router = APIRouter(include_in_schema=False)
 BOB_UPLOADED = "bob_uploaded"
@@ -139,27 +139,14 @@ def report(request: Request, db: DbSession, me: BobViewer, file_id: params.RowNu
         row = db.scalar(query)
         if row is None:
             raise ApiError(404, "no such file")
-        header = ReportHeader(
-            file=row.name,
-            status=row.status,
-            reason=row.reason,
-            records=row.records,
-            loaded=row.loaded,
-            bad_records=0,
-            errors=row.errors,
-            warnings=row.warnings,
-            max_error_rate=get_bob_settings().max_error_rate,
-            naics=[n for n in row.naics.split(",") if n],
-            sha256=row.sha256,
-            processed_at=_stamp(row.processed_at) or "-",
-        )
-    lines = [line for line in header.lines() if not line.startswith("records with errors")]
+        header = recorded_header(row, get_bob_settings().max_error_rate)
+    lines = header.lines()
     # A liaison sees the problems on their own NAIC's records only, unless they sent the file:
     # one file may carry several insurers' records, and their VINs are not the liaison's.
     only = me.naic if me.role == "insurer" and row.account != web_account(me) else None
     if only is not None:
         lines.append(f"shown: the problems on records of NAIC {only} only")
-    filename = re.sub(r"[^A-Za-z0-9._ -]", "_", row.name) + ".errors.txt"
+    filename = re.sub(r"[^A-Za-z0-9._ -]", "_", row.name) + report_file.SUFFIX
     return StreamingResponse(
         _report_body(request, file_id, lines, row.errors + row.warnings, only),
         media_type="text/plain; charset=us-ascii",
@@ -178,8 +165,7 @@ def _report_body(
     with request.app.state.sessions() as db:
         rows = db.execute(query).scalars()
         for issue in rows.yield_per(1000):
-            tag = "" if issue.severity == "error" else "warning: "
-            yield f"line {issue.line}: {issue.field}: {issue.value!r}: {tag}{issue.reason}\n"
+            yield recorded_issue(issue).report_line() + "\n"
             shown += 1
     if naic is None and shown < problems:
         yield f"... and {problems - shown} more problems (the report sent with the file has all)\n"
@@ -189,7 +175,7 @@ def _report_body(
 def upload(
     request: Request, db: DbSession, me: BobViewer, file: Annotated[UploadFile, File()]
 ) -> Response:
-    settings = get_web_settings()
+    settings = request.app.state.portal_settings
     # Whatever the browser claims: the last part of either kind of path, printable, bounded,
     # never hidden nor "." or "..".
     claimed = PurePosixPath((file.filename or "").replace("\\", "/")).name

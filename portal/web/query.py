@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from olv.iicmva import REQUEST_REASONS
 from portal.deps import Principal, Verifier
 from portal.errors import ApiError
+from portal.routing import default_reason
 from portal.schemas import VerifyRequest
 from portal.web.render import flash, page
 from portal.web.verify_adapter import verify_one
@@ -58,7 +59,7 @@ def _view(me: Principal) -> dict[str, Any]:
         "source_words": SOURCE_WORDS,
         "bob_labels": BOB_LABELS,
         "reasons": REQUEST_REASONS,
-        "default_reason": "VEHREG" if me.role == "dmv" else "VIOL",
+        "default_reason": default_reason(me.role),
     }
 
 

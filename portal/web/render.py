@@ -124,10 +124,13 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
     return response
 
 
-def twin_get(router: APIRouter, path: str, **kwargs: Any) -> Callable[[Callable], Callable]:
+View = Callable[..., Any]
+
+
+def twin_get(router: APIRouter, path: str, **kwargs: Any) -> Callable[[View], View]:
     """Register a GET view at ``path`` and at ``path.json``."""
 
-    def register(view: Callable) -> Callable:
+    def register(view: View) -> View:
         router.get(path, response_class=HTMLResponse, include_in_schema=False, **kwargs)(view)
         router.get(path + ".json", include_in_schema=False, **kwargs)(view)
         return view

@@ -3,25 +3,24 @@ the same one the JSON API uses: the query page asks about one vehicle, the batch
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from fastapi import Request
 
-from portal.deps import Principal
+from portal.deps import Principal, received_at
 from portal.errors import ErrorBody
 from portal.routing import Router, check
 from portal.schemas import VerifyRequest, VerifyResult
 
 
 def _router(request: Request) -> Router:
-    return request.app.state.router
+    router: Router = request.app.state.router
+    return router
 
 
 async def verify_one(request: Request, me: Principal, body: VerifyRequest) -> VerifyResult:
     """One answer within the budget that started when the request arrived."""
-    received = getattr(request.state, "received", None) or time.monotonic()
-    return await _router(request).verify(body, me, "page", received)
+    return await _router(request).verify(body, me, "page", received_at(request))
 
 
 def problem(request: Request, me: Principal, body: VerifyRequest) -> str | None:

@@ -25,7 +25,7 @@ def _fk(table: str, column: str, target: str, ondelete: str | None = None) -> sa
     return sa.ForeignKey(target, ondelete=ondelete, name=f"fk_{table}_{column}_{referred}")
 
 
-def _registration(table: str, ondelete: str = "CASCADE", nullable: bool = False) -> sa.Column:
+def _registration(table: str, ondelete: str = "CASCADE", nullable: bool = False) -> sa.Column[int]:
     return sa.Column(
         "registration_id",
         sa.Integer,
