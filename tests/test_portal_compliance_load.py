@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
 
+import portal.routes  # noqa: F401  (first: portal.web imports back into portal.routes)
 from olv import db
 from olv.vin import with_check_digit
 from portal.answer_time import RULE_MS, TEXAS_MS
