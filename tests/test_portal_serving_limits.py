@@ -115,7 +115,9 @@ def test_a_slow_head_trickled_byte_by_byte_is_still_dropped(portal: str) -> None
 
 def test_a_body_that_keeps_moving_is_read_to_the_end(portal: str) -> None:
     """A form sent in small pieces, each within the idle limit, over more time than the limit
-    itself: the request is answered (here: the sign-in page's refusal of a wrong password)."""
+    itself: the connection is kept and the request answered by the sign-in page (a refusal of
+    the wrong password; or 503 when the slow body has used up the query budget, which runs
+    from arrival: either way the whole form was read, as the page reads it before anything)."""
     body = b"username=nobody&password=" + b"x" * 40
     head = (
         b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nSec-Fetch-Site: same-origin\r\n"
@@ -125,10 +127,10 @@ def test_a_body_that_keeps_moving_is_read_to_the_end(portal: str) -> None:
     sock = _connect(portal)
     try:
         sock.sendall(head)
-        step = 16
+        step = 24
         for offset in range(0, len(body), step):
             sock.sendall(body[offset : offset + step])
-            time.sleep(BODY_IDLE_SECONDS * 0.6)  # 4 pieces: longer than the limit in all
+            time.sleep(BODY_IDLE_SECONDS * 0.6)  # 3 pieces: longer than the limit in all
         sock.settimeout(15)
         received = b""
         while chunk := sock.recv(65536):
@@ -137,4 +139,4 @@ def test_a_body_that_keeps_moving_is_read_to_the_end(portal: str) -> None:
         sock.close()
     assert received.startswith(b"HTTP/1.1 "), received[:100]
     status = int(received.split(b" ", 2)[1])
-    assert status in (200, 303, 401, 429), received[:300]
+    assert status in (200, 303, 401, 429, 503), received[:300]
