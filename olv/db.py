@@ -12,7 +12,7 @@ import math
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache, partial
@@ -234,28 +234,39 @@ def interrupt(driver_connection: Any) -> None:
 
 
 @contextmanager
-def time_limit(connection: Connection, seconds: float) -> Iterator[None]:
+def time_limit(connection: Connection, seconds: float) -> Iterator[Callable[[], None]]:
     """Statements run on ``connection`` inside the block stop with an ``OperationalError``
-    once ``seconds`` have passed: a report over a large table gives up instead of holding a
-    connection and a thread for as long as it takes. Call it inside a transaction.
+    once ``seconds`` have passed in all: a report over a large table gives up instead of
+    holding a connection and a thread for as long as it takes. Call it inside a transaction.
 
-    PostgreSQL: a statement timeout for the transaction (``SET LOCAL``). SQLite: a progress
-    handler that interrupts the running statement past the deadline.
+    PostgreSQL: a statement timeout for the transaction (``SET LOCAL``); the block calls the
+    function it is given between statements, which shortens that timeout to the time left
+    (``TimeoutError`` once none is). SQLite: a progress handler interrupts whatever statement
+    runs past the deadline; the function only raises ``TimeoutError`` past it.
     """
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
-        yield
+    deadline = time.monotonic() + seconds
+    postgres = connection.dialect.name == "postgresql"
+
+    def tighten() -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"over the {seconds:g} s time limit")
+        if postgres:
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(left * 1000))}")
+
+    if postgres:
+        tighten()
+        yield tighten
         return
     raw = connection.connection.driver_connection
     assert raw is not None  # a checked-out connection always has its driver connection
-    deadline = time.monotonic() + seconds
 
     def past_deadline() -> int:
         return 1 if time.monotonic() > deadline else 0
 
     raw.set_progress_handler(past_deadline, 10_000)  # checked every 10,000 VM steps
     try:
-        yield
+        yield tighten
     finally:
         raw.set_progress_handler(None, 0)
 

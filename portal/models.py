@@ -165,7 +165,8 @@ class InsurerCall(Base):
 
     __tablename__ = "insurer_calls"
     __table_args__ = (
-        Index("ix_insurer_calls_naic_at", "naic", "at"),
+        # Covers everything the compliance report reads (migration 0007).
+        Index("ix_insurer_calls_report", "naic", "at", "outcome", "latency_ms"),
         Index("ix_insurer_calls_at", "at"),
     )
 

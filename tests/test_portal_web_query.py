@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -114,3 +115,48 @@ def test_batch_page_answers_row_for_row(seeded: str) -> None:
         _sign_in(officer, clock, "officer")
         refused = officer.post("/batch", files={"file": ("v.csv", vins, "text/csv")})
         assert refused.status_code == 403
+
+
+def test_batch_page_rows_count_against_the_rate_limit(
+    seeded: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """60 a minute: at most 10 at once. A file of 30 rows is refused whole, saying why; a file
+    of 3 goes through."""
+    monkeypatch.setenv("OLV_PORTAL_TOKEN_RATE_PER_MINUTE", "60")
+    many = "vin\n" + "1HGCM82633A004352\n" * 30
+    with portal_client(seeded) as (client, clock):
+        _sign_in(client, clock, "dmv")
+        refused = client.post("/batch", files={"file": ("many.csv", many, "text/csv")})
+        assert refused.status_code == 429, refused.text
+        assert "30 items" in refused.text
+        few = client.post(
+            "/batch",
+            files={
+                "file": (
+                    "few.csv",
+                    "vin\n1HGCM82633A004352\n" * 1 + "5YJSA1E26HF000337\n" * 2,
+                    "text/csv",
+                )
+            },
+        )
+        assert few.status_code == 200, few.text
+        assert len(list(csv.DictReader(io.StringIO(few.text)))) == 3
+
+
+def test_a_long_batch_page_goes_at_the_rate_limits_pace(
+    seeded: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """6,000 a minute: 1,000 at once, then 100 a second. The first thousand rows of a file of
+    1,500 use up the burst; the other 500 wait about 5 s for room instead of going around
+    the limit. (Rows dated in the future: each counts, none needs an insurer.)"""
+    monkeypatch.setenv("OLV_PORTAL_TOKEN_RATE_PER_MINUTE", "6000")
+    rows = "vin,date\n" + "1HGCM82633A004352,2999-01-01\n" * 1500
+    with portal_client(seeded) as (client, clock):
+        _sign_in(client, clock, "dmv")
+        started = time.monotonic()
+        response = client.post("/batch", files={"file": ("long.csv", rows, "text/csv")})
+        took = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    answered = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(answered) == 1500 and all("future" in r["error"] for r in answered)
+    assert took >= 3.5, f"1,500 rows in {took:.1f} s: the last 500 did not wait for the limit"

@@ -1,7 +1,7 @@
 """Book of business per NAIC: files received, their outcome, error reports, and web upload.
 
-Only accepted uploads stay in ``OLV_PORTAL_UPLOAD_DIR``; a rejected or duplicate file is removed
-once its outcome is recorded (its error report is rebuilt from the database).
+Only accepted uploads stay in ``OLV_PORTAL_UPLOAD_DIR``; the file of a rejected or duplicate
+upload is removed once its outcome is recorded (its error report stays beside where it was).
 
 An upload goes through exactly what the SFTP intake uses: an insurer liaison's file is first
 checked for NAICs other than theirs (``bob_loader.intake.unbound_naics``, the account binding
@@ -11,6 +11,7 @@ see only files that carry their NAIC (or that they uploaded); administrators see
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -200,7 +201,9 @@ def upload(
         kept = outcome["status"] == "accepted"
     finally:
         if not kept:  # nothing of it was loaded: its bytes have no reason to stay on disk
-            shutil.rmtree(folder, ignore_errors=True)
+            target.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # its error report, if any, stays
+                folder.rmdir()
     return _render(request, db, me, outcome=outcome, status=200)
 
 

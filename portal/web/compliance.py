@@ -120,10 +120,12 @@ def compliance(
     due_day = portal_settings.bob_deadline_day
     seconds = portal_settings.compliance_seconds
     try:
-        with db.begin(), time_limit(db.connection(), seconds):
-            stats = data.per_day(db, first, last, zone, naics, portal_settings.maintenance)
+        with db.begin(), time_limit(db.connection(), seconds) as tighten:
+            windows = portal_settings.maintenance
+            stats = data.per_day(db, first, last, zone, naics, windows, tighten)
+            tighten()
             due, missing = data.missing_uploads(db, today, due_day, zone, naics)
-    except OperationalError:
+    except (OperationalError, TimeoutError):
         raise ApiError(
             503, f"the figures took longer than {seconds:g} s to count; ask for fewer days"
         ) from None
@@ -144,5 +146,7 @@ def compliance(
     view = {
         "charts": {s.naic: charts_for(s) for s in stats},
         "due_day_ordinal": _ordinal(due_day),
+        "rule": answer_time.label(RULE_SECONDS),
+        "texas": answer_time.label(TEXAS_SECONDS),
     }
     return page(request, "compliance.html", "Compliance", context, view)

@@ -22,13 +22,13 @@ that has passed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from bob_loader.models import BobFile
@@ -119,30 +119,27 @@ def per_day(
     zone: ZoneInfo,
     naics: list[str] | None,
     windows: Sequence[Window] = (),
+    between: Callable[[], None] = lambda: None,
 ) -> list[InsurerStats]:
     """One entry per registered insurer (of ``naics``, when given), every day in the range.
 
-    The database does the counting (GROUP BY insurer and day) and ranks the latencies for the
-    percentiles (a window over each insurer's day): what comes back is a few rows per insurer
-    per day, whatever the number of calls.
+    The database does the counting, a day at a time (a local day is a UTC interval; the
+    index on the calls' time covers every column read): per insurer, the totals by GROUP BY
+    and the percentiles by ranking the latencies in a window. What comes back is a few rows
+    per insurer per day, whatever the number of calls. ``between`` is called before each
+    day's statements (a time limit's check).
     """
     insurers = select(Insurer.naic, Insurer.name).order_by(Insurer.naic)
     if naics is not None:
         insurers = insurers.where(Insurer.naic.in_(naics))
     names = dict(db.execute(insurers).tuples().all())
     days = day_range(first, last)
-    table: dict[str, dict[int, DayStats]] = {
-        naic: {i: DayStats(d) for i, d in enumerate(days)} for naic in names
-    }
+    table: dict[str, list[DayStats]] = {naic: [DayStats(d) for d in days] for naic in names}
     if not names:
         return []
-    # Local days as UTC intervals: the call's day is the first day whose end is after it.
-    ends = [_utc_start(d + timedelta(days=1), zone) for d in days]
-    day_of = case(*((InsurerCall.at < end, index) for index, end in enumerate(ends)))
-    start, end = _utc_bounds(first, last, zone)
+    start, end = bindparam("start"), bindparam("end")
     counted = select(
         InsurerCall.naic.label("naic"),
-        day_of.label("day"),
         InsurerCall.outcome.label("outcome"),
         InsurerCall.latency_ms.label("latency"),
     ).where(
@@ -165,32 +162,38 @@ def per_day(
     calls = counted.subquery()
     totals = select(
         calls.c.naic,
-        calls.c.day,
         func.count(),
         func.sum(case((_usable(calls.c.outcome), 1), else_=0)),
         func.sum(case((or_(calls.c.latency > RULE_MS, calls.c.outcome == TIMEOUT), 1), else_=0)),
         func.sum(case((calls.c.latency > TEXAS_MS, 1), else_=0)),
-    ).group_by(calls.c.naic, calls.c.day)
-    for naic, day, count, ok, over_5s, over_1_75s in db.execute(totals):
-        stats = table[naic][day]
-        stats.calls, stats.ok = count, int(ok)
-        stats.over_5s, stats.over_1_75s = int(over_5s), int(over_1_75s)
-    group = (calls.c.naic, calls.c.day)
+    ).group_by(calls.c.naic)
     ranked = select(
         calls.c.naic,
-        calls.c.day,
         calls.c.latency,
-        func.row_number().over(partition_by=group, order_by=calls.c.latency).label("rank"),
-        func.count().over(partition_by=group).label("n"),
+        func.row_number().over(partition_by=calls.c.naic, order_by=calls.c.latency).label("rank"),
     ).subquery()
-    wanted = or_(*(ranked.c.rank == nearest_rank(p, ranked.c.n) for p in PERCENTILES))
-    picked = select(ranked.c.naic, ranked.c.day, ranked.c.rank, ranked.c.n, ranked.c.latency)
-    for naic, day, rank, n, latency in db.execute(picked.where(wanted)):
-        stats = table[naic][day]
-        for percent in PERCENTILES:
-            if rank == nearest_rank(percent, n):
-                setattr(stats, f"p{percent}_ms", round(latency, 1))
-    return [InsurerStats(naic, names[naic], list(table[naic].values())) for naic in names]
+    for index, day in enumerate(days):
+        bounds = {"start": _utc_start(day, zone), "end": _utc_start(day + timedelta(days=1), zone)}
+        between()
+        ranks: dict[str, dict[int, list[int]]] = {}  # NAIC → rank → the percentiles at it
+        for naic, count, ok, over_5s, over_1_75s in db.execute(totals, bounds):
+            stats = table[naic][index]
+            stats.calls, stats.ok = count, int(ok)
+            stats.over_5s, stats.over_1_75s = int(over_5s), int(over_1_75s)
+            at = ranks[naic] = {}
+            for percent in PERCENTILES:
+                at.setdefault(nearest_rank(percent, count), []).append(percent)
+        if not ranks:
+            continue
+        # Only the ranked rows that are a percentile come back: a few per insurer.
+        wanted = or_(
+            *(and_(ranked.c.naic == naic, ranked.c.rank.in_(list(r))) for naic, r in ranks.items())
+        )
+        picked = select(ranked.c.naic, ranked.c.rank, ranked.c.latency).where(wanted)
+        for naic, rank, latency in db.execute(picked, bounds):
+            for percent in ranks[naic][rank]:
+                setattr(table[naic][index], f"p{percent}_ms", round(latency, 1))
+    return [InsurerStats(naic, names[naic], table[naic]) for naic in names]
 
 
 def latest_due_day(today: date, due_day: int) -> date:
