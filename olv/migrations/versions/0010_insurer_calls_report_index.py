@@ -4,14 +4,14 @@ The index by NAIC and time also holds the outcome and the latency, so that the p
 and percentiles never look up the table's rows (on a large log those lookups were most of a
 report's time). It replaces the index by NAIC and time, which it serves as well.
 
-Revision ID: 0007
-Revises: 0009 (numbered before it, merged after it)
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-03
 """
 
 from alembic import op
 
-revision = "0007"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
