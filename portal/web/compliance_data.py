@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select, true
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from bob_loader.models import BobFile
 from olv.db import as_utc
@@ -137,7 +138,8 @@ def per_day(
     table: dict[str, list[DayStats]] = {naic: [DayStats(d) for d in days] for naic in names}
     if not names:
         return []
-    start, end = bindparam("start"), bindparam("end")
+    start: BindParameter[datetime] = bindparam("start")
+    end: BindParameter[datetime] = bindparam("end")
     counted = select(
         InsurerCall.naic.label("naic"),
         InsurerCall.outcome.label("outcome"),
