@@ -310,3 +310,10 @@ def test_cli_outbox_writes_what_was_not_returned(engine, tmp_path: Path, capsys)
     assert run(["iies", "returns", "--naic", NAIC, "--outbox", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out) == {"outbox": None}
     assert run(["iies", "returns", "--naic", NAIC, "--outbox", str(tmp_path / "no")]) == 2
+
+
+def test_without_a_sender_the_first_rows_naic_names_it(engine) -> None:
+    ack = send(engine, [row(txn_id="A"), row(txn_id="B", naic=OTHER_NAIC)], naic=None)
+    assert ack.accepted and ack.naic == NAIC and ack.counts["E"] == 1
+    ack = send(engine, [row(txn_id="C", naic="ABCDE")], naic=None, name="nonaic.csv")
+    assert (ack.status, ack.error_code) == ("rejected", "F09")
