@@ -199,13 +199,19 @@ def main() -> None:
     parser.add_argument("--registrations", type=int, default=2_000_000)
     parser.add_argument("--transactions", type=int, default=100_000)
     parser.add_argument("--pg-url", default=os.environ.get("OLV_TEST_PG_URL", DEFAULT_PG_URL))
+    parser.add_argument("--data", type=Path, help="keep (and reuse) the generated files here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="iies-bench-") as tmp:
         work = Path(tmp)
-        registrations, transactions = work / "registrations.csv", work / "transactions.csv"
+        data = args.data or work
+        data.mkdir(parents=True, exist_ok=True)
+        registrations = data / f"registrations-{args.registrations}.csv"
+        transactions = data / f"transactions-{args.transactions}-{args.registrations}.csv"
         started = time.perf_counter()
-        write_registrations(registrations, args.registrations)
-        write_transactions(transactions, args.transactions, args.registrations)
+        if not registrations.exists():
+            write_registrations(registrations, args.registrations)
+        if not transactions.exists():
+            write_transactions(transactions, args.transactions, args.registrations)
         print(f"generated in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         with fresh_database("postgresql", work, args.pg_url) as url:
             env = os.environ | {"OLV_DATABASE_URL": url}
