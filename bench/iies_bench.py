@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import procstat
@@ -59,6 +60,7 @@ NAMES = ["SMITH", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCIA", "MILLER", "
 FIRST = ["JOHN", "MARY", "ROBERT", "PATRICIA", "MICHAEL", "LINDA", "DAVID", "SUSAN"]
 TARGETS = {"registrations": 180.0, "transactions": 60.0}
 TARGET_RSS_MB = 500.0
+BORN = date(1940, 1, 1)
 NAIC = "12345"
 
 
@@ -86,12 +88,10 @@ def letters(n: int) -> str:
 
 def person(i: int) -> tuple[str, str, str, str]:
     last = NAMES[i % 9] + letters(i // 9)
-    return (
-        last,
-        FIRST[i % 8],
-        "ABCDEFGH"[i % 8],
-        f"{1940 + i % 60}-{1 + i % 12:02d}-{1 + i % 28:02d}",
-    )
+    # DOBs spread over 60 years independently of the name parts, so that the 5/3/1 + DOB
+    # key names a handful of registrations, as it does with real people
+    dob = BORN + timedelta(days=(i * 7_919) % 21_900)
+    return last, FIRST[i % 8], "ABCDEFGH"[i % 8], dob.isoformat()
 
 
 def write_registrations(path: Path, rows: int) -> None:
@@ -226,6 +226,7 @@ def main() -> None:
             )
             step.floor_seconds = copy_floor(url, registrations, "floor_reg", REG_COLUMNS)
             steps.append(step)
+            print(step, file=sys.stderr, flush=True)
             analyze(url)
             step = timed(
                 "transactions load+edit+match",
@@ -235,6 +236,7 @@ def main() -> None:
             )
             step.floor_seconds = copy_floor(url, transactions, "floor_txn", list(HEADER))
             steps.append(step)
+            print(step, file=sys.stderr, flush=True)
             steps.append(timed("NBS re-match (daily)", args.transactions, ["-c", REMATCH], env))
     print(f"\nCPU calibration {calibration} ms (procstat.calibration_ms, lower is faster); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")  # fmt: skip
