@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import random
 import subprocess
@@ -237,7 +238,8 @@ def main() -> None:
             step.floor_seconds = copy_floor(url, transactions, "floor_txn", list(HEADER))
             steps.append(step)
             print(step, file=sys.stderr, flush=True)
-            steps.append(timed("NBS re-match (daily)", args.transactions, ["-c", REMATCH], env))
+            unmatched = json.loads(steps[-1].output)["counts"]["U"]
+            steps.append(timed("NBS re-match (daily)", unmatched, ["-c", REMATCH], env))
     print(f"\nCPU calibration {calibration} ms (procstat.calibration_ms, lower is faster); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")  # fmt: skip
     print(
