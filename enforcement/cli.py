@@ -57,11 +57,29 @@ def iies_returns(
     since: Annotated[
         str | None, typer.Option("--since", help="Only dispositions set on or after YYYY-MM-DD.")
     ] = None,
+    outbox: Annotated[
+        Path | None,
+        typer.Option(
+            "--outbox",
+            help="Instead: write the dispositions not yet returned to this folder as one CSV "
+            "(the SFTP outbox) and print its name.",
+        ),
+    ] = None,
 ) -> None:
     """One JSON line per transaction: txn_id, disposition, codes, plate."""
-    from enforcement.returns import line, returns
+    from enforcement.returns import line, returns, write_outbox
 
     _naic(naic)
+    if outbox is not None:
+        if not outbox.is_dir():
+            raise errors.UsageError(f"--outbox {outbox}: not a folder")
+        engine = _engine()
+        try:
+            written = write_outbox(engine, naic, outbox)
+        finally:
+            engine.dispose()
+        typer.echo(json.dumps({"outbox": str(written) if written else None}))
+        return
     start: date | None = None
     if since is not None:
         try:

@@ -99,7 +99,7 @@ FILE_ERRORS: Final = {
     "F06": "more transactions than one file or call may carry",
     "F07": "a txn_id appears twice in the file",
     "F08": "a txn_id was already received from this insurer",
-    "F09": "rows name more than one insurer, or an insurer other than the sender",
+    "F09": "no sender NAIC (none given nor on the first row), or one not bound to the account",
     "F10": "the file name is not 'IIES <NAIC> <YYYYMMDD>....csv'",
 }
 

@@ -85,6 +85,11 @@ _NAME = re.compile(r"^[A-Z0-9 -]*$")
 _VIN_CHARS = re.compile(r"^[A-HJ-NPR-Z0-9]+$")
 _ZIP = re.compile(r"^\d{5}(-?\d{4})?$")
 _BAD_TEXT = re.compile(r"[*~]")
+_LOWER = re.compile(r"[a-z]")
+
+
+def _too_long(raw: dict[str, str]) -> bool:
+    return any(len(raw[k]) > w for k, w in WIDTHS.items() if k != "plate")
 
 
 @dataclass(slots=True)
@@ -193,14 +198,14 @@ def edit(row: dict[str, str], line: int, sender_naic: str, today: date) -> Txn:
         if code not in codes:
             codes.append(code)
 
-    for name, value in raw.items():
-        too_long = name in WIDTHS and name != "plate" and len(value) > WIDTHS[name]
-        if too_long or not normalize.is_field_text(value) or _BAD_TEXT.search(value):
-            add("E33")
-        if any("a" <= ch <= "z" for ch in value):
-            add("E20")
+    whole = "\x1f".join(raw.values())  # one scan of the row for what no element may hold
+    clean_text = normalize.is_field_text(whole.replace("\x1f", ""))
+    if not clean_text or _BAD_TEXT.search(whole) or _too_long(raw):
+        add("E33")
+    if _LOWER.search(whole):
+        add("E20")
     cut = {k: (v[: WIDTHS[k]] if k in WIDTHS else v) for k, v in raw.items()}
-    if any(not normalize.is_field_text(v) for v in cut.values()):
+    if not clean_text:  # keep what can be stored: control characters dropped
         cut = {k: "".join(ch for ch in v if normalize.is_field_text(ch)) for k, v in cut.items()}
 
     txn = Txn(line=line, txn_id=cut["txn_id"][:40], type=raw["type"].upper()[:3], naic=sender_naic)

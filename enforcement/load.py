@@ -504,4 +504,5 @@ def _process(session: Session, run: _Run, batch: list[Txn]) -> None:
                 "rematch_until": rematch_until,
             }
         )
-    session.execute(insert(IiesTransaction), rows)
+    # Core insert: batched multi-row VALUES, not one statement per row as the ORM would send
+    session.connection().execute(insert(IiesTransaction.__table__), rows)

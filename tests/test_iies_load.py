@@ -300,3 +300,20 @@ def test_outbox_sends_each_disposition_once(engine, tmp_path: Path) -> None:
     body = first.read_text().splitlines()
     assert body[0].startswith("txn_id,disposition,codes,plate") and len(body) == 3
     assert write_outbox(engine, NAIC, tmp_path) is None
+
+
+def test_cli_outbox_writes_what_was_not_returned(engine, tmp_path: Path, capsys) -> None:
+    send(engine, [row(txn_id="A", plate="ABC123")])
+    assert run(["iies", "returns", "--naic", NAIC, "--outbox", str(tmp_path)]) == 0
+    written = json.loads(capsys.readouterr().out)["outbox"]
+    assert Path(written).read_text().splitlines()[1].startswith("A,H,H1,ABC123,NBS,")
+    assert run(["iies", "returns", "--naic", NAIC, "--outbox", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"outbox": None}
+    assert run(["iies", "returns", "--naic", NAIC, "--outbox", str(tmp_path / "no")]) == 2
+
+
+def test_without_a_sender_the_first_rows_naic_names_it(engine) -> None:
+    ack = send(engine, [row(txn_id="A"), row(txn_id="B", naic=OTHER_NAIC)], naic=None)
+    assert ack.accepted and ack.naic == NAIC and ack.counts["E"] == 1
+    ack = send(engine, [row(txn_id="C", naic="ABCDE")], naic=None, name="nonaic.csv")
+    assert (ack.status, ack.error_code) == ("rejected", "F09")

@@ -4,13 +4,19 @@ declares, on SQLite and PostgreSQL, and every code table is consistent."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import delete, update
+from sqlalchemy.exc import DBAPIError
 
 import enforcement.models  # noqa: F401  (registers the tables)
 from enforcement import codes
+from enforcement.models import Activity
 from olv import db
+from portal.models import Registration
 
 ENFORCEMENT_TABLES = {
     "registrants",
@@ -66,3 +72,28 @@ def test_every_code_table_is_well_formed() -> None:
     assert set(codes.LETTER_TYPES) <= set(codes.ACTIVITIES)
     assert set(codes.CASE_STATES) >= codes.CLOSED_STATES
     assert codes.describe("LTF") == codes.ACTIVITIES["LTF"]
+
+
+def test_activities_are_only_ever_added(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    try:
+        with db.transaction(engine) as session:
+            registration = Registration(plate="ABC123", state="NY", vin="1HGCM82633A004352")
+            session.add(registration)
+            session.flush()
+            session.add(
+                Activity(
+                    registration_id=registration.id,
+                    activity_date=date(2026, 12, 3),
+                    code="XLC",
+                    caused_by="txn:1",
+                    recorded_at=datetime.now(UTC),
+                )
+            )
+        for change in (update(Activity).values(code="NBS"), delete(Activity)):
+            with pytest.raises(DBAPIError, match="only ever added"), db.transaction(engine) as s:
+                s.execute(change)
+        with db.transaction(engine) as session:
+            assert [a.code for a in session.query(Activity)] == ["XLC"]
+    finally:
+        engine.dispose()

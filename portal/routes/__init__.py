@@ -10,10 +10,17 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI
 
+from enforcement import api as enforcement_api
 from portal import web
 from portal.routes import health, iies_cases, queries, verify
 
-ROUTERS: list[APIRouter] = [health.router, verify.router, queries.router, iies_cases.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    verify.router,
+    queries.router,
+    enforcement_api.router,
+    iies_cases.router,
+]
 INSTALLERS: list[Callable[[FastAPI], None]] = []
 
 # The browser pages (portal.web) bring their own routers and install step.

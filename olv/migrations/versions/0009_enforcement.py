@@ -34,6 +34,27 @@ def _registration(table: str, ondelete: str = "CASCADE", nullable: bool = False)
     )
 
 
+def _append_only(table: str) -> None:
+    """The database itself refuses to change or delete a row of ``table`` (SPEC §6: every
+    transition is an activity, never edited, only added to)."""
+    message = f"{table} rows are only ever added"
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"CREATE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{message}'; END $$"
+        )
+        op.execute(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()"
+        )
+    else:
+        for event in ("UPDATE", "DELETE"):
+            op.execute(
+                f"CREATE TRIGGER {table}_no_{event.lower()} BEFORE {event} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            )
+
+
 def upgrade() -> None:
     op.create_table(
         "registrants",
@@ -205,6 +226,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_activities_case_id", "activities", ["case_id"])
     op.create_index("ix_activities_doc_id", "activities", ["doc_id"])
+    _append_only("activities")
 
     op.create_table(
         "letters",
@@ -274,6 +296,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS activities_append_only ON activities")
+        op.execute("DROP FUNCTION IF EXISTS activities_append_only()")
     for table in (
         "iies_run_steps",
         "bob_absences",

@@ -1,0 +1,257 @@
+"""Enforcement intake benchmark (SPEC §6, issue 14 part A), PostgreSQL:
+
+1. ``olv registrations import`` of ``--registrations`` rows (default 2,000,000) with every
+   registrant column, into a fresh database;
+2. a day of ``--transactions`` insurer transactions (default 100,000; NBS and XLC matching by
+   plate, DOB and name, some resolved, some unmatched, some edit errors) through
+   ``olv iies load``: read, edited, matched, sequence-checked and stored;
+3. the NBS re-matching that ``olv iies run`` does daily (``enforcement.returns.rematch``).
+
+Each step runs as a subprocess (as operators run it); its wall time, CPU time and peak RSS come
+from ``wait4``. The floor, measured in the same run: PostgreSQL ``COPY`` of the same rows into
+an unindexed table. Prints a Markdown table for bench/RESULTS.md and the extrapolation to
+10,000,000 registrations.
+
+    python bench/iies_bench.py [--registrations 2000000] [--transactions 100000] [--pg-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import procstat
+from scratch_db import DEFAULT_PG_URL, analyze, fresh_database, olv
+from sqlalchemy import create_engine
+
+from enforcement.edits import HEADER
+from olv.vin import with_check_digit
+
+REG_COLUMNS = [
+    "plate",
+    "state",
+    "vin",
+    "reg_class",
+    "entity_type",
+    "last_name",
+    "first_name",
+    "middle_name",
+    "dob",
+    "dl_number",
+    "fein",
+    "zip",
+    "address1",
+    "address2",
+    "city",
+    "reg_effective",
+    "reg_expires",
+    "status",
+]
+NAMES = ["SMITH", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCIA", "MILLER", "DAVIS", "LOPEZ"]
+FIRST = ["JOHN", "MARY", "ROBERT", "PATRICIA", "MICHAEL", "LINDA", "DAVID", "SUSAN"]
+TARGETS = {"registrations": 180.0, "transactions": 60.0}
+TARGET_RSS_MB = 500.0
+NAIC = "12345"
+
+
+WMI = ("1HGCM8", "2T1BUR", "5YJSA1", "1FTFW1", "3VWFE2", "JN1AZ4", "WBAPH5")
+
+
+def vin(i: int) -> str:
+    """Distinct VINs that differ in most places (as real ones of one name key do)."""
+    return with_check_digit(f"{WMI[i % 7]}{(i * 7_919_317) % 10**11:011d}")
+
+
+def plate(i: int) -> str:
+    return f"P{i:07d}"
+
+
+def letters(n: int) -> str:
+    """``n`` in base 26 as letters: names stay letters only and (nearly) unique."""
+    out = ""
+    while True:
+        n, digit = divmod(n, 26)
+        out = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[digit] + out
+        if not n:
+            return out
+
+
+def person(i: int) -> tuple[str, str, str, str]:
+    last = NAMES[i % 9] + letters(i // 9)
+    return (
+        last,
+        FIRST[i % 8],
+        "ABCDEFGH"[i % 8],
+        f"{1940 + i % 60}-{1 + i % 12:02d}-{1 + i % 28:02d}",
+    )
+
+
+def write_registrations(path: Path, rows: int) -> None:
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(REG_COLUMNS)
+        for i in range(rows):
+            last, first, middle, dob = person(i)
+            writer.writerow(
+                [plate(i), "NY", vin(i), "PAS", "1", last, first, middle, dob,
+                 f"{i:09d}", "", f"{12000 + i % 900:05d}", f"{i} MAIN ST", "", "ALBANY",
+                 "2025-03-01", "2027-02-28", "active"]
+            )  # fmt: skip
+
+
+def write_transactions(path: Path, rows: int, registrations: int) -> None:
+    rng = random.Random(14)
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(HEADER)
+        for n in range(rows):
+            i = rng.randrange(registrations)
+            last, first, middle, dob = person(i)
+            kind = "XLC" if n % 4 == 3 else "NBS"
+            values = {
+                "txn_id": f"B{n:08d}", "type": kind, "naic": NAIC,
+                "effective_date": "2026-11-01" if kind == "NBS" else "2026-11-20",
+                "policy_number": f"POL{i}", "policy_type": "1", "entity_type": "1",
+                "last_name": last, "first_name": first, "middle_name": middle, "dob": dob,
+                "dl_number": "", "fein": "", "zip": "", "vin": vin(i), "plate": "",
+                "vehicle_year": "2015", "make": "HONDA", "tracking_number": "",
+            }  # fmt: skip
+            share = n % 20
+            if share < 6:
+                values["plate"] = plate(i)  # H1
+            elif share < 8:
+                values["dl_number"] = f"{i:09d}"  # H2
+            elif share == 17:
+                values["vin"] = with_check_digit(f"9ZZZZ9{i:011d}")  # U
+            elif share == 18:
+                values["vin"] = "UNKNOWN"  # E
+            elif share == 19:
+                v = vin(i)
+                values["vin"] = with_check_digit(v[:12] + str((int(v[12]) + 1) % 10) + v[13:])  # R
+            writer.writerow([values[h] for h in HEADER])
+
+
+@dataclass
+class Step:
+    name: str
+    rows: int
+    seconds: float
+    cpu_seconds: float
+    rss_mb: float
+    floor_seconds: float | None
+    output: str
+
+
+def timed(name: str, rows: int, args: list[str], env: dict[str, str]) -> Step:
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    out = proc.stdout.read().decode().strip() if proc.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        sys.exit(f"{name} failed: {out}\n{err}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return Step(name, rows, seconds, cpu, usage.ru_maxrss / 1024, None, out)
+
+
+def copy_floor(url: str, path: Path, table: str, columns: list[str]) -> float:
+    """Seconds for COPY of the CSV's rows into an unindexed table of text columns."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        conn.exec_driver_sql(f"CREATE TABLE {table} ({', '.join(f'{c} text' for c in columns)})")
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        with (
+            cursor.copy(f"COPY {table} FROM STDIN WITH (FORMAT csv, HEADER true)") as copy,
+            path.open("rb") as data,
+        ):
+            while chunk := data.read(1 << 20):
+                copy.write(chunk)
+    seconds = time.perf_counter() - started
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {table}")
+    engine.dispose()
+    return seconds
+
+
+REMATCH = (
+    "import sys; from datetime import date; from olv import db; from olv.config import "
+    "get_settings; from enforcement.returns import rematch; e = db.make_engine(get_settings()."
+    "database_url); print(rematch(e, date.today()))"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registrations", type=int, default=2_000_000)
+    parser.add_argument("--transactions", type=int, default=100_000)
+    parser.add_argument("--pg-url", default=os.environ.get("OLV_TEST_PG_URL", DEFAULT_PG_URL))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="iies-bench-") as tmp:
+        work = Path(tmp)
+        registrations, transactions = work / "registrations.csv", work / "transactions.csv"
+        started = time.perf_counter()
+        write_registrations(registrations, args.registrations)
+        write_transactions(transactions, args.transactions, args.registrations)
+        print(f"generated in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        with fresh_database("postgresql", work, args.pg_url) as url:
+            env = os.environ | {"OLV_DATABASE_URL": url}
+            olv("db", "upgrade", env=env)
+            calibration = procstat.calibration_ms()
+            steps = []
+            step = timed(
+                "registrations import",
+                args.registrations,
+                ["-m", "olv", "registrations", "import", str(registrations)],
+                env,
+            )
+            step.floor_seconds = copy_floor(url, registrations, "floor_reg", REG_COLUMNS)
+            steps.append(step)
+            analyze(url)
+            step = timed(
+                "transactions load+edit+match",
+                args.transactions,
+                ["-m", "olv", "iies", "load", str(transactions)],
+                env,
+            )
+            step.floor_seconds = copy_floor(url, transactions, "floor_txn", list(HEADER))
+            steps.append(step)
+            steps.append(timed("NBS re-match (daily)", args.transactions, ["-c", REMATCH], env))
+    print(f"\nCPU calibration {calibration} ms (procstat.calibration_ms, lower is faster); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")  # fmt: skip
+    print(
+        "| step | rows | seconds | target | CPU s | rows per CPU s | peak RSS MB | COPY floor s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for s in steps:
+        target = TARGETS.get(s.name.split()[0])
+        floor = f"{s.floor_seconds:.1f}" if s.floor_seconds is not None else "–"
+        print(
+            f"| {s.name} | {s.rows:,} | {s.seconds:.1f} | {f'{target:.0f}' if target else '–'} "
+            f"| {s.cpu_seconds:.1f} | {s.rows / max(s.cpu_seconds, 0.001):,.0f} | "
+            f"{s.rss_mb:.0f} | {floor} |"
+        )
+    reg = steps[0]
+    print(
+        f"\n10,000,000 registrations at this rate: {reg.seconds * 1e7 / reg.rows / 60:.1f} min "
+        f"wall, {reg.cpu_seconds * 1e7 / reg.rows / 60:.1f} min of client CPU"
+    )
+    print(f"acknowledgement: {steps[1].output}")
+    print(f"re-match: {steps[2].output}")
+
+
+if __name__ == "__main__":
+    main()
