@@ -190,6 +190,21 @@ class Writer:
         self.settings = settings
         self.caused_by = caused_by
         self.now = datetime.now(UTC)
+        self._free_ids: list[str] = []
+
+    def reserve_doc_ids(self, count: int) -> None:
+        """Draw ``count`` Document IDs not yet used, with one query (not one per letter)."""
+        drawn = {new_doc_id() for _ in range(count)}
+        taken = set(self.session.scalars(select(Letter.doc_id).where(Letter.doc_id.in_(drawn))))
+        self._free_ids = sorted(drawn - taken)
+
+    def _doc_id(self) -> str:
+        if self._free_ids:
+            return self._free_ids.pop()
+        doc_id = new_doc_id()
+        while self.session.get(Letter, doc_id) is not None:  # 1 in 10^9: draw again
+            doc_id = new_doc_id()
+        return doc_id
 
     def open(self, record: Record, step: cw.Step, kind_code: str, naic: str | None) -> CaseRow:
         reg = record.registration
@@ -257,9 +272,7 @@ class Writer:
 
     def _letter(self, record: Record, row: CaseRow | None, step: cw.Step) -> str:
         reg, person = record.registration, record.registrant
-        doc_id = new_doc_id()
-        while self.session.get(Letter, doc_id) is not None:  # 1 in 10^9: draw again
-            doc_id = new_doc_id()
+        doc_id = self._doc_id()
         self.session.add(
             Letter(
                 doc_id=doc_id,
@@ -299,11 +312,12 @@ def move_record(
     settings: CaseSettings,
     caused_by: str,
     new_postings: Sequence[IiesTransaction] = (),
+    writer: Writer | None = None,
 ) -> Counts:
     """Bring one record's cases up to ``day``; ``new_postings`` are the transactions this call
     put in the timeline (their activities are written here, as steps or plain)."""
     counts = Counts()
-    writer = Writer(session, settings, caused_by)
+    writer = writer or Writer(session, settings, caused_by)
     recorded: set[int] = set()
     facts = record.facts()
     for _ in range(100):  # each round opens or moves a case; a record never needs this many
