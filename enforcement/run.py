@@ -31,6 +31,7 @@ from enforcement.case_store import (
     group_by_registration,
     load_records,
     move_record,
+    open_lapse,
 )
 from enforcement.models import Case as CaseRow
 from enforcement.models import IiesRunStep, IiesTransaction
@@ -99,6 +100,12 @@ def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings
         grouped = group_by_registration(fresh)
         writer = Writer(session, settings, f"run:{day}")
         writer.reserve_doc_ids(2 * len(ids))  # a record rarely gets more than one letter a day
+        # First pass: the batch's new cases, written together (their ids are needed below).
+        for record in records.values():
+            record.known_facts = record.facts()
+            if record.open_case() is None:
+                open_lapse(writer, record, record.known_facts, day, flush=False)
+        session.flush()
         for registration_id in ids:
             record = records.get(registration_id)
             if record is None:
