@@ -79,6 +79,10 @@ class Record:
     cases: list[CaseRow] = field(default_factory=list)
     activities: list[Activity] = field(default_factory=list)
     mvfs: list[MvfRequest] = field(default_factory=list)
+    # Set by the run's first pass over a batch: the facts it computed and the case it opened
+    # (all of a batch's new cases are written with one flush, not one each).
+    known_facts: cw.Facts | None = None
+    opening: cw.Step | None = None
 
     def facts(self) -> cw.Facts:
         postings = [
@@ -190,8 +194,25 @@ class Writer:
         self.settings = settings
         self.caused_by = caused_by
         self.now = datetime.now(UTC)
+        self._free_ids: list[str] = []
 
-    def open(self, record: Record, step: cw.Step, kind_code: str, naic: str | None) -> CaseRow:
+    def reserve_doc_ids(self, count: int) -> None:
+        """Draw ``count`` Document IDs not yet used, with one query (not one per letter)."""
+        drawn = {new_doc_id() for _ in range(count)}
+        taken = set(self.session.scalars(select(Letter.doc_id).where(Letter.doc_id.in_(drawn))))
+        self._free_ids = sorted(drawn - taken)
+
+    def _doc_id(self) -> str:
+        if self._free_ids:
+            return self._free_ids.pop()
+        doc_id = new_doc_id()
+        while self.session.get(Letter, doc_id) is not None:  # 1 in 10^9: draw again
+            doc_id = new_doc_id()
+        return doc_id
+
+    def open(
+        self, record: Record, step: cw.Step, kind_code: str, naic: str | None, flush: bool = True
+    ) -> CaseRow:
         reg = record.registration
         row = CaseRow(
             registration_id=reg.id,
@@ -205,7 +226,8 @@ class Writer:
             lapse_starts=step.day if kind_code == "XLC" else None,
         )
         self.session.add(row)
-        self.session.flush()
+        if flush:
+            self.session.flush()
         record.cases.append(row)
         return row
 
@@ -257,9 +279,7 @@ class Writer:
 
     def _letter(self, record: Record, row: CaseRow | None, step: cw.Step) -> str:
         reg, person = record.registration, record.registrant
-        doc_id = new_doc_id()
-        while self.session.get(Letter, doc_id) is not None:  # 1 in 10^9: draw again
-            doc_id = new_doc_id()
+        doc_id = self._doc_id()
         self.session.add(
             Letter(
                 doc_id=doc_id,
@@ -299,24 +319,27 @@ def move_record(
     settings: CaseSettings,
     caused_by: str,
     new_postings: Sequence[IiesTransaction] = (),
+    writer: Writer | None = None,
 ) -> Counts:
     """Bring one record's cases up to ``day``; ``new_postings`` are the transactions this call
     put in the timeline (their activities are written here, as steps or plain)."""
     counts = Counts()
-    writer = Writer(session, settings, caused_by)
+    writer = writer or Writer(session, settings, caused_by)
     recorded: set[int] = set()
-    facts = record.facts()
+    facts = record.known_facts or record.facts()
     for _ in range(100):  # each round opens or moves a case; a record never needs this many
         row = record.open_case()
-        if row is None:
-            step = cw.opening(facts.timeline, record.opened_refs(), day)
-            if step is None:
-                break
-            txn = _txn_id(step.ref)
-            naic = next((t.naic for t in record.transactions if t.id == txn), None)
-            row = writer.open(record, step, "XLC", naic)
+        if row is not None and record.opening is not None:  # opened by the batch's first pass
+            writer.steps(record, row, [record.opening], counts, recorded)
+            record.opening = None
             counts.cases_opened += 1
-            writer.steps(record, row, [step], counts, recorded)
+        elif row is None:
+            row = open_lapse(writer, record, facts, day, flush=True)
+            if row is None:
+                break
+            writer.steps(record, row, [record.opening], counts, recorded)  # type: ignore[list-item]
+            record.opening = None
+            counts.cases_opened += 1
         case = record.engine_case(row)
         case, steps = cw.advance(case, facts, day, settings)
         writer.steps(record, row, steps, counts, recorded)
@@ -343,6 +366,20 @@ def move_record(
         )
         counts.activities += 1
     return counts
+
+
+def open_lapse(
+    writer: Writer, record: Record, facts: cw.Facts, day: date, *, flush: bool
+) -> CaseRow | None:
+    """Open the lapse case a cancellation calls for, if any (its opening step waits in
+    ``record.opening`` to be written with the case's other steps)."""
+    step = cw.opening(facts.timeline, record.opened_refs(), day)
+    if step is None:
+        return None
+    txn = _txn_id(step.ref)
+    naic = next((t.naic for t in record.transactions if t.id == txn), None)
+    record.opening = step
+    return writer.open(record, step, "XLC", naic, flush=flush)
 
 
 def answer_mvfs(

@@ -25,11 +25,13 @@ from sqlalchemy.engine import Engine
 from enforcement.case_settings import CaseSettings
 from enforcement.case_store import (
     Counts,
+    Writer,
     answer_mvfs,
     due_filter,
     group_by_registration,
     load_records,
     move_record,
+    open_lapse,
 )
 from enforcement.models import Case as CaseRow
 from enforcement.models import IiesRunStep, IiesTransaction
@@ -56,7 +58,15 @@ def run(
         counts.add(_batch(engine, ids[start : start + batch], day, settings))
         if after_batch is not None:
             after_batch(number)
+    if settings.bob_monitoring:
+        from enforcement.bob_monitor import check_month
+
+        bob = check_month(engine, day, settings)
+        # Cases opened now get their first step (the grace) from tomorrow's run on.
+        counts.cases_opened += bob["bob_cases_opened"]
     summary: dict[str, Any] = {"date": day.isoformat(), **counts.as_dict()}
+    if settings.bob_monitoring:
+        summary["bob_absent"] = bob["bob_absent"]
     summary["rematched"] = rematched.get("matched", 0) + rematched.get("resolved", 0)
     summary["unresolved_final"] = rematched.get("final", 0)
     _journal(engine, day, summary)
@@ -88,13 +98,21 @@ def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings
         for txn in fresh:
             txn.posted_on = day
         grouped = group_by_registration(fresh)
+        writer = Writer(session, settings, f"run:{day}")
+        writer.reserve_doc_ids(2 * len(ids))  # a record rarely gets more than one letter a day
+        # First pass: the batch's new cases, written together (their ids are needed below).
+        for record in records.values():
+            record.known_facts = record.facts()
+            if record.open_case() is None:
+                open_lapse(writer, record, record.known_facts, day, flush=False)
+        session.flush()
         for registration_id in ids:
             record = records.get(registration_id)
             if record is None:
                 continue
             posted = grouped.get(registration_id, [])
             counts.mvf_answered += answer_mvfs(session, record, day, posted)
-            counts.add(move_record(session, record, day, settings, f"run:{day}", posted))
+            counts.add(move_record(session, record, day, settings, f"run:{day}", posted, writer))
             counts.transactions_matched += len(posted)
     return counts
 

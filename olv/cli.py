@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -76,6 +76,7 @@ def demo(
     """One command: migrate the SQLite database, load demo data, serve SOAP and the portal."""
     import subprocess
 
+    from enforcement import demo as iies_demo
     from olv.ports import claim_port
     from portal import card_demo
     from portal import demo as portal_demo
@@ -111,9 +112,11 @@ def demo(
     typer.echo(
         demo_data.banner(settings.database_url, url, request_file.name, today, count)
         + portal_demo.banner(portal_url, demo_data.DEMO_NAIC)
-        + card_demo.banner(portal_url, *card_files),
+        + card_demo.banner(portal_url, *card_files)
+        + iies_demo.banner(),
         err=True,
     )
+    _enforcement_in_background(settings.database_url, soap_base, demo_data.DEMO_NAIC, today)
     # The portal runs beside the SOAP service, in its own process, on the same database.
     command = [sys.executable, "-m", "olv", "portal", "serve", "--host", host]
     portal = subprocess.Popen(
@@ -133,6 +136,31 @@ def demo(
         except subprocess.TimeoutExpired:
             portal.kill()
             portal.wait()
+
+
+def _enforcement_in_background(url: str, soap_base: str, naic: str, today: date) -> None:
+    """The enforcement demo, once the SOAP service (started below) answers: its paper proof
+    is verified live with that service."""
+    import json
+    import threading
+
+    from enforcement import demo as iies_demo
+
+    def work() -> None:
+        engine = db.make_engine(url)
+        try:
+            # After the service is up: the seeding would otherwise slow its start (one GIL).
+            iies_demo.wait_for(soap_base)
+            printed = iies_demo.seed(engine, naic, today, Path.cwd())
+            typer.echo(f"demo letters: {printed['letters']} in {printed['mailing']}", err=True)
+            result = iies_demo.prove_live(engine, naic, today)
+            typer.echo("demo paper proof for DEMO1: " + json.dumps(result), err=True)
+        except Exception as exc:  # noqa: BLE001 - the demo goes on serving
+            typer.echo(f"demo enforcement failed: {type(exc).__name__}", err=True)
+        finally:
+            engine.dispose()
+
+    threading.Thread(target=work, name="demo-enforcement", daemon=True).start()
 
 
 _register()

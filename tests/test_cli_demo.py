@@ -41,7 +41,7 @@ def test_demo_serves_and_confirms(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}/iicmva/00200809"
     portal = f"http://127.0.0.1:{portal_port}"
     try:
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 120
         for health in (f"http://127.0.0.1:{port}/healthz", f"{portal}/healthz"):
             while True:
                 assert process.poll() is None, log.read_text()
@@ -68,6 +68,7 @@ def test_demo_serves_and_confirms(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         assert "Confirmed" in out.stdout
         _portal_as_the_banner_says(portal, banner, tmp_path)
+        _enforcement_as_the_banner_says(tmp_path, log, env)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
@@ -102,3 +103,35 @@ def _portal_as_the_banner_says(portal: str, banner: str, folder: Path) -> None:
         files = {"photo": ("card.pdf", card.read_bytes(), "application/pdf")}
         checked = client.post("/cards/check.json", files=files).json()["answer"]
         assert checked["valid"] is True and checked["live"]["verdict"] == "confirmed", checked
+
+
+def _enforcement_as_the_banner_says(folder: Path, log: Path, env: dict[str, str]) -> None:
+    """The cancellation became a letter on paper, and DEMO1's paper proof was verified live."""
+    import csv
+    import json
+
+    deadline = time.monotonic() + 60
+    while "demo paper proof for DEMO1" not in log.read_text():
+        assert "demo enforcement failed" not in log.read_text(), log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    banner = log.read_text()
+    assert "Enforcement (SPEC §6)" in banner
+    with (folder / "olv-demo-letters" / "mailing.csv").open(encoding="utf-8") as handle:
+        (letter,) = list(csv.DictReader(handle))
+    assert letter["kind"] == "first_inquiry" and letter["name"] == "MARIA GARCIA"
+    assert (folder / "olv-demo-letters" / letter["file"]).read_bytes().startswith(b"%PDF-")
+    command = banner.split("olv iies case ", 1)[1].split()[0]
+    case = subprocess.run(
+        [sys.executable, "-m", "olv", "iies", "case", command],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert case.returncode == 0, case.stderr
+    record = json.loads(case.stdout)
+    assert record["case_state"] == "FIQ" and record["activities"][-1]["doc_id"] == letter["doc_id"]
+    line = log.read_text().split("demo paper proof for DEMO1: ", 1)[1].splitlines()[0]
+    assert json.loads(line)["live"] == "Confirmed"
