@@ -30,6 +30,7 @@ PDF_LONG_SIDE_PX = 2400  # ~220 dpi on a Letter page: a 0.38 mm module is 3.3 pi
 WORK_LONG_SIDE_PX = 2400  # larger images are reduced first: faster, still 2+ px a module
 ANGLES = (4, -4, 8, -8, 12, -12, 16, -16, 20, -20, 25, -25, 30, -30)
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+PDF417_ONLY = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.PDF417)
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
@@ -57,19 +58,19 @@ def _open_image(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-            width, height = image.size
+            opened = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            width, height = opened.size
             if width * height > MAX_PIXELS or width < 1 or height < 1:
                 raise DecodeError(
                     f"the image is {width} x {height} pixels; at most {MAX_PIXELS:,} are read"
                 )
             factor = -(-max(width, height) // WORK_LONG_SIDE_PX)
-            if image.format == "JPEG" and factor > 1:
+            if opened.format == "JPEG" and factor > 1:
                 # Decode a big photo at a half or a quarter of its size, in grey, straight from
                 # the JPEG's DCT: several times faster than decoding it whole and reducing it.
-                image.draft("L", (-(-width // factor), -(-height // factor)))
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
+                opened.draft("L", (-(-width // factor), -(-height // factor)))
+            opened.load()
+            image = ImageOps.exif_transpose(opened) or opened
             return image.convert("L")
     except DecodeError:
         raise
@@ -93,7 +94,7 @@ def from_image(image: Image.Image) -> list[str]:
 
 
 def _read(image: Image.Image) -> list[str]:
-    results = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.PDF417)
+    results = zxingcpp.read_barcodes(image, formats=PDF417_ONLY)
     seen: list[str] = []
     for result in results:
         if result.valid and result.text not in seen:

@@ -23,6 +23,7 @@ from idcards.templates import Template, for_card
 PAGE_W, PAGE_H = letter
 CARD_H = PAGE_H / 2
 MARGIN = 12 * mm
+LINE_H: float = 4.6 * mm  # typed: reportlab's units are untyped
 
 
 def write(path: Path, cards: Iterable[tuple[Card, str]], *, fs75_copies: bool = True) -> int:
@@ -94,11 +95,11 @@ def _fields(canvas: Canvas, template: Template, card: Card, left: float, y: floa
         ("Helvetica-Bold", 10, left + 45 * mm, [value for _, value in rows]),
     ):
         text = canvas.beginText(x, y)
-        text.setFont(font, size, leading=4.6 * mm)
+        text.setFont(font, size, leading=LINE_H)
         for line in column:
             text.textLine(line)
         canvas.drawText(text)
-    return y - len(rows) * 4.6 * mm
+    return y - len(rows) * LINE_H
 
 
 def _barcode(canvas: Canvas, text: str, left: float, bottom: float) -> None:

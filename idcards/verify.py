@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -43,9 +43,37 @@ class KnownKey:
 
 
 Lookup = Callable[[str], KnownKey | None]
+Signature = Literal["good", "bad"]
 
 
-def verify_text(text: str, lookup: Lookup, today: date) -> dict[str, Any]:
+class Answer(TypedDict):
+    """The answer, as the module's docstring shows it (``card`` is :meth:`Card.as_dict`)."""
+
+    valid: bool
+    reason: str
+    issuer: str | None
+    key_id: str | None
+    card: dict[str, Any] | None
+    expired: bool
+    revoked: bool
+    signature: Signature | None
+
+
+class _Signer(TypedDict):
+    """What is shown once the key is known: its issuer and id."""
+
+    issuer: str
+    key_id: str
+
+
+class _Shown(_Signer):
+    """What is shown once the signature is good: the card's fields too."""
+
+    signature: Signature
+    card: dict[str, Any]
+
+
+def verify_text(text: str, lookup: Lookup, today: date) -> Answer:
     try:
         unverified = signed.read(text)
     except signed.Unreadable as exc:
@@ -56,11 +84,11 @@ def verify_text(text: str, lookup: Lookup, today: date) -> dict[str, Any]:
     known = lookup(kid)
     if known is None:
         return _answer(False, "unknown key", key_id=kid)
-    base = {"issuer": known.issuer, "key_id": kid}
+    base: _Signer = {"issuer": known.issuer, "key_id": kid}
     if not cose.check(unverified.message, known.public_key):
         return _answer(False, "bad signature", signature="bad", **base)
     card = unverified.card
-    shown = {**base, "signature": "good", "card": card.as_dict()}
+    shown: _Shown = {**base, "signature": "good", "card": card.as_dict()}
     if card.issuer != known.issuer:
         return _answer(False, "the card names another issuer than its key's", **shown)
     if _revoked(known, card.issued):
@@ -96,8 +124,8 @@ def _answer(
     card: dict[str, Any] | None = None,
     expired: bool = False,
     revoked: bool = False,
-    signature: str | None = None,
-) -> dict[str, Any]:
+    signature: Signature | None = None,
+) -> Answer:
     return {
         "valid": valid,
         "reason": reason,
