@@ -94,7 +94,7 @@ async def send_transactions(principal: Sender, request: Request) -> Acknowledgem
     if not ack.accepted:
         message = f"acknowledgement {ack.ack_id}: rejected ({ack.error_code}): {ack.error}"
         raise ApiError(422, message, [FieldError(field="body", message=f"{ack.error_code}")])
-    return Acknowledgement(**ack.as_dict())  # type: ignore[arg-type]
+    return Acknowledgement(**ack.as_dict())
 
 
 @router.get(
@@ -121,7 +121,7 @@ async def get_returns(
     found = await within_budget(
         request, lambda: [line(t) for t in returns(engine, naic, since, limit)]
     )
-    return Returns(naic=naic, returns=[ReturnLine(**x) for x in found])  # type: ignore[arg-type]
+    return Returns(naic=naic, returns=[ReturnLine(**x) for x in found])
 
 
 @router.get(

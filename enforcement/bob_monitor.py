@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.expression import Exists
 
 from bob_loader.models import BobCurrent, BobRecord
 from enforcement import casework as cw
@@ -28,6 +29,7 @@ from portal.models import Insurer, Registration
 from portal.registry import InsurerInput
 from portal.settings import PortalSettings
 from portal.soap_wire import Ask
+from portal.verdicts import confirmed, usable
 
 BATCH = 1000
 UNKNOWN_KEY = "UNKNOWN"
@@ -64,7 +66,7 @@ def check_month(engine: Engine, day: date, settings: CaseSettings) -> dict[str, 
     return {"bob_absent": counted, "bob_cases_opened": counts.cases_opened}
 
 
-def _current_vin(day: date):  # noqa: ANN202 - a SQLAlchemy clause
+def _current_vin(day: date) -> Exists:
     """The registration's VIN is in a current BoB record in force on ``day``."""
     return exists(
         select(BobRecord.id)
@@ -179,7 +181,7 @@ async def _broadcast(insurers: list[InsurerInput], vins: dict[int, str], day: da
                 ask = Ask(insurer.naic, UNKNOWN_KEY, vin, day, "VEHREG", portal.state,
                           portal.requestor)  # fmt: skip
                 call = await client.verify(insurer, ask, portal.budget_seconds)
-                if call.usable and call.answer and call.answer.response_code == "Confirmed":
+                if usable(call) and confirmed(call):
                     return registration_id
         return None
 

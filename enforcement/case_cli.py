@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy import Engine
 
 from olv import db
 from olv.config import get_settings
@@ -21,7 +22,7 @@ class NotFound(OlvError):
     """Nothing on file for what was asked (exit 1)."""
 
 
-def _engine():  # -> sqlalchemy.Engine
+def _engine() -> Engine:
     return db.open_database(get_settings().database_url)
 
 

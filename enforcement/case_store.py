@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from enforcement import casework as cw
@@ -400,7 +400,7 @@ def answer_mvfs(
     return answered
 
 
-def due_filter(day: date):  # noqa: ANN201 - a SQLAlchemy clause
+def due_filter(day: date) -> tuple[ColumnElement[bool], ...]:
     """Transactions the run puts in the timeline on ``day``: matched, not yet posted, and
     (cancellations) in effect — a future cancellation waits for its date."""
     return (

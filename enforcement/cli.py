@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import Engine
 
 from olv import db, errors, normalize
 from olv.config import get_settings
@@ -19,7 +20,7 @@ iies_app = typer.Typer(
 )
 
 
-def _engine():  # -> sqlalchemy.Engine
+def _engine() -> Engine:
     return db.open_database(get_settings().database_url)
 
 

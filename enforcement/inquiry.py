@@ -8,6 +8,7 @@ still: the case state and the next step, for a Document ID and the plate it was 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -78,7 +79,7 @@ def lookup(
     }
 
 
-def case_state(cases: list[CaseRow]) -> str:
+def case_state(cases: Sequence[CaseRow]) -> str:
     """The open case's state; the last case's when none is open; NOC with no case at all."""
     open_case = next((c for c in cases if c.closed_on is None), None)
     if open_case is not None:

@@ -113,7 +113,7 @@ def _lines(stream: BinaryIO, limit: int) -> Iterator[str]:
     head = stream.read(_SNIFF)
     if b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise FileRejected("F01", "not a UTF-8 text file (binary content)")
-    stream = io.BufferedReader(_Prefixed(head, stream))  # type: ignore[arg-type]
+    stream = io.BufferedReader(_Prefixed(head, stream))
     first = True
     while True:
         raw = stream.readline(limit + 2)
@@ -277,7 +277,9 @@ def reject(
     return _reject(engine, name, channel, naic, _sha256(source), datetime.now(UTC), refused)
 
 
-def _chain(first: tuple[int, dict[str, str]], rest: Iterator[tuple[int, dict[str, str]]]):
+def _chain(
+    first: tuple[int, dict[str, str]], rest: Iterator[tuple[int, dict[str, str]]]
+) -> Iterator[tuple[int, dict[str, str]]]:
     yield first
     yield from rest
 
@@ -383,6 +385,7 @@ def _keyed(session: Session, keys: set[str]) -> dict[str, list[matching.Candidat
         .where(Registrant.resolve_key.in_(keys))
     )
     for key, *rest in session.execute(query):
+        assert key is not None  # IN never matches NULL
         found.setdefault(key, []).append(matching.Candidate(*rest))
     return found
 
@@ -425,11 +428,15 @@ def _histories(session: Session, run: _Run, registration_ids: set[int]) -> None:
         )
         .order_by(IiesTransaction.id)
     )
-    for rid, kind, effective in session.execute(query):
-        run.histories[rid].apply(kind, effective)
+    for registration_id, kind, effective in session.execute(query):
+        assert registration_id is not None  # IN never matches NULL
+        assert effective is not None  # required, edited: only refused filings lack one
+        run.histories[registration_id].apply(kind, effective)
 
 
 _SEQUENCED = ("NBS", "REI", "XLC", "REP", "REC")
+# The Table itself (``__table__`` is typed as any FromClause, which Core ``insert`` refuses)
+_TRANSACTIONS = IiesTransaction.metadata.tables[IiesTransaction.__tablename__]
 
 
 def _process(session: Session, run: _Run, batch: list[Txn]) -> None:
@@ -505,4 +512,4 @@ def _process(session: Session, run: _Run, batch: list[Txn]) -> None:
             }
         )
     # Core insert: batched multi-row VALUES, not one statement per row as the ORM would send
-    session.connection().execute(insert(IiesTransaction.__table__), rows)
+    session.connection().execute(insert(_TRANSACTIONS), rows)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, true
 from sqlalchemy.orm import Session
 
 from enforcement.models import Case as CaseRow
@@ -197,8 +197,8 @@ def uninsured_per_month(session: Session, first: date, last: date) -> list[tuple
     ends = [(m + timedelta(days=32)).replace(day=1) for m in months]
     for registration_id, opened, closed in session.execute(
         select(CaseRow.registration_id, CaseRow.opened_on, CaseRow.closed_on).where(
-            CaseRow.opened_on < ends[-1] if ends else True,
-            or_(CaseRow.closed_on.is_(None), CaseRow.closed_on > months[0] if months else True),
+            CaseRow.opened_on < ends[-1] if ends else true(),
+            or_(CaseRow.closed_on.is_(None), CaseRow.closed_on > months[0] if months else true()),
         )
     ):
         for index, (start, end) in enumerate(zip(months, ends, strict=True)):

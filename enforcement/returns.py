@@ -157,9 +157,11 @@ def rematch(engine: Engine, on: date, now: datetime | None = None) -> dict[str, 
                 txn.returned_at = None
                 counts["resolved" if rule == "R" else "matched"] += 1
     with db.transaction(engine) as session:
-        counts["final"] = session.execute(
-            update(IiesTransaction)
-            .where(IiesTransaction.disposition == "U", IiesTransaction.rematch_until < on)
-            .values(rematch_until=None, disposed_at=now, returned_at=None)
-        ).rowcount
+        counts["final"] = db.changed_rows(
+            session.execute(
+                update(IiesTransaction)
+                .where(IiesTransaction.disposition == "U", IiesTransaction.rematch_until < on)
+                .values(rematch_until=None, disposed_at=now, returned_at=None)
+            )
+        )
     return counts

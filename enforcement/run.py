@@ -107,12 +107,12 @@ def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings
                 open_lapse(writer, record, record.known_facts, day, flush=False)
         session.flush()
         for registration_id in ids:
-            record = records.get(registration_id)
-            if record is None:
+            held = records.get(registration_id)
+            if held is None:
                 continue
             posted = grouped.get(registration_id, [])
-            counts.mvf_answered += answer_mvfs(session, record, day, posted)
-            counts.add(move_record(session, record, day, settings, f"run:{day}", posted, writer))
+            counts.mvf_answered += answer_mvfs(session, held, day, posted)
+            counts.add(move_record(session, held, day, settings, f"run:{day}", posted, writer))
             counts.transactions_matched += len(posted)
     return counts
 
