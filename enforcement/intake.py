@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -76,7 +77,7 @@ class IiesIntake:
         )
 
 
-def _write_json(path: Path, body: dict[str, object]) -> None:
+def _write_json(path: Path, body: Mapping[str, object]) -> None:
     partial = path.with_name(f".{path.name}.part")
     partial.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
     os.replace(partial, path)

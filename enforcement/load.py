@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypedDict
 
 from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.orm import Session
@@ -47,6 +47,21 @@ class FileRejected(Exception):
         self.message = message
 
 
+class AckFields(TypedDict):
+    """An acknowledgement as JSON carries it (the CLI line, the outbox file, the API body)."""
+
+    ack_id: int
+    file: str
+    naic: str | None
+    channel: str
+    status: str
+    rows: int
+    counts: dict[str, int]
+    error_code: str | None
+    error: str | None
+    received_at: str | None
+
+
 @dataclass
 class Ack:
     """The acknowledgement of one file or call."""
@@ -66,7 +81,7 @@ class Ack:
     def accepted(self) -> bool:
         return self.status == "accepted"
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> AckFields:
         return {
             "ack_id": self.ack_id,
             "file": self.file,

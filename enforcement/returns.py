@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from typing import TypedDict
 
 from sqlalchemy import Engine, select, update
 
@@ -26,7 +27,16 @@ BATCH = 2000
 OUTBOX_HEADER = ("txn_id", "disposition", "codes", "plate", "type", "effective_date", "ack_id")
 
 
-def line(txn: IiesTransaction) -> dict[str, object]:
+class ReturnFields(TypedDict):
+    """One transaction's disposition as the insurer gets it back."""
+
+    txn_id: str
+    disposition: str
+    codes: list[str]
+    plate: str | None
+
+
+def line(txn: IiesTransaction) -> ReturnFields:
     codes = [c for c in txn.codes.split(",") if c]
     if txn.disposition == "H" and txn.match_rule:
         codes = [txn.match_rule]
@@ -91,7 +101,7 @@ def write_outbox(
                 [
                     txn.txn_id,
                     txn.disposition,
-                    " ".join(entry["codes"]),  # type: ignore[arg-type]
+                    " ".join(entry["codes"]),
                     txn.plate or "",
                     txn.type,
                     txn.effective_date.isoformat() if txn.effective_date else "",
