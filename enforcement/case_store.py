@@ -165,7 +165,8 @@ def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int,
         )
         .order_by(IiesTransaction.id)
     ):
-        records[txn.registration_id].transactions.append(txn)  # type: ignore[index]
+        assert txn.registration_id is not None  # IN never matches NULL
+        records[txn.registration_id].transactions.append(txn)
     for period in session.scalars(
         select(CoveragePeriod).where(
             CoveragePeriod.registration_id.in_(ids),
@@ -337,7 +338,8 @@ def move_record(
             row = open_lapse(writer, record, facts, day, flush=True)
             if row is None:
                 break
-            writer.steps(record, row, [record.opening], counts, recorded)  # type: ignore[list-item]
+            assert record.opening is not None  # open_lapse left the opening step there
+            writer.steps(record, row, [record.opening], counts, recorded)
             record.opening = None
             counts.cases_opened += 1
         case = record.engine_case(row)
