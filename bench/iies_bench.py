@@ -34,29 +34,11 @@ import procstat
 from scratch_db import DEFAULT_PG_URL, analyze, fresh_database, olv
 from sqlalchemy import create_engine
 
+from enforcement import registrations
 from enforcement.edits import HEADER
 from olv.vin import with_check_digit
 
-REG_COLUMNS = [
-    "plate",
-    "state",
-    "vin",
-    "reg_class",
-    "entity_type",
-    "last_name",
-    "first_name",
-    "middle_name",
-    "dob",
-    "dl_number",
-    "fein",
-    "zip",
-    "address1",
-    "address2",
-    "city",
-    "reg_effective",
-    "reg_expires",
-    "status",
-]
+REG_COLUMNS = [*registrations.REQUIRED, *registrations.OPTIONAL]
 NAMES = ["SMITH", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCIA", "MILLER", "DAVIS", "LOPEZ"]
 FIRST = ["JOHN", "MARY", "ROBERT", "PATRICIA", "MICHAEL", "LINDA", "DAVID", "SUSAN"]
 TARGETS = {"registrations": 180.0, "transactions": 60.0}

@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from enforcement import registrations
 from enforcement.load import Ack, load
 from enforcement.models import Registrant
 from enforcement.returns import line, returns
@@ -167,23 +168,4 @@ async def get_registrants(
 def _registrant(person: Registrant | None) -> dict[str, Any] | None:
     if person is None:
         return None
-    return {
-        column: getattr(person, column)
-        for column in (
-            "reg_class",
-            "entity_type",
-            "last_name",
-            "first_name",
-            "middle_name",
-            "dob",
-            "dl_number",
-            "fein",
-            "zip",
-            "address1",
-            "address2",
-            "city",
-            "reg_effective",
-            "reg_expires",
-            "status",
-        )
-    }
+    return {column: getattr(person, column) for column in registrations.OPTIONAL}
