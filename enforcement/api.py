@@ -128,7 +128,7 @@ async def get_returns(
 @router.get(
     "/registrants",
     response_model=list[RegistrantView],
-    responses=error_responses(401, 403, 422, 429),
+    responses=error_responses(401, 403, 404, 422, 429),
     summary="The registrant of a plate (DMV staff and admins)",
 )
 async def get_registrants(
