@@ -44,15 +44,6 @@ class Window:
     start: datetime | None = None
     end: datetime | None = None
 
-    def covers(self, naic: str, local: datetime) -> bool:
-        """Whether ``local`` (a naive local time) falls in this window for ``naic``."""
-        if self.naic not in (ANY_INSURER, naic):
-            return False
-        if self.start is not None and self.end is not None:
-            return self.start <= local < self.end
-        minute = local.hour * 60 + local.minute
-        return local.weekday() == self.weekday and self.first_minute <= minute < self.end_minute
-
 
 def _minutes(text: str, entry: str) -> int:
     hours, minutes = int(text[:2]), int(text[3:])
@@ -95,11 +86,13 @@ def parse_windows(text: str) -> tuple[Window, ...]:
 
 
 def planned(windows: Sequence[Window], naic: str, at: datetime, zone: TzInfo) -> bool:
-    """Whether the moment ``at`` (aware) lies in a planned window of insurer ``naic``."""
-    if not windows:
-        return False
-    local = at.astimezone(zone).replace(tzinfo=None)
-    return any(window.covers(naic, local) for window in windows)
+    """Whether the moment ``at`` (aware) lies in a planned window of insurer ``naic``: the same
+    UTC intervals the compliance report leaves out in SQL."""
+    day = at.astimezone(zone).date()
+    return any(
+        window_naic in (ANY_INSURER, naic) and start <= at < end
+        for window_naic, start, end in intervals(windows, day, day, zone)
+    )
 
 
 def intervals(
