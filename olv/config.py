@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     audit_batch_size: int = Field(500, ge=1)
     soap_workers: int = Field(0, ge=0)  # 0: one per core
 
+    # --- both servers -------------------------------------------------------------------------
+    # Who may read /metrics (by source address, judged like any request: olv.forwarding).
+    metrics_networks: Annotated[Networks, NoDecode] = Field(
+        default_factory=lambda: [ipaddress.ip_network(n) for n in LOOPBACK_NETWORKS]
+    )
+
     @field_validator("naics", "requester_api_keys", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
@@ -64,7 +70,7 @@ class Settings(BaseSettings):
     def _semicolon_list(cls, value: object) -> object:
         return _split(value, ";")
 
-    @field_validator("requester_networks", "trusted_proxies", mode="before")
+    @field_validator("requester_networks", "trusted_proxies", "metrics_networks", mode="before")
     @classmethod
     def _networks(cls, value: object) -> object:
         items = _split(value, ",")

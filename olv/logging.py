@@ -2,6 +2,7 @@
 
 Log records carry operational facts (counts, timings, codes, requester identity), never an
 insured's personal data: callers pass such values in the audit table, not in log messages.
+A line written while a request is handled carries its id (``request_id``, :mod:`olv.request_id`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+
+from olv import request_id
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -24,6 +27,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        rid = request_id.current.get()
+        if rid is not None:
+            entry["request_id"] = rid
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info and record.exc_info[1] is not None:
             entry.update(describe_exception(record.exc_info[1]))

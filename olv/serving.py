@@ -18,6 +18,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from olv import metrics
+
 log = logging.getLogger(__name__)
 
 # Each server adds its host, port and its own timeouts.
@@ -191,6 +193,7 @@ class Supervisor:
             except InterruptedError:
                 continue
             self.children.discard(pid)
+            metrics.worker_gone(pid)
             if self.stopping or pid in self.retiring:
                 self.retiring.discard(pid)
                 continue

@@ -22,6 +22,7 @@ from bob_loader.intake_settings import IntakeSettings
 from olv import db, serving
 from olv.config import Settings, get_settings
 from olv.logging import describe_exception
+from olv.readiness import Readiness
 from portal import errors, passwords, routes, secret_key
 from portal.cache import TtlCache
 from portal.deps import current_principal
@@ -29,6 +30,8 @@ from portal.guard import RequestGuard
 from portal.headers import ResponseHeaders
 from portal.insurer_client import InsurerClient, Transport
 from portal.lockout import AttemptWindow
+from portal.metrics import FileCounts
+from portal.observe import RequestObserver
 from portal.querylog import QueryLogWriter
 from portal.ratelimit import RateLimiter
 from portal.routing import Router
@@ -69,6 +72,8 @@ def create_app(
             run_in_threadpool(_seal_plaintext_secrets, engine, app.state.secret_key)
         )
         app.state.insurer_client = InsurerClient(transport, portal_settings)
+        app.state.readiness = Readiness(engine)
+        app.state.file_counts = FileCounts(engine)
         app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
         app.state.router = router = Router(
@@ -120,7 +125,8 @@ def create_app(
         uploads=app.state.upload_limits,
         authenticate=current_principal,
     )
-    app.add_middleware(ResponseHeaders)  # added last: the outermost layer
+    app.add_middleware(ResponseHeaders)
+    app.add_middleware(RequestObserver)  # added last: the outermost layer (ids every answer)
     return app
 
 

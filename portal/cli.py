@@ -79,6 +79,7 @@ def _serve(host: str, port: int, workers: int) -> None:
     keep-alive connections spread evenly; SIGHUP rolls them)."""
     import uvicorn
 
+    from olv import metrics
     from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor, guarded_http
     from portal.settings import KEEP_ALIVE_SECONDS, LISTEN_BACKLOG, PortalSettings
 
@@ -99,12 +100,14 @@ def _serve(host: str, port: int, workers: int) -> None:
     def config() -> uvicorn.Config:
         return uvicorn.Config("portal.app:factory", **options)
 
-    if workers > 1:
-        code = Supervisor(host, port, workers, config).run()
-        if code:
-            raise typer.Exit(code)
-        return
-    QuietServer(config()).run()
+    with metrics.multiprocess_dir():  # before the first value is made, in any worker
+        if workers > 1:
+            code = Supervisor(host, port, workers, config).run()
+        else:
+            QuietServer(config()).run()
+            code = 0
+    if code:
+        raise typer.Exit(code)
 
 
 # --- insurers ------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Headers on every answer the portal gives (:class:`ResponseHeaders`, the outermost layer, so
-that the request guard's own refusals carry them too).
+"""Headers on every answer the portal gives (:class:`ResponseHeaders`, outside every layer but
+:mod:`portal.observe`, so that the request guard's own refusals carry them too).
 
 - Nothing is kept by browsers or shared caches (``Cache-Control: no-store``): answers name
   vehicles, plates and people. Only the static files (style sheet) may be cached.

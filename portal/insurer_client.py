@@ -27,6 +27,7 @@ from typing import Protocol
 
 import aiohttp
 
+from olv import request_id
 from olv.iicmva import SOAP_ACTION
 from portal import soap_wire
 from portal.registry import InsurerInput
@@ -184,12 +185,17 @@ class PooledTransport:
         # A batch call holds a batch slot as well as a slot: batches together never hold more
         # than batch_slots, so the rest stay free for real-time queries.
         share = pool.batch_slots if batch else contextlib.nullcontext()
+        # The id of the request this call is made for, so the insurer's log can name it.
+        rid = request_id.current.get()
+        headers = {request_id.HEADER: rid} if rid is not None else None
         try:
             async with (
                 asyncio.timeout(timeout),
                 share,
                 pool.slots,
-                pool.session.request(method, url, data=body, allow_redirects=False) as response,
+                pool.session.request(
+                    method, url, data=body, headers=headers, allow_redirects=False
+                ) as response,
             ):
                 # Read to the end but at most the cap: an insurer must not be able to fill
                 # our memory. (A single read returns only what has arrived so far.)

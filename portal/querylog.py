@@ -26,9 +26,11 @@ from typing import Any
 from sqlalchemy import Engine, delete, exc, insert
 
 from olv.logging import describe_exception
+from portal import metrics
 from portal.models import InsurerCall, QueryLog, SecurityLog
 
 FLUSH_SECONDS = 0.2
+REPORT_SECONDS = 1.0  # how often the queue's depth and lag are reported (portal.metrics)
 READ_FLUSH_SECONDS = 1.0  # how long a read waits for the log to be written
 MAX_WAITING_QUERIES = 200_000  # about 200 MB; an hour of outage at 50 queries a second
 PURGE_EVERY_SECONDS = 24 * 3600
@@ -81,9 +83,11 @@ class QueryLogWriter:
         self.retention_days = retention_days
         self._queries: list[dict[str, Any]] = []
         self._calls: list[dict[str, Any]] = []
+        self._writing: list[dict[str, Any]] = []  # the queries of the write in progress
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self.dropped = 0  # queries not kept while the log was full
         self.set_aside = 0  # queries the database refused
 
@@ -97,7 +101,20 @@ class QueryLogWriter:
         self._calls.extend(calls)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
+        self._reporter = loop.create_task(self._report())
+
+    async def _report(self) -> None:
+        """Depth and lag once a second, on a task of its own: a write that hangs is exactly
+        when they matter."""
+        while not self._stopping.is_set():
+            waiting = self._writing + self._queries
+            oldest = waiting[0]["at"] if waiting else None
+            lag = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+            metrics.query_log_backlog(len(waiting), max(0.0, lag))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), REPORT_SECONDS)
 
     async def _run(self) -> None:
         next_purge = time.monotonic()
@@ -119,6 +136,7 @@ class QueryLogWriter:
             if not queries and not calls:
                 return
             self._queries, self._calls = [], []
+            self._writing = queries
             try:
                 await asyncio.to_thread(self._write, queries, calls)
             except Exception as error:
@@ -127,6 +145,8 @@ class QueryLogWriter:
                     raise
                 # The database refused the batch: find the rows it refuses, keep the rest.
                 await self._write_one_query_at_a_time(queries, calls)
+            finally:
+                self._writing = []
 
     async def settle(self, seconds: float) -> None:
         """Flush before a read, but never longer than ``seconds`` and never failing the read:
@@ -182,6 +202,9 @@ class QueryLogWriter:
         if self._task is not None:
             await self._task
             self._task = None
+        if self._reporter is not None:
+            await self._reporter
+            self._reporter = None
         await self.flush()
 
 

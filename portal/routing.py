@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from olv import normalize
 from olv.config import Settings
 from olv.logging import describe_exception
-from portal import querylog, state_reads
+from portal import metrics, querylog, state_reads
 from portal.cache import TtlCache
 from portal.deps import Principal
 from portal.errors import ApiError, ErrorBody, FieldError
@@ -349,3 +349,4 @@ class Router:
             for call in calls
         ]
         self.query_log.add(row, call_rows)
+        metrics.verified(row, call_rows)

@@ -18,6 +18,7 @@ from typing import Any
 
 from olv import normalize
 from olv.config import Settings, get_settings
+from service import metrics, probes
 from service.soap_app import ARRIVED, SoapApplication
 
 Scope = MutableMapping[str, Any]
@@ -32,9 +33,13 @@ class AsgiSoap:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.wsgi = SoapApplication(self.settings)
+        self.probes = probes.Probes(self.settings, lambda: self.wsgi.verifier.engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if scope["path"] in probes.PATHS:
+                await self.probes.answer(scope, send)
+                return
             # The deadline counts from here: the earliest this application sees a request.
             await self._http(scope, receive, send, time.monotonic())
         elif scope["type"] == "lifespan":
@@ -58,6 +63,7 @@ class AsgiSoap:
         cap = self.settings.max_body_bytes
         environ = _environ(scope)
         environ[ARRIVED] = arrived
+        metrics.begin(environ)
         declared = environ.get("CONTENT_LENGTH", "")
         body = bytearray()
         oversized = normalize.is_ascii_digits(declared) and int(declared) > cap
@@ -95,6 +101,7 @@ class AsgiSoap:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+        metrics.observe(environ, reply["status"], arrived)
         await send(
             {"type": "http.response.start", "status": reply["status"], "headers": reply["headers"]}
         )

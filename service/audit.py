@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from prometheus_client import Gauge
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -35,6 +36,18 @@ log = logging.getLogger(__name__)
 BACKLOG_LIMIT = 100_000
 WRITE_LIMIT_SECONDS = 10.0  # one transaction of at most _CHUNK rows; normally milliseconds
 _CHUNK = 5_000  # rows per transaction, so a large backlog is written in bounded steps
+
+# Reported once a second by each worker's watchdog: all workers' rows, the worst worker's lag.
+QUEUED = Gauge(
+    "olv_soap_audit_queue_rows",
+    "Audit rows queued in memory, not yet written",
+    multiprocess_mode="livesum",
+)
+LAG = Gauge(
+    "olv_soap_audit_lag_seconds",
+    "How long the oldest unwritten audit row has waited",
+    multiprocess_mode="livemax",
+)
 
 
 @dataclass(slots=True)
@@ -79,6 +92,7 @@ class AuditWriter:
         self._sql = _INSERT
         self._queue: queue.SimpleQueue[AuditEntry] = queue.SimpleQueue()
         self._pending: list[tuple[object, ...]] = []
+        self._waiting_since: float | None = None  # when the oldest pending row was made (epoch)
         self._dropped = 0  # counted on the request path, reported by the writer
         self._reported = 0
         self._stopped = threading.Event()
@@ -136,6 +150,9 @@ class AuditWriter:
 
     def _watch(self) -> None:
         while not self._stopped.wait(1.0):
+            since = self._waiting_since
+            QUEUED.set(self._queue.qsize() + len(self._pending))
+            LAG.set(0.0 if since is None else max(0.0, time.time() - since))
             with self._writing_lock:
                 overdue = self._writing is not None and time.monotonic() > self._writing[1]
             if overdue:
@@ -153,6 +170,8 @@ class AuditWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
+            if not self._pending:
+                self._waiting_since = item.at.timestamp()
             self._pending.append(self._row(item))
 
     def _row(self, e: AuditEntry) -> tuple[object, ...]:
@@ -180,6 +199,8 @@ class AuditWriter:
             if not self._write(chunk):
                 return
             del self._pending[: len(chunk)]
+            if not self._pending:
+                self._waiting_since = None
 
     def _write(self, rows: list[tuple[object, ...]]) -> bool:
         """One transaction; False (rows kept for the next round) when the database failed."""

@@ -19,6 +19,7 @@ from functools import partial
 
 import uvicorn
 
+from olv import metrics
 from olv.config import Settings
 from olv.ports import PortClaim
 from olv.serving import COMMON_OPTIONS, Supervisor
@@ -46,6 +47,7 @@ def serve(settings: Settings, claim: PortClaim, workers: int | None = None) -> N
     """Run on the claimed port until SIGTERM/SIGINT; exits 0 once every worker has stopped."""
     count = workers or settings.soap_workers or default_workers()
     config = partial(_config, claim.host, claim.port)
-    code = Supervisor(claim.host, claim.port, count, config).run()
+    with metrics.multiprocess_dir():  # before the workers make their first value
+        code = Supervisor(claim.host, claim.port, count, config).run()
     claim.close()
     sys.exit(code)

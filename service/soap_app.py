@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 _OUT = "olv.response"
 _ENVELOPE = "olv.envelope"
-_SETTLED = "olv.settled"
+SETTLED = "olv.settled"  # the settled decision (read by service.metrics too)
 ARRIVED = "olv.arrived"  # set by the server: when the request arrived (time.monotonic())
 # A DNS name or IPv4 address, or a bracketed IPv6 address, with an optional port.
 _HOST = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
@@ -59,7 +59,7 @@ class VerifyService(ServiceBase):
             env["olv.endpoint"],
             env["olv.requester"],
             env["olv.started"],
-            env.get(_SETTLED),
+            env.get(SETTLED),
         )
         return None
 
@@ -271,7 +271,7 @@ class SoapApplication:
         body = environ[_ENVELOPE].find(f"{{{etree.QName(environ[_ENVELOPE]).namespace}}}Body")
         if body is None or len(body) == 0:
             return  # Spyne answers it with a client fault
-        environ[_SETTLED] = await self.verifier.settle(
+        environ[SETTLED] = await self.verifier.settle(
             body[0], environ["olv.endpoint"], environ["olv.requester"], environ["olv.started"]
         )
 
