@@ -350,3 +350,13 @@ class Router:
         ]
         self.query_log.add(row, call_rows)
         metrics.verified(row, call_rows)
+        for call in calls:
+            if call.outcome not in ("ok", "cancelled"):  # the line carries the request id
+                log.warning(
+                    "insurer call failed",
+                    extra={
+                        "naic": call.naic,
+                        "outcome": call.outcome,
+                        "latency_ms": call.latency_ms,
+                    },
+                )

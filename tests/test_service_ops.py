@@ -110,7 +110,10 @@ def test_unknown_paths_share_one_label(db_url: str, tmp_path: Path) -> None:
             httpx.get(f"{server.base}/probe-{n}", timeout=10)
         samples = scrape(server.base)
         assert value(samples, "olv_soap_requests_total", endpoint="other", status="404") == 3
-        assert all(not s["endpoint"].startswith("/probe") for s in labelled(samples, "olv_soap_requests_total"))
+        assert all(
+            not s["endpoint"].startswith("/probe")
+            for s in labelled(samples, "olv_soap_requests_total")
+        )
 
 
 def test_private_metrics_directory_made_and_removed(db_url: str, tmp_path: Path) -> None:
@@ -221,4 +224,4 @@ def test_request_id_logged_and_a_hostile_one_never(db_url: str, tmp_path: Path) 
     assert [line.get("request_id") for line in lines] == ["portal-7f3a.01_x"]
     assert lines[0]["response"] == "Confirmed" and lines[0]["endpoint"] == V0809
     text = server.log.read_text()
-    assert data.VIN_OK not in text and "abc\\\"" not in text and "xxxxxxxxxx" not in text
+    assert data.VIN_OK not in text and 'abc\\"' not in text and "xxxxxxxxxx" not in text
