@@ -156,7 +156,9 @@ def test_a_revocation_or_disable_made_anywhere_is_refused_by_every_process_withi
     for token in (by_cli, by_page):
         for base in (first.base, second.base):
             before = {s for sent, b, s in calls[token] if b == base and sent < started}
-            after = {s for sent, b, s in calls[token] if b == base and sent > changed + REFUSED_WITHIN}
+            after = {
+                s for sent, b, s in calls[token] if b == base and sent > changed + REFUSED_WITHIN
+            }
             assert before == {404} and after == {401}, (base, before, after)
     assert {s for sent, _b, s in calls[kept] if sent > changed} == {404}
 
@@ -202,18 +204,21 @@ def test_a_sign_in_spray_from_one_address_is_limited_over_both_processes(
     with two_portals(db_url, tmp_path) as portals:
 
         async def spray() -> list[int]:
+            # A few at a time: each attempt reaches the count long before its budget ends.
+            gate = asyncio.Semaphore(4)
             async with httpx.AsyncClient(timeout=120) as client:
 
                 async def one(i: int) -> int:
                     base = portals[i % 2].base
                     form = {"username": f"name{i}", "password": "wrong pass 1"}
-                    return (await client.post(base + "/login", data=form)).status_code
+                    async with gate:
+                        return (await client.post(base + "/login", data=form)).status_code
 
                 return list(await asyncio.gather(*(one(i) for i in range(limit + 20))))
 
         statuses = asyncio.run(spray())
-    # A hash slot not found within the budget is a 503 before the attempt is checked; it was
-    # counted all the same (the limit counts attempts, not checks).
+    # Exactly the limit passed over both processes. A sign-in that found no hash slot within
+    # its budget is a 503, after it was counted (the limit counts attempts, not checks).
     assert statuses.count(429) == 20, statuses
     assert set(statuses) <= {401, 429, 503}
 
@@ -228,7 +233,7 @@ def test_a_session_signed_out_on_one_process_is_refused_by_the_other(
         cookies = dict(one.cookies)
         with httpx.Client(base_url=second.base, cookies=cookies, timeout=30) as other:
             assert other.get("/history").status_code == 200
-            assert one.post("/logout").status_code == 303
-            gone = other.get("/history")
-            assert gone.status_code == 303 and gone.headers["location"] == "/login"
+            out = one.post("/logout")
+            assert out.status_code == 303, (out.status_code, out.text)
+            assert other.get("/history").status_code == 401
             assert other.get("/api/v1/queries/" + "0" * 32).status_code == 401

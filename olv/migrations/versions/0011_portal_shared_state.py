@@ -69,7 +69,9 @@ def upgrade() -> None:
             f"CREATE TRIGGER {table}_auth_version_update AFTER UPDATE OF {', '.join(columns)} "
             f"ON {table} BEGIN {BUMP}; END"
         )
-        op.execute(f"CREATE TRIGGER {table}_auth_version_delete AFTER DELETE ON {table} BEGIN {BUMP}; END")
+        op.execute(
+            f"CREATE TRIGGER {table}_auth_version_delete AFTER DELETE ON {table} BEGIN {BUMP}; END"
+        )
 
 
 def downgrade() -> None:
