@@ -6,6 +6,7 @@ either, and a session signed out on one is refused by the other."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +15,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 
 from olv import db
 from portal import lockout
@@ -237,3 +239,42 @@ def test_a_session_signed_out_on_one_process_is_refused_by_the_other(
             assert out.status_code == 303, (out.status_code, out.text)
             assert other.get("/history").status_code == 401
             assert other.get("/api/v1/queries/" + "0" * 32).status_code == 401
+
+
+@contextmanager
+def writes_held(url: str) -> Iterator[None]:
+    """Another client holds what the rate-limit statement must write (reads still pass)."""
+    if db.is_sqlite(url):
+        conn = sqlite3.connect(make_url(url).database or "", isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")  # the write lock, as a long import would hold it
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("LOCK TABLE portal_rate IN EXCLUSIVE MODE"))
+            yield
+    finally:
+        engine.dispose()
+
+
+def test_a_database_that_holds_the_rate_limit_gets_a_503_within_the_budget_then_recovers(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = db.make_engine(db_url)
+    token = add_person(engine, "dora", "dmv")
+    engine.dispose()
+    env = {"OLV_DATABASE_URL": db_url, "OLV_PORTAL_BUDGET_SECONDS": "1.0"}
+    with portal_server(env, tmp_path) as portal, httpx.Client(base_url=portal.base) as client:
+        assert client.get(PROBE, headers=_bearer(token), timeout=30).status_code == 404
+        with writes_held(db_url):
+            held = client.get(PROBE, headers=_bearer(token), timeout=30)
+            # Fails closed: no answer past the budget, and no request let through uncounted.
+            assert held.status_code == 503, held.text
+            assert held.elapsed.total_seconds() < 1.0 + 2.0, held.elapsed
+            assert "state database" in held.json()["error"]
+        assert client.get(PROBE, headers=_bearer(token), timeout=30).status_code == 404
