@@ -29,11 +29,10 @@ from portal.deps import current_principal
 from portal.guard import RequestGuard
 from portal.headers import ResponseHeaders
 from portal.insurer_client import InsurerClient, Transport
-from portal.lockout import AttemptWindow
 from portal.metrics import FileCounts
 from portal.observe import RequestObserver
 from portal.querylog import QueryLogWriter
-from portal.ratelimit import RateLimiter
+from portal.ratelimit import Bucket, SharedLimits
 from portal.routing import Router
 from portal.secret_key import SecretKey
 from portal.settings import PortalSettings, get_portal_settings
@@ -41,13 +40,16 @@ from portal.tokens import TokenOwner
 
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
-# A valid token stops working at most this long after it was revoked or expired or its user
-# disabled, in every portal process (at once in the process that did it; a token in use is
-# re-checked in the background after TOKEN_RECHECK_SECONDS); the insurer registry is re-read
-# this often.
-TOKEN_CACHE_SECONDS = 1.0
-TOKEN_RECHECK_SECONDS = 0.5
+# A valid token is kept in each process's cache this long at most (a token in use is re-read
+# in the background after TOKEN_RECHECK_SECONDS, which also records its use about once a
+# minute). A revocation, a disable or a new role does not wait for either: every request
+# reads the shared auth version (portal.deps), so a change reaches every process with its
+# next request. The insurer registry is re-read every REGISTRY_CACHE_SECONDS.
+TOKEN_CACHE_SECONDS = 60.0
+TOKEN_RECHECK_SECONDS = 30.0
 REGISTRY_CACHE_SECONDS = 5.0
+# Rows of the shared rate limits that no longer matter are deleted this often.
+FORGET_RATES_SECONDS = 600.0
 
 
 def create_app(
@@ -85,9 +87,12 @@ def create_app(
             REGISTRY_CACHE_SECONDS,
         )
         await router.open()
+        app.state.rate_limits = SharedLimits(router.reads)
+        forgetting = asyncio.create_task(_forget_old_rates(app.state.rate_limits, portal_settings))
         try:
             yield
         finally:
+            forgetting.cancel()
             await sealing  # its connection goes back to the pool before the pool closes
             await app.state.insurer_client.aclose()
             await app.state.query_log.stop()
@@ -104,13 +109,16 @@ def create_app(
     app.state.portal_settings = portal_settings
     app.state.intake_settings = IntakeSettings()  # e-mail of web uploads (OLV_SMTP_*)
     app.state.principal_resolvers = []
-    app.state.signin_gate = AttemptWindow()
+    # A per-process guard of memory and CPU (portal.passwords): it delays a sign-in, never
+    # changes its answer.
     app.state.hash_slots = asyncio.Semaphore(passwords.HASH_SLOTS)
-    # one limit per API token and per signed-in account (OLV_PORTAL_TOKEN_RATE_PER_MINUTE)
-    app.state.request_limiter = RateLimiter(portal_settings.token_rate_per_minute)
+    # One limit per API token and per signed-in account (OLV_PORTAL_TOKEN_RATE_PER_MINUTE),
+    # shared by every process through the database (portal.ratelimit).
+    app.state.request_bucket = Bucket(portal_settings.token_rate_per_minute)
     app.state.token_cache = TtlCache[str, TokenOwner](
         TOKEN_CACHE_SECONDS, refresh_after=TOKEN_RECHECK_SECONDS
     )
+    app.state.auth_version = -1  # the shared version the cache is true for; none yet
     app.state.background_tasks = set()
     app.state.upload_limits = {}
     errors.install(app)
@@ -128,6 +136,17 @@ def create_app(
     app.add_middleware(ResponseHeaders)
     app.add_middleware(RequestObserver)  # added last: the outermost layer (ids every answer)
     return app
+
+
+async def _forget_old_rates(limits: SharedLimits, portal_settings: PortalSettings) -> None:
+    """Delete the shared rate limits' rows that no longer matter, now and then; a failure (the
+    database is down) is logged and tried again next time."""
+    while True:
+        await asyncio.sleep(FORGET_RATES_SECONDS)
+        try:
+            await limits.forget_old(portal_settings.budget_seconds)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not end the loop
+            log.warning("old rate-limit rows not deleted", extra=describe_exception(exc))
 
 
 def _seal_plaintext_secrets(engine: Engine, key: SecretKey) -> None:

@@ -1,8 +1,9 @@
 """A small time-to-live cache for hot, rarely changing reads (valid tokens, the registry).
 
-What a cache keeps may be stale for up to its ``ttl``: a revoked token still works, and an
-insurer change takes effect, at most that many seconds later in a running portal (admin pages
-in the same process call ``clear()`` to make their changes immediate).
+What a cache keeps may be stale for up to its ``ttl``: an insurer change takes effect at most
+that many seconds later in a running portal. The token cache does not rely on its ``ttl`` for
+revocation: every request checks the shared auth version, and a move ``clear()``s the cache
+(:mod:`portal.deps`).
 
 With ``refresh_after``, :meth:`TtlCache.lookup` also says when a valid entry is due to be
 read again: the caller re-reads it in the background, so a key in steady use never makes a

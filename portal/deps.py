@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -28,6 +29,7 @@ from olv.logging import describe_exception
 from portal import permissions, tokens
 from portal.errors import ApiError
 from portal.permissions import Action
+from portal.ratelimit import Bucket, SharedLimits, Taken
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,10 +93,9 @@ async def _authenticate_within_budget(request: Request, token: str) -> tokens.To
 
 
 def _recheck_later(request: Request, token: str) -> None:
-    """Re-check a cached token in the background (:mod:`portal.cache`): a token in steady use
-    is re-read about twice a second without any request waiting for the database, and still
-    stops working at most ``TOKEN_CACHE_SECONDS`` after it was revoked, even when this re-read
-    began before the revocation and ends after it."""
+    """Re-read a cached token in the background (:mod:`portal.cache`), so that a token in
+    steady use never makes a request wait for that read and its use is still recorded about
+    once a minute. Revocation does not wait for it: see :func:`_still_valid`."""
     app, source = request.app, client_address(request)
     cache = app.state.token_cache
     cache.claim_refresh(token)
@@ -136,22 +137,7 @@ async def current_principal(
         scheme, _space, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "use Authorization: Bearer <token>", headers=_UNAUTHORIZED)
-        token = token.strip()
-        cache = request.app.state.token_cache
-        owner, due = cache.lookup(token)
-        if owner is None:
-            since = cache.mark()
-            owner = await _authenticate_within_budget(request, token)
-            if owner is not None:
-                cache.put(token, owner, since)
-        elif due:
-            _recheck_later(request, token)
-        if owner is None:
-            raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
-        principal = Principal(
-            owner.user_id, owner.username, owner.role, owner.naic, "token", owner.token_id
-        )
-        _within_rate(request, principal)
+        principal = await _token_principal(request, token.strip())
     else:
         resolved: Principal | None = None
         for resolve in request.app.state.principal_resolvers:
@@ -161,59 +147,122 @@ async def current_principal(
         if resolved is None:
             raise ApiError(401, headers=_UNAUTHORIZED)
         principal = resolved
-        _within_rate(request, principal)
+        _refuse_when_over(await _take(request, principal), principal)
     request.state.principal = principal
     return principal
+
+
+async def _token_principal(request: Request, token: str) -> Principal:
+    """The token's owner, from this process's cache or the database, checked against the
+    shared version of who the tokens are, then counted against its rate limit."""
+    app = request.app
+    cache = app.state.token_cache
+    seen: int = app.state.auth_version  # what the cache holds is true as of this version
+    owner, due = cache.lookup(token)
+    if owner is not None and owner.expired(datetime.now(UTC)):
+        cache.drop(token)
+        owner = None
+    if owner is None:
+        owner = await _authenticate_into_cache(request, token)
+    elif due:
+        _recheck_later(request, token)
+    if owner is None:
+        raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
+    taken = await _take(request, _as_principal(owner))
+    if taken.version != seen:
+        owner = await _still_valid(request, token, taken.version)
+    principal = _as_principal(owner)
+    _refuse_when_over(taken, principal)
+    return principal
+
+
+async def _authenticate_into_cache(request: Request, token: str) -> tokens.TokenOwner | None:
+    cache = request.app.state.token_cache
+    since = cache.mark()  # before the read: a change made meanwhile voids what it stores
+    owner = await _authenticate_within_budget(request, token)
+    if owner is not None:
+        cache.put(token, owner, since)
+    return owner
+
+
+async def _still_valid(request: Request, token: str, version: int) -> tokens.TokenOwner:
+    """A token or a person changed since this process last looked (a revocation, a disable,
+    a new role, made by any process or the command line): forget every cached token and read
+    this one afresh. The version rides on the rate-limit statement every request makes, so a
+    change reaches every process with its next request."""
+    app = request.app
+    if version > app.state.auth_version:
+        app.state.auth_version = version
+        app.state.token_cache.clear()
+    owner = await _authenticate_into_cache(request, token)
+    if owner is None:
+        raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
+    return owner
+
+
+def _as_principal(owner: tokens.TokenOwner) -> Principal:
+    return Principal(owner.user_id, owner.username, owner.role, owner.naic, "token", owner.token_id)
 
 
 def _rate_key(principal: Principal) -> tuple[str, str]:
     """Each API token, and each account signed in on the pages, has its own rate limit."""
     if principal.token_id is not None:
-        return principal.token_id, "token"
+        return f"token:{principal.token_id}", "token"
     return f"account:{principal.user_id}", "account"
 
 
-def _within_rate(request: Request, principal: Principal) -> None:
-    key, what = _rate_key(principal)
-    wait = request.app.state.request_limiter.allow(key)
-    if wait:
-        retry = {"Retry-After": str(math.ceil(wait))}
+async def _take(request: Request, principal: Principal, cost: float = 1.0) -> Taken:
+    """Count ``cost`` requests against the principal's limit, in the database every portal
+    process shares; 503 when it does not answer within the request's budget. The limit fails
+    closed: the same statement tells whether cached tokens still stand, and a portal whose
+    database does not answer could not answer the query either."""
+    key, _ = _rate_key(principal)
+    limits: SharedLimits = request.app.state.rate_limits
+    return await limits.take(request.app.state.request_bucket, key, cost, budget_left(request))
+
+
+def _refuse_when_over(taken: Taken, principal: Principal) -> None:
+    if taken.wait:
+        _, what = _rate_key(principal)
+        retry = {"Retry-After": str(math.ceil(taken.wait))}
         raise ApiError(429, f"rate limit for this {what} reached", headers=retry)
 
 
-def charge_items(request: Request, principal: Principal, items: int) -> None:
+async def charge_items(request: Request, principal: Principal, items: int) -> None:
     """A batch of ``items`` vehicles counts as ``items`` requests against the rate limit (the
     request that carried it is already counted as one); 429 saying why when fewer are left."""
-    limiter = request.app.state.request_limiter
-    key, what = _rate_key(principal)
-    if items > limiter.capacity:
+    bucket: Bucket = request.app.state.request_bucket
+    _, what = _rate_key(principal)
+    if items > bucket.capacity:
         raise ApiError(
             429,
             f"a batch of {items} items is more than this {what} may send at once "
-            f"({int(limiter.capacity)}); send smaller batches",
+            f"({int(bucket.capacity)}); send smaller batches",
         )
     extra = items - 1
     if extra <= 0:
         return
-    left = limiter.left(key)
-    wait = limiter.allow(key, extra)
-    if wait:
-        retry = {"Retry-After": str(math.ceil(wait))}
+    taken = await _take(request, principal, extra)
+    if taken.wait:
+        wait = math.ceil(taken.wait)
         raise ApiError(
             429,
             f"a batch of {items} items counts as {items} requests and this {what} has "
-            f"{left + 1} left in its rate limit; retry after {math.ceil(wait)} s",
-            headers=retry,
+            f"{taken.left + 1} left in its rate limit; retry after {wait} s",
+            headers={"Retry-After": str(wait)},
         )
 
 
 async def paced_items(request: Request, principal: Principal, items: int) -> None:
     """Wait until ``items`` more requests fit in the principal's rate limit, then count them:
     a long batch on the pages goes at the rate limit's pace instead of around it."""
-    limiter = request.app.state.request_limiter
+    bucket: Bucket = request.app.state.request_bucket
     key, _ = _rate_key(principal)
-    while wait := limiter.allow(key, min(items, limiter.capacity)):
-        await asyncio.sleep(wait)
+    limits: SharedLimits = request.app.state.rate_limits
+    budget = request.app.state.portal_settings.budget_seconds
+    cost = min(items, bucket.capacity)
+    while (taken := await limits.take(bucket, key, cost, budget)).wait:
+        await asyncio.sleep(taken.wait)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -13,17 +13,16 @@ orders the updates (a row lock on PostgreSQL, the write lock on SQLite).
 
 Separately, every sign-in attempt for one account name is rate-limited
 (``ATTEMPTS_PER_MINUTE``), and so is every attempt from one client address over all names
-(``SOURCE_ATTEMPTS_PER_MINUTE``), both counted from the security log so that they hold across
-worker processes and for names that do not exist. The per-address limit is also kept in
-memory (:class:`AttemptWindow`) and checked first, so a flood from one address is refused
-before it costs a database read or a password hash. Names without an account cannot lock, but
-after 5 failures in 15 minutes they get the lockout message, so that the message does not tell
-which names are accounts.
+(``SOURCE_ATTEMPTS_PER_MINUTE``): each is a window of a minute in the shared rate-limit table
+(:mod:`portal.ratelimit`), checked and counted in one statement, so that they hold across
+processes and hosts, for names that do not exist, and however many attempts race. The
+per-address limit is checked first, so a flood from one address is refused before it costs a
+password hash. Names without an account cannot lock, but after 5 failures in 15 minutes they
+get the lockout message, so that the message does not tell which names are accounts.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, case, func, or_, select, update
@@ -31,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from portal import security_log
 from portal.models import SecurityLog, User
+from portal.ratelimit import Window, within_window
 
 MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
@@ -116,40 +116,18 @@ def unlock(db: Session, user_id: int) -> None:
     )
 
 
-class AttemptWindow:
-    """Sign-in attempts per key (a client address) in the last minute, kept in memory.
-
-    Used from the event loop only, so a check and its count cannot interleave: of any number
-    of simultaneous attempts, exactly ``limit`` pass in a minute.
-    """
-
-    def __init__(self, max_keys: int = 100_000) -> None:
-        self.max_keys = max_keys
-        self._times: dict[str, deque[datetime]] = {}
-
-    def allow(self, key: str, now: datetime, limit: int) -> bool:
-        times = self._times.get(key)
-        if times is None:
-            if len(self._times) >= self.max_keys:
-                self._times.clear()  # forgetting is safe: the security-log count still holds
-            times = self._times[key] = deque()
-        while times and times[0] <= now - RATE_WINDOW:
-            times.popleft()
-        if len(times) >= limit:
-            return False
-        times.append(now)
-        return True
+def attempt_from(db: Session, source: str | None, now: datetime) -> bool:
+    """Count a sign-in attempt from ``source`` (an unknown address, when a proxy forwarded
+    none, is one); False, and nothing counted, when over the per-address limit."""
+    window = Window(SOURCE_ATTEMPTS_PER_MINUTE, RATE_WINDOW.total_seconds())
+    return within_window(db, f"signin-from:{source or '-'}", window, now.timestamp())
 
 
-def too_many_attempts(db: Session, logged_name: str, now: datetime) -> bool:
-    """Over the per-name limit; ``logged_name`` as the security log stores it."""
-    return _attempts(db, now, SecurityLog.username == logged_name) >= ATTEMPTS_PER_MINUTE
-
-
-def too_many_from(db: Session, source: str | None, now: datetime) -> bool:
-    """Over the per-address limit; an unknown address (a proxy that forwarded none) is one."""
-    where = SecurityLog.source.is_(None) if source is None else SecurityLog.source == source
-    return _attempts(db, now, where) >= SOURCE_ATTEMPTS_PER_MINUTE
+def attempt_for(db: Session, logged_name: str, now: datetime) -> bool:
+    """Count a sign-in attempt (a password or a second-factor code) for ``logged_name``, as
+    the security log stores it; False, and nothing counted, when over the per-name limit."""
+    window = Window(ATTEMPTS_PER_MINUTE, RATE_WINDOW.total_seconds())
+    return within_window(db, f"signin-name:{logged_name}", window, now.timestamp())
 
 
 def unknown_name_failures(db: Session, logged_name: str, now: datetime) -> int:
@@ -160,16 +138,6 @@ def unknown_name_failures(db: Session, logged_name: str, now: datetime) -> int:
         SecurityLog.event == security_log.LOGIN_FAILED,
         SecurityLog.detail == security_log.UNKNOWN_USER,
         SecurityLog.at > now - FAILURE_WINDOW,
-    )
-
-
-def _attempts(db: Session, now: datetime, who: ColumnElement[bool]) -> int:
-    """Sign-in attempts of any outcome within the last minute."""
-    return _count(
-        db,
-        who,
-        SecurityLog.event.in_(security_log.ATTEMPT_EVENTS),
-        SecurityLog.at > now - RATE_WINDOW,
     )
 
 

@@ -8,6 +8,10 @@ types live in :mod:`portal.schemas` and the wire (SOAP) types in :mod:`portal.so
 * ``query_log``      every verification asked (who, what, the answer), kept at least a year
 * ``security_log``   logins, failures, lockouts, token use, admin changes
 * ``insurer_calls``  every call to an insurer's service (for the compliance charts)
+* ``portal_rate``    rate limits and sign-in throttles, shared by every portal process
+                     (:mod:`portal.ratelimit`, migration ``0011``)
+* ``portal_auth_version`` one number that moves whenever a token or a person changes in a way
+                     that changes who a token is (migration ``0011``'s triggers; :mod:`portal.deps`)
 
 No insured names or addresses are stored anywhere here.
 """
@@ -179,3 +183,27 @@ class InsurerCall(Base):
     response_code: Mapped[str | None] = mapped_column(String(11))
     latency_ms: Mapped[float] = mapped_column(Float)
     query_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class RateState(Base):
+    """One rate limit's state (:mod:`portal.ratelimit`): what ``key`` has left, and when."""
+
+    __tablename__ = "portal_rate"
+    __table_args__ = (Index("ix_portal_rate_updated_at", "updated_at"),)
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    # Seconds since the epoch: the refill (or the window) is counted in SQL from it.
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class AuthVersion(Base):
+    """A single row whose ``version`` triggers move on every change to a token's revocation or
+    expiry, or to a person's role, NAIC, name or disabled flag, and on deletes of either: a
+    portal process that sees it move forgets the tokens it has cached."""
+
+    __tablename__ = "portal_auth_version"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(RowId)

@@ -25,8 +25,6 @@ TOTP_ENROLLED = "totp_enrolled"
 TOTP_FAILED = "totp_failed"
 LOGOUT = "logout"
 SESSION_EXPIRED = "session_expired"
-# Every outcome of a sign-in attempt: what the per-name and per-address limits count.
-ATTEMPT_EVENTS = (LOGIN_OK, LOGIN_FAILED, LOGIN_REFUSED, TOTP_FAILED)
 UNKNOWN_USER = "unknown user"  # the detail of a failed login for a name with no account
 
 # Accounts and tokens (the admin pages and the command line).

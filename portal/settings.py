@@ -14,8 +14,8 @@ The database, time zone and the answerable window (``OLV_DATABASE_URL``, ``OLV_T
 ``OLV_PORTAL_TOKEN_DAYS`` (90)           default lifetime of a new API token
 ``OLV_PORTAL_BOB_DEADLINE_DAY`` (10)     day of the month by which each NAIC's BoB must arrive
 ``OLV_PORTAL_QUERY_LOG_DAYS`` (400)      query and security log retention (at least a year)
-``OLV_PORTAL_WORKERS`` (1)              processes of ``olv portal serve`` (caches and rate limits
-                                         are kept per process)
+``OLV_PORTAL_WORKERS`` (1)              processes of ``olv portal serve`` (rate limits, sign-in
+                                         throttles and revocations are shared through the database)
 ``OLV_PORTAL_COMPLIANCE_CONCURRENCY`` (2) compliance reports worked on at once (503 beyond)
 ``OLV_PORTAL_COMPLIANCE_SECONDS`` (10)   longest the database may count one compliance report
 ``OLV_PORTAL_HEADER_TIMEOUT_SECONDS`` (10) a request's head must arrive within this (else dropped)

@@ -9,15 +9,20 @@ business — within the query's budget, whatever the database does.
 Either way the read runs in a task of its own and the query waits for it only until its
 deadline: a hung database gets a 503 in time, and the read is cancelled behind the answer
 (psycopg then cancels the statement on the server, or drops the connection).
+
+:meth:`StateReader.execute` runs the other statements asked on every request (the shared rate
+limits, :mod:`portal.ratelimit`) the same way: one statement that commits by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+import re
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,6 +44,8 @@ _PLATE_QUERY = (
 )
 # (VIN, plate state or None, current book-of-business records)
 Vehicle = tuple[str, str | None, list[dict[str, Any]]]
+Rows = list[tuple[Any, ...]]
+T = TypeVar("T")
 
 
 def unavailable() -> ApiError:
@@ -47,6 +54,12 @@ def unavailable() -> ApiError:
 
 def too_slow() -> ApiError:
     return ApiError(503, "the state database did not answer in time; try again")
+
+
+@cache
+def pyformat(sql: str) -> str:
+    """``:name`` parameters as psycopg's ``%(name)s``."""
+    return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql)
 
 
 def _pick(rows: list[dict[str, Any]], plate: str, plate_state: str | None) -> tuple[str, str]:
@@ -114,7 +127,39 @@ class StateReader:
             read = self.in_thread(self._read_sync, vin, plate, plate_state)
         return await self._within(read, seconds)
 
-    async def _within(self, read: Coroutine[Any, Any, Vehicle], seconds: float) -> Vehicle:
+    async def execute(self, sql: str, params: Mapping[str, Any], seconds: float) -> Rows:
+        """One statement (``:name`` parameters), committed, and the rows it returns; raises
+        :class:`ApiError` 503 when the database fails or does not answer within ``seconds``."""
+        if self._pool is not None:
+            run: Coroutine[Any, Any, Rows] = self._execute_async(sql, params)
+        else:
+            run = self.in_thread(self._execute_sync, sql, params, seconds)
+        return await self._within(run, seconds)
+
+    async def _execute_async(self, sql: str, params: Mapping[str, Any]) -> Rows:
+        async with self._pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.execute(pyformat(sql), params)  # autocommit: committed here
+            return await cursor.fetchall() if cursor.description else []
+
+    def _execute_sync(self, sql: str, params: Mapping[str, Any], seconds: float) -> Rows:
+        with db.read_cursor(self.engine) as cursor:
+            conn = cursor.connection
+            # The engine waits up to 30 s for SQLite's write lock (imports share the file); a
+            # statement of a request waits no longer than the request may.
+            kept = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+            cursor.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
+            try:
+                cursor.execute(sql, params)
+                rows: Rows = cursor.fetchall() if cursor.description else []
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout = {int(kept)}")
+            return rows
+
+    async def _within(self, read: Coroutine[Any, Any, T], seconds: float) -> T:
         task = asyncio.ensure_future(read)
         try:
             done, _ = await asyncio.wait({task}, timeout=max(0.0, seconds))

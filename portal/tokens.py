@@ -41,6 +41,11 @@ class TokenOwner:
     username: str
     role: str
     naic: str | None
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        """Expiry is a matter of time, not of a change: a cached owner checks it itself."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 def digest(secret: str) -> str:
@@ -127,4 +132,4 @@ def authenticate(session: Session, token: str, *, source: str | None = None) -> 
             detail=f"token {row.id}",
             source=source,
         )
-    return TokenOwner(row.id, user.id, user.username, user.role, user.naic)
+    return TokenOwner(row.id, user.id, user.username, user.role, user.naic, expires)

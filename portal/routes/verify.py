@@ -41,6 +41,6 @@ async def verify_batch(
     its place; an invalid item refuses the whole batch with 422 naming ``items.N.field``.
     Each item counts as one request against the token's rate limit (429 when too few are
     left)."""
-    charge_items(request, principal, len(body.items))
+    await charge_items(request, principal, len(body.items))
     results = await _router(request).verify_batch(body.items, principal)
     return BatchResponse(results=results)

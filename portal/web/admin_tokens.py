@@ -101,5 +101,5 @@ def revoke_token(request: Request, db: DbSession, me: TokenAdmin, token_id: str)
     except tokens.TokenError as exc:
         flash(request, "error", str(exc))
         return _render(request, db, status=404)
-    request.app.state.token_cache.clear()  # revoked now, not when the cache expires
+    # Refused from the next request on, in every process (portal.deps, the auth version).
     return see_other("/admin/tokens")

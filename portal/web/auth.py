@@ -9,8 +9,9 @@ checked, and every step is written to the security log.
 ``POST /login`` runs on the event loop: its database steps take a worker thread for a moment
 each, and it waits for a password-hash slot (``app.state.hash_slots``) with ``await``, so a
 flood of sign-ins holds none of the threads that session and token checks need. Past the
-per-address limit it is refused before any database read or hash; a sign-in that gets no slot
-within the request's budget is answered 503 (try again) before it is counted.
+per-address limit (shared by every process, :mod:`portal.lockout`) it is refused before any
+hash; a sign-in that gets no slot within the request's budget is answered 503 (try again)
+before it is counted.
 """
 
 from __future__ import annotations
@@ -96,8 +97,6 @@ async def login(
 ) -> Response:
     app, at, source = request.app, now(request), client_address(request)
     username = username.strip()
-    if not app.state.signin_gate.allow(source or "", at, lockout.SOURCE_ATTEMPTS_PER_MINUTE):
-        return _refused(request, username, _Refusal(SLOW_DOWN_HERE, 429))
     found = await within_budget(request, _before_hash, app, username, source, at)
     if isinstance(found, _Refusal):
         return _refused(request, username, found)
@@ -153,12 +152,12 @@ def _before_hash(
     """The rate limits and the account; returns who is trying, their account's id (None for
     a name that is no account) and the hash to check the password against."""
     with app.state.sessions() as db, db.begin():
-        if lockout.too_many_from(db, source, at):
+        if not lockout.attempt_from(db, source, at):
             return _Refusal(SLOW_DOWN_HERE, 429)
         user = db.scalar(select(User).where(User.username == username))
         logged = username if user else security_log.unknown_name(app.state.secret_key.tag(username))
         who = _Who(logged, source, at)
-        if lockout.too_many_attempts(db, logged, at):
+        if not lockout.attempt_for(db, logged, at):
             return _Refusal(SLOW_DOWN, 429)
         if user is None:
             # A name that does not exist "locks" like one that does, so that the lockout
@@ -299,7 +298,7 @@ def _second_factor(request: Request, db: DbSession, code: str, *, enrolling: boo
         current, user = pending
         who = _Who(user.username, client_address(request), at)
         problem: str | None
-        if lockout.too_many_attempts(db, user.username, at):
+        if not lockout.attempt_for(db, user.username, at):
             problem = SLOW_DOWN
         elif (number := lockout.claim_attempt(db, user.id, at)) is None:
             problem = LOCKED if lockout.is_locked_now(db, user.id) else SLOW_DOWN

@@ -182,7 +182,7 @@ async def batch(
     items = read_rows(text, max_rows)
     # Every vehicle counts against the account's rate limit: the first thousand now (429 when
     # too few are left), the rest as the answer streams (it then goes at the limit's pace).
-    charge_items(request, me, min(len(items), MAX_BATCH))
+    await charge_items(request, me, min(len(items), MAX_BATCH))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
         _answers(request, me, items),

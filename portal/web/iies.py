@@ -17,10 +17,10 @@ from enforcement.permissions import IIES_INQUIRY, IIES_PROOF
 from enforcement.proof import NoRegistration, ProofInput, post
 from olv import normalize
 from olv.errors import UsageError
-from portal.deps import Principal, client_address, permitted, within_budget
+from portal.deps import Principal, budget_left, client_address, permitted, within_budget
 from portal.errors import ApiError
 from portal.iies_lookup import check_lookup, find
-from portal.ratelimit import RateLimiter
+from portal.ratelimit import Bucket, SharedLimits
 from portal.web.identity import now
 from portal.web.render import flash, page, twin_get
 
@@ -81,12 +81,13 @@ def proof_post(
     return page(request, "iies_proof.html", "Post paper proof", {"form": {}, "result": result})
 
 
-def _limiter(request: Request) -> RateLimiter:
-    limiter = getattr(request.app.state, "iies_status_limiter", None)
-    if limiter is None:
-        limiter = RateLimiter(get_case_settings().status_rate_per_minute)
-        request.app.state.iies_status_limiter = limiter
-    return limiter
+def _bucket(request: Request) -> Bucket:
+    """Per client address, shared by every portal process (:mod:`portal.ratelimit`)."""
+    bucket: Bucket | None = getattr(request.app.state, "iies_status_bucket", None)
+    if bucket is None:
+        bucket = Bucket(get_case_settings().status_rate_per_minute)
+        request.app.state.iies_status_bucket = bucket
+    return bucket
 
 
 def _status(request: Request, doc_id: str, plate: str) -> dict[str, str] | None:
@@ -105,9 +106,12 @@ async def status_page(
     context: dict[str, Any] = {"doc_id": doc_id or "", "plate": plate or ""}
     if not doc_id and not plate:
         return page(request, "iies_status.html", "Insurance case status", context)
-    wait = _limiter(request).allow(client_address(request) or "-")
-    if wait:
-        retry = {"Retry-After": str(math.ceil(wait))}
+    limits: SharedLimits = request.app.state.rate_limits
+    bucket = _bucket(request)
+    key = f"iies-status:{client_address(request) or '-'}"
+    taken = await limits.take(bucket, key, 1, budget_left(request))
+    if taken.wait:
+        retry = {"Retry-After": str(math.ceil(taken.wait))}
         raise ApiError(429, "too many look-ups; try again later", headers=retry)
     doc_id = (doc_id or "").strip()
     clean_plate = normalize.plate(plate or "")

@@ -1,0 +1,280 @@
+"""Two real ``olv portal serve`` processes on one database behave as one portal: a token gets
+exactly its rate over both (batch items included), a revocation or a disable made anywhere is
+refused by both within a second, sign-in throttles and the lockout count attempts made on
+either, and a session signed out on one is refused by the other."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+
+from olv import db
+from portal import lockout
+from portal.models import User
+from tests.helpers.portal import PASSWORD, Portal, portal_server
+from tests.helpers.signin import add_person, sign_in
+
+PROBE = "/api/v1/queries/" + "0" * 32  # 404 for a valid token, 401 otherwise
+PER_MINUTE = 60  # 1 a second, bursts of 10 (ten seconds' worth)
+RATE, BURST = PER_MINUTE / 60, 10
+REFUSED_WITHIN = 1.0
+
+
+@contextmanager
+def two_portals(url: str, folder: Path, **env: str) -> Iterator[tuple[Portal, Portal]]:
+    with ExitStack() as stack:
+        first, second = (
+            stack.enter_context(portal_server({"OLV_DATABASE_URL": url, **env}, folder))
+            for _ in range(2)
+        )
+        yield first, second
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_two_processes_give_a_token_exactly_its_rate(db_url: str, tmp_path: Path) -> None:
+    engine = db.make_engine(db_url)
+    token = add_person(engine, "dora", "dmv")
+    batcher = add_person(engine, "dirk", "dmv")
+    engine.dispose()
+    rate = {"OLV_PORTAL_TOKEN_RATE_PER_MINUTE": str(PER_MINUTE)}
+    with (
+        two_portals(db_url, tmp_path, **rate) as portals,
+        httpx.Client(timeout=30) as client,
+    ):
+        allowed = {portal.base: 0 for portal in portals}
+        first_sent = time.monotonic()
+        first_done = last_sent = 0.0
+        refused = 0
+        while time.monotonic() - first_sent < 3.0:
+            for portal in portals:  # alternately
+                last_sent = time.monotonic()
+                status = client.get(portal.base + PROBE, headers=_bearer(token)).status_code
+                first_done = first_done or time.monotonic()
+                assert status in (404, 429), status
+                allowed[portal.base] += status == 404
+                refused += status == 429
+        last_done = time.monotonic()
+        total = sum(allowed.values())
+        # Exactly the one bucket: its burst, then its refill over the time asked (one process
+        # each would have given twice that).
+        assert total <= BURST + RATE * (last_done - first_sent) + 1, (total, allowed)
+        assert total >= BURST + RATE * (last_sent - first_done) - 1, (total, allowed)
+        assert all(allowed.values()) and refused, allowed
+
+        # Batch items count against the same bucket, whichever process asks next.
+        items = [{"vin": f"1HGCM82633A00{n:04d}"} for n in range(BURST - 2)]
+        batch = client.post(
+            portals[0].base + "/api/v1/verify/batch",
+            json={"items": items},
+            headers=_bearer(batcher),
+        )
+        assert batch.status_code == 200, batch.text
+        started = time.monotonic()
+        after = [
+            client.get(portals[1].base + PROBE, headers=_bearer(batcher)).status_code
+            for _ in range(6)
+        ]
+        took = time.monotonic() - started + batch.elapsed.total_seconds()
+        assert after.count(404) <= 2 + RATE * took + 1, after
+        assert 429 in after, after
+
+
+def _calls_while(
+    bases: list[str], tokens: list[str], change: Callable[[], None]
+) -> tuple[dict[str, list[tuple[float, str, int]]], float]:
+    """Use every token on every process at once, call ``change()`` (in a thread), go on for
+    1.5 s; the calls per token (sent at, process, status), with ``"started"`` holding when
+    ``change`` was called, and when it returned."""
+    calls: dict[str, list[tuple[float, str, int]]] = {token: [] for token in tokens}
+
+    async def run() -> float:
+        stop = asyncio.Event()
+
+        async def hammer(client: httpx.AsyncClient, base: str, token: str) -> None:
+            while not stop.is_set():
+                sent = time.monotonic()
+                answer = await client.get(base + PROBE, headers=_bearer(token))
+                calls[token].append((sent, base, answer.status_code))
+
+        async with httpx.AsyncClient(timeout=30) as client:
+            tasks = [
+                asyncio.create_task(hammer(client, base, token))
+                for token in tokens
+                for base in bases
+                for _ in range(2)
+            ]
+            await asyncio.sleep(1.5)
+            calls["started"] = [(time.monotonic(), "", 0)]
+            await asyncio.to_thread(change)
+            changed = time.monotonic()
+            await asyncio.sleep(1.5)
+            stop.set()
+            await asyncio.gather(*tasks)
+        return changed
+
+    changed = asyncio.run(run())
+    return calls, changed
+
+
+def test_a_revocation_or_disable_made_anywhere_is_refused_by_every_process_within_a_second(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = db.make_engine(db_url)
+    add_person(engine, "ann", "admin")
+    by_cli = add_person(engine, "dora", "dmv")
+    by_page = add_person(engine, "dave", "dmv")
+    kept = add_person(engine, "dan", "dmv")
+    with db.transaction(engine) as session:
+        dave = session.scalar(select(User.id).where(User.username == "dave"))
+    engine.dispose()
+    with two_portals(db_url, tmp_path) as (first, second), sign_in(first.base, "ann") as admin:
+
+        def change() -> None:
+            done = subprocess.run(
+                [sys.executable, "-m", "olv", "tokens", "revoke", by_cli.split("_")[1]],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            # Disabled on the first process's admin page; the second has it cached too.
+            assert admin.post(f"/admin/users/{dave}/disable").status_code == 303
+
+        calls, changed = _calls_while([first.base, second.base], [by_cli, by_page, kept], change)
+    started = calls["started"][0][0]
+    for token in (by_cli, by_page):
+        for base in (first.base, second.base):
+            before = {s for sent, b, s in calls[token] if b == base and sent < started}
+            after = {
+                s for sent, b, s in calls[token] if b == base and sent > changed + REFUSED_WITHIN
+            }
+            assert before == {404} and after == {401}, (base, before, after)
+    assert {s for sent, _b, s in calls[kept] if sent > changed} == {404}
+
+
+def _login(client: httpx.Client, base: str, username: str, password: str) -> httpx.Response:
+    return client.post(base + "/login", data={"username": username, "password": password})
+
+
+def test_sign_in_throttles_and_the_lockout_count_attempts_on_both_processes(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = db.make_engine(db_url)
+    add_person(engine, "lou", "officer")
+    engine.dispose()
+    with two_portals(db_url, tmp_path) as portals, httpx.Client(timeout=60) as client:
+        bases = [portal.base for portal in portals] * 10
+        # Five wrong passwords, alternately, lock the account: the right one is then refused
+        # on either process.
+        for base in bases[: lockout.MAX_FAILURES]:
+            assert _login(client, base, "lou", "wrong password!").status_code == 401
+        for base in bases[:2]:
+            locked = _login(client, base, "lou", PASSWORD)
+            assert locked.status_code == 401 and "locked" in locked.text
+        engine = db.make_engine(db_url)
+        try:
+            with db.transaction(engine) as session:
+                user = session.scalar(select(User).where(User.username == "lou"))
+                assert user is not None and user.locked_at is not None
+        finally:
+            engine.dispose()
+        # Attempts for one name are limited per minute over both processes.
+        statuses = [
+            _login(client, base, "nobody", "x" * 12).status_code
+            for base in bases[: lockout.ATTEMPTS_PER_MINUTE + 2]
+        ]
+        assert statuses == [401] * lockout.ATTEMPTS_PER_MINUTE + [429, 429], statuses
+
+
+def test_a_sign_in_spray_from_one_address_is_limited_over_both_processes(
+    db_url: str, tmp_path: Path
+) -> None:
+    limit = lockout.SOURCE_ATTEMPTS_PER_MINUTE
+    with two_portals(db_url, tmp_path) as portals:
+
+        async def spray() -> list[int]:
+            # A few at a time: each attempt reaches the count long before its budget ends.
+            gate = asyncio.Semaphore(4)
+            async with httpx.AsyncClient(timeout=120) as client:
+
+                async def one(i: int) -> int:
+                    base = portals[i % 2].base
+                    form = {"username": f"name{i}", "password": "wrong pass 1"}
+                    async with gate:
+                        return (await client.post(base + "/login", data=form)).status_code
+
+                return list(await asyncio.gather(*(one(i) for i in range(limit + 20))))
+
+        statuses = asyncio.run(spray())
+    # Exactly the limit passed over both processes. A sign-in that found no hash slot within
+    # its budget is a 503, after it was counted (the limit counts attempts, not checks).
+    assert statuses.count(429) == 20, statuses
+    assert set(statuses) <= {401, 429, 503}
+
+
+def test_a_session_signed_out_on_one_process_is_refused_by_the_other(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = db.make_engine(db_url)
+    add_person(engine, "oscar", "officer")
+    engine.dispose()
+    with two_portals(db_url, tmp_path) as (first, second), sign_in(first.base, "oscar") as one:
+        cookies = dict(one.cookies)
+        with httpx.Client(base_url=second.base, cookies=cookies, timeout=30) as other:
+            assert other.get("/history").status_code == 200
+            out = one.post("/logout")
+            assert out.status_code == 303, (out.status_code, out.text)
+            assert other.get("/history").status_code == 401
+            assert other.get("/api/v1/queries/" + "0" * 32).status_code == 401
+
+
+@contextmanager
+def writes_held(url: str) -> Iterator[None]:
+    """Another client holds what the rate-limit statement must write (reads still pass)."""
+    if db.is_sqlite(url):
+        conn = sqlite3.connect(make_url(url).database or "", isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")  # the write lock, as a long import would hold it
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("LOCK TABLE portal_rate IN EXCLUSIVE MODE"))
+            yield
+    finally:
+        engine.dispose()
+
+
+def test_a_database_that_holds_the_rate_limit_gets_a_503_within_the_budget_then_recovers(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = db.make_engine(db_url)
+    token = add_person(engine, "dora", "dmv")
+    engine.dispose()
+    env = {"OLV_DATABASE_URL": db_url, "OLV_PORTAL_BUDGET_SECONDS": "1.0"}
+    with portal_server(env, tmp_path) as portal, httpx.Client(base_url=portal.base) as client:
+        assert client.get(PROBE, headers=_bearer(token), timeout=30).status_code == 404
+        with writes_held(db_url):
+            held = client.get(PROBE, headers=_bearer(token), timeout=30)
+            # Fails closed: no answer past the budget, and no request let through uncounted.
+            assert held.status_code == 503, held.text
+            assert held.elapsed.total_seconds() < 1.0 + 2.0, held.elapsed
+            assert "state database" in held.json()["error"]
+        assert client.get(PROBE, headers=_bearer(token), timeout=30).status_code == 404
