@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bob_loader.intake_settings import IntakeSettings
-from olv import db, serving
+from olv import db, read_replica, serving
 from olv.config import Settings, get_settings
 from olv.logging import describe_exception
 from portal import errors, passwords, routes, secret_key
@@ -71,6 +71,8 @@ def create_app(
         app.state.insurer_client = InsurerClient(transport, portal_settings)
         app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
+        # The plate and book-of-business look-ups may read a standby (OLV_DATABASE_READ_URL).
+        replica = await run_in_threadpool(read_replica.from_settings, settings)
         app.state.router = router = Router(
             engine,
             app.state.insurer_client,
@@ -78,6 +80,7 @@ def create_app(
             settings,
             portal_settings,
             REGISTRY_CACHE_SECONDS,
+            replica,
         )
         await router.open()
         try:
@@ -87,6 +90,8 @@ def create_app(
             await app.state.insurer_client.aclose()
             await app.state.query_log.stop()
             await app.state.router.close()
+            if replica is not None:
+                await run_in_threadpool(replica.close)
             engine.dispose()
 
     app = FastAPI(

@@ -52,7 +52,7 @@ def portal_serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
     """Serve the portal's pages and JSON API (OpenAPI at /docs)."""
-    from olv import errors
+    from olv import errors, read_replica
     from olv.ports import claim_port
     from portal import secret_key
     from portal.settings import PortalSettings
@@ -69,6 +69,7 @@ def portal_serve(
             if db.is_sqlite(settings.database_url):
                 raise
             typer.echo(f"warning: {exc}; serving anyway", err=True)
+        read_replica.check_read_url(settings)
         typer.echo(f"OLV state portal on http://{host}:{port}/ (API docs: /docs)", err=True)
         _serve(host, port, workers)
 

@@ -151,7 +151,7 @@ class SqlPolicyStore:
         if conn is None:
             if tid in self._no_connect:
                 raise StoreUnavailable("no connection opened for this thread yet")
-            conn = self._open(replica)
+            conn, replica = self._open_either(replica)
             self._keep(tid, conn, replica)
         return conn
 
@@ -162,6 +162,15 @@ class SqlPolicyStore:
         self._conns[tid] = conn
         if replica:
             self._on_replica.add(tid)
+
+    def _open_either(self, replica: bool) -> tuple[Any, bool]:
+        """A connection to the standby when asked and it connects, else to the primary."""
+        if replica and self.replica is not None:
+            try:
+                return self._open(replica=True), True
+            except (SQLAlchemyError, *self._driver_errors()) as exc:
+                self.replica.failed(exc)
+        return self._open(), False
 
     def _open(self, replica: bool = False) -> Any:
         engine = self.replica.engine if replica and self.replica is not None else self.engine
@@ -253,8 +262,7 @@ class SqlPolicyStore:
 
     def open_for(self, thread_id: int) -> None:
         """Open the connection of a reserved thread, from another thread."""
-        replica = self._use_replica()
-        conn = self._open(replica)
+        conn, replica = self._open_either(self._use_replica())
         if self._marker == "?":
             conn.driver_connection.execute(f"PRAGMA busy_timeout={int(self._reserved_wait * 1000)}")
         with self._lock:
