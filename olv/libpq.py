@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from sqlalchemy.engine import URL, make_url
 
+# libpq waits for a connection without end unless told otherwise: a server whose address drops
+# packets (a host that is down) would hold a request past its budget, and with several servers
+# in the URL the next one would never be tried. A server on the network answers a connect in
+# milliseconds; 2 s (libpq's shortest) takes it as gone and moves on, within the 5-s budget.
+CONNECT_TIMEOUT_SECONDS = 2
+
 
 def conninfo(url: str | URL) -> str:
     """The libpq connection string (``key=value …``) of a ``postgresql+psycopg://`` URL."""

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -19,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bob_loader.intake_settings import IntakeSettings
-from olv import db, read_replica, serving
+from olv import db, libpq, read_replica, serving
 from olv.config import Settings, get_settings
 from olv.logging import describe_exception
 from portal import errors, passwords, routes, secret_key
@@ -60,7 +61,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.secret_key = secret_key.load(portal_settings)  # stops the start if unusable
-        engine = db.make_engine(settings.database_url)
+        engine = db.make_engine(settings.database_url, **_connect_bound(settings.database_url))
         app.state.engine = engine
         app.state.sessions = db.session_factory(engine)
         await run_in_threadpool(passwords.dummy_hash)  # before the first sign-in needs it
@@ -127,6 +128,13 @@ def create_app(
     )
     app.add_middleware(ResponseHeaders)  # added last: the outermost layer
     return app
+
+
+def _connect_bound(url: str) -> dict[str, Any]:
+    """PostgreSQL: connections give up after libpq.CONNECT_TIMEOUT_SECONDS (see there)."""
+    if db.is_sqlite(url):
+        return {}
+    return {"connect_args": {"connect_timeout": libpq.CONNECT_TIMEOUT_SECONDS}}
 
 
 def _seal_plaintext_secrets(engine: Engine, key: SecretKey) -> None:

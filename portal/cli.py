@@ -64,7 +64,9 @@ def portal_serve(
     # Everything that can be refused is checked before the banner claims the portal is up.
     with claim_port(host, port):
         try:
-            db.open_database(settings.database_url).dispose()
+            # Bounded: a server that drops packets must not hold the start for minutes.
+            wait = portal_settings.budget_seconds
+            db.open_database(settings.database_url, wait_seconds=wait).dispose()
         except errors.DatabaseUnreachable as exc:
             if db.is_sqlite(settings.database_url):
                 raise

@@ -177,13 +177,14 @@ class StateReader:
 
 
 def _async_pool(conninfo: str, wait_seconds: float, name: str) -> Any:
+    """Connections in autocommit; a caller waits ``wait_seconds`` at most for one."""
     from psycopg_pool import AsyncConnectionPool
 
     return AsyncConnectionPool(
         conninfo,
         min_size=2,
         max_size=CONNECTIONS,
-        kwargs={"autocommit": True, "connect_timeout": max(2, round(wait_seconds))},
+        kwargs={"autocommit": True, "connect_timeout": libpq.CONNECT_TIMEOUT_SECONDS},
         timeout=wait_seconds,
         open=False,
         name=name,

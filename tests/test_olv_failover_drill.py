@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from olv import db
@@ -23,8 +24,9 @@ from portal.errors import DATABASE_DOWN
 from portal.models import InsurerCall, QueryLog
 from service.models import AuditRecord
 from tests.helpers import data
-from tests.helpers.portal import add_insurer, add_user, load_bob, portal_server
-from tests.helpers.private_pg import PrivatePostgres, private_replication
+from tests.helpers.faulty_network import DroppedConnects
+from tests.helpers.portal import add_insurer, add_user, load_bob, portal_server, refusing_url
+from tests.helpers.private_pg import PrivatePostgres, private_postgres, private_replication
 from tests.helpers.soap import codes_of, envelope, post, request_xml, response_element, soap_server
 
 SOAP_DEADLINE = 4.5  # both servers' defaults: the 5-s budget
@@ -67,8 +69,16 @@ class Traffic:
         return self.outcomes[-1][1] if self.outcomes else None
 
 
-def test_primary_dies_standby_promoted_mid_traffic(tmp_path: Path) -> None:
-    with private_replication() as (primary, standby):
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_primary_fails_standby_promoted_mid_traffic(fault: str, tmp_path: Path) -> None:
+    """``killed``: the primary crashes. ``hung``: it stops answering (SIGSTOP; connections to
+    it hang) for a while, then is fenced (stopped for good, as a failover manager does before
+    promoting: a hung primary that later woke up would take writes beside the new one)."""
+    # Synchronous replication: a commit is acknowledged only once the standby has it, so the
+    # promoted standby holds every row a writer was told was written. (With asynchronous
+    # replication the last commits before a crash can be lost: a database matter, not OLV's.)
+    with private_replication(primary_settings=("synchronous_standby_names=*",)) as pair:
+        primary, standby = pair
         url = multi_host_url(primary, standby)
         db.upgrade(url)
         data.load_policies(url, tmp_path)  # the CLI on the multi-host URL too
@@ -81,7 +91,9 @@ def test_primary_dies_standby_promoted_mid_traffic(tmp_path: Path) -> None:
             standby.wait_until_replayed(primary)
             with portal_server({"OLV_DATABASE_URL": url}, tmp_path) as portal:
                 soap_pid, portal_pid = soap.process.pid, portal.process.pid
-                sent = _drill(primary, standby, soap.url("/iicmva/00200809"), portal.base, token)
+                sent = _drill(
+                    fault, primary, standby, soap.url("/iicmva/00200809"), portal.base, token
+                )
                 _counts_settle(standby, sent)
                 assert soap.process.poll() is None and soap.process.pid == soap_pid
                 assert portal.process.poll() is None and portal.process.pid == portal_pid
@@ -90,7 +102,12 @@ def test_primary_dies_standby_promoted_mid_traffic(tmp_path: Path) -> None:
 
 
 def _drill(
-    primary: PrivatePostgres, standby: PrivatePostgres, soap_url: str, portal: str, token: str
+    fault: str,
+    primary: PrivatePostgres,
+    standby: PrivatePostgres,
+    soap_url: str,
+    portal: str,
+    token: str,
 ) -> tuple[int, int]:
     """The traffic through the switch, checked; (SOAP requests, portal requests) sent."""
 
@@ -124,7 +141,10 @@ def _drill(
     assert ask_soap() == "confirmed" and ask_portal() == "confirmed"
     soap, state = Traffic(ask_soap), Traffic(ask_portal)
     time.sleep(1.0)
-    primary.kill()  # mid-traffic, as a crash would
+    if fault == "hung":
+        primary.stop_all()
+        time.sleep(2.0)
+    primary.kill()  # mid-traffic, as a crash would (after the hang: the fence)
     time.sleep(1.5)
     standby.promote()
     promoted = time.monotonic()
@@ -185,3 +205,40 @@ def _counts_settle(new_primary: PrivatePostgres, sent: tuple[int, int], within: 
             time.sleep(0.2)
     finally:
         engine.dispose()
+
+
+def test_portal_moves_past_a_server_that_drops_connects(tmp_path: Path) -> None:
+    """The first server of the URL is a host that is down (its packets are dropped): every
+    connection of the portal (token check, plate and BoB reads, query log) gives up on it after
+    libpq's connect timeout and takes the next server, within the budget."""
+    blackhole = DroppedConnects()
+    try:
+        with private_postgres() as server:
+            url = (
+                f"postgresql+psycopg://postgres@/postgres?host=127.0.0.1:{blackhole.port}"
+                f"&host=127.0.0.1:{server.port}&target_session_attrs=read-write"
+            )
+            db.upgrade(server.url)
+            engine = db.make_engine(server.url)
+            add_insurer(engine, data.NAIC, refusing_url())
+            load_bob(engine, tmp_path, [(data.NAIC, "P-OK", data.VIN_OK)])
+            token = add_user(engine, "officer1", "officer")
+            with portal_server({"OLV_DATABASE_URL": url}, tmp_path) as portal:
+                for _ in range(3):
+                    started = time.monotonic()
+                    response = httpx.post(
+                        f"{portal.base}/api/v1/verify",
+                        json={"vin": data.VIN_OK},
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=15,
+                    )
+                    elapsed = time.monotonic() - started
+                    assert response.status_code == 200, response.text
+                    # The insurer refuses: the BoB record was read, the answer is in time.
+                    assert response.json()["verdict"] == "unable_to_verify"
+                    assert elapsed <= PORTAL_BUDGET + MARGIN, f"answered after {elapsed:.2f} s"
+            with engine.connect() as conn:
+                assert conn.scalar(select(func.count()).select_from(QueryLog)) == 3
+            engine.dispose()
+    finally:
+        blackhole.close()

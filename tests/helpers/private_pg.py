@@ -108,7 +108,8 @@ def _children(parent: int) -> list[int]:
 
 
 @contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(settings: tuple[str, ...] = ()) -> Iterator[PrivatePostgres]:
+    """A fresh server; ``settings``: extra ``name=value`` server settings."""
     with _private_home() as (bin_dir, user, home):
         data = home / "data"
         subprocess.run(
@@ -118,18 +119,17 @@ def private_postgres() -> Iterator[PrivatePostgres]:
             capture_output=True,
             timeout=120,
         )
-        with _running(bin_dir, user, home, data) as server:
+        with _running(bin_dir, user, home, data, settings) as server:
             yield server
 
 
 @contextmanager
 def private_replication(
-    standby_settings: tuple[str, ...] = (),
+    primary_settings: tuple[str, ...] = (), standby_settings: tuple[str, ...] = ()
 ) -> Iterator[tuple[PrivatePostgres, PrivatePostgres]]:
     """A primary and a hot standby streaming from it (``pg_basebackup -R``), each a
-    :func:`private_postgres` of its own; ``standby_settings``: extra ``name=value`` for the
-    standby's server."""
-    with private_postgres() as primary, _private_home() as (bin_dir, user, home):
+    :func:`private_postgres` of its own, with extra ``name=value`` server settings each."""
+    with private_postgres(primary_settings) as primary, _private_home() as (bin_dir, user, home):
         data = home / "data"
         subprocess.run(
             [
