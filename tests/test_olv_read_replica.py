@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -159,9 +159,9 @@ def test_lag_rule_idle_primary_paused_replay_and_resume(
     assert sum(msg == "read replica in use" for msg, _ in messages) == 2  # logged per change
 
 
-def _wait(condition: object, failure: str, within: float = 10.0) -> None:
+def _wait(condition: Callable[[], bool], failure: str, within: float = 10.0) -> None:
     end = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < end, failure
         time.sleep(0.05)
 
@@ -210,6 +210,33 @@ def test_soap_leaves_a_lagging_standby_out(pair: Pair, tmp_path: Path) -> None:
             _in_step_again(primary, standby)
         _until(server, want_confirmed=True)
     assert "behind the primary (limit 1 s)" in server.log.read_text()
+
+
+def test_soap_answers_from_the_standby_while_the_primary_hangs(pair: Pair, tmp_path: Path) -> None:
+    """The primary stops answering (SIGSTOP): the look-ups still get the standby's answers,
+    in time; the audit rows wait in the writer and reach the primary once it is back."""
+    primary, standby = pair
+    with soap_server(_soap_env(pair, 5), tmp_path) as server:
+        _until(server, want_confirmed=True)
+        time.sleep(1.5)  # the worker's first lag check has run
+        before = _audit_rows(primary)
+        primary.stop_all()
+        try:
+            results = [_ask(server) for _ in range(10)]
+        finally:
+            primary.continue_all()
+        for codes, elapsed in results:
+            assert codes == CONFIRMED  # a hung primary would have made these SYSU
+            assert elapsed <= DEADLINE + MARGIN, f"answered after {elapsed:.2f} s"
+        end = time.monotonic() + 30
+        while _audit_rows(primary) < before + len(results):
+            assert time.monotonic() < end, "audit rows lost while the primary hung"
+            time.sleep(0.2)
+        assert server.process.poll() is None  # no restart
+
+
+def _audit_rows(server: PrivatePostgres) -> int:
+    return int(server.sql("SELECT count(*) FROM audit_record")[0][0])
 
 
 # --- the portal's state reads ------------------------------------------------------------------

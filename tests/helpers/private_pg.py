@@ -78,7 +78,7 @@ class PrivatePostgres:
         with psycopg.connect(
             host="127.0.0.1", port=self.port, user="postgres", autocommit=True, connect_timeout=5
         ) as conn:
-            cursor = conn.execute(statement)  # type: ignore[call-overload]
+            cursor = conn.execute(statement)
             return cursor.fetchall() if cursor.description else []
 
     def promote(self) -> None:
