@@ -124,6 +124,7 @@ def test_multi_host_urls_become_one_libpq_connection_string() -> None:
         assert "host=db1,db2" in info and "port=5432,5433" in info
         assert "target_session_attrs=read-write" in info
         assert libpq.servers(url) == "db1:5432,db2:5433"
+        assert db.describe(url) == "the PostgreSQL database olv at db1:5432,db2:5433"
     assert "password='p@ss word'" in libpq.conninfo("postgresql+psycopg://u:p%40ss%20word@h/db")
 
 
