@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OLV_", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+    # A PostgreSQL standby for the read-mostly look-ups ("": none); see olv.read_replica.
+    database_read_url: str = ""
+    database_read_max_lag_seconds: float = Field(5.0, gt=0)
     maintenance: bool = False
     timezone: str = "UTC"
 

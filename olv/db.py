@@ -34,6 +34,7 @@ from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, Result, ma
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from olv import libpq
 from olv.errors import (
     DATABASE_SETTING,
     UPGRADE_HINT,
@@ -408,10 +409,7 @@ def describe(url: str | URL) -> str:
         return f"the SQLite database {path}"
     if parsed.get_backend_name() == "sqlite":
         return "the in-memory SQLite database"
-    return (
-        f"the PostgreSQL database {parsed.database or '(default)'} at "
-        f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
-    )
+    return f"the PostgreSQL database {parsed.database or '(default)'} at {libpq.servers(parsed)}"
 
 
 def is_connection_failure(exc: DBAPIError) -> bool:
@@ -440,7 +438,7 @@ def unreachable(url: str | URL, exc: DBAPIError) -> DatabaseUnreachable:
             f"cannot open the SQLite database {path}: {reason}; check {DATABASE_SETTING}"
         )
     return DatabaseUnreachable(
-        f"cannot connect to PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432} "
+        f"cannot connect to PostgreSQL at {libpq.servers(parsed)} "
         f"(database {parsed.database or '(default)'}): {reason}; is the server running there? "
         f"Check {DATABASE_SETTING}"
     )

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -19,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bob_loader.intake_settings import IntakeSettings
-from olv import db, serving
+from olv import db, libpq, read_replica, serving
 from olv.config import Settings, get_settings
 from olv.logging import describe_exception
 from olv.readiness import Readiness
@@ -65,7 +66,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.secret_key = secret_key.load(portal_settings)  # stops the start if unusable
-        engine = db.make_engine(settings.database_url)
+        engine = db.make_engine(settings.database_url, **_connect_bound(settings.database_url))
         app.state.engine = engine
         app.state.sessions = db.session_factory(engine)
         await run_in_threadpool(passwords.dummy_hash)  # before the first sign-in needs it
@@ -78,6 +79,8 @@ def create_app(
         app.state.file_counts = FileCounts(engine)
         app.state.query_log = QueryLogWriter(engine, portal_settings.query_log_days)
         app.state.query_log.start()
+        # The plate and book-of-business look-ups may read a standby (OLV_DATABASE_READ_URL).
+        replica = await run_in_threadpool(read_replica.from_settings, settings)
         app.state.router = router = Router(
             engine,
             app.state.insurer_client,
@@ -85,6 +88,7 @@ def create_app(
             settings,
             portal_settings,
             REGISTRY_CACHE_SECONDS,
+            replica,
         )
         await router.open()
         app.state.rate_limits = SharedLimits(router.reads)
@@ -97,6 +101,8 @@ def create_app(
             await app.state.insurer_client.aclose()
             await app.state.query_log.stop()
             await app.state.router.close()
+            if replica is not None:
+                await run_in_threadpool(replica.close)
             engine.dispose()
 
     app = FastAPI(
@@ -147,6 +153,13 @@ async def _forget_old_rates(limits: SharedLimits, portal_settings: PortalSetting
             await limits.forget_old(portal_settings.budget_seconds)
         except Exception as exc:  # noqa: BLE001 - housekeeping must not end the loop
             log.warning("old rate-limit rows not deleted", extra=describe_exception(exc))
+
+
+def _connect_bound(url: str) -> dict[str, Any]:
+    """PostgreSQL: connections give up after libpq.CONNECT_TIMEOUT_SECONDS (see there)."""
+    if db.is_sqlite(url):
+        return {}
+    return {"connect_args": {"connect_timeout": libpq.CONNECT_TIMEOUT_SECONDS}}
 
 
 def _seal_plaintext_secrets(engine: Engine, key: SecretKey) -> None:

@@ -52,7 +52,7 @@ def portal_serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
     """Serve the portal's pages and JSON API (OpenAPI at /docs)."""
-    from olv import errors
+    from olv import errors, read_replica
     from olv.ports import claim_port
     from portal import secret_key
     from portal.settings import PortalSettings
@@ -64,11 +64,14 @@ def portal_serve(
     # Everything that can be refused is checked before the banner claims the portal is up.
     with claim_port(host, port):
         try:
-            db.open_database(settings.database_url).dispose()
+            # Bounded: a server that drops packets must not hold the start for minutes.
+            wait = portal_settings.budget_seconds
+            db.open_database(settings.database_url, wait_seconds=wait).dispose()
         except errors.DatabaseUnreachable as exc:
             if db.is_sqlite(settings.database_url):
                 raise
             typer.echo(f"warning: {exc}; serving anyway", err=True)
+        read_replica.check_read_url(settings)
         typer.echo(f"OLV state portal on http://{host}:{port}/ (API docs: /docs)", err=True)
         _serve(host, port, workers)
 

@@ -18,8 +18,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from olv.db import is_connection_failure
 from olv.logging import describe_exception
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,11 @@ _TITLES = {
     500: "internal error",
     503: "service unavailable",
 }
+
+
+# Requests that fail before any query is asked (credentials, pages) because the database is
+# unreachable: told apart from a query's own 503, which the query log records.
+DATABASE_DOWN = "cannot check the request: the state database is unavailable; try again"
 
 
 class FieldError(BaseModel):
@@ -133,6 +140,18 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return _respond(request, ErrorBody(status=422, error=summary, errors=errors), None)
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DBAPIError)
+    if not is_connection_failure(exc):
+        return await _unexpected(request, exc)
+    # No bug: the database is down or failing over (a token, a sign-in, a page's read).
+    log.warning(
+        "state database unreachable; answering 503",
+        extra={"path": request.url.path, **describe_exception(exc)},
+    )
+    return _respond(request, ErrorBody(status=503, error=DATABASE_DOWN), {"Retry-After": "1"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The last guard: a bug must still answer in the one shape, without internals.
     # Type and place only: messages of library errors may quote a VIN or a policy number.
@@ -144,4 +163,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, respond)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

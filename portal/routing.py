@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from olv import normalize
 from olv.config import Settings
 from olv.logging import describe_exception
+from olv.read_replica import ReadReplica
 from portal import metrics, querylog, state_reads
 from portal.cache import TtlCache
 from portal.deps import Principal
@@ -114,6 +115,7 @@ class Router:
         settings: Settings,
         portal_settings: PortalSettings,
         registry_seconds: float = 5.0,
+        replica: ReadReplica | None = None,
     ) -> None:
         # Plain connections, not ORM sessions: a query only reads a few rows, and a session
         # costs about a third more CPU per query.
@@ -123,7 +125,7 @@ class Router:
         self.settings = settings
         self.portal = portal_settings
         self.registry_cache = TtlCache[str, dict[str, InsurerConfig]](registry_seconds)
-        self.reads = state_reads.StateReader(engine, portal_settings.budget_seconds)
+        self.reads = state_reads.StateReader(engine, portal_settings.budget_seconds, replica)
 
     async def open(self) -> None:
         await self.reads.open()

@@ -11,7 +11,12 @@ deadline: a hung database gets a 503 in time, and the read is cancelled behind t
 (psycopg then cancels the statement on the server, or drops the connection).
 
 :meth:`StateReader.execute` runs the other statements asked on every request (the shared rate
-limits, :mod:`portal.ratelimit`) the same way: one statement that commits by itself.
+limits, :mod:`portal.ratelimit`) the same way, always on the primary: one statement that
+commits by itself.
+
+With a read replica (``OLV_DATABASE_READ_URL``, PostgreSQL only) the read goes to the standby
+while :mod:`olv.read_replica` finds it fit; one that fails there or takes longer than the
+replica's call bound is asked again of the primary within what is left of the deadline.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -28,7 +34,8 @@ from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bob_loader import lookup
-from olv import db
+from olv import db, libpq
+from olv.read_replica import ReadReplica
 from portal.errors import ApiError, invalid
 from portal.models import Registration
 
@@ -75,26 +82,24 @@ def _pick(rows: list[dict[str, Any]], plate: str, plate_state: str | None) -> tu
 
 
 class StateReader:
-    def __init__(self, engine: Engine, budget_seconds: float) -> None:
+    def __init__(
+        self, engine: Engine, budget_seconds: float, replica: ReadReplica | None = None
+    ) -> None:
         self.engine = engine
+        self.replica = replica
         self._current = lookup.CurrentByVin(engine.dialect)
         self._plates = db.CompiledRead(_PLATE_QUERY, engine.dialect)
         self._threads = ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="olv-portal-db")
         self._behind: set[asyncio.Task[Any]] = set()  # reads cut off at a deadline
         self._pool: Any = None
+        self._replica_pool: Any = None
         if engine.dialect.name == "postgresql":
-            from psycopg_pool import AsyncConnectionPool
-
-            url = engine.url.set(drivername="postgresql")
-            self._pool = AsyncConnectionPool(
-                url.render_as_string(hide_password=False),
-                min_size=2,
-                max_size=CONNECTIONS,
-                kwargs={"autocommit": True, "connect_timeout": max(2, round(budget_seconds))},
-                timeout=budget_seconds,
-                open=False,
-                name="olv-portal-reads",
-            )
+            # libpq's own connection string: a URL naming several servers stays usable.
+            self._pool = _async_pool(libpq.conninfo(engine.url), budget_seconds, "olv-portal-reads")
+            if replica is not None:
+                self._replica_pool = _async_pool(
+                    replica.conninfo, replica.call_seconds, "olv-portal-replica-reads"
+                )
         self._errors: tuple[type[BaseException], ...] = (
             engine.dialect.loaded_dbapi.Error,
             SQLAlchemyError,
@@ -102,14 +107,16 @@ class StateReader:
         )
 
     async def open(self) -> None:
-        if self._pool is not None:
-            await self._pool.open(wait=False)  # the portal serves while the database is down
+        for pool in (self._pool, self._replica_pool):
+            if pool is not None:
+                await pool.open(wait=False)  # the portal serves while the database is down
 
     async def close(self) -> None:
         for task in self._behind:
             task.cancel()
-        if self._pool is not None:
-            await self._pool.close(timeout=1.0)
+        for pool in (self._pool, self._replica_pool):
+            if pool is not None:
+                await pool.close(timeout=1.0)
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -121,11 +128,22 @@ class StateReader:
     ) -> Vehicle:
         """The VIN (from the plate when no VIN is given) and its current records; raises
         :class:`ApiError` 404/422 for the plate, 503 when the database fails or is too slow."""
-        if self._pool is not None:
-            read: Coroutine[Any, Any, Vehicle] = self._read_async(vin, plate, plate_state)
-        else:
-            read = self.in_thread(self._read_sync, vin, plate, plate_state)
-        return await self._within(read, seconds)
+        if self._pool is None:
+            return await self._within(
+                self.in_thread(self._read_sync, vin, plate, plate_state), seconds
+            )
+        replica = self.replica
+        if replica is not None and replica.usable():
+            started = time.monotonic()
+            read = self._read_async(self._replica_pool, vin, plate, plate_state)
+            try:
+                return await self._within(read, min(seconds, replica.call_seconds))
+            except ApiError as exc:
+                if exc.status != 503:
+                    raise  # the standby's answer (an unknown plate): no reason to ask again
+                replica.failed(exc.__cause__ or exc)
+            seconds -= time.monotonic() - started
+        return await self._within(self._read_async(self._pool, vin, plate, plate_state), seconds)
 
     async def execute(self, sql: str, params: Mapping[str, Any], seconds: float) -> Rows:
         """One statement (``:name`` parameters), committed, and the rows it returns; raises
@@ -187,9 +205,9 @@ class StateReader:
                 task.exception()  # retrieved: nobody waits for it any more
 
     async def _read_async(
-        self, vin: str | None, plate: str | None, plate_state: str | None
+        self, pool: Any, vin: str | None, plate: str | None, plate_state: str | None
     ) -> Vehicle:
-        async with self._pool.connection() as conn, conn.cursor() as cursor:
+        async with pool.connection() as conn, conn.cursor() as cursor:
             state = plate_state
             if vin is None:
                 rows = await self._plates.arows(cursor, plate=plate)
@@ -202,3 +220,18 @@ class StateReader:
             if vin is None:
                 vin, state = _pick(self._plates.rows(cursor, plate=plate), plate or "", plate_state)
             return vin, state, self._current(cursor, vin)
+
+
+def _async_pool(conninfo: str, wait_seconds: float, name: str) -> Any:
+    """Connections in autocommit; a caller waits ``wait_seconds`` at most for one."""
+    from psycopg_pool import AsyncConnectionPool
+
+    return AsyncConnectionPool(
+        conninfo,
+        min_size=2,
+        max_size=CONNECTIONS,
+        kwargs={"autocommit": True, "connect_timeout": libpq.CONNECT_TIMEOUT_SECONDS},
+        timeout=wait_seconds,
+        open=False,
+        name=name,
+    )

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from olv import db, errors
+from olv import db, errors, read_replica
 from olv.config import get_settings
 
 policies_app = typer.Typer(help="Insurer policy store.", no_args_is_help=True)
@@ -83,6 +83,7 @@ def soap_serve(
     # Everything that can be refused is checked before the banner claims the service is up.
     with claim_port(host, port) as claim:
         _check_database(settings.database_url)
+        read_replica.check_read_url(settings)
         typer.echo(f"OLV SOAP service on http://{host}:{port}/iicmva (WSDL: ?wsdl)", err=True)
         serve(settings, claim, workers or None)
 

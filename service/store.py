@@ -5,6 +5,10 @@ connection kept per thread (the threads of :mod:`service.db_deadline`): building
 statements per request cost more than the queries themselves. The served-NAIC list and the
 database health are cached for a moment per process: both are asked on every request and
 change rarely. :meth:`SqlPolicyStore.interrupt` lets another thread cut a call that hangs.
+
+With a read replica (``OLV_DATABASE_READ_URL``, :mod:`olv.read_replica`) a thread's connection
+is the standby's while the standby is fit, the primary's otherwise; a read that fails on the
+standby (or is cut there after a second) is asked again of the primary in the same call.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from olv.db import interrupt, is_sqlite
 from olv.logging import describe_exception
+from olv.read_replica import ReadReplica
 from service.coverage import Period, PolicyView, StoreUnavailable
 
 _POLICY_SQL = (
@@ -44,7 +49,12 @@ log = logging.getLogger(__name__)
 
 
 class _Cut(StoreUnavailable):
-    """The call was cut on purpose (:meth:`SqlPolicyStore.interrupt`)."""
+    """The call was cut on purpose (:meth:`SqlPolicyStore.interrupt`), or failed on the
+    standby: either way nothing was learned about the primary's health."""
+
+
+class _ReplicaFailed(Exception):
+    """A read on the standby failed: ask the primary."""
 
 
 def _as_date(value: Any) -> date | None:
@@ -54,8 +64,11 @@ def _as_date(value: Any) -> date | None:
 
 
 class SqlPolicyStore:
-    def __init__(self, engine: Engine, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self, engine: Engine, cache_seconds: float = 5.0, replica: ReadReplica | None = None
+    ) -> None:
         self.engine = engine
+        self.replica = replica
         self.cache_seconds = cache_seconds
         self._marker = "?" if is_sqlite(str(engine.url)) else "%s"
         # Each thread's connection, by thread id, so that another thread can cut a call
@@ -66,6 +79,7 @@ class SqlPolicyStore:
         self._lock = threading.Lock()
         self._no_connect: set[int] = set()  # threads that never open a connection themselves
         self._cut: set[int] = set()  # threads whose call was cut: its error is no outage
+        self._on_replica: set[int] = set()  # threads whose connection is the standby's
         self._reserved_wait = 30.0
         self.answered_at = float("-inf")  # when the database last answered a query
         self._refusal_logged_at = float("-inf")
@@ -128,15 +142,39 @@ class SqlPolicyStore:
     def _connection(self) -> Any:
         tid = threading.get_ident()
         conn = self._conns.get(tid)
+        replica = self._use_replica()
+        if conn is not None and (tid in self._on_replica) != replica:
+            self._drop(tid)  # the standby became fit or unfit: change sides
+            if tid in self._no_connect:  # the gate asks again where connections are opened
+                raise _Cut("changing between the standby and the primary")
+            conn = None
         if conn is None:
             if tid in self._no_connect:
                 raise StoreUnavailable("no connection opened for this thread yet")
-            conn = self._open()
-            self._conns[tid] = conn
+            conn, replica = self._open_either(replica)
+            self._keep(tid, conn, replica)
         return conn
 
-    def _open(self) -> Any:
-        conn = self.engine.raw_connection()
+    def _use_replica(self) -> bool:
+        return self.replica is not None and self.replica.usable()
+
+    def _keep(self, tid: int, conn: Any, replica: bool) -> None:
+        self._conns[tid] = conn
+        if replica:
+            self._on_replica.add(tid)
+
+    def _open_either(self, replica: bool) -> tuple[Any, bool]:
+        """A connection to the standby when asked and it connects, else to the primary."""
+        if replica and self.replica is not None:
+            try:
+                return self._open(replica=True), True
+            except (SQLAlchemyError, *self._driver_errors()) as exc:
+                self.replica.failed(exc)
+        return self._open(), False
+
+    def _open(self, replica: bool = False) -> Any:
+        engine = self.replica.engine if replica and self.replica is not None else self.engine
+        conn = engine.raw_connection()
         if self._marker != "?":
             # One round trip per query instead of three (BEGIN … ROLLBACK): these are
             # single-statement reads. SQLite's driver opens no transaction for a SELECT.
@@ -146,21 +184,40 @@ class SqlPolicyStore:
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         statement = sql if self._marker == "?" else sql.replace("?", self._marker)
         try:
+            return self._run(statement, params)
+        except _ReplicaFailed:
+            return self._run(statement, params)  # the standby is now left out: the primary
+
+    def _run(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        tid = threading.get_ident()
+        try:
             conn = self._connection()
             cursor = conn.cursor()
             try:
-                cursor.execute(statement, params)
-                rows = cursor.fetchall()
+                if tid in self._on_replica and tid not in self._no_connect:
+                    # The event loop's own calls are bounded by the gate's watchdog already.
+                    with self.replica.bounded(conn.driver_connection):  # type: ignore[union-attr]
+                        cursor.execute(statement, params)
+                        rows = cursor.fetchall()
+                else:
+                    cursor.execute(statement, params)
+                    rows = cursor.fetchall()
             finally:
                 cursor.close()
             self.answered_at = time.monotonic()
             return rows
         except (SQLAlchemyError, *self._driver_errors()) as exc:
-            tid = threading.get_ident()
+            on_replica = tid in self._on_replica
             self._drop(tid)
             if tid in self._cut:
                 self._cut.discard(tid)
                 raise _Cut(type(exc).__name__) from None
+            if on_replica and self.replica is not None:
+                self.replica.failed(exc)
+                if tid not in self._no_connect:
+                    raise _ReplicaFailed from None
+                # Nothing learned about the primary: the gate asks again on a pool thread.
+                raise _Cut("read replica failed") from None
             self._healthy, self._health_at = False, time.monotonic()
             self._report_refusal(exc)
             raise StoreUnavailable(type(exc).__name__) from None
@@ -186,6 +243,7 @@ class SqlPolicyStore:
     def _drop(self, tid: int) -> None:
         with self._lock:
             conn = self._conns.pop(tid, None)
+            self._on_replica.discard(tid)
         if conn is not None:
             invalidate: Callable[[], None] = conn.invalidate
             try:
@@ -204,12 +262,12 @@ class SqlPolicyStore:
 
     def open_for(self, thread_id: int) -> None:
         """Open the connection of a reserved thread, from another thread."""
-        conn = self._open()
+        conn, replica = self._open_either(self._use_replica())
         if self._marker == "?":
             conn.driver_connection.execute(f"PRAGMA busy_timeout={int(self._reserved_wait * 1000)}")
         with self._lock:
             if thread_id not in self._conns:
-                self._conns[thread_id] = conn
+                self._keep(thread_id, conn, replica)
                 return
         conn.close()
 

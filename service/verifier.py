@@ -22,7 +22,7 @@ from functools import partial
 from lxml import etree
 
 import xsd
-from olv import db, normalize
+from olv import db, normalize, read_replica
 from olv.config import Settings
 from olv.iicmva import V0510, V0809, Code
 from service import response
@@ -57,7 +57,8 @@ class Verifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = db.make_engine(settings.database_url, wait_seconds=settings.deadline_seconds)
-        self.store = SqlPolicyStore(self.engine)
+        self.replica = read_replica.from_settings(settings)  # None without OLV_DATABASE_READ_URL
+        self.store = SqlPolicyStore(self.engine, replica=self.replica)
         self.gate = DeadlineGate(self.store)
         self.audit = AuditWriter(
             self.engine, settings.audit_flush_seconds, settings.audit_batch_size
@@ -69,6 +70,8 @@ class Verifier:
         self.audit.close()
         self.gate.close()  # each pool thread closes its own connection
         self.store.close()
+        if self.replica is not None:
+            self.replica.close()
         self.engine.dispose()
 
     async def settle(

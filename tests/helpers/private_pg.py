@@ -2,7 +2,9 @@
 
 ``initdb`` into a fresh directory, ``postgres`` on its own loopback port and socket directory;
 :meth:`PrivatePostgres.stop_all` SIGSTOPs the postmaster and every process it started (each
-backend leads a process group of its own, so a group signal would miss them). The binaries are taken from ``PATH`` or Debian's
+backend leads a process group of its own, so a group signal would miss them).
+:func:`private_replication` adds a hot standby made with ``pg_basebackup -R``, for the replica
+and failover drills. The binaries are taken from ``PATH`` or Debian's
 ``/usr/lib/postgresql/<version>/bin``; without them the test skips with the reason (fails
 under ``OLV_TEST_REQUIRE_PG=1``). PostgreSQL refuses to run as root: as root the server runs
 as the ``postgres`` user.
@@ -31,8 +33,8 @@ from tests.helpers.soap import free_port
 
 def _bin_dir() -> Path | None:
     found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
+    if found:  # the directory of the real binary, which holds pg_basebackup beside it
+        return Path(found).resolve().parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
     return Path(candidates[0]).parent if candidates else None
 
@@ -48,6 +50,7 @@ def _unavailable(reason: str) -> None:
 class PrivatePostgres:
     port: int
     process: subprocess.Popen[bytes]
+    log: Path
 
     @property
     def url(self) -> str:
@@ -66,6 +69,31 @@ class PrivatePostgres:
                 os.kill(pid, signal.SIGCONT)
         os.kill(self.process.pid, signal.SIGCONT)
 
+    def kill(self) -> None:
+        """Stop the server at once, as a crash would (SIGQUIT: no checkpoint, no goodbye)."""
+        _shut_down(self.process)
+
+    def sql(self, statement: str) -> list[tuple[object, ...]]:
+        """Run one statement in autocommit; its rows (none for a statement without)."""
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", autocommit=True, connect_timeout=5
+        ) as conn:
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def promote(self) -> None:
+        """A standby becomes a primary (``pg_promote`` waits until it accepts writes)."""
+        assert self.sql("SELECT pg_promote(true, 30)") == [(True,)]
+
+    def wait_until_replayed(self, primary: PrivatePostgres, seconds: float = 30) -> None:
+        """Wait until this standby has replayed everything the primary has written so far."""
+        target = primary.sql("SELECT pg_current_wal_lsn()")[0][0]
+        deadline = time.monotonic() + seconds
+        while not self.sql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn")[0][0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the standby has not replayed up to {target}")
+            time.sleep(0.05)
+
 
 def _children(parent: int) -> list[int]:
     found = []
@@ -80,7 +108,48 @@ def _children(parent: int) -> list[int]:
 
 
 @contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(settings: tuple[str, ...] = ()) -> Iterator[PrivatePostgres]:
+    """A fresh server; ``settings``: extra ``name=value`` server settings."""
+    with _private_home() as (bin_dir, user, home):
+        data = home / "data"
+        subprocess.run(
+            [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+            user=user,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        with _running(bin_dir, user, home, data, settings) as server:
+            yield server
+
+
+@contextmanager
+def private_replication(
+    primary_settings: tuple[str, ...] = (), standby_settings: tuple[str, ...] = ()
+) -> Iterator[tuple[PrivatePostgres, PrivatePostgres]]:
+    """A primary and a hot standby streaming from it (``pg_basebackup -R``), each a
+    :func:`private_postgres` of its own, with extra ``name=value`` server settings each."""
+    with private_postgres(primary_settings) as primary, _private_home() as (bin_dir, user, home):
+        data = home / "data"
+        subprocess.run(
+            [
+                str(bin_dir / "pg_basebackup"),
+                *("-D", str(data), "-h", "127.0.0.1", "-p", str(primary.port)),
+                *("-U", "postgres", "-R", "-X", "stream", "-c", "fast"),
+            ],
+            user=user,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        with _running(bin_dir, user, home, data, standby_settings) as standby:
+            standby.wait_until_replayed(primary)
+            yield primary, standby
+
+
+@contextmanager
+def _private_home() -> Iterator[tuple[Path, str | None, Path]]:
+    """(the server binaries, the user to run them as, a fresh directory it may write)."""
     bin_dir = _bin_dir()
     if bin_dir is None:
         _unavailable("the PostgreSQL server binaries (initdb, postgres) are not installed")
@@ -96,47 +165,43 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     # A directory of its own under the system's temporary directory: pytest's own is private
     # to the user running the tests, so a server running as another user could not enter it.
     home = Path(tempfile.mkdtemp(prefix="olv-private-pg-"))
-    data = home / "data"
     if user is not None:
         shutil.chown(home, user)
+    try:
+        yield bin_dir, user, home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def _running(
+    bin_dir: Path, user: str | None, home: Path, data: Path, settings: tuple[str, ...] = ()
+) -> Iterator[PrivatePostgres]:
     port = free_port()
     log = home / "server.log"
     process: subprocess.Popen[bytes] | None = None
     try:
-        subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-            user=user,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
         with log.open("wb") as sink:
             process = subprocess.Popen(
                 [
                     str(bin_dir / "postgres"),
-                    "-D",
-                    str(data),
-                    "-p",
-                    str(port),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    f"unix_socket_directories={home}",
-                    "-c",
-                    "fsync=off",
+                    *("-D", str(data), "-p", str(port)),
+                    *("-c", "listen_addresses=127.0.0.1"),
+                    *("-c", f"unix_socket_directories={home}"),
+                    *("-c", "fsync=off"),
+                    *(arg for setting in settings for arg in ("-c", setting)),
                 ],
                 user=user,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C goes to pytest, not to it
             )
-        server = PrivatePostgres(port, process)
+        server = PrivatePostgres(port, process, log)
         _wait_ready(server, log)
         yield server
     finally:
         if process is not None:
             _shut_down(process)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _wait_ready(server: PrivatePostgres, log: Path) -> None:

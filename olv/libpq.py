@@ -1,0 +1,40 @@
+"""OLV's PostgreSQL URLs as libpq sees them, for code that connects without SQLAlchemy.
+
+A URL may name several servers, the libpq way (``?host=db1:5432&host=db2:5432`` or
+``?host=db1,db2&port=5432,5432``, with ``target_session_attrs=read-write`` to pick the
+primary): libpq tries them in turn. SQLAlchemy's psycopg dialect reads both spellings; a URL
+merely re-rendered for libpq would not (libpq takes one ``host`` parameter, not several), so
+the connection string is built from the dialect's own connect arguments.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import URL, make_url
+
+# libpq waits for a connection without end unless told otherwise: a server whose address drops
+# packets (a host that is down) would hold a request past its budget, and with several servers
+# in the URL the next one would never be tried. A server on the network answers a connect in
+# milliseconds; 2 s (libpq's shortest) takes it as gone and moves on, within the 5-s budget.
+CONNECT_TIMEOUT_SECONDS = 2
+
+
+def conninfo(url: str | URL) -> str:
+    """The libpq connection string (``key=value …``) of a ``postgresql+psycopg://`` URL."""
+    from psycopg.conninfo import make_conninfo
+
+    parsed = make_url(url)
+    _, params = parsed.get_dialect()().create_connect_args(parsed)
+    params.pop("context", None)  # psycopg's adapters: not a connection parameter
+    return make_conninfo("", **{key: str(value) for key, value in params.items()})
+
+
+def servers(url: str | URL) -> str:
+    """``host:port`` of every server the URL names, comma-separated (for messages)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(conninfo(url))
+    hosts = str(params.get("host") or "localhost").split(",")
+    ports = str(params.get("port") or "5432").split(",")
+    if len(ports) == 1:
+        ports *= len(hosts)
+    return ",".join(f"{host}:{port}" for host, port in zip(hosts, ports, strict=False))
