@@ -72,12 +72,16 @@ class StateReader:
         if engine.dialect.name == "postgresql":
             from psycopg_pool import AsyncConnectionPool
 
-            url = engine.url.set(drivername="postgresql")
+            url = db.libpq_url(engine.url.set(drivername="postgresql"))
             self._pool = AsyncConnectionPool(
                 url.render_as_string(hide_password=False),
                 min_size=2,
                 max_size=CONNECTIONS,
-                kwargs={"autocommit": True, "connect_timeout": max(2, round(budget_seconds))},
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": max(2, round(budget_seconds)),
+                    **db.pooled_connect_args(engine.url),
+                },
                 timeout=budget_seconds,
                 open=False,
                 name="olv-portal-reads",

@@ -16,10 +16,11 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
+from psycopg import ClientCursor
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from olv.db import interrupt, is_sqlite
+from olv.db import interrupt, is_sqlite, statement_timeout_ms
 from olv.logging import describe_exception
 from service.coverage import Period, PolicyView, StoreUnavailable
 
@@ -69,6 +70,7 @@ class SqlPolicyStore:
         self._reserved_wait = 30.0
         self.answered_at = float("-inf")  # when the database last answered a query
         self._refusal_logged_at = float("-inf")
+        self._lost_since: float | None = None  # when a logged failure began (None: answering)
         self._served: dict[str, tuple[bool, float]] = {}
         self._healthy = True
         self._health_at = float("-inf")
@@ -147,13 +149,25 @@ class SqlPolicyStore:
         statement = sql if self._marker == "?" else sql.replace("?", self._marker)
         try:
             conn = self._connection()
-            cursor = conn.cursor()
+            timeout_ms = statement_timeout_ms(conn)
+            if timeout_ms is None:
+                cursor = conn.cursor()
+            else:
+                # Through a transaction pooler no session setting holds: the timeout goes in
+                # the same message, bound client-side (a simple-protocol query may hold two
+                # statements, run as one implicit transaction), still one round trip.
+                cursor = ClientCursor(conn.driver_connection)
+                statement = f"SET LOCAL statement_timeout = {timeout_ms}; {statement}"
             try:
                 cursor.execute(statement, params)
+                if timeout_ms is not None:
+                    cursor.nextset()
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
             self.answered_at = time.monotonic()
+            if self._lost_since is not None:
+                self._recovered()
             return rows
         except (SQLAlchemyError, *self._driver_errors()) as exc:
             tid = threading.get_ident()
@@ -168,17 +182,36 @@ class SqlPolicyStore:
     def _report_refusal(self, exc: BaseException) -> None:
         dbapi = self.engine.dialect.loaded_dbapi
         cause = getattr(exc, "orig", None) or exc
-        if isinstance(cause, dbapi.OperationalError | dbapi.InterfaceError):
-            return  # unreachable or hung: the breaker and the SYSU answers speak for it
+        sqlstate = getattr(cause, "sqlstate", None)
+        lost = isinstance(cause, dbapi.OperationalError | dbapi.InterfaceError) and (
+            sqlstate is None or sqlstate[:2] == "08" or sqlstate.startswith("57P")
+        )
         now = time.monotonic()
         if now - self._refusal_logged_at < _REFUSAL_LOG_SECONDS:
             return
         self._refusal_logged_at = now
-        sqlstate = getattr(cause, "sqlstate", None)
-        log.error(
-            "policy store refused a query; answering SYSU",
-            extra={**describe_exception(cause), "sqlstate": sqlstate},
+        self._lost_since = self._lost_since if self._lost_since is not None else now
+        # A lost connection (a pooler or server that closed it, a server down) is retried on
+        # a new one by the next request; a statement past its timeout means a slow or locked
+        # table; a refusal needs an operator.
+        if lost:
+            message = "policy store lost its database connection; answering SYSU until it is back"
+        elif sqlstate == "57014":
+            message = "policy store query ran past its statement timeout; answering SYSU"
+        else:
+            message = "policy store refused a query; answering SYSU"
+        (log.warning if lost else log.error)(
+            message, extra={**describe_exception(cause), "sqlstate": sqlstate}
         )
+
+    def _recovered(self) -> None:
+        with self._lock:
+            since, self._lost_since = self._lost_since, None
+        if since is not None:
+            log.warning(
+                "policy store answers again",
+                extra={"after_seconds": round(time.monotonic() - since, 2)},
+            )
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (self.engine.dialect.loaded_dbapi.Error,)
