@@ -209,7 +209,7 @@ def test_every_answer_right_under_concurrent_traffic_and_commands(stack: Stack) 
         )  # fmt: skip
         results["load"] = olv(stack.url, "iies", "load", str(events))
         results["run"] = olv(stack.url, "iies", "run", "--date", str(d - timedelta(40)))
-        more = write_bob(stack.folder / "State 20261201.txt", [(NAIC, "P-OK", VIN_OK)])
+        more = write_bob(stack.folder / "State 20261201.txt", [(NAIC, "P-OK", VIN_OK), *_fleet()])
         results["bob"] = olv(stack.url, "bob", "load", str(more), "--report-dir", str(stack.folder))
 
     worker = threading.Thread(target=commands)
@@ -223,13 +223,18 @@ def test_every_answer_right_under_concurrent_traffic_and_commands(stack: Stack) 
     worker.join()
     assert '"accepted"' in results["load"], results["load"]
     assert '"transactions_matched": 2' in results["run"], results["run"]
-    assert '"accepted"' in results["bob"], results["bob"]
+    assert "State 20261201.txt: accepted" in results["bob"], results["bob"]
     soap_codes = [codes for codes, _ in soap]
     assert soap_codes.count(CONFIRMED) == len(soap), {str(c) for c in soap_codes}
     verdicts = [verdict for verdict, _ in portal]
     assert verdicts.count("confirmed") == len(portal), set(verdicts)
     pools = stack.bouncer.admin("SHOW POOLS")
     assert any(p[0] == "olv" for p in pools)  # the traffic went through PgBouncer
+
+
+def _fleet() -> list[tuple[str, str, str]]:
+    """A month's change in the book: 2,000 more vehicles (a load that takes a while)."""
+    return [(NAIC, f"P-{i}", f"1FLEET{i:011d}") for i in range(2000)]
 
 
 @pytest.mark.parametrize("fault", ["RECONNECT", "KILL", "restart"])
