@@ -37,9 +37,11 @@ _VIN_SQL = (
 _SERVES_SQL = "SELECT 1 FROM policy WHERE naic = ? LIMIT 1"
 _PING_SQL = "SELECT 1"
 # A database that answers but refuses our statements (a damaged schema, a corrupt row) needs
-# an operator; an outage is already visible as SYSU answers. Refusals are logged at most this
-# often so a broken table cannot flood the log at thousands of requests a second.
+# an operator; a lost connection is retried by the next request. While failures last they are
+# logged at most this often, so a broken table cannot flood the log at thousands of requests
+# a second.
 _REFUSAL_LOG_SECONDS = 10.0
+_FIRST_LOG_SECONDS = 1.0  # the first failure after answers: logged unless one was just logged
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +189,14 @@ class SqlPolicyStore:
             sqlstate is None or sqlstate[:2] == "08" or sqlstate.startswith("57P")
         )
         now = time.monotonic()
-        if now - self._refusal_logged_at < _REFUSAL_LOG_SECONDS:
+        # The first failure after answers is logged (at most once a second), then one line
+        # per interval while the failures last, so that a broken table cannot flood the log.
+        starts = self._lost_since is None
+        quiet = _FIRST_LOG_SECONDS if starts else _REFUSAL_LOG_SECONDS
+        if now - self._refusal_logged_at < quiet:
             return
         self._refusal_logged_at = now
-        self._lost_since = self._lost_since if self._lost_since is not None else now
+        self._lost_since = now if starts else self._lost_since
         # A lost connection (a pooler or server that closed it, a server down) is retried on
         # a new one by the next request; a statement past its timeout means a slow or locked
         # table; a refusal needs an operator.
