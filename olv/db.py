@@ -496,8 +496,11 @@ def is_connection_failure(exc: DBAPIError) -> bool:
     return sqlstate[:2] in ("08", "28", "3D") or sqlstate.startswith("57P")
 
 
-def unreachable(url: str | URL, exc: DBAPIError) -> DatabaseUnreachable:
-    """The one-line explanation of a failed connection: where, why, which setting to fix."""
+def unreachable(url: str | URL, exc: DBAPIError) -> DatabaseUnreachable | UnsupportedDatabaseURL:
+    """The one-line explanation of a failed connection: where, why, which setting to fix.
+
+    A pooler that refuses OLV's startup option is no outage but a URL without its pool mode:
+    refused like any unusable setting, so that a server does not start and answer SYSU."""
     parsed = make_url(url)
     path = sqlite_path(parsed)
     if path is not None and not path.parent.is_dir():
@@ -508,12 +511,18 @@ def unreachable(url: str | URL, exc: DBAPIError) -> DatabaseUnreachable:
         return DatabaseUnreachable(
             f"cannot open the SQLite database {path}: {reason}; check {DATABASE_SETTING}"
         )
-    hint = "is the server running there?"
-    if "unsupported startup parameter" in reason:  # PgBouncer refusing OLV's statement timeout
-        hint = f"a pooler in transaction mode? Add ?{POOL_MODE}=transaction to the URL."
+    where = (
+        f"PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432} "
+        f"(database {parsed.database or '(default)'})"
+    )
+    if "unsupported startup parameter" in reason:  # PgBouncer refusing the statement timeout
+        return UnsupportedDatabaseURL(
+            f"cannot connect to {where}: {reason}; a pooler in transaction mode? "
+            f"Add ?{POOL_MODE}=transaction to {DATABASE_SETTING}"
+        )
     return DatabaseUnreachable(
-        f"cannot connect to PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432} "
-        f"(database {parsed.database or '(default)'}): {reason}; {hint} Check {DATABASE_SETTING}"
+        f"cannot connect to {where}: {reason}; is the server running there? "
+        f"Check {DATABASE_SETTING}"
     )
 
 

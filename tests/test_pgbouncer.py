@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import text
 
 from olv import db
-from olv.errors import DatabaseUnreachable, UnsupportedDatabaseURL
+from olv.errors import UnsupportedDatabaseURL
 from service.coverage import StoreUnavailable
 from service.store import SqlPolicyStore
 from tests.helpers.data import NAIC, VIN_OK, policy_csv
@@ -314,10 +314,20 @@ def test_statement_timeout_holds_per_statement_through_the_pooler(stack: Stack) 
     engine.dispose()
 
 
-def test_url_without_the_pool_mode_is_refused_with_a_hint(stack: Stack) -> None:
+def test_url_without_the_pool_mode_is_refused_at_start_with_a_hint(stack: Stack) -> None:
+    """Not an outage to wait out (SYSU until the server is back) but a setting to fix."""
     plain = stack.url.replace("?pool_mode=transaction", "")
-    with pytest.raises(DatabaseUnreachable, match=r"\?pool_mode=transaction"):
-        db.open_database(plain, wait_seconds=2).dispose()
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "olv", "soap", "serve", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "OLV_DATABASE_URL": plain},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "unsupported startup parameter: options" in result.stderr
+    assert "Add ?pool_mode=transaction to OLV_DATABASE_URL" in result.stderr
 
 
 @pytest.mark.parametrize(
