@@ -151,12 +151,20 @@ def _stamp_timeout(timeout_ms: int, _dbapi_connection: object, record: Any) -> N
 
 
 def _timeout_per_transaction(connection: Connection) -> None:
-    timeout_ms = statement_timeout_ms(connection.connection)
-    driver = connection.connection.driver_connection
+    set_local_timeout(connection.connection)
+
+
+def set_local_timeout(connection: Any) -> None:
+    """Give the transaction a pooled connection (one of the engine's pool, checked out) is in,
+    or is about to open, its statement timeout; nothing when the session has one already.
+
+    On the driver: psycopg opens the transaction with this statement (SQLAlchemy's own BEGIN is
+    a no-op), and the setting ends with the transaction, on whichever server it ran.
+    """
+    timeout_ms = statement_timeout_ms(connection)
+    driver = connection.driver_connection
     if timeout_ms is not None and not getattr(driver, "autocommit", True):
-        # On the driver: psycopg opens the transaction with this statement, SQLAlchemy's own
-        # BEGIN is a no-op; the setting ends with the transaction, on whichever server it ran.
-        driver.execute(f"SET LOCAL statement_timeout = {timeout_ms}")  # type: ignore[union-attr]
+        driver.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
 
 
 def _sqlite_pragmas(busy_ms: int, dbapi_connection: object, _record: object) -> None:

@@ -12,6 +12,7 @@ same processes answer again without a restart.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -30,7 +31,10 @@ from sqlalchemy import text
 
 from olv import db
 from olv.errors import UnsupportedDatabaseURL
+from service import audit
+from service.audit import AuditEntry, AuditWriter
 from service.coverage import StoreUnavailable
+from service.models import AuditRecord
 from service.store import SqlPolicyStore
 from tests.helpers.data import NAIC, VIN_OK, policy_csv
 from tests.helpers.iies import REGISTRATION_HEADER, VIN_A, row, write_csv
@@ -312,6 +316,53 @@ def test_statement_timeout_holds_per_statement_through_the_pooler(stack: Stack) 
         assert conn.execute(text("SHOW statement_timeout")).scalar() == "1s"
     store.close()
     engine.dispose()
+
+
+def test_audit_writes_carry_the_timeout_through_the_pooler(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit writer's COPY, blocked by a lock on its table, is stopped by the server after
+    the deadline (and retried), not held for as long as the lock is."""
+    monkeypatch.setattr(audit, "WRITE_LIMIT_SECONDS", 60.0)  # its own cut: out of the way
+    caplog.set_level(logging.WARNING, logger="service.audit")
+    engine = db.make_engine(stack.url, wait_seconds=1.0)
+    writer = AuditWriter(engine, flush_seconds=0.1)
+    table = AuditRecord.__tablename__
+    try:
+        with psycopg.connect(
+            host="127.0.0.1", port=stack.pg.port, user="postgres", dbname="olv"
+        ) as locker:
+            before = locker.execute(f"SELECT count(*) FROM {table}").fetchone()
+            locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            released = threading.Timer(15, locker.rollback)
+            released.start()
+            try:
+                writer.record(_entry("LOCKED00000000001"))
+                deadline = time.monotonic() + 6
+                while "audit write failed" not in caplog.text and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert "audit write failed" in caplog.text  # after ~1 s, not 15
+            finally:
+                released.cancel()
+                locker.rollback()
+            deadline = time.monotonic() + 10  # retried once the lock is gone: nothing lost
+            while time.monotonic() < deadline:
+                after = locker.execute(f"SELECT count(*) FROM {table}").fetchone()
+                locker.rollback()
+                if after and before and after[0] == before[0] + 1:
+                    break
+                time.sleep(0.2)
+            assert after and before and after[0] == before[0] + 1
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def _entry(vin: str) -> AuditEntry:
+    return AuditEntry(
+        today(), "ip:127.0.0.1", "00200809", NAIC, "P-1", vin, "2026-11-01T00:00:00",
+        "VEHREG", "Unconfirmed", "PKEY2 VIN1", 1.0,
+    )  # fmt: skip
 
 
 def test_url_without_the_pool_mode_is_refused_at_start_with_a_hint(stack: Stack) -> None:
