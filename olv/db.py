@@ -77,7 +77,8 @@ def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs: Any) -
     ``wait_seconds`` bounds, on the client side, how long one call may wait for the database:
     SQLite's lock wait (busy timeout; default 30 s, for imports that share the file) and
     PostgreSQL's connect time, plus a server-side statement timeout. A server that hangs
-    mid-query is not covered by these: :func:`interrupt` makes such a call return.
+    mid-query is not covered by these: :func:`interrupt` makes such a call return. Through a
+    transaction pooler (:data:`POOL_MODE`) the timeout is set per transaction instead.
     """
     if is_sqlite(url):
         wait = 30.0 if wait_seconds is None else wait_seconds
@@ -85,16 +86,81 @@ def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs: Any) -
         engine = create_engine(url, connect_args=sqlite_args, **kwargs)
         event.listen(engine, "connect", partial(_sqlite_pragmas, int(wait * 1000)))
         return engine
+    pooled = transaction_pooled(url)
+    connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
+    connect_args.update(pooled_connect_args(url))
+    timeout_ms = None if wait_seconds is None else int(wait_seconds * 1000)
     if wait_seconds is not None:
-        connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
         # libpq counts whole seconds and waits at least 2: round up, never below the bound.
         connect_args.setdefault("connect_timeout", max(2, math.ceil(wait_seconds)))
-        connect_args.setdefault("options", f"-c statement_timeout={int(wait_seconds * 1000)}")
-        kwargs["connect_args"] = connect_args
+        if not pooled:
+            connect_args.setdefault("options", f"-c statement_timeout={timeout_ms}")
+    kwargs["connect_args"] = connect_args
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_recycle", 1800)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if POOL_MODE in make_url(url).query:  # OLV's own parameter: libpq would refuse it
+        event.listen(engine, "do_connect", _drop_pool_mode)
+    if pooled and timeout_ms is not None:
+        event.listen(engine, "connect", partial(_stamp_timeout, timeout_ms))
+        event.listen(engine, "begin", _timeout_per_transaction)
+    return engine
+
+
+# --- transaction pooling (PgBouncer's pool_mode = transaction) ------------------------------
+# Each transaction may run on another server connection, so nothing may outlive one: no
+# server-side prepared statements (psycopg prepares a query run five times), no startup
+# options (PgBouncer refuses them), no session SET. OLV is told by its URL, since the pooler
+# is a property of the address connected to: ``?pool_mode=transaction``.
+
+POOL_MODE = libpq.POOL_MODE
+POOL_MODES = ("session", "transaction")  # "statement" breaks every multi-statement transaction
+STATEMENT_TIMEOUT_MS = "olv_statement_timeout_ms"  # connection info: the per-transaction timeout
+
+
+def transaction_pooled(url: str | URL) -> bool:
+    """True when ``url`` reaches PostgreSQL through a pooler in transaction mode."""
+    return make_url(url).query.get(POOL_MODE) == "transaction"
+
+
+def pooled_connect_args(url: str | URL) -> dict[str, Any]:
+    """psycopg connection arguments for the pool mode of ``url`` (none when connected direct)."""
+    return {"prepare_threshold": None} if transaction_pooled(url) else {}
+
+
+def statement_timeout_ms(connection: Any) -> int | None:
+    """The statement timeout a pooled connection's autocommit statements must set themselves
+    (``SET LOCAL`` in the same simple-protocol message); None when the session has one."""
+    value: int | None = connection.info.get(STATEMENT_TIMEOUT_MS)
+    return value
+
+
+def _drop_pool_mode(
+    _dialect: object, _record: object, _cargs: object, cparams: dict[str, Any]
+) -> None:
+    cparams.pop(POOL_MODE, None)
+
+
+def _stamp_timeout(timeout_ms: int, _dbapi_connection: object, record: Any) -> None:
+    record.info[STATEMENT_TIMEOUT_MS] = timeout_ms
+
+
+def _timeout_per_transaction(connection: Connection) -> None:
+    set_local_timeout(connection.connection)
+
+
+def set_local_timeout(connection: Any) -> None:
+    """Give the transaction a pooled connection (one of the engine's pool, checked out) is in,
+    or is about to open, its statement timeout; nothing when the session has one already.
+
+    On the driver: psycopg opens the transaction with this statement (SQLAlchemy's own BEGIN is
+    a no-op), and the setting ends with the transaction, on whichever server it ran.
+    """
+    timeout_ms = statement_timeout_ms(connection)
+    driver = connection.driver_connection
+    if timeout_ms is not None and not getattr(driver, "autocommit", True):
+        driver.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
 
 
 def _sqlite_pragmas(busy_ms: int, dbapi_connection: object, _record: object) -> None:
@@ -327,6 +393,12 @@ def check_url(url: str) -> None:
         raise UnsupportedDatabaseURL(
             f"{DATABASE_SETTING}={shown!r} is not supported; use {' or '.join(SUPPORTED_URLS)}"
         )
+    mode = make_url(url).query.get(POOL_MODE)
+    if mode is not None and (is_sqlite(url) or mode not in POOL_MODES):
+        raise UnsupportedDatabaseURL(
+            f"{DATABASE_SETTING}: {POOL_MODE}={mode!r} is not supported; "
+            f"PostgreSQL URLs take {POOL_MODE}={' or '.join(POOL_MODES)} (the pooler's mode)"
+        )
 
 
 def open_database(url: str, wait_seconds: float | None = None) -> Engine:
@@ -425,8 +497,11 @@ def is_connection_failure(exc: DBAPIError) -> bool:
     return sqlstate[:2] in ("08", "28", "3D") or sqlstate.startswith("57P")
 
 
-def unreachable(url: str | URL, exc: DBAPIError) -> DatabaseUnreachable:
-    """The one-line explanation of a failed connection: where, why, which setting to fix."""
+def unreachable(url: str | URL, exc: DBAPIError) -> DatabaseUnreachable | UnsupportedDatabaseURL:
+    """The one-line explanation of a failed connection: where, why, which setting to fix.
+
+    A pooler that refuses OLV's startup option is no outage but a URL without its pool mode:
+    refused like any unusable setting, so that a server does not start and answer SYSU."""
     parsed = make_url(url)
     path = sqlite_path(parsed)
     if path is not None and not path.parent.is_dir():
@@ -437,9 +512,14 @@ def unreachable(url: str | URL, exc: DBAPIError) -> DatabaseUnreachable:
         return DatabaseUnreachable(
             f"cannot open the SQLite database {path}: {reason}; check {DATABASE_SETTING}"
         )
+    where = f"PostgreSQL at {libpq.servers(parsed)} (database {parsed.database or '(default)'})"
+    if "unsupported startup parameter" in reason:  # PgBouncer refusing the statement timeout
+        return UnsupportedDatabaseURL(
+            f"cannot connect to {where}: {reason}; a pooler in transaction mode? "
+            f"Add ?{POOL_MODE}=transaction to {DATABASE_SETTING}"
+        )
     return DatabaseUnreachable(
-        f"cannot connect to PostgreSQL at {libpq.servers(parsed)} "
-        f"(database {parsed.database or '(default)'}): {reason}; is the server running there? "
+        f"cannot connect to {where}: {reason}; is the server running there? "
         f"Check {DATABASE_SETTING}"
     )
 

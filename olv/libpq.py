@@ -17,12 +17,15 @@ from sqlalchemy.engine import URL, make_url
 # milliseconds; 2 s (libpq's shortest) takes it as gone and moves on, within the 5-s budget.
 CONNECT_TIMEOUT_SECONDS = 2
 
+# OLV's own URL parameter saying a transaction pooler is in between (olv.db); libpq refuses it.
+POOL_MODE = "pool_mode"
+
 
 def conninfo(url: str | URL) -> str:
     """The libpq connection string (``key=value …``) of a ``postgresql+psycopg://`` URL."""
     from psycopg.conninfo import make_conninfo
 
-    parsed = make_url(url)
+    parsed = make_url(url).difference_update_query([POOL_MODE])
     _, params = parsed.get_dialect()().create_connect_args(parsed)
     params.pop("context", None)  # psycopg's adapters: not a connection parameter
     return make_conninfo("", **{key: str(value) for key, value in params.items()})

@@ -96,6 +96,7 @@ class ReadReplica:
         self.max_lag_seconds = max_lag_seconds
         self.check_seconds = check_seconds
         self.call_seconds = call_seconds
+        self.url = url
         # Server-side statement timeout and libpq's connect timeout from the same bound.
         self.engine: Engine = make_engine(url, wait_seconds=call_seconds)
         self.conninfo = libpq.conninfo(url)  # for asyncio pools (the portal)

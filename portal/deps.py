@@ -23,8 +23,10 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from olv import db
 from olv.logging import describe_exception
 from portal import permissions, tokens
 from portal.errors import ApiError
@@ -80,12 +82,18 @@ def budget_left(request: Request) -> float:
 
 async def within_budget(request: Request, call: Callable[..., T], *args: Any) -> T:
     """``call(*args)`` on a worker thread, given up with 503 when the request's budget is spent:
-    a hung state database must not hold a sign-in or a query past the five seconds."""
+    a hung state database must not hold a sign-in or a query past the five seconds. A lost
+    connection (a pooler or server that closed it) is a 503 too, not an error of the portal:
+    the pool opens a new one for the next request."""
     try:
         async with asyncio.timeout(budget_left(request)):
             return await run_in_threadpool(call, *args)
     except TimeoutError:
         raise ApiError(503, "the state database did not answer in time; try again") from None
+    except DBAPIError as exc:
+        if not db.is_connection_failure(exc):
+            raise
+        raise ApiError(503, "the state database is unavailable; try again") from exc
 
 
 async def _authenticate_within_budget(request: Request, token: str) -> tokens.TokenOwner | None:

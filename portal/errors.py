@@ -108,8 +108,29 @@ def _respond(request: Request, body: ErrorBody, headers: dict[str, str] | None) 
 async def respond(request: Request, exc: Exception) -> Response:
     """The answer for an :class:`ApiError`: the error shape, or its HTML page for a browser."""
     assert isinstance(exc, ApiError)
+    if exc.status >= 500:
+        # The portal's own fault or an outage (the state database down or slow, a cap reached):
+        # an operator must see every one. The messages of 5xx errors are the portal's own
+        # sentences, never input; the cause is given by type and place only.
+        cause = exc.__cause__
+        log.warning(
+            "answered %d on %s: %s",
+            exc.status,
+            request.url.path,
+            exc.error,
+            extra={"status": exc.status, **_cause_fields(cause)},
+        )
     body = ErrorBody(status=exc.status, error=exc.error, errors=exc.errors)
     return _respond(request, body, exc.headers)
+
+
+def _cause_fields(cause: BaseException | None) -> dict[str, str]:
+    if cause is None:
+        return {}
+    # A database error's SQLSTATE tells an outage (08…) from a refusal (26000: a prepared
+    # statement lost behind a pooler) without quoting the statement.
+    sqlstate = getattr(getattr(cause, "orig", None) or cause, "sqlstate", None)
+    return {**describe_exception(cause), **({"sqlstate": sqlstate} if sqlstate else {})}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

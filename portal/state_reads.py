@@ -95,10 +95,18 @@ class StateReader:
         self._replica_pool: Any = None
         if engine.dialect.name == "postgresql":
             # libpq's own connection string: a URL naming several servers stays usable.
-            self._pool = _async_pool(libpq.conninfo(engine.url), budget_seconds, "olv-portal-reads")
+            self._pool = _async_pool(
+                libpq.conninfo(engine.url),
+                budget_seconds,
+                "olv-portal-reads",
+                db.pooled_connect_args(engine.url),
+            )
             if replica is not None:
                 self._replica_pool = _async_pool(
-                    replica.conninfo, replica.call_seconds, "olv-portal-replica-reads"
+                    replica.conninfo,
+                    replica.call_seconds,
+                    "olv-portal-replica-reads",
+                    db.pooled_connect_args(replica.url),
                 )
         self._errors: tuple[type[BaseException], ...] = (
             engine.dialect.loaded_dbapi.Error,
@@ -222,15 +230,16 @@ class StateReader:
             return vin, state, self._current(cursor, vin)
 
 
-def _async_pool(conninfo: str, wait_seconds: float, name: str) -> Any:
-    """Connections in autocommit; a caller waits ``wait_seconds`` at most for one."""
+def _async_pool(conninfo: str, wait_seconds: float, name: str, extra: dict[str, Any]) -> Any:
+    """Connections in autocommit; a caller waits ``wait_seconds`` at most for one. ``extra``:
+    psycopg arguments for the URL's pool mode (no prepared statements behind a pooler)."""
     from psycopg_pool import AsyncConnectionPool
 
     return AsyncConnectionPool(
         conninfo,
         min_size=2,
         max_size=CONNECTIONS,
-        kwargs={"autocommit": True, "connect_timeout": libpq.CONNECT_TIMEOUT_SECONDS},
+        kwargs={"autocommit": True, "connect_timeout": libpq.CONNECT_TIMEOUT_SECONDS, **extra},
         timeout=wait_seconds,
         open=False,
         name=name,

@@ -27,7 +27,7 @@ from prometheus_client import Gauge
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from olv.db import as_utc, interrupt, is_sqlite
+from olv.db import as_utc, interrupt, is_sqlite, set_local_timeout
 from service.models import AuditRecord
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,7 @@ class AuditWriter:
         try:
             with self._writing_lock:
                 self._writing = (conn.driver_connection, time.monotonic() + WRITE_LIMIT_SECONDS)
+            set_local_timeout(conn)  # through a transaction pooler; nothing otherwise
             cursor = conn.cursor()
             if self._sqlite:
                 for start in range(0, len(rows), self.batch_size):

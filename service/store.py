@@ -20,10 +20,11 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
 
+from psycopg import ClientCursor
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from olv.db import interrupt, is_sqlite
+from olv.db import interrupt, is_sqlite, statement_timeout_ms
 from olv.logging import describe_exception
 from olv.read_replica import ReadReplica
 from service.coverage import Period, PolicyView, StoreUnavailable
@@ -41,9 +42,11 @@ _VIN_SQL = (
 _SERVES_SQL = "SELECT 1 FROM policy WHERE naic = ? LIMIT 1"
 _PING_SQL = "SELECT 1"
 # A database that answers but refuses our statements (a damaged schema, a corrupt row) needs
-# an operator; an outage is already visible as SYSU answers. Refusals are logged at most this
-# often so a broken table cannot flood the log at thousands of requests a second.
+# an operator; a lost connection is retried by the next request. While failures last they are
+# logged at most this often, so a broken table cannot flood the log at thousands of requests
+# a second.
 _REFUSAL_LOG_SECONDS = 10.0
+_FIRST_LOG_SECONDS = 1.0  # the first failure after answers: logged unless one was just logged
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,7 @@ class SqlPolicyStore:
         self._reserved_wait = 30.0
         self.answered_at = float("-inf")  # when the database last answered a query
         self._refusal_logged_at = float("-inf")
+        self._lost_since: float | None = None  # when a logged failure began (None: answering)
         self._served: dict[str, tuple[bool, float]] = {}
         self._healthy = True
         self._health_at = float("-inf")
@@ -192,19 +196,27 @@ class SqlPolicyStore:
         tid = threading.get_ident()
         try:
             conn = self._connection()
-            cursor = conn.cursor()
+            timeout_ms = statement_timeout_ms(conn)
+            if timeout_ms is None:
+                cursor = conn.cursor()
+            else:
+                # Through a transaction pooler no session setting holds: the timeout goes in
+                # the same message, bound client-side (a simple-protocol query may hold two
+                # statements, run as one implicit transaction), still one round trip.
+                cursor = ClientCursor(conn.driver_connection)
+                statement = f"SET LOCAL statement_timeout = {timeout_ms}; {statement}"
             try:
                 if tid in self._on_replica and tid not in self._no_connect:
                     # The event loop's own calls are bounded by the gate's watchdog already.
                     with self.replica.bounded(conn.driver_connection):  # type: ignore[union-attr]
-                        cursor.execute(statement, params)
-                        rows = cursor.fetchall()
+                        rows = _fetch(cursor, statement, params, timeout_ms)
                 else:
-                    cursor.execute(statement, params)
-                    rows = cursor.fetchall()
+                    rows = _fetch(cursor, statement, params, timeout_ms)
             finally:
                 cursor.close()
             self.answered_at = time.monotonic()
+            if self._lost_since is not None:
+                self._recovered()
             return rows
         except (SQLAlchemyError, *self._driver_errors()) as exc:
             on_replica = tid in self._on_replica
@@ -225,17 +237,40 @@ class SqlPolicyStore:
     def _report_refusal(self, exc: BaseException) -> None:
         dbapi = self.engine.dialect.loaded_dbapi
         cause = getattr(exc, "orig", None) or exc
-        if isinstance(cause, dbapi.OperationalError | dbapi.InterfaceError):
-            return  # unreachable or hung: the breaker and the SYSU answers speak for it
+        sqlstate = getattr(cause, "sqlstate", None)
+        lost = isinstance(cause, dbapi.OperationalError | dbapi.InterfaceError) and (
+            sqlstate is None or sqlstate[:2] == "08" or sqlstate.startswith("57P")
+        )
         now = time.monotonic()
-        if now - self._refusal_logged_at < _REFUSAL_LOG_SECONDS:
+        # The first failure after answers is logged (at most once a second), then one line
+        # per interval while the failures last, so that a broken table cannot flood the log.
+        starts = self._lost_since is None
+        quiet = _FIRST_LOG_SECONDS if starts else _REFUSAL_LOG_SECONDS
+        if now - self._refusal_logged_at < quiet:
             return
         self._refusal_logged_at = now
-        sqlstate = getattr(cause, "sqlstate", None)
-        log.error(
-            "policy store refused a query; answering SYSU",
-            extra={**describe_exception(cause), "sqlstate": sqlstate},
+        self._lost_since = now if starts else self._lost_since
+        # A lost connection (a pooler or server that closed it, a server down) is retried on
+        # a new one by the next request; a statement past its timeout means a slow or locked
+        # table; a refusal needs an operator.
+        if lost:
+            message = "policy store lost its database connection; answering SYSU until it is back"
+        elif sqlstate == "57014":
+            message = "policy store query ran past its statement timeout; answering SYSU"
+        else:
+            message = "policy store refused a query; answering SYSU"
+        (log.warning if lost else log.error)(
+            message, extra={**describe_exception(cause), "sqlstate": sqlstate}
         )
+
+    def _recovered(self) -> None:
+        with self._lock:
+            since, self._lost_since = self._lost_since, None
+        if since is not None:
+            log.warning(
+                "policy store answers again",
+                extra={"after_seconds": round(time.monotonic() - since, 2)},
+            )
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (self.engine.dialect.loaded_dbapi.Error,)
@@ -300,3 +335,11 @@ class SqlPolicyStore:
                 interrupt(other.driver_connection)
         for conn in mine:
             conn.close()
+
+
+def _fetch(cursor: Any, statement: str, params: tuple[Any, ...], timeout_ms: int | None) -> Any:
+    """The rows of ``statement``; after a ``SET LOCAL`` sent with it, those of its second part."""
+    cursor.execute(statement, params)
+    if timeout_ms is not None:
+        cursor.nextset()
+    return cursor.fetchall()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,6 +188,24 @@ def test_500_keeps_the_shape_and_tells_nothing(tmp_path: Path) -> None:
         )
         body = assert_shape(response, 500)
         assert body["error"] == "internal error" and "sqlite" not in response.text.lower()
+
+
+def test_503_when_the_database_cannot_be_reached_and_a_log_line_for_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lost or unreachable database is an outage (503, try again), not a fault of the portal
+    (500); and every 5xx the portal answers leaves a line naming the path and the cause."""
+    caplog.set_level(logging.WARNING, logger="portal.errors")
+    with make_client(f"sqlite:///{tmp_path / 'gone' / 'olv.db'}") as client:
+        response = client.post(
+            "/api/v1/verify", json={"vin": "X1"}, headers=bearer("olv_" + "a" * 12 + "_" + "b" * 43)
+        )
+        body = assert_shape(response, 503)
+    assert body["error"] == "the state database is unavailable; try again"
+    lines = [
+        r for r in caplog.records if r.getMessage().startswith("answered 503 on /api/v1/verify")
+    ]
+    assert len(lines) == 1 and lines[0].error == "OperationalError"  # type: ignore[attr-defined]
 
 
 def test_422_for_a_body_that_is_not_utf8(api) -> None:
