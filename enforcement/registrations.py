@@ -194,16 +194,6 @@ def _key(row: dict[str, object]) -> str | None:
     )
 
 
-def _copy_text(value: object) -> str:
-    """One value in PostgreSQL's COPY text format. Rows hold no control characters (refused
-    by :func:`_row`), so the backslash is the only character to escape."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value).replace("\\", "\\\\")
-
-
 class _Writer:
     """Streams the file's rows into a temporary staging table (PostgreSQL: one COPY; SQLite:
     multi-row inserts), then merges them with one set-based statement per table.
@@ -221,7 +211,7 @@ class _Writer:
         self.extra = list(names[3:])
         self.with_registrant = bool(self.extra)
         self.columns = [*REQUIRED, *self.extra] + (["resolve_key"] if "last_name" in names else [])
-        self.pending: list[str] | list[dict[str, object]] = []
+        self.pending: list[dict[str, object]] = []
         self.line = 0
         types = {"entity_type": "SMALLINT", **dict.fromkeys(_DATES, "DATE")}
         ddl = ", ".join(f"{c} {types.get(c, 'VARCHAR(100)')}" for c in self.columns)
@@ -244,25 +234,21 @@ class _Writer:
         self.line += 1
         if "resolve_key" in self.columns:
             row["resolve_key"] = _key(row)
-        if self.pg:
-            cells = [str(self.line), *(_copy_text(row.get(c)) for c in self.columns)]
-            self.pending.append("\t".join(cells))  # type: ignore[arg-type]
-        else:
-            self.pending.append({"line": self.line, **{c: row.get(c) for c in self.columns}})  # type: ignore[arg-type]
+        if self.pg:  # psycopg buffers the COPY stream itself
+            self._copy.write_row([self.line, *(row.get(c) for c in self.columns)])
+            return
+        self.pending.append({"line": self.line, **{c: row.get(c) for c in self.columns}})
         if len(self.pending) >= self.batch:
             self._flush()
 
     def _flush(self) -> None:
         if not self.pending:
             return
-        if self.pg:
-            self._copy.write("\n".join(self.pending) + "\n")  # type: ignore[arg-type]
-        else:
-            placeholders = ", ".join(f":{c}" for c in ["line", *self.columns])
-            columns = ", ".join(["line", *self.columns])
-            self.conn.execute(
-                text(f"INSERT INTO {_STAGE} ({columns}) VALUES ({placeholders})"), self.pending
-            )
+        placeholders = ", ".join(f":{c}" for c in ["line", *self.columns])
+        columns = ", ".join(["line", *self.columns])
+        self.conn.execute(
+            text(f"INSERT INTO {_STAGE} ({columns}) VALUES ({placeholders})"), self.pending
+        )
         self.pending = []
 
     def merge(self) -> None:
