@@ -29,13 +29,16 @@ from enforcement.models import (
     Registrant,
 )
 from enforcement.models import Case as CaseRow
-from enforcement.timeline import Posting, build
+from enforcement.timeline import Posting, Span, Timeline, build
 from portal.models import Registration
 
 TIMELINE_TYPES = ("NBS", "REI", "XLC", "REP", "REC")
 POSTED = ("H", "R")
 SUSPENSIONS = frozenset({"RSI", "RSV", "RSN"})
 INQUIRY_LETTERS = ("LTF", "LTS", "LNI")
+# The activity that closes a case on bounded coverage, by the coverage's source: LOD, the VIN
+# in an insurer's book-of-business load; IPA, an insurer confirming it live.
+BOUNDED_CODES = {"bob": "LOD", "live": "IPA", "proof": "IPA", "edi": "NBS"}
 
 
 @dataclass
@@ -93,10 +96,18 @@ class Record:
         postings += [
             Posting("IPA", c.naic, c.starts, f"cov:{c.id}", 1 << 62)
             for c in self.confirmed
-            if not c.rescinded
+            if not c.rescinded and c.ends is None
         ]
+        timeline = build(postings)
+        # Coverage known only for a stretch (a book-of-business record, a broadcast answer for
+        # one day) is a span of its own: no event will end it, and it must not cover later days.
+        bounded = tuple(
+            Span(c.naic, c.starts, c.ends, f"cov:{c.id}", BOUNDED_CODES[c.source])
+            for c in self.confirmed
+            if not c.rescinded and c.ends is not None
+        )
         return cw.Facts(
-            timeline=build(postings),
+            timeline=Timeline(timeline.spans + bounded, timeline.cancellations),
             nis=tuple(
                 (t.naic, txn_ref(t.id), t.posted_on)
                 for t in self.transactions
@@ -170,7 +181,7 @@ def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int,
     for period in session.scalars(
         select(CoveragePeriod).where(
             CoveragePeriod.registration_id.in_(ids),
-            CoveragePeriod.source.in_(("live", "proof")),
+            CoveragePeriod.source.in_(("live", "proof", "bob")),
         )
     ):
         records[period.registration_id].confirmed.append(period)

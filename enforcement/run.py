@@ -64,6 +64,9 @@ def run(
         bob = check_month(engine, day, settings)
         # Cases opened now get their first step (the grace) from tomorrow's run on.
         counts.cases_opened += bob["bob_cases_opened"]
+        counts.cases_closed += bob["bob_cases_closed"]
+        counts.activities += bob["bob_activities"]
+        counts.letters += bob["bob_letters"]
     summary: dict[str, Any] = {"date": day.isoformat(), **counts.as_dict()}
     if settings.bob_monitoring:
         summary["bob_absent"] = bob["bob_absent"]
