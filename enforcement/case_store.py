@@ -30,12 +30,15 @@ from enforcement.models import (
 )
 from enforcement.models import Case as CaseRow
 from enforcement.timeline import Posting, Span, Timeline, build
+from olv.db import insert_rows
 from portal.models import Registration
 
 TIMELINE_TYPES = ("NBS", "REI", "XLC", "REP", "REC")
 POSTED = ("H", "R")
 SUSPENSIONS = frozenset({"RSI", "RSV", "RSN"})
 INQUIRY_LETTERS = ("LTF", "LTS", "LNI")
+_ACTIVITIES = Activity.metadata.tables[Activity.__tablename__]
+_ACTIVITY_COLUMNS = tuple(c.name for c in _ACTIVITIES.columns if c.name != "id")
 # The activity that closes a case on bounded coverage, by the coverage's source: LOD, the VIN
 # in an insurer's book-of-business load; IPA, an insurer confirming it live.
 BOUNDED_CODES = {"bob": "LOD", "live": "IPA", "proof": "IPA", "edi": "NBS"}
@@ -201,20 +204,51 @@ def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int,
 class Writer:
     """Writes the engine's steps for one record (activities, letters, the case row)."""
 
-    def __init__(self, session: Session, settings: CaseSettings, caused_by: str) -> None:
+    def __init__(
+        self,
+        session: Session,
+        settings: CaseSettings,
+        caused_by: str,
+        *,
+        defer_activities: bool = False,
+    ) -> None:
         self.session = session
         self.settings = settings
         self.caused_by = caused_by
         self.now = datetime.now(UTC)
         self._free_ids: list[str] = []
+        self._reserve = 0
+        # Deferred (the daily run): activities are kept as rows and written together by
+        # write_activities(), one COPY or executemany for a batch instead of ORM objects.
+        self.defer_activities = defer_activities
+        self._activities: list[dict[str, object]] = []
 
     def reserve_doc_ids(self, count: int) -> None:
-        """Draw ``count`` Document IDs not yet used, with one query (not one per letter)."""
-        drawn = {new_doc_id() for _ in range(count)}
+        """Draw ``count`` Document IDs not yet used, with one query (not one per letter), when
+        the first letter needs one: most batches of a day write no letter at all."""
+        self._reserve = count
+
+    def _draw(self) -> None:
+        drawn = {new_doc_id() for _ in range(self._reserve)}
+        self._reserve = 0
         taken = set(self.session.scalars(select(Letter.doc_id).where(Letter.doc_id.in_(drawn))))
         self._free_ids = sorted(drawn - taken)
 
+    def add_activity(self, activity: Activity) -> None:
+        """Record one activity (now, or with the batch when deferred)."""
+        if not self.defer_activities:
+            self.session.add(activity)
+            return
+        self._activities.append({c: getattr(activity, c) for c in _ACTIVITY_COLUMNS})
+
+    def write_activities(self) -> None:
+        """Write the deferred activities (after the batch's cases have their ids)."""
+        rows, self._activities = self._activities, []
+        insert_rows(self.session.connection(), _ACTIVITIES, rows)
+
     def _doc_id(self) -> str:
+        if self._reserve:
+            self._draw()
         if self._free_ids:
             return self._free_ids.pop()
         doc_id = new_doc_id()
@@ -266,7 +300,7 @@ class Writer:
                 transaction_id=txn,
                 recorded_at=self.now,
             )
-            self.session.add(activity)
+            self.add_activity(activity)
             record.activities.append(activity)
             if txn is not None:
                 recorded.add(txn)
@@ -363,7 +397,7 @@ def move_record(
     for txn in new_postings:
         if txn.id in recorded:
             continue
-        session.add(
+        writer.add_activity(
             Activity(
                 registration_id=record.registration.id,
                 case_id=open_row.id if open_row is not None else None,
@@ -421,6 +455,16 @@ def due_filter(day: date) -> tuple[ColumnElement[bool], ...]:
         IiesTransaction.registration_id.is_not(None),
         IiesTransaction.posted_on.is_(None),
         or_(IiesTransaction.type != "XLC", IiesTransaction.effective_date <= day),
+    )
+
+
+def is_due(txn: IiesTransaction, day: date) -> bool:
+    """:func:`due_filter` for a transaction already in memory."""
+    return (
+        txn.disposition in POSTED
+        and txn.registration_id is not None
+        and txn.posted_on is None
+        and (txn.type != "XLC" or (txn.effective_date is not None and txn.effective_date <= day))
     )
 
 

@@ -12,7 +12,7 @@ import math
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache, partial
@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Select,
+    Table,
     create_engine,
     event,
     inspect,
@@ -166,6 +167,22 @@ class CompiledRead:
             }
             for row in rows
         ]
+
+
+def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many rows in one round: ``COPY`` on PostgreSQL (no per-row statement, parameter
+    or ORM work), the driver's ``executemany`` on SQLite. Every row names the same columns;
+    ids come from the table's own sequence, and none are returned."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    if connection.dialect.name != "postgresql":
+        connection.execute(table.insert(), list(rows))
+        return
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
 
 
 @contextmanager
