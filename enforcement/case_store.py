@@ -30,7 +30,7 @@ from enforcement.models import (
 )
 from enforcement.models import Case as CaseRow
 from enforcement.timeline import Posting, Span, Timeline, build
-from olv.db import insert_rows
+from olv.db import among, insert_rows
 from portal.models import Registration
 
 TIMELINE_TYPES = ("NBS", "REI", "XLC", "REP", "REC")
@@ -165,16 +165,16 @@ def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int,
     ids = list(registration_ids)
     records = {
         reg.id: Record(reg, None)
-        for reg in session.scalars(select(Registration).where(Registration.id.in_(ids)))
+        for reg in session.scalars(select(Registration).where(among(session, Registration.id, ids)))
     }
     for registrant in session.scalars(
-        select(Registrant).where(Registrant.registration_id.in_(ids))
+        select(Registrant).where(among(session, Registrant.registration_id, ids))
     ):
         records[registrant.registration_id].registrant = registrant
     for txn in session.scalars(
         select(IiesTransaction)
         .where(
-            IiesTransaction.registration_id.in_(ids),
+            among(session, IiesTransaction.registration_id, ids),
             IiesTransaction.disposition.in_(POSTED),
         )
         .order_by(IiesTransaction.id)
@@ -183,20 +183,22 @@ def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int,
         records[txn.registration_id].transactions.append(txn)
     for period in session.scalars(
         select(CoveragePeriod).where(
-            CoveragePeriod.registration_id.in_(ids),
+            among(session, CoveragePeriod.registration_id, ids),
             CoveragePeriod.source.in_(("live", "proof", "bob")),
         )
     ):
         records[period.registration_id].confirmed.append(period)
     for case in session.scalars(
-        select(CaseRow).where(CaseRow.registration_id.in_(ids)).order_by(CaseRow.id)
+        select(CaseRow).where(among(session, CaseRow.registration_id, ids)).order_by(CaseRow.id)
     ):
         records[case.registration_id].cases.append(case)
     for activity in session.scalars(
-        select(Activity).where(Activity.registration_id.in_(ids)).order_by(Activity.id)
+        select(Activity).where(among(session, Activity.registration_id, ids)).order_by(Activity.id)
     ):
         records[activity.registration_id].activities.append(activity)
-    for mvf in session.scalars(select(MvfRequest).where(MvfRequest.registration_id.in_(ids))):
+    for mvf in session.scalars(
+        select(MvfRequest).where(among(session, MvfRequest.registration_id, ids))
+    ):
         records[mvf.registration_id].mvfs.append(mvf)
     return records
 

@@ -37,7 +37,7 @@ from enforcement.case_store import (
 )
 from enforcement.models import Case as CaseRow
 from enforcement.models import IiesRunStep, IiesTransaction
-from olv.db import transaction
+from olv.db import among, transaction
 
 BATCH = 500
 STEP = "cases"
@@ -104,9 +104,9 @@ def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings
         for txn in fresh:
             set_committed_value(txn, "posted_on", day)
         if fresh:
-            session.execute(
+            session.connection().execute(
                 update(IiesTransaction)
-                .where(IiesTransaction.registration_id.in_(list(ids)), *due_filter(day))
+                .where(among(session, IiesTransaction.registration_id, ids), *due_filter(day))
                 .values(posted_on=day)
             )
         grouped = group_by_registration(fresh)
