@@ -34,6 +34,7 @@ from enforcement.case_store import (
     load_records,
     move_record,
     open_lapse,
+    write_case_changes,
 )
 from enforcement.models import Case as CaseRow
 from enforcement.models import IiesRunStep, IiesTransaction
@@ -126,6 +127,7 @@ def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings
             counts.mvf_answered += answer_mvfs(session, held, day, posted)
             counts.add(move_record(session, held, day, settings, f"run:{day}", posted, writer))
             counts.transactions_matched += len(posted)
+        write_case_changes(session)  # before the flush, which would send one UPDATE per case
         session.flush()  # cases opened in the loop get their ids before their activities
         writer.write_activities()
     return counts
