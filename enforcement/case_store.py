@@ -14,8 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, bindparam, or_, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from enforcement import casework as cw
 from enforcement.case_settings import CaseSettings
@@ -29,13 +30,19 @@ from enforcement.models import (
     Registrant,
 )
 from enforcement.models import Case as CaseRow
-from enforcement.timeline import Posting, build
+from enforcement.timeline import Posting, Span, Timeline, build
+from olv.db import among, insert_rows
 from portal.models import Registration
 
 TIMELINE_TYPES = ("NBS", "REI", "XLC", "REP", "REC")
 POSTED = ("H", "R")
 SUSPENSIONS = frozenset({"RSI", "RSV", "RSN"})
 INQUIRY_LETTERS = ("LTF", "LTS", "LNI")
+_ACTIVITIES = Activity.metadata.tables[Activity.__tablename__]
+_ACTIVITY_COLUMNS = tuple(c.name for c in _ACTIVITIES.columns if c.name != "id")
+# The activity that closes a case on bounded coverage, by the coverage's source: LOD, the VIN
+# in an insurer's book-of-business load; IPA, an insurer confirming it live.
+BOUNDED_CODES = {"bob": "LOD", "live": "IPA", "proof": "IPA", "edi": "NBS"}
 
 
 @dataclass
@@ -93,10 +100,18 @@ class Record:
         postings += [
             Posting("IPA", c.naic, c.starts, f"cov:{c.id}", 1 << 62)
             for c in self.confirmed
-            if not c.rescinded
+            if not c.rescinded and c.ends is None
         ]
+        timeline = build(postings)
+        # Coverage known only for a stretch (a book-of-business record, a broadcast answer for
+        # one day) is a span of its own: no event will end it, and it must not cover later days.
+        bounded = tuple(
+            Span(c.naic, c.starts, c.ends, f"cov:{c.id}", BOUNDED_CODES[c.source])
+            for c in self.confirmed
+            if not c.rescinded and c.ends is not None
+        )
         return cw.Facts(
-            timeline=build(postings),
+            timeline=Timeline(timeline.spans + bounded, timeline.cancellations),
             nis=tuple(
                 (t.naic, txn_ref(t.id), t.posted_on)
                 for t in self.transactions
@@ -151,16 +166,16 @@ def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int,
     ids = list(registration_ids)
     records = {
         reg.id: Record(reg, None)
-        for reg in session.scalars(select(Registration).where(Registration.id.in_(ids)))
+        for reg in session.scalars(select(Registration).where(among(session, Registration.id, ids)))
     }
     for registrant in session.scalars(
-        select(Registrant).where(Registrant.registration_id.in_(ids))
+        select(Registrant).where(among(session, Registrant.registration_id, ids))
     ):
         records[registrant.registration_id].registrant = registrant
     for txn in session.scalars(
         select(IiesTransaction)
         .where(
-            IiesTransaction.registration_id.in_(ids),
+            among(session, IiesTransaction.registration_id, ids),
             IiesTransaction.disposition.in_(POSTED),
         )
         .order_by(IiesTransaction.id)
@@ -169,20 +184,22 @@ def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int,
         records[txn.registration_id].transactions.append(txn)
     for period in session.scalars(
         select(CoveragePeriod).where(
-            CoveragePeriod.registration_id.in_(ids),
-            CoveragePeriod.source.in_(("live", "proof")),
+            among(session, CoveragePeriod.registration_id, ids),
+            CoveragePeriod.source.in_(("live", "proof", "bob")),
         )
     ):
         records[period.registration_id].confirmed.append(period)
     for case in session.scalars(
-        select(CaseRow).where(CaseRow.registration_id.in_(ids)).order_by(CaseRow.id)
+        select(CaseRow).where(among(session, CaseRow.registration_id, ids)).order_by(CaseRow.id)
     ):
         records[case.registration_id].cases.append(case)
     for activity in session.scalars(
-        select(Activity).where(Activity.registration_id.in_(ids)).order_by(Activity.id)
+        select(Activity).where(among(session, Activity.registration_id, ids)).order_by(Activity.id)
     ):
         records[activity.registration_id].activities.append(activity)
-    for mvf in session.scalars(select(MvfRequest).where(MvfRequest.registration_id.in_(ids))):
+    for mvf in session.scalars(
+        select(MvfRequest).where(among(session, MvfRequest.registration_id, ids))
+    ):
         records[mvf.registration_id].mvfs.append(mvf)
     return records
 
@@ -190,20 +207,51 @@ def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int,
 class Writer:
     """Writes the engine's steps for one record (activities, letters, the case row)."""
 
-    def __init__(self, session: Session, settings: CaseSettings, caused_by: str) -> None:
+    def __init__(
+        self,
+        session: Session,
+        settings: CaseSettings,
+        caused_by: str,
+        *,
+        defer_activities: bool = False,
+    ) -> None:
         self.session = session
         self.settings = settings
         self.caused_by = caused_by
         self.now = datetime.now(UTC)
         self._free_ids: list[str] = []
+        self._reserve = 0
+        # Deferred (the daily run): activities are kept as rows and written together by
+        # write_activities(), one COPY or executemany for a batch instead of ORM objects.
+        self.defer_activities = defer_activities
+        self._activities: list[dict[str, object]] = []
 
     def reserve_doc_ids(self, count: int) -> None:
-        """Draw ``count`` Document IDs not yet used, with one query (not one per letter)."""
-        drawn = {new_doc_id() for _ in range(count)}
+        """Draw ``count`` Document IDs not yet used, with one query (not one per letter), when
+        the first letter needs one: most batches of a day write no letter at all."""
+        self._reserve = count
+
+    def _draw(self) -> None:
+        drawn = {new_doc_id() for _ in range(self._reserve)}
+        self._reserve = 0
         taken = set(self.session.scalars(select(Letter.doc_id).where(Letter.doc_id.in_(drawn))))
         self._free_ids = sorted(drawn - taken)
 
+    def add_activity(self, activity: Activity) -> None:
+        """Record one activity (now, or with the batch when deferred)."""
+        if not self.defer_activities:
+            self.session.add(activity)
+            return
+        self._activities.append({c: getattr(activity, c) for c in _ACTIVITY_COLUMNS})
+
+    def write_activities(self) -> None:
+        """Write the deferred activities (after the batch's cases have their ids)."""
+        rows, self._activities = self._activities, []
+        insert_rows(self.session.connection(), _ACTIVITIES, rows)
+
     def _doc_id(self) -> str:
+        if self._reserve:
+            self._draw()
         if self._free_ids:
             return self._free_ids.pop()
         doc_id = new_doc_id()
@@ -255,7 +303,7 @@ class Writer:
                 transaction_id=txn,
                 recorded_at=self.now,
             )
-            self.session.add(activity)
+            self.add_activity(activity)
             record.activities.append(activity)
             if txn is not None:
                 recorded.add(txn)
@@ -352,7 +400,7 @@ def move_record(
     for txn in new_postings:
         if txn.id in recorded:
             continue
-        session.add(
+        writer.add_activity(
             Activity(
                 registration_id=record.registration.id,
                 case_id=open_row.id if open_row is not None else None,
@@ -410,6 +458,60 @@ def due_filter(day: date) -> tuple[ColumnElement[bool], ...]:
         IiesTransaction.registration_id.is_not(None),
         IiesTransaction.posted_on.is_(None),
         or_(IiesTransaction.type != "XLC", IiesTransaction.effective_date <= day),
+    )
+
+
+_CASE_CHANGES = (
+    "case_state",
+    "next_due",
+    "closed_on",
+    "close_activity",
+    "reason",
+    "lapse_days",
+    "civil_penalty_eligible",
+)
+
+
+def write_case_changes(session: Session) -> None:
+    """Write the batch's changed case rows with one statement (PostgreSQL: an UPDATE joined to
+    the new values as arrays; SQLite: one executemany) instead of the ORM's UPDATE per row."""
+    changed = [
+        c
+        for c in session.dirty
+        if isinstance(c, CaseRow) and c.id is not None and session.is_modified(c)
+    ]
+    if not changed:
+        return
+    rows = [{"id": c.id, **{name: getattr(c, name) for name in _CASE_CHANGES}} for c in changed]
+    table = CaseRow.metadata.tables[CaseRow.__tablename__]
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        types = {"id": "bigint", "next_due": "date", "closed_on": "date", "lapse_days": "integer",
+                 "civil_penalty_eligible": "boolean"}  # fmt: skip
+        names = ["id", *_CASE_CHANGES]
+        columns = ", ".join(f"unnest(CAST(:{n} AS {types.get(n, 'text')}[])) AS {n}" for n in names)
+        sets = ", ".join(f"{n} = v.{n}" for n in _CASE_CHANGES)
+        connection.execute(
+            text(f"UPDATE cases SET {sets} FROM (SELECT {columns}) v WHERE cases.id = v.id"),
+            {n: [r[n] for r in rows] for n in names},
+        )
+    else:
+        connection.execute(
+            table.update().where(table.c.id == bindparam("case_id")),
+            [{"case_id": r.pop("id"), **r} for r in rows],
+        )
+    for case in changed:  # now stored: nothing left for the ORM to write
+        for name in _CASE_CHANGES:
+            set_committed_value(case, name, getattr(case, name))
+
+
+def is_due(txn: IiesTransaction, day: date) -> bool:
+    """:func:`due_filter` for a transaction already in memory."""
+    return (
+        txn.disposition in POSTED
+        and txn.registration_id is not None
+        and txn.posted_on is None
+        and (txn.type != "XLC" or (txn.effective_date is not None and txn.effective_date <= day))
     )
 
 

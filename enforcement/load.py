@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, TypedDict
 
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from enforcement import matching
@@ -383,7 +383,7 @@ def _candidates(session: Session, vins: set[str]) -> dict[str, list[matching.Can
     query = (
         select(*_CANDIDATE_COLUMNS)
         .outerjoin(Registrant, Registrant.registration_id == Registration.id)
-        .where(Registration.vin.in_(vins))
+        .where(db.among(session, Registration.vin, vins))
     )
     for row in session.execute(query):
         found.setdefault(row.vin, []).append(matching.Candidate(*row))
@@ -397,7 +397,7 @@ def _keyed(session: Session, keys: set[str]) -> dict[str, list[matching.Candidat
     query = (
         select(Registrant.resolve_key, *_CANDIDATE_COLUMNS)
         .join(Registration, Registrant.registration_id == Registration.id)
-        .where(Registrant.resolve_key.in_(keys))
+        .where(db.among(session, Registrant.resolve_key, keys))
     )
     for key, *rest in session.execute(query):
         assert key is not None  # IN never matches NULL
@@ -437,7 +437,7 @@ def _histories(session: Session, run: _Run, registration_ids: set[int]) -> None:
         )
         .where(
             IiesTransaction.naic == run.naic,
-            IiesTransaction.registration_id.in_(missing),
+            db.among(session, IiesTransaction.registration_id, missing),
             IiesTransaction.disposition.in_(("H", "R")),
             IiesTransaction.type.in_(("NBS", "REI", "XLC", "REP", "REC")),
         )
@@ -460,7 +460,7 @@ def _process(session: Session, run: _Run, batch: list[Txn]) -> None:
     ids = [t.txn_id for t in batch]
     already = session.scalars(
         select(IiesTransaction.txn_id)
-        .where(IiesTransaction.naic == run.naic, IiesTransaction.txn_id.in_(ids))
+        .where(IiesTransaction.naic == run.naic, db.among(session, IiesTransaction.txn_id, ids))
         .limit(1)
     ).first()
     if already is not None:
@@ -526,5 +526,5 @@ def _process(session: Session, run: _Run, batch: list[Txn]) -> None:
                 "rematch_until": rematch_until,
             }
         )
-    # Core insert: batched multi-row VALUES, not one statement per row as the ORM would send
-    session.connection().execute(insert(_TRANSACTIONS), rows)
+    # COPY (PostgreSQL) or executemany: no statement, parameters or ORM object per row
+    db.insert_rows(session.connection(), _TRANSACTIONS, rows)

@@ -6,13 +6,14 @@ order. A re-import upserts by plate and state; a column the file does not carry 
 was (a plate-only file never erases registrant data). Bad rows are reported with their line
 numbers and skipped; a file that cannot be read as such a CSV changes nothing (one transaction).
 
-The file is streamed: rows go through a staging table in batches (PostgreSQL: COPY), and two
-set-based statements per batch upsert ``registrations`` and ``registrants``, so memory stays
-flat for millions of rows.
+The file is streamed into a temporary staging table (PostgreSQL: one COPY; SQLite: multi-row
+inserts of ``BATCH`` rows), then one set-based upsert per table merges it, so memory stays flat
+for millions of rows and the tables' indexes are walked once, in plate order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -194,72 +195,114 @@ def _key(row: dict[str, object]) -> str | None:
 
 
 class _Writer:
-    """Upserts batches through a temporary staging table."""
+    """Streams the file's rows into a temporary staging table (PostgreSQL: one COPY; SQLite:
+    multi-row inserts), then merges them with one set-based statement per table.
 
-    def __init__(self, conn: Connection, names: tuple[str, ...]) -> None:
+    Staging the whole file first keeps the merge to one pass over each table and its indexes
+    (a temporary table writes no WAL), and lets the merge keep the file's last line for a plate
+    that appears twice. A row whose values are already stored is not rewritten, so a monthly
+    re-import of an unchanged file leaves no dead rows behind.
+    """
+
+    def __init__(self, conn: Connection, names: tuple[str, ...], batch: int) -> None:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
-        self.extra = [n for n in names[3:]]
+        self.batch = batch
+        self.extra = list(names[3:])
         self.with_registrant = bool(self.extra)
         self.columns = [*REQUIRED, *self.extra] + (["resolve_key"] if "last_name" in names else [])
+        self.pending: list[dict[str, object]] = []
+        self.line = 0
         types = {"entity_type": "SMALLINT", **dict.fromkeys(_DATES, "DATE")}
         ddl = ", ".join(f"{c} {types.get(c, 'VARCHAR(100)')}" for c in self.columns)
-        suffix = " ON COMMIT DROP" if self.pg else ""
-        conn.execute(text(f"DROP TABLE IF EXISTS {_STAGE}")) if not self.pg else None
-        conn.execute(text(f"CREATE TEMPORARY TABLE {_STAGE} ({ddl}){suffix}"))
-        target = ", ".join(self.columns[3:])
-        source = ", ".join(f"s.{c}" for c in self.columns[3:])
-        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns[3:])
-        self.upsert_registrations = text(
-            f"INSERT INTO registrations (plate, state, vin) SELECT plate, state, vin "
-            f"FROM {_STAGE} WHERE true ON CONFLICT (plate, state) DO UPDATE SET vin = excluded.vin"
-        )
-        self.upsert_registrants = text(
-            f"INSERT INTO registrants (registration_id, {target}) SELECT r.id, {source} "
-            f"FROM {_STAGE} s JOIN registrations r ON r.plate = s.plate AND r.state = s.state "
-            f"WHERE true ON CONFLICT (registration_id) DO UPDATE SET {updates}"
-        )
-        # PostgreSQL: one statement, the registrants joined to the ids the upsert returns (a
-        # join of the batch with itself), never to the whole registrations table.
-        self.upsert_both = text(
-            f"WITH up AS ({self.upsert_registrations.text} RETURNING id, plate, state) "
-            f"INSERT INTO registrants (registration_id, {target}) SELECT up.id, {source} "
-            f"FROM {_STAGE} s JOIN up ON up.plate = s.plate AND up.state = s.state "
-            f"WHERE true ON CONFLICT (registration_id) DO UPDATE SET {updates}"
-        )
-
-    def write(self, batch: dict[tuple[str, str], dict[str, object]]) -> None:
-        if not batch:
-            return
-        rows = list(batch.values())
-        if "resolve_key" in self.columns:
-            for row in rows:
-                row["resolve_key"] = _key(row)
         if self.pg:
-            cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(f"COPY {_STAGE} ({', '.join(self.columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([row.get(c) for c in self.columns])
-        else:
-            placeholders = ", ".join(f":{c}" for c in self.columns)
-            self.conn.execute(
-                text(f"INSERT INTO {_STAGE} ({', '.join(self.columns)}) VALUES ({placeholders})"),
-                [{c: row.get(c) for c in self.columns} for row in rows],
+            conn.execute(
+                text(f"CREATE TEMPORARY TABLE {_STAGE} (line BIGINT, {ddl}) ON COMMIT DROP")
             )
-        if self.pg and self.with_registrant:
-            self.conn.execute(self.upsert_both)
+            # The merge sorts the file by plate; let it do so in memory for a few million rows.
+            conn.execute(text("SET LOCAL work_mem = '64MB'"))
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            self._copy_cm = cursor.copy(
+                f"COPY {_STAGE} (line, {', '.join(self.columns)}) FROM STDIN"
+            )
+            self._copy = self._copy_cm.__enter__()
         else:
-            self.conn.execute(self.upsert_registrations)
-            if self.with_registrant:
-                self.conn.execute(self.upsert_registrants)
-        # TRUNCATE on PostgreSQL: DELETE would leave the rows dead in the table, and every
-        # later batch would scan all of them again (quadratic in the file's size).
-        self.conn.execute(text(f"{'TRUNCATE' if self.pg else 'DELETE FROM'} {_STAGE}"))
-        batch.clear()
+            conn.execute(text(f"DROP TABLE IF EXISTS {_STAGE}"))
+            conn.execute(text(f"CREATE TEMPORARY TABLE {_STAGE} (line INTEGER, {ddl})"))
+
+    def add(self, row: dict[str, object]) -> None:
+        self.line += 1
+        if "resolve_key" in self.columns:
+            row["resolve_key"] = _key(row)
+        if self.pg:  # psycopg buffers the COPY stream itself
+            self._copy.write_row([self.line, *(row.get(c) for c in self.columns)])
+            return
+        self.pending.append({"line": self.line, **{c: row.get(c) for c in self.columns}})
+        if len(self.pending) >= self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        placeholders = ", ".join(f":{c}" for c in ["line", *self.columns])
+        columns = ", ".join(["line", *self.columns])
+        self.conn.execute(
+            text(f"INSERT INTO {_STAGE} ({columns}) VALUES ({placeholders})"), self.pending
+        )
+        self.pending = []
+
+    def merge(self) -> None:
+        """Upsert registrations, then registrants, from the staged file (its last line wins)."""
+        self._flush()
+        if self.pg:
+            self._copy_cm.__exit__(None, None, None)
+            self.conn.execute(text(f"ANALYZE {_STAGE}"))
+            latest = (
+                f"SELECT DISTINCT ON (plate, state) * FROM {_STAGE} "
+                f"ORDER BY plate, state, line DESC"
+            )
+        else:
+            self.conn.execute(text(f"CREATE INDEX {_STAGE}_key ON {_STAGE} (plate, state, line)"))
+            latest = (
+                f"SELECT * FROM {_STAGE} s WHERE NOT EXISTS (SELECT 1 FROM {_STAGE} l "
+                f"WHERE l.plate = s.plate AND l.state = s.state AND l.line > s.line) "
+                f"ORDER BY plate, state"
+            )
+        self.conn.execute(
+            text(
+                f"INSERT INTO registrations (plate, state, vin) SELECT plate, state, vin "
+                f"FROM ({latest}) s WHERE true ON CONFLICT (plate, state) DO UPDATE "
+                f"SET vin = excluded.vin WHERE registrations.vin <> excluded.vin"
+            )
+        )
+        if not self.with_registrant:
+            return
+        cols = self.columns[3:]
+        target = ", ".join(cols)
+        source = ", ".join(f"s.{c}" for c in cols)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols)
+        changed = " OR ".join(f"registrants.{c} IS DISTINCT FROM excluded.{c}" for c in cols)
+        if not self.pg:
+            changed = " OR ".join(f"registrants.{c} IS NOT excluded.{c}" for c in cols)
+        self.conn.execute(
+            text(
+                f"INSERT INTO registrants (registration_id, {target}) SELECT r.id, {source} "
+                f"FROM ({latest}) s JOIN registrations r "
+                f"ON r.plate = s.plate AND r.state = s.state "
+                f"WHERE true ON CONFLICT (registration_id) DO UPDATE SET {updates} WHERE {changed}"
+            )
+        )
 
     def close(self) -> None:
-        if not self.pg:
-            self.conn.execute(text(f"DROP TABLE IF EXISTS {_STAGE}"))
+        if self.pg:
+            return  # ON COMMIT DROP
+        self.conn.execute(text(f"DROP TABLE IF EXISTS {_STAGE}"))
+
+    def abort(self) -> None:
+        """Leave the COPY (the transaction around it is rolled back by the caller)."""
+        if self.pg:
+            with contextlib.suppress(Exception):
+                self._copy_cm.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
 def import_file(engine: Engine, path: Path) -> ImportResult:
@@ -267,15 +310,16 @@ def import_file(engine: Engine, path: Path) -> ImportResult:
     result = ImportResult()
     size = BATCH.get(engine.dialect.name, 2000)
     names, rows = _rows(path, result)
-    batch: dict[tuple[str, str], dict[str, object]] = {}
     with db.transaction(engine) as session:
-        writer = _Writer(session.connection(), names)
-        for row in rows:
-            batch[(row["plate"], row["state"])] = row  # type: ignore[index]  # a later line wins
-            result.rows += 1
-            if len(batch) >= size:
-                writer.write(batch)
-        writer.write(batch)
+        writer = _Writer(session.connection(), names, size)
+        try:
+            for row in rows:
+                writer.add(row)
+                result.rows += 1
+        except BaseException:
+            writer.abort()
+            raise
+        writer.merge()
         writer.close()
         security_log.record(
             session,

@@ -12,7 +12,7 @@ import math
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache, partial
@@ -21,18 +21,23 @@ from typing import TYPE_CHECKING, Any, cast, overload
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Engine,
     Integer,
     MetaData,
     Select,
+    Table,
+    any_,
+    bindparam,
     create_engine,
     event,
     inspect,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, Result, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, QueryableAttribute, Session, sessionmaker
 
 from olv import libpq
 from olv.errors import (
@@ -233,6 +238,34 @@ class CompiledRead:
             }
             for row in rows
         ]
+
+
+def among(
+    session: Session, column: ColumnElement[Any] | QueryableAttribute[Any], values: Iterable[Any]
+) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one parameter whatever the
+    count, so the statement's text stays the same from batch to batch (the driver parses it
+    once, not once per call as it does with hundreds of IN parameters)."""
+    listed = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, listed, type_=postgresql.ARRAY(column.type)))
+    return column.in_(listed)
+
+
+def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many rows in one round: ``COPY`` on PostgreSQL (no per-row statement, parameter
+    or ORM work), the driver's ``executemany`` on SQLite. Every row names the same columns;
+    ids come from the table's own sequence, and none are returned."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    if connection.dialect.name != "postgresql":
+        connection.execute(table.insert(), list(rows))
+        return
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
 
 
 @contextmanager

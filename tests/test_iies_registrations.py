@@ -125,3 +125,55 @@ def test_memory_does_not_grow_with_the_file(engine, tmp_path: Path, monkeypatch)
     # 10x the rows; a whole-file read would hold ~10x the memory
     assert peak_large < 2 * peak_small + 2_000_000, (peak_small, peak_large)
     assert len(registrants(engine)) == 40_000
+
+
+def test_a_plate_twice_in_one_file_keeps_its_last_line(engine, tmp_path: Path) -> None:
+    path = tmp_path / "twice.csv"
+    path.write_text(
+        "plate,state,vin,last_name,first_name,dob\n"
+        "AB1,NY,FIRSTVIN,FIRST,ANN,1980-01-01\n"
+        "ZZ9,NY,OTHERVIN,OTHER,BOB,1970-01-01\n"
+        "AB1,NY,LASTVIN,LAST,CAROL,1990-01-01\n"
+    )
+    assert import_file(engine, path).rows == 3
+    people = registrants(engine)
+    assert (people["AB1"].last_name, people["AB1"].first_name) == ("LAST", "CAROL")
+    with db.transaction(engine) as session:
+        assert session.execute(_PLATE_QUERY, {"plate": "AB1"}).all() == [("LASTVIN", "NY")]
+
+
+def _count_updates(engine) -> None:
+    """Count every row UPDATE of registrations and registrants in table ``updates``."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE updates (n INTEGER)")
+        for table in ("registrations", "registrants"):
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(
+                    "CREATE OR REPLACE FUNCTION count_update() RETURNS trigger AS "
+                    "$$ BEGIN INSERT INTO updates VALUES (1); RETURN NULL; END $$ LANGUAGE plpgsql"
+                )
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER {table}_updated AFTER UPDATE ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION count_update()"
+                )
+            else:
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER {table}_updated AFTER UPDATE ON {table} "
+                    "BEGIN INSERT INTO updates VALUES (1); END"
+                )
+
+
+def test_reimporting_an_unchanged_file_rewrites_no_row(engine, tmp_path: Path) -> None:
+    path = tmp_path / "full.csv"
+    path.write_text(FULL)
+    import_file(engine, path)
+    _count_updates(engine)
+    import_file(engine, path)  # the monthly file again, unchanged
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM updates").scalar() == 0
+    changed = tmp_path / "changed.csv"
+    changed.write_text(FULL.replace("1 Main St", "5 Main St"))
+    import_file(engine, changed)
+    with engine.begin() as conn:  # one registrant changed: one row written, nothing else
+        assert conn.exec_driver_sql("SELECT count(*) FROM updates").scalar() == 1
+    assert registrants(engine)["ABC123"].address1 == "5 MAIN ST"
