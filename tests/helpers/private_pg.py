@@ -56,18 +56,18 @@ class PrivatePostgres:
     def stop_all(self) -> None:
         """SIGSTOP the postmaster and all its backends: connections stay open, nothing answers."""
         os.kill(self.process.pid, signal.SIGSTOP)  # first: it starts no new backend meanwhile
-        for pid in _children(self.process.pid):
+        for pid in child_pids(self.process.pid):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
 
     def continue_all(self) -> None:
-        for pid in _children(self.process.pid):
+        for pid in child_pids(self.process.pid):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         os.kill(self.process.pid, signal.SIGCONT)
 
 
-def _children(parent: int) -> list[int]:
+def child_pids(parent: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -156,7 +156,7 @@ def _wait_ready(server: PrivatePostgres, log: Path) -> None:
 
 
 def _shut_down(process: subprocess.Popen[bytes]) -> None:
-    for pid in [*_children(process.pid), process.pid]:
+    for pid in [*child_pids(process.pid), process.pid]:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     process.send_signal(signal.SIGQUIT)  # immediate shutdown: nothing to keep
