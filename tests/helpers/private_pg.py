@@ -18,7 +18,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +48,9 @@ def _unavailable(reason: str) -> None:
 class PrivatePostgres:
     port: int
     process: subprocess.Popen[bytes]
+    data: Path | None = None  # the data directory
+    user: str | None = None  # the account the server runs as (None: this one)
+    bin_dir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -79,20 +82,31 @@ def child_pids(parent: int) -> list[int]:
     return found
 
 
+def server_user() -> str | None:
+    """The account a private server runs as: ``postgres`` when running as root, else None
+    (this account); skips the test when root has no such account."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres").pw_name
+    except KeyError:
+        _unavailable("running as root and there is no 'postgres' user to run the server")
+        raise AssertionError("unreachable") from None
+
+
 @contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(
+    settings: dict[str, str] | None = None,
+    populate: Callable[[Path, str | None], None] | None = None,
+) -> Iterator[PrivatePostgres]:
+    """A private server; ``settings`` are extra ``-c`` options. With ``populate``, the data
+    directory is not made by ``initdb`` but by ``populate(data, user)`` (a restore): the
+    server is yielded once it accepts connections (recovery, if any, may still run)."""
     bin_dir = _bin_dir()
     if bin_dir is None:
         _unavailable("the PostgreSQL server binaries (initdb, postgres) are not installed")
         raise AssertionError("unreachable")
-    user: str | None = None
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            _unavailable("running as root and there is no 'postgres' user to run the server")
-            raise AssertionError("unreachable") from None
-        user = owner.pw_name
+    user = server_user()
     # A directory of its own under the system's temporary directory: pytest's own is private
     # to the user running the tests, so a server running as another user could not enter it.
     home = Path(tempfile.mkdtemp(prefix="olv-private-pg-"))
@@ -103,13 +117,19 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     log = home / "server.log"
     process: subprocess.Popen[bytes] | None = None
     try:
-        subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-            user=user,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        if populate is None:
+            subprocess.run(
+                [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                user=user,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+        else:
+            populate(data, user)
+        extra = [
+            item for key, value in (settings or {}).items() for item in ("-c", f"{key}={value}")
+        ]
         with log.open("wb") as sink:
             process = subprocess.Popen(
                 [
@@ -124,13 +144,14 @@ def private_postgres() -> Iterator[PrivatePostgres]:
                     f"unix_socket_directories={home}",
                     "-c",
                     "fsync=off",
+                    *extra,
                 ],
                 user=user,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C goes to pytest, not to it
             )
-        server = PrivatePostgres(port, process)
+        server = PrivatePostgres(port, process, data, user, bin_dir)
         _wait_ready(server, log)
         yield server
     finally:
