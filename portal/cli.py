@@ -113,6 +113,30 @@ def _serve(host: str, port: int, workers: int) -> None:
         raise typer.Exit(code)
 
 
+@portal_app.command("purge")
+def portal_purge(
+    older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--older-than",
+            help="Age in days, at least 366 (default: OLV_PORTAL_QUERY_LOG_DAYS).",
+            min=366,
+        ),
+    ] = None,
+) -> None:
+    """Delete query-log, security-log and insurer-call rows older than DAYS days (run daily)."""
+    from portal.querylog import purge
+    from portal.settings import PortalSettings
+
+    days = older_than if older_than is not None else PortalSettings().query_log_days
+    engine = _engine()
+    try:
+        removed = purge(engine, days)
+    finally:
+        engine.dispose()
+    typer.echo(f"{removed} log rows older than {days} days removed")
+
+
 # --- insurers ------------------------------------------------------------------------------
 
 

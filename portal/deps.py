@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from olv import db
 from olv.logging import describe_exception
 from portal import permissions, tokens
-from portal.errors import ApiError
+from portal.errors import DATABASE_DOWN, ApiError
 from portal.permissions import Action
 from portal.ratelimit import Bucket, SharedLimits, Taken
 
@@ -226,7 +226,13 @@ async def _take(request: Request, principal: Principal, cost: float = 1.0) -> Ta
     database does not answer could not answer the query either."""
     key, _ = _rate_key(principal)
     limits: SharedLimits = request.app.state.rate_limits
-    return await limits.take(request.app.state.request_bucket, key, cost, budget_left(request))
+    try:
+        return await limits.take(request.app.state.request_bucket, key, cost, budget_left(request))
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        # Said apart from a 503 of the query itself: nothing was asked, nothing was logged.
+        raise ApiError(503, DATABASE_DOWN, headers={"Retry-After": "1"}) from exc
 
 
 def _refuse_when_over(taken: Taken, principal: Principal) -> None:

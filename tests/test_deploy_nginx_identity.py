@@ -1,133 +1,48 @@
 """The shipped nginx file in front of a real ``olv soap serve``: no client header talks past it.
 
 nginx runs from ``deploy/nginx/olv-soap.conf`` itself, with only the addresses, ports and
-certificate paths replaced; the test certificates come from a throw-away CA. Skips (with the
+certificate paths replaced (both upstream servers name the one SOAP server); the test certificates come from a throw-away CA. Skips (with the
 reason) when no nginx binary is installed; ``scripts/test`` installs one.
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-import os
-import shutil
-import signal
 import ssl
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from tests.helpers import data
+from tests.helpers.nginx import (
+    SOAP_CONF,
+    cert_name,
+    issue_cert,
+    nginx_binary,
+    render,
+    running_nginx,
+    soap_swaps,
+)
 from tests.helpers.soap import codes_of, envelope, free_port, request_xml, response_element
 from tests.helpers.soap import soap_server as start_soap
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "deploy" / "nginx" / "olv-soap.conf"
 SUBJECT = "CN=court.example.gov,O=State of Idaho,C=US"
 ALLOWED = "10.1.2.3"
 CONFIRMED = ("Confirmed", [])
 UREQ = ("Unconfirmed", ["UREQ"])
 
 
-def _nginx() -> str:
-    found = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
-    )
-    if found is None:
-        pytest.skip("nginx is not installed (scripts/test installs it); shipped config untested")
-    return found
-
-
-def _name(common: str, *, state: bool = False) -> x509.Name:
-    parts = [x509.NameAttribute(NameOID.COUNTRY_NAME, "US")]
-    if state:
-        parts.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, "State of Idaho"))
-    parts.append(x509.NameAttribute(NameOID.COMMON_NAME, common))
-    return x509.Name(parts)
-
-
-def _issue(
-    folder: Path,
-    stem: str,
-    subject: x509.Name,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-    **ext: bool,
-) -> tuple[x509.Name, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    issuer_name, issuer_key = issuer or (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if ext.get("server"):
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    cert = builder.sign(issuer_key, hashes.SHA256())
-    (folder / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{stem}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return subject, key
-
-
-def _render(folder: Path, listen: int, upstream: int) -> Path:
-    shipped = CONF.read_text()
-    swaps = {
-        "server 127.0.0.1:8080;": f"server 127.0.0.1:{upstream};",
-        "listen 443 ssl;": f"listen 127.0.0.1:{listen} ssl;",
-        "/etc/olv/tls/server.crt": str(folder / "server.crt"),
-        "/etc/olv/tls/server.key": str(folder / "server.key"),
-        "/etc/olv/tls/state-clients-ca.pem": str(folder / "ca.crt"),
-    }
-    for old, new in swaps.items():
-        assert old in shipped, f"the shipped config no longer holds {old!r}; update this test"
-        shipped = shipped.replace(old, new)
-    (folder / "olv-soap.conf").write_text(shipped)
-    temp = "\n".join(
-        f"    {kind}_temp_path {folder / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main = folder / "nginx.conf"
-    main.write_text(
-        "daemon off;\nmaster_process off;\n"
-        f"pid {folder / 'nginx.pid'};\nerror_log {folder / 'error.log'} warn;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{\n    access_log off;\n{temp}\n    include {folder / 'olv-soap.conf'};\n}}\n"
-    )
-    return main
-
-
 @pytest.fixture(scope="module")
 def front(
     module_db_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Path]]:
-    binary = _nginx()
+    nginx_binary()
     folder = tmp_path_factory.mktemp("nginx")
-    ca = _issue(folder, "ca", _name("Test States CA"), None)
-    _issue(folder, "server", _name("olv.insurer.example"), ca, server=True)
-    _issue(folder, "client", _name("court.example.gov", state=True), ca)
+    ca = issue_cert(folder, "ca", cert_name("Test States CA"), None)
+    issue_cert(folder, "server", cert_name("olv.insurer.example"), ca, server=True)
+    issue_cert(folder, "client", cert_name("court.example.gov", state=True), ca)
     data.load_policies(module_db_url, folder)
     env = {
         "OLV_DATABASE_URL": module_db_url,
@@ -138,38 +53,15 @@ def front(
     }
     with start_soap(env, folder) as upstream:
         port = free_port()
-        config = _render(folder, port, int(upstream.base.rsplit(":", 1)[1]))
-        check = subprocess.run(
-            [binary, "-t", "-p", str(folder), "-e", str(folder / "error.log"), "-c", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert check.returncode == 0, check.stderr
-        process = subprocess.Popen(
-            [binary, "-p", str(folder), "-e", str(folder / "error.log"), "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            base = f"https://127.0.0.1:{port}"
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    httpx.get(f"{base}/iicmva?wsdl", verify=_tls(folder, False), timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert process.poll() is None, (folder / "error.log").read_text()
-                    assert time.monotonic() < deadline, "nginx did not start"
-                    time.sleep(0.1)
+        upstream_port = int(upstream.base.rsplit(":", 1)[1])
+        conf = render(SOAP_CONF, soap_swaps(folder, port, [upstream_port]), folder)
+        base = f"https://127.0.0.1:{port}"
+
+        def ready() -> None:
+            httpx.get(f"{base}/iicmva?wsdl", verify=_tls(folder, False), timeout=1)
+
+        with running_nginx(folder, [conf], ready):
             yield base, folder
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def _tls(folder: Path, client_cert: bool) -> ssl.SSLContext:

@@ -9,10 +9,8 @@ when no nginx binary is installed; ``scripts/test`` installs one.
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,12 +22,18 @@ from sqlalchemy import select
 
 from olv import db
 from portal.models import SecurityLog
+from tests.helpers.nginx import (
+    PORTAL_CONF,
+    cert_name,
+    issue_cert,
+    nginx_binary,
+    portal_swaps,
+    render,
+    running_nginx,
+)
 from tests.helpers.portal import add_user, portal_server
 from tests.helpers.soap import free_port
-from tests.test_deploy_nginx_identity import _issue, _name, _nginx
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "deploy" / "nginx" / "olv-portal.conf"
 SPOOFED = "203.0.113.66"
 
 
@@ -52,36 +56,9 @@ class Front:
         return self.context().wrap_socket(plain, server_hostname="127.0.0.1")
 
 
-def _render(folder: Path, listen: int, plain: int, upstream: int) -> Path:
-    shipped = CONF.read_text()
-    swaps = {
-        "server 127.0.0.1:8000;": f"server 127.0.0.1:{upstream};",
-        "listen 443 ssl;": f"listen 127.0.0.1:{listen} ssl;",
-        "listen 80;": f"listen 127.0.0.1:{plain};",
-        "/etc/olv/tls/portal.crt": str(folder / "server.crt"),
-        "/etc/olv/tls/portal.key": str(folder / "server.key"),
-    }
-    for old, new in swaps.items():
-        assert old in shipped, f"the shipped config no longer holds {old!r}; update this test"
-        shipped = shipped.replace(old, new)
-    (folder / "olv-portal.conf").write_text(shipped)
-    temp = "\n".join(
-        f"    {kind}_temp_path {folder / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main = folder / "nginx.conf"
-    main.write_text(
-        "daemon off;\nmaster_process off;\n"
-        f"pid {folder / 'nginx.pid'};\nerror_log {folder / 'error.log'} warn;\n"
-        "events { worker_connections 256; }\n"
-        f"http {{\n    access_log off;\n{temp}\n    include {folder / 'olv-portal.conf'};\n}}\n"
-    )
-    return main
-
-
 @pytest.fixture(scope="module")
 def front(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
-    binary = _nginx()
+    nginx_binary()
     folder = tmp_path_factory.mktemp("nginx-portal")
     database = folder / "olv.db"
     shutil.copy(sqlite_template, database)
@@ -89,35 +66,21 @@ def front(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     engine = db.make_engine(url)
     add_user(engine, "liaison1", "insurer", "10001")
     engine.dispose()
-    ca = _issue(folder, "ca", _name("Test State CA"), None)
-    _issue(folder, "server", _name("portal.state.example"), ca, server=True)
+    ca = issue_cert(folder, "ca", cert_name("Test State CA"), None)
+    issue_cert(folder, "server", cert_name("portal.state.example"), ca, server=True)
     with portal_server({"OLV_DATABASE_URL": url}, folder) as upstream:
         port = free_port()
-        config = _render(folder, port, free_port(), int(upstream.base.rsplit(":", 1)[1]))
-        command = [binary, "-p", str(folder), "-e", str(folder / "error.log"), "-c", str(config)]
-        check = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=30)
-        assert check.returncode == 0, check.stderr
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            result = Front(f"https://127.0.0.1:{port}", port, folder, url)
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    with result.client() as client:
-                        client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    assert process.poll() is None, (folder / "error.log").read_text()
-                    assert time.monotonic() < deadline, "nginx did not start"
-                    time.sleep(0.1)
+        upstream_port = int(upstream.base.rsplit(":", 1)[1])
+        swaps = portal_swaps(folder, port, free_port(), [upstream_port])
+        conf = render(PORTAL_CONF, swaps, folder)
+        result = Front(f"https://127.0.0.1:{port}", port, folder, url)
+
+        def ready() -> None:
+            with result.client() as client:
+                client.get("/healthz")
+
+        with running_nginx(folder, [conf], ready):
             yield result
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def test_answers_carry_hsts_over_tls(front: Front) -> None:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,9 @@ class PrivatePostgres:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    data: Path | None = None  # the data directory
+    user: str | None = None  # the account the server runs as (None: this one)
+    bin_dir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -59,12 +62,12 @@ class PrivatePostgres:
     def stop_all(self) -> None:
         """SIGSTOP the postmaster and all its backends: connections stay open, nothing answers."""
         os.kill(self.process.pid, signal.SIGSTOP)  # first: it starts no new backend meanwhile
-        for pid in _children(self.process.pid):
+        for pid in child_pids(self.process.pid):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
 
     def continue_all(self) -> None:
-        for pid in _children(self.process.pid):
+        for pid in child_pids(self.process.pid):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         os.kill(self.process.pid, signal.SIGCONT)
@@ -95,7 +98,7 @@ class PrivatePostgres:
             time.sleep(0.05)
 
 
-def _children(parent: int) -> list[int]:
+def child_pids(parent: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -107,18 +110,41 @@ def _children(parent: int) -> list[int]:
     return found
 
 
+def server_user() -> str | None:
+    """The account a private server runs as: ``postgres`` when running as root, else None
+    (this account); skips the test when root has no such account."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres").pw_name
+    except KeyError:
+        _unavailable("running as root and there is no 'postgres' user to run the server")
+        raise AssertionError("unreachable") from None
+
+
 @contextmanager
-def private_postgres(settings: tuple[str, ...] = ()) -> Iterator[PrivatePostgres]:
-    """A fresh server; ``settings``: extra ``name=value`` server settings."""
+def private_postgres(
+    settings: tuple[str, ...] | dict[str, str] = (),
+    populate: Callable[[Path, str | None], None] | None = None,
+) -> Iterator[PrivatePostgres]:
+    """A fresh server; ``settings``: extra server settings (``name=value`` strings or a
+    mapping). With ``populate``, the data directory is not made by ``initdb`` but by
+    ``populate(data, user)`` (a restore): the server is yielded once it accepts connections
+    (recovery, if any, may still run)."""
+    if isinstance(settings, dict):
+        settings = tuple(f"{key}={value}" for key, value in settings.items())
     with _private_home() as (bin_dir, user, home):
         data = home / "data"
-        subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-            user=user,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        if populate is None:
+            subprocess.run(
+                [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                user=user,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+        else:
+            populate(data, user)
         with _running(bin_dir, user, home, data, settings) as server:
             yield server
 
@@ -154,14 +180,7 @@ def _private_home() -> Iterator[tuple[Path, str | None, Path]]:
     if bin_dir is None:
         _unavailable("the PostgreSQL server binaries (initdb, postgres) are not installed")
         raise AssertionError("unreachable")
-    user: str | None = None
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            _unavailable("running as root and there is no 'postgres' user to run the server")
-            raise AssertionError("unreachable") from None
-        user = owner.pw_name
+    user = server_user()
     # A directory of its own under the system's temporary directory: pytest's own is private
     # to the user running the tests, so a server running as another user could not enter it.
     home = Path(tempfile.mkdtemp(prefix="olv-private-pg-"))
@@ -196,7 +215,7 @@ def _running(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C goes to pytest, not to it
             )
-        server = PrivatePostgres(port, process, log)
+        server = PrivatePostgres(port, process, log, data, user, bin_dir)
         _wait_ready(server, log)
         yield server
     finally:
@@ -221,7 +240,7 @@ def _wait_ready(server: PrivatePostgres, log: Path) -> None:
 
 
 def _shut_down(process: subprocess.Popen[bytes]) -> None:
-    for pid in [*_children(process.pid), process.pid]:
+    for pid in [*child_pids(process.pid), process.pid]:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     process.send_signal(signal.SIGQUIT)  # immediate shutdown: nothing to keep
