@@ -95,7 +95,7 @@ class Verifier:
         requester: Requester,
         started: float,
         settled: Settled | None = None,
-    ) -> etree._Element:
+    ) -> response.Response:
         if settled is None or settled.request is not request:
             settled = self._settle_blocking(request, endpoint_version, requester, started)
         query, decision = settled.query, settled.decision
@@ -148,11 +148,11 @@ class Verifier:
 
     def _build(
         self, request: etree._Element, version: str, decision: Decision, query: CoverageQuery
-    ) -> etree._Element:
+    ) -> response.Response:
         body = response.build(request, version, decision.codes, found=query.found or None)
         unchecked = query.format_errors or {Code.UREQ, Code.SYSU} & set(decision.codes)
         # A request that was not checked (or not valid) must still get a valid echo.
-        if unchecked and not self.schemas[version].validate(body):
+        if unchecked and not self.schemas[version].validate(body.element()):
             body = response.build(
                 request, version, decision.codes, echo_requestor=False, found=query.found or None
             )
