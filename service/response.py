@@ -88,46 +88,49 @@ def _publication(request: etree._Element | None, version: str) -> dict[str, str]
     }
 
 
-_IICMVA_PREFIX = f"{{{IICMVA}}}"
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 # Text as lxml writes it (and as it reads back what it wrote): & < > escaped, CR as a
 # character reference.
-_LXML_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_PREFIXED = re.compile(r"</?[^\s/>:]*:")  # a tag with a prefix
+_DECLARATIONS = re.compile(r'(?:\s+xmlns(?::[^\s=]+)?="[^"]*")*')
 
 
 def _plain_requestor(requestor: etree._Element, prefix: str, raw: bytes, env_ns: str) -> str | None:
     """``requestor`` written as lxml writes it once moved into an answer envelope that
-    declares ``xsi``, the SOAP namespace and ``tns`` — or None where that takes lxml's
-    namespace reconciliation: an attribute, an element of another namespace, an entity, or
-    a namespace declared anywhere in the request beyond those three (``raw`` holds no other
-    ``xmlns`` than those in scope of the requestor)."""
+    declares ``xsi``, the SOAP namespace and ``tns``, its elements under ``prefix`` — or None
+    where that takes lxml's namespace reconciliation: an attribute, an element of another
+    namespace, or a namespace declared anywhere in the request beyond those three (``raw``,
+    the request as received, holds no other ``xmlns`` than those in scope of the requestor).
+
+    lxml writes the requestor with every namespace in scope declared on its start tag, and
+    each element with the one prefix bound to IICMVA: in the envelope, which declares them
+    all, the declarations go away and that prefix becomes ``prefix``. Text holds no "<" once
+    lxml has written it, so every "<" starts a tag.
+    """
     in_scope = requestor.nsmap
     if raw.count(b"xmlns") != len(in_scope):
         return None
-    if not all(uri in (IICMVA, _XSI, env_ns) for uri in in_scope.values()):
+    own = [p for p, uri in in_scope.items() if uri == IICMVA]
+    if len(own) != 1 or not all(uri in (IICMVA, _XSI, env_ns) for uri in in_scope.values()):
         return None
-    parts: list[str] = []
-
-    def write(node: etree._Element) -> bool:
-        tag = node.tag
-        if not isinstance(tag, str) or not tag.startswith(_IICMVA_PREFIX) or len(node.attrib):
-            return False
-        name = prefix + tag[len(_IICMVA_PREFIX) :]
-        if node.text is None and len(node) == 0:
-            parts.append(f"<{name}/>")
-        else:
-            parts.append(f"<{name}>")
-            if node.text:
-                parts.append(node.text.translate(_LXML_TEXT))
-            for child in node:
-                if not write(child):
-                    return False
-                if child.tail:
-                    parts.append(child.tail.translate(_LXML_TEXT))
-            parts.append(f"</{name}>")
-        return True
-
-    return "".join(parts) if write(requestor) else None
+    text = etree.tostring(requestor, encoding="unicode", with_tail=False)
+    head_end = text.index(">")
+    empty = text[head_end - 1] == "/"
+    mine = f"{own[0]}:" if own[0] else ""
+    name = f"<{mine}RequestorInformation"
+    declarations = text[len(name) : head_end - 1 if empty else head_end]
+    inner = text[head_end + 1 :]
+    if not text.startswith(name) or not _DECLARATIONS.fullmatch(declarations) or '="' in inner:
+        return None  # an attribute (lxml writes each as name="value")
+    # Any other prefix is bound to the SOAP or XSI namespace: an element of another namespace.
+    if _PREFIXED.search(
+        inner.replace(f"<{mine}", "<").replace(f"</{mine}", "</") if mine else inner
+    ):
+        return None
+    head = f"<{prefix}RequestorInformation{'/' if empty else ''}>"
+    if mine:
+        return head + inner.replace(f"<{mine}", f"<{prefix}").replace(f"</{mine}", f"</{prefix}")
+    return head + inner.replace("<", f"<{prefix}").replace(f"<{prefix}/", f"</{prefix}")
 
 
 def _value_text(value: str) -> str:

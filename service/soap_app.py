@@ -36,7 +36,7 @@ from olv import xmlsafe
 from olv.config import Settings, get_settings
 from olv.forwarding import forwarded_scheme
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
-from service.auth import identify
+from service.auth import Identities
 from service.verifier import ENDPOINTS, Verifier
 from service.versions import DEFAULT_VERSION, SPECS
 
@@ -78,14 +78,15 @@ class VerifyService(ServiceBase):
 def split(envelope: etree._Element) -> tuple[etree._Element | None, etree._Element | None]:
     """The envelope's first Header and first Body (None when absent), in one pass over its
     children (Spyne compiles two XPaths per request; ``find`` parses its path each time)."""
-    env_ns = envelope.tag[1 : envelope.tag.index("}")]
-    header_tag, body_tag = f"{{{env_ns}}}Header", f"{{{env_ns}}}Body"
+    env = envelope.tag[: envelope.tag.index("}") + 1]
+    header_tag, body_tag = f"{env}Header", f"{env}Body"
     header = body = None
-    for child in envelope.iterchildren(header_tag, body_tag):
-        if child.tag == body_tag:
+    for child in envelope:
+        tag = child.tag
+        if tag == body_tag:
             if body is None:
                 body = child
-        elif header is None:
+        elif tag == header_tag and header is None:
             header = child
     return header, body
 
@@ -242,6 +243,7 @@ class SoapApplication:
         self._soap11 = _spyne(OlvSoap11)
         self._soap12 = _spyne(OlvSoap12)
         self._direct = {False: _Frame(self._soap11.app), True: _Frame(self._soap12.app)}
+        self._identify = Identities(self.settings)
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
 
@@ -323,7 +325,7 @@ class SoapApplication:
         environ[_ENVELOPE] = envelope
         environ["olv.verifier"] = self.verifier
         environ["olv.endpoint"] = endpoint_version
-        environ["olv.requester"] = identify(environ, self.settings)
+        environ["olv.requester"] = self._identify(environ)
         environ["olv.started"] = started
         return None
 

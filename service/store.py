@@ -146,13 +146,11 @@ class SqlPolicyStore:
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         statement = sql if self._marker == "?" else sql.replace("?", self._marker)
         try:
-            conn = self._connection()
-            cursor = conn.cursor()
-            try:
-                cursor.execute(statement, params)
-                rows = cursor.fetchall()
-            finally:
-                cursor.close()
+            # Straight on the driver's connection (both drivers' execute opens a cursor
+            # that goes with its last reference, right after the fetch).
+            rows: list[tuple[Any, ...]] = (
+                self._connection().dbapi_connection.execute(statement, params).fetchall()
+            )
             self.answered_at = time.monotonic()
             return rows
         except (SQLAlchemyError, *self._driver_errors()) as exc:

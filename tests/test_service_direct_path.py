@@ -242,6 +242,11 @@ def test_plain_requests_are_written_as_text() -> None:
     assert rendered(_envelope(plain, False, style="zeep")) is None
     foreign = _requestor(REQUESTORS["foreign-element"], "00200809")
     assert rendered(_envelope(request_xml("00200809", requestor=foreign), False)) is None
+    # An element under the envelope's own prefix: no declaration of its own to count.
+    soap_element = plain.replace("<Organization>", "<s:Extra>1</s:Extra><Organization>")
+    assert rendered(_envelope(soap_element, False)) is None
+    attribute = plain.replace("<Organization>", '<Organization id="1">')
+    assert rendered(_envelope(attribute, False)) is None
 
 
 def test_a_failing_direct_answer_goes_through_spyne(
