@@ -23,7 +23,17 @@ What it does, in one run:
       (target p99 <= 150 ms) and the slowest hung answer (target <= 5.0 s, unable_to_verify);
    c. a batch of ``--batch`` vehicles (default 10,000) as consecutive requests of 1,000:
       total time (target <= 60 s);
+   d. the insurer's own load: the same 32 clients (wrk, ``bench/soap_wrk.lua``) send the
+      SOAP requests the portal sends, for the same vehicles, straight to ``olv soap serve``
+      for ``--duration`` seconds: its throughput, p99 and CPU per request;
 4. stops both servers and prints a table (and ``--json FILE`` for the record).
+
+The portal is measured against the insurer service in the same run (issue 17): the portal's
+CPU per verification (all its processes, from /proc) beside the insurer service's CPU per
+request — both while it answers the portal's calls in phase a, and under its own load in
+phase d — and the portal's p99 beside the insurer's own p99 at 32 clients (phase d). Targets:
+portal CPU per verification <= 1.5x the insurer's CPU per request; portal p99 <= 3x the
+insurer's p99.
 
 ``--smoke`` shrinks everything (1,000 vehicles, 2-second phases, a batch of 2,000) to check
 that the bench works; its figures mean nothing. The machine is printed with the figures:
@@ -66,11 +76,15 @@ from sqlalchemy.engine import make_url
 from bob_loader.load import load_files
 from olv import db
 from olv.bob import layout
-from portal import registry, tokens, users
+from olv.iicmva import SOAP_ACTION, V0809
+from portal import registry, soap_wire, tokens, users
 
 HEALTHY_NAIC = "10001"
 HUNG_NAIC = "30003"
 TARGETS = {"rps": 300, "p99_ms": 100, "p99_hung_ms": 150, "hung_max_s": 5.0, "batch_s": 60}
+# Issue 17: the portal against the insurer service, measured in the same run.
+TARGET_CPU_RATIO = 1.5  # portal CPU per verification / insurer CPU per request
+TARGET_P99_RATIO = 3.0  # portal p99 / insurer p99, both at 32 clients
 
 
 def vin(i: int) -> str:
@@ -334,7 +348,13 @@ async def _wrk_clients(
 
 
 async def _phase(
-    base: str, tokens_: list[str], vehicles: int, seconds: float, hung: int, pid: int, kind: str
+    base: str,
+    tokens_: list[str],
+    vehicles: int,
+    seconds: float,
+    hung: int,
+    pids: tuple[int, int],
+    kind: str,
 ) -> dict[str, Any]:
     """The healthy clients (``kind``: wrk or python) for ``seconds``, with ``hung`` queries to
     the hung insurer always in flight beside them (Python tasks either way)."""
@@ -357,12 +377,15 @@ async def _phase(
         for n in range(hung)
     ]
     clients = _wrk_clients if kind == "wrk" else _python_clients
-    cpu = cpu_seconds(pid)
+    portal_pid, soap_pid = pids
+    cpu, soap_cpu = cpu_seconds(portal_pid), cpu_seconds(soap_pid)
     healthy, *_ = await asyncio.gather(clients(base, tokens_, vehicles, seconds), *hung_tasks)
-    cpu = cpu_seconds(pid) - cpu
+    cpu, soap_cpu = cpu_seconds(portal_pid) - cpu, cpu_seconds(soap_pid) - soap_cpu
     answered = healthy["requests"] + len(stuck)
     return {
-        "portal_cpu_ms_per_request": round(cpu * 1000 / max(1, answered), 2),
+        "portal_cpu_ms_per_request": round(cpu * 1000 / max(1, answered), 3),
+        # Every healthy verification is one call to the insurer (the hung ones go elsewhere).
+        "insurer_cpu_ms_per_request": round(soap_cpu * 1000 / max(1, healthy["requests"]), 3),
         **healthy,
         "hung_requests": len(stuck),
         "hung_max_s": round(max(stuck) / 1000, 3) if stuck else None,
@@ -396,9 +419,51 @@ async def _batch(base: str, token: str, vehicles: int, total: int) -> dict[str, 
     }
 
 
+def write_insurer_corpus(path: Path, vehicles: int, count: int = 2000) -> None:
+    """The SOAP requests the portal sends the healthy insurer, for ``count`` random bench
+    vehicles, in the corpus format of ``bench/soap_wrk.lua`` ("PATH LENGTH", body, newline)."""
+    rng = random.Random(11)
+    today = datetime.now(UTC).date()
+    with path.open("wb") as out:
+        for _ in range(count):
+            i = rng.randrange(vehicles)
+            ask = soap_wire.Ask(HEALTHY_NAIC, f"P-{i}", vin(i), today, "BIVER", "ID", "Idaho OLV")
+            body = soap_wire.build_request(ask, V0809)
+            out.write(f"/iicmva/{V0809} {len(body)}\n".encode() + body + b"\n")
+
+
+async def _insurer_direct(
+    soap: str, soap_pid: int, corpus: Path, clients: int, seconds: float
+) -> dict[str, Any]:
+    """``clients`` wrk connections straight to the insurer service, for ``seconds``."""
+    cpu = cpu_seconds(soap_pid)
+    process = await asyncio.create_subprocess_exec(
+        *wrk.command("soap_wrk.lua", soap, clients, seconds, 1, str(corpus), SOAP_ACTION),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    cpu = cpu_seconds(soap_pid) - cpu
+    summary = wrk.summary(out)
+    if summary is None:
+        raise RuntimeError(f"wrk gave no summary:\n{out.decode()}\n{err.decode()}")
+    completed = summary["completed"]
+    return {
+        "requests": completed,
+        "rps": round(completed / (summary["duration_us"] / 1e6), 1),
+        "p50_ms": round(summary["p50"] / 1000, 1),
+        "p99_ms": round(summary["p99"] / 1000, 1),
+        "confirmed": summary["confirmed"],
+        "failures": summary["failures"] + summary["socket_errors"] + summary["timeouts"],
+        "cpu_ms_per_request": round(cpu * 1000 / max(1, completed), 3),
+    }
+
+
 def loadgen(
     base: str,
-    pid: int,
+    pids: tuple[int, int],
+    soap: str,
+    corpus: Path,
     tokens_: list[str],
     vehicles: int,
     seconds: float,
@@ -407,12 +472,15 @@ def loadgen(
     results: Any,
 ) -> None:
     async def run() -> dict[str, Any]:
-        await _phase(base, tokens_, vehicles, min(3.0, seconds), 0, pid, kind)  # warm-up
-        return {
-            "healthy": await _phase(base, tokens_, vehicles, seconds, 0, pid, kind),
-            "with_hung": await _phase(base, tokens_, vehicles, max(seconds, 6.0), 20, pid, kind),
+        await _phase(base, tokens_, vehicles, min(3.0, seconds), 0, pids, kind)  # warm-up
+        figures = {
+            "healthy": await _phase(base, tokens_, vehicles, seconds, 0, pids, kind),
+            "with_hung": await _phase(base, tokens_, vehicles, max(seconds, 6.0), 20, pids, kind),
             "batch": await _batch(base, tokens_[0], vehicles, batch),
         }
+        if shutil.which("wrk"):
+            figures["insurer"] = await _insurer_direct(soap, pids[1], corpus, len(tokens_), seconds)
+        return figures
 
     results.put(uvloop.run(run()))
 
@@ -471,8 +539,10 @@ def main() -> int:
             tokens_ = prepare(
                 state_url, insurer_env, soap_base, hung_port, args.vehicles, args.clients, workdir
             )
+            corpus = workdir / "insurer-requests.txt"
+            write_insurer_corpus(corpus, args.vehicles)
             with (
-                server(soap_cmd, insurer_env, soap_port, workdir / "soap.log"),
+                server(soap_cmd, insurer_env, soap_port, workdir / "soap.log") as (_, soap_pid),
                 server(portal_cmd, portal_env, portal_port, workdir / "portal.log") as (
                     portal,
                     portal_pid,
@@ -483,7 +553,9 @@ def main() -> int:
                     target=loadgen,
                     args=(
                         portal,
-                        portal_pid,
+                        (portal_pid, soap_pid),
+                        soap_base,
+                        corpus,
                         tokens_,
                         args.vehicles,
                         args.duration,
@@ -496,6 +568,7 @@ def main() -> int:
                 figures = queue.get(timeout=args.duration * 4 + 600)
                 process.join(30)
 
+    figures["clients"] = args.clients
     figures["machine"] = {
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
@@ -526,11 +599,42 @@ def main() -> int:
         f" ({w['portal_cpu_ms_per_request']} ms with hung queries)",
         f"  batch:        {b['vehicles']} vehicles in {b['seconds']} s"
         f"  (target <= {TARGETS['batch_s']} s)  {b['verdicts']}",
+        *_against_insurer(figures),
     ]
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def _against_insurer(figures: dict[str, Any]) -> list[str]:
+    """The portal beside the insurer service, measured in this run (issue 17's ratios)."""
+    h = figures["healthy"]
+    portal_cpu, insurer_cpu = h["portal_cpu_ms_per_request"], h["insurer_cpu_ms_per_request"]
+    cpu_ratio = portal_cpu / insurer_cpu if insurer_cpu else float("inf")
+    lines = [
+        f"  insurer CPU:  {insurer_cpu} ms per request while answering the portal's calls"
+        f" -> portal/insurer {cpu_ratio:.2f}x (target <= {TARGET_CPU_RATIO:g}x)"
+        f" {'met' if cpu_ratio <= TARGET_CPU_RATIO else 'NOT MET'}",
+    ]
+    insurer = figures.get("insurer")
+    if insurer is None:
+        return [*lines, "  insurer alone: not measured (needs wrk)"]
+    direct_ratio = (
+        portal_cpu / insurer["cpu_ms_per_request"] if insurer["requests"] else float("inf")
+    )
+    p99_ratio = h["p99_ms"] / insurer["p99_ms"] if insurer["p99_ms"] else float("inf")
+    return [
+        *lines,
+        f"  insurer alone ({figures['clients']} clients, wrk, the portal's requests):"
+        f" {insurer['rps']}/s  p50 {insurer['p50_ms']} ms  p99 {insurer['p99_ms']} ms"
+        f"  CPU {insurer['cpu_ms_per_request']} ms/request  failures {insurer['failures']}",
+        f"  portal CPU per verification / insurer CPU per request under its own load:"
+        f" {direct_ratio:.2f}x",
+        f"  portal p99 / insurer p99: {h['p99_ms']} / {insurer['p99_ms']} ms = {p99_ratio:.2f}x"
+        f" (target <= {TARGET_P99_RATIO:g}x)"
+        f" {'met' if p99_ratio <= TARGET_P99_RATIO else 'NOT MET'}",
+    ]
 
 
 if __name__ == "__main__":

@@ -29,13 +29,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # CGI names of the forwarding headers. The ASGI front drops header names that contain "_",
 # so these can only have come from the hyphenated spellings.
-_FORWARDING = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 _PROTO = "HTTP_X_FORWARDED_PROTO"
 # The same headers as an ASGI server names them (lower case, hyphenated); an underscore
 # spelling is another header and never counts.
 _ASGI_NAMES = {
     name.removeprefix("HTTP_").lower().replace("_", "-").encode("ascii"): name
-    for name in (*_FORWARDING, _PROTO)
+    for name in (*FORWARDING_HEADERS, _PROTO)
 }
 
 
@@ -86,7 +86,7 @@ def source(environ: Mapping[str, str], settings: Settings) -> Source:
     peer = parse_address(environ.get("REMOTE_ADDR", ""))
     if not within(peer, settings.trusted_proxies):
         return Source(peer, None)
-    written = [_last_entry(name, environ[name]) for name in _FORWARDING if name in environ]
+    written = [_last_entry(name, environ[name]) for name in FORWARDING_HEADERS if name in environ]
     if not written:
         return Source(peer, None)
     first = written[0]

@@ -27,6 +27,8 @@ def policy_key(raw: str | None) -> str:
     """``'ab-123 45'`` → ``'AB12345'``."""
     if not raw:
         return ""
+    if raw.isascii() and raw.isalnum():  # the usual case, nothing to remove
+        return raw.upper()
     return _NON_ALNUM.sub("", raw).upper()
 
 
@@ -34,6 +36,8 @@ def vin(raw: str | None) -> str:
     """``' 1hg cm826 '`` → ``'1HGCM826'``; VINs of any length are legitimate."""
     if not raw:
         return ""
+    if raw.isalnum():  # the usual case: no white space to remove
+        return raw.upper()
     return _SPACE.sub("", raw).upper()
 
 

@@ -162,6 +162,9 @@ class PooledTransport:
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             trust_env=False,
+            # No timers of aiohttp's own per call: every call runs under the query's own
+            # asyncio.timeout (_send), which bounds the connect, the send and the read.
+            timeout=aiohttp.ClientTimeout(),
         )
         pool = _Pool(
             insurer,

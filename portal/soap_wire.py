@@ -162,8 +162,9 @@ def parse_answer(content: bytes, version: str) -> Answer:
         raise BadAnswer("fault", "SOAP fault")
     if payload.tag != q(_RESPONSE_ROOT[version]):
         raise BadAnswer("invalid", f"expected {_RESPONSE_ROOT[version]} of version {version}")
-    # Validate a copy as its own document: the schema knows nothing of the envelope.
-    document = etree.fromstring(etree.tostring(payload), xmlsafe.make_parser())
+    # lxml validates an element as the root of a document of its own (the schema knows
+    # nothing of the envelope), in place: no copy written and read back.
+    document = payload
     if not _valid(document, version):
         raise BadAnswer("invalid", f"answer does not validate against the {version} schema")
     details = document.find(f".//{q('ResponseDetails')}")

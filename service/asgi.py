@@ -9,7 +9,6 @@ loop (:mod:`service.db_deadline`), so that no database, however hung, holds a re
 
 from __future__ import annotations
 
-import gc
 import io
 import logging
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 from olv import normalize
 from olv.config import Settings, get_settings
+from olv.serving import settle_gc
 from service import metrics, probes
 from service.soap_app import ARRIVED, SoapApplication
 
@@ -51,8 +51,8 @@ class AsgiSoap:
             if message["type"] == "lifespan.startup":
                 _ = self.wsgi.verifier  # open the engine and schemas before the first request
                 # Long-lived objects (schemas, Spyne's interface, modules) leave the collector's
-                # view: full collections then only walk per-request garbage.
-                gc.freeze()
+                # view, and young collections run per many requests rather than per request.
+                settle_gc()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.wsgi.close()  # flushes this worker's audit queue: a graceful stop loses none

@@ -177,8 +177,9 @@ class AuditWriter:
     def _row(self, e: AuditEntry) -> tuple[object, ...]:
         at: object = e.at
         if self._sqlite:
-            # The text form SQLAlchemy's SQLite DateTime type reads back (naive UTC).
-            at = e.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+            # The text form SQLAlchemy's SQLite DateTime type reads back (naive UTC):
+            # "%Y-%m-%d %H:%M:%S.%f", written by isoformat at a fraction of strftime's cost.
+            at = e.at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
         return (
             at,
             _clip(e.requester, 300),

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from olv.config import Settings
-from olv.forwarding import peer_is_trusted_proxy, source, within
+from olv.forwarding import FORWARDING_HEADERS, peer_is_trusted_proxy, source, within
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,35 @@ def _normal_dn(dn: str) -> str:
         key, _, value = part.partition("=")
         normal.append(f"{key.strip().upper()}={value.strip()}")
     return ",".join(normal)
+
+
+# Everything :func:`identify` reads from a request.
+_INPUTS = (
+    "REMOTE_ADDR",
+    *FORWARDING_HEADERS,
+    "HTTP_X_API_KEY",
+    "HTTP_X_SSL_CLIENT_S_DN",
+)
+_CACHED = 1024  # distinct requesters remembered per process; a full cache starts afresh
+
+
+class Identities:
+    """:func:`identify` for one set of settings, remembered per distinct input: requesters
+    are few and send thousands of requests each, and the answer depends on nothing else."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._known: dict[tuple[str | None, ...], Requester] = {}
+
+    def __call__(self, environ: Mapping[str, str]) -> Requester:
+        key = tuple([environ.get(name) for name in _INPUTS])
+        known = self._known.get(key)
+        if known is None:
+            known = identify(environ, self.settings)
+            if len(self._known) >= _CACHED:
+                self._known.clear()
+            self._known[key] = known
+        return known
 
 
 def identify(environ: Mapping[str, str], settings: Settings) -> Requester:

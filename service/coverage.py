@@ -8,7 +8,7 @@ the policy store raises :class:`StoreUnavailable`, which becomes ``SYSU``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Protocol
 
@@ -55,13 +55,15 @@ class Window:
     today: date
     past_days: int
     future_days: int
+    first: date = field(init=False)
+    last: date = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "first", self.today - timedelta(days=self.past_days))
+        object.__setattr__(self, "last", self.today + timedelta(days=self.future_days))
 
     def contains(self, day: date) -> bool:
-        return (
-            self.today - timedelta(days=self.past_days)
-            <= day
-            <= self.today + timedelta(days=self.future_days)
-        )
+        return self.first <= day <= self.last
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from olv.iicmva import IICMVA, q
 from service.versions import SPECS, V0510
 
 _IICMVA_PREFIX = f"{{{IICMVA}}}"
+_IICMVA_ANY = f"{{{IICMVA}}}*"  # every element of the namespace (lxml's tag wildcard)
 _POLICY_INFO = (q("Detail"), q("PolicyInformation"))
 _ORG = (*_POLICY_INFO, q("OrganizationDetails"))
 _POLICY = (*_POLICY_INFO, q("PolicyDetails"))
@@ -52,11 +53,12 @@ class CoverageQuery:
 
 
 def _find(root: etree._Element, path: tuple[str, ...]) -> etree._Element | None:
+    """The first element at ``path`` (child steps), as ``find`` but without parsing a path."""
     node: etree._Element | None = root
     for step in path:
         if node is None:
             return None
-        node = node.find(step)
+        node = next(node.iterchildren(step), None)
     return node
 
 
@@ -99,11 +101,9 @@ def elements(request: etree._Element) -> dict[str, etree._Element]:
     makes the request schema-invalid, and so IDF, before any value read here is used.
     """
     found: dict[str, etree._Element] = {}
-    prefix_length = len(IICMVA) + 2
-    for node in request.iter(tag=etree.Element):
-        tag = node.tag
-        if tag.startswith(_IICMVA_PREFIX):
-            found.setdefault(tag[prefix_length:], node)
+    prefix_length = len(_IICMVA_PREFIX)
+    for node in request.iter(_IICMVA_ANY):
+        found.setdefault(node.tag[prefix_length:], node)
     return found
 
 
@@ -112,11 +112,18 @@ def _value(found: dict[str, etree._Element], name: str) -> str | None:
     return None if node is None else (node.text or "")
 
 
-def read(request: etree._Element, version: str, schema: etree.XMLSchema) -> CoverageQuery:
+def read(
+    request: etree._Element,
+    version: str,
+    schema: etree.XMLSchema,
+    found: dict[str, etree._Element] | None = None,
+) -> CoverageQuery:
+    """``found``: :func:`elements` of ``request``, when the caller has them already."""
     spec = SPECS[version]
     key_path = (*_POLICY, q(spec.key_element))
     date_path = (*_POLICY, q("VerificationDate"))
-    found = elements(request)
+    if found is None:
+        found = elements(request)
     query = CoverageQuery(
         version=version,
         naic=_value(found, "NAIC"),

@@ -9,6 +9,7 @@ schema, a fixed placeholder is echoed instead (the README lists them).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime
 from xml.sax.saxutils import escape, quoteattr
 
@@ -87,6 +88,148 @@ def _publication(request: etree._Element | None, version: str) -> dict[str, str]
     }
 
 
+_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+# Text as lxml writes it (and as it reads back what it wrote): & < > escaped, CR as a
+# character reference.
+_PREFIXED = re.compile(r"</?[^\s/>:]*:")  # a tag with a prefix
+_DECLARATIONS = re.compile(r'(?:\s+xmlns(?::[^\s=]+)?="[^"]*")*')
+
+
+def _plain_requestor(requestor: etree._Element, prefix: str, raw: bytes, env_ns: str) -> str | None:
+    """``requestor`` written as lxml writes it once moved into an answer envelope that
+    declares ``xsi``, the SOAP namespace and ``tns``, its elements under ``prefix`` — or None
+    where that takes lxml's namespace reconciliation: an attribute, an element of another
+    namespace, or a namespace declared anywhere in the request beyond those three (``raw``,
+    the request as received, holds no other ``xmlns`` than those in scope of the requestor).
+
+    lxml writes the requestor with every namespace in scope declared on its start tag, and
+    each element with the one prefix bound to IICMVA: in the envelope, which declares them
+    all, the declarations go away and that prefix becomes ``prefix``. Text holds no "<" once
+    lxml has written it, so every "<" starts a tag.
+    """
+    in_scope = requestor.nsmap
+    if raw.count(b"xmlns") != len(in_scope):
+        return None
+    own = [p for p, uri in in_scope.items() if uri == IICMVA]
+    if len(own) != 1 or not all(uri in (IICMVA, _XSI, env_ns) for uri in in_scope.values()):
+        return None
+    text = etree.tostring(requestor, encoding="unicode", with_tail=False)
+    head_end = text.index(">")
+    empty = text[head_end - 1] == "/"
+    mine = f"{own[0]}:" if own[0] else ""
+    name = f"<{mine}RequestorInformation"
+    declarations = text[len(name) : head_end - 1 if empty else head_end]
+    inner = text[head_end + 1 :]
+    if not text.startswith(name) or not _DECLARATIONS.fullmatch(declarations) or '="' in inner:
+        return None  # an attribute (lxml writes each as name="value")
+    # Any other prefix is bound to the SOAP or XSI namespace: an element of another namespace.
+    if _PREFIXED.search(
+        inner.replace(f"<{mine}", "<").replace(f"</{mine}", "</") if mine else inner
+    ):
+        return None
+    head = f"<{prefix}RequestorInformation{'/' if empty else ''}>"
+    if mine:
+        return head + inner.replace(f"<{mine}", f"<{prefix}").replace(f"</{mine}", f"</{prefix}")
+    return head + inner.replace("<", f"<{prefix}").replace(f"<{prefix}/", f"</{prefix}")
+
+
+def _value_text(value: str) -> str:
+    """A value as lxml writes it after reading it from our escaped text (a CR read from
+    text is a line end: XML reads CR and CR LF as LF)."""
+    if "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return escape(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One response element, written on demand: as a standalone element (default namespace),
+    or as text the way it reads inside Spyne's answer envelope (``tns:`` prefix)."""
+
+    request: etree._Element | None
+    version: str
+    reason_codes: tuple[Code, ...]
+    found: dict[str, etree._Element]
+    echo_requestor: bool = True
+
+    def element(self) -> etree._Element:
+        """Assembled as text and parsed once: for a document this small that is several
+        times cheaper than creating each element through the lxml API."""
+        requestor = self._requestor()
+        echo = (
+            ""
+            if requestor is None
+            else etree.tostring(requestor, encoding="unicode", with_tail=False)
+        )
+        return etree.fromstring(self._render("", f' xmlns="{IICMVA}"', echo), _PARSER)
+
+    def enveloped(self, raw: bytes, env_ns: str) -> str | None:
+        """The text inside the Body of Spyne's answer envelope for SOAP ``env_ns`` (None where
+        the requestor echo needs lxml's namespace handling; ``raw``: the request as received)."""
+        requestor = self._requestor()
+        echo = ""
+        if requestor is not None:
+            plain = _plain_requestor(requestor, "tns:", raw, env_ns)
+            if plain is None:
+                return None
+            echo = plain
+        return self._render("tns:", "", echo)
+
+    def _requestor(self) -> etree._Element | None:
+        requestor = self.found.get("RequestorInformation")
+        if self.echo_requestor and requestor is not None and requestor.getparent() is self.request:
+            return requestor
+        return None
+
+    def _render(self, p: str, declaration: str, requestor: str) -> str:
+        spec = SPECS[self.version]
+        found = self.found
+
+        def value(name: str) -> str | None:
+            node = found.get(name)
+            return None if node is None else (node.text or "")
+
+        def element(name: str, text: str) -> str:
+            return f"<{p}{name}>{_value_text(text)}</{p}{name}>"
+
+        root = p + spec.response_root
+        parts = [f"<{root}{declaration}"]
+        for attr, attr_value in _publication(self.request, self.version).items():
+            parts.append(f" {attr}={quoteattr(attr_value)}")
+        parts.append(">")
+        parts.append(requestor)
+        status = "Unconfirmed" if self.reason_codes else "Confirmed"
+        parts.append(
+            f"<{p}Detail><{p}PolicyInformation><{p}CoverageStatus><{p}ResponseDetails>"
+            f"<{p}ResponseCode>{status}</{p}ResponseCode>"
+        )
+        for code in iicmva.for_version(list(self.reason_codes), self.version):
+            parts.append(f"<{p}UnconfirmedReasonCode>{code}</{p}UnconfirmedReasonCode>")
+        parts.append(
+            f"</{p}ResponseDetails></{p}CoverageStatus><{p}OrganizationDetails>"
+            + element("NAIC", _safe("NAIC", value("NAIC")))
+            + f"</{p}OrganizationDetails><{p}PolicyDetails>"
+        )
+        for name in ("VerificationDate", spec.key_element, "PolicyState"):
+            parts.append(element(name, _safe(name, value(name))))
+        parts.append(f"</{p}PolicyDetails></{p}PolicyInformation>")
+        if "VehicleInformation" in found:
+            parts.append(
+                f"<{p}VehicleInformation><{p}VehicleDetails>"
+                + element("VIN", _safe("VIN", value("VIN")))
+            )
+            for name in ("Make", "Model", "Year"):
+                text = value(name)
+                if text is not None and not normalize.is_blank(text):
+                    parts.append(element(name, _safe(name, text)))
+                elif self.version == V0510:
+                    # The 00200510 standard requires the three in a response's vehicle block.
+                    parts.append(element(name, PLACEHOLDERS[name]))
+            parts.append(f"</{p}VehicleDetails></{p}VehicleInformation>")
+        parts.append(f"</{p}Detail></{root}>")
+        return "".join(parts)
+
+
 def build(
     request: etree._Element | None,
     version: str,
@@ -94,50 +237,8 @@ def build(
     *,
     echo_requestor: bool = True,
     found: dict[str, etree._Element] | None = None,
-) -> etree._Element:
-    """The response element. Assembled as text and parsed once: for a document this small
-    that is several times cheaper than creating each element through the lxml API."""
-    spec = SPECS[version]
+) -> Response:
+    """The response to ``request`` (None: nothing readable was received)."""
     if found is None:
         found = elements(request) if request is not None else {}
-
-    def value(name: str) -> str | None:
-        node = found.get(name)
-        return None if node is None else (node.text or "")
-
-    parts = [f'<{spec.response_root} xmlns="{IICMVA}"']
-    for attr, attr_value in _publication(request, version).items():
-        parts.append(f" {attr}={quoteattr(attr_value)}")
-    parts.append(">")
-    requestor = found.get("RequestorInformation")
-    if echo_requestor and requestor is not None and requestor.getparent() is request:
-        parts.append(etree.tostring(requestor, encoding="unicode", with_tail=False))
-    status = "Unconfirmed" if reason_codes else "Confirmed"
-    parts.append(
-        "<Detail><PolicyInformation><CoverageStatus><ResponseDetails>"
-        f"<ResponseCode>{status}</ResponseCode>"
-    )
-    for code in iicmva.for_version(list(reason_codes), version):
-        parts.append(f"<UnconfirmedReasonCode>{code}</UnconfirmedReasonCode>")
-    parts.append(
-        "</ResponseDetails></CoverageStatus>"
-        f"<OrganizationDetails><NAIC>{escape(_safe('NAIC', value('NAIC')))}</NAIC>"
-        "</OrganizationDetails><PolicyDetails>"
-    )
-    for name in ("VerificationDate", spec.key_element, "PolicyState"):
-        parts.append(f"<{name}>{escape(_safe(name, value(name)))}</{name}>")
-    parts.append("</PolicyDetails></PolicyInformation>")
-    if "VehicleInformation" in found:
-        parts.append(
-            f"<VehicleInformation><VehicleDetails><VIN>{escape(_safe('VIN', value('VIN')))}</VIN>"
-        )
-        for name in ("Make", "Model", "Year"):
-            text = value(name)
-            if text is not None and not normalize.is_blank(text):
-                parts.append(f"<{name}>{escape(_safe(name, text))}</{name}>")
-            elif version == V0510:
-                # The 00200510 standard requires the three in a response's vehicle block.
-                parts.append(f"<{name}>{PLACEHOLDERS[name]}</{name}>")
-        parts.append("</VehicleDetails></VehicleInformation>")
-    parts.append(f"</Detail></{spec.response_root}>")
-    return etree.fromstring("".join(parts), _PARSER)
+    return Response(request, version, reason_codes, found, echo_requestor)

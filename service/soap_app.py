@@ -1,8 +1,16 @@
 """The WSGI application: routing, size cap, hardened parsing, WSDL, SOAP 1.1/1.2 via Spyne.
 
-Spyne processes the SOAP envelope; the body stays a bare XML element (``AnyXml``) so the wire
-contract is the IICMVA schema in ``xsd/`` rather than anything generated from Python models.
-Our own WSDL is served for ``?wsdl``; Spyne's generated one is never exposed.
+Spyne defines the service (its one operation, SOAP 1.1 and 1.2 bindings, faults); the body
+stays a bare XML element (``AnyXml``) so the wire contract is the IICMVA schema in ``xsd/``
+rather than anything generated from Python models. Our own WSDL is served for ``?wsdl``;
+Spyne's generated one is never exposed.
+
+A request whose Body holds a ``CoverageRequest`` — the one message Spyne would dispatch to
+``VerifyInsurance`` — is answered directly: the same verifier call, the answer put in the
+envelope Spyne writes, byte for byte (``tests/test_service_direct_path.py`` holds the two
+ways equal). Spyne's per-request machinery (method context, a dozen events, serializing a
+placeholder it then throws away) cost more CPU than the verification itself. Everything else
+(another message, a call that fails) goes through Spyne as before.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from olv import xmlsafe
 from olv.config import Settings, get_settings
 from olv.forwarding import forwarded_scheme
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
-from service.auth import identify
+from service.auth import Identities
 from service.verifier import ENDPOINTS, Verifier
 from service.versions import DEFAULT_VERSION, SPECS
 
@@ -37,9 +45,12 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 _OUT = "olv.response"
 _ENVELOPE = "olv.envelope"
+_RAW = "olv.raw"
 SETTLED = "olv.settled"  # the settled decision (read by service.metrics too)
 ARRIVED = "olv.arrived"  # set by the server: when the request arrived (time.monotonic())
 # A DNS name or IPv4 address, or a bracketed IPv6 address, with an optional port.
+_REQUEST_TAG = f"{{{IICMVA}}}CoverageRequest"
+_XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _HOST = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 
 
@@ -60,8 +71,33 @@ class VerifyService(ServiceBase):
             env["olv.requester"],
             env["olv.started"],
             env.get(SETTLED),
-        )
+        ).element()
         return None
+
+
+def split(envelope: etree._Element) -> tuple[etree._Element | None, etree._Element | None]:
+    """The envelope's first Header and first Body (None when absent), in one pass over its
+    children (Spyne compiles two XPaths per request; ``find`` parses its path each time)."""
+    env = envelope.tag[: envelope.tag.index("}") + 1]
+    header_tag, body_tag = f"{env}Header", f"{env}Body"
+    header = body = None
+    for child in envelope:
+        tag = child.tag
+        if tag == body_tag:
+            if body is None:
+                body = child
+        elif tag == header_tag and header is None:
+            header = child
+    return header, body
+
+
+def _coverage_request(envelope: etree._Element) -> etree._Element | None:
+    """The Body's ``CoverageRequest``, when that is what Spyne would dispatch: the first
+    element of the Body, whatever the Header holds (the operation declares no header)."""
+    body = split(envelope)[1]
+    if body is None or len(body) == 0 or body[0].tag != _REQUEST_TAG:
+        return None
+    return body[0]
 
 
 def _put_our_body(ctx: Any) -> None:
@@ -96,11 +132,9 @@ class _Reuse:
         if xmlids:  # multi-ref encoded SOAP: leave it to Spyne
             super().decompose_incoming_envelope(ctx, message)  # type: ignore[misc]
             return
-        env_ns = self.ns_soap_env  # type: ignore[attr-defined]
-        body = envelope.find(f"{{{env_ns}}}Body")
+        header, body = split(envelope)
         if body is None or len(body) == 0:
             raise Fault("Client.SoapError", "the SOAP Body carries no CoverageRequest")
-        header = envelope.find(f"{{{env_ns}}}Header")
         ctx.in_document = envelope
         ctx.in_header_doc = list(header) if header is not None else None
         ctx.in_body_doc = body[0]
@@ -121,6 +155,36 @@ def _no_forced_collections() -> None:
     Under load that is a multi-millisecond pause in the middle of requests; Python's own
     generational collector already reclaims Spyne's context cycles."""
     spyne_const.MIN_GC_INTERVAL = float("inf")
+
+
+class _Frame:
+    """The envelope of an answer as Spyne writes it, for one SOAP version: as lxml elements
+    (:meth:`wrap`) and as the text before and after the Body's content."""
+
+    def __init__(self, app: Application) -> None:
+        self.protocol = app.out_protocol
+        self.env_ns: str = self.protocol.ns_soap_env
+        self.mime_type: str = self.protocol.mime_type
+        # Spyne's namespace map left with what its own serialization uses (it cleans the
+        # others away), in its order.
+        used = (_XSI, self.env_ns, IICMVA)
+        self.nsmap = {prefix: uri for prefix, uri in app.interface.nsmap.items() if uri in used}
+        marker = "<tns:Marker/>"
+        text = self.wrap(etree.Element(f"{{{IICMVA}}}Marker")).decode(self.protocol.encoding)
+        head, tail = text.split(marker)
+        self.head, self.tail = head.encode(), tail.encode()
+
+    def wrap(self, answer: etree._Element) -> bytes:
+        envelope = etree.Element(f"{{{self.env_ns}}}Envelope", nsmap=self.nsmap)
+        etree.SubElement(envelope, f"{{{self.env_ns}}}Body").append(answer)
+        return bytes(
+            etree.tostring(
+                envelope,
+                encoding=self.protocol.encoding,
+                pretty_print=self.protocol.pretty_print,
+                xml_declaration=self.protocol.xml_declaration,
+            )
+        )
 
 
 def _spyne(protocol: type) -> WsgiApplication:
@@ -178,6 +242,8 @@ class SoapApplication:
         _no_forced_collections()
         self._soap11 = _spyne(OlvSoap11)
         self._soap12 = _spyne(OlvSoap12)
+        self._direct = {False: _Frame(self._soap11.app), True: _Frame(self._soap12.app)}
+        self._identify = Identities(self.settings)
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
 
@@ -255,20 +321,18 @@ class SoapApplication:
                 f"{endpoint_version} is served over SOAP 1.1 only",
             )
 
-        environ["wsgi.input"] = io.BytesIO(raw)
-        environ["CONTENT_LENGTH"] = str(len(raw))
+        environ[_RAW] = raw
         environ[_ENVELOPE] = envelope
         environ["olv.verifier"] = self.verifier
         environ["olv.endpoint"] = endpoint_version
-        environ["olv.requester"] = identify(environ, self.settings)
+        environ["olv.requester"] = self._identify(environ)
         environ["olv.started"] = started
-        if soap12 and "application/soap+xml" not in environ.get("CONTENT_TYPE", ""):
-            environ["CONTENT_TYPE"] = "application/soap+xml; charset=utf-8"
         return None
 
     async def settle(self, environ: dict[str, Any]) -> None:
-        """Decide ahead of Spyne, on the event loop, the database part under the deadline."""
-        body = environ[_ENVELOPE].find(f"{{{etree.QName(environ[_ENVELOPE]).namespace}}}Body")
+        """Decide ahead of the answer, on the event loop, the database part under the
+        deadline."""
+        body = split(environ[_ENVELOPE])[1]
         if body is None or len(body) == 0:
             return  # Spyne answers it with a client fault
         environ[SETTLED] = await self.verifier.settle(
@@ -276,8 +340,49 @@ class SoapApplication:
         )
 
     def respond(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The answer to a request :meth:`admit` let through: directly for a
+        ``CoverageRequest``, else (or when that fails) through Spyne."""
+        envelope = environ[_ENVELOPE]
+        request = _coverage_request(envelope)
+        if request is not None:
+            soap12 = etree.QName(envelope).namespace == SOAP12_ENV
+            try:
+                payload = self._answer_directly(environ, request, soap12)
+            except Exception:  # noqa: BLE001 - Spyne's own path answers it, with its fault
+                log.exception("direct answer failed; handing the request to Spyne")
+            else:
+                ctype = self._direct[soap12].mime_type
+                return _reply(start_response, "200 OK", payload, ctype)
+        return self.through_spyne(environ, start_response)
+
+    def _answer_directly(
+        self, environ: dict[str, Any], request: etree._Element, soap12: bool
+    ) -> bytes:
+        """What Spyne would send for this request, without Spyne: the verifier's answer
+        in the envelope Spyne builds, serialized as Spyne serializes it."""
+        answer = self.verifier.answer(
+            request,
+            environ["olv.endpoint"],
+            environ["olv.requester"],
+            environ["olv.started"],
+            environ.get(SETTLED),
+        )
+        frame = self._direct[soap12]
+        text = answer.enveloped(environ[_RAW], frame.env_ns)
+        if text is None:
+            return frame.wrap(answer.element())
+        return frame.head + text.encode() + frame.tail
+
+    def through_spyne(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
         """Spyne's envelope handling around :meth:`Verifier.answer`, after :meth:`admit`."""
+        raw = environ[_RAW]
+        environ["wsgi.input"] = io.BytesIO(raw)
+        environ["CONTENT_LENGTH"] = str(len(raw))
         soap12 = etree.QName(environ[_ENVELOPE]).namespace == SOAP12_ENV
+        if soap12 and "application/soap+xml" not in environ.get("CONTENT_TYPE", ""):
+            environ["CONTENT_TYPE"] = "application/soap+xml; charset=utf-8"
         target = self._soap12 if soap12 else self._soap11
         try:
             return target(environ, start_response)

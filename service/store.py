@@ -197,23 +197,14 @@ class SqlPolicyStore:
         try:
             conn = self._connection()
             timeout_ms = statement_timeout_ms(conn)
-            if timeout_ms is None:
-                cursor = conn.cursor()
+            if timeout_ms is None and tid not in self._on_replica:
+                # Straight on the driver's connection (both drivers' execute opens a cursor
+                # that goes with its last reference, right after the fetch).
+                rows: list[tuple[Any, ...]] = conn.dbapi_connection.execute(
+                    statement, params
+                ).fetchall()
             else:
-                # Through a transaction pooler no session setting holds: the timeout goes in
-                # the same message, bound client-side (a simple-protocol query may hold two
-                # statements, run as one implicit transaction), still one round trip.
-                cursor = ClientCursor(conn.driver_connection)
-                statement = f"SET LOCAL statement_timeout = {timeout_ms}; {statement}"
-            try:
-                if tid in self._on_replica and tid not in self._no_connect:
-                    # The event loop's own calls are bounded by the gate's watchdog already.
-                    with self.replica.bounded(conn.driver_connection):  # type: ignore[union-attr]
-                        rows = _fetch(cursor, statement, params, timeout_ms)
-                else:
-                    rows = _fetch(cursor, statement, params, timeout_ms)
-            finally:
-                cursor.close()
+                rows = self._through_cursor(conn, statement, params, timeout_ms, tid)
             self.answered_at = time.monotonic()
             if self._lost_since is not None:
                 self._recovered()
@@ -233,6 +224,27 @@ class SqlPolicyStore:
             self._healthy, self._health_at = False, time.monotonic()
             self._report_refusal(exc)
             raise StoreUnavailable(type(exc).__name__) from None
+
+    def _through_cursor(
+        self, conn: Any, statement: str, params: tuple[Any, ...], timeout_ms: int | None, tid: int
+    ) -> list[tuple[Any, ...]]:
+        """A read with its timeout in the same message (behind a pooler), or on the standby."""
+        if timeout_ms is None:
+            cursor = conn.cursor()
+        else:
+            # Through a transaction pooler no session setting holds: the timeout goes in
+            # the same message, bound client-side (a simple-protocol query may hold two
+            # statements, run as one implicit transaction), still one round trip.
+            cursor = ClientCursor(conn.driver_connection)
+            statement = f"SET LOCAL statement_timeout = {timeout_ms}; {statement}"
+        try:
+            if tid in self._on_replica and tid not in self._no_connect:
+                # The event loop's own calls are bounded by the gate's watchdog already.
+                with self.replica.bounded(conn.driver_connection):  # type: ignore[union-attr]
+                    return _fetch(cursor, statement, params, timeout_ms)
+            return _fetch(cursor, statement, params, timeout_ms)
+        finally:
+            cursor.close()
 
     def _report_refusal(self, exc: BaseException) -> None:
         dbapi = self.engine.dialect.loaded_dbapi

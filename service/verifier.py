@@ -30,7 +30,7 @@ from service.audit import AuditEntry, AuditWriter
 from service.auth import Requester
 from service.coverage import Decision, StoreUnavailable, Window, decide
 from service.db_deadline import DeadlineGate
-from service.request import CoverageQuery, read
+from service.request import CoverageQuery, elements, read
 from service.store import SqlPolicyStore
 from service.versions import SPECS, detect
 
@@ -65,6 +65,7 @@ class Verifier:
         )
         self.schemas = {v: xsd.load_schema(v) for v in SPECS}
         self.naics = frozenset(settings.naics) or None
+        self._today: Window | None = None
 
     def close(self) -> None:
         self.audit.close()
@@ -98,7 +99,7 @@ class Verifier:
         requester: Requester,
         started: float,
         settled: Settled | None = None,
-    ) -> etree._Element:
+    ) -> response.Response:
         if settled is None or settled.request is not request:
             settled = self._settle_blocking(request, endpoint_version, requester, started)
         query, decision = settled.query, settled.decision
@@ -128,9 +129,10 @@ class Verifier:
         self, request: etree._Element, endpoint_version: str | None
     ) -> tuple[CoverageQuery, Decision | None]:
         """The query, and the decision when it needs no database (maintenance, failure)."""
-        version = endpoint_version or detect(request)
+        found = elements(request)
+        version = endpoint_version or detect(request, found)
         try:
-            query = read(request, version, self.schemas[version])
+            query = read(request, version, self.schemas[version], found)
         except Exception:  # noqa: BLE001 - SPEC: any internal failure answers SYSU, never a fault
             log.exception("reading the request failed; answering SYSU")
             return CoverageQuery(version), _SYSU
@@ -151,11 +153,11 @@ class Verifier:
 
     def _build(
         self, request: etree._Element, version: str, decision: Decision, query: CoverageQuery
-    ) -> etree._Element:
+    ) -> response.Response:
         body = response.build(request, version, decision.codes, found=query.found or None)
         unchecked = query.format_errors or {Code.UREQ, Code.SYSU} & set(decision.codes)
         # A request that was not checked (or not valid) must still get a valid echo.
-        if unchecked and not self.schemas[version].validate(body):
+        if unchecked and not self.schemas[version].validate(body.element()):
             body = response.build(
                 request, version, decision.codes, echo_requestor=False, found=query.found or None
             )
@@ -163,7 +165,11 @@ class Verifier:
 
     def _window(self) -> Window:
         today = datetime.now(self.settings.zone).date()
-        return Window(today, self.settings.verify_past_days, self.settings.verify_future_days)
+        window = self._today
+        if window is None or window.today != today:  # built once a day
+            window = Window(today, self.settings.verify_past_days, self.settings.verify_future_days)
+            self._today = window
+        return window
 
     def _audit(
         self, query: CoverageQuery, requester: Requester, decision: Decision, started: float

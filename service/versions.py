@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lxml import etree
@@ -32,15 +33,20 @@ SPECS = {
 }
 
 
-def detect(request: etree._Element) -> str:
+def detect(request: etree._Element, found: Mapping[str, etree._Element] | None = None) -> str:
     """The rules a request on the auto-detecting endpoint is answered by (SPEC §1).
 
     A ``PolicyKey`` element means 00200809 whatever the attribute says: only that version
     has the element, so the request cannot be read by 00200510 rules. Without one, a
     ``PublicationVersion`` that is not 8 digits still claims the versioned (00200809) format,
-    so it is judged — and rejected as IDF — by 00200809 rules.
+    so it is judged — and rejected as IDF — by 00200809 rules. ``found``: the request's
+    elements by local name (:func:`service.request.elements`), when the caller has them.
     """
-    if request.find(f".//{q('PolicyKey')}") is not None:
+    if found is not None:
+        has_policy_key = "PolicyKey" in found
+    else:
+        has_policy_key = request.find(f".//{q('PolicyKey')}") is not None
+    if has_policy_key:
         return V0809
     published = request.get("PublicationVersion")
     if published is not None:

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from olv.config import Settings, get_settings
-from service.auth import identify
+from service.auth import Identities, identify
 
 
 def test_settings_default_to_sqlite_a_183_day_window_and_loopback_requesters(
@@ -76,3 +76,34 @@ def test_identity_rules() -> None:
         {"REMOTE_ADDR": "198.51.100.1", "HTTP_X_SSL_CLIENT_S_DN": "CN=dmv,O=State"}, s
     )
     assert not spoofed.authorized
+
+
+def test_remembered_identities_answer_as_identify() -> None:
+    """The per-process memory of requesters never mixes two requests that differ in anything
+    identify reads: each environ gets identify's own answer, asked first or again."""
+    s = Settings(
+        requester_networks=[ipaddress.ip_network("192.0.2.0/24")],
+        requester_api_keys=["sekret"],
+        requester_cert_subjects=["CN=dmv,O=State"],
+        trusted_proxies=[ipaddress.ip_network("127.0.0.0/8")],
+    )
+    environs = [
+        {"REMOTE_ADDR": "127.0.0.1"},
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.0.2.9"},
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_FORWARDED": "for=192.0.2.10"},
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "192.0.2.11"},
+        {
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_X_REAL_IP": "192.0.2.9",
+            "HTTP_FORWARDED": "for=1.2.3.4",
+        },
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_API_KEY": "sekret"},
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_API_KEY": "other"},
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_SSL_CLIENT_S_DN": "CN=dmv,O=State"},
+        {"REMOTE_ADDR": "192.0.2.9"},
+    ]
+    remembered = Identities(s)
+    expected = [identify(e, s) for e in environs]
+    assert len({r for r in expected}) == len(environs)  # every input read makes a difference
+    for _ in range(2):
+        assert [remembered(e) for e in environs] == expected
