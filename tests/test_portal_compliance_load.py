@@ -257,11 +257,12 @@ def test_reports_beyond_the_cap_are_refused_while_an_officer_is_answered(
 
 
 def _wait_for_lock_waiter(holder: object, seconds: float = 20) -> None:
-    """Until a statement of the portal waits for the lock the test holds."""
+    """Until a statement of the portal waits for the lock the test holds (a waiter in another
+    database, e.g. another test running beside this one, does not count)."""
     deadline = time.monotonic() + seconds
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND pid <> pg_backend_pid()"
+        "AND pid <> pg_backend_pid() AND datname = current_database()"
     )
     while time.monotonic() < deadline:
         if holder.execute(query).scalar():  # type: ignore[attr-defined]
