@@ -27,7 +27,7 @@ from tests.helpers.portal import (
     canned_insurer,
     hung_insurer,
     portal_server,
-    refusing_url,
+    refusing_insurer,
     write_bob,
 )
 from tests.helpers.soap import soap_server, today
@@ -85,6 +85,7 @@ def insurers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         soap_server(env_a, folder) as a,
         soap_server(env_b, folder) as b,
         hung_insurer() as hung,
+        refusing_insurer() as refused,
         canned_insurer(200, b"<html>busy</html>") as garbage,
         canned_insurer(200, b"<x>" + b"A" * (2 * 1024 * 1024) + b"</x>") as huge,
         tls_proxy(ca, "127.0.0.1", int(a.base.rsplit(":", 1)[1])) as tls_port,
@@ -93,7 +94,7 @@ def insurers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
             "a": a.url("/iicmva/00200809"),
             "b": b.url("/iicmva/00200510"),
             "hung": hung,
-            "refused": refusing_url(),
+            "refused": refused,
             "garbage": garbage,
             "huge": huge,
             "tls": f"https://127.0.0.1:{tls_port}/iicmva/00200809",
