@@ -48,16 +48,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         wait_past_midnight(minutes * 60, say=say)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``, the default in pyproject.toml) a module runs
-    on one worker, so its module-scoped servers start once; a test marked
-    ``xdist_group(NAME)`` runs on the one worker that runs every test of that group."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
 def _pg_reachable() -> str | None:
     try:
         engine = create_engine(PG_URL)
