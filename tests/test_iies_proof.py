@@ -23,7 +23,7 @@ from olv import db
 from olv.cli import run as olv_run
 from tests.helpers.data import NAIC, VIN_CANCELLED, VIN_OK, policy_csv
 from tests.helpers.iies_cases import activities, add_registrant, add_txn
-from tests.helpers.portal import add_insurer, refusing_url
+from tests.helpers.portal import add_insurer, refusing_insurer
 from tests.helpers.soap import soap_server, today
 
 SETTINGS = CaseSettings()
@@ -120,23 +120,28 @@ def test_unconfirmed_live_counts_as_nis_and_suspends(
 def test_unavailable_insurer_falls_back_to_an_mvf_answered_by_nbs(
     engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add_insurer(engine, "20002", refusing_url())
-    reg = add_registrant(engine, "MV1", VIN_OK)
-    code, out = proof(
-        capsys, "--plate", "MV1", "--state", "NY", "--naic", "20002", "--policy", "K9"
-    )
-    assert code == 0 and out["live"] == "unavailable" and out["outcome"] == "mvf"
-    tracking = out["tracking_number"]
-    assert isinstance(tracking, str) and out["case_state"] == "SMV"
-    with db.transaction(engine) as session:
-        mvf = session.scalars(select(MvfRequest)).one()
-        assert (mvf.naic, mvf.policy_number, mvf.due_on) == ("20002", "K9", TODAY + timedelta(14))
-    add_txn(engine, reg, "NBS", "20002", TODAY, tracking=tracking)
-    summary = run(engine, TODAY + timedelta(days=2), SETTINGS)
-    assert summary["mvf_answered"] == 1 and summary["cases_closed"] == 1
-    with db.transaction(engine) as session:
-        assert session.scalars(select(CaseRow.case_state)).one() == "CLN"
-        assert session.scalars(select(MvfRequest.answer)).one() == "NBS"
+    with refusing_insurer() as refused:  # held for the whole test: refused throughout
+        add_insurer(engine, "20002", refused)
+        reg = add_registrant(engine, "MV1", VIN_OK)
+        code, out = proof(
+            capsys, "--plate", "MV1", "--state", "NY", "--naic", "20002", "--policy", "K9"
+        )
+        assert code == 0 and out["live"] == "unavailable" and out["outcome"] == "mvf"
+        tracking = out["tracking_number"]
+        assert isinstance(tracking, str) and out["case_state"] == "SMV"
+        with db.transaction(engine) as session:
+            mvf = session.scalars(select(MvfRequest)).one()
+            assert (mvf.naic, mvf.policy_number, mvf.due_on) == (
+                "20002",
+                "K9",
+                TODAY + timedelta(14),
+            )
+        add_txn(engine, reg, "NBS", "20002", TODAY, tracking=tracking)
+        summary = run(engine, TODAY + timedelta(days=2), SETTINGS)
+        assert summary["mvf_answered"] == 1 and summary["cases_closed"] == 1
+        with db.transaction(engine) as session:
+            assert session.scalars(select(CaseRow.case_state)).one() == "CLN"
+            assert session.scalars(select(MvfRequest.answer)).one() == "NBS"
 
 
 def test_no_service_mvf_unanswered_brings_niv_then_suspension(

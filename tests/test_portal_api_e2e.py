@@ -27,7 +27,7 @@ from tests.helpers.portal import (
     canned_insurer,
     hung_insurer,
     portal_server,
-    refusing_url,
+    refusing_insurer,
     write_bob,
 )
 from tests.helpers.soap import soap_server, today
@@ -85,6 +85,7 @@ def insurers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         soap_server(env_a, folder) as a,
         soap_server(env_b, folder) as b,
         hung_insurer() as hung,
+        refusing_insurer() as refused,
         canned_insurer(200, b"<html>busy</html>") as garbage,
         canned_insurer(200, b"<x>" + b"A" * (2 * 1024 * 1024) + b"</x>") as huge,
         tls_proxy(ca, "127.0.0.1", int(a.base.rsplit(":", 1)[1])) as tls_port,
@@ -93,7 +94,7 @@ def insurers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
             "a": a.url("/iicmva/00200809"),
             "b": b.url("/iicmva/00200510"),
             "hung": hung,
-            "refused": refusing_url(),
+            "refused": refused,
             "garbage": garbage,
             "huge": huge,
             "tls": f"https://127.0.0.1:{tls_port}/iicmva/00200809",
@@ -224,22 +225,39 @@ def test_insurer_behind_tls_with_client_certificate(state: State) -> None:
     assert call_outcomes(state, ["60006"])["60006"] in ("tls", "refused")
 
 
+BUDGET = 5.0  # OLV_PORTAL_BUDGET_SECONDS's default: one budget per query, from receipt
+
+
 def test_hung_refusing_and_garbage_insurers_do_not_slow_a_healthy_one(state: State) -> None:
+    """Timed against the same run's own floor, not a wall-clock figure a busy machine can
+    exceed: the refused and garbage insurers answer at once, so their calls measure what the
+    portal and the client cost around an insurer; the hung call may take that plus the budget.
+    A healthy query must be answered while the hung one is still in flight."""
+
+    def timed(vin: str) -> tuple[dict, float]:
+        started = time.monotonic()
+        answer = state.verify({"vin": vin})
+        return answer, time.monotonic() - started
+
     bad = [VIN_HUNG, VIN_REFUSED, VIN_GARBAGE]
     with ThreadPoolExecutor(len(bad)) as pool:
-        started = time.monotonic()
-        futures = {vin: pool.submit(state.verify, {"vin": vin}) for vin in bad}
+        futures = {vin: pool.submit(timed, vin) for vin in bad}
         time.sleep(0.3)  # the hung call is in flight now
-        healthy_started = time.monotonic()
-        healthy = state.verify({"vin": VIN_OK})
-        healthy_seconds = time.monotonic() - healthy_started
-        answers = {vin: future.result() for vin, future in futures.items()}
-        hung_seconds = time.monotonic() - started
+        healthy, healthy_seconds = timed(VIN_OK)
+        hung_in_flight = not futures[VIN_HUNG].done()
+        results = {vin: future.result() for vin, future in futures.items()}
+    answers = {vin: answer for vin, (answer, _) in results.items()}
     assert healthy["verdict"] == "confirmed"
-    assert healthy_seconds < 1.0, "a hung insurer slowed a healthy one"
-    # The budget runs from receipt (elapsed_ms); the client adds its own connection set-up.
-    assert answers[VIN_HUNG]["elapsed_ms"] <= 5000
-    assert hung_seconds < 5.5
+    # Held up behind the hung insurer, the healthy answer would come after the budget.
+    assert hung_in_flight, f"a hung insurer slowed a healthy one ({healthy_seconds:.2f} s)"
+    assert healthy_seconds < BUDGET / 2, f"a healthy answer took {healthy_seconds:.2f} s"
+    # The budget runs from receipt (elapsed_ms); the client adds its own connection set-up,
+    # which the calls answered at once measure.
+    assert answers[VIN_HUNG]["elapsed_ms"] <= BUDGET * 1000
+    floor = max(results[VIN_REFUSED][1], results[VIN_GARBAGE][1])
+    hung_seconds = results[VIN_HUNG][1]
+    assert hung_seconds < BUDGET + floor + 0.5, f"{hung_seconds:.2f} s (floor {floor:.2f} s)"
+    assert hung_seconds > BUDGET - 1, "the hung insurer was not waited for: not a real hang"
     for vin, answer in answers.items():
         assert answer["verdict"] == "unable_to_verify", vin
         assert answer["reasons"][0]["code"] == "SYSU"

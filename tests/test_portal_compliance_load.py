@@ -26,7 +26,7 @@ from olv.vin import with_check_digit
 from portal.answer_time import RULE_MS, TEXAS_MS
 from portal.models import Insurer, InsurerCall
 from portal.web import compliance_data
-from tests.conftest import _truncate_all
+from tests.conftest import _empty_all
 from tests.helpers.portal import add_insurer, add_user, answer, canned_insurer, portal_server
 
 OUTCOMES = ["ok"] * 8 + ["timeout", "refused", "fault", "unavailable", "cancelled"]
@@ -210,7 +210,7 @@ def test_reports_beyond_the_cap_are_refused_while_an_officer_is_answered(
     is refused with 503 at once, an officer's query is answered meanwhile, and the held one
     gives up with 503 at its time limit instead of holding its thread."""
     url = pg_database
-    _truncate_all(url)
+    _empty_all(url)
     engine = db.make_engine(url)
     try:
         admin = add_user(engine, "admin1", "admin")
@@ -257,11 +257,12 @@ def test_reports_beyond_the_cap_are_refused_while_an_officer_is_answered(
 
 
 def _wait_for_lock_waiter(holder: object, seconds: float = 20) -> None:
-    """Until a statement of the portal waits for the lock the test holds."""
+    """Until a statement of the portal waits for the lock the test holds (a waiter in another
+    database, e.g. another test running beside this one, does not count)."""
     deadline = time.monotonic() + seconds
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND pid <> pg_backend_pid()"
+        "AND pid <> pg_backend_pid() AND datname = current_database()"
     )
     while time.monotonic() < deadline:
         if holder.execute(query).scalar():  # type: ignore[attr-defined]

@@ -131,12 +131,14 @@ def test_answers_are_not_stored_by_caches_but_the_style_sheet_may_be(api) -> Non
 # --- a real server: sockets and forwarding -----------------------------------------------------
 
 
-@pytest.fixture
-def running(db_url: str, tmp_path: Path) -> Iterator[object]:
-    engine = db.make_engine(db_url)
+@pytest.fixture(scope="module")
+def running(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One portal for the module's socket tests: each only asks, under users of its own."""
+    engine = db.make_engine(module_db_url)
     add_user(engine, "liaison1", "insurer", "10001")
     engine.dispose()
-    with portal_server({"OLV_DATABASE_URL": db_url}, tmp_path) as portal:
+    folder = tmp_path_factory.mktemp("portal")
+    with portal_server({"OLV_DATABASE_URL": module_db_url}, folder) as portal:
         yield portal
 
 
@@ -170,11 +172,11 @@ def test_an_anonymous_upload_is_refused_before_its_body_is_read(running, path, s
 @pytest.mark.parametrize(("path", "size"), [("/bob/upload", 390_000_000), ("/batch", 1_500_000)])
 @pytest.mark.parametrize("role", ["officer", "court"])
 def test_a_role_that_may_not_upload_is_refused_before_its_body_is_read(
-    running, db_url: str, path: str, size: int, role: str
+    running, module_db_url: str, path: str, size: int, role: str
 ) -> None:
     """A signed-in user whose role may not use the page announces a large body and sends
     almost none of it: 403 comes at once, the server never waits for the rest."""
-    engine = db.make_engine(db_url)
+    engine = db.make_engine(module_db_url)
     token = add_user(engine, f"{role}-{path.strip('/').replace('/', '-')}", role)
     engine.dispose()
     head = (

@@ -34,11 +34,17 @@ EXTERNAL = b"""<?xml version="1.0"?>
 
 
 @pytest.fixture(scope="module")
-def server(module_db_url: str, tmp_path_factory: pytest.TempPathFactory):
+def policies(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The module's database with the policies loaded (once: every server here reads them)."""
+    data.load_policies(module_db_url, tmp_path_factory.mktemp("policies"))
+    return module_db_url
+
+
+@pytest.fixture(scope="module")
+def server(policies: str, tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("hostile")
-    data.load_policies(module_db_url, folder)
     env = {
-        "OLV_DATABASE_URL": module_db_url,
+        "OLV_DATABASE_URL": policies,
         "OLV_REQUESTER_NETWORKS": "192.0.2.0/24",
         "OLV_REQUESTER_API_KEYS": "key-one,key-two",
         "OLV_REQUESTER_CERT_SUBJECTS": "CN=dmv.example.gov,O=State of Idaho,C=US;CN=court.example.gov",
@@ -122,14 +128,13 @@ def test_requester_authorization(server, shared_or_none, headers, authorized: bo
         assert codes_of(element) == expected
 
 
-def test_cert_subject_ignored_from_untrusted_proxy(module_db_url: str, tmp_path: Path) -> None:
+def test_cert_subject_ignored_from_untrusted_proxy(policies: str, tmp_path: Path) -> None:
     env = {
-        "OLV_DATABASE_URL": module_db_url,
+        "OLV_DATABASE_URL": policies,
         "OLV_REQUESTER_NETWORKS": "192.0.2.0/24",
         "OLV_TRUSTED_PROXIES": "192.0.2.1/32",
         "OLV_REQUESTER_CERT_SUBJECTS": "CN=court.example.gov",
     }
-    data.load_policies(module_db_url, tmp_path)
     with soap_server(env, tmp_path) as running:
         resp = post(
             running.url(),
@@ -146,11 +151,10 @@ UNAUTHORIZED_LOOPBACK = {
 }
 
 
-def test_unauthorized_gets_ureq_before_sysu_is_lifted(module_db_url: str, tmp_path: Path) -> None:
+def test_unauthorized_gets_ureq_before_sysu_is_lifted(policies: str, tmp_path: Path) -> None:
     """The control for test_sysu_never_a_fault: out of maintenance, the same requests are
     UREQ without the key and answered with it."""
-    data.load_policies(module_db_url, tmp_path)
-    full = {"OLV_DATABASE_URL": module_db_url, **UNAUTHORIZED_LOOPBACK}
+    full = {"OLV_DATABASE_URL": policies, **UNAUTHORIZED_LOOPBACK}
     with soap_server(full, tmp_path) as running:
         for headers, expected in (
             ({}, ("Unconfirmed", ["UREQ"])),
@@ -274,10 +278,9 @@ def test_healthz_and_unknown_paths(server) -> None:
     assert httpx.get(server.url("/iicmva")).status_code == 405
 
 
-def test_configured_naics_and_window(module_db_url: str, tmp_path: Path) -> None:
-    data.load_policies(module_db_url, tmp_path)
+def test_configured_naics_and_window(policies: str, tmp_path: Path) -> None:
     env = {
-        "OLV_DATABASE_URL": module_db_url,
+        "OLV_DATABASE_URL": policies,
         "OLV_NAICS": data.OTHER_NAIC,  # 10001 is in the store but not served here
         "OLV_VERIFY_PAST_DAYS": "10",
         "OLV_VERIFY_FUTURE_DAYS": "30",

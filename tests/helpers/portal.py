@@ -183,9 +183,16 @@ def hung_insurer() -> Iterator[str]:
         listener.close()
 
 
-def refusing_url() -> str:
-    """A URL where nothing listens (the connection is refused)."""
-    return f"http://127.0.0.1:{free_port()}/iicmva/00200809"
+@contextmanager
+def refusing_insurer() -> Iterator[str]:
+    """A URL whose connections are refused: the port is bound, so nothing else (a server of a
+    test running beside this one) can take it meanwhile, but never listened on."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    try:
+        yield f"http://127.0.0.1:{holder.getsockname()[1]}/iicmva/00200809"
+    finally:
+        holder.close()
 
 
 @contextmanager
