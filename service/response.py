@@ -91,7 +91,6 @@ def _publication(request: etree._Element | None, version: str) -> dict[str, str]
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 # Text as lxml writes it (and as it reads back what it wrote): & < > escaped, CR as a
 # character reference.
-_REQUESTORS: dict[tuple[str, str, str, tuple[tuple[str | None, str], ...]], str | None] = {}
 _PREFIXED = re.compile(r"</?[^\s/>:]*:")  # a tag with a prefix
 _DECLARATIONS = re.compile(r'(?:\s+xmlns(?::[^\s=]+)?="[^"]*")*')
 
@@ -111,26 +110,10 @@ def _plain_requestor(requestor: etree._Element, prefix: str, raw: bytes, env_ns:
     in_scope = requestor.nsmap
     if raw.count(b"xmlns") != len(in_scope):
         return None
-    text = etree.tostring(requestor, encoding="unicode", with_tail=False)
-    # Requestors repeat (one agency sends thousands of requests): each distinct one rewritten
-    # once per worker.
-    key = (text, prefix, env_ns, tuple(in_scope.items()))
-    if key in _REQUESTORS:
-        return _REQUESTORS[key]
-    plain = _rewrite_requestor(text, in_scope, prefix, env_ns)
-    if len(_REQUESTORS) >= _CACHE_LIMIT:
-        _REQUESTORS.clear()
-    _REQUESTORS[key] = plain
-    return plain
-
-
-def _rewrite_requestor(
-    text: str, in_scope: dict[str | None, str], prefix: str, env_ns: str
-) -> str | None:
-    """:func:`_plain_requestor` from lxml's own text of the requestor and its namespaces."""
     own = [p for p, uri in in_scope.items() if uri == IICMVA]
     if len(own) != 1 or not all(uri in (IICMVA, _XSI, env_ns) for uri in in_scope.values()):
         return None
+    text = etree.tostring(requestor, encoding="unicode", with_tail=False)
     head_end = text.index(">")
     empty = text[head_end - 1] == "/"
     mine = f"{own[0]}:" if own[0] else ""
