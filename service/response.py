@@ -138,7 +138,9 @@ def _value_text(value: str) -> str:
     text is a line end: XML reads CR and CR LF as LF)."""
     if "\r" in value:
         value = value.replace("\r\n", "\n").replace("\r", "\n")
-    return escape(value)
+    if "&" in value or "<" in value or ">" in value:
+        return escape(value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +184,8 @@ class Response:
         return None
 
     def _render(self, p: str, declaration: str, requestor: str) -> str:
-        spec = SPECS[self.version]
+        version = self.version
+        spec = SPECS[version]
         found = self.found
 
         def value(name: str) -> str | None:
@@ -193,24 +196,15 @@ class Response:
             return f"<{p}{name}>{_value_text(text)}</{p}{name}>"
 
         root = p + spec.response_root
-        parts = [f"<{root}{declaration}"]
-        for attr, attr_value in _publication(self.request, self.version).items():
-            parts.append(f" {attr}={quoteattr(attr_value)}")
-        parts.append(">")
-        parts.append(requestor)
-        status = "Unconfirmed" if self.reason_codes else "Confirmed"
-        parts.append(
-            f"<{p}Detail><{p}PolicyInformation><{p}CoverageStatus><{p}ResponseDetails>"
-            f"<{p}ResponseCode>{status}</{p}ResponseCode>"
-        )
-        for code in iicmva.for_version(list(self.reason_codes), self.version):
-            parts.append(f"<{p}UnconfirmedReasonCode>{code}</{p}UnconfirmedReasonCode>")
-        parts.append(
-            f"</{p}ResponseDetails></{p}CoverageStatus><{p}OrganizationDetails>"
-            + element("NAIC", _safe("NAIC", value("NAIC")))
-            + f"</{p}OrganizationDetails><{p}PolicyDetails>"
-        )
-        for name in ("VerificationDate", spec.key_element, "PolicyState"):
+        parts = [
+            f"<{root}{declaration}{_publication_text(self.request, version)}>",
+            requestor,
+            _status_text(p, version, self.reason_codes),
+            element("NAIC", _safe("NAIC", value("NAIC"))),
+            f"</{p}OrganizationDetails><{p}PolicyDetails>",
+            element("VerificationDate", _safe_date(value("VerificationDate"))),
+        ]
+        for name in (spec.key_element, "PolicyState"):
             parts.append(element(name, _safe(name, value(name))))
         parts.append(f"</{p}PolicyDetails></{p}PolicyInformation>")
         if "VehicleInformation" in found:
@@ -222,12 +216,66 @@ class Response:
                 text = value(name)
                 if text is not None and not normalize.is_blank(text):
                     parts.append(element(name, _safe(name, text)))
-                elif self.version == V0510:
+                elif version == V0510:
                     # The 00200510 standard requires the three in a response's vehicle block.
                     parts.append(element(name, PLACEHOLDERS[name]))
             parts.append(f"</{p}VehicleDetails></{p}VehicleInformation>")
         parts.append(f"</{p}Detail></{root}>")
         return "".join(parts)
+
+
+# Fragments that repeat from answer to answer, written once each: few distinct keys (prefix,
+# version, codes; the publication attributes as received, bounded below).
+_STATUS_TEXT: dict[tuple[str, str, tuple[Code, ...]], str] = {}
+_PUBLICATION_TEXT: dict[tuple[str | None, str | None, str], str] = {}
+_DATES: dict[str | None, str] = {}
+_CACHE_LIMIT = 1024  # distinct values a cache of what requesters send may hold
+
+
+def _status_text(p: str, version: str, reason_codes: tuple[Code, ...]) -> str:
+    key = (p, version, reason_codes)
+    text = _STATUS_TEXT.get(key)
+    if text is None:
+        status = "Unconfirmed" if reason_codes else "Confirmed"
+        codes = "".join(
+            f"<{p}UnconfirmedReasonCode>{code}</{p}UnconfirmedReasonCode>"
+            for code in iicmva.for_version(list(reason_codes), version)
+        )
+        text = _STATUS_TEXT[key] = (
+            f"<{p}Detail><{p}PolicyInformation><{p}CoverageStatus><{p}ResponseDetails>"
+            f"<{p}ResponseCode>{status}</{p}ResponseCode>{codes}"
+            f"</{p}ResponseDetails></{p}CoverageStatus><{p}OrganizationDetails>"
+        )
+    return text
+
+
+def _publication_text(request: etree._Element | None, version: str) -> str:
+    """The response root's publication attributes, as written on its start tag."""
+    if request is None:
+        key: tuple[str | None, str | None, str] = (None, None, version)
+    else:
+        key = (request.get("PublicationVersion"), request.get("PublicationDate"), version)
+    text = _PUBLICATION_TEXT.get(key)
+    if text is None:
+        text = "".join(
+            f" {attr}={quoteattr(attr_value)}"
+            for attr, attr_value in _publication(request, version).items()
+        )
+        if len(_PUBLICATION_TEXT) >= _CACHE_LIMIT:
+            _PUBLICATION_TEXT.clear()
+        _PUBLICATION_TEXT[key] = text
+    return text
+
+
+def _safe_date(value: str | None) -> str:
+    """``_safe("VerificationDate", value)``, remembered: most requests ask about a few days."""
+    text = _DATES.get(value)
+    if text is None:
+        text = _safe("VerificationDate", value)
+        if len(_DATES) >= _CACHE_LIMIT:
+            _DATES.clear()
+        _DATES[value] = text
+    return text
 
 
 def build(

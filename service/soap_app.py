@@ -46,6 +46,7 @@ StartResponse = Callable[..., Any]
 _OUT = "olv.response"
 _ENVELOPE = "olv.envelope"
 _RAW = "olv.raw"
+_FIRST = "olv.first"  # the Body's first element, found by settle (None: an empty Body)
 SETTLED = "olv.settled"  # the settled decision (read by service.metrics too)
 ARRIVED = "olv.arrived"  # set by the server: when the request arrived (time.monotonic())
 # A DNS name or IPv4 address, or a bracketed IPv6 address, with an optional port.
@@ -333,17 +334,23 @@ class SoapApplication:
         """Decide ahead of the answer, on the event loop, the database part under the
         deadline."""
         body = split(environ[_ENVELOPE])[1]
-        if body is None or len(body) == 0:
+        first = environ[_FIRST] = None if body is None or len(body) == 0 else body[0]
+        if first is None:
             return  # Spyne answers it with a client fault
         environ[SETTLED] = await self.verifier.settle(
-            body[0], environ["olv.endpoint"], environ["olv.requester"], environ["olv.started"]
+            first, environ["olv.endpoint"], environ["olv.requester"], environ["olv.started"]
         )
 
     def respond(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """The answer to a request :meth:`admit` let through: directly for a
         ``CoverageRequest``, else (or when that fails) through Spyne."""
         envelope = environ[_ENVELOPE]
-        request = _coverage_request(envelope)
+        if _FIRST in environ:  # settled: the Body's first element is known
+            request = environ[_FIRST]
+            if request is not None and request.tag != _REQUEST_TAG:
+                request = None
+        else:
+            request = _coverage_request(envelope)
         if request is not None:
             soap12 = etree.QName(envelope).namespace == SOAP12_ENV
             try:
