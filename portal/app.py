@@ -34,10 +34,12 @@ from portal.metrics import FileCounts
 from portal.observe import RequestObserver
 from portal.querylog import QueryLogWriter
 from portal.ratelimit import Bucket, SharedLimits
+from portal.routes import verify as verify_route
 from portal.routing import Router
 from portal.secret_key import SecretKey
 from portal.settings import PortalSettings, get_portal_settings
 from portal.tokens import TokenOwner
+from portal.verify_path import VerifyFastPath
 
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
@@ -133,6 +135,8 @@ def create_app(
         app.include_router(router)
     for install in routes.INSTALLERS:
         install(app)
+    # Inside the guard, outside everything else: the hot path (POST /api/v1/verify).
+    app.add_middleware(VerifyFastPath, route=verify_route.one_route())
     app.add_middleware(
         RequestGuard,
         settings=settings,

@@ -84,6 +84,7 @@ def _serve(host: str, port: int, workers: int) -> None:
 
     from olv import metrics
     from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor, guarded_http
+    from portal.response_write import one_write
     from portal.settings import KEEP_ALIVE_SECONDS, LISTEN_BACKLOG, PortalSettings
 
     limits = PortalSettings()
@@ -94,7 +95,8 @@ def _serve(host: str, port: int, workers: int) -> None:
         timeout_graceful_shutdown=10,
         # Half-sent requests are dropped (slowloris), idle connections closed, and past the
         # connection cap new requests get 503 at once instead of piling up.
-        http=guarded_http(limits.header_timeout_seconds, limits.body_idle_seconds),
+        # A response's head and body leave in one write (portal.response_write).
+        http=one_write(guarded_http(limits.header_timeout_seconds, limits.body_idle_seconds)),
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         limit_concurrency=limits.max_connections,
         backlog=LISTEN_BACKLOG,

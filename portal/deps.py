@@ -282,15 +282,20 @@ async def paced_items(request: Request, principal: Principal, items: int) -> Non
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+def require(action: Action, principal: Principal) -> Principal:
+    """The principal, or 403 when their role may not do ``action``."""
+    if not action.allows(principal.role):
+        raise ApiError(403, f"the {principal.role} role may not do this")
+    return principal
+
+
 def permitted(action: Action) -> Any:
     """``Annotated[Principal, permitted(permissions.VERIFY)]``: 403 for a role the table does
     not give the action. The check carries its action, so the tests can read, for every route,
     which action guards it."""
 
     async def check(principal: CurrentPrincipal) -> Principal:
-        if not action.allows(principal.role):
-            raise ApiError(403, f"the {principal.role} role may not do this")
-        return principal
+        return require(action, principal)
 
     check.action = action  # type: ignore[attr-defined]
     return Depends(check)

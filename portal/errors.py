@@ -11,7 +11,7 @@ Browser pages may register ``app.state.html_error`` (a callable taking the reque
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -180,9 +180,28 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _respond(request, ErrorBody(status=500, error=_TITLES[500]), None)
 
 
+# The handlers by the class they answer, most specific first (Starlette's exception middleware
+# looks them up along the class's MRO; these four share no base but Exception).
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+_HANDLERS: tuple[tuple[type[Exception], Handler], ...] = (
+    (ApiError, respond),
+    (StarletteHTTPException, _http_error),
+    (RequestValidationError, _validation_error),
+    (DBAPIError, _database_error),
+)
+
+
+async def handled(request: Request, exc: Exception) -> Response | None:
+    """The answer the app's handlers give ``exc``, for a path that runs outside FastAPI's
+    routing (:mod:`portal.verify_path`); None for anything else, which the app's last guard
+    (:func:`_unexpected`, in the server-error layer) answers when it is raised on."""
+    for kind, handler in _HANDLERS:
+        if isinstance(exc, kind):
+            return await handler(request, exc)
+    return None
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, respond)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DBAPIError, _database_error)
+    for kind, handler in _HANDLERS:
+        app.add_exception_handler(kind, handler)
     app.add_exception_handler(Exception, _unexpected)

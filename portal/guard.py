@@ -35,6 +35,7 @@ API_BODY_LIMITS = {"/api/v1/iies/transactions": 3 * 1024 * 1024}
 FORM_MAX_BODY_BYTES = 64 * 1024  # the largest page form (an insurer's certificates) is < 16 KB
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers, the CSRF field
 _FORM = b"application/x-www-form-urlencoded"
+TRUSTED_CACHE_SIZE = 4096  # distinct peer addresses remembered (then forgotten all at once)
 _NUL = (b"%00", b"\x00")
 
 
@@ -63,6 +64,9 @@ class RequestGuard:
         self.settings = settings
         self.uploads = uploads
         self.authenticate = authenticate
+        # Whether a peer is a trusted proxy, by its address as written: the peers are few and
+        # repeat on every request, and the network test cost more than the rest of the guard.
+        self._trusted: dict[str, bool] = {}
 
     def limit(self, path: str) -> int:
         upload = self.uploads.get(path)  # an upload path (also under /api/) has its own cap
@@ -111,12 +115,21 @@ class RequestGuard:
             return ApiError(403, f"the {role} role may not do this")
         return None
 
+    def _is_proxy(self, host: str) -> bool:
+        trusted = self._trusted.get(host)
+        if trusted is None:
+            if len(self._trusted) >= TRUSTED_CACHE_SIZE:
+                self._trusted.clear()
+            peer = forwarding.parse_address(host)
+            trusted = forwarding.within(peer, self.settings.trusted_proxies)
+            self._trusted[host] = trusted
+        return trusted
+
     def _forwarded(self, scope: Scope) -> None:
         client = scope.get("client")
-        peer = forwarding.parse_address(client[0]) if client else None
-        if not forwarding.within(peer, self.settings.trusted_proxies):
+        if not client or not self._is_proxy(client[0]):
             return
-        environ = forwarding.asgi_environ(client[0], scope["headers"])  # type: ignore[index]
+        environ = forwarding.asgi_environ(client[0], scope["headers"])
         source = forwarding.source(environ, self.settings)
         scope["client"] = None if source.address is None else (str(source.address), 0)
         scheme = forwarding.forwarded_scheme(environ, self.settings)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
 
 from portal.deps import BatchVerifier, Verifier, charge_items, received_at
 from portal.errors import error_responses
 from portal.routing import Router
 from portal.schemas import BatchRequest, BatchResponse, VerifyRequest, VerifyResult
+from portal.verify_path import PATH
 
 router = APIRouter(prefix="/api/v1", tags=["verify"])
 
@@ -26,6 +28,12 @@ def _router(request: Request) -> Router:
 async def verify(body: VerifyRequest, principal: Verifier, request: Request) -> VerifyResult:
     """Routes the query to the insurer(s) within the 5-second budget (SPEC §5)."""
     return await _router(request).verify(body, principal, "api", received_at(request))
+
+
+def one_route() -> APIRoute:
+    """The route of ``POST /api/v1/verify`` (its fast path, :mod:`portal.verify_path`, labels
+    its answers with it)."""
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == PATH)
 
 
 @router.post(

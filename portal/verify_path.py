@@ -1,0 +1,129 @@
+"""The hot path: ``POST /api/v1/verify`` by API token, answered without FastAPI's routing,
+dependency solving and response re-validation (:class:`VerifyFastPath`).
+
+A verification is the one request the portal answers hundreds of times a second, and FastAPI's
+machinery around it (a dozen layers, the dependency graph solved per request, the returned model
+validated again before it is written) cost about a third of the portal's CPU per verification
+(bench/RESULTS.md). This layer answers it with the same parts the route uses —
+:func:`portal.deps.current_principal`, :func:`portal.deps.require`,
+:meth:`portal.routing.Router.verify` — and the same error handlers (:func:`portal.errors.handled`).
+
+It takes only what it can answer exactly as the route would: a JSON body (``Content-Type:
+application/json``) that is a valid :class:`~portal.schemas.VerifyRequest`, from a request with
+``Authorization: Bearer …``. Everything else — another content type, a body that does not
+parse or validate, a browser's session — goes on to the app unchanged, its body replayed, and
+gets FastAPI's own answer (the 422 shapes of ``tests/test_portal_api.py``). Reading and checking
+the body has no side effect, so a request handed on is counted and logged once, there.
+
+It sits inside the request guard (:mod:`portal.guard`): the budget's start, the client
+address, the NUL and body-size rules apply first, as to every request.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from portal import errors, permissions
+from portal.deps import current_principal, received_at, require
+from portal.routing import Router
+from portal.schemas import VerifyRequest
+
+PATH = "/api/v1/verify"
+_JSON = b"application/json"
+
+
+class VerifyFastPath:
+    def __init__(self, app: ASGIApp, route: Any = None) -> None:
+        self.app = app
+        self.route = route  # the route's object, for the metrics' endpoint label (portal.observe)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        content_type = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"authorization":
+                authorization = value
+        if (
+            content_type != _JSON
+            or authorization is None
+            or authorization[:7].lower() != b"bearer "
+        ):
+            await self.app(scope, receive, send)
+            return
+        read: list[Message] = []
+        body = await _body(receive, read)
+        question = _question(body) if body is not None else None
+        if question is None:
+            await self.app(scope, _replay(read, receive), send)
+            return
+        await self._answer(scope, receive, send, question)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, question: VerifyRequest
+    ) -> None:
+        request = Request(scope, receive)
+        try:
+            principal = require(permissions.VERIFY, await current_principal(request))
+            router: Router = request.app.state.router
+            result = await router.verify(question, principal, "api", received_at(request))
+            response = Response(result.model_dump_json(), media_type="application/json")
+        except Exception as exc:
+            handled = await errors.handled(request, exc)
+            if handled is None:
+                raise  # the app's last guard answers it (portal.errors._unexpected)
+            response = handled
+        if self.route is not None:
+            scope["route"] = self.route
+        await response(scope, receive, send)
+
+
+async def _body(receive: Receive, read: list[Message]) -> bytes | None:
+    """The whole body (None if the client left first); every message read is kept in ``read``
+    for a replay."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        read.append(message)
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _question(body: bytes) -> VerifyRequest | None:
+    """The request, when the body is one FastAPI would accept as is; None for anything else
+    (FastAPI then gives its own answer). Parsed as FastAPI parses it: JSON to Python, then the
+    model validated in Python mode."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return VerifyRequest.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _replay(read: list[Message], receive: Receive) -> Receive:
+    """A receive that hands out ``read`` again, then goes on with ``receive``."""
+    pending = list(read)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed

@@ -1,0 +1,131 @@
+"""portal.response_write: a response's head leaves with its body, in one write, and is never
+held past the event loop's current turn. Checked on a real uvicorn server (the portal's
+protocol) answering on a real socket, and on the transport seam directly."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from olv.serving import guarded_http
+from portal.response_write import _HeldHead, one_write
+
+
+class Recorder(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_head_and_body_leave_in_one_write() -> None:
+    asyncio.run(_head_and_body_leave_in_one_write())
+
+
+async def _head_and_body_leave_in_one_write() -> None:
+    transport = Recorder()
+    held = _HeldHead(transport, asyncio.get_running_loop())
+    held.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert transport.writes == []
+    held.write(b"body")
+    held.write(b"more")
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
+    await asyncio.sleep(0)
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]  # nothing sent twice
+
+
+def test_a_lone_head_leaves_at_the_end_of_the_turn() -> None:
+    asyncio.run(_a_lone_head_leaves_at_the_end_of_the_turn())
+
+
+async def _a_lone_head_leaves_at_the_end_of_the_turn() -> None:
+    transport = Recorder()
+    held = _HeldHead(transport, asyncio.get_running_loop())
+    held.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    await asyncio.sleep(0)
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    held.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert len(transport.writes) == 2
+
+
+def test_close_sends_what_is_held_and_a_closed_socket_gets_nothing() -> None:
+    asyncio.run(_close_sends_what_is_held_and_a_closed_socket_gets_nothing())
+
+
+async def _close_sends_what_is_held_and_a_closed_socket_gets_nothing() -> None:
+    transport = Recorder()
+    held = _HeldHead(transport, asyncio.get_running_loop())
+    held.write(b"head")
+    held.close()
+    assert transport.writes == [b"head"] and transport.closed
+    gone = Recorder()
+    gone.closed = True
+    late = _HeldHead(gone, asyncio.get_running_loop())
+    late.write(b"head")
+    await asyncio.sleep(0)
+    assert gone.writes == []
+
+
+async def _app(scope: dict, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    headers = [(b"x-a", b"1")]
+    if scope["path"] != "/stream":
+        headers.append((b"content-length", b"3"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.body", "body": b"one", "more_body": True})
+        await asyncio.sleep(0.05)
+    await send({"type": "http.response.body", "body": b"two"})
+
+
+@pytest.fixture
+def served() -> Iterator[int]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(
+        _app, http=one_write(guarded_http(5.0, 5.0)), log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    while not server.started:
+        thread.join(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+    listener.close()
+
+
+def _get(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_real_server_answers_whole(served: int) -> None:
+    plain = _get(served, "/")
+    assert plain.startswith(b"HTTP/1.1 200 OK\r\n") and b"x-a: 1\r\n" in plain
+    assert plain.endswith(b"\r\n\r\ntwo")
+    streamed = _get(served, "/stream")
+    assert streamed.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert streamed.endswith(b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n")

@@ -1,0 +1,96 @@
+"""``POST /api/v1/verify``'s fast path (portal.verify_path) answers as the FastAPI route does,
+and hands every request it is not sure about to the route."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from olv import db
+from portal import verify_path
+from tests.helpers.portal import add_user
+from tests.test_portal_error_shape import assert_shape, bearer, make_client
+
+VOLATILE = {"query_id", "elapsed_ms"}
+
+
+@pytest.fixture
+def api(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, dict, list]]:
+    engine = db.make_engine(db_url)
+    tokens = {role: add_user(engine, role + "1", role) for role in ("officer", "admin")}
+    engine.dispose()
+    taken: list[str] = []
+    answer = verify_path.VerifyFastPath._answer
+
+    async def counted(self: Any, scope: Any, *args: Any) -> None:
+        taken.append(scope["path"])
+        await answer(self, scope, *args)
+
+    monkeypatch.setattr(verify_path.VerifyFastPath, "_answer", counted)
+    with make_client(db_url, token_rate_per_minute=600) as client:
+        yield client, tokens, taken
+
+
+def _post(client: TestClient, token: str, body: bytes, content_type: str) -> Any:
+    headers = {**bearer(token), "Content-Type": content_type}
+    return client.post("/api/v1/verify", content=body, headers=headers)
+
+
+def test_the_fast_path_answers_as_the_route(api) -> None:
+    client, tokens, taken = api
+    body = b'{"vin": "1HGCM82633A004352", "reason": "ACC"}'
+    fast = _post(client, tokens["officer"], body, "application/json")
+    assert taken == ["/api/v1/verify"]
+    # A parameter on the content type: FastAPI's route answers it.
+    routed = _post(client, tokens["officer"], body, "application/json; charset=utf-8")
+    assert taken == ["/api/v1/verify"]
+    assert fast.status_code == routed.status_code == 200
+    assert sorted(fast.headers) == sorted(routed.headers)
+    for name in ("content-type", "cache-control"):
+        assert fast.headers[name] == routed.headers[name]
+    one, other = fast.json(), routed.json()
+    assert list(one) == list(other)
+    assert {k: v for k, v in one.items() if k not in VOLATILE} == {
+        k: v for k, v in other.items() if k not in VOLATILE
+    }
+    assert one["query_id"] != other["query_id"]  # both asked and logged, once each
+    for answered in (one, other):  # the query log is written in the background
+        deadline = time.monotonic() + 10
+        while True:
+            row = client.get(
+                f"/api/v1/queries/{answered['query_id']}", headers=bearer(tokens["admin"])
+            )
+            if row.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert row.status_code == 200, row.text
+        assert row.json()["channel"] == "api" and row.json()["vin"] == answered["vin"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"vin": ""}', "vin"),
+        (b'{"vin": "X1", "colour": "red"}', "colour"),
+        (b'{"vin": "X1"', "body"),
+        (b"[1]", None),
+    ],
+)
+def test_what_it_cannot_answer_gets_the_routes_422(api, body: bytes, field: str | None) -> None:
+    client, tokens, taken = api
+    assert_shape(_post(client, tokens["officer"], body, "application/json"), 422, field)
+    assert taken == []
+
+
+def test_refusals_on_the_fast_path_keep_their_shape(api) -> None:
+    client, tokens, taken = api
+    wrong = _post(client, "olv_nope", b'{"vin": "X1"}', "application/json")
+    assert_shape(wrong, 401)
+    assert wrong.headers["www-authenticate"] == "Bearer"
+    unknown_plate = _post(client, tokens["officer"], b'{"plate": "NOPE1"}', "application/json")
+    assert_shape(unknown_plate, 404)
+    assert len(taken) == 2
