@@ -104,10 +104,10 @@ def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings
         )
         for txn in fresh:
             set_committed_value(txn, "posted_on", day)
-        if fresh:
+        if fresh:  # by id: exactly those read, whatever arrived since
             session.connection().execute(
                 update(IiesTransaction)
-                .where(among(session, IiesTransaction.registration_id, ids), *due_filter(day))
+                .where(among(session, IiesTransaction.id, [t.id for t in fresh]))
                 .values(posted_on=day)
             )
         grouped = group_by_registration(fresh)
@@ -118,7 +118,7 @@ def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings
             record.known_facts = record.facts()
             if record.open_case() is None:
                 open_lapse(writer, record, record.known_facts, day, flush=False)
-        session.flush()
+        writer.write_cases()
         for registration_id in ids:
             held = records.get(registration_id)
             if held is None:
