@@ -109,6 +109,8 @@ class Record:
     cases: list[CaseRow] = field(default_factory=list)
     activities: list[Activity | ActivityRow] = field(default_factory=list)
     mvfs: list[MvfRequest] = field(default_factory=list)
+    # False while ``registrant`` has not been read (only a letter needs it: see Writer).
+    registrant_read: bool = True
     # Set by the run's first pass over a batch: the facts it computed and the case it opened
     # (all of a batch's new cases are written with one flush, not one each).
     known_facts: cw.Facts | None = None
@@ -184,6 +186,19 @@ class Record:
         )
 
 
+def read_registrants(session: Session, records: Iterable[Record]) -> None:
+    """Read the registrant of each of these records not read yet (one query for all)."""
+    unread = {r.registration.id: r for r in records if not r.registrant_read}
+    if not unread:
+        return
+    for registrant in session.scalars(
+        select(Registrant).where(among(session, Registrant.registration_id, list(unread)))
+    ):
+        unread[registrant.registration_id].registrant = registrant
+    for record in unread.values():
+        record.registrant_read = True
+
+
 # What the engine reads of a transaction: a run loads tens of thousands, and an ORM object's
 # cost grows with the columns it holds (any other column raises rather than loading one by one).
 _ENGINE_TXN_COLUMNS = (
@@ -198,17 +213,19 @@ _ENGINE_TXN_COLUMNS = (
 )
 
 
-def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int, Record]:
-    """The records of these registrations, a handful of queries for the whole batch."""
+def load_records(
+    session: Session, registration_ids: Sequence[int], *, registrants: bool = True
+) -> dict[int, Record]:
+    """The records of these registrations, a handful of queries for the whole batch. Without
+    ``registrants`` they are left unread until a letter needs one (:func:`read_registrants`):
+    most records of a daily run get no letter."""
     ids = list(registration_ids)
     records = {
-        reg.id: Record(reg, None)
+        reg.id: Record(reg, None, registrant_read=False)
         for reg in session.scalars(select(Registration).where(among(session, Registration.id, ids)))
     }
-    for registrant in session.scalars(
-        select(Registrant).where(among(session, Registrant.registration_id, ids))
-    ):
-        records[registrant.registration_id].registrant = registrant
+    if registrants:
+        read_registrants(session, records.values())
     for txn in session.scalars(
         select(IiesTransaction)
         .options(load_only(*_ENGINE_TXN_COLUMNS, raiseload=True))
@@ -264,6 +281,8 @@ class Writer:
         self.defer_activities = defer_activities
         self._activities: list[dict[str, object]] = []
         self._cases: list[CaseRow] = []
+        # The batch's records: the first letter reads the registrants of all those not read.
+        self.batch: Iterable[Record] = ()
 
     def reserve_doc_ids(self, count: int) -> None:
         """Draw ``count`` Document IDs not yet used, with one query (not one per letter), when
@@ -273,7 +292,8 @@ class Writer:
     def _draw(self) -> None:
         drawn = {new_doc_id() for _ in range(self._reserve)}
         self._reserve = 0
-        taken = set(self.session.scalars(select(Letter.doc_id).where(Letter.doc_id.in_(drawn))))
+        query = select(Letter.doc_id).where(among(self.session, Letter.doc_id, drawn))
+        taken = set(self.session.scalars(query))
         self._free_ids = sorted(drawn - taken)
 
     def add_activity(self, activity: ActivityRow) -> None:
@@ -373,6 +393,8 @@ class Writer:
             counts.cases_closed += 1
 
     def _letter(self, record: Record, row: CaseRow | None, step: cw.Step) -> str:
+        if not record.registrant_read:
+            read_registrants(self.session, [record, *self.batch])
         reg, person = record.registration, record.registrant
         doc_id = self._doc_id()
         self.session.add(

@@ -40,7 +40,7 @@ from enforcement.models import Case as CaseRow
 from enforcement.models import IiesRunStep, IiesTransaction
 from olv.db import among, transaction
 
-BATCH = 500
+BATCH = 2000
 STEP = "cases"
 
 
@@ -95,7 +95,7 @@ def _due_registrations(engine: Engine, day: date) -> list[int]:
 def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings) -> Counts:
     counts = Counts()
     with transaction(engine) as session:
-        records = load_records(session, ids)
+        records = load_records(session, ids, registrants=False)
         # The batch's transactions due for posting are among those its records hold: marked
         # posted here in memory, and in the table by one UPDATE (not one per transaction).
         fresh = sorted(
@@ -112,6 +112,7 @@ def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings
             )
         grouped = group_by_registration(fresh)
         writer = Writer(session, settings, f"run:{day}", defer_activities=True)
+        writer.batch = records.values()
         writer.reserve_doc_ids(2 * len(ids))  # a record rarely gets more than one letter a day
         # First pass: the batch's new cases, written together (their ids are needed below).
         for record in records.values():
