@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from sqlalchemy import ColumnElement, bindparam, or_, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from enforcement import casework as cw
@@ -65,6 +65,29 @@ class Counts:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
+@dataclass(frozen=True, slots=True)
+class ActivityRow:
+    """An activity as the engine writes it: a plain row, not an ORM object (a daily run
+    writes tens of thousands, and building an ORM object each costs more than the row)."""
+
+    registration_id: int
+    case_id: int | None
+    activity_date: date
+    code: str
+    reason: str | None
+    doc_id: str | None
+    case_state: str | None
+    caused_by: str
+    transaction_id: int | None
+    recorded_at: datetime
+
+    def values(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in _ACTIVITY_COLUMNS}
+
+
+assert set(ActivityRow.__dataclass_fields__) == set(_ACTIVITY_COLUMNS)
+
+
 def txn_ref(txn_id: int) -> str:
     return f"txn:{txn_id}"
 
@@ -84,8 +107,10 @@ class Record:
     transactions: list[IiesTransaction] = field(default_factory=list)
     confirmed: list[CoveragePeriod] = field(default_factory=list)
     cases: list[CaseRow] = field(default_factory=list)
-    activities: list[Activity] = field(default_factory=list)
+    activities: list[Activity | ActivityRow] = field(default_factory=list)
     mvfs: list[MvfRequest] = field(default_factory=list)
+    # False while ``registrant`` has not been read (only a letter needs it: see Writer).
+    registrant_read: bool = True
     # Set by the run's first pass over a batch: the facts it computed and the case it opened
     # (all of a batch's new cases are written with one flush, not one each).
     known_facts: cw.Facts | None = None
@@ -161,19 +186,49 @@ class Record:
         )
 
 
-def load_records(session: Session, registration_ids: Sequence[int]) -> dict[int, Record]:
-    """The records of these registrations, a handful of queries for the whole batch."""
+def read_registrants(session: Session, records: Iterable[Record]) -> None:
+    """Read the registrant of each of these records not read yet (one query for all)."""
+    unread = {r.registration.id: r for r in records if not r.registrant_read}
+    if not unread:
+        return
+    for registrant in session.scalars(
+        select(Registrant).where(among(session, Registrant.registration_id, list(unread)))
+    ):
+        unread[registrant.registration_id].registrant = registrant
+    for record in unread.values():
+        record.registrant_read = True
+
+
+# What the engine reads of a transaction: a run loads tens of thousands, and an ORM object's
+# cost grows with the columns it holds (any other column raises rather than loading one by one).
+_ENGINE_TXN_COLUMNS = (
+    IiesTransaction.id,
+    IiesTransaction.type,
+    IiesTransaction.naic,
+    IiesTransaction.effective_date,
+    IiesTransaction.disposition,
+    IiesTransaction.registration_id,
+    IiesTransaction.posted_on,
+    IiesTransaction.tracking_number,
+)
+
+
+def load_records(
+    session: Session, registration_ids: Sequence[int], *, registrants: bool = True
+) -> dict[int, Record]:
+    """The records of these registrations, a handful of queries for the whole batch. Without
+    ``registrants`` they are left unread until a letter needs one (:func:`read_registrants`):
+    most records of a daily run get no letter."""
     ids = list(registration_ids)
     records = {
-        reg.id: Record(reg, None)
+        reg.id: Record(reg, None, registrant_read=False)
         for reg in session.scalars(select(Registration).where(among(session, Registration.id, ids)))
     }
-    for registrant in session.scalars(
-        select(Registrant).where(among(session, Registrant.registration_id, ids))
-    ):
-        records[registrant.registration_id].registrant = registrant
+    if registrants:
+        read_registrants(session, records.values())
     for txn in session.scalars(
         select(IiesTransaction)
+        .options(load_only(*_ENGINE_TXN_COLUMNS, raiseload=True))
         .where(
             among(session, IiesTransaction.registration_id, ids),
             IiesTransaction.disposition.in_(POSTED),
@@ -225,6 +280,9 @@ class Writer:
         # write_activities(), one COPY or executemany for a batch instead of ORM objects.
         self.defer_activities = defer_activities
         self._activities: list[dict[str, object]] = []
+        self._cases: list[CaseRow] = []
+        # The batch's records: the first letter reads the registrants of all those not read.
+        self.batch: Iterable[Record] = ()
 
     def reserve_doc_ids(self, count: int) -> None:
         """Draw ``count`` Document IDs not yet used, with one query (not one per letter), when
@@ -234,15 +292,16 @@ class Writer:
     def _draw(self) -> None:
         drawn = {new_doc_id() for _ in range(self._reserve)}
         self._reserve = 0
-        taken = set(self.session.scalars(select(Letter.doc_id).where(Letter.doc_id.in_(drawn))))
+        query = select(Letter.doc_id).where(among(self.session, Letter.doc_id, drawn))
+        taken = set(self.session.scalars(query))
         self._free_ids = sorted(drawn - taken)
 
-    def add_activity(self, activity: Activity) -> None:
+    def add_activity(self, activity: ActivityRow) -> None:
         """Record one activity (now, or with the batch when deferred)."""
         if not self.defer_activities:
-            self.session.add(activity)
+            self.session.add(Activity(**activity.values()))
             return
-        self._activities.append({c: getattr(activity, c) for c in _ACTIVITY_COLUMNS})
+        self._activities.append(activity.values())
 
     def write_activities(self) -> None:
         """Write the deferred activities (after the batch's cases have their ids)."""
@@ -274,11 +333,18 @@ class Writer:
             naic=naic,
             lapse_starts=step.day if kind_code == "XLC" else None,
         )
-        self.session.add(row)
         if flush:
+            self.session.add(row)
             self.session.flush()
+        else:  # written with the others by write_cases()
+            self._cases.append(row)
         record.cases.append(row)
         return row
+
+    def write_cases(self) -> None:
+        """Write the cases opened with ``flush=False``; they have their ids after this."""
+        rows, self._cases = self._cases, []
+        insert_cases(self.session, rows)
 
     def steps(
         self,
@@ -291,7 +357,7 @@ class Writer:
         for step in steps:
             doc_id = self._letter(record, row, step) if step.letter else None
             txn = _txn_id(step.ref)
-            activity = Activity(
+            activity = ActivityRow(
                 registration_id=record.registration.id,
                 case_id=row.id if row is not None else None,
                 activity_date=step.day,
@@ -327,6 +393,8 @@ class Writer:
             counts.cases_closed += 1
 
     def _letter(self, record: Record, row: CaseRow | None, step: cw.Step) -> str:
+        if not record.registrant_read:
+            read_registrants(self.session, [record, *self.batch])
         reg, person = record.registration, record.registrant
         doc_id = self._doc_id()
         self.session.add(
@@ -401,7 +469,7 @@ def move_record(
         if txn.id in recorded:
             continue
         writer.add_activity(
-            Activity(
+            ActivityRow(
                 registration_id=record.registration.id,
                 case_id=open_row.id if open_row is not None else None,
                 activity_date=txn.effective_date or day,
@@ -459,6 +527,54 @@ def due_filter(day: date) -> tuple[ColumnElement[bool], ...]:
         IiesTransaction.posted_on.is_(None),
         or_(IiesTransaction.type != "XLC", IiesTransaction.effective_date <= day),
     )
+
+
+_CASE_COLUMNS = (
+    "registration_id",
+    "vin",
+    "plate",
+    "state",
+    "case_state",
+    "opened_on",
+    "open_activity",
+    "naic",
+    "lapse_starts",
+)
+_CASE_TYPES = {"registration_id": "integer", "opened_on": "date", "lapse_starts": "date"}
+
+
+def insert_cases(session: Session, rows: Sequence[CaseRow]) -> None:
+    """Write new case rows, at most one per registration, and give them their ids.
+
+    On PostgreSQL one ``INSERT … SELECT unnest(arrays) … RETURNING`` of fixed text: the ORM's
+    multi-row INSERT has a different text for each number of rows, which the driver parses
+    anew every time. The rows then join the session as if loaded (later changes are tracked
+    as usual). Elsewhere, or with two new cases for one registration, the ORM writes them."""
+    pending = list(rows)
+    by_registration = {row.registration_id: row for row in pending}
+    if session.get_bind().dialect.name != "postgresql" or len(by_registration) < len(pending):
+        session.add_all(pending)
+        session.flush()
+        return
+    if not pending:
+        return
+    columns = ", ".join(_CASE_COLUMNS)
+    arrays = ", ".join(f"CAST(:{n} AS {_CASE_TYPES.get(n, 'text')}[])" for n in _CASE_COLUMNS)
+    inserted = session.connection().execute(
+        text(
+            f"INSERT INTO cases ({columns}) SELECT * FROM unnest({arrays}) "
+            "RETURNING id, registration_id"
+        ),
+        {n: [getattr(row, n) for row in pending] for n in _CASE_COLUMNS},
+    )
+    for case_id, registration_id in inserted:
+        row = by_registration.pop(registration_id)
+        row.id = case_id
+        for name in _CASE_CHANGES:  # columns a new case leaves empty, known without a query
+            setattr(row, name, getattr(row, name))
+        make_transient_to_detached(row)
+        session.add(row)
+    assert not by_registration, "every new case was written"
 
 
 _CASE_CHANGES = (

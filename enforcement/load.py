@@ -431,19 +431,28 @@ def _histories(session: Session, run: _Run, registration_ids: set[int]) -> None:
         return
     for rid in missing:
         run.histories[rid] = History()
+    # The insurer is compared here, not in SQL: with a condition on ``naic`` the planner may
+    # prefer the (naic, disposed_at) index, which names every row of the insurer, and test
+    # each against the whole batch of ids. Statistics taken while the table was small (a
+    # first load grows it within one transaction) make it do so, and each batch then costs
+    # as much as the insurer's every row. Without it only the registration index serves.
     query = (
         select(
-            IiesTransaction.registration_id, IiesTransaction.type, IiesTransaction.effective_date
+            IiesTransaction.registration_id,
+            IiesTransaction.naic,
+            IiesTransaction.type,
+            IiesTransaction.effective_date,
         )
         .where(
-            IiesTransaction.naic == run.naic,
             db.among(session, IiesTransaction.registration_id, missing),
             IiesTransaction.disposition.in_(("H", "R")),
             IiesTransaction.type.in_(("NBS", "REI", "XLC", "REP", "REC")),
         )
         .order_by(IiesTransaction.id)
     )
-    for registration_id, kind, effective in session.execute(query):
+    for registration_id, naic, kind, effective in session.execute(query):
+        if naic != run.naic:
+            continue
         assert registration_id is not None  # IN never matches NULL
         assert effective is not None  # required, edited: only refused filings lack one
         run.histories[registration_id].apply(kind, effective)

@@ -40,7 +40,7 @@ from enforcement.models import Case as CaseRow
 from enforcement.models import IiesRunStep, IiesTransaction
 from olv.db import among, transaction
 
-BATCH = 500
+BATCH = 2000
 STEP = "cases"
 
 
@@ -95,7 +95,7 @@ def _due_registrations(engine: Engine, day: date) -> list[int]:
 def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings) -> Counts:
     counts = Counts()
     with transaction(engine) as session:
-        records = load_records(session, ids)
+        records = load_records(session, ids, registrants=False)
         # The batch's transactions due for posting are among those its records hold: marked
         # posted here in memory, and in the table by one UPDATE (not one per transaction).
         fresh = sorted(
@@ -104,21 +104,22 @@ def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings
         )
         for txn in fresh:
             set_committed_value(txn, "posted_on", day)
-        if fresh:
+        if fresh:  # by id: exactly those read, whatever arrived since
             session.connection().execute(
                 update(IiesTransaction)
-                .where(among(session, IiesTransaction.registration_id, ids), *due_filter(day))
+                .where(among(session, IiesTransaction.id, [t.id for t in fresh]))
                 .values(posted_on=day)
             )
         grouped = group_by_registration(fresh)
         writer = Writer(session, settings, f"run:{day}", defer_activities=True)
+        writer.batch = records.values()
         writer.reserve_doc_ids(2 * len(ids))  # a record rarely gets more than one letter a day
         # First pass: the batch's new cases, written together (their ids are needed below).
         for record in records.values():
             record.known_facts = record.facts()
             if record.open_case() is None:
                 open_lapse(writer, record, record.known_facts, day, flush=False)
-        session.flush()
+        writer.write_cases()
         for registration_id in ids:
             held = records.get(registration_id)
             if held is None:
