@@ -25,7 +25,7 @@ from portal.models import InsurerCall, QueryLog
 from service.models import AuditRecord
 from tests.helpers import data
 from tests.helpers.faulty_network import DroppedConnects
-from tests.helpers.portal import add_insurer, add_user, load_bob, portal_server, refusing_url
+from tests.helpers.portal import add_insurer, add_user, load_bob, portal_server, refusing_insurer
 from tests.helpers.private_pg import PrivatePostgres, private_postgres, private_replication
 from tests.helpers.soap import codes_of, envelope, post, request_xml, response_element, soap_server
 
@@ -213,14 +213,14 @@ def test_portal_moves_past_a_server_that_drops_connects(tmp_path: Path) -> None:
     libpq's connect timeout and takes the next server, within the budget."""
     blackhole = DroppedConnects()
     try:
-        with private_postgres() as server:
+        with private_postgres() as server, refusing_insurer() as refused:
             url = (
                 f"postgresql+psycopg://postgres@/postgres?host=127.0.0.1:{blackhole.port}"
                 f"&host=127.0.0.1:{server.port}&target_session_attrs=read-write"
             )
             db.upgrade(server.url)
             engine = db.make_engine(server.url)
-            add_insurer(engine, data.NAIC, refusing_url())
+            add_insurer(engine, data.NAIC, refused)
             load_bob(engine, tmp_path, [(data.NAIC, "P-OK", data.VIN_OK)])
             token = add_user(engine, "officer1", "officer")
             with portal_server({"OLV_DATABASE_URL": url}, tmp_path) as portal:

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from olv import db
 from tests.helpers import data
 from tests.helpers.data import NAIC, VIN_NOWHERE, VIN_OK
-from tests.helpers.portal import add_insurer, add_user, load_bob, portal_server, refusing_url
+from tests.helpers.portal import add_insurer, add_user, load_bob, portal_server, refusing_insurer
 from tests.helpers.private_pg import private_postgres
 from tests.helpers.scrape import labelled, log_lines, scrape, value
 from tests.helpers.soap import soap_server
@@ -64,9 +64,12 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             {"at": datetime.now(UTC)},
         )
     token = add_user(engine, "officer1", "officer")
-    with soap_server({"OLV_DATABASE_URL": insurer_url}, folder) as insurer:
+    with (
+        soap_server({"OLV_DATABASE_URL": insurer_url}, folder) as insurer,
+        refusing_insurer() as refused,
+    ):
         add_insurer(engine, NAIC, insurer.url("/iicmva/00200809"), accepts_unknown=True)
-        add_insurer(engine, REFUSED_NAIC, refusing_url())
+        add_insurer(engine, REFUSED_NAIC, refused)
         engine.dispose()
         with portal_server({"OLV_DATABASE_URL": module_db_url}, folder) as portal:
             yield World(portal.base, token, portal.log, insurer.log)

@@ -36,6 +36,8 @@ PUBLIC = {
     "/login/totp",
     "/logout",
     "/healthz",
+    "/readyz",
+    "/metrics",  # no account (Prometheus scrapes without one): OLV_METRICS_NETWORKS guards it
     "/openapi.json",
     "/docs",
     "/docs/oauth2-redirect",
