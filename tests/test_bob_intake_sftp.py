@@ -16,7 +16,7 @@ import pytest
 
 from bob_loader import sftp as client
 from bob_loader.sftp import FetchBusy, SftpTarget, SshOptions
-from tests.helpers.sftp_server import SftpServer, intake_root, sftp_server
+from tests.helpers.sftp_server import SftpServer, intake_account_server
 
 OLV = str(Path(sys.executable).with_name("olv"))
 OLD = time.time() - 3600
@@ -24,13 +24,8 @@ OLD = time.time() - 3600
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer]:
-    tmp = tmp_path_factory.mktemp("sftp")
-    with intake_root(tmp) as base:
-        account = base / "intake" / "acme"
-        for sub in ("inbox", "outbox"):
-            (account / sub).mkdir(parents=True)
-        with sftp_server(account, tmp / "ssh") as running:
-            yield running
+    with intake_account_server(tmp_path_factory.mktemp("sftp")) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

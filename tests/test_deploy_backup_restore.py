@@ -15,11 +15,9 @@ documented ``archive_timeout``: it stands in for the minute the documentation al
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ import psycopg
 import pytest
 
 from tests.helpers import data
+from tests.helpers.olv_cli import olv as _olv
 from tests.helpers.portal import write_bob
 from tests.helpers.private_pg import PrivatePostgres, private_postgres, server_user
 from tests.helpers.soap import envelope, request_xml, soap_server
@@ -83,19 +82,6 @@ def _shell_env(server: PrivatePostgres, backup: Path, **extra: str) -> dict[str,
         "OLV_BACKUP": str(backup),
         **extra,
     }
-
-
-def _olv(url: str, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "olv", *args],
-        env={**os.environ, "OLV_DATABASE_URL": url},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, (args, result.stderr)
-    return result.stdout
 
 
 def _verify_a_few(url: str, folder: Path, count: int) -> None:

@@ -25,20 +25,15 @@ from enforcement.models import IiesTransaction
 from olv import db
 from tests.helpers.iies import NAIC, VIN_A, csv_text, row
 from tests.helpers.iies_cases import add_registrant
-from tests.helpers.sftp_server import SftpServer, intake_root, sftp_server
+from tests.helpers.sftp_server import SftpServer, intake_account_server
 
 FILE = f"IIES {NAIC} 20261203.csv"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer]:
-    tmp = tmp_path_factory.mktemp("iies-sftp")
-    with intake_root(tmp) as base:
-        account = base / "intake" / "acme"
-        for sub in ("inbox", "outbox"):
-            (account / sub).mkdir(parents=True)
-        with sftp_server(account, tmp / "ssh") as running:
-            yield running
+    with intake_account_server(tmp_path_factory.mktemp("iies-sftp")) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

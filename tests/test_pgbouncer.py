@@ -38,6 +38,7 @@ from service.models import AuditRecord
 from service.store import SqlPolicyStore
 from tests.helpers.data import NAIC, VIN_OK, policy_csv
 from tests.helpers.iies import REGISTRATION_HEADER, VIN_A, row, write_csv
+from tests.helpers.olv_cli import olv
 from tests.helpers.pgbouncer import PrivateBouncer, private_pgbouncer
 from tests.helpers.portal import portal_server, write_bob
 from tests.helpers.private_pg import PrivatePostgres, private_postgres
@@ -59,19 +60,6 @@ MARGIN = 2.0  # HTTP, client threads and two servers on a busy 2-core machine
 CONFIRMED = ("Confirmed", [])
 SYSU = ("Unconfirmed", ["SYSU"])
 PASSWORD = "Officer-Duty-Long-7"
-
-
-def olv(url: str, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "olv", *args],
-        env={**os.environ, "OLV_DATABASE_URL": url},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, f"olv {' '.join(args)}:\n{result.stderr}"
-    return result.stdout
 
 
 @dataclass

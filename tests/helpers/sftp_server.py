@@ -237,3 +237,14 @@ def sftp_server(
     with factory(account_root, workdir, force_command) as server:
         print(server.describe())
         yield server
+
+
+@contextmanager
+def intake_account_server(tmp: Path, account: str = "acme") -> Iterator[SftpServer]:
+    """An SFTP server for one intake account (``intake/ACCOUNT`` with an inbox and an outbox)."""
+    with intake_root(tmp) as base:
+        root = base / "intake" / account
+        for sub in ("inbox", "outbox"):
+            (root / sub).mkdir(parents=True)
+        with sftp_server(root, tmp / "ssh") as running:
+            yield running
