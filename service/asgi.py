@@ -9,7 +9,6 @@ loop (:mod:`service.db_deadline`), so that no database, however hung, holds a re
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -19,7 +18,7 @@ from olv import normalize
 from olv.config import Settings, get_settings
 from olv.serving import settle_gc
 from service import metrics, probes
-from service.soap_app import ARRIVED, SoapApplication
+from service.soap_app import ARRIVED, BODY, SoapApplication
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -65,47 +64,91 @@ class AsgiSoap:
         environ[ARRIVED] = arrived
         metrics.begin(environ)
         declared = environ.get("CONTENT_LENGTH", "")
-        body = bytearray()
         oversized = normalize.is_ascii_digits(declared) and int(declared) > cap
-        while not oversized:
+        body = b""
+        if not oversized:
             message = await receive()
-            body += message.get("body", b"")
-            if len(body) > cap:
-                oversized = True  # stop reading; the application answers 413
-            if not message.get("more_body", False):
-                break
+            body = message.get("body", b"")
+            if message.get("more_body", False):  # a body in pieces: gather them
+                gathered = bytearray(body)
+                while not oversized:
+                    message = await receive()
+                    gathered += message.get("body", b"")
+                    if len(gathered) > cap:
+                        oversized = True  # stop reading; the application answers 413
+                    if not message.get("more_body", False):
+                        break
+                body = bytes(gathered)
+            elif len(body) > cap:
+                oversized = True
         if oversized:
             environ["CONTENT_LENGTH"] = str(cap + 1)
-            body = bytearray()
+            body = b""
         else:
             environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input"] = io.BytesIO(bytes(body))
+        # The body as the application reads it (a WSGI stream only where Spyne needs one).
+        environ[BODY] = body
 
-        reply: dict[str, Any] = {}
+        reply: list[Any] = [500, []]
 
         def start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> None:
-            reply["status"] = int(status.split(" ", 1)[0])
-            reply["headers"] = [
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
-            ]
+            reply[0] = int(status[:3])
+            reply[1] = [(_header_name(k), v.encode("latin-1")) for k, v in headers]
 
         chunks = self.wsgi.admit(environ, start_response)
         if chunks is None:
             await self.wsgi.settle(environ)
             chunks = self.wsgi.respond(environ, start_response)
-        try:
-            payload = b"".join(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-        metrics.observe(environ, reply["status"], arrived)
-        await send(
-            {"type": "http.response.start", "status": reply["status"], "headers": reply["headers"]}
-        )
+        if type(chunks) is list:  # the application's own answers: nothing to close
+            payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        else:
+            try:
+                payload = b"".join(chunks)
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+        metrics.observe(environ, reply[0], arrived)
+        await send({"type": "http.response.start", "status": reply[0], "headers": reply[1]})
         await send({"type": "http.response.body", "body": payload})
+
+
+# Lower-case header names as bytes, by the name the application gives (few distinct names).
+_HEADER_NAMES: dict[str, bytes] = {}
+
+
+def _header_name(name: str) -> bytes:
+    encoded = _HEADER_NAMES.get(name)
+    if encoded is None:
+        encoded = name.lower().encode("latin-1")
+        if len(_HEADER_NAMES) < 64:
+            _HEADER_NAMES[name] = encoded
+    return encoded
+
+
+# The environ key of each request header name seen (None: a name with "_", dropped): header
+# names repeat from request to request, so each is translated once. Bounded, since a client
+# can send any names.
+_ENVIRON_KEYS: dict[bytes, str | None] = {}
+_ENVIRON_KEYS_LIMIT = 512
+
+
+def _environ_key(raw_name: bytes) -> str | None:
+    key = _ENVIRON_KEYS.get(raw_name)
+    if key is None and raw_name not in _ENVIRON_KEYS:
+        if b"_" in raw_name:
+            # X_API_Key would otherwise become HTTP_X_API_KEY like X-API-Key: drop such names,
+            # as nginx and Apache do, so only the hyphenated spelling can carry identity.
+            key = None
+        else:
+            name = raw_name.decode("latin-1").upper().replace("-", "_")
+            key = name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
+        if len(_ENVIRON_KEYS) >= _ENVIRON_KEYS_LIMIT:
+            _ENVIRON_KEYS.clear()
+        _ENVIRON_KEYS[raw_name] = key
+    return key
 
 
 def _environ(scope: Scope) -> dict[str, Any]:
@@ -121,24 +164,20 @@ def _environ(scope: Scope) -> dict[str, Any]:
         "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
         "REMOTE_ADDR": client[0],
         "wsgi.url_scheme": scope.get("scheme", "http"),
-        "wsgi.errors": io.StringIO(),
         "wsgi.multithread": False,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
         "wsgi.version": (1, 0),
     }
     for raw_name, raw_value in scope.get("headers", []):
-        if b"_" in raw_name:
-            # X_API_Key would otherwise become HTTP_X_API_KEY like X-API-Key: drop such names,
-            # as nginx and Apache do, so only the hyphenated spelling can carry identity.
+        key = _environ_key(raw_name)
+        if key is None:
             continue
-        name = raw_name.decode("latin-1").upper().replace("-", "_")
         value = raw_value.decode("latin-1")
-        if name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            environ[name] = value
+        if key in environ and key.startswith("HTTP_"):
+            environ[key] = f"{environ[key]},{value}"
         else:
-            key = f"HTTP_{name}"
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
+            environ[key] = value
     return environ
 
 

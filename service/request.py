@@ -20,7 +20,6 @@ from olv.iicmva import IICMVA, q
 from service.versions import SPECS, V0510
 
 _IICMVA_PREFIX = f"{{{IICMVA}}}"
-_IICMVA_ANY = f"{{{IICMVA}}}*"  # every element of the namespace (lxml's tag wildcard)
 _POLICY_INFO = (q("Detail"), q("PolicyInformation"))
 _ORG = (*_POLICY_INFO, q("OrganizationDetails"))
 _POLICY = (*_POLICY_INFO, q("PolicyDetails"))
@@ -94,15 +93,35 @@ _ORDER = {
 _PLACEHOLDERS = {"naic": "00000", "key": "KEY", "date": "2000-01-01T00:00:00", "vin": "VIN"}
 
 
+# The local names anything reads from a request's elements (the query, the version's
+# detection, the answer's echo): asking lxml for these only keeps the walk in C.
+_READ_NAMES = (
+    "NAIC",
+    "PolicyKey",
+    "UniqueKey",
+    "VerificationDate",
+    "PolicyState",
+    "VIN",
+    "Make",
+    "Model",
+    "Year",
+    "ReasonCode",
+    "RequestorInformation",
+    "VehicleInformation",
+)
+_READ_TAGS = tuple(q(name) for name in _READ_NAMES)
+
+
 def elements(request: etree._Element) -> dict[str, etree._Element]:
-    """First element of each IICMVA local name, in one pass over the (small) request.
+    """First element of each local name that is read (:data:`_READ_NAMES`), in one pass over
+    the (small) request.
 
     The names the decision needs occur once each in a valid request; a misplaced duplicate
     makes the request schema-invalid, and so IDF, before any value read here is used.
     """
     found: dict[str, etree._Element] = {}
     prefix_length = len(_IICMVA_PREFIX)
-    for node in request.iter(_IICMVA_ANY):
+    for node in request.iter(*_READ_TAGS):
         found.setdefault(node.tag[prefix_length:], node)
     return found
 

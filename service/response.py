@@ -123,7 +123,8 @@ def _plain_requestor(requestor: etree._Element, prefix: str, raw: bytes, env_ns:
     if not text.startswith(name) or not _DECLARATIONS.fullmatch(declarations) or '="' in inner:
         return None  # an attribute (lxml writes each as name="value")
     # Any other prefix is bound to the SOAP or XSI namespace: an element of another namespace.
-    if _PREFIXED.search(
+    # A prefix needs a ":", which the usual requestor block does not hold at all.
+    if ":" in inner and _PREFIXED.search(
         inner.replace(f"<{mine}", "<").replace(f"</{mine}", "</") if mine else inner
     ):
         return None
@@ -186,42 +187,59 @@ class Response:
     def _render(self, p: str, declaration: str, requestor: str) -> str:
         version = self.version
         spec = SPECS[version]
-        found = self.found
-
-        def value(name: str) -> str | None:
-            node = found.get(name)
-            return None if node is None else (node.text or "")
-
-        def element(name: str, text: str) -> str:
-            return f"<{p}{name}>{_value_text(text)}</{p}{name}>"
-
+        get = self.found.get
+        date_node = get("VerificationDate")
+        written_date = _safe_date(None if date_node is None else (date_node.text or ""))
         root = p + spec.response_root
+        key = spec.key_element
         parts = [
             f"<{root}{declaration}{_publication_text(self.request, version)}>",
             requestor,
             _status_text(p, version, self.reason_codes),
-            element("NAIC", _safe("NAIC", value("NAIC"))),
-            f"</{p}OrganizationDetails><{p}PolicyDetails>",
-            element("VerificationDate", _safe_date(value("VerificationDate"))),
+            _field(p, "NAIC", get("NAIC")),
+            f"</{p}OrganizationDetails><{p}PolicyDetails><{p}VerificationDate>"
+            f"{_value_text(written_date)}</{p}VerificationDate>",
+            _field(p, key, get(key)),
+            _field(p, "PolicyState", get("PolicyState")),
+            f"</{p}PolicyDetails></{p}PolicyInformation>",
         ]
-        for name in (spec.key_element, "PolicyState"):
-            parts.append(element(name, _safe(name, value(name))))
-        parts.append(f"</{p}PolicyDetails></{p}PolicyInformation>")
-        if "VehicleInformation" in found:
-            parts.append(
-                f"<{p}VehicleInformation><{p}VehicleDetails>"
-                + element("VIN", _safe("VIN", value("VIN")))
-            )
+        if get("VehicleInformation") is not None:
+            parts.append(f"<{p}VehicleInformation><{p}VehicleDetails>")
+            parts.append(_field(p, "VIN", get("VIN")))
             for name in ("Make", "Model", "Year"):
-                text = value(name)
-                if text is not None and not normalize.is_blank(text):
-                    parts.append(element(name, _safe(name, text)))
+                node = get(name)
+                if node is not None and not normalize.is_blank(node.text or ""):
+                    parts.append(_field(p, name, node))
                 elif version == V0510:
                     # The 00200510 standard requires the three in a response's vehicle block.
-                    parts.append(element(name, PLACEHOLDERS[name]))
+                    parts.append(f"<{p}{name}>{PLACEHOLDERS[name]}</{p}{name}>")
             parts.append(f"</{p}VehicleDetails></{p}VehicleInformation>")
         parts.append(f"</{p}Detail></{root}>")
         return "".join(parts)
+
+
+# A value written as received: nothing to escape, nothing a collapsing schema type would trim.
+_TOKEN = re.compile(r"[^\s&<>]+")
+# Elements whose value passes as written when it is such a token of a length the schema takes.
+_TOKEN_LENGTHS = {
+    name: (_MIN_LENGTH.get(name, 1), _MAX_LENGTH[name])
+    for name in ("NAIC", "PolicyKey", "UniqueKey", "VIN", "Make", "Model")
+}
+
+
+def _field(p: str, name: str, node: etree._Element | None) -> str:
+    """Element ``name`` of the answer, its value echoed from ``node`` (a placeholder where
+    the schema would not take the value)."""
+    if node is None:
+        text = PLACEHOLDERS[name]
+    else:
+        value = node.text or ""
+        bounds = _TOKEN_LENGTHS.get(name)
+        if bounds is not None and bounds[0] <= len(value) <= bounds[1] and _TOKEN.fullmatch(value):
+            text = value  # what _safe and _value_text give for it, without their work
+        else:
+            text = _value_text(_safe(name, value))
+    return f"<{p}{name}>{text}</{p}{name}>"
 
 
 # Fragments that repeat from answer to answer, written once each: few distinct keys (prefix,

@@ -46,9 +46,11 @@ StartResponse = Callable[..., Any]
 _OUT = "olv.response"
 _ENVELOPE = "olv.envelope"
 _RAW = "olv.raw"
+_SOAP12 = "olv.soap12"  # whether the envelope is SOAP 1.2's
 _FIRST = "olv.first"  # the Body's first element, found by settle (None: an empty Body)
 SETTLED = "olv.settled"  # the settled decision (read by service.metrics too)
 ARRIVED = "olv.arrived"  # set by the server: when the request arrived (time.monotonic())
+BODY = "olv.body"  # set by the ASGI server: the body as received (else read from wsgi.input)
 # A DNS name or IPv4 address, or a bracketed IPv6 address, with an optional port.
 _REQUEST_TAG = f"{{{IICMVA}}}CoverageRequest"
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -307,8 +309,8 @@ class SoapApplication:
             envelope = xmlsafe.parse(raw)
         except xmlsafe.UnsafeXMLError as exc:
             return _send_fault(start_response, soap12_hint, "Client", f"bad request: {exc}")
-        ns = etree.QName(envelope).namespace
-        if etree.QName(envelope).localname != "Envelope" or ns not in (SOAP11_ENV, SOAP12_ENV):
+        ns, local = _split_tag(envelope.tag)
+        if local != "Envelope" or ns not in (SOAP11_ENV, SOAP12_ENV):
             # SPEC §1: input that is not a CoverageRequest in a SOAP envelope is the client's
             # fault, whatever the root; VersionMismatch stays for a real envelope of the wrong
             # SOAP version on an endpoint that serves only the other one.
@@ -324,6 +326,7 @@ class SoapApplication:
 
         environ[_RAW] = raw
         environ[_ENVELOPE] = envelope
+        environ[_SOAP12] = soap12
         environ["olv.verifier"] = self.verifier
         environ["olv.endpoint"] = endpoint_version
         environ["olv.requester"] = self._identify(environ)
@@ -352,7 +355,7 @@ class SoapApplication:
         else:
             request = _coverage_request(envelope)
         if request is not None:
-            soap12 = etree.QName(envelope).namespace == SOAP12_ENV
+            soap12 = environ[_SOAP12]
             try:
                 payload = self._answer_directly(environ, request, soap12)
             except Exception:  # noqa: BLE001 - Spyne's own path answers it, with its fault
@@ -398,6 +401,14 @@ class SoapApplication:
             return _send_fault(start_response, soap12, "Server", "internal error")
 
 
+def _split_tag(tag: str) -> tuple[str | None, str]:
+    """Namespace and local name of an element's ``{namespace}local`` tag."""
+    if tag[:1] == "{":
+        ns, _, local = tag[1:].partition("}")
+        return ns, local
+    return None, tag
+
+
 def _send_fault(start_response: StartResponse, soap12: bool, code: str, reason: str) -> list[bytes]:
     if soap12 and code == "Client":
         code = "Sender"
@@ -414,7 +425,9 @@ def _read_body(environ: dict[str, Any], cap: int) -> bytes | str:
             return "bad Content-Length\n"
         if length > cap:
             return f"request body over the {cap}-byte limit\n"
-    data = environ["wsgi.input"].read(cap + 1)
+    data = environ.get(BODY)
+    if data is None:
+        data = environ["wsgi.input"].read(cap + 1)
     if len(data) > cap:
         return f"request body over the {cap}-byte limit\n"
     return data

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from olv.db import interrupt, is_sqlite, statement_timeout_ms
 from olv.logging import describe_exception
 from olv.read_replica import ReadReplica
+from service import pg_prepared
 from service.coverage import Period, PolicyView, StoreUnavailable
 
 _POLICY_SQL = (
@@ -41,6 +42,22 @@ _VIN_SQL = (
 )
 _SERVES_SQL = "SELECT 1 FROM policy WHERE naic = ? LIMIT 1"
 _PING_SQL = "SELECT 1"
+_INT, _TEXT, _BOOL, _DATE = (
+    pg_prepared.INTEGER,
+    pg_prepared.TEXT,
+    pg_prepared.BOOLEAN,
+    pg_prepared.DATE,
+)
+# The same reads as PostgreSQL prepared statements, with a reader per column.
+_PREPARED = {
+    sql: pg_prepared.statement(name, sql, columns)
+    for name, sql, columns in (
+        ("policy", _POLICY_SQL, (_INT, _TEXT, _BOOL, _TEXT, _DATE, _DATE, _DATE)),
+        ("vin", _VIN_SQL, (_INT, _TEXT, _DATE, _DATE, _DATE)),
+        ("serves", _SERVES_SQL, (_INT,)),
+        ("ping", _PING_SQL, (_INT,)),
+    )
+}
 # A database that answers but refuses our statements (a damaged schema, a corrupt row) needs
 # an operator; a lost connection is retried by the next request. While failures last they are
 # logged at most this often, so a broken table cannot flood the log at thousands of requests
@@ -74,6 +91,8 @@ class SqlPolicyStore:
         self.replica = replica
         self.cache_seconds = cache_seconds
         self._marker = "?" if is_sqlite(str(engine.url)) else "%s"
+        self._postgres = self._marker != "?"
+        self._prepared: dict[int, set[bytes]] = {}  # per thread: what its connection holds
         # Each thread's connection, by thread id, so that another thread can cut a call
         # (interrupt) or open a connection for a thread that must not wait for one (the
         # event loop's: see service.db_deadline). Entries leave under the lock before their
@@ -164,6 +183,7 @@ class SqlPolicyStore:
 
     def _keep(self, tid: int, conn: Any, replica: bool) -> None:
         self._conns[tid] = conn
+        self._prepared[tid] = set()
         if replica:
             self._on_replica.add(tid)
 
@@ -186,24 +206,27 @@ class SqlPolicyStore:
         return conn
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        statement = sql if self._marker == "?" else sql.replace("?", self._marker)
         try:
-            return self._run(statement, params)
+            return self._run(sql, params)
         except _ReplicaFailed:
-            return self._run(statement, params)  # the standby is now left out: the primary
+            return self._run(sql, params)  # the standby is now left out: the primary
 
-    def _run(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _run(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         tid = threading.get_ident()
         try:
             conn = self._connection()
             timeout_ms = statement_timeout_ms(conn)
+            rows: list[tuple[Any, ...]]
             if timeout_ms is None and tid not in self._on_replica:
-                # Straight on the driver's connection (both drivers' execute opens a cursor
-                # that goes with its last reference, right after the fetch).
-                rows: list[tuple[Any, ...]] = conn.dbapi_connection.execute(
-                    statement, params
-                ).fetchall()
+                if self._postgres:
+                    prepared = self._prepared.setdefault(tid, set())
+                    rows = pg_prepared.run(conn.dbapi_connection, prepared, _PREPARED[sql], params)
+                else:
+                    # Straight on the driver's connection (its execute opens a cursor that
+                    # goes with its last reference, right after the fetch).
+                    rows = conn.dbapi_connection.execute(sql, params).fetchall()
             else:
+                statement = sql.replace("?", self._marker)
                 rows = self._through_cursor(conn, statement, params, timeout_ms, tid)
             self.answered_at = time.monotonic()
             if self._lost_since is not None:
@@ -291,6 +314,7 @@ class SqlPolicyStore:
         with self._lock:
             conn = self._conns.pop(tid, None)
             self._on_replica.discard(tid)
+            self._prepared.pop(tid, None)
         if conn is not None:
             invalidate: Callable[[], None] = conn.invalidate
             try:

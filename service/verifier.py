@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from functools import partial
 
 from lxml import etree
@@ -42,6 +43,7 @@ ENDPOINTS: dict[str, str | None] = {
     "/iicmva": None,  # auto-detect by the request's shape
 }
 _SYSU = Decision((Code.SYSU,))
+_WINDOW_RECHECK_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ class Verifier:
         self.schemas = {v: xsd.load_schema(v) for v in SPECS}
         self.naics = frozenset(settings.naics) or None
         self._today: Window | None = None
+        self._window_until = 0.0  # time.monotonic() until which _today is still today
 
     def close(self) -> None:
         self.audit.close()
@@ -164,11 +167,19 @@ class Verifier:
         return body
 
     def _window(self) -> Window:
-        today = datetime.now(self.settings.zone).date()
+        """Today's window, built once a day; the clock is read again only after the time its
+        day has left in the service's zone has passed (a minute at most, for clock changes)."""
         window = self._today
-        if window is None or window.today != today:  # built once a day
+        if window is not None and time.monotonic() < self._window_until:
+            return window
+        now = datetime.now(self.settings.zone)
+        today = now.date()
+        if window is None or window.today != today:
             window = Window(today, self.settings.verify_past_days, self.settings.verify_future_days)
             self._today = window
+        midnight = datetime.combine(today + timedelta(days=1), dt_time(), now.tzinfo)
+        left = (midnight - now).total_seconds()
+        self._window_until = time.monotonic() + min(max(left, 0.0), _WINDOW_RECHECK_SECONDS)
         return window
 
     def _audit(

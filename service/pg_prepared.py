@@ -1,0 +1,107 @@
+"""The policy store's reads on PostgreSQL as libpq prepared statements (``psycopg.pq``).
+
+psycopg's cursor (its Python-level execute, adaptation and row making) took about three times
+the client CPU of the read itself: 30 µs against 9 µs for ``PGconn.exec_prepared`` on the same
+query, and a verification makes one or two. The store's few statements are fixed, so each is
+prepared once per connection and its text-format values are turned into Python values here.
+libpq releases the GIL while it waits, and a socket shut down by
+:func:`olv.db.interrupt` ends the call with an error, so the deadline gate works as before.
+
+Only for a session that holds prepared statements: behind a transaction pooler
+(``?pool_mode=transaction``) the store keeps psycopg's own one-message path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+Value = Callable[[bytes], Any]
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode()
+
+
+def _boolean(raw: bytes) -> bool:
+    return raw == b"t"
+
+
+INTEGER: Value = int
+TEXT: Value = _text
+BOOLEAN: Value = _boolean
+DATE: Value = _text  # ISO text, as SQLite keeps dates: the store reads both the same way
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One read: its name on the connection, its text with ``$n`` markers, a reader per column."""
+
+    name: bytes
+    text: bytes
+    columns: tuple[Value, ...]
+
+
+def statement(name: str, sql: str, columns: Sequence[Value]) -> Statement:
+    """``sql`` written with ``?`` markers (the store's SQLite form)."""
+    parts = sql.split("?")
+    text = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], start=1))
+    return Statement(f"olv_{name}".encode(), text.encode(), tuple(columns))
+
+
+def run(
+    driver: psycopg.Connection[Any], prepared: set[bytes], read: Statement, params: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """The rows of ``read`` on ``driver``; ``prepared``: the names this connection holds."""
+    pgconn = driver.pgconn
+    values = [p.encode() for p in params]
+    if read.name not in prepared:
+        _prepare(pgconn, read)
+        prepared.add(read.name)
+    result = pgconn.exec_prepared(read.name, values)
+    if result.status == pq.ExecStatus.TUPLES_OK:
+        return _rows(result, read.columns)
+    if result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":
+        # The session lost its prepared statements (DISCARD ALL by a pooler): prepare again.
+        _prepare(pgconn, read)
+        result = pgconn.exec_prepared(read.name, values)
+        if result.status == pq.ExecStatus.TUPLES_OK:
+            return _rows(result, read.columns)
+    raise _error(result, pgconn)
+
+
+def _prepare(pgconn: pq.abc.PGconn, read: Statement) -> None:
+    result = pgconn.prepare(read.name, read.text)
+    if result.status == pq.ExecStatus.COMMAND_OK:
+        return
+    if result.error_field(pq.DiagnosticField.SQLSTATE) == b"42P05":
+        return  # prepared already on this session (by an earlier call that lost its answer)
+    raise _error(result, pgconn)
+
+
+def _rows(result: pq.abc.PGresult, columns: tuple[Value, ...]) -> list[tuple[Any, ...]]:
+    get = result.get_value
+    return [
+        tuple(
+            None if (raw := get(row, col)) is None else read(raw)
+            for col, read in enumerate(columns)
+        )
+        for row in range(result.ntuples)
+    ]
+
+
+def _error(result: pq.abc.PGresult, pgconn: pq.abc.PGconn) -> psycopg.Error:
+    """The driver's own exception class for the failure, so that the store tells a lost
+    connection from a refused statement by SQLSTATE exactly as it does for psycopg's."""
+    message = (result.error_message or pgconn.error_message).decode(errors="replace").strip()
+    sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+    if sqlstate:
+        try:
+            return psycopg.errors.lookup(sqlstate.decode())(message)
+        except KeyError:
+            pass
+    return psycopg.OperationalError(message or "the database gave no answer")
