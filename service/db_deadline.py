@@ -31,11 +31,14 @@ late was itself starved or stopped (a SIGSTOPped worker), which says nothing of 
 Before the watchdog's first look at a call only its age is known; it counts, up to one
 interval, so a hung database is still cut 50-75 ms into the call, as with wall time. And a
 call is cut only while its thread is blocked at that moment and not on a lock of the process
-(the GIL, whose holder may be the one waiting for a CPU). Rejected: the watchdog's lateness
-alone (a starved loop thread beside a punctual watchdog was still cut), the thread's CPU
-clock alone (blind to run-queue waits, the common case) and the thread's state alone (a
-sample; a starved loop caught in a short wait on the database would be cut). A stopped or
-unreachable database leaves the thread blocked in the kernel: it is cut as before.
+(the GIL, whose holder may be the one waiting for a CPU). Not chosen, each alone: the
+watchdog's lateness (a punctual watchdog beside a descheduled loop thread still cuts), the
+thread's CPU clock (blind to run-queue waits, the common case on a loaded machine) and the
+thread's state (one sample: a starved loop caught in a short wait on the database is cut).
+A stopped or unreachable database leaves the thread blocked in the kernel: it is cut as
+before. What still counts as blocked is a PostgreSQL backend that waits for a CPU while the
+loop waits on its socket: from here that is a slow database (a 32-client bench beside two
+CPU hogs, load 15 on 2 cores, logged 2 cuts of 51-60 ms where wall time had logged 17).
 
 **Breaker.** After a call outlived its request the database is taken as hung: new requests
 answer SYSU at once instead of piling up, except one trial request at a time, at most every
