@@ -15,7 +15,30 @@ of two threads; a verification is ~500 µs in all). So a call runs in one of two
   loop blocks on it for at most :data:`BLOCKING_SLICE` (blocked, it hands the GIL over at
   once; awaited, the thread would wait for a busy loop's GIL), then awaits it without
   blocking, until the request's deadline. A call that outlives its request is cut. A quick
-  answer from a pool thread brings the inline way back.
+  answer from a pool thread brings the inline way back, and so does time: after a cut the
+  inline way is tried again after :data:`INLINE_RETRY` (a quarter second, doubling up to 8 s
+  while each try is cut again soon), so that a worker is never pinned to the pool by slow
+  pool answers on a starved machine, and a slow database costs one cut per while at most.
+
+**What the watchdog counts.** Not wall time: on a loaded machine (2 cores, load 5-15) the
+loop's thread is merely descheduled for more than 50 ms in the middle of a quick read, and a
+cut then reopened the PostgreSQL connection and moved the worker to the pool (a bench logged
+one every 25 ms). It counts the time the loop's thread was *blocked*: wall time less the time
+it ran or waited on a run queue (:mod:`service.thread_activity`, Linux's per-thread
+``schedstat``), sampled by the watchdog on each of its wake-ups, so the fast path stores two
+attributes and nothing more. Per wake-up at most one interval counts: a watchdog that woke
+late was itself starved or stopped (a SIGSTOPped worker), which says nothing of the database.
+Before the watchdog's first look at a call only its age is known; it counts, up to one
+interval, so a hung database is still cut 50-75 ms into the call, as with wall time. And a
+call is cut only while its thread is blocked at that moment and not on a lock of the process
+(the GIL, whose holder may be the one waiting for a CPU). Not chosen, each alone: the
+watchdog's lateness (a punctual watchdog beside a descheduled loop thread still cuts), the
+thread's CPU clock (blind to run-queue waits, the common case on a loaded machine) and the
+thread's state (one sample: a starved loop caught in a short wait on the database is cut).
+A stopped or unreachable database leaves the thread blocked in the kernel: it is cut as
+before. What still counts as blocked is a PostgreSQL backend that waits for a CPU while the
+loop waits on its socket: from here that is a slow database (a 32-client bench beside two
+CPU hogs, load 15 on 2 cores, logged 2 cuts of 51-60 ms where wall time had logged 17).
 
 **Breaker.** After a call outlived its request the database is taken as hung: new requests
 answer SYSU at once instead of piling up, except one trial request at a time, at most every
@@ -38,6 +61,7 @@ from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 from service.coverage import StoreUnavailable
+from service.thread_activity import ThreadActivity
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +69,8 @@ T = TypeVar("T")
 
 THREADS = 4  # per worker process; more only helps while the database is slow, not hung
 INLINE_LIMIT = 0.05  # seconds an inline call may block the event loop before it is cut
+TICK = INLINE_LIMIT / 2  # the watchdog's polling interval
+INLINE_RETRY = (0.25, 8.0)  # after a cut, the inline way is tried again after (first, at most)
 BLOCKING_SLICE = 0.025  # seconds the loop waits blocked for a pool call before awaiting it
 RETRY_SECONDS = 1.0  # while the breaker is open, one trial request per this interval
 _REOPEN_SECONDS = 0.5  # at most one attempt per this interval to open the inline connection
@@ -65,7 +91,9 @@ class Connections(Protocol):
 
 
 class _Job(Generic[T]):
-    __slots__ = ("done", "error", "fn", "notify", "state", "submitted", "thread", "value")
+    __slots__ = (
+        "blocked", "done", "error", "fn", "notify", "state", "submitted", "thread", "value",
+    )  # fmt: skip
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self.fn = fn
@@ -76,6 +104,7 @@ class _Job(Generic[T]):
         self.thread = 0
         self.value: T | None = None
         self.error: Exception | None = None
+        self.blocked = 0.0  # seconds the thread that ran it spent blocked (not on a CPU)
         self.notify: Callable[[], object] | None = None
 
     def outcome(self) -> T:
@@ -96,7 +125,10 @@ class DeadlineGate:
         self._trial: _Job[Any] | None = None
         self._stalled = 0  # requests awaiting a pool call past the slice (event loop only)
         self._loop_thread = 0  # the event loop's thread, once known
+        self._loop_activity: ThreadActivity | None = None
         self._inline = True
+        self._inline_retry_at = 0.0  # off the inline way: when it is tried again regardless
+        self._inline_backoff = INLINE_RETRY[0]
         self._reopen_at = 0.0
         self._watched: tuple[int, float] | None = None  # (thread, cut after) of the inline call
         self._stopped = threading.Event()
@@ -122,11 +154,12 @@ class DeadlineGate:
         me = threading.get_ident()
         if me != self._loop_thread:
             self._loop_thread = me
+            self._loop_activity = ThreadActivity(threading.get_native_id(), me)
             self._db.reserve(me, INLINE_LIMIT)
-        if self._inline and not self._tripped:
+        if (self._inline or self._inline_again()) and not self._tripped:
             conn = self._db.connection_of(me)
             if conn is not None:
-                self._watched = (me, time.monotonic() + INLINE_LIMIT)
+                self._watched = (me, time.monotonic())
                 try:
                     value = fn()
                 finally:
@@ -135,7 +168,7 @@ class DeadlineGate:
                     return value
                 # Cut, or its connection failed: the answer may be SYSU for no good reason.
                 # Ask again on a pool thread; stay there until the database looks healthy.
-                self._inline = False
+                self._leave_inline()
             else:
                 self._open_inline_connection(me)
         return await self._on_pool(fn, due)
@@ -183,9 +216,28 @@ class DeadlineGate:
         return self._quick(job, started)
 
     def _quick(self, job: _Job[T], started: float) -> T:
-        if time.monotonic() - started < INLINE_LIMIT / 2:
+        # The time the pool thread was blocked, not the wall time: on a loaded machine the
+        # wake-ups of the thread and of the loop alone take longer than INLINE_LIMIT / 2.
+        if job.blocked < INLINE_LIMIT / 2 and job.error is None:
             self._inline = True
         return self._finish(job)
+
+    def _leave_inline(self) -> None:
+        """Off the inline way, until a quick answer or a while, longer after each cut that
+        follows soon after a return (a slow database costs one cut per while at most)."""
+        now = time.monotonic()
+        if now < self._inline_retry_at + self._inline_backoff:
+            self._inline_backoff = min(self._inline_backoff * 2, INLINE_RETRY[1])
+        else:
+            self._inline_backoff = INLINE_RETRY[0]
+        self._inline = False
+        self._inline_retry_at = now + self._inline_backoff
+
+    def _inline_again(self) -> bool:
+        if time.monotonic() < self._inline_retry_at:
+            return False
+        self._inline = True
+        return True
 
     def _open_inline_connection(self, thread_id: int) -> None:
         now = time.monotonic()
@@ -233,7 +285,7 @@ class DeadlineGate:
                 if not self._tripped:
                     log.error("database call outlived its request; answering SYSU meanwhile")
                 self._tripped = True
-                self._inline = False
+                self._leave_inline()
                 self._retry_at = time.monotonic() + RETRY_SECONDS
                 if self._trial is job:
                     self._trial = None
@@ -241,20 +293,24 @@ class DeadlineGate:
         return self._finish(job)  # it finished in the meantime: take the answer
 
     def _work(self) -> None:
+        me = ThreadActivity.of_current()
         while True:
             job = self._jobs.get()
             if job is None:
                 self._db.discard()
+                me.close()
                 return
             with self._lock:
                 if job.state == _ABANDONED:
                     continue
                 job.state = _RUNNING
                 job.thread = threading.get_ident()
+            started, active = time.monotonic(), me.active()
             try:
                 job.value = job.fn()
             except Exception as exc:  # noqa: BLE001 - handed to the waiter, which re-raises it
                 job.error = exc
+            job.blocked = time.monotonic() - started - (me.active() - active)
             with self._lock:
                 was_cut = job.state == _CUT
                 job.state = _FINISHED
@@ -266,18 +322,51 @@ class DeadlineGate:
                 notify()
 
     def _watch(self) -> None:
-        """Cut an inline call that has blocked the event loop for too long.
+        """Cut an inline call that has been blocked, the event loop with it, for too long.
 
         Polling (a few dozen wake-ups a second) rather than arming a timer per call: arming
         would cost the fast path a thread wake-up, which is what inline calls avoid.
         """
-        while not self._stopped.wait(INLINE_LIMIT / 2):
-            watched = self._watched
-            # Checked twice: a later call may have started meanwhile (a cut that still lands
+        watch = _Watch()
+        while not self._stopped.wait(TICK):
+            watched, activity = self._watched, self._loop_activity
+            if watched is None or activity is None or not watch.overdue(watched, activity):
+                continue
+            # Checked again: a later call may have started meanwhile (a cut that still lands
             # on it only sends that call to a pool thread too).
-            if watched and time.monotonic() > watched[1] and self._watched is watched:
-                log.warning("database call blocked the event loop; cut, asked on a thread")
+            if self._watched is watched:
+                log.warning(
+                    "database call blocked the event loop; cut, asked on a thread",
+                    extra={"blocked_ms": round(watch.charged * 1000)},
+                )
                 self._db.interrupt(watched[0])
+
+
+class _Watch:
+    """The watchdog's account of the inline call it watches: the time that call has spent
+    blocked, which alone counts towards :data:`INLINE_LIMIT` (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.call: tuple[int, float] | None = None
+        self.charged = 0.0
+        self._at = 0.0
+        self._active = 0.0
+
+    def overdue(self, call: tuple[int, float], activity: ThreadActivity) -> bool:
+        now = time.monotonic()
+        active = activity.active()
+        if call is not self.call:
+            # Before this first look nothing is known of the call but its age; it counts, up
+            # to one interval (longer only if this thread woke late: then all were starved).
+            self.call, self.charged = call, min(now - call[1], TICK)
+        else:
+            # Wall time less the time the loop's thread ran or waited for a CPU; never more
+            # than one interval: this thread overslept only if the whole process was stopped
+            # or starved.
+            blocked = min(now - self._at, TICK) - (active - self._active)
+            self.charged += max(0.0, blocked)
+        self._at, self._active = now, active
+        return self.charged >= INLINE_LIMIT and activity.blocked_on_io()
 
 
 def _wake(future: asyncio.Future[None]) -> None:
