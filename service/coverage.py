@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from olv import normalize
 from olv.coverage_dates import covered_on
@@ -23,8 +23,10 @@ class StoreUnavailable(OlvError):
     """The policy store cannot answer (database down, timed out)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Period:
+class Period(NamedTuple):
+    """One coverage row of a policy (a tuple: one or more are made per verification, and a
+    frozen dataclass cost several times as much to build)."""
+
     policy_id: int
     vin: str | None
     effective: date
@@ -35,8 +37,7 @@ class Period:
         return covered_on(day, self.effective, self.expiration, self.cancellation)
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyView:
+class PolicyView(NamedTuple):
     id: int
     policy_type: str
     pending_review: bool

@@ -93,6 +93,9 @@ class SqlPolicyStore:
         self._marker = "?" if is_sqlite(str(engine.url)) else "%s"
         self._postgres = self._marker != "?"
         self._prepared: dict[int, set[bytes]] = {}  # per thread: what its connection holds
+        # Per thread, its driver connection while nothing needs deciding per query (no
+        # standby to choose, no timeout to send with the statement): the path of most reads.
+        self._direct: dict[int, Any] = {}
         # Each thread's connection, by thread id, so that another thread can cut a call
         # (interrupt) or open a connection for a thread that must not wait for one (the
         # event loop's: see service.db_deadline). Entries leave under the lock before their
@@ -186,6 +189,8 @@ class SqlPolicyStore:
         self._prepared[tid] = set()
         if replica:
             self._on_replica.add(tid)
+        elif self.replica is None and statement_timeout_ms(conn) is None:
+            self._direct[tid] = conn.dbapi_connection
 
     def _open_either(self, replica: bool) -> tuple[Any, bool]:
         """A connection to the standby when asked and it connects, else to the primary."""
@@ -214,17 +219,21 @@ class SqlPolicyStore:
     def _run(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         tid = threading.get_ident()
         try:
-            conn = self._connection()
-            timeout_ms = statement_timeout_ms(conn)
+            driver = self._direct.get(tid)
+            if driver is None:
+                conn = self._connection()
+                timeout_ms = statement_timeout_ms(conn)
+                if timeout_ms is None and tid not in self._on_replica:
+                    driver = conn.dbapi_connection
             rows: list[tuple[Any, ...]]
-            if timeout_ms is None and tid not in self._on_replica:
+            if driver is not None:
                 if self._postgres:
                     prepared = self._prepared.setdefault(tid, set())
-                    rows = pg_prepared.run(conn.dbapi_connection, prepared, _PREPARED[sql], params)
+                    rows = pg_prepared.run(driver, prepared, _PREPARED[sql], params)
                 else:
                     # Straight on the driver's connection (its execute opens a cursor that
                     # goes with its last reference, right after the fetch).
-                    rows = conn.dbapi_connection.execute(sql, params).fetchall()
+                    rows = driver.execute(sql, params).fetchall()
             else:
                 statement = sql.replace("?", self._marker)
                 rows = self._through_cursor(conn, statement, params, timeout_ms, tid)
@@ -313,6 +322,7 @@ class SqlPolicyStore:
     def _drop(self, tid: int) -> None:
         with self._lock:
             conn = self._conns.pop(tid, None)
+            self._direct.pop(tid, None)
             self._on_replica.discard(tid)
             self._prepared.pop(tid, None)
         if conn is not None:
@@ -367,6 +377,7 @@ class SqlPolicyStore:
                 for t in {threading.get_ident(), *self._no_connect}
                 if t in self._conns
             ]
+            self._direct.clear()  # the others' are cut below: their next read fails anyway
             for other in self._conns.values():
                 interrupt(other.driver_connection)
         for conn in mine:
