@@ -288,17 +288,29 @@ class Router:
     ) -> Target | None:
         """Ask every target at once; the first Confirmed wins and the rest are cancelled.
         A batch item's calls use the batches' share of each insurer's slots."""
-        tasks: dict[asyncio.Task[CallResult], Target] = {}
-        for target in targets:
-            ask = Ask(
-                naic=target.insurer.naic,
-                policy_key=target.policy_key,
-                vin=plan.vin,
-                day=question.day,
-                reason=question.reason,
-                state=plan.state or self.portal.state,
-                requestor=self.portal.requestor,
+        asks = [
+            (
+                target,
+                Ask(
+                    naic=target.insurer.naic,
+                    policy_key=target.policy_key,
+                    vin=plan.vin,
+                    day=question.day,
+                    reason=question.reason,
+                    state=plan.state or self.portal.state,
+                    requestor=self.portal.requestor,
+                ),
             )
+            for target in targets
+        ]
+        if len(asks) == 1:  # the usual case: one insurer on file, nothing to race or cancel
+            target, ask = asks[0]
+            timeout = deadline - time.monotonic()
+            call = judged(await self.client.verify(target.insurer, ask, timeout, batch=batch))
+            calls.append(call)
+            return target if usable(call) and confirmed(call) else None
+        tasks: dict[asyncio.Task[CallResult], Target] = {}
+        for target, ask in asks:
             timeout = deadline - time.monotonic()
             task = asyncio.ensure_future(
                 self.client.verify(target.insurer, ask, timeout, batch=batch)
