@@ -6,7 +6,7 @@ Only rows of the generation that ``bob_current`` points at are current (see
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -92,6 +92,13 @@ class CurrentByVin:
 
     def __init__(self, dialect: Dialect) -> None:
         self._read = CompiledRead(_BY_ONE_VIN, dialect)
+        self.sql = self._read.sql  # its one parameter is ``vin``
+        self.width = len(_BY_ONE_VIN.selected_columns)
+
+    def records(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        """The records from rows of :attr:`sql`'s columns, read by the caller (a statement
+        that embeds it)."""
+        return _jsonable_rows(self._read.dicts(rows))
 
     def __call__(self, cursor: Any, vin: str) -> list[dict[str, Any]]:
         return _jsonable_rows(self._read.rows(cursor, vin=vin))

@@ -225,17 +225,18 @@ class CompiledRead:
 
     def rows(self, cursor: Any, **values: Any) -> list[dict[str, Any]]:
         cursor.execute(self.sql, self._params(values))
-        return self._dicts(cursor.fetchall())
+        return self.dicts(cursor.fetchall())
 
     async def arows(self, cursor: Any, **values: Any) -> list[dict[str, Any]]:
         """The same on an asyncio driver's cursor (psycopg's ``AsyncCursor``)."""
         await cursor.execute(self.sql, self._params(values))
-        return self._dicts(await cursor.fetchall())
+        return self.dicts(await cursor.fetchall())
 
     def _params(self, values: dict[str, Any]) -> Any:
         return values if self._order is None else tuple(values[k] for k in self._order)
 
-    def _dicts(self, rows: list[Any]) -> list[dict[str, Any]]:
+    def dicts(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        """Rows of this statement's columns (in its order), as :meth:`rows` returns them."""
         keys, convert = self._keys, self._convert
         return [
             {

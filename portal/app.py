@@ -135,8 +135,6 @@ def create_app(
         app.include_router(router)
     for install in routes.INSTALLERS:
         install(app)
-    # Inside the guard, outside everything else: the hot path (POST /api/v1/verify).
-    app.add_middleware(VerifyFastPath, route=verify_route.one_route())
     app.add_middleware(
         RequestGuard,
         settings=settings,
@@ -144,7 +142,15 @@ def create_app(
         authenticate=current_principal,
     )
     app.add_middleware(ResponseHeaders)
-    app.add_middleware(RequestObserver)  # added last: the outermost layer (ids every answer)
+    app.add_middleware(RequestObserver)  # ids, counts and times every answer
+    # Added last, the outermost: the hot path (POST /api/v1/verify) does what the three layers
+    # above do for the requests it answers, and hands every other request to them.
+    app.add_middleware(
+        VerifyFastPath,
+        settings=settings,
+        uploads=app.state.upload_limits,
+        route=verify_route.one_route(),
+    )
     return app
 
 

@@ -32,6 +32,7 @@ from portal import permissions, tokens
 from portal.errors import DATABASE_DOWN, ApiError
 from portal.permissions import Action
 from portal.ratelimit import Bucket, SharedLimits, Taken
+from portal.state_reads import RecordsAlong
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -137,6 +138,12 @@ async def current_principal(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
 ) -> Principal:
+    return await principal_of(request)
+
+
+async def principal_of(request: Request, along: RecordsAlong | None = None) -> Principal:
+    """:func:`current_principal`; an API token's rate-limit statement also reads ``along``'s
+    records (:meth:`portal.ratelimit.SharedLimits.take`)."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
@@ -145,7 +152,7 @@ async def current_principal(
         scheme, _space, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "use Authorization: Bearer <token>", headers=_UNAUTHORIZED)
-        principal = await _token_principal(request, token.strip())
+        principal = await _token_principal(request, token.strip(), along)
     else:
         resolved: Principal | None = None
         for resolve in request.app.state.principal_resolvers:
@@ -160,7 +167,9 @@ async def current_principal(
     return principal
 
 
-async def _token_principal(request: Request, token: str) -> Principal:
+async def _token_principal(
+    request: Request, token: str, along: RecordsAlong | None = None
+) -> Principal:
     """The token's owner, from this process's cache or the database, checked against the
     shared version of who the tokens are, then counted against its rate limit."""
     app = request.app
@@ -176,7 +185,7 @@ async def _token_principal(request: Request, token: str) -> Principal:
         _recheck_later(request, token)
     if owner is None:
         raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
-    taken = await _take(request, _as_principal(owner))
+    taken = await _take(request, _as_principal(owner), along=along)
     if taken.version != seen:
         owner = await _still_valid(request, token, taken.version)
     principal = _as_principal(owner)
@@ -219,7 +228,9 @@ def _rate_key(principal: Principal) -> tuple[str, str]:
     return f"account:{principal.user_id}", "account"
 
 
-async def _take(request: Request, principal: Principal, cost: float = 1.0) -> Taken:
+async def _take(
+    request: Request, principal: Principal, cost: float = 1.0, along: RecordsAlong | None = None
+) -> Taken:
     """Count ``cost`` requests against the principal's limit, in the database every portal
     process shares; 503 when it does not answer within the request's budget. The limit fails
     closed: the same statement tells whether cached tokens still stand, and a portal whose
@@ -227,7 +238,8 @@ async def _take(request: Request, principal: Principal, cost: float = 1.0) -> Ta
     key, _ = _rate_key(principal)
     limits: SharedLimits = request.app.state.rate_limits
     try:
-        return await limits.take(request.app.state.request_bucket, key, cost, budget_left(request))
+        bucket = request.app.state.request_bucket
+        return await limits.take(bucket, key, cost, budget_left(request), along)
     except ApiError as exc:
         if exc.status != 503:
             raise

@@ -52,6 +52,58 @@ UploadLimits = dict[str, Upload]
 Authenticate = Callable[[Request], Awaitable[object]]
 
 
+def body_limit(path: str, uploads: UploadLimits) -> int:
+    """The largest body a request to ``path`` may send."""
+    upload = uploads.get(path)  # an upload path (also under /api/) has its own cap
+    if upload is not None:
+        return upload.max_bytes + MULTIPART_OVERHEAD_BYTES
+    if path.startswith("/api/"):
+        return API_BODY_LIMITS.get(path, API_MAX_BODY_BYTES)
+    return FORM_MAX_BODY_BYTES
+
+
+def nul_in_address(scope: Scope) -> bool:
+    return any(nul in scope.get("raw_path", b"") + scope["query_string"] for nul in _NUL)
+
+
+def stamp_arrival(scope: Scope) -> None:
+    """The moment the budget starts: the first layer to see the request stamps it."""
+    scope.setdefault("state", {}).setdefault("received", time.monotonic())
+
+
+class ClientAddress:
+    """The client's address (and scheme) in the scope: the TCP peer, or what a trusted
+    proxy's forwarding headers say (:mod:`olv.forwarding`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        # Whether a peer is a trusted proxy, by its address as written: the peers are few and
+        # repeat on every request, and the network test cost more than the rest of the guard.
+        self._trusted: dict[str, bool] = {}
+
+    def _is_proxy(self, host: str) -> bool:
+        trusted = self._trusted.get(host)
+        if trusted is None:
+            if len(self._trusted) >= TRUSTED_CACHE_SIZE:
+                self._trusted.clear()
+            peer = forwarding.parse_address(host)
+            trusted = forwarding.within(peer, self.settings.trusted_proxies)
+            self._trusted[host] = trusted
+        return trusted
+
+    def apply(self, scope: Scope) -> None:
+        """Set the scope's client (and scheme) once, before anything reads them."""
+        client = scope.get("client")
+        if not client or not self._is_proxy(client[0]):
+            return
+        environ = forwarding.asgi_environ(client[0], scope["headers"])
+        source = forwarding.source(environ, self.settings)
+        scope["client"] = None if source.address is None else (str(source.address), 0)
+        scheme = forwarding.forwarded_scheme(environ, self.settings)
+        if scheme is not None:
+            scope["scheme"] = scheme
+
+
 class RequestGuard:
     def __init__(
         self,
@@ -64,25 +116,18 @@ class RequestGuard:
         self.settings = settings
         self.uploads = uploads
         self.authenticate = authenticate
-        # Whether a peer is a trusted proxy, by its address as written: the peers are few and
-        # repeat on every request, and the network test cost more than the rest of the guard.
-        self._trusted: dict[str, bool] = {}
+        self.client_address = ClientAddress(settings)
 
     def limit(self, path: str) -> int:
-        upload = self.uploads.get(path)  # an upload path (also under /api/) has its own cap
-        if upload is not None:
-            return upload.max_bytes + MULTIPART_OVERHEAD_BYTES
-        if path.startswith("/api/"):
-            return API_BODY_LIMITS.get(path, API_MAX_BODY_BYTES)
-        return FORM_MAX_BODY_BYTES
+        return body_limit(path, self.uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})["received"] = time.monotonic()
-        self._forwarded(scope)
-        if any(nul in scope.get("raw_path", b"") + scope["query_string"] for nul in _NUL):
+        stamp_arrival(scope)
+        self.client_address.apply(scope)
+        if nul_in_address(scope):
             await _answer(scope, receive, send, errors.invalid("url", "contains a NUL character"))
             return
         limit = self.limit(scope["path"])
@@ -114,27 +159,6 @@ class RequestGuard:
         if not isinstance(role, str) or not upload.action.allows(role):
             return ApiError(403, f"the {role} role may not do this")
         return None
-
-    def _is_proxy(self, host: str) -> bool:
-        trusted = self._trusted.get(host)
-        if trusted is None:
-            if len(self._trusted) >= TRUSTED_CACHE_SIZE:
-                self._trusted.clear()
-            peer = forwarding.parse_address(host)
-            trusted = forwarding.within(peer, self.settings.trusted_proxies)
-            self._trusted[host] = trusted
-        return trusted
-
-    def _forwarded(self, scope: Scope) -> None:
-        client = scope.get("client")
-        if not client or not self._is_proxy(client[0]):
-            return
-        environ = forwarding.asgi_environ(client[0], scope["headers"])
-        source = forwarding.source(environ, self.settings)
-        scope["client"] = None if source.address is None else (str(source.address), 0)
-        scheme = forwarding.forwarded_scheme(environ, self.settings)
-        if scheme is not None:
-            scope["scheme"] = scheme
 
     async def _capped(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Pass the body on while it stays under ``limit``; past it, the app is told the client

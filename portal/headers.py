@@ -25,6 +25,18 @@ NO_STORE = (b"cache-control", b"no-store")
 CACHEABLE_PREFIX = "/static/"
 
 
+def completed(headers: list[tuple[bytes, bytes]], path: str) -> list[tuple[bytes, bytes]]:
+    """An answer's headers with those every answer to ``path`` carries (``headers`` is
+    extended in place and returned)."""
+    names = {k.lower() for k, _ in headers}
+    if not path.startswith(CACHEABLE_PREFIX) and b"cache-control" not in names:
+        headers.append(NO_STORE)
+    content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+    if content_type.startswith(b"text/html"):
+        headers.extend(PAGE_HEADERS)
+    return headers
+
+
 class ResponseHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,17 +45,11 @@ class ResponseHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cacheable = scope["path"].startswith(CACHEABLE_PREFIX)
+        path = scope["path"]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {k.lower() for k, _ in headers}
-                if not cacheable and b"cache-control" not in names:
-                    headers.append(NO_STORE)
-                content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
-                if content_type.startswith(b"text/html"):
-                    headers.extend(PAGE_HEADERS)
+                headers = completed(list(message.get("headers", [])), path)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -201,8 +201,14 @@ class PooledTransport:
                 ) as response,
             ):
                 # Read to the end but at most the cap: an insurer must not be able to fill
-                # our memory. (A single read returns only what has arrived so far.)
+                # our memory. A declared length is known before anything is read (and the
+                # parser reads no more than it); otherwise each chunk is counted as it comes.
                 limit = soap_wire.MAX_ANSWER_BYTES
+                declared = response.content_length
+                if declared is not None:
+                    if declared > limit:
+                        raise CallFailed("invalid", f"answer larger than {limit} bytes")
+                    return Reply(response.status, await response.read())
                 chunks, size = [], 0
                 async for chunk in response.content.iter_any():
                     size += len(chunk)

@@ -73,8 +73,14 @@ QUERY_LOG_LAG = Gauge(
 )
 
 OTHER = "other"
+# Each metric's children by their labels: ``labels()`` takes a lock and builds the key every
+# time, and these are counted several times per verification. The label values are few (the
+# portal's own vocabulary and the registered NAICs).
 _requests: dict[tuple[str, str, int], Any] = {}
 _timers: dict[str, Any] = {}
+_verifications: dict[tuple[str, int, str, str, str], Any] = {}
+_calls: dict[tuple[str, str], Any] = {}
+_call_timers: dict[str, Any] = {}
 
 
 def answered(endpoint: str, method: str, status: int, seconds: float) -> None:
@@ -91,17 +97,29 @@ def answered(endpoint: str, method: str, status: int, seconds: float) -> None:
 
 def verified(query: dict[str, Any], calls: Iterable[dict[str, Any]]) -> None:
     """One logged verification (a query-log row and its insurer-call rows)."""
-    VERIFICATIONS.labels(
+    key = (
         query["channel"],
-        str(query["http_status"]),
+        query["http_status"],
         query["status"] or "",
         query["verdict"] or "",
         query["reason_codes"] or "",
-    ).inc()
+    )
+    counter = _verifications.get(key)
+    if counter is None:
+        channel, status, *rest = key
+        counter = _verifications[key] = VERIFICATIONS.labels(channel, str(status), *rest)
+    counter.inc()
     for call in calls:
-        INSURER_CALLS.labels(call["naic"], call["outcome"]).inc()
-        if call["outcome"] != "cancelled":
-            INSURER_LATENCY.labels(call["naic"]).observe(call["latency_ms"] / 1000)
+        naic, outcome = call["naic"], call["outcome"]
+        calls_counter = _calls.get((naic, outcome))
+        if calls_counter is None:
+            calls_counter = _calls[naic, outcome] = INSURER_CALLS.labels(naic, outcome)
+        calls_counter.inc()
+        if outcome != "cancelled":
+            timer = _call_timers.get(naic)
+            if timer is None:
+                timer = _call_timers[naic] = INSURER_LATENCY.labels(naic)
+            timer.observe(call["latency_ms"] / 1000)
 
 
 def query_log_backlog(rows: int, oldest_seconds: float) -> None:

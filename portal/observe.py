@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from olv import request_id
 from portal import metrics
 
-_HEADER = request_id.HEADER.lower().encode("ascii")
+HEADER = request_id.HEADER.lower().encode("ascii")  # as ASGI names headers
 
 
 class RequestObserver:
@@ -28,11 +28,10 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        sent = next((v for k, v in scope["headers"] if k == _HEADER), None)
-        rid = request_id.accept(sent.decode("latin-1") if sent is not None else None)
-        rid = rid or request_id.new()
+        sent = next((v for k, v in scope["headers"] if k == HEADER), None)
+        rid = chosen(sent)
         token = request_id.current.set(rid)
-        header = (_HEADER, rid.encode("ascii"))
+        header = (HEADER, rid.encode("ascii"))
         status = 500  # unless an answer starts: the server answers 500 for an app that fails
 
         async def send_with_id(message: Message) -> None:
@@ -45,7 +44,18 @@ class RequestObserver:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or metrics.OTHER
-            metrics.answered(endpoint, scope["method"], status, time.perf_counter() - started)
+            counted(scope, status, started)
             request_id.current.reset(token)
+
+
+def chosen(sent: bytes | None) -> str:
+    """The request's id: the caller's ``X-Request-ID`` when well formed, else a new one."""
+    rid = request_id.accept(sent.decode("latin-1") if sent is not None else None)
+    return rid or request_id.new()
+
+
+def counted(scope: Scope, status: int, started: float) -> None:
+    """The answer counted and timed (from ``started``, ``time.perf_counter()``), by route."""
+    route = scope.get("route")
+    endpoint = getattr(route, "path", None) or metrics.OTHER
+    metrics.answered(endpoint, scope["method"], status, time.perf_counter() - started)

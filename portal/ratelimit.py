@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from portal.state_reads import StateReader
+from portal.state_reads import RecordsAlong, StateReader
 
 # A row untouched this long is a full bucket or a passed window, whatever its rule (a bucket
 # refills in at most a minute, a window lasts a minute): deleting it changes no answer.
@@ -133,12 +133,29 @@ class SharedLimits:
         self.reads = reads
         self._take, self._state = bucket_sql(reads.engine.dialect.name)
 
-    async def take(self, bucket: Bucket, key: str, cost: float, seconds: float) -> Taken:
+    async def take(
+        self,
+        bucket: Bucket,
+        key: str,
+        cost: float,
+        seconds: float,
+        along: RecordsAlong | None = None,
+    ) -> Taken:
         """Take ``cost`` from ``key``'s bucket; raises :class:`portal.errors.ApiError` 503 when
-        the database fails or does not answer within ``seconds``."""
+        the database fails or does not answer within ``seconds``. With ``along``, the same
+        round trip reads that VIN's records into it, when the primary is where they are read
+        (a verification's two database round trips made one)."""
         now = time.time()
         if cost <= bucket.capacity:
-            rows = await self.reads.execute(self._take, bucket.params(key, cost, now), seconds)
+            params = bucket.params(key, cost, now)
+            if along is not None and self.reads.reads_along():
+                seconds = min(seconds, along.by - time.monotonic())
+                rows, records = await self.reads.execute_with_records(
+                    self._take, params, 2, along.vin, seconds
+                )
+                along.records = records
+            else:
+                rows = await self.reads.execute(self._take, params, seconds)
             if rows:
                 tokens, version = rows[0]
                 return Taken(0.0, int(tokens), int(version))

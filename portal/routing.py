@@ -136,13 +136,19 @@ class Router:
     # --- entry points --------------------------------------------------------------------
 
     async def verify(
-        self, request: VerifyRequest, principal: Principal, channel: str, received: float
+        self,
+        request: VerifyRequest,
+        principal: Principal,
+        channel: str,
+        received: float,
+        along: state_reads.RecordsAlong | None = None,
     ) -> VerifyResult:
-        """Answer one request; raises :class:`ApiError` (422, 404) for what cannot be asked."""
+        """Answer one request; raises :class:`ApiError` (422, 404) for what cannot be asked.
+        ``along``: the VIN's records when the rate limit's statement already read them."""
         checked = check(request, principal.role, self.settings)
         if isinstance(checked, list):
             raise ApiError(422, "; ".join(f"{e.field}: {e.message}" for e in checked), checked)
-        return await self._answer(checked, principal, channel, received)
+        return await self._answer(checked, principal, channel, received, along)
 
     async def verify_batch(
         self, items: Sequence[VerifyRequest], principal: Principal
@@ -173,15 +179,25 @@ class Router:
 
         return list(await asyncio.gather(*(one(q) for q in questions)))
 
+    def deadline(self, received: float) -> float:
+        """When a query that arrived at ``received`` must have its last answer from an insurer
+        or the database (``time.monotonic()``)."""
+        return received + self.portal.budget_seconds - RESERVE_SECONDS
+
     # --- the steps -------------------------------------------------------------------------
 
     async def _answer(
-        self, question: Question, principal: Principal, channel: str, received: float
+        self,
+        question: Question,
+        principal: Principal,
+        channel: str,
+        received: float,
+        along: state_reads.RecordsAlong | None = None,
     ) -> VerifyResult:
         query_id = new_query_id()
-        deadline = received + self.portal.budget_seconds - RESERVE_SECONDS
+        deadline = self.deadline(received)
         try:
-            plan = await self._plan(question, deadline)
+            plan = await self._plan(question, deadline, along)
         except ApiError as exc:
             self._log(question, principal, channel, received, query_id, None, [], exc)
             raise
@@ -199,11 +215,18 @@ class Router:
         self._log(question, principal, channel, received, query_id, result, calls, None)
         return result
 
-    async def _plan(self, question: Question, deadline: float) -> Plan:
+    async def _plan(
+        self, question: Question, deadline: float, along: state_reads.RecordsAlong | None = None
+    ) -> Plan:
         insurers = await self._registry(deadline)
-        vin, state, records = await self.reads.vehicle(
-            question.vin, question.plate, question.plate_state, deadline - time.monotonic()
-        )
+        if along is not None and along.records is not None and along.vin == question.vin:
+            if time.monotonic() >= deadline:  # as a read given no time left would end
+                raise state_reads.too_slow()
+            vin, state, records = along.vin, None, along.records
+        else:
+            vin, state, records = await self.reads.vehicle(
+                question.vin, question.plate, question.plate_state, deadline - time.monotonic()
+            )
         plan = Plan(vin=vin, state=state, records=records)
         request = question.request
         if request.naic is not None and request.policy_number is not None:
@@ -265,17 +288,29 @@ class Router:
     ) -> Target | None:
         """Ask every target at once; the first Confirmed wins and the rest are cancelled.
         A batch item's calls use the batches' share of each insurer's slots."""
-        tasks: dict[asyncio.Task[CallResult], Target] = {}
-        for target in targets:
-            ask = Ask(
-                naic=target.insurer.naic,
-                policy_key=target.policy_key,
-                vin=plan.vin,
-                day=question.day,
-                reason=question.reason,
-                state=plan.state or self.portal.state,
-                requestor=self.portal.requestor,
+        asks = [
+            (
+                target,
+                Ask(
+                    naic=target.insurer.naic,
+                    policy_key=target.policy_key,
+                    vin=plan.vin,
+                    day=question.day,
+                    reason=question.reason,
+                    state=plan.state or self.portal.state,
+                    requestor=self.portal.requestor,
+                ),
             )
+            for target in targets
+        ]
+        if len(asks) == 1:  # the usual case: one insurer on file, nothing to race or cancel
+            target, ask = asks[0]
+            timeout = deadline - time.monotonic()
+            call = judged(await self.client.verify(target.insurer, ask, timeout, batch=batch))
+            calls.append(call)
+            return target if usable(call) and confirmed(call) else None
+        tasks: dict[asyncio.Task[CallResult], Target] = {}
+        for target, ask in asks:
             timeout = deadline - time.monotonic()
             task = asyncio.ensure_future(
                 self.client.verify(target.insurer, ask, timeout, batch=batch)

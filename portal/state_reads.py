@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
 
@@ -39,7 +40,7 @@ from olv.read_replica import ReadReplica
 from portal.errors import ApiError, invalid
 from portal.models import Registration
 
-__all__ = ["Vehicle", "StateReader"]
+__all__ = ["RecordsAlong", "Vehicle", "StateReader"]
 
 # Threads (SQLite) or pooled connections (PostgreSQL) per portal process.
 CONNECTIONS = 8
@@ -53,6 +54,17 @@ _PLATE_QUERY = (
 Vehicle = tuple[str, str | None, list[dict[str, Any]]]
 Rows = list[tuple[Any, ...]]
 T = TypeVar("T")
+
+
+@dataclass
+class RecordsAlong:
+    """A VIN whose current records a statement asked anyway (the rate limit's, on every
+    request) may read in the same round trip: ``records`` is set when it did, and the query
+    then reads them from here (:meth:`portal.routing.Router.verify`)."""
+
+    vin: str
+    by: float  # the read's own deadline (time.monotonic()): the query's, less its reserve
+    records: list[dict[str, Any]] | None = None
 
 
 def unavailable() -> ApiError:
@@ -162,12 +174,47 @@ class StateReader:
             run = self.in_thread(self._execute_sync, sql, params, seconds)
         return await self._within(run, seconds)
 
+    def reads_along(self) -> bool:
+        """Whether :meth:`execute_with_records` may read a VIN's records on the primary, as
+        :meth:`vehicle` would: not when a read replica takes the look-ups."""
+        return self.replica is None
+
+    async def execute_with_records(
+        self, sql: str, params: Mapping[str, Any], width: int, vin: str, seconds: float
+    ) -> tuple[Rows, list[dict[str, Any]]]:
+        """:meth:`execute` of a statement that returns at most one row of ``width`` columns,
+        the first never NULL, and the current book-of-business records of ``vin`` (what
+        :meth:`vehicle` reads for a VIN) in the same round trip: on PostgreSQL one statement,
+        the records joined to the statement's row; on SQLite both on one thread and
+        connection. Errors and time limits as :meth:`execute`; the caller checks
+        :meth:`reads_along` first."""
+        if self._pool is None:
+            return await self._within(
+                self.in_thread(self._execute_sync, sql, params, seconds, vin), seconds
+            )
+        read = self._execute_with_records_async(sql, params, width, vin)
+        return await self._within(read, seconds)
+
+    async def _execute_with_records_async(
+        self, sql: str, params: Mapping[str, Any], width: int, vin: str
+    ) -> tuple[Rows, list[dict[str, Any]]]:
+        statement = _with_records(sql, self._current.sql)
+        async with self._pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.execute(statement, {**params, "vin": vin})
+            rows = await cursor.fetchall()
+        own = [row[:width] for row in rows[:1] if row[0] is not None]
+        return own, self._current.records([row[width:] for row in rows if row[width] is not None])
+
     async def _execute_async(self, sql: str, params: Mapping[str, Any]) -> Rows:
         async with self._pool.connection() as conn, conn.cursor() as cursor:
             await cursor.execute(pyformat(sql), params)  # autocommit: committed here
             return await cursor.fetchall() if cursor.description else []
 
-    def _execute_sync(self, sql: str, params: Mapping[str, Any], seconds: float) -> Rows:
+    def _execute_sync(
+        self, sql: str, params: Mapping[str, Any], seconds: float, vin: str | None = None
+    ) -> Any:
+        """The statement's rows; with ``vin``, also that VIN's records, read after the
+        statement has committed on the same connection."""
         with db.read_cursor(self.engine) as cursor:
             conn = cursor.connection
             # The engine waits up to 30 s for SQLite's write lock (imports share the file); a
@@ -183,7 +230,9 @@ class StateReader:
                 raise
             finally:
                 cursor.execute(f"PRAGMA busy_timeout = {int(kept)}")
-            return rows
+            if vin is None:
+                return rows
+            return rows, self._current(cursor, vin)
 
     async def _within(self, read: Coroutine[Any, Any, T], seconds: float) -> T:
         task = asyncio.ensure_future(read)
@@ -228,6 +277,20 @@ class StateReader:
             if vin is None:
                 vin, state = _pick(self._plates.rows(cursor, plate=plate), plate or "", plate_state)
             return vin, state, self._current(cursor, vin)
+
+
+@cache
+def _with_records(sql: str, records_sql: str) -> str:
+    """One PostgreSQL statement: ``sql`` (``:name`` parameters; at most one row) as a CTE,
+    and the records read (``records_sql``, psycopg parameters) joined to its row, in the
+    records' own order. Every row carries the CTE's row (or NULLs), then one record (or
+    NULLs); there is at least one row."""
+    return (
+        f"WITH along AS ({pyformat(sql).strip()}) "
+        "SELECT along.*, records.* FROM (SELECT 1) AS one LEFT JOIN along ON true "
+        f"LEFT JOIN ({records_sql}) AS records ON true "
+        "ORDER BY records.vin, records.naic, records.effective_date"
+    )
 
 
 def _async_pool(conninfo: str, wait_seconds: float, name: str, extra: dict[str, Any]) -> Any:

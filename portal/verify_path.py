@@ -5,7 +5,7 @@ A verification is the one request the portal answers hundreds of times a second,
 machinery around it (a dozen layers, the dependency graph solved per request, the returned model
 validated again before it is written) cost about a third of the portal's CPU per verification
 (bench/RESULTS.md). This layer answers it with the same parts the route uses —
-:func:`portal.deps.current_principal`, :func:`portal.deps.require`,
+:func:`portal.deps.principal_of`, :func:`portal.deps.require`,
 :meth:`portal.routing.Router.verify` — and the same error handlers (:func:`portal.errors.handled`).
 
 It takes only what it can answer exactly as the route would: a JSON body (``Content-Type:
@@ -15,13 +15,20 @@ parse or validate, a browser's session — goes on to the app unchanged, its bod
 gets FastAPI's own answer (the 422 shapes of ``tests/test_portal_api.py``). Reading and checking
 the body has no side effect, so a request handed on is counted and logged once, there.
 
-It sits inside the request guard (:mod:`portal.guard`): the budget's start, the client
-address, the NUL and body-size rules apply first, as to every request.
+It is the outermost of the portal's own layers and does, for the requests it answers, what
+the three inside it do for every other (one layer instead of four around the answer, and no
+wrapper around each message sent): the request guard's rules (:mod:`portal.guard`: the budget
+starts at arrival, the client address through a trusted proxy, no NUL in the address, the
+body's cap), the headers of every answer (:mod:`portal.headers`), and the request id, count
+and timing (:mod:`portal.observe`). It takes a request only when the guard would let it
+through: one the guard refuses, or whose body has no declared length, goes on to be refused
+or read there.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,34 +36,52 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portal import errors, permissions
-from portal.deps import current_principal, received_at, require
+from olv import normalize, request_id
+from olv.config import Settings
+from portal import errors, guard, observe, permissions
+from portal.deps import principal_of, received_at, require
+from portal.headers import completed as headers_for
 from portal.routing import Router
 from portal.schemas import VerifyRequest
+from portal.state_reads import RecordsAlong
 
 PATH = "/api/v1/verify"
 _JSON = b"application/json"
 
 
 class VerifyFastPath:
-    def __init__(self, app: ASGIApp, route: Any = None) -> None:
+    def __init__(
+        self, app: ASGIApp, settings: Settings, uploads: guard.UploadLimits, route: Any = None
+    ) -> None:
         self.app = app
+        self.uploads = uploads
+        self.client_address = guard.ClientAddress(settings)
         self.route = route  # the route's object, for the metrics' endpoint label (portal.observe)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        content_type = authorization = None
+        started = time.perf_counter()
+        guard.stamp_arrival(scope)
+        content_type = authorization = length = sent_id = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value
             elif name == b"authorization":
                 authorization = value
+            elif name == b"content-length":
+                length = value
+            elif name == observe.HEADER:
+                sent_id = value
         if (
             content_type != _JSON
             or authorization is None
             or authorization[:7].lower() != b"bearer "
+            or length is None
+            or not length.isdigit()
+            or int(length) > guard.body_limit(PATH, self.uploads)
+            or guard.nul_in_address(scope)
         ):
             await self.app(scope, receive, send)
             return
@@ -66,25 +91,50 @@ class VerifyFastPath:
         if question is None:
             await self.app(scope, _replay(read, receive), send)
             return
-        await self._answer(scope, receive, send, question)
+        await self._answer(scope, receive, send, question, started, sent_id)
 
     async def _answer(
-        self, scope: Scope, receive: Receive, send: Send, question: VerifyRequest
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        question: VerifyRequest,
+        started: float,
+        sent_id: bytes | None,
     ) -> None:
-        request = Request(scope, receive)
+        self.client_address.apply(scope)
+        rid = observe.chosen(sent_id)
+        token = request_id.current.set(rid)
+        status = 500  # unless an answer starts: the server answers 500 for an app that fails
         try:
-            principal = require(permissions.VERIFY, await current_principal(request))
-            router: Router = request.app.state.router
-            result = await router.verify(question, principal, "api", received_at(request))
-            response = Response(result.model_dump_json(), media_type="application/json")
+            response = await self._response(Request(scope, receive), question)
+            if self.route is not None:
+                scope["route"] = self.route
+            headers = headers_for(response.raw_headers, PATH)
+            headers.append((observe.HEADER, rid.encode("ascii")))
+            status = response.status_code
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": response.body})
+        finally:
+            observe.counted(scope, status, started)
+            request_id.current.reset(token)
+
+    async def _response(self, request: Request, question: VerifyRequest) -> Response:
+        router: Router = request.app.state.router
+        received = received_at(request)
+        # A VIN's records are read by the rate limit's statement, in the same round trip.
+        along = None
+        if question.vin:
+            along = RecordsAlong(normalize.vin(question.vin), router.deadline(received))
+        try:
+            principal = require(permissions.VERIFY, await principal_of(request, along))
+            result = await router.verify(question, principal, "api", received, along)
+            return Response(result.model_dump_json(), media_type="application/json")
         except Exception as exc:
             handled = await errors.handled(request, exc)
             if handled is None:
                 raise  # the app's last guard answers it (portal.errors._unexpected)
-            response = handled
-        if self.route is not None:
-            scope["route"] = self.route
-        await response(scope, receive, send)
+            return handled
 
 
 async def _body(receive: Receive, read: list[Message]) -> bytes | None:

@@ -368,7 +368,8 @@ def test_a_state_database_that_does_not_answer_is_a_503_within_the_budget(
 ) -> None:
     """PostgreSQL: the real link hangs (a proxy that stops forwarding, mid-query and
     mid-connect), for a cached token and for one the portal has not seen. SQLite cannot hang
-    that way; a read that sleeps on its thread stands in."""
+    that way; a book-of-business read that sleeps on its thread stands in (whether it runs
+    after the rate limit's statement on the same thread, or on its own)."""
     client, insurers, tokens = world
     insurers.behaviour["10001"] = says(V0809, "Confirmed")
     budget = 1.5  # this app's
@@ -389,7 +390,7 @@ def test_a_state_database_that_does_not_answer_is_a_503_within_the_budget(
             time.sleep(2.5)
             raise AssertionError("the answer should not have waited for this")
 
-        monkeypatch.setattr(reads, "_read_sync", hung)
+        monkeypatch.setattr(reads, "_current", hung)
         status, seconds = ask(tokens["officer"])
         assert status == 503 and seconds < budget
         return

@@ -94,3 +94,26 @@ def test_refusals_on_the_fast_path_keep_their_shape(api) -> None:
     unknown_plate = _post(client, tokens["officer"], b'{"plate": "NOPE1"}', "application/json")
     assert_shape(unknown_plate, 404)
     assert len(taken) == 2
+
+
+def test_the_fast_path_answers_with_the_request_id_and_headers_of_every_answer(api) -> None:
+    client, tokens, taken = api
+    body = b'{"vin": "1HGCM82633A004352"}'
+    headers = {**bearer(tokens["officer"]), "Content-Type": "application/json"}
+    kept = client.post("/api/v1/verify", content=body, headers={**headers, "X-Request-ID": "t-1"})
+    bent = client.post("/api/v1/verify", content=body, headers={**headers, "X-Request-ID": "a b"})
+    assert taken == ["/api/v1/verify"] * 2
+    assert kept.headers["x-request-id"] == "t-1"
+    assert bent.headers["x-request-id"] != "a b" and len(bent.headers["x-request-id"]) == 32
+    for answer in (kept, bent):
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+
+
+def test_what_the_guard_refuses_is_not_taken(api) -> None:
+    client, tokens, taken = api
+    headers = {**bearer(tokens["officer"]), "Content-Type": "application/json"}
+    nul = client.post("/api/v1/verify?x=%00", content=b'{"vin": "X1"}', headers=headers)
+    assert_shape(nul, 422, "url")
+    large = b'{"vin": "X1", "pad": "' + b"x" * (1024 * 1024) + b'"}'
+    assert_shape(client.post("/api/v1/verify", content=large, headers=headers), 413)
+    assert taken == []
