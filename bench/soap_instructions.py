@@ -131,9 +131,13 @@ def _count(which: str, corpus: Path, calls: int, env: dict[str, str]) -> int:
             "--calls",
             str(calls),
         ]
-        # The C allocator instead of pymalloc's arenas: valgrind runs it faster.
+        # The C allocator instead of pymalloc's arenas (valgrind runs it faster), and one hash
+        # seed, so that dict and set layouts (and so the counts) repeat from run to run.
         result = subprocess.run(
-            command, env={**env, "PYTHONMALLOC": "malloc"}, capture_output=True, text=True
+            command,
+            env={**env, "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"},
+            capture_output=True,
+            text=True,
         )
     found = _COLLECTED.search(result.stderr)
     if result.returncode != 0 or found is None:
