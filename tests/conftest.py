@@ -39,6 +39,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` runs two workers per core: most of a test's time goes to waiting on the
+    servers, subprocesses and databases it started (which do their work on the same cores), so
+    with one worker per core the cores sat idle much of the run."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Before any module computes "today": a run must not straddle a change of date."""
     minutes = session.config.getoption("--day-guard-minutes")

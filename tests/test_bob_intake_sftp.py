@@ -215,20 +215,28 @@ def test_fetch_leaves_a_file_that_changes_while_settling(
     remote_file(server, "b.txt", b"B" * 302)
     local = tmp_path / "inbox"
 
+    fetched = threading.Event()
+
     def append() -> None:
-        time.sleep(0.2)
-        with growing.open("ab") as out:
-            out.write(b"A" * 302)
+        # Grows until the fetch is over: one write 0.2 s in came before the fetch had even
+        # listed the file when connecting took longer than that on a busy machine.
+        while not fetched.wait(0.1):
+            with growing.open("ab") as out:
+                out.write(b"A" * 302)
 
     writer = threading.Thread(target=append)
     writer.start()
     target = SftpTarget.parse(server.spec("outbox"))
-    result = client.fetch(target, local, options(server), settle_seconds=0.8)
-    writer.join()
+    try:
+        result = client.fetch(target, local, options(server), settle_seconds=0.8)
+    finally:
+        fetched.set()
+        writer.join()
 
     assert result.fetched == ["b.txt"] and result.skipped == 1
     assert client.fetch(target, local, options(server), settle_seconds=0).fetched == ["a.txt"]
-    assert (local / "a.txt").stat().st_size == 604
+    size = (local / "a.txt").stat().st_size
+    assert size == growing.stat().st_size and size >= 604  # all of it, grown
 
 
 def test_fetch_refuses_a_server_whose_host_key_is_not_known(

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pyotp
 
+from tests.helpers import loopback
 from tests.helpers.soap import codes_of, free_port, response_element
 
 
@@ -46,7 +47,7 @@ def test_demo_serves_and_confirms(tmp_path: Path) -> None:
             while True:
                 assert process.poll() is None, log.read_text()
                 try:
-                    if httpx.get(health, timeout=1).status_code == 200:
+                    if loopback.get(health, timeout=1).status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
@@ -56,7 +57,7 @@ def test_demo_serves_and_confirms(tmp_path: Path) -> None:
         assert url in banner and "curl" in banner and "zeep" in banner
         assert (tmp_path / "olv.db").exists()
         request = (tmp_path / "olv-demo-request.xml").read_bytes()
-        resp = httpx.post(url, content=request, headers={"Content-Type": "text/xml"})
+        resp = loopback.post(url, content=request, headers={"Content-Type": "text/xml"})
         assert codes_of(response_element(resp)) == ("Confirmed", [])
         # the zeep example the banner prints, run as a user would paste it
         snippet = (
@@ -88,7 +89,7 @@ def _portal_as_the_banner_says(portal: str, banner: str, folder: Path) -> None:
     secret = banner.split("demo secret ", 1)[1].split()[0]
     assert pyotp.TOTP(secret).verify(code.stdout.strip(), valid_window=1)
     browser = {"Sec-Fetch-Site": "same-origin", "Accept": "text/html"}
-    with httpx.Client(base_url=portal, headers=browser) as client:
+    with httpx.Client(verify=loopback.TLS, base_url=portal, headers=browser) as client:
         signed = client.post("/login", data={"username": "officer", "password": password})
         assert signed.headers["location"] == "/login/totp", signed.text
         done = client.post("/login/totp", data={"code": code.stdout.strip()})

@@ -16,11 +16,11 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from olv import db
+from tests.helpers import loopback
 from tests.helpers.soap import free_port, soap_server
 
 OLV = str(Path(sys.executable).with_name("olv"))
@@ -92,7 +92,7 @@ def running_server(cwd: Path) -> Iterator[dict[str, str]]:
         yield {"port": server.base.rsplit(":", 1)[1]}
         # the refused second server took nothing away from the first
         assert server.process.poll() is None, server.log.read_text()
-        assert httpx.get(server.url("/healthz"), timeout=5).status_code == 200
+        assert loopback.get(server.url("/healthz"), timeout=5).status_code == 200
 
 
 @dataclass(frozen=True)

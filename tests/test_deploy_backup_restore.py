@@ -23,11 +23,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
-from tests.helpers import data
+from tests.helpers import data, loopback
 from tests.helpers.olv_cli import olv as _olv
 from tests.helpers.portal import write_bob
 from tests.helpers.private_pg import PrivatePostgres, private_postgres, server_user
@@ -88,7 +87,7 @@ def _verify_a_few(url: str, folder: Path, count: int) -> None:
     """``count`` SOAP queries through a real server: audit rows, written as it stops."""
     with soap_server({"OLV_DATABASE_URL": url}, folder) as server:
         for _ in range(count):
-            response = httpx.post(
+            response = loopback.post(
                 server.url("/iicmva/00200809"),
                 content=envelope(request_xml("00200809")),
                 headers={"Content-Type": "text/xml; charset=utf-8"},

@@ -18,6 +18,7 @@ from idcards import armour, signed
 from olv import db
 from portal import card_issuers
 from service.demo import CONFIRMED_POLICY, CONFIRMED_VIN, DEMO_NAIC
+from tests.helpers import loopback
 from tests.helpers.idcards import card_pdf, make_key, photo, render_page, sample_card, top_card
 from tests.helpers.portal import add_user, demo_world, portal_server
 
@@ -58,7 +59,7 @@ def test_cards_api(db_url: str, tmp_path: Path) -> None:
         )
         with (
             portal_server({"OLV_DATABASE_URL": db_url}, tmp_path) as portal,
-            httpx.Client(base_url=portal.base, timeout=60) as api,
+            httpx.Client(verify=loopback.TLS, base_url=portal.base, timeout=60) as api,
         ):
             as_officer = {"Authorization": f"Bearer {officer}"}
             as_liaison = {"Authorization": f"Bearer {liaison}"}

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from enforcement.models import IiesTransaction
 from enforcement.registrations import import_file
 from olv import db
+from tests.helpers import loopback
 from tests.helpers.iies import NAIC, OTHER_NAIC, REGISTRATION_HEADER, VIN_A, csv_text, row
 from tests.helpers.portal import add_user, portal_server
 
@@ -34,7 +35,7 @@ class Api:
 
     def call(self, method: str, path: str, who: str, **kw) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens[who]}", **kw.pop("headers", {})}
-        return httpx.request(method, f"{self.base}{path}", headers=headers, timeout=60, **kw)
+        return loopback.request(method, f"{self.base}{path}", headers=headers, timeout=60, **kw)
 
     def send(self, who: str, body: bytes) -> httpx.Response:
         headers = {"Content-Type": "text/csv"}

@@ -23,7 +23,7 @@ from olv import db
 from portal.errors import DATABASE_DOWN
 from portal.models import InsurerCall, QueryLog
 from service.models import AuditRecord
-from tests.helpers import data
+from tests.helpers import data, loopback
 from tests.helpers.faulty_network import DroppedConnects
 from tests.helpers.portal import add_insurer, add_user, load_bob, portal_server, refusing_insurer
 from tests.helpers.private_pg import PrivatePostgres, private_postgres, private_replication
@@ -124,7 +124,7 @@ def _drill(
 
     def ask_portal() -> str:
         try:
-            response = httpx.post(
+            response = loopback.post(
                 f"{portal}/api/v1/verify",
                 json={"vin": data.VIN_OK},
                 headers={"Authorization": f"Bearer {token}"},
@@ -226,7 +226,7 @@ def test_portal_moves_past_a_server_that_drops_connects(tmp_path: Path) -> None:
             with portal_server({"OLV_DATABASE_URL": url}, tmp_path) as portal:
                 for _ in range(3):
                     started = time.monotonic()
-                    response = httpx.post(
+                    response = loopback.post(
                         f"{portal.base}/api/v1/verify",
                         json={"vin": data.VIN_OK},
                         headers={"Authorization": f"Bearer {token}"},

@@ -12,10 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from olv import db
+from tests.helpers import loopback
 from tests.helpers.soap import free_port, start_until_healthy, stop_process
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
@@ -82,13 +82,13 @@ def test_workers_are_replaced_rolled_and_stopped(
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: victim not in children(process.pid) and len(children(process.pid)) == 2)
-    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    assert loopback.get(f"{base}/healthz", timeout=5).status_code == 200
 
     # SIGHUP replaces every worker, one at a time.
     before = children(process.pid)
     process.send_signal(signal.SIGHUP)
     wait_for(lambda: not (children(process.pid) & before) and len(children(process.pid)) == 2)
-    wait_for(lambda: httpx.get(f"{base}/healthz", timeout=5).status_code == 200)
+    wait_for(lambda: loopback.get(f"{base}/healthz", timeout=5).status_code == 200)
 
     # SIGTERM stops them all, and the supervisor exits 0.
     workers = children(process.pid)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from sqlalchemy import text
@@ -36,6 +35,7 @@ from service.audit import AuditEntry, AuditWriter
 from service.coverage import StoreUnavailable
 from service.models import AuditRecord
 from service.store import SqlPolicyStore
+from tests.helpers import loopback
 from tests.helpers.data import NAIC, VIN_OK, policy_csv
 from tests.helpers.iies import REGISTRATION_HEADER, VIN_A, row, write_csv
 from tests.helpers.olv_cli import olv
@@ -76,7 +76,7 @@ class Stack:
 
     def ask_soap(self) -> tuple[tuple[str, list[str]], float]:
         started = time.monotonic()
-        resp = httpx.post(
+        resp = loopback.post(
             self.soap,
             content=envelope(request_xml("00200809")),
             headers={"Content-Type": "text/xml"},
@@ -89,7 +89,7 @@ class Stack:
     def verify(self) -> tuple[str, float]:
         """One portal verification by VIN: its verdict, or ``HTTP <status>``."""
         started = time.monotonic()
-        resp = httpx.post(
+        resp = loopback.post(
             f"{self.portal}/api/v1/verify",
             json={"vin": VIN_OK},
             headers={"Authorization": f"Bearer {self.token}"},

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from olv import db
 from portal.models import InsurerCall
+from tests.helpers import loopback
 from tests.helpers.data import NAIC, OTHER_NAIC, VIN_NOWHERE, VIN_OK, VIN_SHORT, policy_csv
 from tests.helpers.portal import (
     add_insurer,
@@ -116,7 +117,7 @@ class State:
         self, path: str, body: dict, role: str | None = "officer", timeout: float = 10
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
-        return httpx.post(f"{self.base}{path}", json=body, headers=headers, timeout=timeout)
+        return loopback.post(f"{self.base}{path}", json=body, headers=headers, timeout=timeout)
 
     def verify(self, body: dict, role: str = "officer") -> dict:
         response = self.post("/api/v1/verify", body, role)
@@ -288,7 +289,7 @@ def test_roles_and_tokens(state: State) -> None:
     assert state.post("/api/v1/verify", {"vin": VIN_OK}, role="insurer").status_code == 403
     batch = {"items": [{"vin": VIN_OK}]}
     assert state.post("/api/v1/verify/batch", batch, role="officer").status_code == 403
-    bogus = httpx.post(
+    bogus = loopback.post(
         f"{state.base}/api/v1/verify",
         json={"vin": VIN_OK},
         headers={"Authorization": "Bearer olv_000000000000_" + "x" * 43},
@@ -302,12 +303,12 @@ def test_revoked_token_is_refused(state: State) -> None:
     token_id = token.split("_")[1]
     headers = {"Authorization": f"Bearer {token}"}
     url = f"{state.base}/api/v1/verify"
-    assert httpx.post(url, json={"vin": VIN_OK}, headers=headers, timeout=10).status_code == 200
+    assert loopback.post(url, json={"vin": VIN_OK}, headers=headers, timeout=10).status_code == 200
     ok(olv(state.env, "tokens", "revoke", token_id))
     # A running portal re-checks a valid token at most every 2 seconds.
     deadline = time.monotonic() + 3
     while (
-        status := httpx.post(url, json={"vin": VIN_OK}, headers=headers, timeout=10).status_code
+        status := loopback.post(url, json={"vin": VIN_OK}, headers=headers, timeout=10).status_code
     ) == 200:
         assert time.monotonic() < deadline, "the revoked token still works"
         time.sleep(0.2)

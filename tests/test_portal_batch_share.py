@@ -18,6 +18,7 @@ import httpx
 
 from olv import db
 from olv.vin import with_check_digit
+from tests.helpers import loopback
 from tests.helpers.portal import add_insurer, add_user, answer, portal_server
 
 NAIC = "10001"
@@ -88,7 +89,7 @@ def test_an_officer_is_answered_while_a_batch_waits_on_a_slow_insurer(
         outcome: dict[str, httpx.Response] = {}
 
         def run_batch() -> None:
-            outcome["batch"] = httpx.post(
+            outcome["batch"] = loopback.post(
                 f"{base}/api/v1/verify/batch",
                 json={"items": items},
                 headers=bearer(dmv),
@@ -99,7 +100,9 @@ def test_an_officer_is_answered_while_a_batch_waits_on_a_slow_insurer(
         batch.start()
         time.sleep(1.5)  # the batch has taken every slot it may by now
         answers = []
-        with httpx.Client(base_url=base, headers=bearer(officer), timeout=30) as client:
+        with httpx.Client(
+            verify=loopback.TLS, base_url=base, headers=bearer(officer), timeout=30
+        ) as client:
             for vin in vins(405)[400:]:
                 response = client.post("/api/v1/verify", json={"vin": vin})
                 assert response.status_code == 200, response.text
@@ -123,7 +126,7 @@ def test_every_batch_item_counts_against_the_rate_limit(db_url: str, tmp_path: P
     env = {"OLV_PORTAL_TOKEN_RATE_PER_MINUTE": "600"}
     with (
         world(db_url, tmp_path, 0.0, env) as (base, dmv, _),
-        httpx.Client(base_url=base, headers=bearer(dmv), timeout=60) as client,
+        httpx.Client(verify=loopback.TLS, base_url=base, headers=bearer(dmv), timeout=60) as client,
     ):
         too_big = client.post(
             "/api/v1/verify/batch", json={"items": [{"vin": v} for v in vins(150)]}

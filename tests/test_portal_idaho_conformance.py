@@ -25,6 +25,7 @@ from olv import db
 from olv.bob import layout
 from portal.models import InsurerCall
 from portal.web.compliance_data import latest_due_day
+from tests.helpers import loopback
 from tests.helpers.portal import (
     PASSWORD,
     add_insurer,
@@ -104,7 +105,7 @@ class World:
     yesterday: datetime
 
     def verify(self, body: dict) -> dict:
-        response = httpx.post(
+        response = loopback.post(
             f"{self.base}/api/v1/verify",
             json=body,
             headers={"Authorization": f"Bearer {self.tokens['officer']}"},
@@ -183,7 +184,9 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @contextmanager
 def signed_in(world: World, username: str) -> Iterator[httpx.Client]:
     """A browser-like client signed in (password, then enrolling the second factor)."""
-    with httpx.Client(base_url=world.base, timeout=15, follow_redirects=False) as client:
+    with httpx.Client(
+        verify=loopback.TLS, base_url=world.base, timeout=15, follow_redirects=False
+    ) as client:
         _sign_in(client, username)
         yield client
 
@@ -274,7 +277,7 @@ def test_a_policy_number_from_the_book_of_business_leaves_without_punctuation(
 
 
 def test_a_policy_number_without_letters_or_digits_is_refused(world: World) -> None:
-    response = httpx.post(
+    response = loopback.post(
         f"{world.base}/api/v1/verify",
         json={"vin": vin_of("10001"), "naic": "10001", "policy_number": "- -"},
         headers={"Authorization": f"Bearer {world.tokens['officer']}"},

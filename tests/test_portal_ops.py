@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from olv import db
-from tests.helpers import data
+from tests.helpers import data, loopback
 from tests.helpers.data import NAIC, VIN_NOWHERE, VIN_OK
 from tests.helpers.portal import add_insurer, add_user, load_bob, portal_server, refusing_insurer
 from tests.helpers.private_pg import private_postgres
@@ -38,7 +38,7 @@ class World:
     insurer_log: Path
 
     def verify(self, vin: str, headers: dict[str, str | bytes] | None = None) -> httpx.Response:
-        return httpx.post(
+        return loopback.post(
             f"{self.base}/api/v1/verify",
             json={"vin": vin},
             headers={"Authorization": f"Bearer {self.token}", **(headers or {})},
@@ -104,10 +104,10 @@ def test_counts_verifications_and_insurer_calls_by_naic_and_outcome(world: World
 
 def test_route_templates_not_paths_and_no_personal_data(world: World) -> None:
     for n in range(3):
-        httpx.get(f"{world.base}/api/v1/queries/{VIN_OK}{n}", timeout=10)
-        httpx.get(f"{world.base}/no-such-page-{VIN_NOWHERE}", timeout=10)
+        loopback.get(f"{world.base}/api/v1/queries/{VIN_OK}{n}", timeout=10)
+        loopback.get(f"{world.base}/no-such-page-{VIN_NOWHERE}", timeout=10)
     world.verify(VIN_OK)
-    response = httpx.get(f"{world.base}/metrics", timeout=10)
+    response = loopback.get(f"{world.base}/metrics", timeout=10)
     for secret in (VIN_OK, VIN_NOWHERE, "P-OK", "officer1", world.token):
         assert secret not in response.text
     endpoints = {s["endpoint"] for s in labelled(scrape(world.base), "olv_portal_requests_total")}
@@ -116,7 +116,7 @@ def test_route_templates_not_paths_and_no_personal_data(world: World) -> None:
 
 def test_metrics_refused_to_what_a_proxy_forwarded_from_elsewhere(world: World) -> None:
     local = f"{world.base}/metrics"
-    assert httpx.get(local, timeout=10).status_code == 200
+    assert loopback.get(local, timeout=10).status_code == 200
     # Loopback is a trusted proxy by default: the address it forwarded is the source.
     for headers in (
         {"X-Forwarded-For": "198.51.100.7"},
@@ -125,7 +125,7 @@ def test_metrics_refused_to_what_a_proxy_forwarded_from_elsewhere(world: World) 
         {"X-Forwarded-For": "unknown"},
         {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "198.51.100.7"},
     ):
-        response = httpx.get(local, headers=headers, timeout=10)
+        response = loopback.get(local, headers=headers, timeout=10)
         assert response.status_code == 403, headers
         assert response.json()["error"] == "metrics are for the metrics networks only"
 
@@ -160,15 +160,15 @@ def test_readyz_answers_503_within_a_second_on_a_hung_database(tmp_path: Path) -
     with private_postgres() as pg:
         db.upgrade(pg.url)
         with portal_server({"OLV_DATABASE_URL": pg.url}, tmp_path) as portal:
-            assert httpx.get(f"{portal.base}/readyz", timeout=10).status_code == 200
+            assert loopback.get(f"{portal.base}/readyz", timeout=10).status_code == 200
             pg.stop_all()
             try:
                 for _ in range(3):
                     started = time.monotonic()
-                    response = httpx.get(f"{portal.base}/readyz", timeout=10)
+                    response = loopback.get(f"{portal.base}/readyz", timeout=10)
                     elapsed = time.monotonic() - started
                     assert response.status_code == 503 and elapsed < 1.5, elapsed
-                assert httpx.get(f"{portal.base}/healthz", timeout=10).status_code == 200
+                assert loopback.get(f"{portal.base}/healthz", timeout=10).status_code == 200
                 started = time.monotonic()
                 samples = scrape(portal.base)  # the file counts give up, the rest is served
                 assert time.monotonic() - started < 2.5
@@ -177,7 +177,7 @@ def test_readyz_answers_503_within_a_second_on_a_hung_database(tmp_path: Path) -
             finally:
                 pg.continue_all()
             end = time.monotonic() + 15
-            while httpx.get(f"{portal.base}/readyz", timeout=10).status_code != 200:
+            while loopback.get(f"{portal.base}/readyz", timeout=10).status_code != 200:
                 assert time.monotonic() < end, "not ready after the database came back"
                 time.sleep(0.2)
             assert value(scrape(portal.base), "olv_file_counts_up") == 1

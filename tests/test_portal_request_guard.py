@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -20,6 +19,7 @@ from portal.app import create_app
 from portal.insurer_client import InsurerConfig, MemoryTransport, Reply
 from portal.models import SecurityLog
 from portal.settings import PortalSettings
+from tests.helpers import loopback
 from tests.helpers.portal import add_user, answer, portal_server
 from tests.test_portal_error_shape import assert_shape, bearer
 
@@ -203,7 +203,7 @@ def failed_login_source(db_url: str, base: str, headers: dict[str, str]) -> str 
     try:
         with db.transaction(engine) as session:
             before = session.scalar(select(SecurityLog.id).order_by(SecurityLog.id.desc()).limit(1))
-        response = httpx.post(
+        response = loopback.post(
             f"{base}/login",
             data={"username": "liaison1", "password": "wrong-password-1"},
             headers={"Sec-Fetch-Site": "same-origin", **headers},

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -23,6 +22,7 @@ from olv import db
 from olv.config import Settings
 from portal.app import create_app
 from portal.settings import PortalSettings
+from tests.helpers import loopback
 from tests.helpers.portal import add_registration, add_user, portal_server
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ schema = schemathesis.openapi.from_dict(OPENAPI)
 
 def test_served_document_is_the_one_tested(portal_api: tuple[str, str]) -> None:
     base, _ = portal_api
-    assert httpx.get(f"{base}/openapi.json", timeout=10).json() == OPENAPI
+    assert loopback.get(f"{base}/openapi.json", timeout=10).json() == OPENAPI
 
 
 @schema.parametrize()

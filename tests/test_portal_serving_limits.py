@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.helpers import loopback
 from tests.helpers.portal import portal_server
 
 HEADER_SECONDS = 2
@@ -77,14 +77,14 @@ def test_half_sent_requests_are_dropped_and_a_normal_client_is_answered(portal: 
         )
         bodies.append(sock)
     started = time.monotonic()
-    answer = httpx.get(f"{portal}/healthz", timeout=10)
+    answer = loopback.get(f"{portal}/healthz", timeout=10)
     assert answer.status_code == 200
     still_open = _closed_within(heads + bodies, HEADER_SECONDS + BODY_IDLE_SECONDS + 20)
     waited = time.monotonic() - started
     for sock in heads + bodies:
         sock.close()
     assert not still_open, f"{len(still_open)} half-sent requests still held after {waited:.0f} s"
-    assert httpx.get(f"{portal}/healthz", timeout=10).status_code == 200
+    assert loopback.get(f"{portal}/healthz", timeout=10).status_code == 200
 
 
 def test_a_slow_head_trickled_byte_by_byte_is_still_dropped(portal: str) -> None:

@@ -1,7 +1,6 @@
 """Two real ``olv portal serve`` processes on one database behave as one portal: a token gets
-exactly its rate over both (batch items included), a revocation or a disable made anywhere is
-refused by both within a second, sign-in throttles and the lockout count attempts made on
-either, and a session signed out on one is refused by the other."""
+exactly its rate over both (batch items included), and a revocation or a disable made anywhere
+is refused by both within a second. (Sign-ins over two processes: test_portal_shared_signin.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,25 +18,15 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from olv import db
-from portal import lockout
 from portal.models import User
-from tests.helpers.portal import PASSWORD, Portal, portal_server
+from tests.helpers import loopback
+from tests.helpers.portal import portal_server, two_portals
 from tests.helpers.signin import add_person, sign_in
 
 PROBE = "/api/v1/queries/" + "0" * 32  # 404 for a valid token, 401 otherwise
 PER_MINUTE = 60  # 1 a second, bursts of 10 (ten seconds' worth)
 RATE, BURST = PER_MINUTE / 60, 10
 REFUSED_WITHIN = 1.0
-
-
-@contextmanager
-def two_portals(url: str, folder: Path, **env: str) -> Iterator[tuple[Portal, Portal]]:
-    with ExitStack() as stack:
-        first, second = (
-            stack.enter_context(portal_server({"OLV_DATABASE_URL": url, **env}, folder))
-            for _ in range(2)
-        )
-        yield first, second
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -52,7 +41,7 @@ def test_two_processes_give_a_token_exactly_its_rate(db_url: str, tmp_path: Path
     rate = {"OLV_PORTAL_TOKEN_RATE_PER_MINUTE": str(PER_MINUTE)}
     with (
         two_portals(db_url, tmp_path, **rate) as portals,
-        httpx.Client(timeout=30) as client,
+        httpx.Client(verify=loopback.TLS, timeout=30) as client,
     ):
         allowed = {portal.base: 0 for portal in portals}
         first_sent = time.monotonic()
@@ -109,7 +98,7 @@ def _calls_while(
                 answer = await client.get(base + PROBE, headers=_bearer(token))
                 calls[token].append((sent, base, answer.status_code))
 
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(verify=loopback.TLS, timeout=30) as client:
             tasks = [
                 asyncio.create_task(hammer(client, base, token))
                 for token in tokens
@@ -165,82 +154,6 @@ def test_a_revocation_or_disable_made_anywhere_is_refused_by_every_process_withi
     assert {s for sent, _b, s in calls[kept] if sent > changed} == {404}
 
 
-def _login(client: httpx.Client, base: str, username: str, password: str) -> httpx.Response:
-    return client.post(base + "/login", data={"username": username, "password": password})
-
-
-def test_sign_in_throttles_and_the_lockout_count_attempts_on_both_processes(
-    db_url: str, tmp_path: Path
-) -> None:
-    engine = db.make_engine(db_url)
-    add_person(engine, "lou", "officer")
-    engine.dispose()
-    with two_portals(db_url, tmp_path) as portals, httpx.Client(timeout=60) as client:
-        bases = [portal.base for portal in portals] * 10
-        # Five wrong passwords, alternately, lock the account: the right one is then refused
-        # on either process.
-        for base in bases[: lockout.MAX_FAILURES]:
-            assert _login(client, base, "lou", "wrong password!").status_code == 401
-        for base in bases[:2]:
-            locked = _login(client, base, "lou", PASSWORD)
-            assert locked.status_code == 401 and "locked" in locked.text
-        engine = db.make_engine(db_url)
-        try:
-            with db.transaction(engine) as session:
-                user = session.scalar(select(User).where(User.username == "lou"))
-                assert user is not None and user.locked_at is not None
-        finally:
-            engine.dispose()
-        # Attempts for one name are limited per minute over both processes.
-        statuses = [
-            _login(client, base, "nobody", "x" * 12).status_code
-            for base in bases[: lockout.ATTEMPTS_PER_MINUTE + 2]
-        ]
-        assert statuses == [401] * lockout.ATTEMPTS_PER_MINUTE + [429, 429], statuses
-
-
-def test_a_sign_in_spray_from_one_address_is_limited_over_both_processes(
-    db_url: str, tmp_path: Path
-) -> None:
-    limit = lockout.SOURCE_ATTEMPTS_PER_MINUTE
-    with two_portals(db_url, tmp_path) as portals:
-
-        async def spray() -> list[int]:
-            # A few at a time: each attempt reaches the count long before its budget ends.
-            gate = asyncio.Semaphore(4)
-            async with httpx.AsyncClient(timeout=120) as client:
-
-                async def one(i: int) -> int:
-                    base = portals[i % 2].base
-                    form = {"username": f"name{i}", "password": "wrong pass 1"}
-                    async with gate:
-                        return (await client.post(base + "/login", data=form)).status_code
-
-                return list(await asyncio.gather(*(one(i) for i in range(limit + 20))))
-
-        statuses = asyncio.run(spray())
-    # Exactly the limit passed over both processes. A sign-in that found no hash slot within
-    # its budget is a 503, after it was counted (the limit counts attempts, not checks).
-    assert statuses.count(429) == 20, statuses
-    assert set(statuses) <= {401, 429, 503}
-
-
-def test_a_session_signed_out_on_one_process_is_refused_by_the_other(
-    db_url: str, tmp_path: Path
-) -> None:
-    engine = db.make_engine(db_url)
-    add_person(engine, "oscar", "officer")
-    engine.dispose()
-    with two_portals(db_url, tmp_path) as (first, second), sign_in(first.base, "oscar") as one:
-        cookies = dict(one.cookies)
-        with httpx.Client(base_url=second.base, cookies=cookies, timeout=30) as other:
-            assert other.get("/history").status_code == 200
-            out = one.post("/logout")
-            assert out.status_code == 303, (out.status_code, out.text)
-            assert other.get("/history").status_code == 401
-            assert other.get("/api/v1/queries/" + "0" * 32).status_code == 401
-
-
 @contextmanager
 def writes_held(url: str) -> Iterator[None]:
     """Another client holds what the rate-limit statement must write (reads still pass)."""
@@ -269,7 +182,10 @@ def test_a_database_that_holds_the_rate_limit_gets_a_503_within_the_budget_then_
     token = add_person(engine, "dora", "dmv")
     engine.dispose()
     env = {"OLV_DATABASE_URL": db_url, "OLV_PORTAL_BUDGET_SECONDS": "1.0"}
-    with portal_server(env, tmp_path) as portal, httpx.Client(base_url=portal.base) as client:
+    with (
+        portal_server(env, tmp_path) as portal,
+        httpx.Client(verify=loopback.TLS, base_url=portal.base) as client,
+    ):
         assert client.get(PROBE, headers=_bearer(token), timeout=30).status_code == 404
         with writes_held(db_url):
             held = client.get(PROBE, headers=_bearer(token), timeout=30)

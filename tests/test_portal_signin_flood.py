@@ -12,6 +12,7 @@ import httpx
 
 from olv import db
 from portal import lockout
+from tests.helpers import loopback
 from tests.helpers.portal import portal_server
 from tests.helpers.signin import add_person, sign_in
 
@@ -36,9 +37,14 @@ def test_a_sign_in_flood_leaves_signed_in_people_their_verify_answers(
         async def run() -> tuple[list[int], list[int]]:
             limits = httpx.Limits(max_connections=FLOOD + 10)
             async with (
-                httpx.AsyncClient(base_url=portal.base, limits=limits, timeout=120) as anon,
-                httpx.AsyncClient(base_url=portal.base, cookies=cookies, timeout=60) as oscar,
                 httpx.AsyncClient(
+                    verify=loopback.TLS, base_url=portal.base, limits=limits, timeout=120
+                ) as anon,
+                httpx.AsyncClient(
+                    verify=loopback.TLS, base_url=portal.base, cookies=cookies, timeout=60
+                ) as oscar,
+                httpx.AsyncClient(
+                    verify=loopback.TLS,
                     base_url=portal.base,
                     headers={"Authorization": f"Bearer {token}"},
                     timeout=60,

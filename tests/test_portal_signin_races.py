@@ -14,6 +14,7 @@ from olv import db
 from portal import lockout, secret_key
 from portal.models import SecurityLog, User
 from portal.settings import PortalSettings
+from tests.helpers import loopback
 from tests.helpers.portal import portal_server
 from tests.helpers.portal_web import sqlite_copy
 from tests.helpers.signin import (
@@ -50,7 +51,7 @@ def _unexpected(answers: list[httpx.Response]) -> list[tuple[int, str]]:
 def _warm_up(base: str) -> None:
     """One sign-in first, so that the race meets a started process (threads, pooled
     connections, compiled templates), not its cold start."""
-    answer = httpx.post(f"{base}/login", data={"username": "warm-up", "password": "x" * 12})
+    answer = loopback.post(f"{base}/login", data={"username": "warm-up", "password": "x" * 12})
     assert answer.status_code == 401
 
 
@@ -68,7 +69,9 @@ def test_forty_wrong_passwords_at_once_check_five_and_lock(db_url: str, tmp_path
         _warm_up(portal.base)
 
         async def guess(i: int) -> httpx.Response:
-            async with httpx.AsyncClient(base_url=portal.base, timeout=60) as client:
+            async with httpx.AsyncClient(
+                verify=loopback.TLS, base_url=portal.base, timeout=60
+            ) as client:
                 form = {"username": "oscar", "password": f"wrong password {i:02d}"}
                 return await client.post("/login", data=form)
 
@@ -81,11 +84,13 @@ def test_forty_wrong_passwords_at_once_check_five_and_lock(db_url: str, tmp_path
         assert len(events(engine, "oscar", "lockout")) == 1
         # Locked: the right password does not open it (401 locked, or 429 past the per-name
         # limit of the minute) and is not checked.
-        right = httpx.post(f"{portal.base}/login", data={"username": "oscar", "password": PASSWORD})
+        right = loopback.post(
+            f"{portal.base}/login", data={"username": "oscar", "password": PASSWORD}
+        )
         assert right.status_code in (401, 429) and "olv_session" not in right.cookies
         assert len(events(engine, "oscar", "login_failed")) == lockout.MAX_FAILURES
         # The account's API token goes on working (a lockout is about guessing passwords).
-        verify = httpx.post(
+        verify = loopback.post(
             f"{portal.base}/api/v1/verify",
             json={"vin": VIN},
             headers={"Authorization": f"Bearer {token}"},
@@ -100,7 +105,7 @@ def test_forty_wrong_codes_at_once_check_five_and_lock(db_url: str, tmp_path: Pa
     add_person(engine, "tina", "officer")
     with portal_server({"OLV_DATABASE_URL": db_url, **ENV}, tmp_path) as portal:
         _warm_up(portal.base)
-        with httpx.Client(base_url=portal.base, timeout=30) as browser:
+        with httpx.Client(verify=loopback.TLS, base_url=portal.base, timeout=30) as browser:
             first = browser.post("/login", data={"username": "tina", "password": PASSWORD})
             assert first.status_code == 303 and first.headers["location"] == "/login/totp"
             cookies = dict(browser.cookies)
@@ -108,7 +113,7 @@ def test_forty_wrong_codes_at_once_check_five_and_lock(db_url: str, tmp_path: Pa
 
         async def guess(_: int) -> httpx.Response:
             async with httpx.AsyncClient(
-                base_url=portal.base, cookies=cookies, timeout=60
+                verify=loopback.TLS, base_url=portal.base, cookies=cookies, timeout=60
             ) as client:
                 return await client.post("/login/totp", data={"code": code})
 
@@ -148,7 +153,7 @@ def test_a_name_that_is_no_account_is_not_logged_as_typed(
     engine = db.make_engine(sqlite_url)
     with portal_server({"OLV_DATABASE_URL": sqlite_url}, tmp_path) as portal:
         for _ in range(2):
-            answer = httpx.post(
+            answer = loopback.post(
                 f"{portal.base}/login", data={"username": name, "password": "x" * 12}
             )
             assert answer.status_code == 401

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from olv import db
 from portal.models import User
+from tests.helpers import loopback
 from tests.helpers.portal import portal_server
 from tests.helpers.signin import add_person, sign_in
 
@@ -57,7 +58,7 @@ async def _hammer_while(
             answer = await client.get(PROBE, headers={"Authorization": f"Bearer {token}"})
             calls[token].append((sent, answer.status_code))
 
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with httpx.AsyncClient(verify=loopback.TLS, base_url=base, timeout=30) as client:
         tasks = [
             asyncio.create_task(hammer(client, token)) for token in tokens for _ in range(HAMMERS)
         ]

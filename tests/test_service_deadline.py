@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -30,7 +29,7 @@ from service import audit
 from service.audit import AuditEntry, AuditWriter
 from service.models import AuditRecord
 from tests.conftest import fresh_pg_database
-from tests.helpers import data
+from tests.helpers import data, loopback
 from tests.helpers.faulty_network import DroppedConnects, HoldingProxy, holding_proxy
 from tests.helpers.private_pg import private_postgres
 from tests.helpers.soap import (
@@ -80,7 +79,7 @@ def _floor(server: Server) -> float:
     def one(i: int) -> float:
         time.sleep(i * 0.1)
         started = time.monotonic()
-        assert httpx.get(server.url("/healthz"), timeout=10).status_code == 200
+        assert loopback.get(server.url("/healthz"), timeout=10).status_code == 200
         return time.monotonic() - started
 
     with ThreadPoolExecutor(10) as pool:

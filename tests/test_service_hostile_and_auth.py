@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.helpers import data
+from tests.helpers import data, loopback
 from tests.helpers.soap import (
     assert_valid_response,
     codes_of,
@@ -273,9 +272,9 @@ def test_logs_hold_no_insured_data(db_url: str, tmp_path: Path) -> None:
 
 
 def test_healthz_and_unknown_paths(server) -> None:
-    assert httpx.get(server.url("/healthz")).status_code == 200
-    assert httpx.get(server.url("/nowhere")).status_code == 404
-    assert httpx.get(server.url("/iicmva")).status_code == 405
+    assert loopback.get(server.url("/healthz")).status_code == 200
+    assert loopback.get(server.url("/nowhere")).status_code == 404
+    assert loopback.get(server.url("/iicmva")).status_code == 405
 
 
 def test_configured_naics_and_window(policies: str, tmp_path: Path) -> None:

@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from olv import db
 from olv.config import Settings
 from olv.metrics import may_scrape
-from tests.helpers import data
+from tests.helpers import data, loopback
 from tests.helpers.private_pg import private_postgres
 from tests.helpers.scrape import labelled, log_lines, outside_address, scrape, value
 from tests.helpers.soap import (
@@ -83,7 +82,7 @@ def test_counts_by_reason_code_summed_over_two_workers(db_url: str, tmp_path: Pa
         reasons = {" ".join(c[1:]) for c in unconfirmed}
         assert len(reasons) == 1 and reasons != {""}
         reason = reasons.pop()
-        assert httpx.get(server.url(f"{V0809}?wsdl"), timeout=10).status_code == 200
+        assert loopback.get(server.url(f"{V0809}?wsdl"), timeout=10).status_code == 200
 
         # Both workers answered and wrote their own values; every scrape, whichever worker
         # answers it, shows the sum.
@@ -99,7 +98,7 @@ def test_counts_by_reason_code_summed_over_two_workers(db_url: str, tmp_path: Pa
             assert value(samples, "olv_soap_request_seconds_count", endpoint=V0809) == 20
             assert value(samples, "olv_soap_audit_queue_rows") >= 0
         # No label carries what a request said: no VIN, policy number or requester.
-        text = httpx.get(f"{server.base}/metrics", timeout=10).text
+        text = loopback.get(f"{server.base}/metrics", timeout=10).text
         for secret in (data.VIN_OK, data.VIN_NOWHERE, "P-OK", "127.0.0.1"):
             assert secret not in text
 
@@ -107,7 +106,7 @@ def test_counts_by_reason_code_summed_over_two_workers(db_url: str, tmp_path: Pa
 def test_unknown_paths_share_one_label(db_url: str, tmp_path: Path) -> None:
     with soap_workers({"OLV_DATABASE_URL": db_url}, tmp_path, workers=1) as server:
         for n in range(3):
-            httpx.get(f"{server.base}/probe-{n}", timeout=10)
+            loopback.get(f"{server.base}/probe-{n}", timeout=10)
         samples = scrape(server.base)
         assert value(samples, "olv_soap_requests_total", endpoint="other", status="404") == 3
         assert all(
@@ -139,24 +138,26 @@ def test_metrics_refused_outside_the_metrics_networks(db_url: str, tmp_path: Pat
         port = server.base.rsplit(":", 1)[1]
         remote = f"http://{outside}:{port}/metrics"
         # From an address of its own, not loopback: refused, whatever header it writes.
-        assert httpx.get(remote, timeout=10).status_code == 403
+        assert loopback.get(remote, timeout=10).status_code == 403
         for header in ("X-Forwarded-For", "X-Real-IP"):
-            assert httpx.get(remote, headers={header: "127.0.0.1"}, timeout=10).status_code == 403
+            assert (
+                loopback.get(remote, headers={header: "127.0.0.1"}, timeout=10).status_code == 403
+            )
         forwarded = {"Forwarded": "for=127.0.0.1"}
-        assert httpx.get(remote, headers=forwarded, timeout=10).status_code == 403
+        assert loopback.get(remote, headers=forwarded, timeout=10).status_code == 403
         # From loopback, a trusted proxy by default: what the proxy forwarded is the source.
         local = f"{server.base}/metrics"
-        assert httpx.get(local, timeout=10).status_code == 200
+        assert loopback.get(local, timeout=10).status_code == 200
         relayed = {"X-Forwarded-For": "127.0.0.1, 198.51.100.7"}
-        assert httpx.get(local, headers=relayed, timeout=10).status_code == 403
+        assert loopback.get(local, headers=relayed, timeout=10).status_code == 403
         # The SOAP answers themselves are not behind the rule.
-        assert httpx.get(f"http://{outside}:{port}/healthz", timeout=10).status_code == 200
+        assert loopback.get(f"http://{outside}:{port}/healthz", timeout=10).status_code == 200
     with soap_workers(
         {**env, "OLV_METRICS_NETWORKS": f"{outside}/32"}, tmp_path, workers=1, host="0.0.0.0"
     ) as server:
         port = server.base.rsplit(":", 1)[1]
-        assert httpx.get(f"http://{outside}:{port}/metrics", timeout=10).status_code == 200
-        assert httpx.get(f"{server.base}/metrics", timeout=10).status_code == 403
+        assert loopback.get(f"http://{outside}:{port}/metrics", timeout=10).status_code == 200
+        assert loopback.get(f"{server.base}/metrics", timeout=10).status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -182,16 +183,16 @@ def test_readyz_answers_503_within_a_second_on_a_hung_database(tmp_path: Path) -
         db.upgrade(pg.url)
         data.load_policies(pg.url, tmp_path)
         with soap_workers({"OLV_DATABASE_URL": pg.url}, tmp_path, workers=1) as server:
-            assert httpx.get(f"{server.base}/readyz", timeout=10).status_code == 200
+            assert loopback.get(f"{server.base}/readyz", timeout=10).status_code == 200
             _ask(server, data.VIN_OK)
             pg.stop_all()
             try:
                 for _ in range(3):  # a probe per call, one query in flight: never slower
                     started = time.monotonic()
-                    response = httpx.get(f"{server.base}/readyz", timeout=10)
+                    response = loopback.get(f"{server.base}/readyz", timeout=10)
                     elapsed = time.monotonic() - started
                     assert response.status_code == 503 and elapsed < 1.5, elapsed
-                assert httpx.get(f"{server.base}/healthz", timeout=10).status_code == 200
+                assert loopback.get(f"{server.base}/healthz", timeout=10).status_code == 200
                 # Answers go on (SYSU); their audit rows wait, and the gauges say so.
                 for _ in range(3):
                     assert _ask(server, data.VIN_OK)[0] == "Unconfirmed"
@@ -202,7 +203,7 @@ def test_readyz_answers_503_within_a_second_on_a_hung_database(tmp_path: Path) -
             finally:
                 pg.continue_all()
             end = time.monotonic() + 15
-            while httpx.get(f"{server.base}/readyz", timeout=10).status_code != 200:
+            while loopback.get(f"{server.base}/readyz", timeout=10).status_code != 200:
                 assert time.monotonic() < end, "not ready after the database came back"
                 time.sleep(0.2)
             end = time.monotonic() + 15

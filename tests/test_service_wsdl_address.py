@@ -18,6 +18,7 @@ from lxml import etree
 
 import xsd
 from olv import db
+from tests.helpers import loopback
 from tests.helpers.soap import free_port, soap_server
 
 SOAP11 = "http://schemas.xmlsoap.org/wsdl/soap/"
@@ -41,7 +42,7 @@ def _sqlite(folder: Path) -> str:
 
 
 def _locations(url: str, headers: dict[str, str] | None = None) -> list[str]:
-    resp = httpx.get(url, headers=headers or {}, timeout=10)
+    resp = loopback.get(url, headers=headers or {}, timeout=10)
     assert resp.status_code == 200, resp.text
     root = etree.fromstring(resp.content)
     found = [a.get("location") for a in root.iter(f"{{{SOAP11}}}address", f"{{{SOAP12}}}address")]
@@ -128,7 +129,7 @@ def test_spoofed_hosts_do_not_grow_the_server(direct) -> None:
         resp = client.get(url, headers={"Host": host})
         assert resp.status_code == 200 and host.encode() in resp.content
 
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(verify=loopback.TLS, timeout=10) as client:
         for i in range(200):  # warm up: allocator pools, the first cache fill
             fetch(client, i)
         before = _worker_rss_kb(direct.process.pid)

@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import zeep
 from zeep import xsd as zxsd
 from zeep.plugins import HistoryPlugin
 from zeep.transports import Transport
 
-from tests.helpers import data
+from tests.helpers import data, loopback
 from tests.helpers.soap import (
     REFERENCE_FILES,
     assert_valid_response,
@@ -122,7 +121,7 @@ def test_wsdl_served_to_everyone_even_in_maintenance(module_db_url: str, tmp_pat
     }
     with soap_server(env, tmp_path) as running:
         for path in ("/iicmva", "/iicmva/00200510", "/iicmva/00200809"):
-            resp = httpx.get(running.url(path) + "?wsdl", timeout=10)
+            resp = loopback.get(running.url(path) + "?wsdl", timeout=10)
             assert resp.status_code == 200
             assert b"CoverageRequest" in resp.content
             assert running.url(path).encode() in resp.content  # address points back at us

@@ -21,6 +21,7 @@ import pytest
 from lxml import etree
 
 from bob_loader import synth
+from tests.helpers import loopback
 from tests.helpers.day_change import wait_past_midnight
 from tests.helpers.soap import (
     Server,
@@ -254,12 +255,12 @@ def test_size_cap_is_over_64_kib_also_when_chunked(server) -> None:
 
     headers = {"Content-Type": "text/xml; charset=utf-8"}
     url = server.url("/iicmva/00200809")
-    assert httpx.post(url, content=body(65536), headers=headers).status_code == 200
-    assert httpx.post(url, content=body(65537), headers=headers).status_code == 413
+    assert loopback.post(url, content=body(65536), headers=headers).status_code == 200
+    assert loopback.post(url, content=body(65537), headers=headers).status_code == 413
     chunks = body(65537)
-    chunked = httpx.post(url, content=iter([chunks[:4096], chunks[4096:]]), headers=headers)
+    chunked = loopback.post(url, content=iter([chunks[:4096], chunks[4096:]]), headers=headers)
     assert chunked.status_code == 413
-    accepted = response_element(httpx.post(url, content=iter([body(65536)]), headers=headers))
+    accepted = response_element(loopback.post(url, content=iter([body(65536)]), headers=headers))
     assert codes_of(accepted) == ("Confirmed", [])
 
 
@@ -317,14 +318,14 @@ def test_soap_serve_from_any_working_directory(module_db_url: str, tmp_path: Pat
     try:
         for _ in range(300):
             try:
-                if httpx.get(running.url("/healthz"), timeout=1).status_code == 200:
+                if loopback.get(running.url("/healthz"), timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert process.poll() is None, running.log.read_text()
             time.sleep(0.1)
         for path in ("/iicmva", "/iicmva/00200510", "/iicmva/00200809"):
-            wsdl = httpx.get(running.url(path) + "?wsdl", timeout=10)
+            wsdl = loopback.get(running.url(path) + "?wsdl", timeout=10)
             assert wsdl.status_code == 200 and b"CoverageRequest" in wsdl.content
         assert codes_of(ask(running, "00200809")) == ("Confirmed", [])
     finally:
@@ -410,7 +411,7 @@ def test_bob_load_same_naic_twice_in_one_run(db_url: str, tmp_path: Path) -> Non
     ids=["other-root", "html", "envelope-without-namespace"],
 )
 def test_not_an_envelope_is_a_client_fault(server, body: bytes) -> None:
-    resp = httpx.post(
+    resp = loopback.post(
         server.url("/iicmva/00200809"), content=body, headers={"Content-Type": "text/xml"}
     )
     assert resp.status_code in (400, 500)

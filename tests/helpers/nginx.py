@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.helpers.soap import START_SECONDS
+
 REPO = Path(__file__).resolve().parents[2]
 SOAP_CONF = REPO / "deploy" / "nginx" / "olv-soap.conf"
 PORTAL_CONF = REPO / "deploy" / "nginx" / "olv-portal.conf"
@@ -168,7 +170,7 @@ def running_nginx(folder: Path, confs: list[Path], ready: Callable[[], object]) 
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     nginx = Nginx(process, folder)
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + START_SECONDS
         while True:
             try:
                 ready()

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers.soap import free_port, stop_process
+from tests.helpers.soap import START_SECONDS, free_port, stop_process
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "pgbouncer" / "pgbouncer.ini"
 
@@ -101,7 +101,7 @@ class PrivateBouncer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_SECONDS
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"pgbouncer exited:\n{self.log.read_text(errors='replace')}")

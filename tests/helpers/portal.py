@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
@@ -253,3 +253,14 @@ def portal_server(env: dict[str, str], log_dir: Path) -> Iterator[Portal]:
         yield portal
     finally:
         portal.stop()
+
+
+@contextmanager
+def two_portals(url: str, folder: Path, **env: str) -> Iterator[tuple[Portal, Portal]]:
+    """Two ``olv portal serve`` processes on database ``url``, started one after the other."""
+    with ExitStack() as stack:
+        first, second = (
+            stack.enter_context(portal_server({"OLV_DATABASE_URL": url, **env}, folder))
+            for _ in range(2)
+        )
+        yield first, second

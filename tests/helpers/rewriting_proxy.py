@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
+from tests.helpers import loopback
 
 Edit = Callable[[bytes], bytes]
 _PASSED_HEADERS = ("content-type", "soapaction")
@@ -40,7 +40,7 @@ def rewriting_proxy(target: str, edit: Edit) -> Iterator[RewritingProxy]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             headers = {k: v for k, v in self.headers.items() if k.lower() in _PASSED_HEADERS}
-            upstream = httpx.request(
+            upstream = loopback.request(
                 self.command, target + self.path, content=body, headers=headers, timeout=10
             )
             answer = edit(upstream.content)

@@ -6,14 +6,15 @@ import json
 import socket
 from pathlib import Path
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
+from tests.helpers import loopback
 
 
 def scrape(base: str, headers: dict[str, str] | None = None) -> list[Sample]:
     """Every sample (a new connection each time: any worker may answer)."""
-    response = httpx.get(f"{base}/metrics", headers=headers or {}, timeout=10)
+    response = loopback.get(f"{base}/metrics", headers=headers or {}, timeout=10)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return [s for f in text_string_to_metric_families(response.text) for s in f.samples]

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import asyncssh
 
+from tests.helpers.soap import START_SECONDS
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
@@ -113,7 +115,7 @@ def make_keys(workdir: Path, port: int) -> SshKeys:
 
 
 def _wait_for_banner(port: int, proc: subprocess.Popen[bytes] | None, log: Path | None) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             text = log.read_text() if log else ""

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 
 from olv import db
 from portal.models import SecurityLog, User
+from tests.helpers import loopback
 from tests.helpers.portal import PASSWORD, add_user
 
 T = TypeVar("T")
@@ -46,7 +47,7 @@ def wrong_code() -> str:
 @contextmanager
 def sign_in(base: str, username: str) -> Iterator[httpx.Client]:
     """A client holding a full session (password, then the current TOTP code)."""
-    with httpx.Client(base_url=base, timeout=30) as client:
+    with httpx.Client(verify=loopback.TLS, base_url=base, timeout=30) as client:
         first = client.post("/login", data={"username": username, "password": PASSWORD})
         assert first.status_code == 303 and first.headers["location"] == "/login/totp", first.text
         done = client.post("/login/totp", data={"code": pyotp.TOTP(TOTP_SECRET).now()})
