@@ -88,7 +88,9 @@ def test_workers_are_replaced_rolled_and_stopped(
     before = children(process.pid)
     process.send_signal(signal.SIGHUP)
     wait_for(lambda: not (children(process.pid) & before) and len(children(process.pid)) == 2)
-    wait_for(lambda: loopback.get(f"{base}/healthz", timeout=5).status_code == 200)
+    # A connection the kernel gives a new worker's socket waits for that worker's start: on
+    # a loaded machine that start (imports, the app) can take longer than a few seconds.
+    wait_for(lambda: loopback.get(f"{base}/healthz", timeout=30).status_code == 200, 60.0)
 
     # SIGTERM stops them all, and the supervisor exits 0.
     workers = children(process.pid)

@@ -142,7 +142,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             olv(url, "bob", "load", str(bob), "--report-dir", str(folder))
             olv(url, "users", "add", "officer1", "--role", "officer", stdin=PASSWORD + "\n")
             token = olv(url, "tokens", "create", "officer1").splitlines()[-1]
-            env = {"OLV_DATABASE_URL": url, "OLV_PORTAL_WORKERS": "2"}
+            # The traffic of every test here goes through one token: its rate limit (shared
+            # through the database, not what these tests are about) must not be what answers.
+            env = {
+                "OLV_DATABASE_URL": url,
+                "OLV_PORTAL_WORKERS": "2",
+                "OLV_PORTAL_TOKEN_RATE_PER_MINUTE": "6000000",
+            }
             with portal_server(env, folder) as portal:
                 yield Stack(
                     pg, bouncer, url, soap_url, soap_log, portal.base, portal.log, token, folder

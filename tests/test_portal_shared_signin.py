@@ -19,6 +19,12 @@ from tests.helpers.portal import PASSWORD, two_portals
 from tests.helpers.signin import add_person, sign_in
 
 
+def _officer(db_url: str, username: str) -> None:
+    engine = db.make_engine(db_url)
+    add_person(engine, username, "officer")
+    engine.dispose()
+
+
 def _login(client: httpx.Client, base: str, username: str, password: str) -> httpx.Response:
     return client.post(base + "/login", data={"username": username, "password": password})
 
@@ -26,9 +32,7 @@ def _login(client: httpx.Client, base: str, username: str, password: str) -> htt
 def test_sign_in_throttles_and_the_lockout_count_attempts_on_both_processes(
     db_url: str, tmp_path: Path
 ) -> None:
-    engine = db.make_engine(db_url)
-    add_person(engine, "lou", "officer")
-    engine.dispose()
+    _officer(db_url, "lou")
     with (
         two_portals(db_url, tmp_path) as portals,
         httpx.Client(verify=loopback.TLS, timeout=60) as client,
@@ -85,9 +89,7 @@ def test_a_sign_in_spray_from_one_address_is_limited_over_both_processes(
 def test_a_session_signed_out_on_one_process_is_refused_by_the_other(
     db_url: str, tmp_path: Path
 ) -> None:
-    engine = db.make_engine(db_url)
-    add_person(engine, "oscar", "officer")
-    engine.dispose()
+    _officer(db_url, "oscar")
     with two_portals(db_url, tmp_path) as (first, second), sign_in(first.base, "oscar") as one:
         cookies = dict(one.cookies)
         with httpx.Client(
