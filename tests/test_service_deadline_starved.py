@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -134,14 +135,20 @@ def test_inline_call_of_a_stopped_worker_is_not_cut(
         def stopped() -> tuple[int, PolicyView | None]:
             read()
             script = f"kill -STOP {os.getpid()}; sleep {stopped_for}; kill -CONT {os.getpid()}"
-            with subprocess.Popen(["sh", "-c", script]):
-                # Running (never blocked) until the stop has come and gone: a gap in the clock.
-                end, last = time.monotonic() + 60.0, time.monotonic()
-                while (now := time.monotonic()) - last < stopped_for / 2:
-                    assert now < end, "the sibling never stopped this process"
-                    last = now
-                _burn(INLINE_LIMIT)  # the watchdog woke meanwhile, late: it must not cut
-                return read()
+            # The SIGCONT says the stop has come and gone: on an idle machine the sibling can
+            # stop this process before Popen has even returned, so a gap in the clock seen from
+            # the loop below would miss it.
+            continued = threading.Event()
+            previous = signal.signal(signal.SIGCONT, lambda *_: continued.set())
+            try:
+                with subprocess.Popen(["sh", "-c", script]):
+                    end = time.monotonic() + 60.0
+                    while not continued.is_set():  # running, never blocked, meanwhile
+                        assert time.monotonic() < end, "the sibling never stopped this process"
+                    _burn(INLINE_LIMIT)  # the watchdog woke meanwhile, late: it must not cut
+                    return read()
+            finally:
+                signal.signal(signal.SIGCONT, previous)
 
         _assert_not_cut(caplog, await gate.acall(stopped, time.monotonic() + DEADLINE))
 
