@@ -228,7 +228,11 @@ class SqlPolicyStore:
             rows: list[tuple[Any, ...]]
             if driver is not None:
                 if self._postgres:
-                    prepared = self._prepared.setdefault(tid, set())
+                    # Made with the connection (_keep); a set built here only if another
+                    # thread dropped it meanwhile, not a new empty set per read.
+                    prepared = self._prepared.get(tid)
+                    if prepared is None:
+                        prepared = self._prepared[tid] = set()
                     rows = pg_prepared.run(driver, prepared, _PREPARED[sql], params)
                 else:
                     # Straight on the driver's connection (its execute opens a cursor that
