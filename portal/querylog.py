@@ -35,6 +35,9 @@ REPORT_SECONDS = 1.0  # how often the queue's depth and lag are reported (portal
 READ_FLUSH_SECONDS = 1.0  # how long a read waits for the log to be written
 MAX_WAITING_QUERIES = 200_000  # about 200 MB; an hour of outage at 50 queries a second
 PURGE_EVERY_SECONDS = 24 * 3600
+# The first purge waits a while: every worker of a restart would otherwise delete at once, and a
+# just-started portal should spend its first moments answering, not locking log tables.
+PURGE_FIRST_SECONDS = 300
 log = logging.getLogger(__name__)
 
 # The shape of a logged query row, defined once: the query_log table's columns, in table order.
@@ -126,7 +129,7 @@ class QueryLogWriter:
                 await asyncio.wait_for(self._stopping.wait(), REPORT_SECONDS)
 
     async def _run(self) -> None:
-        next_purge = time.monotonic()
+        next_purge = time.monotonic() + PURGE_FIRST_SECONDS
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), FLUSH_SECONDS)

@@ -261,12 +261,16 @@ def test_reports_beyond_the_cap_are_refused_while_an_officer_is_answered(
 
 
 def _wait_for_lock_waiter(holder: object, seconds: float = 20) -> None:
-    """Until a statement of the portal waits for the lock the test holds (a waiter in another
-    database, e.g. another test running beside this one, does not count)."""
+    """Until a report waits for the lock the test holds: a read's lock request on the calls
+    table of this database. A waiter in another database (a test running beside this one)
+    does not count, nor does a write of the portal's own log, which asks for a row-exclusive
+    lock. (The lock is requested while the statement is parsed, before pg_stat_activity
+    shows its text, so the text cannot tell them apart.)"""
     deadline = time.monotonic() + seconds
     query = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND pid <> pg_backend_pid() AND datname = current_database()"
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessShareLock' "
+        "AND relation = 'insurer_calls'::regclass "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
     while time.monotonic() < deadline:
         if holder.execute(query).scalar():  # type: ignore[attr-defined]
