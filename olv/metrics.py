@@ -46,6 +46,31 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+# The process id, read again only after a fork. prometheus-client's multiprocess values ask
+# for it on every increment to notice a fork (os.getpid is a system call each time: three per
+# SOAP request); the fork hook keeps this answer as exact as the call.
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
+def process_identifier() -> int:
+    """This process's id, as ``os.getpid()`` returns it, without a system call."""
+    return _pid
+
+
+def _value_class() -> type:
+    if os.environ.get(MULTIPROC_ENV):
+        return values.MultiProcessValue(process_identifier)  # type: ignore[no-untyped-call,no-any-return]
+    return values.get_value_class()  # type: ignore[no-untyped-call,no-any-return]
+
+
 @contextlib.contextmanager
 def multiprocess_dir() -> Iterator[Path]:
     """For a server's lifetime: the directory the workers share, empty at start."""
@@ -62,13 +87,13 @@ def multiprocess_dir() -> Iterator[Path]:
         made = True
     # prometheus-client picks its value store when first imported; this process may have
     # imported it before the variable was set.
-    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    values.ValueClass = _value_class()
     try:
         yield path
     finally:
         if made:
             os.environ.pop(MULTIPROC_ENV, None)
-            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+            values.ValueClass = _value_class()
             shutil.rmtree(path, ignore_errors=True)
 
 

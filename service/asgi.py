@@ -151,24 +151,40 @@ def _environ_key(raw_name: bytes) -> str | None:
     return key
 
 
-def _environ(scope: Scope) -> dict[str, Any]:
+# What the environ of every request on one listening socket shares, made once: a copy of it
+# costs less than building the dict anew. Bounded: a server listens on few addresses.
+_BASES: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def _base(scope: Scope) -> dict[str, Any]:
     server = scope.get("server") or ("localhost", 80)
+    key = (server, scope.get("root_path", ""), scope.get("http_version"), scope.get("scheme"))
+    base = _BASES.get(key)
+    if base is None:
+        base = {
+            "SCRIPT_NAME": key[1],
+            "SERVER_NAME": str(server[0]),
+            "SERVER_PORT": str(server[1]),
+            "SERVER_PROTOCOL": f"HTTP/{key[2] or '1.1'}",
+            "wsgi.url_scheme": key[3] or "http",
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+        if len(_BASES) >= 64:
+            _BASES.clear()
+        _BASES[key] = base
+    return base
+
+
+def _environ(scope: Scope) -> dict[str, Any]:
     client = scope.get("client") or ("", 0)
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope["method"],
-        "SCRIPT_NAME": scope.get("root_path", ""),
-        "PATH_INFO": scope["path"],
-        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
-        "SERVER_NAME": str(server[0]),
-        "SERVER_PORT": str(server[1]),
-        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
-        "REMOTE_ADDR": client[0],
-        "wsgi.url_scheme": scope.get("scheme", "http"),
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "wsgi.version": (1, 0),
-    }
+    environ = _base(scope).copy()
+    environ["REQUEST_METHOD"] = scope["method"]
+    environ["PATH_INFO"] = scope["path"]
+    environ["QUERY_STRING"] = scope.get("query_string", b"").decode("latin-1")
+    environ["REMOTE_ADDR"] = client[0]
     for raw_name, raw_value in scope.get("headers", []):
         key = _environ_key(raw_name)
         if key is None:

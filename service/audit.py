@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -93,7 +92,9 @@ class AuditWriter:
         self.flush_seconds = flush_seconds
         self.batch_size = batch_size
         self._sqlite = is_sqlite(str(engine.url))
-        self._queue: queue.SimpleQueue[AuditEntry] = queue.SimpleQueue()
+        # Appended to by the request path, swapped for an empty list by the writer: a list's
+        # append is one step under the GIL, cheaper than a queue's put and its lock.
+        self._rows: list[AuditEntry] = []
         self._pending: list[tuple[object, ...]] = []
         self._waiting_since: float | None = None  # when the oldest pending row was made (epoch)
         self._dropped = 0  # counted on the request path, reported by the writer
@@ -109,10 +110,10 @@ class AuditWriter:
 
     def record(self, entry: AuditEntry) -> None:
         """Never blocks: a full backlog drops the row (counted, reported by the writer)."""
-        if self._queue.qsize() + len(self._pending) >= BACKLOG_LIMIT:
+        if len(self._rows) + len(self._pending) >= BACKLOG_LIMIT:
             self._dropped += 1
             return
-        self._queue.put(entry)
+        self._rows.append(entry)
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush everything queued and stop; safe to call more than once.
@@ -127,7 +128,7 @@ class AuditWriter:
         if self._thread.is_alive():
             self._cut()
             self._thread.join(1.0)
-        unwritten = self._queue.qsize() + len(self._pending)
+        unwritten = len(self._rows) + len(self._pending)
         if unwritten:
             log.error("audit rows not written at stop", extra={"rows": unwritten})
         self._report_drops()
@@ -154,7 +155,7 @@ class AuditWriter:
     def _watch(self) -> None:
         while not self._stopped.wait(1.0):
             since = self._waiting_since
-            QUEUED.set(self._queue.qsize() + len(self._pending))
+            QUEUED.set(len(self._rows) + len(self._pending))
             LAG.set(0.0 if since is None else max(0.0, time.time() - since))
             with self._writing_lock:
                 overdue = self._writing is not None and time.monotonic() > self._writing[1]
@@ -168,21 +169,21 @@ class AuditWriter:
                 interrupt(self._writing[0])
 
     def _drain(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if not self._pending:
-                self._waiting_since = item.at.timestamp()
-            self._pending.append(self._row(item))
+        # An append that races the swap lands in the list taken here or in the new one.
+        entries, self._rows = self._rows, []
+        if not entries:
+            return
+        if not self._pending:
+            self._waiting_since = entries[0].at.timestamp()
+        self._pending.extend(map(self._row, entries))
 
     def _row(self, e: AuditEntry) -> tuple[object, ...]:
         at: object = e.at
         if self._sqlite:
             # The text form SQLAlchemy's SQLite DateTime type reads back (naive UTC):
             # "%Y-%m-%d %H:%M:%S.%f", written by isoformat at a fraction of strftime's cost.
-            at = e.at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            utc = e.at if e.at.tzinfo is UTC else e.at.astimezone(UTC)
+            at = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
         return (
             at,
             _clip(e.requester, 300),

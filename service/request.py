@@ -160,7 +160,13 @@ def read(
         candidate = copy.deepcopy(request)
         for attr in _PUBLICATION_ATTRS:
             candidate.attrib.pop(attr, None)
-    written = _find(candidate, date_path)
+    # The schema allows VerificationDate only at date_path, so the first one found is the one
+    # there in any request that can be valid: only a value with surrounding blanks needs the
+    # walk down the path.
+    seen = found.get("VerificationDate")
+    written = None
+    if seen is not None and seen.text and seen.text != seen.text.strip():
+        written = _find(candidate, date_path)
     if written is not None and written.text and written.text != written.text.strip():
         # xs:dateTime collapses surrounding whitespace, but libxml2 does not do so for a
         # simple-content type derived from it: the value is valid, so validate it stripped.
