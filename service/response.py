@@ -9,8 +9,8 @@ schema, a fixed placeholder is echoed instead (the README lists them).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
@@ -144,10 +144,10 @@ def _value_text(value: str) -> str:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     """One response element, written on demand: as a standalone element (default namespace),
-    or as text the way it reads inside Spyne's answer envelope (``tns:`` prefix)."""
+    or as text the way it reads inside Spyne's answer envelope (``tns:`` prefix). A tuple:
+    one is made per request, and a frozen dataclass cost several times as much to build."""
 
     request: etree._Element | None
     version: str

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from functools import partial
+from typing import NamedTuple
 
 from lxml import etree
 
@@ -46,9 +46,9 @@ _SYSU = Decision((Code.SYSU,))
 _WINDOW_RECHECK_SECONDS = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """A request read and decided, waiting for its answer to be built."""
+class Settled(NamedTuple):
+    """A request read and decided, waiting for its answer to be built (a tuple: one per
+    request, cheaper to build than a frozen dataclass)."""
 
     request: etree._Element
     query: CoverageQuery
