@@ -23,10 +23,22 @@ from olv.iicmva import VEHICLE_SPECIFIC
 
 class Policy(Base):
     __tablename__ = "policy"
-    __table_args__ = (UniqueConstraint("naic", "policy_key"),)
+    __table_args__ = (
+        UniqueConstraint("naic", "policy_key"),
+        # What a verification reads, from the index alone (migration 0012).
+        Index(
+            "ix_policy_lookup",
+            "naic",
+            "policy_key",
+            "id",
+            "policy_type",
+            "pending_review",
+            unique=True,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    naic: Mapped[str] = mapped_column(String(5), index=True)
+    naic: Mapped[str] = mapped_column(String(5))
     policy_number: Mapped[str] = mapped_column(String(50))  # as written by the insurer
     policy_key: Mapped[str] = mapped_column(String(50))  # olv.normalize.policy_key of it
     policy_type: Mapped[str] = mapped_column(String(2), default=VEHICLE_SPECIFIC)
@@ -41,10 +53,29 @@ class Coverage(Base):
     """One continuous coverage period of one vehicle (or, for NS policies, of the policy)."""
 
     __tablename__ = "coverage"
-    __table_args__ = (Index("ix_coverage_naic_vin", "naic", "vin"),)
+    # A policy's periods and a VIN's periods, read from the indexes alone (migration 0012).
+    __table_args__ = (
+        Index(
+            "ix_coverage_policy_periods",
+            "policy_id",
+            "vin",
+            "effective_date",
+            "expiration_date",
+            "cancel_date",
+        ),
+        Index(
+            "ix_coverage_vin_periods",
+            "naic",
+            "vin",
+            "policy_id",
+            "effective_date",
+            "expiration_date",
+            "cancel_date",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    policy_id: Mapped[int] = mapped_column(ForeignKey("policy.id", ondelete="CASCADE"), index=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policy.id", ondelete="CASCADE"))
     naic: Mapped[str] = mapped_column(String(5))  # copied from the policy for the VIN index
     vin: Mapped[str | None] = mapped_column(String(25))  # olv.normalize.vin; None on NS rows
     effective_date: Mapped[date] = mapped_column(Date)

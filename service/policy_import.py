@@ -383,10 +383,13 @@ def import_files(
                 _store(session, rows_of(result.path, result), result)
             except BobFileError as exc:
                 raise ImportFileError(f"{result.path}: {exc.reason}") from None
-        if session.get_bind().dialect.name == "postgresql":
-            # Fresh statistics, so the SOAP look-ups use the indexes from the first request.
-            session.execute(text("ANALYZE policy"))
-            session.execute(text("ANALYZE coverage"))
-        else:  # SQLite keeps a temporary table for the connection's life
+        if session.get_bind().dialect.name == "sqlite":
+            # SQLite keeps a temporary table for the connection's life.
             _SEEN.drop(session.connection())
+            # A sample suffices (SQLite would otherwise read every index entry of a large store).
+            session.execute(text("PRAGMA analysis_limit=1000"))
+        # Fresh statistics, so the SOAP look-ups use the covering indexes from the first
+        # request (without them SQLite prefers the unique key's index, which lacks the columns).
+        session.execute(text("ANALYZE policy"))
+        session.execute(text("ANALYZE coverage"))
     return results

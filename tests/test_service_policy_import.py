@@ -261,3 +261,40 @@ def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
             engine.dispose()
     # Eight times the policies, about the same peak (the old import kept every policy's id).
     assert peaks[1] < peaks[0] * 1.3, peaks
+
+
+def test_after_an_import_the_soap_reads_touch_indexes_only(db_url: str, tmp_path: Path) -> None:
+    """The verification's reads (service.store) are planned on the covering indexes: the
+    import leaves statistics on both engines, without which SQLite keeps to the unique key's
+    index and reads every policy row from the table too."""
+    from service import store
+
+    rows = [f"12345,P-{n},VS,1HGCM82633A{n:06d},2026-01-01,2027-01-01,,\n" for n in range(300)]
+    path = tmp_path / "p.csv"
+    path.write_text(HEADER + "".join(rows))
+    assert _run("policies", "import", str(path), url=db_url).returncode == 0
+    engine = db.make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            for sql in (store._POLICY_SQL, store._VIN_SQL):
+                if db.is_sqlite(db_url):
+                    plan = " ".join(
+                        row[3]
+                        for row in conn.exec_driver_sql(
+                            f"EXPLAIN QUERY PLAN {sql}", ("12345", "P1")
+                        )
+                    )
+                    searches = plan.count("SEARCH")
+                    assert searches and plan.count("COVERING INDEX") == searches, plan
+                else:
+                    # A table this small is read whole, whatever the indexes: the test asks
+                    # which index a large store's reads would take.
+                    conn.exec_driver_sql("SET enable_seqscan = off")
+                    pg_sql = sql.replace("?", "%s")
+                    plan = " ".join(
+                        row[0] for row in conn.exec_driver_sql(f"EXPLAIN {pg_sql}", ("12345", "P1"))
+                    )
+                    scans = plan.count(" Scan ")
+                    assert scans and plan.count("Index Only Scan") == scans, plan
+    finally:
+        engine.dispose()
