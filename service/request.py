@@ -131,6 +131,10 @@ def _value(found: dict[str, etree._Element], name: str) -> str | None:
     return None if node is None else (node.text or "")
 
 
+_DATE_PATH = (*_POLICY, q("VerificationDate"))
+_KEY_PATHS = {version: (*_POLICY, q(spec.key_element)) for version, spec in SPECS.items()}
+
+
 def read(
     request: etree._Element,
     version: str,
@@ -139,8 +143,8 @@ def read(
 ) -> CoverageQuery:
     """``found``: :func:`elements` of ``request``, when the caller has them already."""
     spec = SPECS[version]
-    key_path = (*_POLICY, q(spec.key_element))
-    date_path = (*_POLICY, q("VerificationDate"))
+    key_path = _KEY_PATHS[version]
+    date_path = _DATE_PATH
     if found is None:
         found = elements(request)
     query = CoverageQuery(

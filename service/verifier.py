@@ -43,6 +43,7 @@ ENDPOINTS: dict[str, str | None] = {
     "/iicmva": None,  # auto-detect by the request's shape
 }
 _SYSU = Decision((Code.SYSU,))
+_UNCHECKED = frozenset({Code.UREQ, Code.SYSU})  # answers given before the request was checked
 _WINDOW_RECHECK_SECONDS = 60.0
 
 
@@ -158,7 +159,7 @@ class Verifier:
         self, request: etree._Element, version: str, decision: Decision, query: CoverageQuery
     ) -> response.Response:
         body = response.build(request, version, decision.codes, found=query.found or None)
-        unchecked = query.format_errors or {Code.UREQ, Code.SYSU} & set(decision.codes)
+        unchecked = query.format_errors or not _UNCHECKED.isdisjoint(decision.codes)
         # A request that was not checked (or not valid) must still get a valid echo.
         if unchecked and not self.schemas[version].validate(body.element()):
             body = response.build(
@@ -196,7 +197,7 @@ class Verifier:
                 verification_date=query.verification_date,
                 request_reason=query.request_reason,
                 response_code=decision.response_code,
-                reason_codes=" ".join(c.value for c in decision.codes),
+                reason_codes=_reason_text(decision.codes),
                 latency_ms=(time.monotonic() - started) * 1000.0,
             )
         )
@@ -206,3 +207,14 @@ def _failed(exc: Exception) -> Decision:
     if not isinstance(exc, StoreUnavailable):  # the database's own failures are expected
         log.error("verification failed; answering SYSU", exc_info=exc)
     return _SYSU
+
+
+# The audit's text of each combination of reason codes (few: the decision table's answers).
+_REASON_TEXTS: dict[tuple[Code, ...], str] = {}
+
+
+def _reason_text(codes: tuple[Code, ...]) -> str:
+    text = _REASON_TEXTS.get(codes)
+    if text is None:
+        text = _REASON_TEXTS[codes] = " ".join(c.value for c in codes)
+    return text
