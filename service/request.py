@@ -16,10 +16,9 @@ from datetime import date
 from lxml import etree
 
 from olv import normalize
-from olv.iicmva import IICMVA, q
+from olv.iicmva import q
 from service.versions import SPECS, V0510
 
-_IICMVA_PREFIX = f"{{{IICMVA}}}"
 _POLICY_INFO = (q("Detail"), q("PolicyInformation"))
 _ORG = (*_POLICY_INFO, q("OrganizationDetails"))
 _POLICY = (*_POLICY_INFO, q("PolicyDetails"))
@@ -110,6 +109,7 @@ _READ_NAMES = (
     "VehicleInformation",
 )
 _READ_TAGS = tuple(q(name) for name in _READ_NAMES)
+_LOCAL_NAMES = dict(zip(_READ_TAGS, _READ_NAMES, strict=True))  # one string per name, not a slice
 
 
 def elements(request: etree._Element) -> dict[str, etree._Element]:
@@ -120,9 +120,9 @@ def elements(request: etree._Element) -> dict[str, etree._Element]:
     makes the request schema-invalid, and so IDF, before any value read here is used.
     """
     found: dict[str, etree._Element] = {}
-    prefix_length = len(_IICMVA_PREFIX)
+    local = _LOCAL_NAMES
     for node in request.iter(*_READ_TAGS):
-        found.setdefault(node.tag[prefix_length:], node)
+        found.setdefault(local[node.tag], node)
     return found
 
 
