@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -49,6 +51,35 @@ def test_close_flushes_everything_queued(db_url: str) -> None:
     writer.close()
     assert _count(db_url) == 50  # … and nothing lost on a graceful stop
     engine.dispose()
+
+
+def test_rows_recorded_from_several_threads_while_the_writer_drains_are_all_written(
+    db_url: str,
+) -> None:
+    """The request path appends while the writer takes rows many times a second: no row is
+    lost between the two, and each is written once."""
+    engine = db.make_engine(db_url)
+    writer = AuditWriter(engine, flush_seconds=0.002)
+    now = datetime.now(UTC)
+
+    def record(thread: int) -> None:
+        for i in range(3000):
+            writer.record(_entry(now, f"T{thread}V{i}"))
+            if i % 500 == 0:
+                time.sleep(0.002)  # let the writer take a batch in the middle of the appends
+
+    threads = [threading.Thread(target=record, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.close()
+    with engine.connect() as conn:
+        rows, vins = conn.execute(
+            select(func.count(), func.count(AuditRecord.vin.distinct()))
+        ).one()
+    engine.dispose()
+    assert (rows, vins) == (12000, 12000)
 
 
 def test_purge_removes_only_rows_older_than_the_age(db_url: str) -> None:
