@@ -14,13 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-
-from reportlab.graphics.barcode import code128
-from reportlab.lib.pagesizes import LETTER
-from reportlab.lib.units import inch
-from reportlab.pdfgen import canvas
+from typing import TYPE_CHECKING
 
 from portal.csv_cells import cell
+
+if TYPE_CHECKING:
+    from reportlab.pdfgen import canvas
 
 DOC_ID_DIGITS = 10
 MAILING_FIELDS = (
@@ -169,6 +168,13 @@ def _text(letter: Letter) -> _Text:
 
 def render(letter: Letter, path: Path) -> None:
     """Write the letter as a one-page PDF."""
+    # reportlab is imported here, not above: the portal's pages need this module's Document ID
+    # check, and a portal start (made often) would otherwise load reportlab, a tenth of its CPU.
+    from reportlab.graphics.barcode import code128
+    from reportlab.lib.pagesizes import LETTER
+    from reportlab.lib.units import inch
+    from reportlab.pdfgen import canvas
+
     text = _text(letter)
     pdf = canvas.Canvas(str(path), pagesize=LETTER, pageCompression=1)
     pdf.setTitle(f"{text.title} {letter.doc_id}")
