@@ -22,6 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from olv import db
 from olv.config import get_settings
+from olv.serving import settle_gc
 from tests.helpers.day_change import wait_past_midnight
 from tests.helpers.portal import TEST_SECRET_KEY
 
@@ -44,6 +45,14 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     servers, subprocesses and databases it started (which do their work on the same cores), so
     with one worker per core the cores sat idle much of the run."""
     return 2 * (os.cpu_count() or 1)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Settle the collector as the servers do once started (``olv.serving.settle_gc``): each
+    test process holds every test module, the apps and their libraries, and at the default
+    thresholds the collector walked all of that again and again while the portal's pages ran
+    in-process."""
+    settle_gc()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
