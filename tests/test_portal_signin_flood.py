@@ -72,5 +72,9 @@ def test_a_sign_in_flood_leaves_signed_in_people_their_verify_answers(
     # checked (401) or, when no hash slot came free within their budget, asked to try again
     # (503; on a busy two-core machine an argon2id check can take a second).
     assert set(flood) <= {401, 429, 503}, sorted(set(flood))
-    assert flood.count(429) >= FLOOD - lockout.SOURCE_ATTEMPTS_PER_MINUTE, flood.count(429)
-    assert flood.count(401) >= 1
+    # What matters: never more passwords checked than the limit allows. Past it a sign-in is
+    # refused with 429, or with 503 when the shared limit itself could not be read in time on
+    # an overloaded machine (it fails closed): either way no hash is computed for it.
+    checked = flood.count(401)
+    assert 1 <= checked <= lockout.SOURCE_ATTEMPTS_PER_MINUTE, checked
+    assert flood.count(429) >= 1, flood
