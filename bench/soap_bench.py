@@ -18,8 +18,10 @@ What it does, in one run:
    ResponseCode element;
 4. stops the server with SIGTERM and compares the audit rows with the requests sent;
 5. measures the floor (``bench/soap_floor.py``: lxml + dict on the service's own uvicorn
-   stack, httptools and uvloop, same worker layout and count) the same way and prints the
-   ratios service/floor;
+   stack, httptools and uvloop, same worker layout and count) the same way, twice: on
+   uvicorn's own httptools protocol (SPEC §4's bare uvicorn worker) and on the service's
+   protocol class (its writes held to the end of the loop's turn), and prints the ratios
+   service/floor against each;
 6. runs the same messages through ``SoapApplication`` in-process without HTTP (one thread)
    and checks its audit rows too.
 
@@ -75,6 +77,10 @@ TARGET_CLIENTS = 32
 TARGET_RPS = 3000
 TARGET_P99_MS = 20.0
 TARGET_FLOOR_FACTOR = 3.5
+# SPEC §4 and issue 17, each measured against the floor in the same run.
+TARGET_RATIO_RPS = 0.33  # throughput, service / floor, at least
+TARGET_RATIO_P99 = 3.0  # p99, service / floor, at most
+TARGET_RATIO_CPU = 3.0  # server CPU per request, service / floor, at most
 
 
 def parse_args() -> argparse.Namespace:
@@ -127,13 +133,20 @@ def _counts(text: str) -> list[int]:
 @dataclass
 class Results:
     ours: list[Run]
-    floor: list[Run]
+    floor: list[Run]  # SPEC §4's floor: a bare uvicorn worker
+    floor_on_our_protocol: list[Run]  # the same app on the service's protocol class
     in_process: Run | None
     profile: Profile | None
     audit_rows: int
     requests_sent: int
     in_process_audit_rows: int
     floor_banner: str
+
+    def floors(self) -> list[tuple[str, list[Run]]]:
+        return [
+            ("bare uvicorn floor (SPEC §4)", self.floor),
+            ("floor on the service's protocol", self.floor_on_our_protocol),
+        ]
 
     @property
     def audit_ok(self) -> bool:
@@ -144,7 +157,8 @@ class Results:
     @property
     def failures(self) -> int:
         extra = [self.in_process] if self.in_process else []
-        return sum(r.failures + r.socket_errors for r in [*self.ours, *self.floor, *extra])
+        runs = [*self.ours, *self.floor, *self.floor_on_our_protocol, *extra]
+        return sum(r.failures + r.socket_errors for r in runs)
 
 
 def main() -> int:
@@ -251,9 +265,14 @@ def measure(
     requests_sent = loadgen.total_sent
 
     floor: list[Run] = []
+    floor_on_our_protocol: list[Run] = []
     banner = ""
     if _counts(args.floor_clients):
-        floor, banner = run_floor(args, loadgen, workers, policy_csv, env, workdir)
+        floor, banner = run_floor(args, loadgen, workers, policy_csv, env, workdir, "bare")
+        floor_on_our_protocol, banner_ours = run_floor(
+            args, loadgen, workers, policy_csv, env, workdir, "service"
+        )
+        banner = f"{banner}\n{banner_ours}"
 
     in_process: Run | None = None
     in_process_audit = 0
@@ -264,7 +283,15 @@ def measure(
         )
         in_process_audit = count_rows(url, "audit_record") - before
     return Results(
-        ours, floor, in_process, profile, audit_rows, requests_sent, in_process_audit, banner
+        ours,
+        floor,
+        floor_on_our_protocol,
+        in_process,
+        profile,
+        audit_rows,
+        requests_sent,
+        in_process_audit,
+        banner,
     )
 
 
@@ -275,8 +302,9 @@ def run_floor(
     policy_csv: Path,
     env: dict[str, str],
     workdir: Path,
+    stack: str,
 ) -> tuple[list[Run], str]:
-    command = [sys.executable, str(FLOOR_SCRIPT), "--host", "127.0.0.1"]
+    command = [sys.executable, str(FLOOR_SCRIPT), "--host", "127.0.0.1", "--stack", stack]
     command += ["--workers", str(workers), "--policies", str(policy_csv)]
     floor_server: Server = start_server("floor", command, env, workdir)
     clients = _counts(args.floor_clients)
@@ -285,7 +313,8 @@ def run_floor(
         banner = floor_server.log.read_text().strip().splitlines()[0]
         loadgen.run(floor_server, max(clients), args.warmup, "warm-up")
         for n in clients:
-            runs.append(_show(loadgen.run(floor_server, n, args.duration, "floor (lxml + dict)")))
+            label = f"floor (lxml + dict, {stack})"
+            runs.append(_show(loadgen.run(floor_server, n, args.duration, label)))
     finally:
         floor_server.stop()
     return runs, banner
@@ -321,9 +350,9 @@ def _at(runs: list[Run], clients: int) -> Run | None:
     return next((r for r in runs if r.clients == clients), None)
 
 
-def _pairs(results: Results) -> list[tuple[Run, Run]]:
+def _pairs(ours_runs: list[Run], floor_runs: list[Run]) -> list[tuple[Run, Run]]:
     """(ours, floor) at every concurrency both were measured at."""
-    pairs = [(ours, _at(results.floor, ours.clients)) for ours in results.ours]
+    pairs = [(ours, _at(floor_runs, ours.clients)) for ours in ours_runs]
     return [(o, f) for o, f in pairs if f is not None and f.rps and f.p99_ms]
 
 
@@ -334,19 +363,13 @@ def _verdict(ok: bool | None) -> str:
 def report(args: argparse.Namespace, workers: int, corpus: Corpus, results: Results) -> None:
     extra = [results.in_process] if results.in_process else []
     print(f"\n## {args.db}: {workers} workers, {args.duration:g} s per run")
-    print(table([*results.ours, *results.floor, *extra]))
+    print(table([*results.ours, *results.floor, *results.floor_on_our_protocol, *extra]))
     print()
     if results.floor_banner:
         print(results.floor_banner)
-    for ours, floor in _pairs(results):
-        throughput = ours.rps / floor.rps
-        print(
-            f"service/floor at {ours.clients} clients: throughput {ours.rps:,.0f} / "
-            f"{floor.rps:,.0f} req/s = {throughput:.2f} (the floor is "
-            f"{1 / throughput if throughput else float('inf'):.2f}x faster; target: within "
-            f"{TARGET_FLOOR_FACTOR:g}x, i.e. ratio >= {1 / TARGET_FLOOR_FACTOR:.2f}); "
-            f"p99 {ours.p99_ms:.2f} / {floor.p99_ms:.2f} ms = {ours.p99_ms / floor.p99_ms:.2f}x"
-        )
+    for name, floor_runs in results.floors():
+        for ours, floor in _pairs(results.ours, floor_runs):
+            print(ratio_line(name, ours, floor))
     if results.in_process is not None:
         ip = results.in_process
         print(
@@ -364,6 +387,22 @@ def report(args: argparse.Namespace, workers: int, corpus: Corpus, results: Resu
     print(targets(args.db, results))
     if results.profile:
         print_profile(results.profile, TARGET_CLIENTS)
+
+
+def ratio_line(name: str, ours: Run, floor: Run) -> str:
+    """Service over ``floor`` at one concurrency, beside the ratio targets (SPEC §4)."""
+    throughput = ours.rps / floor.rps
+    p99 = ours.p99_ms / floor.p99_ms
+    cpu = ours.cpu_ms_per_request / floor.cpu_ms_per_request if floor.cpu_ms_per_request else 0
+    return (
+        f"service / {name} at {ours.clients} clients: throughput {ours.rps:,.0f} / "
+        f"{floor.rps:,.0f} req/s = {throughput:.2f} (target >= {TARGET_RATIO_RPS:g}: "
+        f"{_verdict(throughput >= TARGET_RATIO_RPS)}); p99 {ours.p99_ms:.2f} / "
+        f"{floor.p99_ms:.2f} ms = {p99:.2f}x (target <= {TARGET_RATIO_P99:g}x: "
+        f"{_verdict(p99 <= TARGET_RATIO_P99)}); server CPU {ours.cpu_ms_per_request:.3f} / "
+        f"{floor.cpu_ms_per_request:.3f} ms/req = {cpu:.2f}x (target <= {TARGET_RATIO_CPU:g}x: "
+        f"{_verdict(cpu <= TARGET_RATIO_CPU)})"
+    )
 
 
 def targets(db: str, results: Results) -> str:
@@ -397,7 +436,7 @@ def write_json(
 ) -> None:
     ratios = {
         str(ours.clients): {"throughput": ours.rps / floor.rps, "p99": ours.p99_ms / floor.p99_ms}
-        for ours, floor in _pairs(results)
+        for ours, floor in _pairs(results.ours, results.floor)
     }
     document = {
         "machine": info,
@@ -407,6 +446,7 @@ def write_json(
         "floor": results.floor_banner,
         "runs": [r.as_dict() for r in results.ours],
         "floor_runs": [r.as_dict() for r in results.floor],
+        "floor_on_our_protocol_runs": [r.as_dict() for r in results.floor_on_our_protocol],
         "service_over_floor_by_clients": ratios,
         "in_process": results.in_process.as_dict() if results.in_process else None,
         "audit_rows": results.audit_rows,

@@ -10,9 +10,12 @@ It runs on the service's own HTTP stack, so that the ratio measures our work and
 difference of server: the very ``uvicorn.Config`` that ``olv soap serve`` builds
 (``service/server.py``: httptools, uvloop, the same keep-alive and header settings) with only
 the application swapped, and the same worker layout — one process per worker, each with its
-own ``SO_REUSEPORT`` listening socket, as many workers as the service has by default.
+own ``SO_REUSEPORT`` listening socket, as many workers as the service has by default. With
+``--stack bare`` (the default, SPEC §4's floor) the connections run uvicorn's own httptools
+protocol; with ``--stack service``, the service's protocol class too (its read timeouts and
+its writes held to the end of the loop's turn).
 
-    python bench/soap_floor.py --port 8099 --policies policies.csv [--workers N]
+    python bench/soap_floor.py --port 8099 --policies policies.csv [--workers N] [--stack S]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import uvicorn
 from lxml import etree
 
 from olv import normalize, serving
+from olv.config import Settings
 from olv.iicmva import IICMVA, PUBLICATION_DATE_0809, SOAP11_ENV, V0809, Code
 from service import server as service_server
 
@@ -122,15 +126,25 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def floor_config(host: str, port: int) -> uvicorn.Config:
-    """The service's uvicorn configuration with the floor's application in place of ours."""
-    config = service_server._config(host, port)
+STACKS = ("bare", "service")
+
+
+def floor_config(host: str, port: int, stack: str = "bare") -> uvicorn.Config:
+    """The service's uvicorn configuration with the floor's application in place of ours.
+
+    ``bare``: uvicorn's own httptools protocol, as SPEC §4 describes the floor (a bare uvicorn
+    worker on httptools and uvloop). ``service``: the very protocol the service runs, with its
+    read timeouts and its writes held to the end of the loop's turn (olv.response_write), so
+    that the ratio counts only the application's work."""
+    config = service_server._config(host, port, Settings())
     config.app = app
     config.factory = False
+    if stack == "bare":
+        config.http = "httptools"
     return config
 
 
-def serve(host: str, port: int, workers: int) -> None:
+def serve(host: str, port: int, workers: int, stack: str) -> None:
     """Fork ``workers`` uvicorn servers, each with its own SO_REUSEPORT listening socket."""
     serving.listen(host, port).close()  # fail here if the address is unusable
     children = []
@@ -138,7 +152,7 @@ def serve(host: str, port: int, workers: int) -> None:
         pid = os.fork()
         if pid == 0:
             sock = serving.listen(host, port)
-            uvicorn.Server(floor_config(host, port)).run(sockets=[sock])
+            uvicorn.Server(floor_config(host, port, stack)).run(sockets=[sock])
             os._exit(0)
         children.append(pid)
 
@@ -164,15 +178,22 @@ def main() -> None:
         help="worker processes (default: the service's default, one per core)",
     )
     parser.add_argument("--policies", required=True, help="the benchmark's policy CSV")
+    parser.add_argument(
+        "--stack",
+        choices=STACKS,
+        default="bare",
+        help="bare: uvicorn's own httptools protocol (SPEC §4); service: the service's protocol",
+    )
     args = parser.parse_args()
     POLICIES.update(load_policies(args.policies))
-    config = floor_config(args.host, args.port)
+    config = floor_config(args.host, args.port, args.stack)
+    protocol = "uvicorn's own" if args.stack == "bare" else "the service's"
     print(
-        f"floor: uvicorn {uvicorn.__version__}, http={config.http}, loop={config.loop}, "
-        f"{args.workers} SO_REUSEPORT workers (the service's stack)",
+        f"floor ({args.stack}): uvicorn {uvicorn.__version__}, http=httptools ({protocol} "
+        f"protocol), loop={config.loop}, {args.workers} SO_REUSEPORT workers",
         flush=True,
     )
-    serve(args.host, args.port, args.workers)
+    serve(args.host, args.port, args.workers, args.stack)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     audit_flush_seconds: float = Field(0.5, gt=0)
     audit_batch_size: int = Field(500, ge=1)
     soap_workers: int = Field(0, ge=0)  # 0: one per core
+    # A request's head must arrive this soon after the connection opens (or its first byte on a
+    # kept-alive connection), and its body may stall no longer than this: a client that sends
+    # half a request and waits is dropped rather than holding a connection (slowloris).
+    soap_header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    soap_body_idle_seconds: float = Field(10.0, gt=0, le=600)
 
     # --- both servers -------------------------------------------------------------------------
     # Who may read /metrics (by source address, judged like any request: olv.forwarding).

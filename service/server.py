@@ -22,7 +22,8 @@ import uvicorn
 from olv import metrics
 from olv.config import Settings
 from olv.ports import PortClaim
-from olv.serving import COMMON_OPTIONS, Supervisor
+from olv.response_write import one_write
+from olv.serving import COMMON_OPTIONS, Supervisor, guarded_http
 
 
 def default_workers() -> int:
@@ -31,10 +32,13 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def _config(host: str, port: int) -> uvicorn.Config:
+def _config(host: str, port: int, settings: Settings) -> uvicorn.Config:
+    # Half-sent requests are dropped (slowloris); what a connection writes in one turn of the
+    # loop leaves in one write (olv.response_write).
+    guarded = guarded_http(settings.soap_header_timeout_seconds, settings.soap_body_idle_seconds)
     return uvicorn.Config(
         "service.asgi:create_app",
-        **COMMON_OPTIONS,
+        **{**COMMON_OPTIONS, "http": one_write(guarded)},
         host=host,
         port=port,
         timeout_keep_alive=30,
@@ -46,7 +50,7 @@ def _config(host: str, port: int) -> uvicorn.Config:
 def serve(settings: Settings, claim: PortClaim, workers: int | None = None) -> None:
     """Run on the claimed port until SIGTERM/SIGINT; exits 0 once every worker has stopped."""
     count = workers or settings.soap_workers or default_workers()
-    config = partial(_config, claim.host, claim.port)
+    config = partial(_config, claim.host, claim.port, settings)
     with metrics.multiprocess_dir():  # before the workers make their first value
         code = Supervisor(claim.host, claim.port, count, config).run()
     claim.close()

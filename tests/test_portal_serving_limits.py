@@ -3,7 +3,6 @@ answering normal clients meanwhile; a slow but moving body is not cut off."""
 
 from __future__ import annotations
 
-import selectors
 import socket
 import time
 from collections.abc import Iterator
@@ -38,29 +37,6 @@ def _connect(base: str) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=10)
 
 
-def _closed_within(socks: list[socket.socket], seconds: float) -> list[socket.socket]:
-    """Waits until the server has closed each socket (end of file or reset), at most
-    ``seconds``; returns the ones still open."""
-    selector = selectors.DefaultSelector()
-    for sock in socks:
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ)
-    open_ = set(socks)
-    deadline = time.monotonic() + seconds
-    while open_ and time.monotonic() < deadline:
-        for key, _ in selector.select(timeout=0.5):
-            sock = key.fileobj
-            try:
-                data = sock.recv(65536)  # type: ignore[union-attr]
-            except (ConnectionResetError, BlockingIOError):
-                data = b""
-            if not data:
-                selector.unregister(sock)
-                open_.discard(sock)  # type: ignore[arg-type]
-    selector.close()
-    return list(open_)
-
-
 def test_half_sent_requests_are_dropped_and_a_normal_client_is_answered(portal: str) -> None:
     heads = []
     for number in range(HALF_HEADS):
@@ -79,7 +55,7 @@ def test_half_sent_requests_are_dropped_and_a_normal_client_is_answered(portal: 
     started = time.monotonic()
     answer = loopback.get(f"{portal}/healthz", timeout=10)
     assert answer.status_code == 200
-    still_open = _closed_within(heads + bodies, HEADER_SECONDS + BODY_IDLE_SECONDS + 20)
+    still_open = loopback.closed_within(heads + bodies, HEADER_SECONDS + BODY_IDLE_SECONDS + 20)
     waited = time.monotonic() - started
     for sock in heads + bodies:
         sock.close()

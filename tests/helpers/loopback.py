@@ -9,6 +9,9 @@ client made without a ``verify`` of its own.
 
 from __future__ import annotations
 
+import selectors
+import socket
+import time
 from typing import Any
 
 import httpx
@@ -26,3 +29,26 @@ def post(url: str, **kwargs: Any) -> httpx.Response:
 
 def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
     return httpx.request(method, url, verify=TLS, **kwargs)
+
+
+def closed_within(socks: list[socket.socket], seconds: float) -> list[socket.socket]:
+    """Waits until the server has closed each socket (end of file or reset), at most
+    ``seconds``; returns the ones still open."""
+    selector = selectors.DefaultSelector()
+    for sock in socks:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    open_ = set(socks)
+    deadline = time.monotonic() + seconds
+    while open_ and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=0.5):
+            sock = key.fileobj
+            try:
+                data = sock.recv(65536)  # type: ignore[union-attr]
+            except (ConnectionResetError, BlockingIOError):
+                data = b""
+            if not data:
+                selector.unregister(sock)
+                open_.discard(sock)  # type: ignore[arg-type]
+    selector.close()
+    return list(open_)

@@ -1,5 +1,5 @@
-"""portal.response_write: a response's head leaves with its body, in one write, and is never
-held past the event loop's current turn. Checked on a real uvicorn server (the portal's
+"""olv.response_write: what a connection writes in one turn of the event loop leaves in one
+write at the end of that turn, never later. Checked on a real uvicorn server (the portal's
 protocol) answering on a real socket, and on the transport seam directly."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import uvicorn
 
+from olv.response_write import HOLD_LIMIT, HeldWrites, one_write
 from olv.serving import guarded_http
-from portal.response_write import _HeldHead, one_write
 
 
 class Recorder(asyncio.Transport):
@@ -32,50 +32,62 @@ class Recorder(asyncio.Transport):
     def close(self) -> None:
         self.closed = True
 
+    def abort(self) -> None:
+        self.closed = True
 
-def test_head_and_body_leave_in_one_write() -> None:
-    asyncio.run(_head_and_body_leave_in_one_write())
+
+def test_the_writes_of_one_turn_leave_in_one_write_at_its_end() -> None:
+    asyncio.run(_the_writes_of_one_turn_leave_in_one_write_at_its_end())
 
 
-async def _head_and_body_leave_in_one_write() -> None:
+async def _the_writes_of_one_turn_leave_in_one_write_at_its_end() -> None:
     transport = Recorder()
-    held = _HeldHead(transport, asyncio.get_running_loop())
+    held = HeldWrites(transport, asyncio.get_running_loop())
     held.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    held.write(bytearray(b"body"))
     assert transport.writes == []
-    held.write(b"body")
-    held.write(b"more")
-    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
     await asyncio.sleep(0)
-    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]  # nothing sent twice
-
-
-def test_a_lone_head_leaves_at_the_end_of_the_turn() -> None:
-    asyncio.run(_a_lone_head_leaves_at_the_end_of_the_turn())
-
-
-async def _a_lone_head_leaves_at_the_end_of_the_turn() -> None:
-    transport = Recorder()
-    held = _HeldHead(transport, asyncio.get_running_loop())
-    held.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    held.write(b"next")  # a later turn: its own write
     await asyncio.sleep(0)
-    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
-    held.write(b"HTTP/1.1 200 OK\r\n\r\n")
-    assert len(transport.writes) == 2
+    await asyncio.sleep(0)
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"next"]  # nothing twice
 
 
-def test_close_sends_what_is_held_and_a_closed_socket_gets_nothing() -> None:
-    asyncio.run(_close_sends_what_is_held_and_a_closed_socket_gets_nothing())
+def test_past_the_hold_limit_the_writes_leave_at_once() -> None:
+    asyncio.run(_past_the_hold_limit_the_writes_leave_at_once())
 
 
-async def _close_sends_what_is_held_and_a_closed_socket_gets_nothing() -> None:
+async def _past_the_hold_limit_the_writes_leave_at_once() -> None:
     transport = Recorder()
-    held = _HeldHead(transport, asyncio.get_running_loop())
+    held = HeldWrites(transport, asyncio.get_running_loop())
+    held.write(b"head")
+    held.write(b"x" * HOLD_LIMIT)
+    assert transport.writes == [b"head" + b"x" * HOLD_LIMIT]
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 1
+
+
+def test_close_sends_what_is_held_abort_drops_it_and_a_closed_socket_gets_nothing() -> None:
+    asyncio.run(_close_sends_what_is_held_abort_drops_it_and_a_closed_socket_gets_nothing())
+
+
+async def _close_sends_what_is_held_abort_drops_it_and_a_closed_socket_gets_nothing() -> None:
+    loop = asyncio.get_running_loop()
+    transport = Recorder()
+    held = HeldWrites(transport, loop)
     held.write(b"head")
     held.close()
     assert transport.writes == [b"head"] and transport.closed
+    aborted = Recorder()
+    dropped = HeldWrites(aborted, loop)
+    dropped.write(b"head")
+    dropped.abort()
+    await asyncio.sleep(0)
+    assert aborted.writes == [] and aborted.closed
     gone = Recorder()
     gone.closed = True
-    late = _HeldHead(gone, asyncio.get_running_loop())
+    late = HeldWrites(gone, loop)
     late.write(b"head")
     await asyncio.sleep(0)
     assert gone.writes == []
