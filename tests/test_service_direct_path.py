@@ -56,6 +56,46 @@ REQUESTORS = {
         "</Organization><ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails>"
         "</RequestorInformation>"
     ),
+    # Written by lxml otherwise than they were received.
+    "comment": (
+        "<RequestorInformation>{individual}<!-- c --><Organization><Name>N</Name></Organization>"
+        "<ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails></RequestorInformation>"
+    ),
+    "cdata": (
+        "<RequestorInformation>{individual}<Organization><Name><![CDATA[A & <B>]]></Name>"
+        "</Organization><ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails>"
+        "</RequestorInformation>"
+    ),
+    "blanks-in-tags": (
+        "<RequestorInformation>{individual}<Organization ><Name >N</Name\n></Organization>"
+        "<ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails></RequestorInformation>"
+    ),
+    "empty-pair": (
+        "<RequestorInformation>{individual}<Organization><Name></Name></Organization>"
+        "<ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails></RequestorInformation>"
+    ),
+    "gt-in-text": (
+        "<RequestorInformation>{individual}<Organization><Name>a > b</Name></Organization>"
+        "<ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails></RequestorInformation>"
+    ),
+    "crlf-and-tabs": (
+        "<RequestorInformation>\r\n\t{individual}<Organization><Name>N\tO</Name></Organization>"
+        "\r\n<ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails>\r\n"
+        "</RequestorInformation>"
+    ),
+    "char-reference": (
+        "<RequestorInformation>{individual}<Organization><Name>&#65;&#x42;</Name></Organization>"
+        "<ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails></RequestorInformation>"
+    ),
+    "non-ascii": (
+        "<RequestorInformation>{individual}<Organization><Name>Jos\u00e9</Name></Organization>"
+        "<ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails></RequestorInformation>"
+    ),
+    "name-in-comment": (
+        "<RequestorInformation>{individual}<Organization><Name>N</Name></Organization>"
+        "<ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails></RequestorInformation>"
+        "<!-- </RequestorInformation> -->"
+    ),
     "xmlns-in-text": (
         "<RequestorInformation>{individual}<Organization><Name>xmlns</Name></Organization>"
         "<ReasonDetails><ReasonCode>{reason}</ReasonCode></ReasonDetails></RequestorInformation>"
@@ -238,6 +278,7 @@ def test_plain_requests_are_written_as_text() -> None:
 
     plain = request_xml("00200809", requestor=_requestor(PLAIN_REQUESTOR, "00200809"))
     assert rendered(_envelope(plain, False)) is not None
+
     assert rendered(_envelope(_prefixed(plain, "ns0"), False)) is not None
     assert rendered(_envelope(plain, False, style="zeep")) is None
     foreign = _requestor(REQUESTORS["foreign-element"], "00200809")
