@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -273,6 +274,30 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
     with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[c] for c in columns])
+
+
+# One lock per SQLite file in this process (see sqlite_write_lock).
+_SQLITE_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_SQLITE_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def sqlite_write_lock(engine: Engine) -> threading.Lock | None:
+    """The lock this process's threads take around a write transaction on ``engine``'s SQLite
+    file (None on PostgreSQL).
+
+    SQLite lets one writer in at a time and makes the others wait in its busy handler, which
+    sleeps 1, 2, 5, 10 … 100 ms between looks at the lock: under a steady stream of small
+    writes from a pool of threads the waits pile up into tails of hundreds of milliseconds.
+    Threads queued on a lock of their own are woken the moment it is free; the busy handler is
+    left with the other processes' writes."""
+    if engine.dialect.name != "sqlite":
+        return None
+    key = str(engine.url.database or "")
+    with _SQLITE_WRITE_LOCKS_GUARD:
+        lock = _SQLITE_WRITE_LOCKS.get(key)
+        if lock is None:
+            lock = _SQLITE_WRITE_LOCKS[key] = threading.Lock()
+    return lock
 
 
 @contextmanager

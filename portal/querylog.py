@@ -92,6 +92,7 @@ class QueryLogWriter:
         self._calls: list[dict[str, Any]] = []
         self._writing: list[dict[str, Any]] = []  # the queries of the write in progress
         self._lock = asyncio.Lock()
+        self._write_lock = db.sqlite_write_lock(engine)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
@@ -203,9 +204,16 @@ class QueryLogWriter:
     def _write(self, queries: list[dict[str, Any]], calls: list[dict[str, Any]]) -> None:
         # COPY on PostgreSQL: an INSERT of the same rows through SQLAlchemy cost about a sixth
         # of the portal's CPU per verification (bench/RESULTS.md, "State portal").
-        with self.engine.begin() as conn:
-            db.insert_rows(conn, _QUERY_LOG, queries)
-            db.insert_rows(conn, _INSURER_CALLS, calls)
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()  # SQLite: behind this process's other writers, not in its busy wait
+        try:
+            with self.engine.begin() as conn:
+                db.insert_rows(conn, _QUERY_LOG, queries)
+                db.insert_rows(conn, _INSURER_CALLS, calls)
+        finally:
+            if lock is not None:
+                lock.release()
 
     async def stop(self) -> None:
         """Let a write in progress finish (never cut a thread off its connection), then write

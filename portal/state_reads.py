@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,7 @@ class StateReader:
         self._plates = db.CompiledRead(_PLATE_QUERY, engine.dialect)
         self._threads = ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="olv-portal-db")
         self._behind: set[asyncio.Task[Any]] = set()  # reads cut off at a deadline
+        self._write_lock = db.sqlite_write_lock(engine)
         self._pool: Any = None
         self._replica_pool: Any = None
         if engine.dialect.name == "postgresql":
@@ -214,22 +216,32 @@ class StateReader:
         self, sql: str, params: Mapping[str, Any], seconds: float, vin: str | None = None
     ) -> Any:
         """The statement's rows; with ``vin``, also that VIN's records, read after the
-        statement has committed on the same connection."""
+        statement has committed on the same connection. A statement that writes waits its
+        turn among this process's writers on :func:`olv.db.sqlite_write_lock`."""
+        ends = time.monotonic() + seconds
+        lock = self._write_lock if _writes(sql) else None
         with db.read_cursor(self.engine) as cursor:
             conn = cursor.connection
-            # The engine waits up to 30 s for SQLite's write lock (imports share the file); a
-            # statement of a request waits no longer than the request may.
-            kept = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
-            cursor.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
+            if lock is not None and not lock.acquire(timeout=max(0.001, seconds)):
+                raise sqlite3.OperationalError("database is locked")  # as SQLite's wait says
             try:
-                cursor.execute(sql, params)
-                rows: Rows = cursor.fetchall() if cursor.description else []
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+                # The engine waits up to 30 s for SQLite's write lock (imports share the
+                # file); a statement of a request waits no longer than the request may.
+                kept = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+                left = max(1, int((ends - time.monotonic()) * 1000))
+                cursor.execute(f"PRAGMA busy_timeout = {left}")
+                try:
+                    cursor.execute(sql, params)
+                    rows: Rows = cursor.fetchall() if cursor.description else []
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+                finally:
+                    cursor.execute(f"PRAGMA busy_timeout = {int(kept)}")
             finally:
-                cursor.execute(f"PRAGMA busy_timeout = {int(kept)}")
+                if lock is not None:
+                    lock.release()
             if vin is None:
                 return rows
             return rows, self._current(cursor, vin)
@@ -277,6 +289,11 @@ class StateReader:
             if vin is None:
                 vin, state = _pick(self._plates.rows(cursor, plate=plate), plate or "", plate_state)
             return vin, state, self._current(cursor, vin)
+
+
+def _writes(sql: str) -> bool:
+    """Whether a statement may write (anything but a plain SELECT)."""
+    return sql.lstrip()[:6].upper() != "SELECT"
 
 
 @cache
