@@ -3,7 +3,6 @@ answering normal clients meanwhile; a slow but moving body is not cut off."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,8 @@ HALF_BODIES = 50
 
 @pytest.fixture
 def portal(sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
-    database = tmp_path / "olv.db"
-    database.write_bytes(sqlite_template.read_bytes())
     env = {
-        "OLV_DATABASE_URL": f"sqlite:///{database}",
+        "OLV_DATABASE_URL": loopback.copied_database(sqlite_template, tmp_path),
         "OLV_PORTAL_HEADER_TIMEOUT_SECONDS": str(HEADER_SECONDS),
         "OLV_PORTAL_BODY_IDLE_SECONDS": str(BODY_IDLE_SECONDS),
     }
@@ -32,41 +29,24 @@ def portal(sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
         yield server.base
 
 
-def _connect(base: str) -> socket.socket:
-    host, port = base.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=10)
-
-
 def test_half_sent_requests_are_dropped_and_a_normal_client_is_answered(portal: str) -> None:
-    heads = []
-    for number in range(HALF_HEADS):
-        sock = _connect(portal)
-        # A request head that never ends: one more header line now and then would not help.
-        sock.sendall(f"GET /login HTTP/1.1\r\nHost: x\r\nX-Slow-{number}: ".encode())
-        heads.append(sock)
-    bodies = []
-    for _ in range(HALF_BODIES):
-        sock = _connect(portal)
-        sock.sendall(
-            b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b'Authorization: Bearer olv_x_y\r\nContent-Length: 1000\r\n\r\n{"vin": '
-        )
-        bodies.append(sock)
-    started = time.monotonic()
-    answer = loopback.get(f"{portal}/healthz", timeout=10)
-    assert answer.status_code == 200
-    still_open = loopback.closed_within(heads + bodies, HEADER_SECONDS + BODY_IDLE_SECONDS + 20)
-    waited = time.monotonic() - started
-    for sock in heads + bodies:
-        sock.close()
-    assert not still_open, f"{len(still_open)} half-sent requests still held after {waited:.0f} s"
-    assert loopback.get(f"{portal}/healthz", timeout=10).status_code == 200
+    body = (
+        b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Authorization: Bearer olv_x_y\r\nContent-Length: 1000\r\n\r\n{"vin": '
+    )
+
+    def answer() -> None:
+        assert loopback.get(f"{portal}/healthz", timeout=10).status_code == 200
+
+    head = "GET /login HTTP/1.1\r\nHost: x\r\n"
+    with loopback.half_sent(portal, head, body, HALF_HEADS, HALF_BODIES) as held:
+        loopback.assert_all_dropped(held, HEADER_SECONDS + BODY_IDLE_SECONDS + 20, answer)
 
 
 def test_a_slow_head_trickled_byte_by_byte_is_still_dropped(portal: str) -> None:
     """A client that keeps sending a byte a second never completes its head: the limit runs
     from the connection's start, not from its last byte."""
-    sock = _connect(portal)
+    sock = loopback.connect(portal)
     sock.sendall(b"GET /login HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     started = time.monotonic()
     closed = False
@@ -100,7 +80,7 @@ def test_a_body_that_keeps_moving_is_read_to_the_end(portal: str) -> None:
         b"Content-Type: application/x-www-form-urlencoded\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
     )
-    sock = _connect(portal)
+    sock = loopback.connect(portal)
     try:
         sock.sendall(head)
         step = 24

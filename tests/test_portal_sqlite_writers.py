@@ -16,6 +16,7 @@ import pytest
 from olv import db
 from portal.querylog import QueryLogWriter
 from portal.state_reads import StateReader
+from tests.helpers import loopback
 from tests.test_portal_querylog import call, query, stored
 
 WRITE = "UPDATE query_log SET http_status = http_status WHERE id = :id"
@@ -24,9 +25,7 @@ READ = "SELECT count(*) FROM query_log WHERE id = :id"
 
 @pytest.fixture
 def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
-    database = tmp_path / "olv.db"
-    database.write_bytes(sqlite_template.read_bytes())
-    return f"sqlite:///{database}"
+    return loopback.copied_database(sqlite_template, tmp_path)
 
 
 def test_one_lock_per_sqlite_file_and_none_on_postgresql(sqlite_url: str, tmp_path: Path) -> None:

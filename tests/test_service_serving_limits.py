@@ -3,7 +3,6 @@ verifications meanwhile; a slow but moving body is read to the end and answered.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,20 +21,13 @@ PATH = "/iicmva/00200809"
 
 @pytest.fixture
 def soap(sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
-    database = tmp_path / "olv.db"
-    database.write_bytes(sqlite_template.read_bytes())
     env = {
-        "OLV_DATABASE_URL": f"sqlite:///{database}",
+        "OLV_DATABASE_URL": loopback.copied_database(sqlite_template, tmp_path),
         "OLV_SOAP_HEADER_TIMEOUT_SECONDS": str(HEADER_SECONDS),
         "OLV_SOAP_BODY_IDLE_SECONDS": str(BODY_IDLE_SECONDS),
     }
     with soap_server(env, tmp_path) as server:
         yield server.base
-
-
-def _connect(base: str) -> socket.socket:
-    host, port = base.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=10)
 
 
 def _verify(base: str) -> str:
@@ -45,28 +37,18 @@ def _verify(base: str) -> str:
 
 
 def test_half_sent_requests_are_dropped_and_verifications_answered(soap: str) -> None:
-    heads = []
-    for number in range(HALF_HEADS):
-        sock = _connect(soap)
-        sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nX-Slow-{number}: ".encode())
-        heads.append(sock)
-    bodies = []
-    for _ in range(HALF_BODIES):
-        sock = _connect(soap)
-        sock.sendall(
-            f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
-            "Content-Length: 1000\r\n\r\n<s:Envelope ".encode()
-        )
-        bodies.append(sock)
-    started = time.monotonic()
-    # The store is empty: the policy is unknown, but the request is read and answered.
-    assert _verify(soap) == "Unconfirmed"
-    still_open = loopback.closed_within(heads + bodies, HEADER_SECONDS + BODY_IDLE_SECONDS + 20)
-    waited = time.monotonic() - started
-    for sock in heads + bodies:
-        sock.close()
-    assert not still_open, f"{len(still_open)} half-sent requests still held after {waited:.0f} s"
-    assert _verify(soap) == "Unconfirmed"
+    body = (
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+        "Content-Length: 1000\r\n\r\n<s:Envelope "
+    ).encode()
+
+    def answer() -> None:
+        # The store is empty: the policy is unknown, but the request is read and answered.
+        assert _verify(soap) == "Unconfirmed"
+
+    head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\n"
+    with loopback.half_sent(soap, head, body, HALF_HEADS, HALF_BODIES) as held:
+        loopback.assert_all_dropped(held, HEADER_SECONDS + BODY_IDLE_SECONDS + 20, answer)
 
 
 def test_a_body_that_keeps_moving_is_read_to_the_end(soap: str) -> None:
@@ -75,7 +57,7 @@ def test_a_body_that_keeps_moving_is_read_to_the_end(soap: str) -> None:
         f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    sock = _connect(soap)
+    sock = loopback.connect(soap)
     try:
         sock.sendall(head)
         pieces = 3

@@ -12,6 +12,9 @@ from __future__ import annotations
 import selectors
 import socket
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,3 +55,53 @@ def closed_within(socks: list[socket.socket], seconds: float) -> list[socket.soc
                 open_.discard(sock)  # type: ignore[arg-type]
     selector.close()
     return list(open_)
+
+
+def connect(base: str) -> socket.socket:
+    """A plain TCP connection to the server at ``base`` (``http://host:port``)."""
+    host, port = base.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def copied_database(template: Path, folder: Path) -> str:
+    """The URL of a copy, in ``folder``, of the migrated SQLite ``template``."""
+    database = folder / "olv.db"
+    database.write_bytes(template.read_bytes())
+    return f"sqlite:///{database}"
+
+
+@contextmanager
+def half_sent(
+    base: str, head: str, body: bytes, heads: int, bodies: int
+) -> Iterator[list[socket.socket]]:
+    """Connections holding requests that never complete (slowloris), closed on the way out:
+    ``heads`` whose head never ends (``head``, then a header line left open; one more line now
+    and then would not help), and ``bodies`` that declare a body and send only ``body``, the
+    request's head and the body's first bytes."""
+    held = []
+    try:
+        for number in range(heads):
+            sock = connect(base)
+            sock.sendall(f"{head}X-Slow-{number}: ".encode())
+            held.append(sock)
+        for _ in range(bodies):
+            sock = connect(base)
+            sock.sendall(body)
+            held.append(sock)
+        yield held
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def assert_all_dropped(
+    held: list[socket.socket], seconds: float, answer: Callable[[], None]
+) -> None:
+    """The server closes every connection of ``held`` within ``seconds``, and ``answer`` (a
+    normal request) is answered meanwhile and after."""
+    started = time.monotonic()
+    answer()
+    still_open = closed_within(held, seconds)
+    waited = time.monotonic() - started
+    assert not still_open, f"{len(still_open)} half-sent requests still held after {waited:.0f} s"
+    answer()
