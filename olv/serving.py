@@ -46,24 +46,37 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
     dropped instead of holding a connection for ever (slowloris)."""
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        # One timer per connection, moved only when it would fire too late: arming and
+        # cancelling two timers for every request of a kept-alive connection cost more than
+        # the rest of the guard. Between requests the timer may still run; it then finds
+        # nothing being read and ends.
         _read_timer: asyncio.TimerHandle | None = None
-        _read_at = 0.0  # when the body last moved (a timer per chunk would cost more)
+        _timer_at = 0.0  # when the timer fires
+        _read_at = 0.0  # when the current phase began, or the body last moved
+        _limit = 0.0  # seconds the current phase may stay quiet (0: nothing being read)
 
         def _arm(self, seconds: float) -> None:
-            self._disarm()
-            self._read_at = self.loop.time()
-            self._read_timer = self.loop.call_later(seconds, self._too_slow, seconds)
+            now = self.loop.time()
+            self._read_at, self._limit = now, seconds
+            if self._read_timer is not None:
+                if self._timer_at <= now + seconds:
+                    return  # it fires in time and looks again
+                self._read_timer.cancel()
+            self._timer_at = now + seconds
+            self._read_timer = self.loop.call_at(self._timer_at, self._too_slow)
 
         def _disarm(self) -> None:
-            if self._read_timer is not None:
-                self._read_timer.cancel()
-                self._read_timer = None
+            self._limit = 0.0
 
-        def _too_slow(self, seconds: float) -> None:
+        def _too_slow(self) -> None:
             self._read_timer = None
+            seconds = self._limit
+            if not seconds:
+                return  # between requests: uvicorn's keep-alive timeout takes over
             quiet = self.loop.time() - self._read_at
-            if quiet < seconds:  # the body moved since: wait for what is left of the period
-                self._read_timer = self.loop.call_later(seconds - quiet, self._too_slow, seconds)
+            if quiet < seconds:  # the phase began or the body moved since: look again then
+                self._timer_at = self._read_at + seconds
+                self._read_timer = self.loop.call_at(self._timer_at, self._too_slow)
             elif self.flow is not None and self.flow.read_paused:
                 self._arm(seconds)  # we stopped reading (the app is busy), not the client
             elif not self.transport.is_closing():
@@ -75,11 +88,10 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if self._read_timer is None:
+            if not self._limit:
                 self._arm(header_seconds)
 
         def on_headers_complete(self) -> None:
-            self._disarm()
             super().on_headers_complete()
             self._arm(body_idle_seconds)
 
@@ -93,6 +105,9 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
             super().connection_lost(exc)
 
     return GuardedHttpToolsProtocol

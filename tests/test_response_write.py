@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from olv.response_write import HOLD_LIMIT, HeldWrites, one_write
 from olv.serving import guarded_http
+from tests.helpers import loopback
 
 
 class Recorder(asyncio.Transport):
@@ -108,21 +107,8 @@ async def _app(scope: dict, receive: Any, send: Any) -> None:
 
 @pytest.fixture
 def served() -> Iterator[int]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(
-        _app, http=one_write(guarded_http(5.0, 5.0)), log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    while not server.started:
-        thread.join(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(10)
-    listener.close()
+    with loopback.uvicorn_in_thread(_app, one_write(guarded_http(5.0, 5.0))) as port:
+        yield port
 
 
 def _get(port: int, path: str) -> bytes:

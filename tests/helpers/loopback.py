@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -105,3 +106,25 @@ def assert_all_dropped(
     waited = time.monotonic() - started
     assert not still_open, f"{len(still_open)} half-sent requests still held after {waited:.0f} s"
     answer()
+
+
+@contextmanager
+def uvicorn_in_thread(app: Any, http: Any) -> Iterator[int]:
+    """``app`` served by uvicorn with the protocol class ``http`` on a loopback port (yielded)
+    in a thread of this process, stopped on the way out."""
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, http=http, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    while not server.started:
+        thread.join(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listener.close()

@@ -1,0 +1,76 @@
+"""olv.serving.guarded_http keeps one read timer per connection and moves it only when it
+would fire too late: after a long body phase, the next request's head is still held to the
+(shorter) head limit, counted from its first byte."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from olv.serving import guarded_http
+from tests.helpers import loopback
+
+HEAD_SECONDS = 1.0
+BODY_IDLE_SECONDS = 4.0
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+def base() -> Iterator[str]:
+    with loopback.uvicorn_in_thread(_app, guarded_http(HEAD_SECONDS, BODY_IDLE_SECONDS)) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+def _answer(sock: Any) -> bytes:
+    data = b""
+    while not data.endswith(b"ok"):
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed before the answer"
+        data += chunk
+    return data
+
+
+def test_after_a_slow_body_the_next_head_keeps_its_own_limit(base: str) -> None:
+    with loopback.connect(base) as sock:
+        # A body that takes longer than the head limit, moving within the body limit:
+        # the connection's timer fires inside it and is set for the body's limit.
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+        for piece in (b"a", b"b", b"c"):
+            time.sleep(HEAD_SECONDS * 0.7)
+            sock.sendall(piece)
+        assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+        # The next request's head never ends: dropped at the head limit, not at the
+        # body limit the timer was last set for.
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        sock.settimeout(BODY_IDLE_SECONDS + 5)
+        assert sock.recv(1024) == b""
+        waited = time.monotonic() - started
+    assert HEAD_SECONDS * 0.9 <= waited < HEAD_SECONDS + 1.0, waited
+
+
+def test_requests_that_come_in_time_are_all_answered_on_one_connection(base: str) -> None:
+    with loopback.connect(base) as sock:
+        ends = time.monotonic() + HEAD_SECONDS * 2.5  # across several of the timer's turns
+        answered = 0
+        while time.monotonic() < ends:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+            answered += 1
+            time.sleep(0.05)
+    assert answered >= 20
