@@ -301,6 +301,22 @@ def sqlite_write_lock(engine: Engine) -> threading.Lock | None:
 
 
 @contextmanager
+def write_turn(lock: threading.Lock | None, seconds: float | None = None) -> Iterator[None]:
+    """Hold ``lock`` (:func:`sqlite_write_lock`; None: nothing to hold) for a write
+    transaction, waiting at most ``seconds`` (None: as long as it takes); past that, the error
+    SQLite's own wait would give."""
+    if lock is None:
+        yield
+        return
+    if not lock.acquire(timeout=-1 if seconds is None else max(0.001, seconds)):
+        raise sqlite3.OperationalError("database is locked")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
 def read_cursor(engine: Engine) -> Iterator[Any]:
     """A DB-API cursor from the engine's pool for a few single-statement reads.
 

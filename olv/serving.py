@@ -19,6 +19,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from olv import metrics
+from olv.response_write import one_write
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,12 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
             super().connection_lost(exc)
 
     return GuardedHttpToolsProtocol
+
+
+def http_protocol(header_seconds: float, body_idle_seconds: float) -> type[HttpToolsProtocol]:
+    """The protocol class both servers run: the read timeouts of :func:`guarded_http`, and a
+    connection's writes of one loop turn in one write (:mod:`olv.response_write`)."""
+    return one_write(guarded_http(header_seconds, body_idle_seconds))
 
 
 # Young-generation collections every 50,000 allocations instead of 700: a request allocates

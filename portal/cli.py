@@ -83,8 +83,7 @@ def _serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from olv import metrics
-    from olv.response_write import one_write
-    from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor, guarded_http
+    from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor, http_protocol
     from portal.settings import KEEP_ALIVE_SECONDS, LISTEN_BACKLOG, PortalSettings
 
     limits = PortalSettings()
@@ -95,8 +94,8 @@ def _serve(host: str, port: int, workers: int) -> None:
         timeout_graceful_shutdown=10,
         # Half-sent requests are dropped (slowloris), idle connections closed, and past the
         # connection cap new requests get 503 at once instead of piling up.
-        # A response's head and body leave in one write (olv.response_write).
-        http=one_write(guarded_http(limits.header_timeout_seconds, limits.body_idle_seconds)),
+        # What a connection writes in one turn leaves in one write (olv.response_write).
+        http=http_protocol(limits.header_timeout_seconds, limits.body_idle_seconds),
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         limit_concurrency=limits.max_connections,
         backlog=LISTEN_BACKLOG,

@@ -204,16 +204,10 @@ class QueryLogWriter:
     def _write(self, queries: list[dict[str, Any]], calls: list[dict[str, Any]]) -> None:
         # COPY on PostgreSQL: an INSERT of the same rows through SQLAlchemy cost about a sixth
         # of the portal's CPU per verification (bench/RESULTS.md, "State portal").
-        lock = self._write_lock
-        if lock is not None:
-            lock.acquire()  # SQLite: behind this process's other writers, not in its busy wait
-        try:
-            with self.engine.begin() as conn:
-                db.insert_rows(conn, _QUERY_LOG, queries)
-                db.insert_rows(conn, _INSURER_CALLS, calls)
-        finally:
-            if lock is not None:
-                lock.release()
+        # SQLite: behind this process's other writers, not in SQLite's busy wait.
+        with db.write_turn(self._write_lock), self.engine.begin() as conn:
+            db.insert_rows(conn, _QUERY_LOG, queries)
+            db.insert_rows(conn, _INSURER_CALLS, calls)
 
     async def stop(self) -> None:
         """Let a write in progress finish (never cut a thread off its connection), then write

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -222,9 +221,7 @@ class StateReader:
         lock = self._write_lock if _writes(sql) else None
         with db.read_cursor(self.engine) as cursor:
             conn = cursor.connection
-            if lock is not None and not lock.acquire(timeout=max(0.001, seconds)):
-                raise sqlite3.OperationalError("database is locked")  # as SQLite's wait says
-            try:
+            with db.write_turn(lock, seconds):
                 # The engine waits up to 30 s for SQLite's write lock (imports share the
                 # file); a statement of a request waits no longer than the request may.
                 kept = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
@@ -239,9 +236,6 @@ class StateReader:
                     raise
                 finally:
                     cursor.execute(f"PRAGMA busy_timeout = {int(kept)}")
-            finally:
-                if lock is not None:
-                    lock.release()
             if vin is None:
                 return rows
             return rows, self._current(cursor, vin)

@@ -22,8 +22,7 @@ import uvicorn
 from olv import metrics
 from olv.config import Settings
 from olv.ports import PortClaim
-from olv.response_write import one_write
-from olv.serving import COMMON_OPTIONS, Supervisor, guarded_http
+from olv.serving import COMMON_OPTIONS, Supervisor, http_protocol
 
 
 def default_workers() -> int:
@@ -35,10 +34,10 @@ def default_workers() -> int:
 def _config(host: str, port: int, settings: Settings) -> uvicorn.Config:
     # Half-sent requests are dropped (slowloris); what a connection writes in one turn of the
     # loop leaves in one write (olv.response_write).
-    guarded = guarded_http(settings.soap_header_timeout_seconds, settings.soap_body_idle_seconds)
+    http = http_protocol(settings.soap_header_timeout_seconds, settings.soap_body_idle_seconds)
     return uvicorn.Config(
         "service.asgi:create_app",
-        **{**COMMON_OPTIONS, "http": one_write(guarded)},
+        **{**COMMON_OPTIONS, "http": http},
         host=host,
         port=port,
         timeout_keep_alive=30,

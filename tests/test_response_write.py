@@ -1,5 +1,5 @@
 """olv.response_write: what a connection writes in one turn of the event loop leaves in one
-write at the end of that turn, never later. Checked on a real uvicorn server (the portal's
+write at the end of that turn, never later. Checked on a real uvicorn server (both servers'
 protocol) answering on a real socket, and on the transport seam directly."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from olv.response_write import HOLD_LIMIT, HeldWrites, one_write
-from olv.serving import guarded_http
+from olv.response_write import HOLD_LIMIT, HeldWrites
+from olv.serving import http_protocol
 from tests.helpers import loopback
 
 
@@ -107,7 +107,7 @@ async def _app(scope: dict, receive: Any, send: Any) -> None:
 
 @pytest.fixture
 def served() -> Iterator[int]:
-    with loopback.uvicorn_in_thread(_app, one_write(guarded_http(5.0, 5.0))) as port:
+    with loopback.uvicorn_in_thread(_app, http_protocol(5.0, 5.0)) as port:
         yield port
 
 
