@@ -7,7 +7,7 @@ the policy store raises :class:`StoreUnavailable`, which becomes ``SYSU``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import NamedTuple, Protocol
@@ -49,6 +49,20 @@ class PolicyStore(Protocol):
     def serves(self, naic: str) -> bool: ...
     def find_policy(self, naic: str, policy_key: str) -> PolicyView | None: ...
     def vin_periods(self, naic: str, vin: str) -> Sequence[Period]: ...
+
+
+class BatchStore(PolicyStore, Protocol):
+    """A store that also answers many keys in one read (one round trip per call)."""
+
+    def find_policies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PolicyView]:
+        """The policies of (NAIC, normalized key) pairs; a key with none is left out."""
+        ...
+
+    def vin_periods_of(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Sequence[Period]]:
+        """The coverage periods of (NAIC, normalized VIN) pairs; a pair with none is left out."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,3 +169,99 @@ def _lookup(query: CoverageQuery, naic: str, day: date, store: PolicyStore) -> D
     if periods:
         return _answer(Code.VIN2, Code.VIN3)
     return _answer(Code.PKEY2, Code.VIN1)
+
+
+class _Unread(Exception):
+    """A read the batch has not made yet (raised by :class:`_Known` to :func:`decide_each`)."""
+
+    def __init__(self, kind: str, key: tuple[str, str]) -> None:
+        self.kind, self.key = kind, key
+
+
+class _Known:
+    """The store as :func:`decide` sees it inside a batch: the policies and periods read so
+    far; any other lookup is recorded for the batch's next read."""
+
+    def __init__(self, store: BatchStore) -> None:
+        self.store = store
+        self.policies: dict[tuple[str, str], PolicyView | None] = {}
+        self.periods: dict[tuple[str, str], Sequence[Period]] = {}
+
+    def healthy(self) -> bool:
+        return self.store.healthy()  # cached by the store: no read per request
+
+    def serves(self, naic: str) -> bool:
+        return self.store.serves(naic)  # cached by the store: no read per request
+
+    def find_policy(self, naic: str, policy_key: str) -> PolicyView | None:
+        key = (naic, policy_key)
+        try:
+            return self.policies[key]
+        except KeyError:
+            raise _Unread("policy", key) from None
+
+    def vin_periods(self, naic: str, vin: str) -> Sequence[Period]:
+        try:
+            return self.periods[(naic, vin)]
+        except KeyError:
+            raise _Unread("vin", (naic, vin)) from None
+
+    def read(
+        self, policies: Collection[tuple[str, str]], vins: Collection[tuple[str, str]]
+    ) -> None:
+        if policies:
+            keys = list(policies)
+            found = self.store.find_policies(keys)
+            for key in keys:
+                self.policies[key] = found.get(key)
+        if vins:
+            pairs = list(vins)
+            found_periods = self.store.vin_periods_of(pairs)
+            for pair in pairs:
+                self.periods[pair] = found_periods.get(pair, ())
+
+
+def decide_each(
+    requests: Sequence[tuple[CoverageQuery, bool]],
+    *,
+    store: BatchStore,
+    window: Window,
+    maintenance: bool = False,
+    naics: frozenset[str] | None = None,
+) -> list[Decision]:
+    """:func:`decide` for each (query, authorized) pair, the reads of all shared.
+
+    Each pass decides every request whose reads are known and collects the reads the others
+    wait for, then makes them, one call per kind for the whole batch. The table reads a
+    policy first and the VIN's periods after it, so two passes of reads are the most.
+    """
+    known = _Known(store)
+    decisions: list[Decision | None] = [None] * len(requests)
+    pending = range(len(requests))
+    while pending:
+        policies: set[tuple[str, str]] = set()
+        vins: set[tuple[str, str]] = set()
+        waiting = []
+        for i in pending:
+            query, authorized = requests[i]
+            try:
+                decisions[i] = decide(
+                    query,
+                    store=known,
+                    authorized=authorized,
+                    window=window,
+                    maintenance=maintenance,
+                    naics=naics,
+                )
+            except _Unread as unread:
+                (policies if unread.kind == "policy" else vins).add(unread.key)
+                waiting.append(i)
+        if waiting:
+            try:
+                known.read(policies, vins)
+            except StoreUnavailable:
+                for i in waiting:
+                    decisions[i] = _answer(Code.SYSU)
+                break
+        pending = waiting
+    return decisions  # type: ignore[return-value]

@@ -78,6 +78,13 @@ _REOPEN_SECONDS = 0.5  # at most one attempt per this interval to open the inlin
 _QUEUED, _RUNNING, _FINISHED, _ABANDONED, _CUT = range(5)
 
 
+class Missed:
+    """The type of :data:`MISSED`."""
+
+
+MISSED = Missed()  # what :meth:`DeadlineGate.inline` returns for a call it did not run
+
+
 class Connections(Protocol):
     """What the gate needs from the store that owns the per-thread connections."""
 
@@ -151,6 +158,14 @@ class DeadlineGate:
 
     async def acall(self, fn: Callable[[], T], due: float) -> T:
         """For the event loop: inline when healthy, else on a pool thread until ``due``."""
+        value = self.inline(fn)
+        if value is MISSED:
+            return await self.on_pool(fn, due)
+        return value  # type: ignore[return-value]
+
+    def inline(self, fn: Callable[[], T]) -> T | Missed:
+        """``fn`` run on the calling thread (the event loop) while the database is healthy,
+        under the watchdog; :data:`MISSED` when it must go to a pool thread (:meth:`on_pool`)."""
         me = threading.get_ident()
         if me != self._loop_thread:
             self._loop_thread = me
@@ -171,7 +186,7 @@ class DeadlineGate:
                 self._leave_inline()
             else:
                 self._open_inline_connection(me)
-        return await self._on_pool(fn, due)
+        return MISSED
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the threads (each closes its connection); a call still running is cut."""
@@ -191,7 +206,8 @@ class DeadlineGate:
 
     # --- the pool --------------------------------------------------------------------------
 
-    async def _on_pool(self, fn: Callable[[], T], due: float) -> T:
+    async def on_pool(self, fn: Callable[[], T], due: float) -> T:
+        """``fn`` on a pool thread; the caller waits at most until ``due``."""
         started = time.monotonic()
         job = self._submit(fn, due)
         if self._stalled == 0:

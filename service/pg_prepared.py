@@ -54,11 +54,14 @@ def statement(name: str, sql: str, columns: Sequence[Value]) -> Statement:
 
 
 def run(
-    driver: psycopg.Connection[Any], prepared: set[bytes], read: Statement, params: Sequence[str]
+    driver: psycopg.Connection[Any],
+    prepared: set[bytes],
+    read: Statement,
+    params: Sequence[str | Sequence[str]],
 ) -> list[tuple[Any, ...]]:
     """The rows of ``read`` on ``driver``; ``prepared``: the names this connection holds."""
     pgconn = driver.pgconn
-    values = [p.encode() for p in params]
+    values = [p.encode() if type(p) is str else text_array(p) for p in params]
     if read.name not in prepared:
         _prepare(pgconn, read)
         prepared.add(read.name)
@@ -72,6 +75,13 @@ def run(
         if result.status == pq.ExecStatus.TUPLES_OK:
             return _rows(result, read.columns)
     raise _error(result, pgconn)
+
+
+def text_array(values: Sequence[str]) -> bytes:
+    """A ``text[]`` value in PostgreSQL's text form: every element quoted, so that commas,
+    braces, blanks and the word NULL stay data (backslash and quote are escaped)."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return ("{" + ",".join(f'"{v}"' for v in quoted) + "}").encode()
 
 
 def _prepare(pgconn: pq.abc.PGconn, read: Statement) -> None:

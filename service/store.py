@@ -40,6 +40,20 @@ _VIN_SQL = (
     "SELECT policy_id, vin, effective_date, expiration_date, cancel_date"
     " FROM coverage WHERE naic = ? AND vin = ?"
 )
+# The same reads for many keys at once, each row tagged with its key's place in the arrays
+# (PostgreSQL only: on SQLite a read is a call within the process, with no round trip to save).
+_POLICIES_SQL = (
+    "SELECT k.i, p.id, p.policy_type, p.pending_review, c.vin, c.effective_date,"
+    " c.expiration_date, c.cancel_date"
+    " FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS k(naic, policy_key, i)"
+    " JOIN policy p ON p.naic = k.naic AND p.policy_key = k.policy_key"
+    " LEFT JOIN coverage c ON c.policy_id = p.id"
+)
+_VINS_SQL = (
+    "SELECT k.i, c.policy_id, c.vin, c.effective_date, c.expiration_date, c.cancel_date"
+    " FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS k(naic, vin, i)"
+    " JOIN coverage c ON c.naic = k.naic AND c.vin = k.vin"
+)
 _SERVES_SQL = "SELECT 1 FROM policy WHERE naic = ? LIMIT 1"
 _PING_SQL = "SELECT 1"
 _INT, _TEXT, _BOOL, _DATE = (
@@ -54,6 +68,8 @@ _PREPARED = {
     for name, sql, columns in (
         ("policy", _POLICY_SQL, (_INT, _TEXT, _BOOL, _TEXT, _DATE, _DATE, _DATE)),
         ("vin", _VIN_SQL, (_INT, _TEXT, _DATE, _DATE, _DATE)),
+        ("policies", _POLICIES_SQL, (_INT, _INT, _TEXT, _BOOL, _TEXT, _DATE, _DATE, _DATE)),
+        ("vins", _VINS_SQL, (_INT, _INT, _TEXT, _DATE, _DATE, _DATE)),
         ("serves", _SERVES_SQL, (_INT,)),
         ("ping", _PING_SQL, (_INT,)),
     )
@@ -147,21 +163,28 @@ class SqlPolicyStore:
 
     def find_policy(self, naic: str, policy_key: str) -> PolicyView | None:
         rows = self._query(_POLICY_SQL, (naic, policy_key))
-        if not rows:
-            return None
-        first = rows[0]
-        periods = [
-            Period(first[0], r[3], _as_date(r[4]), _as_date(r[5]), _as_date(r[6]))  # type: ignore[arg-type]
-            for r in rows
-            if r[4] is not None
-        ]
-        return PolicyView(first[0], first[1], bool(first[2]), periods)
+        return _policy(rows) if rows else None
 
     def vin_periods(self, naic: str, vin: str) -> Sequence[Period]:
-        return [
-            Period(r[0], r[1], _as_date(r[2]), _as_date(r[3]), _as_date(r[4]))  # type: ignore[arg-type]
-            for r in self._query(_VIN_SQL, (naic, vin))
-        ]
+        return [_period(r) for r in self._query(_VIN_SQL, (naic, vin))]
+
+    # --- BatchStore: many keys, one round trip ----------------------------------------------
+
+    def find_policies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PolicyView]:
+        if not self._postgres or len(keys) == 1:
+            found = ((key, self.find_policy(*key)) for key in keys)
+            return {key: policy for key, policy in found if policy is not None}
+        rows = self._query(_POLICIES_SQL, _columns(keys))
+        return {keys[i - 1]: _policy(group) for i, group in _by_place(rows).items()}
+
+    def vin_periods_of(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Sequence[Period]]:
+        if not self._postgres or len(pairs) == 1:
+            found = ((pair, self.vin_periods(*pair)) for pair in pairs)
+            return {pair: periods for pair, periods in found if periods}
+        rows = self._query(_VINS_SQL, _columns(pairs))
+        return {pairs[i - 1]: [_period(r) for r in group] for i, group in _by_place(rows).items()}
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -386,6 +409,33 @@ class SqlPolicyStore:
                 interrupt(other.driver_connection)
         for conn in mine:
             conn.close()
+
+
+def _policy(rows: Sequence[tuple[Any, ...]]) -> PolicyView:
+    """A policy from its rows: id, type, pending review, then a coverage period or NULLs."""
+    first = rows[0]
+    periods = [
+        Period(first[0], r[3], _as_date(r[4]), _as_date(r[5]), _as_date(r[6]))  # type: ignore[arg-type]
+        for r in rows
+        if r[4] is not None
+    ]
+    return PolicyView(first[0], first[1], bool(first[2]), periods)
+
+
+def _period(row: Sequence[Any]) -> Period:
+    return Period(row[0], row[1], _as_date(row[2]), _as_date(row[3]), _as_date(row[4]))  # type: ignore[arg-type]
+
+
+def _columns(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def _by_place(rows: Sequence[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
+    """Rows of a many-key read by their key's place (1-based), that leading column dropped."""
+    groups: dict[int, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault(row[0], []).append(row[1:])
+    return groups
 
 
 def _fetch(cursor: Any, statement: str, params: tuple[Any, ...], timeout_ms: int | None) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from functools import partial
@@ -29,7 +30,8 @@ from olv.iicmva import V0510, V0809, Code
 from service import response
 from service.audit import AuditEntry, AuditWriter
 from service.auth import Requester
-from service.coverage import Decision, StoreUnavailable, Window, decide
+from service.coalesce import Coalescer
+from service.coverage import Decision, StoreUnavailable, Window, decide, decide_each
 from service.db_deadline import DeadlineGate
 from service.request import CoverageQuery, elements, read
 from service.store import SqlPolicyStore
@@ -63,6 +65,8 @@ class Verifier:
         self.replica = read_replica.from_settings(settings)  # None without OLV_DATABASE_READ_URL
         self.store = SqlPolicyStore(self.engine, replica=self.replica)
         self.gate = DeadlineGate(self.store)
+        # The requests of one turn of the event loop share their reads (service.coalesce).
+        self.batch = Coalescer(self.gate, self._decide_each, _failed)
         self.audit = AuditWriter(
             self.engine, settings.audit_flush_seconds, settings.audit_batch_size
         )
@@ -90,10 +94,7 @@ class Verifier:
         query, decision = self._read(request, endpoint_version)
         if decision is None:
             due = started + self.settings.deadline_seconds
-            try:
-                decision = await self.gate.acall(partial(self._decide, query, requester), due)
-            except Exception as exc:  # noqa: BLE001 - SPEC: any failure answers SYSU, never a fault
-                decision = _failed(exc)
+            decision = await self.batch((query, requester.authorized), due)
         return Settled(request, query, decision)
 
     def answer(
@@ -150,6 +151,16 @@ class Verifier:
             query,
             store=self.store,
             authorized=requester.authorized,
+            window=self._window(),
+            maintenance=self.settings.maintenance,
+            naics=self.naics,
+        )
+
+    def _decide_each(self, requests: Sequence[tuple[CoverageQuery, bool]]) -> list[Decision]:
+        """:meth:`_decide` for a batch of (query, authorized), its reads shared."""
+        return decide_each(
+            requests,
+            store=self.store,
             window=self._window(),
             maintenance=self.settings.maintenance,
             naics=self.naics,

@@ -113,3 +113,41 @@ def test_purge_removes_only_rows_older_than_the_age(db_url: str) -> None:
     assert default.returncode == 0 and default.stdout.startswith("1 ")
     assert olv("audit", "purge", "--older-than", "30").stdout.startswith("1 ")
     assert [json.loads(x)["vin"] for x in olv("audit", "show").stdout.splitlines()] == ["NEWVIN"]
+
+
+def test_values_with_tabs_line_breaks_backslashes_and_nul_are_written_as_given(
+    db_url: str,
+) -> None:
+    """XML text may hold tabs and line breaks, a requester name anything: each value comes
+    back as recorded (NUL, which PostgreSQL text cannot hold, dropped), and one odd row does
+    not hold up the rows beside it."""
+    engine = db.make_engine(db_url)
+    writer = AuditWriter(engine, flush_seconds=60)
+    now = datetime.now(UTC)
+    odd = AuditEntry(
+        now,
+        "key:a\\b\tc",
+        "00200809",
+        "100\n01",
+        "P\\N-1\r\n",
+        "VIN\\N",
+        "2026-11-01\tT00",
+        "VEH\x00REG",
+        "Unconfirmed",
+        "PKEY2 VIN1",
+        0.5,
+    )
+    writer.record(_entry(now, "BEFORE"))
+    writer.record(odd)
+    writer.record(_entry(now, "AFTER"))
+    writer.close()
+    with engine.connect() as conn:
+        rows = conn.execute(select(AuditRecord).order_by(AuditRecord.id)).all()
+    engine.dispose()
+    assert [r.vin for r in rows] == ["BEFORE", "VIN\\N", "AFTER"]
+    row = rows[1]
+    assert (row.requester, row.naic, row.policy_key) == ("key:a\\b\tc", "100\n01", "P\\N-1")
+    assert row.verification_date == "2026-11-01\tT00"
+    assert row.request_reason in ("VEHREG", "VEH\x00REG")  # SQLite keeps the NUL
+    assert row.latency_ms == 0.5
+    assert abs((db.as_utc(row.at) - now).total_seconds()) < 0.001

@@ -44,6 +44,11 @@ def load_policies(database_url: str, folder: Path) -> None:
     """Load through the real CLI, as an insurer would."""
     path = folder / "policies.csv"
     path.write_text(policy_csv())
+    load_policy_file(database_url, path)
+
+
+def load_policy_file(database_url: str, path: Path) -> None:
+    """Load a policy CSV through the real CLI."""
     env = {**os.environ, "OLV_DATABASE_URL": database_url}
     subprocess.run(
         [sys.executable, "-m", "olv", "policies", "import", str(path)], env=env, check=True

@@ -1,0 +1,275 @@
+"""Requests that reach the database in the same turn of a worker's event loop share its reads
+(service.coalesce, service.coverage.decide_each): each is still decided exactly as alone."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from olv import db, normalize
+from olv.iicmva import V0809, Code
+from service.coalesce import MAX_BATCH, Coalescer
+from service.coverage import Decision, Window, decide, decide_each
+from service.db_deadline import DeadlineGate
+from service.request import CoverageQuery
+from service.store import SqlPolicyStore
+from tests.helpers import data
+from tests.helpers.soap import (
+    codes_of,
+    days_ago,
+    envelope,
+    request_xml,
+    response_element,
+    soap_server,
+    today,
+)
+
+# Policy keys whose characters mean something in PostgreSQL's array text or in SQL (the
+# many-key read sends keys as text[]): each must come back as its own key and no other.
+ODD_KEYS = ["A,B", 'Q"1', "{X}", "B\\S", "NULL", "O'K", "SP ACE"]
+ODD_VIN = "9BWZZZ377VT004251"
+
+
+def _policies_csv() -> str:
+    """The shared test policies plus one policy for each odd key."""
+    out = io.StringIO()
+    out.write(data.policy_csv())
+    writer = csv.writer(out, lineterminator="\n")
+    start = (today().date().replace(day=1)).isoformat()
+    for n, key in enumerate(ODD_KEYS):
+        writer.writerow([data.NAIC, key, "VS", f"{ODD_VIN[:-1]}{n}", start, "2099-12-31", "", ""])
+    return out.getvalue()
+
+
+@pytest.fixture
+def store(db_url: str, tmp_path: Path) -> Iterator[SqlPolicyStore]:
+    path = tmp_path / "policies.csv"
+    path.write_text(_policies_csv())
+    data.load_policy_file(db_url, path)
+    engine = db.make_engine(db_url)
+    policies = SqlPolicyStore(engine)
+    try:
+        yield policies
+    finally:
+        policies.close()
+        engine.dispose()
+
+
+def _query(key: str | None, vin: str | None, day: str | None = None) -> CoverageQuery:
+    return CoverageQuery(
+        V0809, naic=data.NAIC, policy_key=key, vin=vin, verification_date=day or days_ago(0)
+    )
+
+
+def _mixed_queries() -> list[tuple[CoverageQuery, bool]]:
+    """Every branch of the table's lookups, some keys twice, one unauthorized."""
+    queries = [
+        _query("P-OK", data.VIN_OK),
+        _query("p ok", data.VIN_SHORT),
+        _query("P-CANCEL", data.VIN_CANCELLED),
+        _query("P-EXPIRED", data.VIN_EXPIRED),
+        _query("P-REVIEW", data.VIN_REVIEW),
+        _query("FLEET-1", data.VIN_NOWHERE),
+        _query("FLEET-OLD", data.VIN_OK),
+        _query("P-OK", data.VIN_CANCELLED),  # VIN not on the policy
+        _query("UNKNOWN", data.VIN_OK),
+        _query("unknown", data.VIN_EXPIRED),
+        _query("Unknown", data.VIN_NOWHERE),
+        _query("NOPE-1", data.VIN_OK),
+        _query("NOPE-1", data.VIN_EXPIRED),
+        _query("NOPE-2", data.VIN_NOWHERE),
+        _query("P-OK", data.VIN_OK, days_ago(400)),  # outside the window
+        _query("P-OK", data.VIN_OK),  # the same key again in one batch
+    ]
+    queries += [_query(key, f"{ODD_VIN[:-1]}{n}") for n, key in enumerate(ODD_KEYS)]
+    pairs = [(q, True) for q in queries]
+    pairs.append((_query("P-OK", data.VIN_OK), False))
+    return pairs
+
+
+class _CountingStore(SqlPolicyStore):
+    """The real store, its reads counted (the statements still go to the database)."""
+
+    reads = 0
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        self.reads += 1
+        return super()._query(sql, params)
+
+
+def test_a_batch_decides_each_request_as_it_would_be_decided_alone(
+    store: SqlPolicyStore,
+) -> None:
+    window = Window(today().date(), 183, 0)
+    requests = _mixed_queries()
+    alone = [decide(q, store=store, authorized=a, window=window) for q, a in requests]
+    together = decide_each(requests, store=store, window=window)
+    assert together == alone
+    # Not all the same answer: the batch covers the table's branches.
+    assert alone[0] == Decision(())
+    assert alone[5] == Decision(())  # fleet, any VIN
+    assert alone[7] == Decision((Code.PKEY4,))
+    assert alone[12] == Decision((Code.VIN2, Code.VIN3))
+    assert alone[13] == Decision((Code.PKEY2, Code.VIN1))
+    assert alone[-1] == Decision((Code.UREQ,))
+    odd = together[16 : 16 + len(ODD_KEYS)]
+    assert odd == [Decision(())] * len(ODD_KEYS), "each odd key finds its own policy"
+
+
+def test_a_batch_of_many_keys_reads_once_per_kind_on_postgresql(
+    store: SqlPolicyStore, db_url: str
+) -> None:
+    counting = _CountingStore(store.engine)
+    try:
+        window = Window(today().date(), 183, 0)
+        counting.serves(data.NAIC), counting.healthy()  # cached for the batch, as in service
+        counting.reads = 0
+        decisions = decide_each(_mixed_queries(), store=counting, window=window)
+        assert decisions[11] == Decision((Code.VIN3,))
+        if db.is_sqlite(db_url):
+            # In-process reads: one per key, nothing to share.
+            assert counting.reads > 10
+        else:
+            # Policies first, then the VINs of the unknown keys and of keys not found.
+            assert counting.reads == 2
+    finally:
+        counting.close()
+
+
+def test_the_many_key_reads_find_keys_by_exact_text(store: SqlPolicyStore) -> None:
+    stored = [(data.NAIC, normalize.policy_key(key)) for key in ODD_KEYS]  # as imported
+    raw = [(data.NAIC, key) for key in ODD_KEYS if normalize.policy_key(key) != key]
+    found = store.find_policies([*stored, *raw, (data.NAIC, "A"), (data.NAIC, "NOPE")])
+    assert sorted(found) == sorted(stored)  # "NULL" too: a key, not a missing value
+    assert len({policy.id for policy in found.values()}) == len(ODD_KEYS)
+    pairs = [
+        (data.NAIC, data.VIN_OK),
+        (data.NAIC, data.VIN_NOWHERE),
+        (data.OTHER_NAIC, data.VIN_NOWHERE),
+    ]
+    periods = store.vin_periods_of(pairs)
+    assert set(periods) == {(data.NAIC, data.VIN_OK), (data.OTHER_NAIC, data.VIN_NOWHERE)}
+
+
+# --- the coalescer ------------------------------------------------------------------------
+
+
+def _run_coalesced(
+    store: SqlPolicyStore,
+    run_many: Any,
+    items: Sequence[int],
+    failed: Any = lambda exc: -1,
+) -> list[int]:
+    async def main() -> list[int]:
+        gate = DeadlineGate(store)
+        try:
+            coalescer: Coalescer[int, int] = Coalescer(gate, run_many, failed)
+            due = time.monotonic() + 5.0
+            return list(await asyncio.gather(*(coalescer(i, due) for i in items)))
+        finally:
+            gate.close()
+
+    return asyncio.run(main())
+
+
+def test_the_requests_of_one_turn_go_to_the_database_in_one_call(store: SqlPolicyStore) -> None:
+    calls: list[list[int]] = []
+
+    def run_many(batch: Sequence[int]) -> list[int]:
+        calls.append(list(batch))
+        return [i * 10 for i in batch]
+
+    items = list(range(MAX_BATCH + 5))
+    assert _run_coalesced(store, run_many, items) == [i * 10 for i in items]
+    # One turn: one call, split only at the batch limit.
+    assert calls == [items[:MAX_BATCH], items[MAX_BATCH:]]
+
+
+def test_a_failed_call_answers_every_request_of_its_batch_once(store: SqlPolicyStore) -> None:
+    failures: list[Exception] = []
+
+    def run_many(batch: Sequence[int]) -> list[int]:
+        raise RuntimeError("the store broke")
+
+    def failed(exc: Exception) -> int:
+        failures.append(exc)
+        return -1
+
+    assert _run_coalesced(store, run_many, range(20), failed) == [-1] * 20
+    assert [str(e) for e in failures] == ["the store broke"]
+
+
+# --- through a server ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(module_db_url: str, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("shared")
+    path = folder / "policies.csv"
+    path.write_text(_policies_csv())
+    data.load_policy_file(module_db_url, path)
+    env = {"OLV_DATABASE_URL": module_db_url}
+    with soap_server(env, folder) as running:
+        yield running
+
+
+CONCURRENT: list[tuple[dict[str, object], list[str]]] = [
+    ({}, []),
+    ({"key": "P-EXPIRED", "vin": data.VIN_EXPIRED}, ["PKEY3"]),
+    ({"vin": data.VIN_CANCELLED}, ["PKEY4"]),
+    ({"key": "UNKNOWN", "vin": data.VIN_NOWHERE}, ["VIN1"]),
+    ({"key": "NOPE-1", "vin": data.VIN_EXPIRED}, ["VIN2", "VIN3"]),
+    ({"key": "NOPE-1", "vin": data.VIN_NOWHERE}, ["PKEY2", "VIN1"]),
+    ({"key": "FLEET-1", "vin": data.VIN_NOWHERE}, []),
+    ({"key": 'Q"1', "vin": f"{ODD_VIN[:-1]}1"}, []),
+    ({"key": "B\\S", "vin": f"{ODD_VIN[:-1]}1"}, ["PKEY4"]),
+]
+
+
+def _batched_requests(url: str) -> tuple[float, float]:
+    text = httpx.get(url, timeout=5).text
+    count = re.search(r"^olv_soap_db_batch_requests_count (\S+)$", text, re.M)
+    total = re.search(r"^olv_soap_db_batch_requests_sum (\S+)$", text, re.M)
+    return (float(count.group(1)) if count else 0.0), (float(total.group(1)) if total else 0.0)
+
+
+def test_concurrent_requests_are_answered_each_as_alone(server) -> None:
+    """Many requests in flight at once reach one worker's loop together: they share reads
+    (the batch metric shows calls that decided several), and each gets its own answer."""
+    rounds = 12
+    cases = CONCURRENT * rounds
+    before = _batched_requests(server.url("/metrics"))
+
+    async def send_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(cases))
+        async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+            return list(
+                await asyncio.gather(
+                    *(
+                        client.post(
+                            server.url(f"/iicmva/{V0809}"),
+                            content=envelope(request_xml(V0809, **overrides)),  # type: ignore[arg-type]
+                            headers={"Content-Type": "text/xml; charset=utf-8"},
+                        )
+                        for overrides, _ in cases
+                    )
+                )
+            )
+
+    answers = asyncio.run(send_all())
+    for (overrides, expected), resp in zip(cases, answers, strict=True):
+        assert resp.status_code == 200, resp.text
+        assert codes_of(response_element(resp))[1] == expected, overrides
+    after = _batched_requests(server.url("/metrics"))
+    calls, requests = after[0] - before[0], after[1] - before[1]
+    assert requests == len(cases)
+    assert calls < requests, "no call decided more than one request"
