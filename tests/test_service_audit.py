@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from olv import db
+from service import audit
 from service.audit import AuditEntry, AuditWriter
 from service.models import AuditRecord
 
@@ -151,3 +152,33 @@ def test_values_with_tabs_line_breaks_backslashes_and_nul_are_written_as_given(
     assert row.request_reason in ("VEHREG", "VEH\x00REG")  # SQLite keeps the NUL
     assert row.latency_ms == 0.5
     assert abs((db.as_utc(row.at) - now).total_seconds()) < 0.001
+
+
+def test_the_writer_yields_the_cpu_and_rows_that_wait_too_long_are_written_anyway(
+    db_url: str,
+) -> None:
+    """The writer thread runs at the lowest priority (the request loops come first); rows it
+    leaves waiting past the catch-up age are written at normal priority, not lost or held.
+    Here the low-priority writer sleeps for an hour, so only the catch-up can write them."""
+    engine = db.make_engine(db_url)
+    writer = AuditWriter(engine, flush_seconds=3600, catch_up_seconds=0.3)
+    try:
+        now = datetime.now(UTC)
+        for i in range(25):
+            writer.record(_entry(now, f"LATE{i}"))
+        deadline = time.monotonic() + 10
+        while _count(db_url) < 25 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _count(db_url) == 25
+        if sys.platform == "linux":
+            writer_tid = writer._thread.native_id
+            catch_up_tid = writer._catch_up.native_id
+            assert writer_tid is not None and catch_up_tid is not None
+            assert os.getpriority(os.PRIO_PROCESS, writer_tid) == audit.IDLE_NICE
+            assert os.getpriority(os.PRIO_PROCESS, catch_up_tid) == os.getpriority(
+                os.PRIO_PROCESS, 0
+            )
+    finally:
+        writer.close()
+        engine.dispose()
+    assert _count(db_url) == 25
