@@ -9,6 +9,13 @@ libpq releases the GIL while it waits, and a socket shut down by
 
 Only for a session that holds prepared statements: behind a transaction pooler
 (``?pool_mode=transaction``) the store keeps psycopg's own one-message path.
+
+Such a session plans each statement once (``plan_cache_mode = force_generic_plan``, set with
+its first statement). By default PostgreSQL plans a prepared statement afresh for its values
+while that looks cheaper than the generic plan, and for the many-key reads (their keys in
+arrays, whose length the generic plan guesses) it always does: a batch of 4 to 8 keys cost the
+backend 19-35 µs of CPU per key, against 5-7 µs with the one plan. The statements are written
+so that their one plan is an index walk whatever the values.
 """
 
 from __future__ import annotations
@@ -63,13 +70,17 @@ def run(
     pgconn = driver.pgconn
     values = [p.encode() if type(p) is str else text_array(p) for p in params]
     if read.name not in prepared:
+        if not prepared:
+            _plan_once(pgconn)
         _prepare(pgconn, read)
         prepared.add(read.name)
     result = pgconn.exec_prepared(read.name, values)
     if result.status == pq.ExecStatus.TUPLES_OK:
         return _rows(result, read.columns)
     if result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":
-        # The session lost its prepared statements (DISCARD ALL by a pooler): prepare again.
+        # The session lost its prepared statements and settings (DISCARD ALL by a pooler):
+        # set and prepare again.
+        _plan_once(pgconn)
         _prepare(pgconn, read)
         result = pgconn.exec_prepared(read.name, values)
         if result.status == pq.ExecStatus.TUPLES_OK:
@@ -82,6 +93,12 @@ def text_array(values: Sequence[str]) -> bytes:
     braces, blanks and the word NULL stay data (backslash and quote are escaped)."""
     quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
     return ("{" + ",".join(f'"{v}"' for v in quoted) + "}").encode()
+
+
+def _plan_once(pgconn: pq.abc.PGconn) -> None:
+    result = pgconn.exec_(b"SET plan_cache_mode = force_generic_plan")
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        raise _error(result, pgconn)
 
 
 def _prepare(pgconn: pq.abc.PGconn, read: Statement) -> None:

@@ -54,7 +54,10 @@ _VINS_SQL = (
     " FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS k(naic, vin, i)"
     " JOIN coverage c ON c.naic = k.naic AND c.vin = k.vin"
 )
-_SERVES_SQL = "SELECT 1 FROM policy WHERE naic = ? LIMIT 1"
+# In index order, so that its plan is a walk of the (naic, policy_key) index for any NAIC: a
+# plan made without the value (service.pg_prepared) otherwise scans the table for the first
+# match, all of it for a NAIC that is not there (which any requester can send).
+_SERVES_SQL = "SELECT 1 FROM policy WHERE naic = ? ORDER BY naic, policy_key LIMIT 1"
 _PING_SQL = "SELECT 1"
 _INT, _TEXT, _BOOL, _DATE = (
     pg_prepared.INTEGER,

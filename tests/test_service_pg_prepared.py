@@ -128,3 +128,43 @@ def test_the_store_answers_the_same_through_prepared_reads(pg_url: str) -> None:
     finally:
         policies.close()
         engine.dispose()
+
+
+def test_each_statement_is_planned_once_and_every_plan_walks_an_index(pg_url: str) -> None:
+    """The store's session plans its statements once, without their values; so each plan
+    must be an index walk for any value, a NAIC not in the book included. A session that
+    planned while the book was nearly empty plans again after an import (which analyzes)."""
+    conn = _driver(pg_url)
+    prepared: set[bytes] = set()
+    for read in store._PREPARED.values():  # planned against the fixture's two policies
+        pg_prepared.run(conn, prepared, read, _any_values(read))
+    assert conn.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
+    with _driver(pg_url) as loader:  # a book of some size, analyzed as the import does
+        loader.execute(
+            "INSERT INTO policy (id, naic, policy_number, policy_key, policy_type,"
+            " pending_review) SELECT g, '1234' || (g % 4), 'K' || g, 'K' || g, 'I', false"
+            " FROM generate_series(10, 20000) AS g"
+        )
+        loader.execute(
+            "INSERT INTO coverage (policy_id, naic, vin, effective_date) SELECT g,"
+            " '1234' || (g % 4), 'VIN' || g, '2026-01-01' FROM generate_series(10, 20000) AS g"
+        )
+        loader.execute("ANALYZE policy")
+        loader.execute("ANALYZE coverage")
+    for read in store._PREPARED.values():
+        markers = read.text.decode().count("$")
+        name = read.name.decode()
+        call = f"EXECUTE {name}({', '.join(['NULL'] * markers)})" if markers else f"EXECUTE {name}"
+        plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {call}").fetchall())
+        assert "Seq Scan" not in plan, (read.name, plan)
+    conn.execute("DISCARD ALL")  # a pooler's reset: settings and statements gone
+    assert pg_prepared.run(conn, prepared, store._PREPARED[store._SERVES_SQL], ("12345",)) == [(1,)]
+    assert conn.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
+    conn.close()
+
+
+def _any_values(read: pg_prepared.Statement) -> tuple[Any, ...]:
+    text_ = read.text.decode()
+    if "text[]" in text_:
+        return (["12345", "99999"], ["AB1", "X"])
+    return tuple("12345" for _ in range(text_.count("$")))
