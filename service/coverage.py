@@ -51,18 +51,42 @@ class PolicyStore(Protocol):
     def vin_periods(self, naic: str, vin: str) -> Sequence[Period]: ...
 
 
+class BatchFound(NamedTuple):
+    """What a batch's read found: policies by (NAIC, key), periods by (NAIC, VIN); a key or
+    VIN read and not found is left out."""
+
+    policies: dict[tuple[str, str], PolicyView]
+    periods: dict[tuple[str, str], Sequence[Period]]
+
+
+class BatchReads(NamedTuple):
+    """A batch's reads: the policies of (NAIC, key) pairs, and the periods of (NAIC, VIN,
+    key) triples, each read when its key is empty or finds no policy (the table reads the
+    VIN then: asked together, both are one round trip)."""
+
+    policies: list[tuple[str, str]]
+    vins: list[tuple[str, str, str]]
+
+    def one_by_one(self, store: PolicyStore) -> BatchFound:
+        """The reads as single lookups, for a store with nothing to gain from sharing them."""
+        policies: dict[tuple[str, str], PolicyView] = {}
+        for key in self.policies:
+            policy = store.find_policy(*key)
+            if policy is not None:
+                policies[key] = policy
+        periods: dict[tuple[str, str], Sequence[Period]] = {}
+        for naic, vin, key in self.vins:
+            if (not key or (naic, key) not in policies) and (naic, vin) not in periods:
+                found = store.vin_periods(naic, vin)
+                if found:
+                    periods[(naic, vin)] = found
+        return BatchFound(policies, periods)
+
+
 class BatchStore(PolicyStore, Protocol):
-    """A store that also answers many keys in one read (one round trip per call)."""
+    """A store that also reads for a whole batch of requests at once (one round trip)."""
 
-    def find_policies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PolicyView]:
-        """The policies of (NAIC, normalized key) pairs; a key with none is left out."""
-        ...
-
-    def vin_periods_of(
-        self, pairs: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], Sequence[Period]]:
-        """The coverage periods of (NAIC, normalized VIN) pairs; a pair with none is left out."""
-        ...
+    def read_batch(self, reads: BatchReads) -> BatchFound: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,18 +231,20 @@ class _Known:
             raise _Unread("vin", (naic, vin)) from None
 
     def read(
-        self, policies: Collection[tuple[str, str]], vins: Collection[tuple[str, str]]
+        self,
+        policies: Collection[tuple[str, str]],
+        vins: Collection[tuple[str, str]],
+        fallbacks: Collection[tuple[str, str, str]],
     ) -> None:
-        if policies:
-            keys = list(policies)
-            found = self.store.find_policies(keys)
-            for key in keys:
-                self.policies[key] = found.get(key)
-        if vins:
-            pairs = list(vins)
-            found_periods = self.store.vin_periods_of(pairs)
-            for pair in pairs:
-                self.periods[pair] = found_periods.get(pair, ())
+        """Read ``policies`` and ``vins``; and the VIN of each (NAIC, VIN, key) in
+        ``fallbacks`` whose key finds no policy (read ahead: the table asks for it next)."""
+        triples = {(naic, vin, "") for naic, vin in vins} | set(fallbacks)
+        found = self.store.read_batch(BatchReads(list(policies), list(triples)))
+        for key in policies:
+            self.policies[key] = found.policies.get(key)
+        for naic, vin, key in triples:
+            if not key or self.policies.get((naic, key)) is None:
+                self.periods[(naic, vin)] = found.periods.get((naic, vin), ())
 
 
 def decide_each(
@@ -232,8 +258,9 @@ def decide_each(
     """:func:`decide` for each (query, authorized) pair, the reads of all shared.
 
     Each pass decides every request whose reads are known and collects the reads the others
-    wait for, then makes them, one call per kind for the whole batch. The table reads a
-    policy first and the VIN's periods after it, so two passes of reads are the most.
+    wait for, then makes them in one call for the whole batch. The table reads a policy
+    first and the VIN's periods when the key finds none: that VIN is read in the same call,
+    so one call decides the batch (a second would follow only a read ahead that missed).
     """
     known = _Known(store)
     decisions: list[Decision | None] = [None] * len(requests)
@@ -241,6 +268,7 @@ def decide_each(
     while pending:
         policies: set[tuple[str, str]] = set()
         vins: set[tuple[str, str]] = set()
+        fallbacks: set[tuple[str, str, str]] = set()
         waiting = []
         for i in pending:
             query, authorized = requests[i]
@@ -254,11 +282,16 @@ def decide_each(
                     naics=naics,
                 )
             except _Unread as unread:
-                (policies if unread.kind == "policy" else vins).add(unread.key)
+                if unread.kind == "policy":
+                    policies.add(unread.key)
+                    naic, key = unread.key
+                    fallbacks.add((naic, normalize.vin(query.vin), key))
+                else:
+                    vins.add(unread.key)
                 waiting.append(i)
         if waiting:
             try:
-                known.read(policies, vins)
+                known.read(policies, vins, fallbacks)
             except StoreUnavailable:
                 for i in waiting:
                     decisions[i] = _answer(Code.SYSU)

@@ -28,7 +28,7 @@ from olv.db import interrupt, is_sqlite, statement_timeout_ms
 from olv.logging import describe_exception
 from olv.read_replica import ReadReplica
 from service import pg_prepared
-from service.coverage import Period, PolicyView, StoreUnavailable
+from service.coverage import BatchFound, BatchReads, Period, PolicyView, StoreUnavailable
 
 _POLICY_SQL = (
     "SELECT p.id, p.policy_type, p.pending_review, c.vin, c.effective_date,"
@@ -40,19 +40,24 @@ _VIN_SQL = (
     "SELECT policy_id, vin, effective_date, expiration_date, cancel_date"
     " FROM coverage WHERE naic = ? AND vin = ?"
 )
-# The same reads for many keys at once, each row tagged with its key's place in the arrays
+# The reads of a whole batch of requests in one statement, each row tagged with its kind
+# ('p': a policy's row, 'v': a VIN's coverage period) and its key's place in the arrays
 # (PostgreSQL only: on SQLite a read is a call within the process, with no round trip to save).
-_POLICIES_SQL = (
-    "SELECT k.i, p.id, p.policy_type, p.pending_review, c.vin, c.effective_date,"
+# A VIN is read where its request has no policy key, or where its key finds no policy: the
+# table reads the VIN then, and reading it in the same statement saves a second round trip.
+_BATCH_SQL = (
+    "SELECT 'p', k.i, p.id, p.policy_type, p.pending_review, c.vin, c.effective_date,"
     " c.expiration_date, c.cancel_date"
     " FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS k(naic, policy_key, i)"
     " JOIN policy p ON p.naic = k.naic AND p.policy_key = k.policy_key"
     " LEFT JOIN coverage c ON c.policy_id = p.id"
-)
-_VINS_SQL = (
-    "SELECT k.i, c.policy_id, c.vin, c.effective_date, c.expiration_date, c.cancel_date"
-    " FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS k(naic, vin, i)"
+    " UNION ALL"
+    " SELECT 'v', k.i, c.policy_id, NULL, NULL, c.vin, c.effective_date, c.expiration_date,"
+    " c.cancel_date"
+    " FROM unnest(?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS k(naic, vin, policy_key, i)"
     " JOIN coverage c ON c.naic = k.naic AND c.vin = k.vin"
+    " WHERE k.policy_key = '' OR NOT EXISTS (SELECT 1 FROM policy p"
+    " WHERE p.naic = k.naic AND p.policy_key = k.policy_key)"
 )
 # In index order, so that its plan is a walk of the (naic, policy_key) index for any NAIC: a
 # plan made without the value (service.pg_prepared) otherwise scans the table for the first
@@ -71,8 +76,7 @@ _PREPARED = {
     for name, sql, columns in (
         ("policy", _POLICY_SQL, (_INT, _TEXT, _BOOL, _TEXT, _DATE, _DATE, _DATE)),
         ("vin", _VIN_SQL, (_INT, _TEXT, _DATE, _DATE, _DATE)),
-        ("policies", _POLICIES_SQL, (_INT, _INT, _TEXT, _BOOL, _TEXT, _DATE, _DATE, _DATE)),
-        ("vins", _VINS_SQL, (_INT, _INT, _TEXT, _DATE, _DATE, _DATE)),
+        ("batch", _BATCH_SQL, (_TEXT, _INT, _INT, _TEXT, _BOOL, _TEXT, _DATE, _DATE, _DATE)),
         ("serves", _SERVES_SQL, (_INT,)),
         ("ping", _PING_SQL, (_INT,)),
     )
@@ -171,23 +175,34 @@ class SqlPolicyStore:
     def vin_periods(self, naic: str, vin: str) -> Sequence[Period]:
         return [_period(r) for r in self._query(_VIN_SQL, (naic, vin))]
 
-    # --- BatchStore: many keys, one round trip ----------------------------------------------
+    # --- BatchStore: a batch's reads, one round trip -------------------------------------------
 
-    def find_policies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PolicyView]:
-        if not self._postgres or len(keys) == 1:
-            found = ((key, self.find_policy(*key)) for key in keys)
-            return {key: policy for key, policy in found if policy is not None}
-        rows = self._query(_POLICIES_SQL, _columns(keys))
-        return {keys[i - 1]: _policy(group) for i, group in _by_place(rows).items()}
-
-    def vin_periods_of(
-        self, pairs: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], Sequence[Period]]:
-        if not self._postgres or len(pairs) == 1:
-            found = ((pair, self.vin_periods(*pair)) for pair in pairs)
-            return {pair: periods for pair, periods in found if periods}
-        rows = self._query(_VINS_SQL, _columns(pairs))
-        return {pairs[i - 1]: [_period(r) for r in group] for i, group in _by_place(rows).items()}
+    def read_batch(self, reads: BatchReads) -> BatchFound:
+        if not self._postgres:
+            return reads.one_by_one(self)
+        keys, vins = reads.policies, reads.vins
+        rows = self._query(
+            _BATCH_SQL,
+            (
+                [naic for naic, _ in keys],
+                [key for _, key in keys],
+                [naic for naic, _, _ in vins],
+                [vin for _, vin, _ in vins],
+                [key for _, _, key in vins],
+            ),
+        )
+        policy_rows: dict[int, list[tuple[Any, ...]]] = {}
+        vin_rows: dict[int, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            (policy_rows if row[0] == "p" else vin_rows).setdefault(row[1], []).append(row)
+        policies = {
+            keys[i - 1]: _policy([r[2:] for r in group]) for i, group in policy_rows.items()
+        }
+        periods = {
+            (vins[i - 1][0], vins[i - 1][1]): [_period((r[2], *r[5:])) for r in group]
+            for i, group in vin_rows.items()
+        }
+        return BatchFound(policies, periods)
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -427,18 +442,6 @@ def _policy(rows: Sequence[tuple[Any, ...]]) -> PolicyView:
 
 def _period(row: Sequence[Any]) -> Period:
     return Period(row[0], row[1], _as_date(row[2]), _as_date(row[3]), _as_date(row[4]))  # type: ignore[arg-type]
-
-
-def _columns(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    return [a for a, _ in pairs], [b for _, b in pairs]
-
-
-def _by_place(rows: Sequence[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
-    """Rows of a many-key read by their key's place (1-based), that leading column dropped."""
-    groups: dict[int, list[tuple[Any, ...]]] = {}
-    for row in rows:
-        groups.setdefault(row[0], []).append(row[1:])
-    return groups
 
 
 def _fetch(cursor: Any, statement: str, params: tuple[Any, ...], timeout_ms: int | None) -> Any:

@@ -18,7 +18,7 @@ import pytest
 from olv import db, normalize
 from olv.iicmva import V0809, Code
 from service.coalesce import MAX_BATCH, Coalescer
-from service.coverage import Decision, Window, decide, decide_each
+from service.coverage import BatchReads, Decision, Window, decide, decide_each
 from service.db_deadline import DeadlineGate
 from service.request import CoverageQuery
 from service.store import SqlPolicyStore
@@ -125,9 +125,7 @@ def test_a_batch_decides_each_request_as_it_would_be_decided_alone(
     assert odd == [Decision(())] * len(ODD_KEYS), "each odd key finds its own policy"
 
 
-def test_a_batch_of_many_keys_reads_once_per_kind_on_postgresql(
-    store: SqlPolicyStore, db_url: str
-) -> None:
+def test_a_batch_is_decided_with_one_read_on_postgresql(store: SqlPolicyStore, db_url: str) -> None:
     counting = _CountingStore(store.engine)
     try:
         window = Window(today().date(), 183, 0)
@@ -139,25 +137,34 @@ def test_a_batch_of_many_keys_reads_once_per_kind_on_postgresql(
             # In-process reads: one per key, nothing to share.
             assert counting.reads > 10
         else:
-            # Policies first, then the VINs of the unknown keys and of keys not found.
-            assert counting.reads == 2
+            # Policies, the VINs of unknown keys and those of keys not found: one statement.
+            assert counting.reads == 1
     finally:
         counting.close()
 
 
-def test_the_many_key_reads_find_keys_by_exact_text(store: SqlPolicyStore) -> None:
+def test_the_batch_read_finds_keys_by_exact_text(store: SqlPolicyStore) -> None:
     stored = [(data.NAIC, normalize.policy_key(key)) for key in ODD_KEYS]  # as imported
     raw = [(data.NAIC, key) for key in ODD_KEYS if normalize.policy_key(key) != key]
-    found = store.find_policies([*stored, *raw, (data.NAIC, "A"), (data.NAIC, "NOPE")])
-    assert sorted(found) == sorted(stored)  # "NULL" too: a key, not a missing value
-    assert len({policy.id for policy in found.values()}) == len(ODD_KEYS)
-    pairs = [
-        (data.NAIC, data.VIN_OK),
-        (data.NAIC, data.VIN_NOWHERE),
-        (data.OTHER_NAIC, data.VIN_NOWHERE),
+    keys = [*stored, *raw, (data.NAIC, "A"), (data.NAIC, "NOPE")]
+    vins = [
+        (data.NAIC, data.VIN_OK, ""),  # no key: read
+        (data.NAIC, data.VIN_EXPIRED, "NOPE"),  # a key that finds no policy: read
+        (data.NAIC, data.VIN_CANCELLED, normalize.policy_key(ODD_KEYS[0])),  # found: not read
+        (data.OTHER_NAIC, data.VIN_NOWHERE, ""),
+        (data.NAIC, data.VIN_NOWHERE, ""),  # no periods
     ]
-    periods = store.vin_periods_of(pairs)
-    assert set(periods) == {(data.NAIC, data.VIN_OK), (data.OTHER_NAIC, data.VIN_NOWHERE)}
+    found = store.read_batch(BatchReads(keys, vins))
+    assert sorted(found.policies) == sorted(stored)  # "NULL" too: a key, not a missing value
+    assert len({policy.id for policy in found.policies.values()}) == len(ODD_KEYS)
+    assert set(found.periods) == {
+        (data.NAIC, data.VIN_OK),
+        (data.NAIC, data.VIN_EXPIRED),
+        (data.OTHER_NAIC, data.VIN_NOWHERE),
+    }
+    assert [p.vin for p in found.periods[(data.NAIC, data.VIN_OK)]] == [data.VIN_OK]
+    one_by_one = BatchReads(keys, vins).one_by_one(store)
+    assert one_by_one == found
 
 
 # --- the coalescer ------------------------------------------------------------------------
