@@ -125,7 +125,7 @@ class Verifier:
         if decision is None:
             due = started + self.settings.deadline_seconds
             try:
-                decision = self.gate.call(partial(self._decide, query, requester), due)
+                decision = self.gate.call(partial(self._decide, query, requester.authorized), due)
             except Exception as exc:  # noqa: BLE001 - SPEC: any failure answers SYSU, never a fault
                 decision = _failed(exc)
         return Settled(request, query, decision)
@@ -145,12 +145,12 @@ class Verifier:
             return query, _SYSU
         return query, None
 
-    def _decide(self, query: CoverageQuery, requester: Requester) -> Decision:
+    def _decide(self, query: CoverageQuery, authorized: bool) -> Decision:
         """Runs where the gate puts it: inline on the event loop, or on a database thread."""
         return decide(
             query,
             store=self.store,
-            authorized=requester.authorized,
+            authorized=authorized,
             window=self._window(),
             maintenance=self.settings.maintenance,
             naics=self.naics,
@@ -158,6 +158,8 @@ class Verifier:
 
     def _decide_each(self, requests: Sequence[tuple[CoverageQuery, bool]]) -> list[Decision]:
         """:meth:`_decide` for a batch of (query, authorized), its reads shared."""
+        if len(requests) == 1:  # the usual batch at light load: nothing to share
+            return [self._decide(*requests[0])]
         return decide_each(
             requests,
             store=self.store,

@@ -72,24 +72,25 @@ def _query(key: str | None, vin: str | None, day: str | None = None) -> Coverage
 
 def _mixed_queries() -> list[tuple[CoverageQuery, bool]]:
     """Every branch of the table's lookups, some keys twice, one unauthorized."""
-    queries = [
-        _query("P-OK", data.VIN_OK),
-        _query("p ok", data.VIN_SHORT),
-        _query("P-CANCEL", data.VIN_CANCELLED),
-        _query("P-EXPIRED", data.VIN_EXPIRED),
-        _query("P-REVIEW", data.VIN_REVIEW),
-        _query("FLEET-1", data.VIN_NOWHERE),
-        _query("FLEET-OLD", data.VIN_OK),
-        _query("P-OK", data.VIN_CANCELLED),  # VIN not on the policy
-        _query("UNKNOWN", data.VIN_OK),
-        _query("unknown", data.VIN_EXPIRED),
-        _query("Unknown", data.VIN_NOWHERE),
-        _query("NOPE-1", data.VIN_OK),
-        _query("NOPE-1", data.VIN_EXPIRED),
-        _query("NOPE-2", data.VIN_NOWHERE),
-        _query("P-OK", data.VIN_OK, days_ago(400)),  # outside the window
-        _query("P-OK", data.VIN_OK),  # the same key again in one batch
+    cases: list[tuple[str, str] | tuple[str, str, str]] = [
+        ("P-OK", data.VIN_OK),
+        ("p ok", data.VIN_SHORT),
+        ("P-CANCEL", data.VIN_CANCELLED),
+        ("P-EXPIRED", data.VIN_EXPIRED),
+        ("P-REVIEW", data.VIN_REVIEW),
+        ("FLEET-1", data.VIN_NOWHERE),
+        ("FLEET-OLD", data.VIN_OK),
+        ("P-OK", data.VIN_CANCELLED),  # VIN not on the policy
+        ("UNKNOWN", data.VIN_OK),
+        ("unknown", data.VIN_EXPIRED),
+        ("Unknown", data.VIN_NOWHERE),
+        ("NOPE-1", data.VIN_OK),
+        ("NOPE-1", data.VIN_EXPIRED),
+        ("NOPE-2", data.VIN_NOWHERE),
+        ("P-OK", data.VIN_OK, days_ago(400)),  # outside the window
+        ("P-OK", data.VIN_OK),  # the same key again in one batch
     ]
+    queries = [_query(*case) for case in cases]
     queries += [_query(key, f"{ODD_VIN[:-1]}{n}") for n, key in enumerate(ODD_KEYS)]
     pairs = [(q, True) for q in queries]
     pairs.append((_query("P-OK", data.VIN_OK), False))
