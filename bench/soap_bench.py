@@ -53,6 +53,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -61,6 +62,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import httpx
 from in_process import run_in_process
 from loadgen import LoadGenerator, Run
 from procstat import machine_summary
@@ -240,8 +242,15 @@ def measure(
     profile: Profile | None = None
     try:
         loadgen.run(server, max(_counts(args.clients)), args.warmup, "warm-up")
+        calls_before = shared_reads(server)
         for n in _counts(args.clients):
             ours.append(_show(loadgen.run(server, n, args.duration, f"ours ({args.db})")))
+        calls, decided = (a - b for a, b in zip(shared_reads(server), calls_before, strict=True))
+        print(
+            f"database calls: {calls:,.0f} for {decided:,.0f} requests "
+            f"({decided / calls if calls else 0:.1f} requests per call: those of one loop turn)",
+            flush=True,
+        )
         if args.profile:
             profiled, profile = profile_server(
                 server, loadgen, TARGET_CLIENTS, args.duration, args.profile
@@ -293,6 +302,14 @@ def measure(
         in_process_audit,
         banner,
     )
+
+
+def shared_reads(server: Server) -> tuple[float, float]:
+    """The service's database calls so far and the requests they decided, all workers
+    (``olv_soap_db_batch_requests`` from /metrics, which loopback may read)."""
+    text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text
+    found = dict(re.findall(r"^olv_soap_db_batch_requests_(count|sum) (\S+)$", text, re.M))
+    return float(found.get("count", 0)), float(found.get("sum", 0))
 
 
 def run_floor(
