@@ -18,7 +18,7 @@ import pytest
 from olv import db, normalize
 from olv.iicmva import V0809, Code
 from service.coalesce import MAX_BATCH, Coalescer
-from service.coverage import BatchReads, Decision, Window, decide, decide_each
+from service.coverage import BatchFound, BatchReads, Decision, Window, decide, decide_each
 from service.db_deadline import DeadlineGate
 from service.request import CoverageQuery
 from service.store import SqlPolicyStore
@@ -281,3 +281,34 @@ def test_concurrent_requests_are_answered_each_as_alone(server) -> None:
     calls, requests = after[0] - before[0], after[1] - before[1]
     assert requests == len(cases)
     assert calls < requests, "no call decided more than one request"
+
+
+def test_the_batch_read_behind_a_transaction_pooler_answers_the_same(
+    store: SqlPolicyStore, db_url: str
+) -> None:
+    """Behind a transaction pooler the store sends each read as one simple-protocol message
+    with its own statement timeout (no prepared statements): the batch's arrays are bound
+    client-side there, and must find what the prepared read finds."""
+    if db.is_sqlite(db_url):
+        pytest.skip("a transaction pooler stands in front of PostgreSQL only")
+    engine = db.make_engine(f"{db_url}?{db.POOL_MODE}=transaction")
+    pooled = SqlPolicyStore(engine)
+    try:
+        keys = [(data.NAIC, "POK"), (data.NAIC, "NOPE"), (data.NAIC, normalize.policy_key('Q"1'))]
+        vins = [
+            (data.NAIC, data.VIN_EXPIRED, "NOPE"),
+            (data.NAIC, data.VIN_OK, ""),
+            (data.NAIC, data.VIN_NOWHERE, ""),
+        ]
+        through_pooler = pooled.read_batch(BatchReads(keys, vins))
+        assert through_pooler == store.read_batch(BatchReads(keys, vins))
+        assert sorted(through_pooler.policies) == [(data.NAIC, "POK"), (data.NAIC, "Q1")]
+        assert set(through_pooler.periods) == {
+            (data.NAIC, data.VIN_EXPIRED),
+            (data.NAIC, data.VIN_OK),
+        }
+        assert pooled.read_batch(BatchReads([], [])) == BatchFound({}, {})
+        assert not pooled._direct, "the reads went the prepared way, not the pooler's"
+    finally:
+        pooled.close()
+        engine.dispose()
