@@ -291,7 +291,7 @@ def test_the_batch_read_behind_a_transaction_pooler_answers_the_same(
     client-side there, and must find what the prepared read finds."""
     if db.is_sqlite(db_url):
         pytest.skip("a transaction pooler stands in front of PostgreSQL only")
-    engine = db.make_engine(f"{db_url}?{db.POOL_MODE}=transaction")
+    engine = db.make_engine(f"{db_url}?{db.POOL_MODE}=transaction", wait_seconds=4.5)
     pooled = SqlPolicyStore(engine)
     try:
         keys = [(data.NAIC, "POK"), (data.NAIC, "NOPE"), (data.NAIC, normalize.policy_key('Q"1'))]
