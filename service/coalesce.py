@@ -61,20 +61,26 @@ class Coalescer(Generic[Item, Result]):
         waiting, self._waiting = self._waiting, []
         for start in range(0, len(waiting), MAX_BATCH):
             batch = waiting[start : start + MAX_BATCH]
-            SHARED.observe(len(batch))
-            call = partial(self._run_many, [item for item, _, _ in batch])
             try:
-                results = self._gate.inline(call)
-            except Exception as exc:  # noqa: BLE001 - each waiter gets its failure answer
+                self._decide(batch)
+            except Exception as exc:  # noqa: BLE001 - no waiter may be left without an answer
                 self._settle(batch, exc)
-                continue
-            if results is MISSED:
-                due = min(d for _, d, _ in batch)
-                task = asyncio.get_running_loop().create_task(self._on_pool(batch, call, due))
-                self._pooled.add(task)
-                task.add_done_callback(self._pooled.discard)
-            else:
-                self._settle(batch, results)  # type: ignore[arg-type]
+
+    def _decide(self, batch: list[tuple[Item, float, asyncio.Future[Result]]]) -> None:
+        SHARED.observe(len(batch))
+        call = partial(self._run_many, [item for item, _, _ in batch])
+        try:
+            results = self._gate.inline(call)
+        except Exception as exc:  # noqa: BLE001 - each waiter gets its failure answer
+            self._settle(batch, exc)
+            return
+        if results is MISSED:
+            due = min(d for _, d, _ in batch)
+            task = asyncio.get_running_loop().create_task(self._on_pool(batch, call, due))
+            self._pooled.add(task)
+            task.add_done_callback(self._pooled.discard)
+        else:
+            self._settle(batch, results)  # type: ignore[arg-type]
 
     async def _on_pool(
         self,
@@ -94,6 +100,8 @@ class Coalescer(Generic[Item, Result]):
         batch: list[tuple[Item, float, asyncio.Future[Result]]],
         outcome: list[Result] | Exception,
     ) -> None:
+        if not isinstance(outcome, Exception) and len(outcome) != len(batch):
+            outcome = RuntimeError(f"{len(outcome)} answers for {len(batch)} requests")
         if isinstance(outcome, Exception):
             answer = self._failed(outcome)  # once: one failure, one log line
             outcome = [answer] * len(batch)

@@ -216,6 +216,22 @@ def test_a_failed_call_answers_every_request_of_its_batch_once(store: SqlPolicyS
     assert [str(e) for e in failures] == ["the store broke"]
 
 
+def test_a_wrong_number_of_answers_fails_the_batch_rather_than_leave_a_request_waiting(
+    store: SqlPolicyStore,
+) -> None:
+    failures: list[Exception] = []
+
+    def run_many(batch: Sequence[int]) -> list[int]:
+        return [1] * (len(batch) - 1)
+
+    def failed(exc: Exception) -> int:
+        failures.append(exc)
+        return -1
+
+    assert _run_coalesced(store, run_many, range(5), failed) == [-1] * 5
+    assert [str(e) for e in failures] == ["4 answers for 5 requests"]
+
+
 # --- through a server ----------------------------------------------------------------------
 
 
