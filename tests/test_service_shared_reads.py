@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import re
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from lxml import etree
 
 from olv import db, normalize
 from olv.iicmva import V0809, Code
@@ -22,13 +24,12 @@ from service.coverage import BatchFound, BatchReads, Decision, Window, decide, d
 from service.db_deadline import DeadlineGate
 from service.request import CoverageQuery
 from service.store import SqlPolicyStore
-from tests.helpers import data
+from tests.helpers import data, loopback
 from tests.helpers.soap import (
     codes_of,
     days_ago,
     envelope,
     request_xml,
-    response_element,
     soap_server,
     today,
 )
@@ -168,6 +169,37 @@ def test_the_batch_read_finds_keys_by_exact_text(store: SqlPolicyStore) -> None:
     assert one_by_one == found
 
 
+def test_the_batch_read_behind_a_transaction_pooler_answers_the_same(
+    store: SqlPolicyStore, db_url: str
+) -> None:
+    """Behind a transaction pooler the store sends each read as one simple-protocol message
+    with its own statement timeout (no prepared statements): the batch's arrays are bound
+    client-side there, and must find what the prepared read finds."""
+    if db.is_sqlite(db_url):
+        pytest.skip("a transaction pooler stands in front of PostgreSQL only")
+    engine = db.make_engine(f"{db_url}?{db.POOL_MODE}=transaction", wait_seconds=4.5)
+    pooled = SqlPolicyStore(engine)
+    try:
+        keys = [(data.NAIC, "POK"), (data.NAIC, "NOPE"), (data.NAIC, normalize.policy_key('Q"1'))]
+        vins = [
+            (data.NAIC, data.VIN_EXPIRED, "NOPE"),
+            (data.NAIC, data.VIN_OK, ""),
+            (data.NAIC, data.VIN_NOWHERE, ""),
+        ]
+        through_pooler = pooled.read_batch(BatchReads(keys, vins))
+        assert through_pooler == store.read_batch(BatchReads(keys, vins))
+        assert sorted(through_pooler.policies) == [(data.NAIC, "POK"), (data.NAIC, "Q1")]
+        assert set(through_pooler.periods) == {
+            (data.NAIC, data.VIN_EXPIRED),
+            (data.NAIC, data.VIN_OK),
+        }
+        assert pooled.read_batch(BatchReads([], [])) == BatchFound({}, {})
+        assert not pooled._direct, "the reads went the prepared way, not the pooler's"
+    finally:
+        pooled.close()
+        engine.dispose()
+
+
 # --- the coalescer ------------------------------------------------------------------------
 
 
@@ -267,64 +299,53 @@ def _batched_requests(url: str) -> tuple[float, float]:
 
 
 def test_concurrent_requests_are_answered_each_as_alone(server) -> None:
-    """Many requests in flight at once reach one worker's loop together: they share reads
-    (the batch metric shows calls that decided several), and each gets its own answer."""
+    """Requests that reach one worker together share reads (the batch metric shows calls
+    that decided several), and each gets its own answer. They are written on open
+    connections in one tight loop, so they arrive within a turn of the server's loop however
+    fast it is."""
     rounds = 12
     cases = CONCURRENT * rounds
     before = _batched_requests(server.url("/metrics"))
-
-    async def send_all() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=len(cases))
-        async with httpx.AsyncClient(timeout=10, limits=limits) as client:
-            return list(
-                await asyncio.gather(
-                    *(
-                        client.post(
-                            server.url(f"/iicmva/{V0809}"),
-                            content=envelope(request_xml(V0809, **overrides)),  # type: ignore[arg-type]
-                            headers={"Content-Type": "text/xml; charset=utf-8"},
-                        )
-                        for overrides, _ in cases
-                    )
-                )
-            )
-
-    answers = asyncio.run(send_all())
-    for (overrides, expected), resp in zip(cases, answers, strict=True):
-        assert resp.status_code == 200, resp.text
-        assert codes_of(response_element(resp))[1] == expected, overrides
+    host = server.url("")
+    socks = [loopback.connect(host) for _ in cases]
+    try:
+        messages = [_post_bytes(f"/iicmva/{V0809}", request_xml(V0809, **o)) for o, _ in cases]  # type: ignore[arg-type]
+        for sock, message in zip(socks, messages, strict=True):
+            sock.sendall(message)
+        answers = [_read_answer(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    for (overrides, expected), (status, body) in zip(cases, answers, strict=True):
+        assert status == 200, body
+        assert codes_of(_answer_element(body))[1] == expected, overrides
     after = _batched_requests(server.url("/metrics"))
     calls, requests = after[0] - before[0], after[1] - before[1]
     assert requests == len(cases)
     assert calls < requests, "no call decided more than one request"
 
 
-def test_the_batch_read_behind_a_transaction_pooler_answers_the_same(
-    store: SqlPolicyStore, db_url: str
-) -> None:
-    """Behind a transaction pooler the store sends each read as one simple-protocol message
-    with its own statement timeout (no prepared statements): the batch's arrays are bound
-    client-side there, and must find what the prepared read finds."""
-    if db.is_sqlite(db_url):
-        pytest.skip("a transaction pooler stands in front of PostgreSQL only")
-    engine = db.make_engine(f"{db_url}?{db.POOL_MODE}=transaction", wait_seconds=4.5)
-    pooled = SqlPolicyStore(engine)
-    try:
-        keys = [(data.NAIC, "POK"), (data.NAIC, "NOPE"), (data.NAIC, normalize.policy_key('Q"1'))]
-        vins = [
-            (data.NAIC, data.VIN_EXPIRED, "NOPE"),
-            (data.NAIC, data.VIN_OK, ""),
-            (data.NAIC, data.VIN_NOWHERE, ""),
-        ]
-        through_pooler = pooled.read_batch(BatchReads(keys, vins))
-        assert through_pooler == store.read_batch(BatchReads(keys, vins))
-        assert sorted(through_pooler.policies) == [(data.NAIC, "POK"), (data.NAIC, "Q1")]
-        assert set(through_pooler.periods) == {
-            (data.NAIC, data.VIN_EXPIRED),
-            (data.NAIC, data.VIN_OK),
-        }
-        assert pooled.read_batch(BatchReads([], [])) == BatchFound({}, {})
-        assert not pooled._direct, "the reads went the prepared way, not the pooler's"
-    finally:
-        pooled.close()
-        engine.dispose()
+def _post_bytes(path: str, body_xml: str) -> bytes:
+    body = envelope(body_xml)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: text/xml; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _read_answer(sock: socket.socket) -> tuple[int, bytes]:
+    sock.settimeout(10)
+    reader = sock.makefile("rb")
+    status = int(reader.readline().split()[1])
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, reader.read(length)
+
+
+def _answer_element(body: bytes) -> etree._Element:
+    root = etree.fromstring(body)
+    return root[-1][0]  # Envelope / Body / the answer
