@@ -8,7 +8,9 @@ import struct
 import zlib
 from pathlib import Path
 
+import pdf417gen
 import pytest
+from PIL import Image
 from reportlab.pdfgen.canvas import Canvas
 
 from idcards import decode, signed
@@ -108,3 +110,23 @@ def test_oversized_barcode_text_cannot_be_read(tmp_path: Path) -> None:
     assert found == digits
     with pytest.raises(CannotRead, match="longer than any card"):
         verify_text(found, lambda kid: None, __import__("datetime").date.today())
+
+
+def _beside(left: Image.Image, right: Image.Image) -> Image.Image:
+    canvas = Image.new("L", (left.width + right.width + 200, max(left.height, right.height)), 255)
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (left.width + 200, 0))
+    return canvas
+
+
+def test_a_card_photographed_beside_another_pdf417_reads_as_the_card(printed) -> None:
+    """A driver's license carries a PDF-417 too: photographed beside the card, the card's text
+    is what is read, whichever symbol the decoder meets first; alone, the other symbol's text
+    is given, so the check can say that it is not an OLV ID card."""
+    _, text, page = printed
+    license_text = "@\nANSI 636000090002DL00410278ZV03190008DLDAQT64235789\nDCSSAMPLE\nDACMICHAEL"
+    other = pdf417gen.render_image(pdf417gen.encode(license_text, columns=8), scale=4, ratio=3)
+    card = top_card(page)
+    for shot in (_beside(other.convert("L"), card), _beside(card, other.convert("L"))):
+        assert decode.texts_from_bytes(png(shot)) == [text]
+    assert decode.texts_from_bytes(png(other.convert("L"))) == [license_text]
