@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
 import re
+import signal
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -300,18 +302,23 @@ def _batched_requests(url: str) -> tuple[float, float]:
 
 def test_concurrent_requests_are_answered_each_as_alone(server) -> None:
     """Requests that reach one worker together share reads (the batch metric shows calls
-    that decided several), and each gets its own answer. They are written on open
-    connections in one tight loop, so they arrive within a turn of the server's loop however
-    fast it is."""
+    that decided several), and each gets its own answer. The worker is stopped while they
+    are written on its open connections, so that it finds them all ready when it goes on,
+    however fast it or this machine is."""
     rounds = 12
     cases = CONCURRENT * rounds
     before = _batched_requests(server.url("/metrics"))
-    host = server.url("")
-    socks = [loopback.connect(host) for _ in cases]
+    socks = [loopback.connect(server.url("")) for _ in cases]
     try:
         messages = [_post_bytes(f"/iicmva/{V0809}", request_xml(V0809, **o)) for o, _ in cases]  # type: ignore[arg-type]
-        for sock, message in zip(socks, messages, strict=True):
-            sock.sendall(message)
+        time.sleep(0.5)  # every connection accepted by the worker before it stops
+        (worker,) = _children(server.process.pid)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            for sock, message in zip(socks, messages, strict=True):
+                sock.sendall(message)
+        finally:
+            os.kill(worker, signal.SIGCONT)
         answers = [_read_answer(sock) for sock in socks]
     finally:
         for sock in socks:
@@ -323,6 +330,12 @@ def test_concurrent_requests_are_answered_each_as_alone(server) -> None:
     calls, requests = after[0] - before[0], after[1] - before[1]
     assert requests == len(cases)
     assert calls < requests, "no call decided more than one request"
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux): the supervisor's one worker."""
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
 
 
 def _post_bytes(path: str, body_xml: str) -> bytes:
