@@ -15,6 +15,7 @@ import re
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import zxingcpp
@@ -91,15 +92,21 @@ def from_image(image: Image.Image) -> list[str]:
     factor = -(-max(image.size) // WORK_LONG_SIDE_PX)
     if factor > 1:  # a box filter by a whole factor: a tenth of the time of a resampling filter
         image = image.reduce(factor)
-    first = found = _read(image)
-    for angle in ANGLES:
+    first: list[str] = []
+    for copy in _turned_copies(image):
+        found = _read(copy)
         cards = [text for text in found if _is_card(text)]
         if cards:
             return cards
-        turned = image.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=255)
-        found = _read(turned)
         first = first or found
-    return [text for text in found if _is_card(text)] or first
+    return first
+
+
+def _turned_copies(image: Image.Image) -> Iterator[Image.Image]:
+    """``image`` as given, then turned by each of :data:`ANGLES` (made one at a time)."""
+    yield image
+    for angle in ANGLES:
+        yield image.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=255)
 
 
 def _is_card(text: str) -> bool:

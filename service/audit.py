@@ -239,19 +239,7 @@ class AuditWriter:
         # The text form SQLAlchemy's SQLite DateTime type reads back (naive UTC):
         # "%Y-%m-%d %H:%M:%S.%f", written by isoformat at a fraction of strftime's cost.
         utc = e.at if e.at.tzinfo is UTC else e.at.astimezone(UTC)
-        return (
-            utc.replace(tzinfo=None).isoformat(" ", "microseconds"),
-            _clip(e.requester, 300),
-            e.version,
-            _clip(e.naic, 50),
-            _clip(e.policy_key, 50),
-            _clip(e.vin, 50),
-            _clip(e.verification_date, 40),
-            _clip(e.request_reason, 40),
-            e.response_code,
-            e.reason_codes,
-            e.latency_ms,
-        )
+        return (utc.replace(tzinfo=None).isoformat(" ", "microseconds"), *_texts(e), e.latency_ms)
 
     def _flush(self) -> None:
         while self._pending:
@@ -318,26 +306,26 @@ def _copy_text(value: str | None) -> str:
     return "\\N" if value is None else value.translate(_COPY_ESCAPES)
 
 
+def _texts(e: AuditEntry) -> tuple[str | None, ...]:
+    """The row's text values between its time and its latency, in :data:`_COLUMNS` order,
+    clipped to their columns' sizes."""
+    return (
+        _clip(e.requester, 300),
+        e.version,
+        _clip(e.naic, 50),
+        _clip(e.policy_key, 50),
+        _clip(e.vin, 50),
+        _clip(e.verification_date, 40),
+        _clip(e.request_reason, 40),
+        e.response_code,
+        e.reason_codes,
+    )
+
+
 def _copy_line(e: AuditEntry) -> str:
     """One row of :data:`_COPY` in COPY's text format (tab-separated, ``\\N`` for NULL)."""
-    return (
-        "\t".join(
-            (
-                e.at.isoformat(),
-                _copy_text(_clip(e.requester, 300)),
-                _copy_text(e.version),
-                _copy_text(_clip(e.naic, 50)),
-                _copy_text(_clip(e.policy_key, 50)),
-                _copy_text(_clip(e.vin, 50)),
-                _copy_text(_clip(e.verification_date, 40)),
-                _copy_text(_clip(e.request_reason, 40)),
-                _copy_text(e.response_code),
-                _copy_text(e.reason_codes),
-                repr(float(e.latency_ms)),
-            )
-        )
-        + "\n"
-    )
+    texts = "\t".join(map(_copy_text, _texts(e)))
+    return f"{e.at.isoformat()}\t{texts}\t{float(e.latency_ms)!r}\n"
 
 
 def _lower_priority() -> None:
