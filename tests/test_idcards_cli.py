@@ -104,7 +104,9 @@ def barcode_text(png: Path) -> str:
     return found.text
 
 
-def test_issue_print_scan_verify_tamper_revoke(db_url: str, tmp_path: Path) -> None:
+def test_issue_print_scan_verify_tamper_revoke(db_url: str, tmp_path: Path, in_process) -> None:  # noqa: ANN001
+    """Issued and first read back by the commands as processes; the other checks of the same
+    cards run the same commands in this process (a process each cost a second of CPU)."""
     key, kid = registered_issuer(tmp_path)
     out = tmp_path / "cards.pdf"
     run = olv("cards", "issue", "--key", str(key), "--csv", str(cards_csv(tmp_path / "c.csv", *good_rows())),
@@ -124,31 +126,32 @@ def test_issue_print_scan_verify_tamper_revoke(db_url: str, tmp_path: Path) -> N
     assert answer["card"]["vin"] in (VIN_A, VIN_B) and answer["card"]["card_id"] in {
         r.card_id for r in log
     }
-    assert olv("cards", "verify", str(out)).returncode == 0
+    here = in_process
+    assert here("cards", "verify", str(out)).returncode == 0
     text = barcode_text(page)
-    run = olv("cards", "verify", "-", stdin=text + "\n")
+    run = here("cards", "verify", "-", stdin=text + "\n")
     assert run.returncode == 0 and json.loads(run.stdout)["valid"] is True
 
     # Tampered: one byte of the signed message changed, re-armoured.
     raw = bytearray(armour.decode(text))
     raw[len(raw) // 2] ^= 0x20
-    run = olv("cards", "verify", "-", stdin=armour.encode(bytes(raw)))
+    run = here("cards", "verify", "-", stdin=armour.encode(bytes(raw)))
     assert run.returncode == 1 and json.loads(run.stdout)["valid"] is False
 
     # Cannot read: a text file named .png, and garbage text.
     (tmp_path / "fake.png").write_text("not an image")
-    run = olv("cards", "verify", str(tmp_path / "fake.png"))
+    run = here("cards", "verify", str(tmp_path / "fake.png"))
     assert run.returncode == 2 and run.stderr.startswith("error: ") and run.stdout == ""
-    assert olv("cards", "verify", "-", stdin="hello").returncode == 2
-    assert olv("cards", "verify", str(tmp_path / "missing.png")).returncode == 2
+    assert here("cards", "verify", "-", stdin="hello").returncode == 2
+    assert here("cards", "verify", str(tmp_path / "missing.png")).returncode == 2
 
     # Compromised: today's cards are refused from now on.
-    run = olv("issuers", "key", "revoke", kid, "--reason", "compromised")
+    run = here("issuers", "key", "revoke", kid, "--reason", "compromised")
     assert run.returncode == 0, run.stderr
-    run = olv("cards", "verify", str(page))
+    run = here("cards", "verify", str(page))
     answer = json.loads(run.stdout)
     assert run.returncode == 1 and answer["revoked"] is True and answer["valid"] is False
-    listed = [json.loads(line) for line in olv("issuers", "list").stdout.splitlines()]
+    listed = [json.loads(line) for line in here("issuers", "list").stdout.splitlines()]
     assert listed[0]["keys"][0]["revoke_reason"] == "compromised"
 
 
@@ -215,8 +218,9 @@ def test_refusals_leave_nothing_behind(db_url: str, tmp_path: Path, in_process) 
     assert olv("issuers", "key", "revoke", "0000000000000000", "--reason", "lost").returncode == 2
 
 
-def test_issue_from_the_policy_store(db_url: str, tmp_path: Path) -> None:
-    key, _ = registered_issuer(tmp_path)
+def test_issue_from_the_policy_store(db_url: str, tmp_path: Path, in_process) -> None:  # noqa: ANN001
+    olv = in_process  # the commands as processes: test_issue_print_scan_verify_tamper_revoke
+    key, _ = registered_issuer(tmp_path, olv)
     start = (TODAY - timedelta(days=20)).strftime("%Y%m%d")
     end = (TODAY + timedelta(days=100)).strftime("%Y%m%d")
     store = tmp_path / "policies.csv"

@@ -22,6 +22,7 @@ from olv import db
 from portal.models import InsurerCall
 from tests.helpers import loopback
 from tests.helpers.data import NAIC, OTHER_NAIC, VIN_NOWHERE, VIN_OK, VIN_SHORT, policy_csv
+from tests.helpers.olv_cli import olv_here
 from tests.helpers.portal import (
     add_insurer,
     add_user,
@@ -79,8 +80,8 @@ def insurers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     for env, csv in ((env_a, policy_csv()), (env_b, b_policies())):
         name = Path(env["OLV_DATABASE_URL"].removeprefix("sqlite:///")).with_suffix(".csv")
         name.write_text(csv)
-        ok(olv(env, "db", "upgrade"))
-        ok(olv(env, "policies", "import", str(name)))
+        olv_here(env, "db", "upgrade")
+        olv_here(env, "policies", "import", str(name))
     ca, tls = make_certificates(folder)
     with (
         soap_server(env_a, folder) as a,
@@ -133,21 +134,19 @@ def state(
     env = {"OLV_DATABASE_URL": module_db_url}
 
     def add(naic: str, url: str, version: str = "00200809", *extra: str) -> None:
-        ok(
-            olv(
-                env,
-                "insurers",
-                "add",
-                "--naic",
-                naic,
-                "--name",
-                f"Insurer {naic}",
-                "--url",
-                url,
-                "--version",
-                version,
-                *extra,
-            )
+        olv_here(
+            env,
+            "insurers",
+            "add",
+            "--naic",
+            naic,
+            "--name",
+            f"Insurer {naic}",
+            "--url",
+            url,
+            "--version",
+            version,
+            *extra,
         )
 
     add(NAIC, insurers["a"], "00200809", "--accepts-unknown")
@@ -177,12 +176,12 @@ def state(
             ("60006", "N-1", VIN_NOCERT),
         ],
     )
-    ok(olv(env, "bob", "load", str(bob), "--report-dir", str(folder)))
+    olv_here(env, "bob", "load", str(bob), "--report-dir", str(folder))
     plates = folder / "registrations.csv"
     plates.write_text(f"plate,state,vin\nOLV 1,ID,{VIN_OK}\n")
-    ok(olv(env, "registrations", "import", str(plates)))
-    ok(olv(env, "users", "add", "officer1", "--role", "officer", stdin=PASSWORD + "\n"))
-    tokens = {"officer": ok(olv(env, "tokens", "create", "officer1")).splitlines()[-1]}
+    olv_here(env, "registrations", "import", str(plates))
+    olv_here(env, "users", "add", "officer1", "--role", "officer", stdin=PASSWORD + "\n")
+    tokens = {"officer": olv_here(env, "tokens", "create", "officer1").splitlines()[-1]}
     tokens["dmv"] = add_user(engine, "dmv1", "dmv")
     tokens["insurer"] = add_user(engine, "liaison1", "insurer", NAIC)
     tokens["admin"] = add_user(engine, "admin1", "admin")
