@@ -26,6 +26,7 @@ from olv.bob import layout
 from portal.models import InsurerCall
 from portal.web.compliance_data import latest_due_day
 from tests.helpers import loopback
+from tests.helpers.olv_cli import olv_here
 from tests.helpers.portal import (
     PASSWORD,
     add_insurer,
@@ -119,10 +120,10 @@ class World:
 def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("idaho")
     insurer_env = {"OLV_DATABASE_URL": f"sqlite:///{folder / 'insurer.db'}"}
-    ok(olv(insurer_env, "db", "upgrade"))
+    olv_here(insurer_env, "db", "upgrade")
     policies = folder / "policies.csv"
     policies.write_text(insurer_policies())
-    ok(olv(insurer_env, "policies", "import", str(policies)))
+    olv_here(insurer_env, "policies", "import", str(policies))
     edits = {
         "zero": after_confirmed(b"<UnconfirmedReasonCode>0</UnconfirmedReasonCode>"),
         "empty": after_confirmed(b"<UnconfirmedReasonCode></UnconfirmedReasonCode>"),
@@ -160,7 +161,7 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         add_insurer(engine, QUIET_NAIC, "http://127.0.0.1:9/never")
         rows = [(naic, STORED_KEY, vin_of(naic)) for naic in [*ASKED, SYSU_NAIC]]
         env = {"OLV_DATABASE_URL": module_db_url}
-        ok(olv(env, "bob", "load", str(write_bob(folder / "State 20261101.txt", rows))))
+        olv_here(env, "bob", "load", str(write_bob(folder / "State 20261101.txt", rows)))
         tokens = {"officer": add_user(engine, "officer1", "officer")}
         add_user(engine, "admin1", "admin")
         add_user(engine, "liaison1", "insurer", "10001")

@@ -21,7 +21,7 @@ import pytest
 from lxml import etree
 
 from bob_loader import synth
-from tests.helpers import loopback
+from tests.helpers import data, loopback
 from tests.helpers.day_change import wait_past_midnight
 from tests.helpers.soap import (
     Server,
@@ -89,13 +89,7 @@ def load_store(database_url: str, folder: Path) -> None:
     path = folder / "policies.csv"
     header = "naic,policy_number,policy_type,vin,effective_date,expiration_date,cancel_date,pending_review"
     path.write_text("\n".join([header, *(",".join(r) for r in policy_rows())]) + "\n")
-    env = {**os.environ, "OLV_DATABASE_URL": database_url}
-    subprocess.run(
-        [sys.executable, "-m", "olv", "policies", "import", str(path)],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    data.load_policy_file(database_url, path)
 
 
 @pytest.fixture(scope="module")
