@@ -16,17 +16,24 @@ from olv.bob import layout
 from service import policy_import
 from service.models import Coverage, Policy
 from tests.helpers.memory import peak_bytes
+from tests.helpers.olv_cli import run_here
 
 HEADER = (
     "naic,policy_number,policy_type,vin,effective_date,expiration_date,cancel_date,pending_review\n"
 )
 
 
-def _run(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+def _process(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OLV_DATABASE_URL": url}
     return subprocess.run(
         [sys.executable, "-m", "olv", *args], env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def _run(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    """The command in this process (tests/helpers/olv_cli.py); the first test runs it as a
+    process, as an insurer's operator would."""
+    return run_here({"OLV_DATABASE_URL": url}, *args)
 
 
 def _counts(url: str) -> tuple[int, int]:
@@ -58,13 +65,13 @@ def test_csv_import_reports_bad_rows_with_line_numbers(db_url: str, tmp_path: Pa
         + "12345,AB-3,VS,1HGCM82633A004352,2026-02-30,,,\n"
         + "12345,FLEET,NS,,20260101,,,yes\n"
     )
-    result = _run("policies", "import", str(path), url=db_url)
+    result = _process("policies", "import", str(path), url=db_url)
     assert result.returncode == 0, result.stderr
     assert "line 4: naic" in result.stderr and "line 5: effective_date" in result.stderr
     assert "2 rows skipped" in result.stdout
     assert _counts(db_url) == (2, 3)
     # importing again replaces the policies' rows instead of duplicating them
-    assert _run("policies", "import", str(path), url=db_url).returncode == 0
+    assert _process("policies", "import", str(path), url=db_url).returncode == 0
     assert _counts(db_url) == (2, 3)
 
 

@@ -29,11 +29,13 @@ def olv(url: str, *args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-def olv_here(env: Mapping[str, str], *args: str, stdin: str | None = None) -> str:
-    """Standard output of ``olv ARGS`` run by :func:`olv.cli.run` in this process, with ``env``
-    added to the environment for the command only; fails the test, with the command's error
-    output, when it does not exit 0. A process per command costs most of a second of CPU, and
-    a module's setup runs a dozen: the commands themselves are tested as processes elsewhere."""
+def run_here(
+    env: Mapping[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``olv ARGS`` run by :func:`olv.cli.run` in this process, with ``env`` added to the
+    environment for the command only: its exit code and its output, as a process would give
+    them. A process per command costs most of a second of CPU; the commands themselves are
+    tested as processes too."""
     from olv.cli import run
 
     out, err = io.StringIO(), io.StringIO()
@@ -48,5 +50,14 @@ def olv_here(env: Mapping[str, str], *args: str, stdin: str | None = None) -> st
             code = run(list(args))
     finally:
         get_settings.cache_clear()
-    assert code == 0, f"olv {' '.join(args)} exited {code}:\n{err.getvalue()}"
-    return out.getvalue()
+    return subprocess.CompletedProcess(["olv", *args], code, out.getvalue(), err.getvalue())
+
+
+def olv_here(env: Mapping[str, str], *args: str, stdin: str | None = None) -> str:
+    """Standard output of :func:`run_here`; fails the test, with the command's error output,
+    when it does not exit 0 (for the setup of tests about something else)."""
+    result = run_here(env, *args, stdin=stdin)
+    assert result.returncode == 0, (
+        f"olv {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+    )
+    return result.stdout
