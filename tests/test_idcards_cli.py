@@ -4,13 +4,11 @@ the printout back (poppler + zxing-cpp), tampering, revocation and hostile files
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import stat
 import subprocess
 import sys
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -21,8 +19,8 @@ from sqlalchemy import select
 from idcards import armour
 from idcards.models import IssuedCard
 from olv import db
-from olv.cli import run
 from tests.helpers.idcards import PIN, render_page
+from tests.helpers.olv_cli import run_here
 
 OLV = str(Path(sys.executable).with_name("olv"))
 TODAY = date.today()
@@ -36,22 +34,12 @@ def olv(*args: str, stdin: str | None = None, cwd: Path | None = None):
     )  # fmt: skip
 
 
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
-def in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+def in_process():
     """The same commands through ``olv.cli.run`` in this process (for the many quick refusals)."""
 
-    def call(*args: str, stdin: str | None = None) -> Ran:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
-        code = run(list(args))
-        out = capsys.readouterr()
-        return Ran(code, out.out, out.err)
+    def call(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run_here({}, *args, stdin=stdin)
 
     return call
 
