@@ -28,11 +28,13 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from prometheus_client import Gauge
 from sqlalchemy import Engine, delete, select
@@ -42,6 +44,7 @@ from olv.db import as_utc, interrupt, is_sqlite, set_local_timeout
 from service.models import AuditRecord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Rows kept in memory per worker while the database cannot take them: about a minute of a
 # worker's full load, some tens of MB.
 BACKLOG_LIMIT = 100_000
@@ -87,6 +90,13 @@ _INSERT = f"INSERT INTO audit_record ({_COLUMNS}) VALUES {_ROW}"
 # Rows per SQLite statement: 11 parameters each, under the 999 that older SQLite builds allow.
 _ROWS_PER_INSERT = 90
 _COPY = f"COPY audit_record ({_COLUMNS}) FROM STDIN"
+# Each write leaves its id in audit_write (migration 0013), in the same transaction.
+_MARK = "INSERT INTO audit_write (id, at) VALUES (?, ?)"
+_FORGET = "DELETE FROM audit_write WHERE id = ? OR at < ?"
+_LANDED = "SELECT 1 FROM audit_write WHERE id = ?"
+# Longer than any writer waits between a write and its next look at the table: ids of
+# processes that stopped are cleared after this.
+WRITE_IDS_KEPT = timedelta(days=1)
 
 
 def _clip(value: str | None, size: int) -> str | None:
@@ -120,6 +130,9 @@ class AuditWriter:
         self._rows: deque[tuple[object, ...] | str] = deque()
         self._rows_since = 0.0  # when the oldest row in _rows was made (epoch)
         self._pending: list[tuple[object, ...] | str] = []
+        # A write whose commit went unanswered: its id and its rows, the first of _pending.
+        self._unanswered: tuple[str, int] | None = None
+        self._last_write = ""  # the id of the last write known to be in the table
         self._waiting_since: float | None = None  # when the oldest pending row was made (epoch)
         self._dropped = 0  # counted on the request path, reported by the writer
         self._reported = 0
@@ -243,50 +256,89 @@ class AuditWriter:
 
     def _flush(self) -> None:
         while self._pending:
-            chunk = self._pending[:_CHUNK]
-            if not self._write(chunk):
+            if self._unanswered is not None:
+                # The last write's commit went unanswered: its rows are written again only
+                # if its id is not in the table.
+                batch, count = self._unanswered
+                landed = self._in_transaction(partial(self._landed, batch=batch))
+                if landed is None:
+                    return
+                if landed:
+                    self._written(batch, count)
+                    continue
+            else:
+                batch, count = uuid.uuid4().hex, min(len(self._pending), _CHUNK)
+            chunk = self._pending[:count]
+            if self._in_transaction(partial(self._write, rows=chunk, batch=batch)) is None:
+                self._unanswered = (batch, count)
                 return
-            del self._pending[: len(chunk)]
-            if not self._pending:
-                self._waiting_since = None
+            self._written(batch, count)
 
-    def _write(self, rows: list[tuple[object, ...] | str]) -> bool:
-        """One transaction; False (rows kept for the next round) when the database failed."""
+    def _written(self, batch: str, count: int) -> None:
+        self._unanswered = None
+        self._last_write = batch
+        del self._pending[:count]
+        if not self._pending:
+            self._waiting_since = None
+
+    def _landed(self, cursor: Any, batch: str) -> bool:
+        cursor.execute(self._sql(_LANDED), (batch,))
+        return cursor.fetchone() is not None
+
+    def _write(self, cursor: Any, rows: list[tuple[object, ...] | str], batch: str) -> bool:
+        if self._sqlite:
+            for start in range(0, len(rows), self.batch_size):
+                _insert_many(cursor, rows[start : start + self.batch_size])  # type: ignore[arg-type]
+        else:
+            # COPY: one stream for the whole batch, its lines made on the request path.
+            # Formatting them here (write_row per row) held the GIL for several
+            # milliseconds per flush, which the request loop waited out: the service's
+            # p99 on PostgreSQL was three times its p99 without audit flushes.
+            with cursor.copy(_COPY) as copy:
+                copy.write("".join(rows).encode(errors="replace"))  # type: ignore[arg-type]
+        # This write's id, in its own transaction; the last one's is no longer needed.
+        now = datetime.now(UTC)
+        stale = now - WRITE_IDS_KEPT
+        cursor.execute(self._sql(_FORGET), (self._last_write, self._stamp(stale)))
+        cursor.execute(self._sql(_MARK), (batch, self._stamp(now)))
+        return True
+
+    def _sql(self, statement: str) -> str:
+        return statement if self._sqlite else statement.replace("?", "%s")
+
+    def _stamp(self, at: datetime) -> object:
+        # SQLite: the text form SQLAlchemy's DateTime type reads back (naive UTC).
+        return at.replace(tzinfo=None).isoformat(" ", "microseconds") if self._sqlite else at
+
+    def _in_transaction(self, work: Callable[[Any], T]) -> T | None:
+        """``work`` on a cursor in one transaction, committed; None when the database failed
+        (the connection is then dropped, never back into the pool)."""
         driver_error = self.engine.dialect.loaded_dbapi.Error
         try:
             conn = self.engine.raw_connection()
         except (SQLAlchemyError, driver_error) as exc:
             self._failed(exc)
-            return False
-        written = False
+            return None
+        result: T | None = None
         try:
             with self._writing_lock:
                 self._writing = (conn.driver_connection, time.monotonic() + WRITE_LIMIT_SECONDS)
             set_local_timeout(conn)  # through a transaction pooler; nothing otherwise
             cursor = conn.cursor()
-            if self._sqlite:
-                for start in range(0, len(rows), self.batch_size):
-                    _insert_many(cursor, rows[start : start + self.batch_size])  # type: ignore[arg-type]
-            else:
-                # COPY: one stream for the whole batch, its lines made on the request path.
-                # Formatting them here (write_row per row) held the GIL for several
-                # milliseconds per flush, which the request loop waited out: the service's
-                # p99 on PostgreSQL was three times its p99 without audit flushes.
-                with cursor.copy(_COPY) as copy:
-                    copy.write("".join(rows).encode(errors="replace"))  # type: ignore[arg-type]
+            value = work(cursor)
             cursor.close()
             conn.commit()
-            written = True
+            result = value
         except (SQLAlchemyError, driver_error) as exc:
             self._failed(exc)
         finally:
             with self._writing_lock:
                 self._writing = None
-            if written:
+            if result is not None:
                 conn.close()
             else:
                 conn.invalidate()  # possibly cut or broken: never back into the pool
-        return written
+        return result
 
     def _failed(self, exc: BaseException) -> None:
         log.warning(

@@ -85,6 +85,16 @@ class Coverage(Base):
     policy: Mapped[Policy] = relationship(back_populates="coverages")
 
 
+class AuditWrite(Base):
+    """The id of an audit write that committed, kept until the writer's next write
+    (:mod:`service.audit`: a write whose commit went unanswered is looked up, not repeated)."""
+
+    __tablename__ = "audit_write"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AuditRecord(Base):
     __tablename__ = "audit_record"
     __table_args__ = (Index("ix_audit_record_vin_at", "vin", "at"),)

@@ -10,12 +10,13 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from olv import db
 from service import audit
 from service.audit import AuditEntry, AuditWriter
-from service.models import AuditRecord
+from service.models import AuditRecord, AuditWrite
 
 
 def _entry(at: datetime, vin: str) -> AuditEntry:
@@ -182,3 +183,57 @@ def test_the_writer_yields_the_cpu_and_rows_that_wait_too_long_are_written_anywa
         writer.close()
         engine.dispose()
     assert _count(db_url) == 25
+
+
+class _AnswerLost:
+    """A connection of the pool whose commits are made by the server but whose answer never
+    arrives (the server hung or died right after, as in a failover): the commit raises."""
+
+    def __init__(self, conn: object, error: type[Exception], commits: bool) -> None:
+        self._conn = conn
+        self._error = error
+        self._commits = commits
+
+    def commit(self) -> None:
+        if self._commits:
+            self._conn.commit()  # type: ignore[attr-defined]
+        raise self._error("server closed the connection unexpectedly")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+def _write_ids(url: str) -> list[str]:
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        ids = list(conn.scalars(select(AuditWrite.id)))
+    engine.dispose()
+    return ids
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-committed"])
+def test_a_write_whose_commit_went_unanswered_is_neither_lost_nor_doubled(
+    db_url: str, committed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = db.make_engine(db_url)
+    writer = AuditWriter(engine, flush_seconds=3600)
+    now = datetime.now(UTC)
+    for i in range(3):
+        writer.record(_entry(now, f"VIN{i}"))
+    real = engine.raw_connection
+    error = engine.dialect.loaded_dbapi.OperationalError
+    monkeypatch.setattr(engine, "raw_connection", lambda: _AnswerLost(real(), error, committed))
+    writer._write_queued()  # the flush the writer's thread would make
+    assert _count(db_url) == (3 if committed else 0)
+    monkeypatch.setattr(engine, "raw_connection", real)  # the database answers again
+    writer._write_queued()
+    assert _count(db_url) == 3  # written once, whether or not the first commit landed
+    first = _write_ids(db_url)
+    assert len(first) == 1
+    for i in range(2):
+        writer.record(_entry(now, f"MORE{i}"))
+    writer.close()
+    assert _count(db_url) == 5
+    last = _write_ids(db_url)
+    assert len(last) == 1 and last != first  # each write clears the id of the one before
+    engine.dispose()
