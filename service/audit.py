@@ -99,6 +99,13 @@ _LANDED = "SELECT 1 FROM audit_write WHERE id = ?"
 WRITE_IDS_KEPT = timedelta(days=1)
 
 
+def _sqlite_time(at: datetime) -> str:
+    """The text form SQLAlchemy's SQLite DateTime type reads back (naive UTC):
+    "%Y-%m-%d %H:%M:%S.%f", written by isoformat at a fraction of strftime's cost."""
+    utc = at if at.tzinfo is UTC else at.astimezone(UTC)
+    return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 def _clip(value: str | None, size: int) -> str | None:
     return None if value is None else value.strip()[:size]
 
@@ -249,10 +256,7 @@ class AuditWriter:
     def _row(self, e: AuditEntry) -> tuple[object, ...] | str:
         if not self._sqlite:
             return _copy_line(e)
-        # The text form SQLAlchemy's SQLite DateTime type reads back (naive UTC):
-        # "%Y-%m-%d %H:%M:%S.%f", written by isoformat at a fraction of strftime's cost.
-        utc = e.at if e.at.tzinfo is UTC else e.at.astimezone(UTC)
-        return (utc.replace(tzinfo=None).isoformat(" ", "microseconds"), *_texts(e), e.latency_ms)
+        return (_sqlite_time(e.at), *_texts(e), e.latency_ms)
 
     def _flush(self) -> None:
         while self._pending:
@@ -307,8 +311,7 @@ class AuditWriter:
         return statement if self._sqlite else statement.replace("?", "%s")
 
     def _stamp(self, at: datetime) -> object:
-        # SQLite: the text form SQLAlchemy's DateTime type reads back (naive UTC).
-        return at.replace(tzinfo=None).isoformat(" ", "microseconds") if self._sqlite else at
+        return _sqlite_time(at) if self._sqlite else at
 
     def _in_transaction(self, work: Callable[[Any], T]) -> T | None:
         """``work`` on a cursor in one transaction, committed; None when the database failed
