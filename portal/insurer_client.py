@@ -25,11 +25,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp
-
 from olv import request_id
 from olv.iicmva import SOAP_ACTION
-from portal import soap_wire
+from portal import insurer_http, soap_wire
 from portal.registry import InsurerInput
 from portal.settings import PortalSettings
 
@@ -102,7 +100,8 @@ class _Pool:
     """One insurer's connections and slots, for the registration they were made for."""
 
     insurer: InsurerConfig
-    session: aiohttp.ClientSession
+    origin: insurer_http.Origin
+    context: ssl.SSLContext
     slots: asyncio.Semaphore
     batch_slots: asyncio.Semaphore
 
@@ -117,8 +116,12 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _failure(exc: BaseException) -> CallFailed:
-    """What a transport exception means, from its whole chain (aiohttp wraps the socket's and
-    the TLS layer's own errors)."""
+    """What a transport exception means, from its whole chain (the TLS layer's own errors
+    may come wrapped)."""
+    if isinstance(exc, insurer_http.TooLarge):
+        return CallFailed("invalid", f"answer larger than {soap_wire.MAX_ANSWER_BYTES} bytes")
+    if isinstance(exc, insurer_http.BadResponse):
+        return CallFailed("invalid", str(exc))
     chain = _chain(exc)
     if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in chain):
         return CallFailed("tls", type(exc).__name__)
@@ -127,24 +130,45 @@ def _failure(exc: BaseException) -> CallFailed:
     return CallFailed("refused", type(exc).__name__)
 
 
-class PooledTransport:
-    """One aiohttp session (its own keep-alive pool) and one in-flight cap per insurer.
+_HEADERS = b"Content-Type: text/xml; charset=utf-8\r\nSOAPAction: %s\r\n" % SOAP_ACTION.encode()
+_GET_HEADERS = b"Accept: */*\r\nConnection: close\r\n"
+_ERRORS = (
+    TimeoutError,
+    OSError,
+    ssl.SSLError,
+    ValueError,
+    insurer_http.TooLarge,
+    insurer_http.BadResponse,
+)
 
-    aiohttp rather than httpx here: at 32 calls in flight, httpx (its request and response
-    models over httpcore's pool and pure-Python parser) took about four times the CPU per call,
-    and the portal is CPU-bound (bench/RESULTS.md). Nothing is taken from the environment
-    (proxies, netrc), no cookies are kept, redirects are not followed and answers are not
-    decompressed: an insurer's answer is read as sent, up to the size cap.
+
+def _id_header() -> bytes:
+    """The id of the request this call is made for, so the insurer's log can name it."""
+    rid = request_id.current.get()
+    if rid is None or not rid.isascii() or not rid.isprintable():
+        return b""
+    return b"%s: %s\r\n" % (request_id.HEADER.encode("ascii"), rid.encode("ascii"))
+
+
+class PooledTransport:
+    """One pool of keep-alive connections (:mod:`portal.insurer_http`) and one in-flight cap
+    per insurer.
+
+    Not a general HTTP client: at 32 calls in flight, httpx took about four times the CPU per
+    call of aiohttp, and aiohttp's own request machinery as much again as the rest of the
+    portal's work on the call (bench/RESULTS.md), and the portal is CPU-bound. Nothing is
+    taken from the environment (proxies, netrc), no cookies are kept, redirects are not
+    followed and answers are not decompressed: an insurer's answer is read as sent, up to the
+    size cap.
     """
 
     def __init__(self, concurrency: int, realtime_slots: int = 0) -> None:
         self.concurrency = concurrency
         self.batch_slots = max(1, concurrency - realtime_slots)
-        self._sessions: dict[str, _Pool] = {}
-        self._retired: list[aiohttp.ClientSession] = []  # replaced; calls may still use them
+        self._pools: dict[str, _Pool] = {}
 
-    def _session(self, insurer: InsurerConfig) -> _Pool:
-        known = self._sessions.get(insurer.naic)
+    def _pool(self, insurer: InsurerConfig) -> _Pool:
+        known = self._pools.get(insurer.naic)
         if known is not None and known.insurer == insurer:
             return known
         try:
@@ -152,87 +176,55 @@ class PooledTransport:
         except (OSError, ssl.SSLError) as exc:
             # Files registered once and since removed or broken: this insurer cannot be asked.
             raise CallFailed("tls", f"client certificate or CA bundle unusable: {exc}") from None
+        try:
+            origin = insurer_http.Origin(
+                insurer.url, context, soap_wire.MAX_ANSWER_BYTES, KEEPALIVE_SECONDS
+            )
+        except ValueError as exc:
+            raise CallFailed("refused", str(exc)) from None
         if known is not None:  # re-registered with other settings: a fresh pool
-            self._retired.append(known.session)
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                ssl=context, limit=self.concurrency, keepalive_timeout=KEEPALIVE_SECONDS
-            ),
-            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": SOAP_ACTION},
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            trust_env=False,
-            # No timers of aiohttp's own per call: every call runs under the query's own
-            # asyncio.timeout (_send), which bounds the connect, the send and the read.
-            timeout=aiohttp.ClientTimeout(),
-        )
+            known.origin.close()
         pool = _Pool(
             insurer,
-            session,
+            origin,
+            context,
             asyncio.Semaphore(self.concurrency),
             asyncio.Semaphore(self.batch_slots),
         )
-        self._sessions[insurer.naic] = pool
+        self._pools[insurer.naic] = pool
         return pool
-
-    async def _send(
-        self,
-        insurer: InsurerConfig,
-        method: str,
-        url: str,
-        body: bytes | None,
-        timeout: float,
-        batch: bool = False,
-    ) -> Reply:
-        pool = self._session(insurer)  # may raise CallFailed("tls")
-        # A batch call holds a batch slot as well as a slot: batches together never hold more
-        # than batch_slots, so the rest stay free for real-time queries.
-        share = pool.batch_slots if batch else contextlib.nullcontext()
-        # The id of the request this call is made for, so the insurer's log can name it.
-        rid = request_id.current.get()
-        headers = {request_id.HEADER: rid} if rid is not None else None
-        try:
-            async with (
-                asyncio.timeout(timeout),
-                share,
-                pool.slots,
-                pool.session.request(
-                    method, url, data=body, headers=headers, allow_redirects=False
-                ) as response,
-            ):
-                # Read to the end but at most the cap: an insurer must not be able to fill
-                # our memory. A declared length is known before anything is read (and the
-                # parser reads no more than it); otherwise each chunk is counted as it comes.
-                limit = soap_wire.MAX_ANSWER_BYTES
-                declared = response.content_length
-                if declared is not None:
-                    if declared > limit:
-                        raise CallFailed("invalid", f"answer larger than {limit} bytes")
-                    return Reply(response.status, await response.read())
-                chunks, size = [], 0
-                async for chunk in response.content.iter_any():
-                    size += len(chunk)
-                    if size > limit:
-                        raise CallFailed("invalid", f"answer larger than {limit} bytes")
-                    chunks.append(chunk)
-                return Reply(response.status, b"".join(chunks))
-        except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            raise _failure(exc) from None
 
     async def post(
         self, insurer: InsurerConfig, body: bytes, timeout: float, *, batch: bool = False
     ) -> Reply:
-        return await self._send(insurer, "POST", insurer.url, body, timeout, batch)
+        pool = self._pool(insurer)  # may raise CallFailed
+        # A batch call holds a batch slot as well as a slot: batches together never hold more
+        # than batch_slots, so the rest stay free for real-time queries.
+        share = pool.batch_slots if batch else contextlib.nullcontext()
+        try:
+            # The query's own deadline bounds the wait for a slot, the connect, the send
+            # and the read.
+            async with asyncio.timeout(timeout), share, pool.slots:
+                answer = await pool.origin.request(b"POST", _HEADERS + _id_header(), body)
+        except _ERRORS as exc:
+            raise _failure(exc) from None
+        return Reply(answer.status, answer.content)
 
     async def get(self, insurer: InsurerConfig, url: str, timeout: float) -> Reply:
-        return await self._send(insurer, "GET", url, None, timeout)
+        pool = self._pool(insurer)
+        try:
+            async with asyncio.timeout(timeout), pool.slots:
+                answer = await insurer_http.fetch(
+                    url, pool.context, soap_wire.MAX_ANSWER_BYTES, _GET_HEADERS + _id_header()
+                )
+        except _ERRORS as exc:
+            raise _failure(exc) from None
+        return Reply(answer.status, answer.content)
 
     async def aclose(self) -> None:
-        sessions = [pool.session for pool in self._sessions.values()] + self._retired
-        self._sessions.clear()
-        self._retired = []
-        for session in sessions:
-            await session.close()
+        for pool in self._pools.values():
+            pool.origin.close()
+        self._pools.clear()
 
 
 Handler = Callable[[InsurerConfig, bytes], Awaitable[Reply]]
