@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, any_, bindparam, select
+from sqlalchemy import Connection, String, any_, bindparam, literal_column, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
@@ -94,6 +94,12 @@ class CurrentByVin:
         self._read = CompiledRead(_BY_ONE_VIN, dialect)
         self.sql = self._read.sql  # its one parameter is ``vin``
         self.width = len(_BY_ONE_VIN.selected_columns)
+
+    def sql_beside(self, column: str) -> str:
+        """The same read for the VIN in ``column`` of an enclosing statement (a ``LATERAL``
+        join), without parameters: the records of several VINs in one statement."""
+        beside = _SELECT_CURRENT.where(BobRecord.vin == literal_column(column))
+        return CompiledRead(beside, self._read.dialect).sql
 
     def records(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         """The records from rows of :attr:`sql`'s columns, read by the caller (a statement

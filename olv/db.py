@@ -216,6 +216,7 @@ class CompiledRead:
 
     def __init__(self, statement: Select[*tuple[Any, ...]], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
+        self.dialect = dialect
         self.sql = compiled.string
         self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
         columns = list(statement.selected_columns)

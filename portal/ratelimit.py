@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from portal.gathered_takes import GatheredTakes
 from portal.state_reads import RecordsAlong, StateReader
 
 # A row untouched this long is a full bucket or a passed window, whatever its rule (a bucket
@@ -42,14 +43,28 @@ FORGET_AFTER_SECONDS = 3600.0
 
 _VERSION = "coalesce((SELECT version FROM portal_auth_version WHERE id = 1), 0)"
 _BUCKET = """
-INSERT INTO portal_rate (key, tokens, updated_at) VALUES (:key, :capacity - :cost, :now)
+INSERT INTO portal_rate (key, tokens, updated_at) {rows}
 ON CONFLICT (key) DO UPDATE SET
     tokens = {least}(:capacity,
         portal_rate.tokens + {greatest}(0, :now - portal_rate.updated_at) * :rate) - :cost,
     updated_at = {greatest}(portal_rate.updated_at, :now)
 WHERE {least}(:capacity,
     portal_rate.tokens + {greatest}(0, :now - portal_rate.updated_at) * :rate) >= :cost
-RETURNING tokens, {version}
+RETURNING {returning}
+"""
+_ONE_KEY = "VALUES (:key, :capacity - :cost, :now)"
+# Several keys of one bucket rule (PostgreSQL): each key at most once, or the upsert would
+# have to change one row twice.
+_KEYS = "SELECT asked, :capacity - :cost, :now FROM unnest(CAST(:keys AS text[])) AS asked"
+# A loop turn's takes and each one's VIN records (portal.gathered_takes): one row per record
+# (or one of NULLs), in the order the keys were given; ``tokens`` NULL where refused.
+_GATHERED = """
+WITH taken AS ({take})
+SELECT asked.i, taken.tokens, {version}, records.*
+FROM unnest(CAST(:keys AS text[]), CAST(:vins AS text[])) WITH ORDINALITY AS asked(key, vin, i)
+LEFT JOIN taken ON taken.key = asked.key
+LEFT JOIN LATERAL ({records}) AS records ON true
+ORDER BY asked.i, records.vin, records.naic, records.effective_date
 """
 _BUCKET_STATE = """
 SELECT v.version, r.tokens, r.updated_at
@@ -72,8 +87,17 @@ FORGET = "DELETE FROM portal_rate WHERE updated_at < :before"
 def bucket_sql(dialect: str) -> tuple[str, str]:
     """The take and the look-back statements for ``dialect`` (``:name`` parameters)."""
     least, greatest = ("LEAST", "GREATEST") if dialect == "postgresql" else ("min", "max")
-    take = _BUCKET.format(least=least, greatest=greatest, version=_VERSION)
+    returning = f"tokens, {_VERSION}"
+    take = _BUCKET.format(least=least, greatest=greatest, rows=_ONE_KEY, returning=returning)
     return take, _BUCKET_STATE.format(version=_VERSION)
+
+
+def gathered_sql(records_sql: str) -> str:
+    """PostgreSQL: the takes of several keys of one bucket rule (``:keys``, each once) with
+    the records of a VIN each (``:vins``), read by ``records_sql`` for the column
+    ``asked.vin``; rows of (i, tokens or NULL, auth version, the record's columns)."""
+    take = _BUCKET.format(least="LEAST", greatest="GREATEST", rows=_KEYS, returning="key, tokens")
+    return _GATHERED.format(take=take.strip(), version=_VERSION, records=records_sql)
 
 
 @dataclass(frozen=True)
@@ -132,6 +156,10 @@ class SharedLimits:
     def __init__(self, reads: StateReader) -> None:
         self.reads = reads
         self._take, self._state = bucket_sql(reads.engine.dialect.name)
+        self._gathered: GatheredTakes | None = None
+        if reads.gathers():
+            sql = gathered_sql(reads.records_beside("asked.vin"))
+            self._gathered = GatheredTakes(reads, sql)
 
     async def take(
         self,
@@ -150,9 +178,13 @@ class SharedLimits:
             params = bucket.params(key, cost, now)
             if along is not None and self.reads.reads_along():
                 seconds = min(seconds, along.by - time.monotonic())
-                rows, records = await self.reads.execute_with_records(
-                    self._take, params, 2, along.vin, seconds
-                )
+                if self._gathered is not None:
+                    rule = (bucket.rate, bucket.capacity, float(cost))
+                    rows, records = await self._gathered.take(rule, key, along.vin, seconds)
+                else:
+                    rows, records = await self.reads.execute_with_records(
+                        self._take, params, 2, along.vin, seconds
+                    )
                 along.records = records
             else:
                 rows = await self.reads.execute(self._take, params, seconds)

@@ -196,6 +196,47 @@ class StateReader:
         read = self._execute_with_records_async(sql, params, width, vin)
         return await self._within(read, seconds)
 
+    def gathers(self) -> bool:
+        """Whether statements of several requests may share a round trip
+        (:mod:`portal.gathered_takes`): on PostgreSQL's asyncio connections, reading along."""
+        return self._pool is not None and self.reads_along()
+
+    def records_beside(self, column: str) -> str:
+        """The current-records read for the VIN in ``column`` of an enclosing statement."""
+        return self._current.sql_beside(column)
+
+    def records(self, rows: Rows) -> list[dict[str, Any]]:
+        """Records from rows of :meth:`records_beside`'s columns."""
+        return self._current.records(rows)
+
+    async def rows_on_primary(self, sql: str, params: Mapping[str, Any]) -> Rows:
+        """One statement (``:name`` parameters) on the primary's asyncio pool, committed, and
+        its rows; no time limit of its own (the caller bounds it). PostgreSQL only."""
+        return await self._execute_async(sql, params)
+
+    async def shared(self, task: asyncio.Task[T], seconds: float) -> T:
+        """:meth:`_within` for a task that other requests wait for too: one caller's deadline
+        or departure leaves the task running for the others (it bounds itself)."""
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, seconds))
+        if not done:
+            raise too_slow()
+        try:
+            return task.result()
+        except Exception as exc:
+            answer = self.failed(exc)
+            if answer is exc:
+                raise
+            raise answer from exc
+
+    def failed(self, exc: BaseException) -> BaseException:
+        """What to raise for a statement that raised ``exc``: a 503 for the database's errors
+        and for running out of time, else ``exc`` itself."""
+        if isinstance(exc, TimeoutError):
+            return too_slow()
+        if isinstance(exc, self._errors):
+            return unavailable()
+        return exc
+
     async def _execute_with_records_async(
         self, sql: str, params: Mapping[str, Any], width: int, vin: str
     ) -> tuple[Rows, list[dict[str, Any]]]:

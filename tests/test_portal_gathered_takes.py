@@ -1,0 +1,164 @@
+"""A loop turn's rate-limit takes with their VINs' records (portal/gathered_takes.py): on
+PostgreSQL one statement for the turn, on SQLite one each, and on both every request gets
+exactly what it would have got alone — its own take, its own records, its own refusal, and
+its own 503 at its own deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import text
+
+from olv import db
+from portal.errors import ApiError
+from portal.ratelimit import Bucket, SharedLimits, Taken
+from portal.state_reads import RecordsAlong, StateReader
+from tests.helpers.portal import load_bob
+
+T = TypeVar("T")
+NAIC = "12345"
+VIN_A, VIN_B = "1HGCM82633A004352", "2FTRX18W1XCA01234"
+VIN_NONE = "3VWFE21C04M000001"
+
+
+async def _with_limits(url: str, work: Callable[[SharedLimits, list[int]], Awaitable[T]]) -> T:
+    """``work`` with the portal's limits on ``url``; the list counts the statements sent by
+    the gathered path (a count kept by the real method, not a stand-in)."""
+    engine = db.make_engine(url)
+    reader = StateReader(engine, 5.0)
+    await reader.open()
+    statements: list[int] = []
+    real = reader.rows_on_primary
+
+    async def counted(sql: str, params: Any) -> Any:
+        statements.append(len(params["keys"]))
+        return await real(sql, params)
+
+    reader.rows_on_primary = counted  # type: ignore[method-assign]
+    try:
+        return await work(SharedLimits(reader), statements)
+    finally:
+        await reader.close()
+        engine.dispose()
+
+
+def along(vin: str) -> RecordsAlong:
+    return RecordsAlong(vin, time.monotonic() + 5.0)
+
+
+@pytest.fixture
+def with_records(db_url: str, tmp_path: Path) -> str:
+    engine = db.make_engine(db_url)
+    try:
+        load_bob(engine, tmp_path, [(NAIC, "P-A", VIN_A), (NAIC, "P-B", VIN_B)])
+    finally:
+        engine.dispose()
+    return db_url
+
+
+def test_a_turns_takes_share_one_statement_and_each_gets_its_own(with_records: str) -> None:
+    bucket = Bucket(per_minute=600)  # capacity 100
+    keys = [f"t-{uuid.uuid4().hex}" for _ in range(3)]
+    alongs = [along(VIN_A), along(VIN_B), along(VIN_NONE)]
+
+    async def work(limits: SharedLimits, statements: list[int]) -> list[Taken]:
+        return await asyncio.gather(
+            *(limits.take(bucket, k, 1, 5.0, a) for k, a in zip(keys, alongs, strict=True))
+        )
+
+    taken = asyncio.run(_with_limits(with_records, work))
+    assert [(t.wait, t.left) for t in taken] == [(0.0, 99)] * 3
+    assert [[r["vin"] for r in a.records or []] for a in alongs] == [[VIN_A], [VIN_B], []]
+    assert [r["policy_number"] for r in alongs[0].records or []] == ["P-A"]
+
+
+def test_on_postgresql_the_turn_is_one_statement(with_records: str) -> None:
+    bucket = Bucket(per_minute=600)
+
+    async def work(limits: SharedLimits, statements: list[int]) -> list[int]:
+        keys = [f"t-{uuid.uuid4().hex}" for _ in range(5)]
+        await asyncio.gather(*(limits.take(bucket, k, 1, 5.0, along(VIN_A)) for k in keys))
+        await limits.take(bucket, keys[0], 1, 5.0, along(VIN_B))  # a later turn: its own
+        return statements
+
+    statements = asyncio.run(_with_limits(with_records, work))
+    if with_records.startswith("sqlite"):
+        assert statements == []  # each take its own statement, on the reader's threads
+    else:
+        assert statements == [5, 1]
+
+
+def test_a_key_asked_twice_in_a_turn_is_taken_twice_and_then_refused(with_records: str) -> None:
+    bucket = Bucket(per_minute=120, burst_seconds=1.0)  # 2 a second, capacity 2
+    key = f"t-{uuid.uuid4().hex}"
+
+    async def work(limits: SharedLimits, statements: list[int]) -> tuple[list[Taken], list[int]]:
+        taken = await asyncio.gather(
+            *(limits.take(bucket, key, 1, 5.0, along(VIN_A)) for _ in "abc")
+        )
+        return list(taken), statements
+
+    taken, statements = asyncio.run(_with_limits(with_records, work))
+    assert sorted(t.left for t in taken if t.wait == 0) == [0, 1]
+    (refused,) = [t for t in taken if t.wait > 0]
+    assert 0 < refused.wait <= 0.5
+    if not with_records.startswith("sqlite"):
+        assert statements == [1, 1, 1]  # one statement per take of the same key
+    engine = db.make_engine(with_records)
+    try:
+        with engine.connect() as conn:
+            left = conn.execute(
+                text("SELECT tokens FROM portal_rate WHERE key = :k"), {"k": key}
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert 0 <= left < 0.5  # two taken, none twice, the refusal wrote nothing
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_hung_statement_answers_each_request_at_its_own_deadline(with_records: str) -> None:
+    """The row of one key is locked by another transaction: the turn's statement waits on it,
+    with another key's take in it too. Each gets its 503 at its own deadline, and the
+    statement is cancelled at the later one, leaving the reader usable."""
+    bucket = Bucket(per_minute=600)
+    locked, other = f"t-{uuid.uuid4().hex}", f"t-{uuid.uuid4().hex}"
+    engine = db.make_engine(with_records)
+    holder = engine.connect()
+    holder.execute(
+        text("INSERT INTO portal_rate (key, tokens, updated_at) VALUES (:k, 5, :now)"),
+        {"k": locked, "now": time.time()},
+    )
+    holder.commit()
+    holder.execute(text("SELECT 1 FROM portal_rate WHERE key = :k FOR UPDATE"), {"k": locked})
+
+    async def timed(limits: SharedLimits, key: str, seconds: float) -> tuple[float, object]:
+        started = time.monotonic()
+        try:
+            result: object = await limits.take(bucket, key, 1, seconds, along(VIN_A))
+        except ApiError as exc:
+            result = exc
+        return time.monotonic() - started, result
+
+    async def work(limits: SharedLimits, statements: list[int]) -> tuple[Any, ...]:
+        answers = await asyncio.gather(timed(limits, locked, 0.3), timed(limits, other, 1.0))
+        holder.rollback()  # the lock goes; a new take is answered at once
+        after = await timed(limits, f"t-{uuid.uuid4().hex}", 5.0)
+        return answers, after, list(statements)
+
+    try:
+        (first, second), after, statements = asyncio.run(_with_limits(with_records, work))
+    finally:
+        holder.close()
+        engine.dispose()
+    assert statements[0] == 2  # both takes were in the one statement that hung
+    for (waited, result), deadline in ((first, 0.3), (second, 1.0)):
+        assert isinstance(result, ApiError) and result.status == 503, result
+        assert deadline - 0.05 <= waited < deadline + 0.5, (deadline, waited)
+    waited, result = after
+    assert isinstance(result, Taken) and result.wait == 0 and waited < 1.0, after
