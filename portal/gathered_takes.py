@@ -4,14 +4,14 @@ Every verification by VIN takes from its token's bucket and reads the VIN's curr
 business in one round trip (:meth:`portal.ratelimit.SharedLimits.take`). At a few hundred
 verifications a second, several of them reach that point in the same turn of the event loop,
 and each paid for its own pool checkout, statement and result (bench/RESULTS.md). Here the
-takes of one turn wait for the turn's end and go as one statement per bucket rule
-(:func:`portal.ratelimit.gathered_sql`): nothing waits longer than it did, since the turn
-ends anyway before any of them could have been sent.
+takes of one turn go together once the turn's other callbacks have run, as one statement per
+bucket rule (:func:`portal.ratelimit.gathered_sql`).
 
 What each request sees is unchanged: its own take (a key asked twice in one turn goes in two
 statements, which the database orders on the key's row), its own records, and a 503 at its
 own deadline, while the statement runs on for the others, bounded by the longest deadline
-among them. PostgreSQL only; on SQLite each take is its own statement.
+among them. On SQLite the turn's takes run one after the other in one transaction, on one
+hop to the reader's threads (the hop cost more CPU than the statement).
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class _Turn:
 class GatheredTakes:
     def __init__(self, reads: StateReader, sql: str) -> None:
         self.reads = reads
-        self.sql = sql  # portal.ratelimit.gathered_sql for the reader's records
+        # PostgreSQL: portal.ratelimit.gathered_sql for the reader's records; SQLite: the
+        # one-key take, run once per take.
+        self.sql = sql
         self._turn: _Turn | None = None
         self._task: asyncio.Task[list[Taken | BaseException]] | None = None
         self._running: set[asyncio.Task[Any]] = set()
@@ -65,6 +67,9 @@ class GatheredTakes:
     async def _run(self, turn: _Turn) -> list[Taken | BaseException]:
         """Runs once the turn's takes are in (a task starts at the next turn of the loop)."""
         self._turn = self._task = None  # a take from now on starts the next turn
+        if self.reads.on_threads():
+            async with asyncio.timeout(turn.longest):
+                return list(await self._in_thread(turn))
         statements = _statements(turn.asked)
         outcomes: list[Taken | BaseException] = [TimeoutError()] * len(turn.asked)
         async with asyncio.timeout(turn.longest):
@@ -77,18 +82,21 @@ class GatheredTakes:
                 outcomes[index] = result if isinstance(result, BaseException) else result[at]
         return outcomes
 
+    async def _in_thread(self, turn: _Turn) -> list[Taken]:
+        """SQLite: every take of the turn, one after the other in one transaction, on one
+        thread hop (a key asked twice is simply taken twice)."""
+        now = time.time()
+        params = [_params(rule, key, now) for rule, key, _ in turn.asked]
+        vins = [vin for _, _, vin in turn.asked]
+        return await self.reads.takes_in_thread(self.sql, params, vins, turn.longest)
+
     async def _statement(
         self, rule: Rule, asked: list[tuple[Rule, str, str]], indexes: list[int]
     ) -> list[Taken]:
-        rate, capacity, cost = rule
-        params = {
-            "keys": [asked[i][1] for i in indexes],
-            "vins": [asked[i][2] for i in indexes],
-            "rate": rate,
-            "capacity": capacity,
-            "cost": cost,
-            "now": time.time(),
-        }
+        params = _params(rule, "", time.time())
+        del params["key"]
+        params["keys"] = [asked[i][1] for i in indexes]
+        params["vins"] = [asked[i][2] for i in indexes]
         rows = await self.reads.rows_on_primary(self.sql, params)
         own: list[Rows] = [[] for _ in indexes]
         found: list[Rows] = [[] for _ in indexes]
@@ -99,6 +107,11 @@ class GatheredTakes:
             if row[3] is not None:
                 found[at].append(row[3:])
         return [(own[at], self.reads.records(found[at])) for at in range(len(indexes))]
+
+
+def _params(rule: Rule, key: str, now: float) -> dict[str, object]:
+    rate, capacity, cost = rule
+    return {"key": key, "cost": cost, "now": now, "rate": rate, "capacity": capacity}
 
 
 def _statements(asked: list[tuple[Rule, str, str]]) -> list[tuple[Rule, list[int]]]:

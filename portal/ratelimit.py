@@ -158,8 +158,11 @@ class SharedLimits:
         self._take, self._state = bucket_sql(reads.engine.dialect.name)
         self._gathered: GatheredTakes | None = None
         if reads.gathers():
-            sql = gathered_sql(reads.records_beside("asked.vin"))
-            self._gathered = GatheredTakes(reads, sql)
+            if reads.on_threads():
+                self._gathered = GatheredTakes(reads, self._take)
+            else:
+                sql = gathered_sql(reads.records_beside("asked.vin"))
+                self._gathered = GatheredTakes(reads, sql)
 
     async def take(
         self,

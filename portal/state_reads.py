@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -197,9 +197,13 @@ class StateReader:
         return await self._within(read, seconds)
 
     def gathers(self) -> bool:
-        """Whether statements of several requests may share a round trip
-        (:mod:`portal.gathered_takes`): on PostgreSQL's asyncio connections, reading along."""
-        return self._pool is not None and self.reads_along()
+        """Whether statements of several requests may share a round trip or a thread hop
+        (:mod:`portal.gathered_takes`): when the records are read along."""
+        return self.reads_along()
+
+    def on_threads(self) -> bool:
+        """SQLite: statements run on the reader's threads, not on asyncio connections."""
+        return self._pool is None
 
     def records_beside(self, column: str) -> str:
         """The current-records read for the VIN in ``column`` of an enclosing statement."""
@@ -256,8 +260,21 @@ class StateReader:
         self, sql: str, params: Mapping[str, Any], seconds: float, vin: str | None = None
     ) -> Any:
         """The statement's rows; with ``vin``, also that VIN's records, read after the
-        statement has committed on the same connection. A statement that writes waits its
-        turn among this process's writers on :func:`olv.db.sqlite_write_lock`."""
+        statement has committed on the same connection."""
+        ((rows, records),) = self._execute_many_sync(sql, [params], seconds, [vin])
+        return rows if vin is None else (rows, records)
+
+    def _execute_many_sync(
+        self,
+        sql: str,
+        params: Sequence[Mapping[str, Any]],
+        seconds: float,
+        vins: Sequence[str | None],
+    ) -> list[tuple[Rows, list[dict[str, Any]]]]:
+        """The statement run once per parameter set, in one transaction on one connection,
+        and each run's rows with the records of its VIN (none for ``None``), read once the
+        transaction has committed. A statement that writes waits its turn among this
+        process's writers on :func:`olv.db.sqlite_write_lock`."""
         ends = time.monotonic() + seconds
         lock = self._write_lock if _writes(sql) else None
         with db.read_cursor(self.engine) as cursor:
@@ -269,17 +286,31 @@ class StateReader:
                 left = max(1, int((ends - time.monotonic()) * 1000))
                 cursor.execute(f"PRAGMA busy_timeout = {left}")
                 try:
-                    cursor.execute(sql, params)
-                    rows: Rows = cursor.fetchall() if cursor.description else []
+                    done: list[Rows] = []
+                    for each in params:
+                        cursor.execute(sql, each)
+                        done.append(cursor.fetchall() if cursor.description else [])
                     conn.commit()
                 except BaseException:
                     conn.rollback()
                     raise
                 finally:
                     cursor.execute(f"PRAGMA busy_timeout = {int(kept)}")
-            if vin is None:
-                return rows
-            return rows, self._current(cursor, vin)
+            return [
+                (rows, [] if vin is None else self._current(cursor, vin))
+                for rows, vin in zip(done, vins, strict=True)
+            ]
+
+    async def takes_in_thread(
+        self, sql: str, params: Sequence[Mapping[str, Any]], vins: Sequence[str], seconds: float
+    ) -> list[tuple[Rows, list[dict[str, Any]]]]:
+        """SQLite: :meth:`_execute_many_sync` on the reader's threads, one hop for them all;
+        no time limit beyond ``seconds`` of waiting for the write lock (the caller bounds
+        its wait)."""
+        done: list[tuple[Rows, list[dict[str, Any]]]] = await self.in_thread(
+            self._execute_many_sync, sql, params, seconds, vins
+        )
+        return done
 
     async def _within(self, read: Coroutine[Any, Any, T], seconds: float) -> T:
         task = asyncio.ensure_future(read)
