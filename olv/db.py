@@ -269,7 +269,26 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
         return
     columns = list(rows[0])
     if connection.dialect.name != "postgresql":
-        connection.execute(table.insert(), list(rows))
+        # The driver's executemany with each column's own conversion (SQLite keeps times as
+        # text), without SQLAlchemy's per-row parameter processing, which cost more than
+        # the inserts themselves.
+        dialect = connection.dialect
+        convert = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+        values = [
+            tuple(
+                value if fn is None or value is None else fn(value)
+                for fn, value in zip(convert, (row[c] for c in columns), strict=True)
+            )
+            for row in rows
+        ]
+        marks = ", ".join("?" * len(columns))
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(
+                f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", values
+            )
+        finally:
+            cursor.close()
         return
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:

@@ -7,6 +7,7 @@ database engine, the pooled insurer clients, the query-log writer — live on th
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -112,6 +113,7 @@ def create_app(
         summary="Verify motor-vehicle liability insurance with the insurers, in five seconds.",
         version="1",
         lifespan=lifespan,
+        **_without_opentelemetry(),
     )
     app.state.settings = settings
     app.state.portal_settings = portal_settings
@@ -190,3 +192,12 @@ def factory() -> FastAPI:
     app = create_app()
     serving.settle_gc()
     return app
+
+
+def _without_opentelemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry bridge off, where the installed FastAPI has one: the portal
+    reports through Prometheus (/metrics), and the bridge looked up the OpenTelemetry
+    providers on every request to find none configured."""
+    if "telemetry" not in inspect.signature(FastAPI).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}

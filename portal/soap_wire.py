@@ -151,25 +151,34 @@ def parse_answer(content: bytes, version: str) -> Answer:
         root = xmlsafe.parse(content)
     except xmlsafe.UnsafeXMLError as exc:
         raise BadAnswer("invalid", str(exc)) from None
-    if root.tag not in (f"{{{SOAP11_ENV}}}Envelope", f"{{{SOAP12_ENV}}}Envelope"):
+    tags = _ENVELOPE_TAGS.get(root.tag)
+    if tags is None:
         raise BadAnswer("invalid", "not a SOAP envelope")
-    env_ns = etree.QName(root).namespace
-    body = root.find(f"{{{env_ns}}}Body")
+    body_tag, fault_tag = tags
+    # lxml's C iterators rather than ElementPath: an answer is read hundreds of times a second.
+    body = next(root.iterchildren(body_tag), None)
     if body is None or len(body) == 0:
         raise BadAnswer("invalid", "SOAP envelope without a body")
     payload = body[0]
-    if payload.tag == f"{{{env_ns}}}Fault":
+    if payload.tag == fault_tag:
         raise BadAnswer("fault", "SOAP fault")
-    if payload.tag != q(_RESPONSE_ROOT[version]):
+    if payload.tag != _ROOT_TAG[version]:
         raise BadAnswer("invalid", f"expected {_RESPONSE_ROOT[version]} of version {version}")
     # lxml validates an element as the root of a document of its own (the schema knows
     # nothing of the envelope), in place: no copy written and read back.
     document = payload
     if not _valid(document, version):
         raise BadAnswer("invalid", f"answer does not validate against the {version} schema")
-    details = document.find(f".//{q('ResponseDetails')}")
+    details = next(document.iter(_DETAILS), None)
     if details is None:  # unreachable for a schema-valid answer; kept as a guard
         raise BadAnswer("invalid", "no ResponseDetails")
-    code = (details.findtext(q("ResponseCode")) or "").strip()
-    reasons = tuple((e.text or "").strip() for e in details.findall(q("UnconfirmedReasonCode")))
-    return Answer(code, reasons)
+    code = next(details.iterchildren(_CODE), None)
+    reasons = tuple((e.text or "").strip() for e in details.iterchildren(_REASON))
+    return Answer("" if code is None else (code.text or "").strip(), reasons)
+
+
+_ENVELOPE_TAGS = {
+    f"{{{env}}}Envelope": (f"{{{env}}}Body", f"{{{env}}}Fault") for env in (SOAP11_ENV, SOAP12_ENV)
+}
+_ROOT_TAG = {version: q(name) for version, name in _RESPONSE_ROOT.items()}
+_DETAILS, _CODE, _REASON = q("ResponseDetails"), q("ResponseCode"), q("UnconfirmedReasonCode")
