@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +103,8 @@ class StateReader:
         self._current = lookup.CurrentByVin(engine.dialect)
         self._plates = db.CompiledRead(_PLATE_QUERY, engine.dialect)
         self._threads = ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="olv-portal-db")
+        self._own = threading.local()  # SQLite: each thread's connection for the statements
+        self._owned: list[Any] = []
         self._behind: set[asyncio.Task[Any]] = set()  # reads cut off at a deadline
         self._write_lock = db.sqlite_write_lock(engine)
         self._pool: Any = None
@@ -139,6 +142,9 @@ class StateReader:
             if pool is not None:
                 await pool.close(timeout=1.0)
         self._threads.shutdown(wait=False, cancel_futures=True)
+        for conn in self._owned:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Other (rarer) database work, on the same threads."""
@@ -271,35 +277,60 @@ class StateReader:
         seconds: float,
         vins: Sequence[str | None],
     ) -> list[tuple[Rows, list[dict[str, Any]]]]:
-        """The statement run once per parameter set, in one transaction on one connection,
-        and each run's rows with the records of its VIN (none for ``None``), read once the
-        transaction has committed. A statement that writes waits its turn among this
+        """The statement run once per parameter set, in one transaction on this thread's own
+        connection, and each run's rows with the records of its VIN (none for ``None``), read
+        once the transaction has committed. A statement that writes waits its turn among this
         process's writers on :func:`olv.db.sqlite_write_lock`."""
         ends = time.monotonic() + seconds
         lock = self._write_lock if _writes(sql) else None
-        with db.read_cursor(self.engine) as cursor:
-            conn = cursor.connection
-            with db.write_turn(lock, seconds):
-                # The engine waits up to 30 s for SQLite's write lock (imports share the
-                # file); a statement of a request waits no longer than the request may.
-                kept = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
-                left = max(1, int((ends - time.monotonic()) * 1000))
-                cursor.execute(f"PRAGMA busy_timeout = {left}")
-                try:
-                    done: list[Rows] = []
-                    for each in params:
-                        cursor.execute(sql, each)
-                        done.append(cursor.fetchall() if cursor.description else [])
-                    conn.commit()
-                except BaseException:
-                    conn.rollback()
-                    raise
-                finally:
-                    cursor.execute(f"PRAGMA busy_timeout = {int(kept)}")
-            return [
-                (rows, [] if vin is None else self._current(cursor, vin))
-                for rows, vin in zip(done, vins, strict=True)
-            ]
+        conn = self._thread_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                with db.write_turn(lock, seconds):
+                    # The engine waits up to 30 s for SQLite's write lock (imports share the
+                    # file); a statement of a request waits no longer than the request may.
+                    # Every use of this connection sets its own wait.
+                    left = max(1, int((ends - time.monotonic()) * 1000))
+                    cursor.execute(f"PRAGMA busy_timeout = {left}")
+                    try:
+                        done: list[Rows] = []
+                        for each in params:
+                            cursor.execute(sql, each)
+                            done.append(cursor.fetchall() if cursor.description else [])
+                        conn.commit()
+                    except BaseException:
+                        conn.rollback()
+                        raise
+                return [
+                    (rows, [] if vin is None else self._current(cursor, vin))
+                    for rows, vin in zip(done, vins, strict=True)
+                ]
+            finally:
+                cursor.close()
+        except self._errors:
+            self._drop_thread_connection()  # a new one next time, whatever went wrong
+            raise
+
+    def _thread_connection(self) -> Any:
+        """This thread's own SQLite connection, made by the engine (its pragmas) and kept out
+        of the engine's pool: the statements of every request go through here, and a pool's
+        checkout and return (its reset) cost more than the statements' own work."""
+        conn = getattr(self._own, "conn", None)
+        if conn is None:
+            made = self.engine.raw_connection()
+            conn = self._own.conn = made.driver_connection
+            made.detach()  # out of the pool's count: it closes when this reader does
+            self._owned.append(conn)
+        return conn
+
+    def _drop_thread_connection(self) -> None:
+        conn = getattr(self._own, "conn", None)
+        self._own.conn = None
+        if conn is not None:
+            self._owned.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
 
     async def takes_in_thread(
         self, sql: str, params: Sequence[Mapping[str, Any]], vins: Sequence[str], seconds: float
