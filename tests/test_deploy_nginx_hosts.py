@@ -44,6 +44,7 @@ from tests.helpers.nginx import (
 )
 from tests.helpers.portal import add_insurer, add_user, load_bob, portal_server
 from tests.helpers.private_pg import child_pids
+from tests.helpers.raw_http import read_request
 from tests.helpers.soap import codes_of, envelope, free_port, request_xml, response_element
 from tests.helpers.soap import soap_server as start_soap
 
@@ -75,25 +76,9 @@ class Droppers:
     seen: list[str] = field(default_factory=list)
 
 
-def _read_request(conn: socket.socket) -> str:
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return ""
-        received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return head.split(b"\r\n", 1)[0].decode()
+def _request_line(conn: socket.socket) -> str:
+    request = read_request(conn)
+    return "" if request is None else request.split(b"\r\n", 1)[0].decode()
 
 
 @contextmanager
@@ -119,7 +104,7 @@ def droppers(count: int) -> Iterator[Droppers]:
             with conn:
                 conn.settimeout(5)
                 with suppress(OSError):
-                    line = _read_request(conn)
+                    line = _request_line(conn)
                     if line:
                         result.seen.append(line)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from olv.iicmva import V0809
 from portal import soap_wire
 from portal.insurer_client import InsurerClient, InsurerConfig
 from portal.settings import PortalSettings
+from tests.helpers import raw_http
 from tests.helpers.portal import answer
 
 
@@ -56,15 +56,7 @@ def trickling_insurer(body: bytes, pieces: int, pause: float) -> Iterator[tuple[
                 pass  # the client stopped reading: that is the point of the cap
             sent.append(total)
 
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+    raw_http.accept_on_thread(listener, serve)
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}/iicmva/00200809", sent
     finally:

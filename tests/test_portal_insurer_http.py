@@ -17,6 +17,7 @@ import pytest
 
 from portal import insurer_http
 from portal.insurer_http import Origin
+from tests.helpers import raw_http
 
 LIMIT = 4096
 Handler = Callable[[socket.socket, "Server"], None]
@@ -29,23 +30,10 @@ class Server:
     connections: int = 0
 
     def read_request(self, conn: socket.socket) -> bytes | None:
-        """One request (head and declared body), or None when the client closed."""
-        data = b""
-        while b"\r\n\r\n" not in data:
-            piece = conn.recv(65536)
-            if not piece:
-                return None
-            data += piece
-        head, _, rest = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            rest += conn.recv(65536)
-        request = head + b"\r\n\r\n" + rest
-        self.requests.append(request)
+        """One request (head and declared body), recorded; None when the client closed."""
+        request = raw_http.read_request(conn)
+        if request is not None:
+            self.requests.append(request)
         return request
 
 
@@ -66,23 +54,15 @@ def scripted(*handlers: Handler) -> Iterator[Server]:
     listener = socket.create_server(("127.0.0.1", 0))
     server = Server(listener.getsockname()[1])
 
-    def serve(conn: socket.socket, handler: Handler) -> None:
+    def serve(conn: socket.socket) -> None:
+        handler = handlers[min(server.connections, len(handlers) - 1)]
+        server.connections += 1
         # OSError: the client went away, which some tests are about.
         with conn, contextlib.suppress(OSError):
             conn.settimeout(10)
             handler(conn, server)
 
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            handler = handlers[min(server.connections, len(handlers) - 1)]
-            server.connections += 1
-            threading.Thread(target=serve, args=(conn, handler), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+    raw_http.accept_on_thread(listener, serve)
     try:
         yield server
     finally:
