@@ -4,7 +4,9 @@ business — within the query's budget, whatever the database does.
 - **PostgreSQL** (production): on psycopg's asyncio connections from a small pool
   (``psycopg_pool``), in autocommit: no thread hand-off per query (which cost twice the CPU
   of the read itself, and the GIL's hand-overs on a busy event loop), one round trip per read.
-- **SQLite** (embedded): on a few threads, each read on a pooled DB-API connection.
+- **SQLite** (embedded): on a few threads, each read on a pooled DB-API connection; the
+  statements that write (the rate limit's, with its VIN's records) on each thread's own
+  connection, kept out of the pool.
 
 Either way the read runs in a task of its own and the query waits for it only until its
 deadline: a hung database gets a 503 in time, and the read is cancelled behind the answer
