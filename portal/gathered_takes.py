@@ -86,17 +86,18 @@ class GatheredTakes:
         """SQLite: every take of the turn, one after the other in one transaction, on one
         thread hop (a key asked twice is simply taken twice)."""
         now = time.time()
-        params = [_params(rule, key, now) for rule, key, _ in turn.asked]
+        params = [{**_bucket(rule, now), "key": key} for rule, key, _ in turn.asked]
         vins = [vin for _, _, vin in turn.asked]
         return await self.reads.takes_in_thread(self.sql, params, vins, turn.longest)
 
     async def _statement(
         self, rule: Rule, asked: list[tuple[Rule, str, str]], indexes: list[int]
     ) -> list[Taken]:
-        params = _params(rule, "", time.time())
-        del params["key"]
-        params["keys"] = [asked[i][1] for i in indexes]
-        params["vins"] = [asked[i][2] for i in indexes]
+        params = {
+            **_bucket(rule, time.time()),
+            "keys": [asked[i][1] for i in indexes],
+            "vins": [asked[i][2] for i in indexes],
+        }
         rows = await self.reads.rows_on_primary(self.sql, params)
         own: list[Rows] = [[] for _ in indexes]
         found: list[Rows] = [[] for _ in indexes]
@@ -109,9 +110,10 @@ class GatheredTakes:
         return [(own[at], self.reads.records(found[at])) for at in range(len(indexes))]
 
 
-def _params(rule: Rule, key: str, now: float) -> dict[str, object]:
+def _bucket(rule: Rule, now: float) -> dict[str, object]:
+    """The take statement's parameters but its key (or keys)."""
     rate, capacity, cost = rule
-    return {"key": key, "cost": cost, "now": now, "rate": rate, "capacity": capacity}
+    return {"cost": cost, "now": now, "rate": rate, "capacity": capacity}
 
 
 def _statements(asked: list[tuple[Rule, str, str]]) -> list[tuple[Rule, list[int]]]:
