@@ -92,8 +92,6 @@ class CurrentByVin:
 
     def __init__(self, dialect: Dialect) -> None:
         self._read = CompiledRead(_BY_ONE_VIN, dialect)
-        self.sql = self._read.sql  # its one parameter is ``vin``
-        self.width = len(_BY_ONE_VIN.selected_columns)
 
     def sql_beside(self, column: str) -> str:
         """The same read for the VIN in ``column`` of an enclosing statement (a ``LATERAL``
@@ -102,8 +100,8 @@ class CurrentByVin:
         return CompiledRead(beside, self._read.dialect).sql
 
     def records(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-        """The records from rows of :attr:`sql`'s columns, read by the caller (a statement
-        that embeds it)."""
+        """The records from rows of this read's columns, read by the caller (a statement
+        that embeds :meth:`sql_beside`)."""
         return _jsonable_rows(self._read.dicts(rows))
 
     def __call__(self, cursor: Any, vin: str) -> list[dict[str, Any]]:

@@ -106,7 +106,6 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
-        self.reused = False
         self._waiter: asyncio.Future[Answer] | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
@@ -252,7 +251,6 @@ class Origin:
         finally:
             if done and connection.keep and not self.closed:
                 connection.idle_since = time.monotonic()
-                connection.reused = True
                 self._idle.append(connection)
             else:
                 connection.close()

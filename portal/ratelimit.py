@@ -156,13 +156,15 @@ class SharedLimits:
     def __init__(self, reads: StateReader) -> None:
         self.reads = reads
         self._take, self._state = bucket_sql(reads.engine.dialect.name)
+        # A verification's take reads its VIN's records along, gathered per loop turn, when
+        # the primary is where the records are read (not with a read replica).
         self._gathered: GatheredTakes | None = None
-        if reads.gathers():
+        if reads.reads_along():
             if reads.on_threads():
-                self._gathered = GatheredTakes(reads, self._take)
+                sql = self._take  # run once per take, in one transaction
             else:
                 sql = gathered_sql(reads.records_beside("asked.vin"))
-                self._gathered = GatheredTakes(reads, sql)
+            self._gathered = GatheredTakes(reads, sql)
 
     async def take(
         self,
@@ -178,19 +180,13 @@ class SharedLimits:
         (a verification's two database round trips made one)."""
         now = time.time()
         if cost <= bucket.capacity:
-            params = bucket.params(key, cost, now)
-            if along is not None and self.reads.reads_along():
+            if along is not None and self._gathered is not None:
                 seconds = min(seconds, along.by - time.monotonic())
-                if self._gathered is not None:
-                    rule = (bucket.rate, bucket.capacity, float(cost))
-                    rows, records = await self._gathered.take(rule, key, along.vin, seconds)
-                else:
-                    rows, records = await self.reads.execute_with_records(
-                        self._take, params, 2, along.vin, seconds
-                    )
+                rule = (bucket.rate, bucket.capacity, float(cost))
+                rows, records = await self._gathered.take(rule, key, along.vin, seconds)
                 along.records = records
             else:
-                rows = await self.reads.execute(self._take, params, seconds)
+                rows = await self.reads.execute(self._take, bucket.params(key, cost, now), seconds)
             if rows:
                 tokens, version = rows[0]
                 return Taken(0.0, int(tokens), int(version))

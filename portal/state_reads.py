@@ -184,30 +184,10 @@ class StateReader:
         return await self._within(run, seconds)
 
     def reads_along(self) -> bool:
-        """Whether :meth:`execute_with_records` may read a VIN's records on the primary, as
-        :meth:`vehicle` would: not when a read replica takes the look-ups."""
+        """Whether a statement asked anyway may read a VIN's records on the primary, as
+        :meth:`vehicle` would (:mod:`portal.gathered_takes`): not when a read replica takes
+        the look-ups."""
         return self.replica is None
-
-    async def execute_with_records(
-        self, sql: str, params: Mapping[str, Any], width: int, vin: str, seconds: float
-    ) -> tuple[Rows, list[dict[str, Any]]]:
-        """:meth:`execute` of a statement that returns at most one row of ``width`` columns,
-        the first never NULL, and the current book-of-business records of ``vin`` (what
-        :meth:`vehicle` reads for a VIN) in the same round trip: on PostgreSQL one statement,
-        the records joined to the statement's row; on SQLite both on one thread and
-        connection. Errors and time limits as :meth:`execute`; the caller checks
-        :meth:`reads_along` first."""
-        if self._pool is None:
-            return await self._within(
-                self.in_thread(self._execute_sync, sql, params, seconds, vin), seconds
-            )
-        read = self._execute_with_records_async(sql, params, width, vin)
-        return await self._within(read, seconds)
-
-    def gathers(self) -> bool:
-        """Whether statements of several requests may share a round trip or a thread hop
-        (:mod:`portal.gathered_takes`): when the records are read along."""
-        return self.reads_along()
 
     def on_threads(self) -> bool:
         """SQLite: statements run on the reader's threads, not on asyncio connections."""
@@ -249,28 +229,15 @@ class StateReader:
             return unavailable()
         return exc
 
-    async def _execute_with_records_async(
-        self, sql: str, params: Mapping[str, Any], width: int, vin: str
-    ) -> tuple[Rows, list[dict[str, Any]]]:
-        statement = _with_records(sql, self._current.sql)
-        async with self._pool.connection() as conn, conn.cursor() as cursor:
-            await cursor.execute(statement, {**params, "vin": vin})
-            rows = await cursor.fetchall()
-        own = [row[:width] for row in rows[:1] if row[0] is not None]
-        return own, self._current.records([row[width:] for row in rows if row[width] is not None])
-
     async def _execute_async(self, sql: str, params: Mapping[str, Any]) -> Rows:
         async with self._pool.connection() as conn, conn.cursor() as cursor:
             await cursor.execute(pyformat(sql), params)  # autocommit: committed here
             return await cursor.fetchall() if cursor.description else []
 
-    def _execute_sync(
-        self, sql: str, params: Mapping[str, Any], seconds: float, vin: str | None = None
-    ) -> Any:
-        """The statement's rows; with ``vin``, also that VIN's records, read after the
-        statement has committed on the same connection."""
-        ((rows, records),) = self._execute_many_sync(sql, [params], seconds, [vin])
-        return rows if vin is None else (rows, records)
+    def _execute_sync(self, sql: str, params: Mapping[str, Any], seconds: float) -> Rows:
+        """The statement's rows, committed."""
+        ((rows, _),) = self._execute_many_sync(sql, [params], seconds, [None])
+        return rows
 
     def _execute_many_sync(
         self,
@@ -393,20 +360,6 @@ class StateReader:
 def _writes(sql: str) -> bool:
     """Whether a statement may write (anything but a plain SELECT)."""
     return sql.lstrip()[:6].upper() != "SELECT"
-
-
-@cache
-def _with_records(sql: str, records_sql: str) -> str:
-    """One PostgreSQL statement: ``sql`` (``:name`` parameters; at most one row) as a CTE,
-    and the records read (``records_sql``, psycopg parameters) joined to its row, in the
-    records' own order. Every row carries the CTE's row (or NULLs), then one record (or
-    NULLs); there is at least one row."""
-    return (
-        f"WITH along AS ({pyformat(sql).strip()}) "
-        "SELECT along.*, records.* FROM (SELECT 1) AS one LEFT JOIN along ON true "
-        f"LEFT JOIN ({records_sql}) AS records ON true "
-        "ORDER BY records.vin, records.naic, records.effective_date"
-    )
 
 
 def _async_pool(conninfo: str, wait_seconds: float, name: str, extra: dict[str, Any]) -> Any:
