@@ -52,7 +52,7 @@ class GatheredTakes:
             turn = self._turn = _Turn()
             task = self._task = asyncio.get_running_loop().create_task(self._run(turn))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._finished)
         index = len(turn.asked)
         turn.asked.append((rule, key, vin))
         turn.longest = max(turn.longest, seconds)
@@ -63,6 +63,13 @@ class GatheredTakes:
                 raise outcome
             raise answer from outcome
         return outcome
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            # Seen: every request was told already (its 503), or had left at its deadline;
+            # unseen, asyncio would log the turn's timeout as an error of its own.
+            task.exception()
 
     async def _run(self, turn: _Turn) -> list[Taken | BaseException]:
         """Runs once the turn's takes are in (a task starts at the next turn of the loop)."""

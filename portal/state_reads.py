@@ -106,7 +106,9 @@ class StateReader:
         self._plates = db.CompiledRead(_PLATE_QUERY, engine.dialect)
         self._threads = ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="olv-portal-db")
         self._own = threading.local()  # SQLite: each thread's connection for the statements
-        self._owned: list[Any] = []
+        self._owned: dict[Any, bool] = {}  # each such connection: whether a statement is on it
+        self._owned_lock = threading.Lock()
+        self._closed = False
         self._behind: set[asyncio.Task[Any]] = set()  # reads cut off at a deadline
         self._write_lock = db.sqlite_write_lock(engine)
         self._pool: Any = None
@@ -144,12 +146,21 @@ class StateReader:
             if pool is not None:
                 await pool.close(timeout=1.0)
         self._threads.shutdown(wait=False, cancel_futures=True)
-        for conn in self._owned:
+        # A connection under a statement is closed by its own thread when the statement ends:
+        # closing it from here would free what the statement is still reading (a crash).
+        with self._owned_lock:
+            self._closed = True
+            idle = [conn for conn, busy in self._owned.items() if not busy]
+            for conn in idle:
+                del self._owned[conn]
+        for conn in idle:
             with contextlib.suppress(Exception):
                 conn.close()
 
     async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Other (rarer) database work, on the same threads."""
+        if self._closed:
+            raise unavailable()  # the threads are gone: the portal is shutting down
         return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
 
     async def vehicle(
@@ -253,6 +264,7 @@ class StateReader:
         ends = time.monotonic() + seconds
         lock = self._write_lock if _writes(sql) else None
         conn = self._thread_connection()
+        failed = False
         try:
             cursor = conn.cursor()
             try:
@@ -278,26 +290,41 @@ class StateReader:
             finally:
                 cursor.close()
         except self._errors:
-            self._drop_thread_connection()  # a new one next time, whatever went wrong
+            failed = True  # a new connection next time, whatever went wrong
             raise
+        finally:
+            self._put_back(conn, drop=failed)
 
     def _thread_connection(self) -> Any:
         """This thread's own SQLite connection, made by the engine (its pragmas) and kept out
         of the engine's pool: the statements of every request go through here, and a pool's
-        checkout and return (its reset) cost more than the statements' own work."""
-        conn = getattr(self._own, "conn", None)
+        checkout and return (its reset) cost more than the statements' own work. Marked busy
+        until :meth:`_put_back`."""
+        conn: Any = getattr(self._own, "conn", None)
         if conn is None:
             made = self.engine.raw_connection()
-            conn = self._own.conn = made.driver_connection
+            conn = made.driver_connection
             made.detach()  # out of the pool's count: it closes when this reader does
-            self._owned.append(conn)
+            self._own.conn = conn
+        with self._owned_lock:
+            if self._closed:
+                self._own.conn = None
+                conn.close()
+                raise self.engine.dialect.loaded_dbapi.ProgrammingError("the reader is closed")
+            self._owned[conn] = True
         return conn
 
-    def _drop_thread_connection(self) -> None:
-        conn = getattr(self._own, "conn", None)
-        self._own.conn = None
-        if conn is not None:
-            self._owned.remove(conn)
+    def _put_back(self, conn: Any, drop: bool) -> None:
+        """The statement on ``conn`` is over: the connection waits for the next, or closes
+        when it failed or the reader closed meanwhile."""
+        with self._owned_lock:
+            drop = drop or self._closed
+            if drop:
+                self._owned.pop(conn, None)
+            else:
+                self._owned[conn] = False
+        if drop:
+            self._own.conn = None
             with contextlib.suppress(Exception):
                 conn.close()
 
