@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -25,7 +24,13 @@ from olv.iicmva import IICMVA, SOAP11_ENV, V0510, V0809
 from portal import demo as portal_demo
 from portal import passwords, registry, tokens, users
 from service import demo as insurer_demo
-from tests.helpers.soap import free_port, soap_server, start_until_healthy, stop_process
+from tests.helpers.soap import (
+    ServerProcess,
+    free_port,
+    soap_server,
+    start_until_healthy,
+    stop_process,
+)
 
 PASSWORD = "Correct-Horse-Battery-9"
 # The portal does not start without a secret key (README); tests use this one.
@@ -231,7 +236,7 @@ def canned_insurer(status: int, body: bytes) -> Iterator[str]:
 @dataclass
 class Portal:
     base: str
-    process: subprocess.Popen[bytes]
+    process: ServerProcess
     log: Path
 
     def stop(self) -> int:

@@ -22,13 +22,15 @@ from lxml import etree
 
 import xsd
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
-from tests.helpers import loopback
+from tests.helpers import loopback, prewarmed
 
 REFERENCE_FILES = {
     "00200510": "iicmva_00200510_reference.wsdl",
     "00200809": "iicmva_00200809_reference.wsdl",
 }
 RESPONSE_ROOT = {"00200510": "CoverageResponse", "00200809": "CoverageResponseDocument"}
+# A server the tests start: a subprocess, or one forked by the prewarmed launcher.
+ServerProcess = subprocess.Popen[bytes] | prewarmed.Launched
 KEY_ELEMENT = {"00200510": "UniqueKey", "00200809": "PolicyKey"}
 
 
@@ -41,7 +43,7 @@ def free_port() -> int:
 @dataclass
 class Server:
     base: str
-    process: subprocess.Popen[bytes]
+    process: ServerProcess
     log: Path
 
     def url(self, path: str = "/iicmva") -> str:
@@ -51,7 +53,7 @@ class Server:
         return stop_process(self.process)
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> int:
+def stop_process(process: ServerProcess) -> int:
     """SIGTERM (a graceful stop), SIGKILL after 20 s; returns the exit status."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -71,12 +73,16 @@ START_SECONDS = 120.0
 
 def start_until_healthy(
     command: list[str], env: dict[str, str], log: Path, base: str, name: str
-) -> subprocess.Popen[bytes]:
+) -> ServerProcess:
     """``command`` in a subprocess writing to ``log``, returned once ``base``/healthz answers
     200; stopped and RuntimeError (``name`` and the log) when it exits or is not up within
     ``START_SECONDS``."""
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    process: ServerProcess
+    if command[:3] == [sys.executable, "-m", "olv"] and prewarmed.enabled():
+        process = prewarmed.launch(command[3:], env, log)
+    else:
+        with log.open("wb") as sink:
+            process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_SECONDS
     while True:
         if process.poll() is not None:
