@@ -105,6 +105,9 @@ class _Launcher:
             raise RuntimeError(f"the server launcher failed: {answer['error']}")
         return answer
 
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
     def close(self) -> None:
         assert self._process.stdin is not None and self._process.stdout is not None
         self._process.stdin.close()  # the launcher ends at the end of its input
@@ -124,8 +127,8 @@ def launch(args: list[str], env: dict[str, str], log: Path) -> Launched:
     """``olv ARGS`` forked from this process's launcher (started on first use), writing its
     output to ``log``."""
     global _launcher, _owner
-    if _launcher is None or _owner != os.getpid():
-        _launcher, _owner = _Launcher(), os.getpid()
+    if _launcher is None or _owner != os.getpid() or not _launcher.alive():
+        _launcher, _owner = _Launcher(), os.getpid()  # a new one if the last one died
     pid = _launcher.ask(op="spawn", args=args, env=env, log=str(log), cwd=os.getcwd())["pid"]
     return Launched(_launcher, pid, ["olv", *args])
 
