@@ -105,6 +105,10 @@ class StateReader:
         self._current = lookup.CurrentByVin(engine.dialect)
         self._plates = db.CompiledRead(_PLATE_QUERY, engine.dialect)
         self._threads = ThreadPoolExecutor(CONNECTIONS, thread_name_prefix="olv-portal-db")
+        # SQLite: the rate-limit takes are writes, which take turns anyway (one writer per
+        # file); on one thread they also keep one connection whose page cache stays valid,
+        # where eight threads in turn each found the pages changed by the others.
+        self._takes = ThreadPoolExecutor(1, thread_name_prefix="olv-portal-db-takes")
         self._own = threading.local()  # SQLite: each thread's connection for the statements
         self._owned: dict[Any, bool] = {}  # each such connection: whether a statement is on it
         self._owned_lock = threading.Lock()
@@ -146,6 +150,7 @@ class StateReader:
             if pool is not None:
                 await pool.close(timeout=1.0)
         self._threads.shutdown(wait=False, cancel_futures=True)
+        self._takes.shutdown(wait=False, cancel_futures=True)
         # A connection under a statement is closed by its own thread when the statement ends:
         # closing it from here would free what the statement is still reading (a crash).
         with self._owned_lock:
@@ -331,13 +336,20 @@ class StateReader:
     async def takes_in_thread(
         self, sql: str, params: Sequence[Mapping[str, Any]], vins: Sequence[str], seconds: float
     ) -> list[tuple[Rows, list[dict[str, Any]]]]:
-        """SQLite: :meth:`_execute_many_sync` on the reader's threads, one hop for them all;
-        no time limit beyond ``seconds`` of waiting for the write lock (the caller bounds
-        its wait)."""
-        done: list[tuple[Rows, list[dict[str, Any]]]] = await self.in_thread(
-            self._execute_many_sync, sql, params, seconds, vins
-        )
-        return done
+        """SQLite: :meth:`_execute_many_sync` on the reader's thread for takes, one hop for
+        them all, within ``seconds`` from now: a hop still queued then is not run (its
+        requests have had their 503), and one running waits for the write lock no longer."""
+        if self._closed:
+            raise unavailable()
+        ends = time.monotonic() + seconds
+
+        def run() -> list[tuple[Rows, list[dict[str, Any]]]]:
+            left = ends - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            return self._execute_many_sync(sql, params, left, vins)
+
+        return await asyncio.get_running_loop().run_in_executor(self._takes, run)
 
     async def _within(self, read: Coroutine[Any, Any, T], seconds: float) -> T:
         task = asyncio.ensure_future(read)

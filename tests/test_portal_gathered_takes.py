@@ -20,6 +20,7 @@ from olv import db
 from portal.errors import ApiError
 from portal.ratelimit import Bucket, SharedLimits, Taken
 from portal.state_reads import RecordsAlong, StateReader
+from tests.helpers import loopback
 from tests.helpers.portal import load_bob
 
 T = TypeVar("T")
@@ -173,3 +174,46 @@ def test_a_hung_statement_answers_each_request_at_its_own_deadline(with_records:
     waited, result = after
     assert isinstance(result, Taken) and result.wait == 0 and waited < 1.0, after
     assert not unhandled, "each request was answered: the turn's timeout is no error of its own"
+
+
+def test_sqlite_a_hop_still_queued_at_its_deadline_takes_nothing(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    """SQLite's takes run on one thread, one hop after another. While a hop waits for the
+    write lock, a later turn's hop waits in the queue; if its deadline passes there, its
+    request has had its 503, and the hop must not take the token afterwards."""
+    url = loopback.copied_database(sqlite_template, tmp_path)
+    bucket = Bucket(per_minute=600)
+    first, queued = f"t-{uuid.uuid4().hex}", f"t-{uuid.uuid4().hex}"
+    engine = db.make_engine(url)
+    holder = engine.connect()
+    holder.exec_driver_sql("BEGIN IMMEDIATE")
+
+    async def refused(limits: SharedLimits, key: str, seconds: float) -> int:
+        try:
+            await limits.take(bucket, key, 1, seconds, along(VIN_A))
+        except ApiError as exc:
+            return exc.status
+        return 200
+
+    async def work(limits: SharedLimits, statements: list[int]) -> tuple[int, int]:
+        waiting = asyncio.ensure_future(refused(limits, first, 3.0))
+        await asyncio.sleep(0.05)  # the first hop is on the thread, waiting for the lock
+        behind = asyncio.ensure_future(refused(limits, queued, 0.3))
+        await asyncio.sleep(0.9)
+        holder.rollback()  # the lock goes long before the first hop would give up
+        return await waiting, await behind
+
+    try:
+        statuses = asyncio.run(_with_limits(url, work))
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT key FROM portal_rate WHERE key IN (:a, :b)"),
+                {"a": first, "b": queued},
+            ).scalars()
+            taken = set(rows)
+    finally:
+        holder.close()
+        engine.dispose()
+    assert statuses == (200, 503)
+    assert taken == {first}  # the queued hop ran after its 503: it must have taken nothing

@@ -161,6 +161,11 @@ def _preload() -> None:
     for name in (*COMMANDS, *_libraries()):
         with contextlib.suppress(Exception):  # a module only another import can make
             importlib.import_module(name)
+    # The migrations shipped with the code, which every server checks its database against
+    # at start (read from the migration scripts once, then cached).
+    from olv import db
+
+    db._code_revisions()
     from prometheus_client import REGISTRY
 
     made = [family.name for family in REGISTRY.collect() if family.name.startswith("olv_")]
