@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -16,20 +13,12 @@ from bob_loader import synth
 from olv import db
 from olv.cli import app, run
 from service.models import Coverage, Policy
-
-OLV = str(Path(sys.executable).with_name("olv"))
+from tests.helpers import prewarmed
 
 
 def olv(*args: str, stdin: str | None = None, cwd: Path | None = None):
-    return subprocess.run(
-        [OLV, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),  # carries OLV_DATABASE_URL from the db_url fixture
-        cwd=cwd,
-        timeout=120,
-    )
+    # The environment carries OLV_DATABASE_URL from the db_url fixture.
+    return prewarmed.run(args, stdin=stdin, cwd=cwd)
 
 
 def test_load_exit_codes_summary_and_report(db_url: str, tmp_path: Path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,35 @@ def test_a_served_portal_stops_gracefully_on_sigterm(sqlite_template: Path, tmp_
         assert process.wait(30) == 0  # a graceful stop, as from a process manager
     assert not Path(f"/proc/{process.pid}").exists()  # reaped by the launcher when polled
     process.send_signal(signal.SIGKILL)  # a no-op once reaped: the pid may be another's now
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        (["bob", "lookup", "-"], "X" * (4 << 20) + "\n"),  # reads its input; warns
+        (["no-such-command"], None),  # a usage error: exit 2, the message on stderr
+        (["db", "current"], None),
+    ],
+)
+def test_run_gives_what_the_installed_command_gives(
+    sqlite_template: Path, tmp_path: Path, args: list[str], stdin: str | None
+) -> None:
+    database = tmp_path / "state.db"
+    database.write_bytes(sqlite_template.read_bytes())
+    env = {**os.environ, "OLV_DATABASE_URL": f"sqlite:///{database}"}
+    forked = prewarmed.run(args, env, stdin=stdin, cwd=tmp_path)
+    installed = subprocess.run(
+        [str(Path(sys.executable).with_name("olv")), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert (forked.returncode, forked.stdout, forked.stderr) == (
+        installed.returncode,
+        installed.stdout,
+        installed.stderr,
+    )
+    assert forked.stdout or forked.stderr  # each of them says something

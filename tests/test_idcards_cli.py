@@ -5,10 +5,8 @@ the printout back (poppler + zxing-cpp), tampering, revocation and hostile files
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,19 +17,16 @@ from sqlalchemy import select
 from idcards import armour
 from idcards.models import IssuedCard
 from olv import db
+from tests.helpers import prewarmed
 from tests.helpers.idcards import PIN, render_page
 from tests.helpers.olv_cli import run_here
 
-OLV = str(Path(sys.executable).with_name("olv"))
 TODAY = date.today()
 VIN_A, VIN_B = "1HGCM82633A004352", "1FTFW1ET5DFC10312"
 
 
 def olv(*args: str, stdin: str | None = None, cwd: Path | None = None):
-    return subprocess.run(
-        [OLV, *args], input=stdin, capture_output=True, text=True,
-        env=os.environ.copy(), cwd=cwd, timeout=180,
-    )  # fmt: skip
+    return prewarmed.run(args, stdin=stdin, cwd=cwd, timeout=180)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from sqlalchemy import select
 
 from olv import db
 from portal.models import InsurerCall
-from tests.helpers import loopback
+from tests.helpers import loopback, prewarmed
 from tests.helpers.data import NAIC, OTHER_NAIC, VIN_NOWHERE, VIN_OK, VIN_SHORT, policy_csv
 from tests.helpers.olv_cli import olv_here
 from tests.helpers.portal import (
@@ -49,14 +48,7 @@ PASSWORD = "Officer-Duty-Long-7"
 def olv(
     env: dict[str, str], *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "olv", *args],
-        env={**os.environ, **env},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return prewarmed.run(args, {**os.environ, **env}, stdin=stdin, timeout=60)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

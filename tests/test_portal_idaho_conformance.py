@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from olv import db
 from olv.bob import layout
 from portal.models import InsurerCall
 from portal.web.compliance_data import latest_due_day
-from tests.helpers import loopback
+from tests.helpers import loopback, prewarmed
 from tests.helpers.olv_cli import olv_here
 from tests.helpers.portal import (
     PASSWORD,
@@ -72,13 +71,7 @@ def vin_of(naic: str) -> str:
 
 
 def olv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "olv", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return prewarmed.run(args, {**os.environ, **env}, timeout=60)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

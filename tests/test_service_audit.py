@@ -17,6 +17,7 @@ from olv import db
 from service import audit
 from service.audit import AuditEntry, AuditWriter
 from service.models import AuditRecord, AuditWrite
+from tests.helpers import prewarmed
 
 
 def _entry(at: datetime, vin: str) -> AuditEntry:
@@ -96,13 +97,7 @@ def test_purge_removes_only_rows_older_than_the_age(db_url: str) -> None:
     env = {**os.environ, "OLV_DATABASE_URL": db_url}
 
     def olv(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "olv", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return prewarmed.run(args, env, timeout=60)
 
     rows = [json.loads(line) for line in olv("audit", "show").stdout.splitlines()]
     assert [r["vin"] for r in rows] == ["OLDVIN", "MIDVIN", "NEWVIN"]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import data, loopback
+from tests.helpers import data, loopback, prewarmed
 from tests.helpers.soap import (
     assert_valid_response,
     codes_of,
@@ -199,15 +198,7 @@ def test_sysu_never_a_fault(module_db_url: str, tmp_path: Path, shared_or_none, 
 
 
 def _olv(*args: str, url: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OLV_DATABASE_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "olv", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-    )
+    return prewarmed.run(args, {**os.environ, "OLV_DATABASE_URL": url}, stdin=stdin, timeout=60)
 
 
 def test_audit_every_query_and_graceful_stop_loses_none(db_url: str, tmp_path: Path) -> None:

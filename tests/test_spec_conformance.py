@@ -21,7 +21,7 @@ import pytest
 from lxml import etree
 
 from bob_loader import synth
-from tests.helpers import data, loopback
+from tests.helpers import data, loopback, prewarmed
 from tests.helpers.day_change import wait_past_midnight
 from tests.helpers.soap import (
     Server,
@@ -329,14 +329,7 @@ def test_soap_serve_from_any_working_directory(module_db_url: str, tmp_path: Pat
 
 
 def _olv(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("olv")), *args],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),  # OLV_DATABASE_URL from the db_url fixture
-        cwd=cwd,
-        timeout=120,
-    )
+    return prewarmed.run(args, cwd=cwd)  # OLV_DATABASE_URL from the db_url fixture
 
 
 def test_bob_error_rate_limit_is_exceeded_only_above_5_percent(db_url: str, tmp_path: Path) -> None:

@@ -12,19 +12,13 @@ from collections.abc import Mapping
 from unittest import mock
 
 from olv.config import get_settings
+from tests.helpers import prewarmed
 
 
 def olv(url: str, *args: str, stdin: str | None = None) -> str:
     """Standard output of ``olv ARGS`` against ``url``; fails the test, with the command's
     error output, when it does not exit 0."""
-    result = subprocess.run(
-        [sys.executable, "-m", "olv", *args],
-        env={**os.environ, "OLV_DATABASE_URL": url},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = prewarmed.run(args, {**os.environ, "OLV_DATABASE_URL": url}, stdin=stdin)
     assert result.returncode == 0, f"olv {' '.join(args)}:\n{result.stderr}"
     return result.stdout
 

@@ -1,18 +1,22 @@
-"""``olv`` server commands started from a process that has imported OLV already.
+"""``olv`` commands run from a process that has imported OLV's libraries already.
 
-A portal or SOAP server spends most of its start importing (FastAPI, SQLAlchemy, Spyne, our
-routes): about a second of CPU, and the suite starts a few hundred servers. Each test worker
-keeps one launcher process that has done those imports; a server is forked from it and runs
-``olv.cli.main`` with its own arguments, environment, working directory and log, so it is the
-same command in a real process of its own, listening on a real socket. Only the imports are
-shared, and they read nothing from the environment that the command sets later (prometheus
-client's value store is picked again by ``olv.metrics.multiprocess_dir``).
+A portal or SOAP server, or any ``olv`` command, spends most of its start importing (FastAPI,
+SQLAlchemy, Spyne, Typer): most of a second of CPU, and the suite starts several hundred.
+Each test worker keeps one launcher process that has done those imports; a command is forked
+from it and runs ``olv.cli.main`` with its own arguments, environment, working directory,
+input, output and error output, so it is the same command in a real process of its own (a
+server listening on a real socket, exiting with its own status). Only the imports are shared,
+and they read nothing from the environment that the command sets later (prometheus client's
+value store is picked again by ``olv.metrics.multiprocess_dir``).
 
-The launcher stays the servers' parent: it reaps each only when asked (:meth:`Launched.poll`),
-so a server's pid cannot be reused while a test may still signal it.
+:func:`launch` starts a server (:func:`tests.helpers.soap.start_until_healthy` uses it);
+:func:`run` stands in for ``subprocess.run([olv, ...], capture_output=True, text=True)``.
+The launcher stays the commands' parent: it reaps each only when asked
+(:meth:`Launched.poll`), so a server's pid cannot be reused while a test may still signal it.
 
-``OLV_TEST_PREWARMED=0`` starts every server as a plain ``python -m olv`` subprocess instead;
-``tests/test_cli_demo.py`` and the operator-style tests run the command that way regardless.
+``OLV_TEST_PREWARMED=0`` runs every command as a plain ``python -m olv`` subprocess instead;
+``tests/test_cli_demo.py`` and ``tests/test_deploy_systemd.py`` always run the installed
+``olv`` executable.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,14 +129,68 @@ _launcher: _Launcher | None = None
 _owner = 0
 
 
-def launch(args: list[str], env: dict[str, str], log: Path) -> Launched:
-    """``olv ARGS`` forked from this process's launcher (started on first use), writing its
-    output to ``log``."""
+def launch(
+    args: list[str],
+    env: Mapping[str, str],
+    log: Path,
+    *,
+    stdin: Path | None = None,
+    stderr: Path | None = None,
+    cwd: Path | None = None,
+) -> Launched:
+    """``olv ARGS`` forked from this process's launcher (started on first use): its standard
+    output to ``log``, its error output there too unless ``stderr`` names a file, its input
+    from ``stdin`` (else none)."""
     global _launcher, _owner
     if _launcher is None or _owner != os.getpid() or not _launcher.alive():
         _launcher, _owner = _Launcher(), os.getpid()  # a new one if the last one died
-    pid = _launcher.ask(op="spawn", args=args, env=env, log=str(log), cwd=os.getcwd())["pid"]
+    pid = _launcher.ask(
+        op="spawn",
+        args=args,
+        env=dict(env),
+        stdout=str(log),
+        stderr=str(stderr or log),
+        stdin=str(stdin) if stdin else os.devnull,
+        cwd=str(cwd or os.getcwd()),
+    )["pid"]
     return Launched(_launcher, pid, ["olv", *args])
+
+
+def run(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``olv ARGS`` as ``subprocess.run([olv, *ARGS], capture_output=True, text=True)`` runs
+    it — its own process, arguments, environment (this one's unless given), input, output,
+    error output and exit status — forked from the launcher (a plain subprocess when
+    ``OLV_TEST_PREWARMED=0``)."""
+    env = dict(os.environ if env is None else env)
+    if not enabled():
+        command = [sys.executable, "-m", "olv", *args]
+        return subprocess.run(
+            command, input=stdin, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
+        )
+    with tempfile.TemporaryDirectory(prefix="olv-run-") as folder:
+        files = Path(folder)
+        given = None
+        if stdin is not None:
+            given = files / "stdin"
+            given.write_text(stdin)
+        out, err = files / "stdout", files / "stderr"
+        process = launch(list(args), env, out, stdin=given, stderr=err, cwd=cwd)
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        return subprocess.CompletedProcess(
+            ["olv", *args], code, out.read_text(errors="replace"), err.read_text(errors="replace")
+        )
 
 
 # --- the launcher process ------------------------------------------------------------------------
@@ -184,7 +244,7 @@ def _serve() -> None:
             if request["op"] == "spawn":
                 pid = os.fork()
                 if pid == 0:
-                    _run_server(request, (requests.fileno(), answers.fileno()))
+                    _run_command(request, (requests.fileno(), answers.fileno()))
                 answer: dict[str, Any] = {"pid": pid}
             else:
                 done, status = os.waitpid(request["pid"], os.WNOHANG)
@@ -195,7 +255,7 @@ def _serve() -> None:
         answers.flush()
 
 
-def _run_server(request: dict[str, Any], launcher_fds: tuple[int, ...]) -> None:
+def _run_command(request: dict[str, Any], launcher_fds: tuple[int, ...]) -> None:
     """In the forked child: become ``olv ARGS`` as ``python -m olv ARGS`` would; never
     returns."""
     code = 1
@@ -205,13 +265,15 @@ def _run_server(request: dict[str, Any], launcher_fds: tuple[int, ...]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        null = os.open(os.devnull, os.O_RDONLY)
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(null)
-        os.close(log)
+        given = os.open(request["stdin"], os.O_RDONLY)
+        out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        err = out
+        if request["stderr"] != request["stdout"]:
+            err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        for fd, target in ((given, 0), (out, 1), (err, 2)):
+            os.dup2(fd, target)
+        for fd in {given, out, err}:
+            os.close(fd)
         sys.argv = ["olv", *request["args"]]
         from olv.cli import main
 
@@ -234,3 +296,6 @@ def _run_server(request: dict[str, Any], launcher_fds: tuple[int, ...]) -> None:
 
 if __name__ == "__main__":
     _serve()
+    # Nothing to flush or close: skip the interpreter's teardown, where the native libraries
+    # imported ahead (zxing-cpp's bindings) report the objects they never freed.
+    os._exit(0)
