@@ -53,8 +53,8 @@ def enabled() -> bool:
 
 
 class Launched:
-    """A server forked by the launcher, with the part of :class:`subprocess.Popen` that the
-    tests use: ``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``, ``terminate``,
+    """A command (a server, mostly) forked by the launcher, with the part of
+    :class:`subprocess.Popen` that the tests use: ``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``, ``terminate``,
     ``kill``."""
 
     def __init__(self, launcher: _Launcher, pid: int, args: list[str]) -> None:
@@ -77,7 +77,7 @@ class Launched:
         return code
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None:  # unreaped until polled: the pid is still this server's
+        if self.returncode is None:  # unreaped until polled: the pid is still this command's
             os.kill(self.pid, sig)
 
     def terminate(self) -> None:
@@ -105,10 +105,10 @@ class _Launcher:
             self._process.stdin.flush()
             line = self._process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the server launcher exited ({self._process.wait()})")
+            raise RuntimeError(f"the command launcher exited ({self._process.wait()})")
         answer: dict[str, Any] = json.loads(line)
         if "error" in answer:
-            raise RuntimeError(f"the server launcher failed: {answer['error']}")
+            raise RuntimeError(f"the command launcher failed: {answer['error']}")
         return answer
 
     def alive(self) -> bool:
