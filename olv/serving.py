@@ -39,12 +39,31 @@ COMMON_OPTIONS: dict[str, Any] = {
 }
 
 
+# As Apache's mod_reqtimeout (MinRate=500): each 500 bytes received buy a second more. Any
+# real client sends a 64 KiB body in well under a second.
+MIN_BODY_RATE = 500.0  # bytes per second
+# Before the least rate applies, a body may take this many times its idle limit in all: a
+# body that keeps moving is never cut at the idle limit itself.
+BODY_ALLOWANCE = 2
+# Requests read ahead of their turn, each an object uvicorn keeps until answered: without a
+# bound, a client sending requests faster than it reads answers grew a worker by gigabytes.
+MAX_PIPELINED = 100
+
+
+class PipelinedTooDeep(RuntimeError):
+    """Stops the parser: uvicorn answers 400 and closes the connection."""
+
+
 def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with the read timeouts it lacks (it times out only idle
+    """uvicorn's httptools protocol with the read limits it lacks (it times out only idle
     keep-alive connections): a request's head must be complete ``header_seconds`` after the
-    connection opened (or after its first byte, on a kept-alive connection), and a body must
-    not stall for ``body_idle_seconds``. A client that sends half a request and waits is
-    dropped instead of holding a connection for ever (slowloris)."""
+    connection opened (or after its first byte, on a kept-alive connection); a body must not
+    stall for ``body_idle_seconds``, and once it has taken :data:`BODY_ALLOWANCE` times
+    that, must have come at :data:`MIN_BODY_RATE` on average; and at most
+    :data:`MAX_PIPELINED` requests may wait behind the one being answered. A client that
+    sends half a request and waits, or drips a body a byte at a time, is dropped instead of
+    holding a connection for ever (slowloris); one that pipelines without end gets a 400
+    instead of a queue as long as its stream."""
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # One timer per connection, moved only when it would fire too late: arming and
@@ -55,6 +74,7 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
         _timer_at = 0.0  # when the timer fires
         _read_at = 0.0  # when the current phase began, or the body last moved
         _limit = 0.0  # seconds the current phase may stay quiet (0: nothing being read)
+        _body_due = 0.0  # when the body must be whole at the least rate (0: not in a body)
 
         def _arm(self, seconds: float) -> None:
             now = self.loop.time()
@@ -68,18 +88,25 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
 
         def _disarm(self) -> None:
             self._limit = 0.0
+            self._body_due = 0.0
 
         def _too_slow(self) -> None:
             self._read_timer = None
             seconds = self._limit
             if not seconds:
                 return  # between requests: uvicorn's keep-alive timeout takes over
-            quiet = self.loop.time() - self._read_at
-            if quiet < seconds:  # the phase began or the body moved since: look again then
-                self._timer_at = self._read_at + seconds
-                self._read_timer = self.loop.call_at(self._timer_at, self._too_slow)
+            now = self.loop.time()
+            due = self._read_at + seconds
+            if self._body_due and self._body_due < due:
+                due = self._body_due
+            if now < due:  # the phase began or the body moved since: look again then
+                self._timer_at = due
+                self._read_timer = self.loop.call_at(due, self._too_slow)
             elif self.flow is not None and self.flow.read_paused:
-                self._arm(seconds)  # we stopped reading (the app is busy), not the client
+                # We stopped reading (the app is busy), not the client.
+                if self._body_due:
+                    self._body_due = now + seconds
+                self._arm(seconds)
             elif not self.transport.is_closing():
                 self.transport.close()
 
@@ -94,11 +121,16 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
+            if len(self.pipeline) > MAX_PIPELINED:
+                raise PipelinedTooDeep(f"more than {MAX_PIPELINED} requests read ahead")
             self._arm(body_idle_seconds)
+            self._body_due = self._read_at + BODY_ALLOWANCE * body_idle_seconds
 
         def on_body(self, body: bytes) -> None:
             super().on_body(body)
             self._read_at = self.loop.time()
+            if self._body_due:
+                self._body_due += len(body) / MIN_BODY_RATE
 
         def on_message_complete(self) -> None:
             self._disarm()

@@ -164,7 +164,13 @@ class Response(NamedTuple):
             if requestor is None
             else etree.tostring(requestor, encoding="unicode", with_tail=False)
         )
-        return etree.fromstring(self._render("", f' xmlns="{IICMVA}"', echo), _PARSER)
+        root = etree.fromstring(self._render("", f' xmlns="{IICMVA}"', echo), _PARSER)
+        if requestor is not None:
+            # lxml wrote the echo with every namespace in scope in the request declared on it.
+            # Unused, they must go: in an envelope binding one of their prefixes otherwise
+            # (``tns``), lxml would write the echo under that prefix, in the other namespace.
+            etree.cleanup_namespaces(root)
+        return root
 
     def enveloped(self, raw: bytes, env_ns: str) -> str | None:
         """The text inside the Body of Spyne's answer envelope for SOAP ``env_ns`` (None where

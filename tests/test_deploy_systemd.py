@@ -176,3 +176,15 @@ def test_olv_portal_purge_removes_only_log_rows_older_than_the_retention(db_url:
     )
     assert too_short.returncode == 2
     assert _rows(db_url) == {"query_log": 2, "security_log": 2, "insurer_calls": 2}
+
+
+def test_the_servers_may_hold_more_connections_than_systemds_default() -> None:
+    """A connection is a descriptor; at systemd's soft limit (1,024) slow clients alone
+    would leave no room for the next one."""
+    for name in ("olv-soap.service", "olv-portal.service"):
+        limits = [
+            line.split("=", 1)[1]
+            for line in (UNITS / name).read_text().splitlines()
+            if line.startswith("LimitNOFILE=")
+        ]
+        assert limits and int(limits[0]) >= 65536, name

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from olv.serving import guarded_http
+from olv.serving import BODY_ALLOWANCE, guarded_http
 from tests.helpers import loopback
 
 HEAD_SECONDS = 1.0
@@ -74,3 +74,61 @@ def test_requests_that_come_in_time_are_all_answered_on_one_connection(base: str
             answered += 1
             time.sleep(0.05)
     assert answered >= 20
+
+
+def test_a_body_dripped_within_the_idle_limit_is_dropped_at_the_least_rate(base: str) -> None:
+    """One byte at a time, each well within the idle limit: the body falls behind
+    MIN_BODY_RATE at once, so the connection goes when its allowance is spent."""
+    with loopback.connect(base) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n")
+        started = time.monotonic()
+        sock.settimeout(0.05)
+        closed = False
+        while time.monotonic() - started < BODY_IDLE_SECONDS * (BODY_ALLOWANCE + 2):
+            try:
+                sock.sendall(b"a")
+                closed = sock.recv(1024) == b""
+            except TimeoutError:
+                pass
+            except OSError:
+                closed = True
+            if closed:
+                break
+            time.sleep(BODY_IDLE_SECONDS / 8)
+        waited = time.monotonic() - started
+    assert closed, "a dripped body held the connection"
+    allowance = BODY_ALLOWANCE * BODY_IDLE_SECONDS
+    assert allowance * 0.9 <= waited < allowance + 2.0, waited
+
+
+def test_a_body_at_a_real_clients_pace_is_read_to_the_end(base: str) -> None:
+    """Past the idle allowance, a body that keeps coming at the least rate is still read."""
+    size = 8000
+    with loopback.connect(base) as sock:
+        sock.sendall(f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+        started = time.monotonic()
+        sent = 0
+        # 1,000 bytes every 1.5 s (667 bytes/s), 12 s in all: past the allowance of 8 s.
+        while sent < size:
+            sock.sendall(b"b" * 1000)
+            sent += 1000
+            time.sleep(1.5)
+        assert time.monotonic() - started > BODY_ALLOWANCE * BODY_IDLE_SECONDS
+        assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_requests_read_far_ahead_of_their_answers_end_the_connection(base: str) -> None:
+    from olv.serving import MAX_PIPELINED
+
+    with loopback.connect(base) as sock:
+        sock.settimeout(10)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 10)
+        received = b""
+        while received.count(b"HTTP/1.1 200 ") < 10:
+            received += sock.recv(65536)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * (MAX_PIPELINED * 3))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert b"HTTP/1.1 400 " in received
+    assert received.count(b"HTTP/1.1 200 ") <= MAX_PIPELINED + 1

@@ -307,3 +307,30 @@ def test_a_failing_direct_answer_goes_through_spyne(
         app, _environ("/iicmva/00200809", body, False, {"HTTP_X_API_KEY": KEY}), spyne=False
     )
     assert got == expected
+
+
+@pytest.mark.parametrize("soap12", [False, True])
+@pytest.mark.parametrize("prefix", ["tns", "soap11env", "soap12env", "xsi", "xs"])
+@pytest.mark.parametrize("key", [KEY, "not-a-key"])
+def test_a_prefix_the_answer_uses_rebound_by_the_request_stays_out_of_the_echo(
+    app: SoapApplication, soap12: bool, prefix: str, key: str
+) -> None:
+    """The answer's envelope binds ``tns`` (and the SOAP and XSI prefixes) to its own
+    namespaces: a request that binds one of them to another namespace must not carry that
+    binding into the echoed requestor, or the echo leaves the IICMVA namespace."""
+    from lxml import etree
+
+    from tests.helpers.soap import our_schema
+
+    plain = request_xml("00200809", requestor=_requestor(PLAIN_REQUESTOR, "00200809"))
+    body = _envelope(plain, soap12).replace(
+        b"Envelope xmlns", f'Envelope xmlns:{prefix}="urn:other" xmlns'.encode(), 1
+    )
+    assert b'"urn:other"' in body
+    status, _, answer = _served(
+        app, _environ("/iicmva/00200809", body, soap12, {"HTTP_X_API_KEY": key}), spyne=False
+    )
+    element = etree.fromstring(answer)[0][0]
+    assert our_schema("00200809").is_valid(element), answer.decode()
+    echo = element.find(f"{{{IICMVA}}}RequestorInformation")
+    assert echo is not None and b"urn:other" not in answer
