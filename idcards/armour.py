@@ -32,8 +32,13 @@ def decode(text: str) -> bytes:
         raise ArmourError("the barcode text is not an OLV ID card (digits only)")
     if text[0] != VERSION_DIGIT:
         raise ArmourError("the barcode is of an unknown ID card format")
-    number = int(text[1:])
-    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    try:
+        number = int(text[1:])
+        raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    except ValueError:
+        # "1" alone has no number at all; a caller tells text that is no card apart from a
+        # card that is not valid by this error's type, so nothing else may escape.
+        raise ArmourError("the barcode text is not an OLV ID card") from None
     if not raw or raw[0] != 1 or encode(raw[1:]) != text:
         raise ArmourError("the barcode text is not an OLV ID card")
     return raw[1:]

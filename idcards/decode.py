@@ -3,9 +3,11 @@
 zxing-cpp 3.1 reads PDF-417 only up to about 2-3 degrees of skew, and a phone photo is rarely
 that straight: when the image as given yields nothing, copies turned a few degrees at a time
 either way are tried (:data:`ANGLES`). Bounds, checked before any decoding: the upload's size,
-the image's pixel count (read from its header; ``PIL.Image.MAX_IMAGE_PIXELS`` is set to the
-same bound), the PDF's page count, and a time limit on rendering a PDF (``pdftoppm``, from
-poppler-utils, runs in its own process so that a hostile file cannot take this one down).
+the image's pixel count, sides and shape (read from its header; ``PIL.Image.MAX_IMAGE_PIXELS``
+is set to the same pixel bound), the PDF's page count, and a time limit on reading a PDF
+(``pdftoppm``, from poppler-utils, runs in its own process so that a hostile file cannot take
+this one down, and is killed at the limit). A caller with a deadline of its own (the portal)
+passes it: the PDF's limit shrinks to it, and turned copies stop being tried past it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import re
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +29,13 @@ from idcards.errors import CannotRead
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 48_000_000  # a 48-megapixel phone camera; a decompression bomb is far larger
+# The pixel count alone does not bound memory: Pillow's decoders keep per-row (and per-column)
+# state, so 1 x 47,000,000 pixels took 1.2 GB. A phone photo is 8000 x 6000 at most and a
+# 300-dpi scan of a Letter or A4 page about 2550 x 3500; nothing real is longer or thinner.
+MAX_SIDE = 10_000
+MAX_ASPECT = 8  # long side over short side; a card is 1.6, a page 1.4, a panorama 4
 MAX_PDF_PAGES = 10
-PDF_SECONDS = 20
+PDF_SECONDS = 20.0  # for the whole PDF; a card's page renders in well under a second
 PDF_LONG_SIDE_PX = 2400  # ~220 dpi on a Letter page: a 0.38 mm module is 3.3 pixels
 WORK_LONG_SIDE_PX = 2400  # larger images are reduced first: faster, still 2+ px a module
 ANGLES = (4, -4, 8, -8, 12, -12, 16, -16, 20, -20, 25, -25, 30, -30)
@@ -41,13 +49,18 @@ class DecodeError(CannotRead):
     """Input no barcode can be read from; the message says why, for the person holding it."""
 
 
-def texts_from_bytes(data: bytes) -> list[str]:
-    """The PDF-417 texts found in an image or PDF file's bytes (empty: none found)."""
+def texts_from_bytes(
+    data: bytes, *, deadline: float | None = None, pdf_seconds: float = PDF_SECONDS
+) -> list[str]:
+    """The PDF-417 texts found in an image or PDF file's bytes (empty: none found).
+
+    ``deadline`` (``time.monotonic()``) ends the reading of a PDF or of a photo's turned copies
+    with a :class:`DecodeError`; a PDF gets at most ``pdf_seconds`` in any case."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise DecodeError(f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
     if data.startswith(b"%PDF-"):
-        return _from_pdf(data)
-    return from_image(_open_image(data))
+        return _from_pdf(data, deadline, pdf_seconds)
+    return from_image(_open_image(data), deadline=deadline)
 
 
 def texts_from_file(path: Path) -> list[str]:
@@ -62,9 +75,10 @@ def _open_image(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             width, height = opened.size
-            if width * height > MAX_PIXELS or width < 1 or height < 1:
+            if not _fits(width, height):
                 raise DecodeError(
-                    f"the image is {width} x {height} pixels; at most {MAX_PIXELS:,} are read"
+                    f"the image is {width} x {height} pixels; at most {MAX_PIXELS:,} are read, "
+                    f"{MAX_SIDE:,} a side, the long side at most {MAX_ASPECT} times the short"
                 )
             factor = -(-max(width, height) // WORK_LONG_SIDE_PX)
             if opened.format == "JPEG" and factor > 1:
@@ -82,7 +96,13 @@ def _open_image(data: bytes) -> Image.Image:
         raise DecodeError("the image is damaged or truncated") from None
 
 
-def from_image(image: Image.Image) -> list[str]:
+def _fits(width: int, height: int) -> bool:
+    if width < 1 or height < 1 or width * height > MAX_PIXELS:
+        return False
+    return max(width, height) <= MAX_SIDE and max(width, height) <= MAX_ASPECT * min(width, height)
+
+
+def from_image(image: Image.Image, *, deadline: float | None = None) -> list[str]:
     """The texts of the PDF-417 symbols in ``image``: those of OLV ID cards only, when there
     are any. A text that is not a card's is another barcode in the picture (a driver's
     license beside the card) or, rarely, a misread of a turned symbol that zxing-cpp still
@@ -93,7 +113,11 @@ def from_image(image: Image.Image) -> list[str]:
     if factor > 1:  # a box filter by a whole factor: a tenth of the time of a resampling filter
         image = image.reduce(factor)
     first: list[str] = []
-    for copy in _turned_copies(image):
+    for number, copy in enumerate(_turned_copies(image)):
+        if number and deadline is not None and time.monotonic() > deadline:
+            if first:
+                return first
+            raise DecodeError("the photo took too long to read: photograph the card flat")
         found = _read(copy)
         cards = [text for text in found if _is_card(text)]
         if cards:
@@ -129,11 +153,16 @@ def _read(image: Image.Image) -> list[str]:
 _PAGES = re.compile(rb"^Pages:\s+(\d+)\s*$", re.MULTILINE)
 
 
-def _from_pdf(data: bytes) -> list[str]:
+def _from_pdf(data: bytes, deadline: float | None, seconds: float) -> list[str]:
+    # One limit for the whole file, not one a page: ten pages of a few seconds each would
+    # otherwise hold a decoder ten times as long.
+    start = time.monotonic()
+    until = start + seconds if deadline is None else min(start + seconds, deadline)
+    seconds = until - start
     with tempfile.TemporaryDirectory(prefix="olv-card-") as folder:
         source = Path(folder, "card.pdf")
         source.write_bytes(data)
-        info = _run(["pdfinfo", str(source)])
+        info = _run(["pdfinfo", str(source)], until, seconds)
         match = _PAGES.search(info)
         if match is None:
             raise DecodeError("the PDF cannot be read")
@@ -159,27 +188,37 @@ def _from_pdf(data: bytes) -> list[str]:
                     "-singlefile",
                     str(source),
                     str(prefix),
-                ]
+                ],
+                until,
+                seconds,
             )
             rendered = prefix.with_suffix(".png")
             if not rendered.is_file():
                 continue
             with Image.open(rendered, formats=("PNG",)) as image:
-                found = from_image(image)
+                found = from_image(image, deadline=deadline)
             if found:
                 return found
     return []
 
 
-def _run(command: list[str]) -> bytes:
+def _run(command: list[str], until: float, seconds: float) -> bytes:
+    """``command``'s output; past ``until`` it is killed (``subprocess.run`` kills and reaps
+    the child on its timeout) and the PDF refused."""
+    too_long = DecodeError(
+        f"the PDF took more than {max(seconds, 0):.1f} s to read: give a photo or scan of the card"
+    )
+    left = until - time.monotonic()
+    if left <= 0:
+        raise too_long
     try:
-        done = subprocess.run(command, capture_output=True, timeout=PDF_SECONDS, check=False)
+        done = subprocess.run(command, capture_output=True, timeout=left, check=False)
     except FileNotFoundError:
         raise DecodeError(
             f"reading PDFs needs {command[0]} (Debian package poppler-utils)"
         ) from None
     except subprocess.TimeoutExpired:
-        raise DecodeError(f"the PDF took more than {PDF_SECONDS} s to read") from None
+        raise too_long from None
     if done.returncode != 0:
         raise DecodeError("the PDF is damaged or not a PDF")
     return done.stdout

@@ -8,9 +8,10 @@ The answer, the same on the command line and in the portal's API::
 ``reason`` is "valid" or the first thing that makes the card not valid, in this order: the
 barcode is malformed, the key is unknown, the signature is bad, the card names another issuer
 than the key's, the key was revoked as compromised on or before the card's issue date (or
-retired before it), the card is not yet in effect, the card (or an FS-75 60 days after its
-preparation) has expired. The dates are told apart from the signature: ``signature`` is "good"
-on an expired card. The card's fields are shown only when the signature is good.
+retired before it), the card is not yet in effect, the card's issue date is after today, the
+card (or an FS-75 60 days after its preparation) has expired. The dates are told apart from the
+signature: ``signature`` is "good" on an expired card. The card's fields are shown only when
+the signature is good.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from idcards.card import FS75_EXPIRES_DAYS
 from idcards.errors import CannotRead
 
 COMPROMISED, RETIRED = "compromised", "retired"
+# An issuer dates a card by its own calendar and the verifier by its own (the portal: UTC), so
+# a card printed late in the evening east of the verifier may carry the verifier's tomorrow:
+# local dates around the world lie at most a day apart, so one day is forgiven, no more.
+ISSUE_DATE_SLACK = timedelta(days=1)
+FUTURE_ISSUE = "issue date in the future"
 REVOKE_REASONS = (COMPROMISED, RETIRED)
 
 
@@ -95,6 +101,10 @@ def verify_text(text: str, lookup: Lookup, today: date) -> Answer:
         return _answer(False, f"key revoked ({known.revoke_reason})", revoked=True, **shown)
     if today < card.effective:
         return _answer(False, "not yet in effect", **shown)
+    # An issuer signs on the day it prints: a later issue date is a post-dated card, whatever
+    # its type, and would stretch an FS-75's 60 days (counted from that date) at will.
+    if card.issued > today + ISSUE_DATE_SLACK:
+        return _answer(False, FUTURE_ISSUE, **shown)
     last_day = card.expires
     if card.fs75:
         last_day = min(last_day, card.issued + timedelta(days=FS75_EXPIRES_DAYS))

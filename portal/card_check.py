@@ -3,7 +3,11 @@ photo), then, for a valid card, the live verification of its vehicle and policy 
 
 Shared by ``POST /api/v1/cards/verify`` and the "Check a card" page. Decoding a photo takes
 CPU (up to a few seconds for a badly turned one), so at most :data:`DECODERS` run at once, on
-worker threads; the live verification then gets the whole budget of a query.
+worker threads; the live verification then gets the whole budget of a query. Reading a photo
+or PDF has the query's budget too, from the request's arrival: a request waits for a decoder
+only while enough of it is left (then 503), a PDF gets at most :data:`PDF_SECONDS` of it, and
+turned copies of a photo stop being tried when it is spent, so one sender of slow files cannot
+hold the decoders from everyone else for long, nor keep them busy after hanging up.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from fastapi import Request
@@ -22,13 +27,24 @@ from idcards import decode
 from idcards.errors import CannotRead
 from idcards.verify import verify_text
 from portal import card_issuers
-from portal.deps import Principal
+from portal.deps import Principal, received_at
 from portal.errors import ApiError
 from portal.schemas import VerifyRequest
 
 DECODERS = 2
+# A card's own PDF renders in well under a second: a PDF that needs longer is not one, and
+# must not hold one of the few decoders for the CLI's PDF_SECONDS.
+PDF_SECONDS = 3.0
+# A read that would start with less than this left of the budget would rarely finish in it:
+# such a request is told the readers are busy (503) rather than that its file is at fault.
+READ_RESERVE_SECONDS = 1.0
+BUSY = "every card reader is busy: try again in a few seconds, or type the barcode's text"
 MAX_PHOTO_BYTES = decode.MAX_UPLOAD_BYTES
 MAX_TEXT = 4096
+# A JSON or text body holds one card's text (at most MAX_TEXT): anything much larger is not a
+# card, and refusing it before parsing keeps the parser's time and memory small. Photo uploads
+# keep MAX_PHOTO_BYTES (the request guard's cap for this path).
+MAX_TEXT_BODY = 64 * 1024
 API_PATH = "/api/v1/cards/verify"
 
 
@@ -37,11 +53,21 @@ async def barcode_from_photo(request: Request, data: bytes) -> str:
     if not data:
         raise ApiError(422, "the upload is empty")
     decoders = request.app.state.__dict__.setdefault("card_decoders", asyncio.Semaphore(DECODERS))
-    async with decoders:
-        try:
-            found = await run_in_threadpool(decode.texts_from_bytes, data)
-        except CannotRead as exc:
-            raise ApiError(422, str(exc)) from None
+    deadline = received_at(request) + request.app.state.portal_settings.budget_seconds
+    try:
+        # The loop's clock is time.monotonic(), the clock of received_at().
+        async with asyncio.timeout_at(deadline - READ_RESERVE_SECONDS):
+            await decoders.acquire()
+    except TimeoutError:
+        raise ApiError(503, BUSY) from None
+    try:
+        found = await run_in_threadpool(
+            partial(decode.texts_from_bytes, data, deadline=deadline, pdf_seconds=PDF_SECONDS)
+        )
+    except CannotRead as exc:
+        raise ApiError(422, str(exc)) from None
+    finally:
+        decoders.release()
     if not found:
         raise ApiError(422, "no PDF-417 barcode found: photograph the card flat, filling the frame")
     return found[0]
@@ -87,8 +113,9 @@ async def barcode_of(request: Request) -> str:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
         try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+            body = json.loads(await _text_body(request))
+        except (ValueError, RecursionError):
+            # RecursionError: nesting deeper than the parser goes ("[[[[…") is no card either.
             raise ApiError(422, "body: not JSON") from None
         found = [body[n] for n in TEXT_NAMES if isinstance(body, dict) and n in body]
         if len(found) != 1 or not isinstance(found[0], str):
@@ -96,7 +123,7 @@ async def barcode_of(request: Request) -> str:
         text = found[0]
     elif kind == "text/plain":
         try:
-            text = (await request.body()).decode("utf-8")
+            text = (await _text_body(request)).decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(422, "body: not UTF-8 text") from None
     elif kind.startswith(RAW_KINDS):
@@ -117,3 +144,17 @@ async def barcode_of(request: Request) -> str:
     if len(text) > MAX_TEXT:
         raise ApiError(422, "barcode: longer than any card's")
     return text
+
+
+async def _text_body(request: Request) -> bytes:
+    """The body of a JSON or text request, refused with 413 past :data:`MAX_TEXT_BODY` (read
+    as it arrives: a chunked body declares no length)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_TEXT_BODY:
+        raise ApiError(413, f"a card's text is far shorter: body over {MAX_TEXT_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_TEXT_BODY:
+            raise ApiError(413, f"a card's text is far shorter: body over {MAX_TEXT_BODY} bytes")
+    return bytes(body)

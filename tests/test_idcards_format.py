@@ -70,6 +70,22 @@ def test_key_file_is_private_sealed_and_pin_bound(tmp_path: Path) -> None:
         keys.load_signing(public_path, PIN)
 
 
+def test_key_file_scrypt_parameters_are_only_olvs(tmp_path: Path) -> None:
+    """Parameters OLV never writes are refused before scrypt runs, whatever they are: more
+    work than OLV's (each of these cost scrypt gigabytes or minutes up to 2**20, 16, 4), not a
+    power of two (scrypt's own ValueError), or not numbers."""
+    keys.generate("PC-123456", PIN, tmp_path / "k.key")
+    document = json.loads((tmp_path / "k.key").read_text())
+    for n, r, p in ((2**16, 8, 1), (2**15, 16, 1), (2**15, 8, 4), (1025, 8, 1), ("32768", 8, 1),
+                    (2**15, True, 1), (2**15.0, 8, 1)):  # fmt: skip
+        doctored = {**document, "kdf": {**document["kdf"], "n": n, "r": r, "p": p}}
+        path = tmp_path / "doctored.key"
+        path.write_text(json.dumps(doctored))
+        with pytest.raises(keys.KeyFileError, match="scrypt parameters are not OLV's"):
+            keys.load_signing(path, PIN)
+    assert keys.load_signing(tmp_path / "k.key", PIN).issuer == "PC-123456"
+
+
 def test_keygen_never_overwrites_and_wants_a_real_pin(tmp_path: Path) -> None:
     keys.generate("PC-123456", PIN, tmp_path / "k.key")
     before = (tmp_path / "k.key").read_bytes()
@@ -207,9 +223,31 @@ def test_dates_revocation_and_fs75(key: keys.SigningKey) -> None:
 
 
 def test_text_that_is_no_card_cannot_be_read(key: keys.SigningKey) -> None:
-    for text in ("", "hello", "2" + "1" * 50, "1" + "9" * (armour.MAX_DIGITS + 5)):
+    for text in ("", "hello", "2" + "1" * 50, "1" + "9" * (armour.MAX_DIGITS + 5), "1", " 1\n"):
         with pytest.raises(CannotRead):
             verify_text(text, registry(key), TODAY)
+    # Every malformed armour is the armour's own error: callers tell "cannot read" by it.
+    for text in ("1", "10", "100", "1" + "0" * 40):
+        with pytest.raises(armour.ArmourError):
+            armour.decode(text)
+
+
+def test_a_post_dated_card_is_not_valid(key: keys.SigningKey) -> None:
+    """An issue date after today is refused for every card type (an FS-75 dated 400 days on
+    would otherwise count its 60 days from then); a day ahead is the time zones' slack."""
+    for fs75 in (True, False):
+        for ahead in (2, 400):
+            card = sample_card(fs75=fs75, issued=TODAY + timedelta(days=ahead))
+            answer = verify_text(signed.sign_card(card, key), registry(key), TODAY)
+            assert (answer["valid"], answer["reason"]) == (False, "issue date in the future")
+            assert answer["signature"] == "good" and answer["expired"] is False
+        # Dated tomorrow by an issuer east of the verifier: valid.
+        tomorrow = sample_card(fs75=fs75, issued=TODAY + timedelta(days=1))
+        assert verify_text(signed.sign_card(tomorrow, key), registry(key), TODAY)["valid"] is True
+    # The same post-dated card is fine once its day has come.
+    later = sample_card(issued=TODAY + timedelta(days=30))
+    answer = verify_text(signed.sign_card(later, key), registry(key), TODAY + timedelta(days=30))
+    assert answer["valid"] is True
 
 
 def test_card_fields_are_checked() -> None:

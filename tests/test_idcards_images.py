@@ -4,7 +4,9 @@ clear refusal, never a crash or a hang."""
 
 from __future__ import annotations
 
+import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -71,6 +73,91 @@ def _png_header_only(width: int, height: int) -> bytes:
 def test_decompression_bomb_is_refused_before_decoding() -> None:
     with pytest.raises(CannotRead, match="pixels|too large"):
         decode.texts_from_bytes(_png_header_only(100_000, 100_000))
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [
+        (1, 47_000_000),  # under the pixel cap, yet 1.2 GB and 11 s to decode
+        (47_000_000, 1),
+        (16_000, 3_000),  # a WebP of this size took 800 MB
+        (3_000, 10_001),
+        (9_000, 1_000),  # no longer than a scan, but 9 times as long as wide
+    ],
+)
+def test_long_or_thin_images_are_refused_before_decoding(width: int, height: int) -> None:
+    """Refused from the header alone: with pixel data the decoder never reaches, the answer
+    names the size (a decode attempt would say "damaged or truncated")."""
+    with pytest.raises(CannotRead, match=f"is {width} x {height} pixels; at most .* a side"):
+        decode.texts_from_bytes(_png_header_only(width, height))
+
+
+def slow_pdf() -> bytes:
+    """A 45 KB PDF one page of which takes pdftoppm far longer than 20 s: 300,000 overlapping
+    rectangles, deflated."""
+    rectangles = b"".join(b"%d %d 500 500 re f\n" % (i % 97, i % 89) for i in range(1000))
+    content = zlib.compress(b"0.5 g\n" + rectangles * 300, 9)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(content), content),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+def renderers_of(pid: int) -> list[int]:
+    """The pdftoppm processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
+        if name == "pdftoppm" and int(rest.split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("limit", ["deadline", "pdf_seconds"])
+def test_a_slow_pdf_is_killed_at_its_limit(limit: str) -> None:
+    """A caller's deadline, or the PDF's own limit, ends the render: the renderer is killed
+    and the file refused as too slow (the CLI's limit is for the whole file, not a page)."""
+    data = slow_pdf()
+    assert len(data) < 64 * 1024
+    started = time.monotonic()
+    with pytest.raises(CannotRead, match=r"took more than 1\.\d s to read"):
+        if limit == "deadline":
+            decode.texts_from_bytes(data, deadline=started + 1.5)
+        else:
+            decode.texts_from_bytes(data, pdf_seconds=1.5)
+    assert 1.4 < time.monotonic() - started < 10  # generous: the limit held, not 20 s
+    assert renderers_of(os.getpid()) == []
+
+
+def test_turned_copies_stop_at_the_deadline(printed) -> None:
+    """Past its deadline a photo is read as given only, not in 14 more turned copies."""
+    _, text, page = printed
+    blank = page.crop((0, 0, 800, 300))
+    started = time.monotonic()
+    with pytest.raises(CannotRead, match="took too long"):
+        decode.from_image(blank, deadline=started - 1)
+    assert decode.from_image(top_card(page), deadline=started - 1) == [text]  # read as given
 
 
 def test_files_that_are_not_images(tmp_path: Path, printed) -> None:
