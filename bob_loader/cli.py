@@ -44,6 +44,7 @@ def load(
     ] = None,
 ) -> None:
     """Validate and load BoB files; exit 0 when all are accepted (or already loaded), 1 if not."""
+    from bob_loader.intake_claims import safe_name
     from bob_loader.load import load_files
     from olv.bob.validate import PROFILES
 
@@ -52,11 +53,14 @@ def load(
     errors.require_files(files)
     engine = _engine()
     try:
-        outcomes = load_files(engine, files, report_dir=report_dir, profile=profile, progress=True)
+        # The operator names these files: a link is followed (an upload's never is).
+        outcomes = load_files(
+            engine, files, report_dir=report_dir, profile=profile, progress=True, follow_links=True
+        )
     finally:
         engine.dispose()
     for o in outcomes:
-        parts = [f"{o.path.name}: {o.status}"]
+        parts = [f"{safe_name(o.path.name)}: {o.status}"]
         if o.status != "duplicate":
             parts.append(f"{o.records} records loaded, {o.errors} errors, {o.warnings} warnings")
         if o.naics:

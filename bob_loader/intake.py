@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -192,7 +193,7 @@ class Intake:
     def _handle(self, c: Claim, round_naics: dict[str, tuple[str, str]]) -> None:
         try:
             outcome = load_outcome(c)
-            if outcome is None and c.file.exists():
+            if outcome is None and c.has_file:
                 self._load(c, round_naics)
             elif outcome is not None and outcome.status != "rejected":
                 for naic in outcome.naics:  # loaded before a restart: still counts for its round
@@ -249,7 +250,7 @@ class Intake:
     def finish(self, c: Claim) -> None:
         """Hand the results out; every step can be repeated after a crash."""
         outcome = load_outcome(c)
-        if outcome is None and c.file.exists():
+        if outcome is None and c.has_file:
             raise RuntimeError(f"claim {c.dir.name} has a file but no load outcome")
         report_name = f"{c.dir.name}.errors.txt"
         if c.report.exists():
@@ -273,8 +274,17 @@ class Intake:
             if not outcome.mailed:
                 self._notify(c, outcome, report_name if has_report else None)
                 save_outcome(c, mark_mailed(outcome))
-        if c.file.exists():
-            os.replace(c.file, c.account.archive / c.dir.name)
+        if c.has_file:
+            st = c.file.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                os.replace(c.file, c.account.archive / c.dir.name)
+            else:
+                # A link, FIFO or the like was refused unread (bob_loader.files); kept in the
+                # archive it would lead whoever opens it there to what it points at. An empty
+                # file stands in: the archive name stays taken, so no later claim reuses it
+                # (and overwrites this one's report in the outbox).
+                (c.account.archive / c.dir.name).touch()
+                c.file.unlink()
             fsync_dir(c.account.archive)
         c.remove()
 
@@ -339,6 +349,6 @@ class Intake:
 
 def _mtime(c: Claim) -> int:
     try:
-        return c.file.stat().st_mtime_ns
+        return c.file.lstat().st_mtime_ns  # never follow an uploaded name
     except OSError:
         return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bob_loader.files import open_regular
 from bob_loader.intake_claims import Claim, SavedOutcome, save_outcome
 from bob_loader.intake_report import write_claim_report
 from olv import normalize
@@ -27,7 +28,7 @@ def unbound_naics(path: Path, allowed: set[str]) -> list[tuple[int, str]]:
     """
     naic = layout.BY_NAME["naic"].slice
     found = []
-    with path.open("rb") as stream:
+    with open_regular(path) as stream:
         for number, raw, _overlong in capped_lines(stream, MAX_LINE):
             if raw.startswith(_TRAILER):
                 continue
@@ -42,7 +43,7 @@ def reject_unbound(c: Claim, allowed: set[str], staging: Path) -> bool:
     try:
         found = unbound_naics(c.file, allowed)
     except OSError:
-        return False  # unreadable: the loader rejects it with a report saying so
+        return False  # unreadable or not a regular file: the loader rejects it, with a report
     if not found:
         return False
     naics = sorted({n for _, n in found})

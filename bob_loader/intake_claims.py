@@ -113,6 +113,12 @@ class Claim:
         return self.dir / self.name
 
     @property
+    def has_file(self) -> bool:
+        """Whether the claimed entry is still there — also when it is a link to nowhere, which
+        ``exists()`` would deny while it still blocks removing the claim."""
+        return os.path.lexists(self.file)
+
+    @property
     def outcome_path(self) -> Path:
         return self.dir / OUTCOME_FILE
 
@@ -263,7 +269,7 @@ def recover_claims(account: Account) -> None:
         if not building.name.startswith(CLAIMING_PREFIX):
             continue
         final = building.name[len(CLAIMING_PREFIX) :]
-        if (building / final[STAMP_LENGTH + 1 :]).exists():
+        if os.path.lexists(building / final[STAMP_LENGTH + 1 :]):
             os.rename(building, account.processing / final)
         else:
             shutil.rmtree(building)

@@ -12,14 +12,17 @@ Per file, in order:
 4. delete the superseded generation (separate transaction; see ``bob_loader.models``);
 5. write ``<file>.errors.txt`` when there were problems or the file was rejected.
 
-Rejected whole: empty, not text, trailer mismatch, more records with errors than the allowed
-rate, or a NAIC that an earlier file of the same run already carries (the conflict rule).
+Rejected whole: not a regular file, empty, not text, trailer mismatch, more records with errors
+than the allowed rate, or a NAIC that an earlier file of the same run already carries (the
+conflict rule). Checksum and records are read from one descriptor
+(:func:`bob_loader.files.open_regular`), so an uploaded name swapped for a link is never followed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -32,6 +35,8 @@ from sqlalchemy import Connection, Engine, Row
 
 from bob_loader import store
 from bob_loader.bulk import writer_for
+from bob_loader.files import open_regular
+from bob_loader.intake_claims import safe_name
 from bob_loader.report import ReportHeader, ReportWriter
 from bob_loader.settings import BobSettings, get_bob_settings
 from bob_loader.store import Tally
@@ -63,6 +68,7 @@ class _Options:
     max_error_rate: float
     account: str | None
     progress: bool
+    follow_links: bool
     settings: BobSettings
 
 
@@ -76,6 +82,7 @@ def load_files(
     account: str | None = None,
     progress: bool = False,
     claimed: dict[str, str] | None = None,
+    follow_links: bool = False,
 ) -> list[LoadOutcome]:
     """Load each file in turn (see the module docstring); one outcome per path, in order.
 
@@ -83,6 +90,8 @@ def load_files(
     ``progress`` shows a progress bar, and only when stderr is a terminal. ``claimed`` (NAIC →
     name of the file of this run that carries it) extends the conflict rule over several calls:
     the intake passes one map per pickup round, shared by all its accounts; it is updated here.
+    ``follow_links`` lets an operator's command line name a file through a link; an uploaded
+    file that is a link is rejected instead (:func:`bob_loader.files.open_regular`).
     """
     settings = get_bob_settings()
     if profile is not None and profile not in PROFILES:
@@ -93,6 +102,7 @@ def load_files(
         max_error_rate=settings.max_error_rate if max_error_rate is None else max_error_rate,
         account=account,
         progress=progress and sys.stderr.isatty(),
+        follow_links=follow_links,
         settings=settings,
     )
     if claimed is None:
@@ -102,11 +112,11 @@ def load_files(
         outcome = _load_one(engine, Path(path), opts, claimed)
         if outcome.status != "rejected":
             for naic in outcome.naics:
-                claimed.setdefault(naic, Path(path).name)
+                claimed.setdefault(naic, safe_name(Path(path).name))
         log.info(
             "bob file processed",
             extra={
-                "file": Path(path).name,
+                "file": safe_name(Path(path).name),
                 "status": outcome.status,
                 "records": outcome.records,
                 "errors": outcome.errors,
@@ -117,24 +127,45 @@ def load_files(
     return outcomes
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(stream: BinaryIO) -> str:
+    """The checksum of the rest of ``stream``, which is then rewound for the records."""
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
+    while chunk := stream.read(1 << 20):
+        digest.update(chunk)
+    stream.seek(0)
     return digest.hexdigest()
 
 
 def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str]) -> LoadOutcome:
     report = ReportWriter(path, opts.report_dir)
     try:
-        size = path.stat().st_size
-        digest = sha256_of(path)
+        stream = open_regular(path, follow_links=opts.follow_links)
     except OSError as exc:
         reason = f"cannot read the file: {exc.strerror or exc}"
         return _rejected(path, report, opts, Tally(), reason, None)
+    with stream:
+        try:
+            size = os.fstat(stream.fileno()).st_size
+            digest = sha256_of(stream)
+        except OSError as exc:
+            reason = f"cannot read the file: {exc.strerror or exc}"
+            return _rejected(path, report, opts, Tally(), reason, None)
+        return _load_stream(engine, path, stream, size, digest, report, opts, claimed)
 
-    file_id, earlier = store.register(engine, path, digest, size, opts.account)
+
+def _load_stream(
+    engine: Engine,
+    path: Path,
+    stream: BinaryIO,
+    size: int,
+    digest: str,
+    report: ReportWriter,
+    opts: _Options,
+    claimed: dict[str, str],
+) -> LoadOutcome:
+    # A name need not be text (a byte 0xFF from an old client): the database, the report and
+    # the log get the displayable one the intake also uses.
+    file_id, earlier = store.register(engine, safe_name(path.name), digest, size, opts.account)
     if earlier is not None:
         outcome = _duplicate(path, earlier)
         # Its load may have been killed after the swap, inside the clean-up: finish that.
@@ -152,7 +183,9 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
                 tx.rollback()
                 return _duplicate(path, earlier)
             try:
-                _stream_records(conn, path, file_id, opts, claimed, tally, report)
+                _stream_records(
+                    conn, stream, safe_name(path.name), size, file_id, opts, claimed, tally, report
+                )
             except BobFileError as exc:
                 reason = exc.reason
             reason = reason or tally.conflict
@@ -180,7 +213,7 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
                 log.info(
                     "bob master swapped",
                     extra={
-                        "file": path.name,
+                        "file": safe_name(path.name),
                         "naics": len(tally.per_naic),
                         "records": tally.loaded,
                         "seconds": round(time.perf_counter() - started, 2),
@@ -209,7 +242,9 @@ def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str
 
 def _stream_records(
     conn: Connection,
-    path: Path,
+    stream: BinaryIO,
+    name: str,
+    size: int,
     file_id: int,
     opts: _Options,
     claimed: dict[str, str],
@@ -222,7 +257,7 @@ def _stream_records(
     batch_size = opts.settings.batch_size
     cap = opts.settings.max_stored_issues
     per_naic = tally.per_naic
-    with path.open("rb") as stream, _progress(opts.progress, path) as advance:
+    with _progress(opts.progress, name, size) as advance:
         for parsed in iter_bob(stream, opts.profile):
             tally.records += 1
             if parsed.issues:
@@ -261,7 +296,7 @@ def _stream_records(
 
 
 @contextmanager
-def _progress(enabled: bool, path: Path) -> Iterator:
+def _progress(enabled: bool, name: str, size: int) -> Iterator:
     """A callable that moves the bar to the stream's position (a no-op without a terminal)."""
     if not enabled:
         yield lambda _stream: None
@@ -277,7 +312,7 @@ def _progress(enabled: bool, path: Path) -> Iterator:
         console=Console(stderr=True),
         transient=True,
     ) as bar:
-        task = bar.add_task(path.name, total=path.stat().st_size)
+        task = bar.add_task(name, total=size)
 
         def advance(stream: BinaryIO) -> None:
             bar.update(task, completed=stream.tell())
@@ -300,7 +335,7 @@ def _header(
     path: Path, status: str, reason: str | None, tally: Tally, opts: _Options, digest: str | None
 ) -> ReportHeader:
     return ReportHeader(
-        file=path.name,
+        file=safe_name(path.name),
         status=status,
         reason=reason,
         records=tally.records,

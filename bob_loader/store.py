@@ -9,7 +9,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
@@ -46,23 +45,26 @@ class Tally:
 
 
 def register(
-    engine: Engine, path: Path, digest: str, size: int, account: str | None
+    engine: Engine, name: str, digest: str, size: int, account: str | None
 ) -> tuple[int, Row[Any] | None]:
-    """The file's row id, set to ``loading``; or the earlier accepted row for a duplicate."""
+    """The file's row id, set to ``loading``; or the earlier accepted row for a duplicate.
+
+    ``name`` is the file's displayable name (:func:`bob_loader.intake_claims.safe_name`).
+    """
     try:
-        return _register_once(engine, path, digest, size, account)
+        return _register_once(engine, name, digest, size, account)
     except IntegrityError:
         # A concurrent delivery of the same bytes inserted the row first; now it is found.
-        return _register_once(engine, path, digest, size, account)
+        return _register_once(engine, name, digest, size, account)
 
 
 def _register_once(
-    engine: Engine, path: Path, digest: str, size: int, account: str | None
+    engine: Engine, name: str, digest: str, size: int, account: str | None
 ) -> tuple[int, Row[Any] | None]:
     with engine.begin() as conn:
         row = conn.execute(select(FILES).where(FILES.c.sha256 == digest)).one_or_none()
         values = {
-            "name": path.name,
+            "name": name,
             "size": size,
             "account": account,
             "status": "loading",

@@ -25,6 +25,8 @@ from typing import BinaryIO, TypedDict
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
+from bob_loader.files import NOT_REGULAR, NotARegularFile, open_regular
+from bob_loader.intake_claims import safe_name
 from enforcement import matching
 from enforcement.edits import HEADER, Txn, edit
 from enforcement.models import IiesFile, IiesTransaction, Registrant
@@ -111,16 +113,27 @@ class Ack:
         )
 
 
-def _open(source: Path | bytes) -> BinaryIO:
-    return io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
+def _open(source: Path | bytes, channel: str) -> BinaryIO:
+    """The file's bytes. Only an operator's command line may name a file through a link; a
+    dropped file that is not a regular one is refused unread (a link could reach any file the
+    intake may read, a FIFO or device would hang it)."""
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
+    return open_regular(source, follow_links=channel == "cli")
 
 
-def _sha256(source: Path | bytes) -> str:
+def _sha256(stream: BinaryIO) -> str:
+    """The checksum of ``stream``, which is then rewound: checksum and rows come from the
+    same descriptor, so what was checked is what is loaded."""
     digest = hashlib.sha256()
-    with _open(source) as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(chunk)
+    stream.seek(0)
     return digest.hexdigest()
+
+
+def _not_regular(exc: NotARegularFile) -> FileRejected:
+    return FileRejected("F01", exc.strerror or NOT_REGULAR)
 
 
 def _lines(stream: BinaryIO, limit: int) -> Iterator[str]:
@@ -214,17 +227,36 @@ def load(
     now: datetime | None = None,
 ) -> Ack:
     """Receive one file or call; returns its acknowledgement (accepted or rejected whole)."""
+    name = safe_name(name)  # the name need not be text (a byte 0xFF): store a displayable one
     settings = get_iies_settings()
     now = now or datetime.now(UTC)
     limit = max_rows or settings.max_rows
-    digest = _sha256(source)
+    try:
+        stream = _open(source, channel)
+    except NotARegularFile as exc:
+        return _reject(engine, name, channel, sender_naic, None, now, _not_regular(exc))
+    with stream:
+        return _load_stream(engine, stream, name, channel, sender_naic, limit, now)
+
+
+def _load_stream(
+    engine: Engine,
+    stream: BinaryIO,
+    name: str,
+    channel: str,
+    sender_naic: str | None,
+    limit: int,
+    now: datetime,
+) -> Ack:
+    settings = get_iies_settings()
+    digest = _sha256(stream)
     if sender_naic is not None:
         earlier = _earlier_delivery(engine, sender_naic, digest)
         if earlier is not None:
             return earlier
     naic = sender_naic
     try:
-        with db.transaction(engine) as session, _open(source) as stream:
+        with db.transaction(engine) as session:
             rows = _rows(stream, settings.max_line_bytes)
             first = next(rows, None)
             if first is None:
@@ -289,7 +321,13 @@ def reject(
     refused: FileRejected,
 ) -> Ack:
     """Refuse a file or call before reading it (a bad file name, an unbound NAIC)."""
-    return _reject(engine, name, channel, naic, _sha256(source), datetime.now(UTC), refused)
+    name = safe_name(name)
+    try:
+        with _open(source, channel) as stream:
+            digest: str | None = _sha256(stream)
+    except NotARegularFile:
+        digest = None  # refused anyway; nothing of it is read, not even for a checksum
+    return _reject(engine, name, channel, naic, digest, datetime.now(UTC), refused)
 
 
 def _chain(
@@ -315,7 +353,7 @@ def _reject(
     name: str,
     channel: str,
     naic: str | None,
-    digest: str,
+    digest: str | None,
     now: datetime,
     refused: FileRejected,
 ) -> Ack:

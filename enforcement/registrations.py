@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
+from bob_loader.intake_claims import safe_name
 from enforcement.matching import resolve_key
 from olv import db, normalize
 from olv.errors import OlvError
@@ -93,13 +94,15 @@ def _text_lines(path: Path) -> Iterator[str]:
     with path.open("rb") as raw:
         head = raw.read(4096)
         if b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
-            raise RegistrationFileError(f"{path.name} is not a UTF-8 text file")
+            raise RegistrationFileError(f"{safe_name(path.name)} is not a UTF-8 text file")
         raw.seek(0)
         stream = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         try:
             yield from stream
         except UnicodeDecodeError:
-            raise RegistrationFileError(f"{path.name} is not a UTF-8 text file") from None
+            raise RegistrationFileError(
+                f"{safe_name(path.name)} is not a UTF-8 text file"
+            ) from None
 
 
 def _header(path: Path, header: list[str] | None) -> tuple[str, ...]:
@@ -107,8 +110,8 @@ def _header(path: Path, header: list[str] | None) -> tuple[str, ...]:
     unknown = [n for n in names if n not in REQUIRED + OPTIONAL]
     if names[:3] != REQUIRED or unknown or len(set(names)) != len(names):
         raise RegistrationFileError(
-            f"{path.name}: the first line must be {','.join(REQUIRED)} followed by any of "
-            f"{','.join(OPTIONAL)}"
+            f"{safe_name(path.name)}: the first line must be {','.join(REQUIRED)} followed by "
+            f"any of {','.join(OPTIONAL)}"
         )
     return names
 
@@ -158,7 +161,7 @@ def _rows(path: Path, result: ImportResult) -> tuple[tuple[str, ...], Iterator[d
     try:
         names = _header(path, next(reader, None))
     except csv.Error as exc:
-        raise RegistrationFileError(f"{path.name}: not CSV ({exc})") from None
+        raise RegistrationFileError(f"{safe_name(path.name)}: not CSV ({exc})") from None
 
     def rows() -> Iterator[dict[str, object]]:
         try:
@@ -177,7 +180,7 @@ def _rows(path: Path, result: ImportResult) -> tuple[tuple[str, ...], Iterator[d
                     yield row
         except csv.Error as exc:
             raise RegistrationFileError(
-                f"{path.name}: line {reader.line_num}: not CSV ({exc})"
+                f"{safe_name(path.name)}: line {reader.line_num}: not CSV ({exc})"
             ) from None
 
     return names, rows()
@@ -324,7 +327,8 @@ def import_file(engine: Engine, path: Path) -> ImportResult:
         security_log.record(
             session,
             security_log.REGISTRATIONS_IMPORTED,
-            detail=f"{result.rows} rows from {path.name}",
+            # The name need not be text (a byte 0xFF); the log keeps a displayable one.
+            detail=f"{result.rows} rows from {safe_name(path.name)}",
             source="cli",
         )
     return result

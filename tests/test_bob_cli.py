@@ -116,3 +116,33 @@ def test_export_from_the_insurer_store_loads_at_the_state(db_url: str, tmp_path:
     assert run.stdout.strip() == f"{out}: 25 records for NAIC 12345"
     loaded = olv("bob", "load", str(out))
     assert loaded.returncode == 0 and "accepted; 25 records loaded" in loaded.stdout
+
+
+def test_load_a_file_whose_name_is_not_text(db_url: str, tmp_path: Path):
+    """A byte 0xFF in a name (a Samba share, an old client) is no reason to refuse the file:
+    it is loaded and stored, printed and reported under the displayable name the intake uses."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / os.fsdecode(b"Acme \xff 20261101.txt")
+    synth.write_file(path, synth.records("12345", 10), trailer_count=11)
+    olv_exe = Path(sys.executable).with_name("olv")
+    done = subprocess.run(
+        [olv_exe, "bob", "load", os.fsencode(path)], capture_output=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr  # rejected (the trailer), not crashed
+    assert done.stdout.decode(errors="surrogateescape").startswith("Acme ? 20261101.txt: rejected;")
+    report = path.with_name(path.name + ".errors.txt").read_text()
+    assert "file: Acme ? 20261101.txt" in report
+
+    synth.write_file(path, synth.records("12345", 10))
+    done = subprocess.run(
+        [olv_exe, "bob", "load", os.fsencode(path)], capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode(errors="surrogateescape").startswith(
+        "Acme ? 20261101.txt: accepted; 10 records loaded"
+    )
+    [stats] = [json.loads(line) for line in olv("bob", "stats").stdout.splitlines()]
+    assert stats["file"] == "Acme ? 20261101.txt" and stats["records"] == 10

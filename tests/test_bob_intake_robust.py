@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -377,3 +378,70 @@ def test_a_claim_half_built_by_a_crash_is_completed_not_lost(tmp_path: Path) -> 
     assert calls == ["Acme.txt"]
     assert visible(base / "acme" / "archive") == ["20250101T000000Z_Acme.txt"]
     assert sorted(p.name for p in account.processing.iterdir()) == []
+
+
+def test_a_link_swapped_in_for_an_upload_is_refused_unread(db_url: str, tmp_path: Path) -> None:
+    """The insurer wins the race between the listing (which skips links) and the claim: the
+    claim renames a link, a FIFO or a hard link. None is followed; each is rejected with a
+    report, the round goes on, and nothing of a target shows up in reports, mail or database."""
+    from bob_loader.intake_claims import claim, discover_accounts
+    from bob_loader.models import BobRecord
+
+    secret_vin = vin(7777)
+    # A valid book of business: following the link would load it as this insurer's master.
+    secret = write_bob(tmp_path / "secret.txt", "12345", good=3, first=7777)
+    secret_bytes = secret.read_bytes()
+    base = tmp_path / "intake"
+    acme = make_inbox(base, "acme")
+    [account] = discover_accounts(base)
+    os.symlink(secret, acme / "Acme 20261201.txt")
+    os.symlink("/dev/zero", acme / "Acme 20261202.txt")
+    os.symlink(tmp_path / "nowhere", acme / "Acme 20261203.txt")
+    os.mkfifo(acme / "Acme 20261204.txt")
+    os.link(secret, acme / "Acme 20261205.txt")
+    for name in ("Acme 20261201.txt", "Acme 20261202.txt", "Acme 20261203.txt"):
+        assert claim(account, acme / name) is not None
+    for name in ("Acme 20261204.txt", "Acme 20261205.txt"):
+        assert claim(account, acme / name) is not None
+    drop_bob(acme, "Acme 20261206.txt", "22222")  # a real upload in the next round
+
+    sender = MemorySender()
+    # Rejected unread, a file names no NAIC: the account's own address hears of it.
+    watcher = real_intake(
+        base, db_url, sender=sender, account_emails={"acme": ["ops@acme.example"]}
+    )
+    done: list[int] = []
+    worker = threading.Thread(target=lambda: done.append(watcher.run_round()), daemon=True)
+    try:
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "the load worker hangs on a link to /dev/zero or a FIFO"
+        with db.transaction(watcher.engine) as session:
+            files = [(f.name, f.status) for f in session.scalars(select(BobFile))]
+            masters = set(session.scalars(select(BobCurrent.naic)))
+            vins = set(session.scalars(select(BobRecord.vin)))
+    finally:
+        watcher.engine.dispose()
+
+    assert done == [6]
+    assert files == [("Acme 20261206.txt", "accepted")]
+    assert masters == {"22222"} and secret_vin not in vins
+    reports = {p.name: p.read_text() for p in (base / "acme" / "outbox").iterdir()}
+    assert len(reports) == 5
+    for text in reports.values():
+        assert "status: rejected" in text and "not a regular file" in text
+        assert "records: 0" in text and secret_vin not in text and "POL-12345" not in text
+    mails = [m.get_content() for m in sender.messages]
+    assert len(mails) == 6 and not any(secret_vin in body for body in mails)
+    # An archived link would lead a reader to its target: each refused entry is archived as an
+    # empty file (its name stays taken, so no later claim overwrites its report).
+    archived = {
+        p.name[17:]: p for p in (base / "acme" / "archive").iterdir() if p != account.processing
+    }
+    assert len(archived) == 6 and not any(p.is_symlink() for p in archived.values())
+    assert archived.pop("Acme 20261206.txt").stat().st_size > 0
+    for entry in archived.values():
+        st = entry.lstat()
+        assert stat.S_ISREG(st.st_mode) and st.st_size == 0 and st.st_nlink == 1
+    assert list(account.processing.iterdir()) == []
+    assert secret.read_bytes() == secret_bytes  # the target itself is left alone

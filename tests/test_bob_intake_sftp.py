@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
@@ -16,7 +18,7 @@ import pytest
 
 from bob_loader import sftp as client
 from bob_loader.sftp import FetchBusy, SftpTarget, SshOptions
-from tests.helpers.sftp_server import SftpServer, intake_account_server
+from tests.helpers.sftp_server import SftpServer, intake_account_server, make_keys
 
 OLV = str(Path(sys.executable).with_name("olv"))
 OLD = time.time() - 3600
@@ -100,7 +102,7 @@ def test_push_never_shows_a_partial_file_under_its_final_name(
     def watch() -> None:
         while not stop.is_set():
             names = os.listdir(final.parent)
-            if ".Acme.txt.part" in names:
+            if client.temp_name("Acme.txt") in names:
                 seen_temp.set()
             if "Acme.txt" in names:
                 seen_sizes.add(final.stat().st_size)
@@ -256,3 +258,178 @@ def test_fetch_runs_one_at_a_time_per_directory(server: SftpServer, tmp_path: Pa
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(FetchBusy):
             client.fetch(SftpTarget.parse(server.spec("outbox")), local, options(server))
+
+
+# --- a peer that stops answering -------------------------------------------------------------
+
+
+@dataclass
+class StallingServer:
+    """A real SSH/SFTP server (asyncssh, loopback) that answers the first block of a file read
+    or write and then never again, the connection staying up: a hung SFTP server, which
+    keepalives alone cannot tell from a slow one."""
+
+    port: int
+    root: Path
+    client_key: Path
+    user: str = "insurer"
+
+    def target(self, path: str) -> SftpTarget:
+        return SftpTarget(self.user, "127.0.0.1", path)
+
+    def options(self, **kw: object) -> SshOptions:
+        values: dict[str, object] = {
+            "port": self.port,
+            "key": self.client_key,
+            "insecure_accept_any_host_key": True,
+        }
+        values.update(kw)
+        return SshOptions(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def stalling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StallingServer]:
+    workdir = tmp_path_factory.mktemp("stalling")
+    root = workdir / "root"
+    (root / "outbox").mkdir(parents=True)
+    (root / "inbox").mkdir()
+    keys = make_keys(workdir / "keys", 0)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    release = asyncio.run_coroutine_threadsafe(_event(), loop).result(10)
+
+    class Stalling(asyncssh.SFTPServer):
+        def __init__(self, chan: asyncssh.SSHServerChannel) -> None:
+            super().__init__(chan, chroot=str(root).encode())
+
+        async def read(self, file_obj: object, offset: int, size: int) -> bytes:
+            if offset > 0:
+                await release.wait()
+            return super().read(file_obj, offset, size)  # type: ignore[return-value]
+
+        async def write(self, file_obj: object, offset: int, data: bytes) -> int:
+            if offset > 0:
+                await release.wait()
+            return super().write(file_obj, offset, data)  # type: ignore[return-value]
+
+    async def start() -> asyncssh.SSHAcceptor:
+        return await asyncssh.listen(
+            "127.0.0.1",
+            0,
+            server_host_keys=[str(keys.host_key)],
+            authorized_client_keys=str(keys.authorized_keys),
+            sftp_factory=Stalling,
+            allow_scp=False,
+        )
+
+    acceptor = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield StallingServer(acceptor.sockets[0].getsockname()[1], root, keys.client_key)
+    finally:
+        loop.call_soon_threadsafe(release.set)
+
+        async def stop() -> None:
+            acceptor.close()
+            await acceptor.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+async def _event() -> asyncio.Event:
+    return asyncio.Event()  # made on the server's loop
+
+
+def _lock_is_free(directory: Path) -> bool:
+    with (directory / client.LOCK_FILE).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+@pytest.mark.timeout(90)  # the old client waited for ever
+def test_fetch_gives_up_on_a_server_that_stops_answering(
+    stalling: StallingServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    remote = stalling.root / "outbox" / "Acme 20261201.txt"
+    remote.write_bytes(b"X" * 20_000_000)
+    os.utime(remote, (OLD, OLD))
+    local = tmp_path / "inbox"
+
+    started = time.monotonic()
+    with pytest.raises(client.SftpStalled, match=r"no progress for 2 s while downloading Acme"):
+        client.fetch(
+            stalling.target("/outbox"), local, stalling.options(stall_seconds=2), settle_seconds=0
+        )
+    assert time.monotonic() - started < 30
+    # No half download under any name, and the next cron run is not locked out.
+    assert [p.name for p in local.iterdir()] == [client.LOCK_FILE]
+    assert _lock_is_free(local)
+
+    # The whole run has a limit too, whatever the steps do.
+    with pytest.raises(client.SftpStalled, match=r"the fetch did not finish within 2 s"):
+        client.fetch(
+            stalling.target("/outbox"),
+            local,
+            stalling.options(stall_seconds=600, run_seconds=2),
+            settle_seconds=0,
+        )
+    assert [p.name for p in local.iterdir()] == [client.LOCK_FILE]
+
+    # The command fails with a clear line and a non-zero exit code (the limit is a constant).
+    from olv.cli import run
+
+    monkeypatch.setattr(client, "STALL_SECONDS", 2.0)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    capsys.readouterr()
+    code = run(
+        [
+            "bob", "fetch", "--sftp", f"{stalling.user}@127.0.0.1:/outbox", "--to", str(local),
+            "--settle", "0", "--port", str(stalling.port), "--key", str(stalling.client_key),
+            "--insecure-accept-any-host-key",
+        ]
+    )  # fmt: skip
+    assert code != 0
+    assert "fetch from 127.0.0.1 failed: the server made no progress for 2 s" in (
+        capsys.readouterr().err
+    )
+    assert [p.name for p in local.iterdir()] == [client.LOCK_FILE] and _lock_is_free(local)
+
+
+@pytest.mark.timeout(60)
+def test_push_gives_up_on_a_server_that_stops_answering(
+    stalling: StallingServer, tmp_path: Path
+) -> None:
+    file = tmp_path / "Acme 20261201.txt"
+    file.write_bytes(b"Y" * 20_000_000)
+
+    started = time.monotonic()
+    with pytest.raises(client.SftpStalled, match=r"no progress for 2 s while uploading Acme"):
+        client.push(file, stalling.target("/inbox/"), stalling.options(stall_seconds=2))
+    assert time.monotonic() - started < 30
+    # Never under its final name: a watcher there picks up no half file.
+    assert not (stalling.root / "inbox" / file.name).exists()
+    assert all(p.name.startswith(".") for p in (stalling.root / "inbox").iterdir())
+
+
+def test_fetch_takes_a_file_whose_name_is_near_the_length_limit(
+    server: SftpServer, tmp_path: Path
+) -> None:
+    long_name = "A" * 246 + ".txt"  # 250 bytes: legal, but ".<name>.part" is not
+    remote_file(server, long_name, b"A" * 302)
+    remote_file(server, "Zeta.txt", b"Z" * 302)
+    local = tmp_path / "inbox"
+
+    result = client.fetch(
+        SftpTarget.parse(server.spec("outbox")), local, options(server), settle_seconds=0
+    )
+
+    assert result.fetched == [long_name, "Zeta.txt"]
+    assert (local / long_name).read_bytes() == b"A" * 302
+    assert not [p for p in local.iterdir() if p.name.endswith(".part")]
+    assert len(client.temp_name(long_name).encode()) < 64

@@ -106,3 +106,59 @@ def test_a_naic_not_bound_to_the_account_is_refused(db_url: str, tmp_path: Path)
             assert session.scalar(select(func.count()).select_from(IiesTransaction)) == 0
     finally:
         engine.dispose()
+
+
+def test_a_link_claimed_in_place_of_an_upload_is_refused_unread(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The claim renamed a link the insurer swapped in after the listing: the acknowledgement
+    refuses it (F01) without following it, so nothing of the target is loaded, hashed or
+    acknowledged, and a link to /dev/zero does not hang the worker."""
+    import threading
+
+    from bob_loader.intake_claims import claim, discover_accounts
+    from enforcement.models import IiesFile
+
+    secret = tmp_path / "secret.csv"
+    secret.write_text(csv_text([row(txn_id="SECRET1", last_name="HIDDENNAME")]))
+    engine = db.make_engine(db_url)
+    try:
+        acme = _account(tmp_path / "intake", "acme")
+        [account] = discover_accounts(tmp_path / "intake")
+        os.symlink(secret, acme / f"IIES {NAIC} 20261203.csv")
+        os.symlink("/dev/zero", acme / "IIES 12345.csv")  # misnamed: refused before loading
+        for name in (f"IIES {NAIC} 20261203.csv", "IIES 12345.csv"):
+            assert claim(account, acme / name) is not None
+        intake = Intake(
+            base=tmp_path / "intake",
+            engine=engine,
+            loader=load_files,
+            stability=StabilityTracker(0.0),
+            contacts=lambda naics: [],
+            handlers=[IiesIntake()],
+        )
+        done: list[int] = []
+        worker = threading.Thread(target=lambda: done.append(intake.run_round()), daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "the worker hangs on a link to /dev/zero"
+        assert done == [2]
+
+        outbox = tmp_path / "intake" / "acme" / "outbox"
+        acks = [json.loads(p.read_text()) for p in outbox.glob("*.ack.json")]
+        assert sorted((a["file"], a["status"]) for a in acks) == [
+            (f"IIES {NAIC} 20261203.csv", "rejected"),
+            ("IIES 12345.csv", "rejected"),
+        ]
+        linked = next(a for a in acks if a["file"] == f"IIES {NAIC} 20261203.csv")
+        assert linked["error_code"] == "F01" and "not a regular file" in linked["error"]
+        assert not any("HIDDENNAME" in p.read_text() for p in outbox.iterdir())
+        with db.transaction(engine) as session:
+            assert session.scalar(select(func.count()).select_from(IiesTransaction)) == 0
+            assert list(session.scalars(select(IiesFile.sha256))) == [None, None]
+        archive = tmp_path / "intake" / "acme" / "archive"
+        archived = [p for p in archive.iterdir() if p != account.processing]
+        assert len(archived) == 2  # empty stand-ins: an archived link would lead to its target
+        assert all(not p.is_symlink() and p.stat().st_size == 0 for p in archived)
+    finally:
+        engine.dispose()

@@ -317,3 +317,16 @@ def test_without_a_sender_the_first_rows_naic_names_it(engine) -> None:
     assert ack.accepted and ack.naic == NAIC and ack.counts["E"] == 1
     ack = send(engine, [row(txn_id="C", naic="ABCDE")], naic=None, name="nonaic.csv")
     assert (ack.status, ack.error_code) == ("rejected", "F09")
+
+
+def test_a_file_name_that_is_not_text_is_stored_displayable(engine, tmp_path: Path, capsys):
+    """A byte 0xFF in the name (an old client, a Samba share): loaded, under the displayable
+    name the intake gives such a file, instead of failing to store the name."""
+    import os
+
+    path = write_csv(tmp_path / os.fsdecode(b"IIES 12345 20261201 \xff.csv"), [row(txn_id="A")])
+    assert run(["iies", "load", str(path), "--naic", NAIC]) == 0
+    ack = json.loads(capsys.readouterr().out)
+    assert (ack["status"], ack["file"]) == ("accepted", "IIES 12345 20261201 ?.csv")
+    with db.transaction(engine) as session:
+        assert session.scalars(select(IiesFile.name)).all() == ["IIES 12345 20261201 ?.csv"]

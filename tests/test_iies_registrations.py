@@ -177,3 +177,18 @@ def test_reimporting_an_unchanged_file_rewrites_no_row(engine, tmp_path: Path) -
     with engine.begin() as conn:  # one registrant changed: one row written, nothing else
         assert conn.exec_driver_sql("SELECT count(*) FROM updates").scalar() == 1
     assert registrants(engine)["ABC123"].address1 == "5 MAIN ST"
+
+
+def test_a_file_name_that_is_not_text_is_imported(engine, tmp_path: Path) -> None:
+    """A byte 0xFF in the name: the rows are imported and the security log names the file
+    displayably, instead of the import failing to store the name."""
+    import os
+
+    from portal.models import SecurityLog
+
+    path = tmp_path / os.fsdecode(b"regs \xff.csv")
+    path.write_text(FULL)
+    assert import_file(engine, path).rows == 2
+    with db.transaction(engine) as session:
+        details = session.scalars(select(SecurityLog.detail)).all()
+    assert details == ["2 rows from regs ?.csv"]
