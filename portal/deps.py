@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from olv import db
 from olv.logging import describe_exception
 from portal import permissions, tokens
+from portal.cache import TtlCache
 from portal.errors import DATABASE_DOWN, ApiError
 from portal.permissions import Action
 from portal.ratelimit import Bucket, SharedLimits, Taken
@@ -167,14 +168,20 @@ async def principal_of(request: Request, along: RecordsAlong | None = None) -> P
     return principal
 
 
-async def _token_principal(
-    request: Request, token: str, along: RecordsAlong | None = None
-) -> Principal:
-    """The token's owner, from this process's cache or the database, checked against the
-    shared version of who the tokens are, then counted against its rate limit."""
-    app = request.app
-    cache = app.state.token_cache
-    seen: int = app.state.auth_version  # what the cache holds is true as of this version
+async def bearer_known(request: Request) -> None:
+    """401 unless the request carries a bearer token of a known owner (this process's cache or
+    the database); nothing is counted against a rate limit. For a path that must refuse a
+    request without a valid token before it reads the body (:mod:`portal.verify_path`);
+    :func:`principal_of` then finds the owner in the cache."""
+    scheme, _space, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "use Authorization: Bearer <token>", headers=_UNAUTHORIZED)
+    await _token_owner(request, token.strip())
+
+
+async def _token_owner(request: Request, token: str) -> tokens.TokenOwner:
+    """The token's owner, from this process's cache or the database; 401 when none."""
+    cache: TtlCache[str, tokens.TokenOwner] = request.app.state.token_cache
     owner, due = cache.lookup(token)
     if owner is not None and owner.expired(datetime.now(UTC)):
         cache.drop(token)
@@ -185,6 +192,17 @@ async def _token_principal(
         _recheck_later(request, token)
     if owner is None:
         raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
+    return owner
+
+
+async def _token_principal(
+    request: Request, token: str, along: RecordsAlong | None = None
+) -> Principal:
+    """The token's owner, from this process's cache or the database, checked against the
+    shared version of who the tokens are, then counted against its rate limit."""
+    app = request.app
+    seen: int = app.state.auth_version  # what the cache holds is true as of this version
+    owner = await _token_owner(request, token)
     taken = await _take(request, _as_principal(owner), along=along)
     if taken.version != seen:
         owner = await _still_valid(request, token, taken.version)

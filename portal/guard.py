@@ -9,7 +9,8 @@
   Forms and the pages' fields are small; only the two upload pages take files.
 - The upload pages check who is asking, and that their role may upload there, before the body
   is read: neither a stranger nor a signed-in officer can make the portal spool hundreds of
-  megabytes only to be refused.
+  megabytes only to be refused. The verifications check who is asking before the body too:
+  a sender without a valid token gets 401, whatever the body holds.
 - A NUL anywhere in the address, or in a form, is refused with 422: no text column of
   PostgreSQL can hold it, and no identifier has one.
 """
@@ -37,6 +38,10 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers, the CSRF field
 _FORM = b"application/x-www-form-urlencoded"
 TRUSTED_CACHE_SIZE = 4096  # distinct peer addresses remembered (then forgotten all at once)
 _NUL = (b"%00", b"\x00")
+# Where a sender without a valid token is refused before the body is read (SPEC §5: 401
+# without a valid token), as FastAPI would parse it first: the verifications, whose bodies
+# are the largest and most often sent of the API's.
+TOKEN_BEFORE_BODY = frozenset({"/api/v1/verify", "/api/v1/verify/batch"})
 
 
 @dataclass(frozen=True)
@@ -142,12 +147,26 @@ class RequestGuard:
             if refusal is not None:
                 await _answer(scope, receive, send, refusal)
                 return
+        elif scope["path"] in TOKEN_BEFORE_BODY and scope["method"] == "POST":
+            refusal = await self._unknown(scope)
+            if refusal is not None:
+                await _answer(scope, receive, send, refusal)
+                return
         if headers.get(b"content-type", b"").split(b";")[0].strip().lower() == _FORM:
             checked = await _checked_form(scope, receive, send, limit)
             if checked is None:
                 return
             receive = checked
         await self._capped(scope, receive, send, limit)
+
+    async def _unknown(self, scope: Scope) -> ApiError | None:
+        """Why the sender is not known (401; 429 or 503 as for any request), or None; who they
+        are is kept for the route (:func:`portal.deps.principal_of`), so it is counted once."""
+        try:
+            await self.authenticate(Request(scope))
+        except ApiError as exc:
+            return exc
+        return None
 
     async def _refusal(self, scope: Scope, upload: Upload) -> ApiError | None:
         """Why this sender may not upload here (401, 403, 429), or None."""

@@ -279,12 +279,19 @@ class InsurerClient:
         """Ask within ``timeout`` seconds (also capped by the insurer's own timeout); a
         ``batch`` call waits for the batches' share of the insurer's slots."""
         request = soap_wire.build_request(ask, insurer.version)
-        return await self.exchange(insurer, request, timeout, batch=batch)
+        return await self.exchange(insurer, request, timeout, batch=batch, asked=ask)
 
     async def exchange(
-        self, insurer: InsurerConfig, body: bytes, timeout: float, *, batch: bool = False
+        self,
+        insurer: InsurerConfig,
+        body: bytes,
+        timeout: float,
+        *,
+        batch: bool = False,
+        asked: soap_wire.Ask | None = None,
     ) -> CallResult:
-        """Send a prepared request envelope (the onboarding test sends odd ones)."""
+        """Send a prepared request envelope (the onboarding test sends odd ones); with
+        ``asked``, an answer about another vehicle or insurer is invalid."""
         if insurer.timeout_seconds:
             timeout = min(timeout, insurer.timeout_seconds)
         started = time.perf_counter()
@@ -304,7 +311,7 @@ class InsurerClient:
         if reply.status not in (200, 500):
             return result("http_error", detail=f"HTTP {reply.status}")
         try:
-            answer = soap_wire.parse_answer(reply.content, insurer.version)
+            answer = soap_wire.parse_answer(reply.content, insurer.version, asked)
         except soap_wire.BadAnswer as exc:
             kind = exc.kind if reply.status == 200 or exc.kind == "fault" else "http_error"
             return result(kind, detail=str(exc))

@@ -10,8 +10,10 @@ finished connection goes back to its insurer's idle list.
 
 What it guarantees, each tested in ``tests/test_portal_insurer_http.py``:
 
-* nothing is read past the cap: a declared length over it is refused before the body, and
-  head and body are counted as they arrive (a server that never ends its headers is cut too);
+* nothing is read past the cap: a declared length over it is refused before the body, the
+  head is counted against its own cap as it arrives (a server that never ends its headers is
+  cut), the body against the answer's, and every byte of an answer (head, chunk framing,
+  body, trailers) against the two together (a trailer that never ends is cut too);
 * a connection is reused only after a complete answer its server agreed to keep alive, and
   never after it has been idle for ``keepalive`` seconds (servers close idle ones at about 5);
 * a call cancelled or failed mid-answer closes its connection, so a late answer can never be
@@ -103,6 +105,9 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        # A whole head and a whole body: past that, what comes is framing or trailers no
+        # answer needs, and httptools would keep copying a trailer that never ends.
+        self.wire_limit = limit + HEAD_BYTES_MAX
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -112,6 +117,7 @@ class Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self._received = 0
+        self._head = 0  # bytes fed while a head was incomplete (maybe a few past its end)
         self._status = 0
         self._chunks: list[bytes] = []
         self._size = 0
@@ -140,9 +146,32 @@ class Connection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: this connection cannot be trusted again
             return
         self._received += len(data)
-        if not self._headers_done and self._received > HEAD_BYTES_MAX:
-            self._fail(BadResponse(f"answer head longer than {HEAD_BYTES_MAX} bytes"))
+        if not self._headers_done:
+            data = self._feed_head(data)
+        if not data or self.closed:
             return
+        if self._received > self.wire_limit:
+            self._fail(TooLarge())
+            return
+        self._feed(data)
+
+    def _feed_head(self, data: bytes) -> bytes:
+        """Feed ``data`` while a head is incomplete; returns what is left once it has ended.
+
+        At most what is left of the head's cap goes to the parser until the head ends, so body
+        bytes that arrive in the same read as the head are never counted as head, whatever the
+        read sizes."""
+        while data and not self.closed and not self._headers_done:
+            room = HEAD_BYTES_MAX - self._head
+            if room <= 0:
+                self._fail(BadResponse(f"answer head longer than {HEAD_BYTES_MAX} bytes"))
+                return b""
+            piece, data = data[:room], data[room:]
+            self._head += len(piece)  # counted over interim answers too: all of them are head
+            self._feed(piece)
+        return data
+
+    def _feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -179,9 +208,10 @@ class Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         if self._status < 200:  # an interim answer (100 Continue, 103): the real one follows
-            received = self._received
+            received, head = self._received, self._head
             self._reset()
-            self._received = received
+            # Still one answer to the caps: endless interim answers are cut like a long head.
+            self._received, self._head = received, head
             return
         self._keep = self._parser.should_keep_alive()
         waiter.set_result(Answer(self._status, b"".join(self._chunks)))

@@ -62,7 +62,8 @@ class VerifyRequest(BaseModel):
     @classmethod
     def _plate(cls, value: str | None) -> str | None:
         if value is not None and not normalize.plate(value):
-            raise ValueError("plate has no letters or digits")
+            # Anything else refused, not dropped: dropped, it would name another plate.
+            raise ValueError("a plate is letters A-Z and digits 0-9 (spaces and dashes allowed)")
         return value
 
     @field_validator("naic")

@@ -143,8 +143,11 @@ def _valid(document: etree._Element, version: str) -> bool:
     return True
 
 
-def parse_answer(content: bytes, version: str) -> Answer:
-    """The answer in ``content`` (a SOAP 1.1 or 1.2 envelope); raises :class:`BadAnswer`."""
+def parse_answer(content: bytes, version: str, asked: Ask | None = None) -> Answer:
+    """The answer in ``content`` (a SOAP 1.1 or 1.2 envelope); raises :class:`BadAnswer`.
+
+    With ``asked``, an answer that echoes another vehicle or insurer than the one asked is not
+    an answer to this question (see :func:`_check_echo`)."""
     if len(content) > MAX_ANSWER_BYTES:
         raise BadAnswer("invalid", f"answer larger than {MAX_ANSWER_BYTES} bytes")
     try:
@@ -172,9 +175,30 @@ def parse_answer(content: bytes, version: str) -> Answer:
     details = next(document.iter(_DETAILS), None)
     if details is None:  # unreachable for a schema-valid answer; kept as a guard
         raise BadAnswer("invalid", "no ResponseDetails")
+    if asked is not None:
+        _check_echo(document, asked)
     code = next(details.iterchildren(_CODE), None)
     reasons = tuple((e.text or "").strip() for e in details.iterchildren(_REASON))
     return Answer("" if code is None else (code.text or "").strip(), reasons)
+
+
+def _check_echo(document: etree._Element, asked: Ask) -> None:
+    """Refuse an answer whose echo names another VIN or NAIC than was asked: a Confirmed for
+    another vehicle, or from another insurer's books, must never be shown as this one's.
+
+    Only what the answer echoes is compared (the vehicle block is optional in both versions).
+    The policy key is not: an insurer may echo the policy it found for an ``UNKNOWN`` search,
+    or its own spelling of the key; the VIN and NAIC already say which vehicle and insurer the
+    answer is about. The message names the field, never its value (it is logged)."""
+    for element in document.iter(_VIN, _NAIC):
+        text = element.text or ""
+        if element.tag == _VIN:
+            same = normalize.vin(text) == normalize.vin(asked.vin)
+        else:
+            same = text.strip() == asked.naic.strip()
+        if not same:
+            name = etree.QName(element).localname
+            raise BadAnswer("invalid", f"the answer's {name} is not the one asked")
 
 
 _ENVELOPE_TAGS = {
@@ -182,3 +206,4 @@ _ENVELOPE_TAGS = {
 }
 _ROOT_TAG = {version: q(name) for version, name in _RESPONSE_ROOT.items()}
 _DETAILS, _CODE, _REASON = q("ResponseDetails"), q("ResponseCode"), q("UnconfirmedReasonCode")
+_VIN, _NAIC = q("VIN"), q("NAIC")

@@ -13,7 +13,10 @@ application/json``) that is a valid :class:`~portal.schemas.VerifyRequest`, from
 ``Authorization: Bearer …``. Everything else — another content type, a body that does not
 parse or validate, a browser's session — goes on to the app unchanged, its body replayed, and
 gets FastAPI's own answer (the 422 shapes of ``tests/test_portal_api.py``). Reading and checking
-the body has no side effect, so a request handed on is counted and logged once, there.
+the body has no side effect, so a request handed on is counted and logged once, there. The
+token is checked before the body is read, as the guard does for the route: without a valid
+one the answer is 401 from here, whatever the body holds (the check counts nothing; the
+owner it finds is cached for the rate-limited look-up that follows, here or in the app).
 
 It is the outermost of the portal's own layers and does, for the requests it answers, what
 the three inside it do for every other (one layer instead of four around the answer, and no
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -39,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from olv import normalize, request_id
 from olv.config import Settings
 from portal import errors, guard, observe, permissions
-from portal.deps import principal_of, received_at, require
+from portal.deps import bearer_known, principal_of, received_at, require
 from portal.headers import completed as headers_for
 from portal.routing import Router
 from portal.schemas import VerifyRequest
@@ -47,6 +51,8 @@ from portal.state_reads import RecordsAlong
 
 PATH = "/api/v1/verify"
 _JSON = b"application/json"
+
+Responder = Callable[[Request], Awaitable[Response]]
 
 
 class VerifyFastPath:
@@ -85,29 +91,52 @@ class VerifyFastPath:
         ):
             await self.app(scope, receive, send)
             return
+        rid = observe.chosen(sent_id)
+        # The token before the body (SPEC §5: 401 without a valid token): a body sent without
+        # one is neither read nor parsed, whatever it holds.
+        refusal = await self._token_refusal(scope, rid)
+        if refusal is not None:
+            await self._answer(scope, receive, send, started, rid, _refused(refusal))
+            return
         read: list[Message] = []
         body = await _body(receive, read)
         question = _question(body) if body is not None else None
         if question is None:
             await self.app(scope, _replay(read, receive), send)
             return
-        await self._answer(scope, receive, send, question, started, sent_id)
+        await self._answer(scope, receive, send, started, rid, self._asked(question))
+
+    async def _token_refusal(self, scope: Scope, rid: str) -> Exception | None:
+        """Why the request's token is not good (401; 503 when it cannot be checked), or None.
+
+        Checked on a copy of the scope with the client address applied (the security log names
+        who sent a bad token): the scope itself gets it once, from whichever layer answers. An
+        unexpected failure is returned too, to be raised where it is counted and answered."""
+        checked = dict(scope)
+        self.client_address.apply(checked)
+        token = request_id.current.set(rid)
+        try:
+            await bearer_known(Request(checked))
+        except Exception as exc:  # noqa: BLE001 - answered or raised by _answer
+            return exc
+        finally:
+            request_id.current.reset(token)
+        return None
 
     async def _answer(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
-        question: VerifyRequest,
         started: float,
-        sent_id: bytes | None,
+        rid: str,
+        respond: Responder,
     ) -> None:
         self.client_address.apply(scope)
-        rid = observe.chosen(sent_id)
         token = request_id.current.set(rid)
         status = 500  # unless an answer starts: the server answers 500 for an app that fails
         try:
-            response = await self._response(Request(scope, receive), question)
+            response = await respond(Request(scope, receive))
             if self.route is not None:
                 scope["route"] = self.route
             headers = headers_for(response.raw_headers, PATH)
@@ -118,6 +147,12 @@ class VerifyFastPath:
         finally:
             observe.counted(scope, status, started)
             request_id.current.reset(token)
+
+    def _asked(self, question: VerifyRequest) -> Responder:
+        async def respond(request: Request) -> Response:
+            return await self._response(request, question)
+
+        return respond
 
     async def _response(self, request: Request, question: VerifyRequest) -> Response:
         router: Router = request.app.state.router
@@ -157,14 +192,24 @@ def _question(body: bytes) -> VerifyRequest | None:
     model validated in Python mode."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can read
         return None
     if not isinstance(data, dict):
         return None
     try:
         return VerifyRequest.model_validate(data)
-    except ValidationError:
+    except (ValidationError, RecursionError):
         return None
+
+
+def _refused(refusal: Exception) -> Responder:
+    async def respond(request: Request) -> Response:
+        handled = await errors.handled(request, refusal)
+        if handled is None:
+            raise refusal  # the app's last guard answers it (portal.errors._unexpected)
+        return handled
+
+    return respond
 
 
 def _replay(read: list[Message], receive: Receive) -> Receive:

@@ -174,6 +174,108 @@ def test_an_answer_growing_past_the_cap_and_an_endless_head_are_cut() -> None:
     assert "head longer than" in str(raised.value)
 
 
+def test_a_trailer_that_never_ends_is_cut_at_the_answer_cap_without_holding_the_loop() -> None:
+    """A chunked answer whose body ends at once, then a trailer field without end: httptools
+    would keep copying it (the whole event loop held, memory growing) until the deadline."""
+    sent = [0]
+
+    def endless_trailer(conn: socket.socket, server: Server) -> None:
+        server.read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        time.sleep(0.1)  # the head is read on its own: the head's cap is not what cuts this
+        conn.sendall(b"5\r\n<a/>\n\r\n0\r\nX-Trailer: ")
+        while sent[0] < 16 * 1024 * 1024:
+            conn.sendall(b"a" * 65536)
+            sent[0] += 65536
+        conn.recv(1)  # then hold the connection open: only the client can end the call
+
+    async def run(target: Origin) -> tuple[object, float]:
+        gaps = [0.0]
+
+        async def tick() -> None:
+            while True:
+                last = time.monotonic()
+                await asyncio.sleep(0.01)
+                gaps[0] = max(gaps[0], time.monotonic() - last)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            async with asyncio.timeout(5):
+                result: object = await target.request(b"POST", b"", b"q")
+        except Exception as exc:
+            result = exc
+        finally:
+            ticker.cancel()
+            target.close()
+        return result, gaps[0]
+
+    with scripted(endless_trailer) as server:
+        started = time.monotonic()
+        result, gap = asyncio.run(run(origin(server)))
+        elapsed = time.monotonic() - started
+    assert isinstance(result, insurer_http.TooLarge), result
+    assert elapsed < 2 and gap < 0.5
+    # Cut at the cap (head and body caps together), not megabytes later.
+    assert sent[0] <= 4 * 1024 * 1024
+
+
+def _read_whole(port: int, limit: int) -> object:
+    """One exchange on a real loopback connection whose answer is read in one piece: the event
+    loop is held until the server has sent all of it, into a receive buffer big enough."""
+
+    async def run() -> object:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(
+            lambda: insurer_http.Connection(limit), sock=sock
+        )
+        request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nq"
+        exchanged = asyncio.ensure_future(connection.exchange(request))
+        await asyncio.sleep(0)  # the request is written
+        time.sleep(0.5)  # holds the loop: nothing is read until the whole answer is here
+        try:
+            async with asyncio.timeout(5):
+                return await exchanged
+        except Exception as exc:
+            return exc
+        finally:
+            connection.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("head_bytes", [0, 60_000])
+def test_an_answer_over_the_head_cap_is_read_whole_whatever_the_read_sizes(
+    head_bytes: int,
+) -> None:
+    """Body bytes read along with the head are not head: a 150 KB answer (under the answer
+    cap) with a head of up to the head cap is read, even when one read holds all of it."""
+    body = b"<a>" + b" " * 150_000 + b"</a>"
+    filler = b"X-Filler: " + b"f" * head_bytes if head_bytes else b"X-Filler: f"
+    whole = answer(body, filler)
+
+    def at_once(conn: socket.socket, server: Server) -> None:
+        server.read_request(conn)
+        conn.sendall(whole)
+        conn.recv(1)
+
+    with scripted(at_once) as server:
+        got = _read_whole(server.port, 256 * 1024)
+    assert got == insurer_http.Answer(200, body), got
+
+    def head_too_long(conn: socket.socket, server: Server) -> None:
+        server.read_request(conn)
+        conn.sendall(answer(body, b"X-Filler: " + b"f" * insurer_http.HEAD_BYTES_MAX))
+        conn.recv(1)
+
+    with scripted(head_too_long) as server:
+        refused = _read_whole(server.port, 256 * 1024)
+    assert isinstance(refused, insurer_http.BadResponse) and "head longer" in str(refused)
+
+
 def test_what_is_not_http_is_refused() -> None:
     def garbage(conn: socket.socket, server: Server) -> None:
         server.read_request(conn)

@@ -5,6 +5,7 @@ PostgreSQL); the HTTP path to real insurers is in test_portal_api_e2e.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -71,10 +72,11 @@ class Insurers:
 
 
 def says(version: str, code: str, *reasons: str, delay: float = 0) -> Behaviour:
-    async def behave(_: dict[str, str]) -> Reply:
+    async def behave(question: dict[str, str]) -> Reply:
         if delay:
             await asyncio.sleep(delay)
-        return Reply(200, answer(version, code, reasons))
+        # As a real insurer does: its answer echoes the NAIC it was asked about.
+        return Reply(200, answer(version, code, reasons, naic=question["naic"]))
 
     return behave
 
@@ -175,6 +177,22 @@ def test_plate_in_two_states_needs_plate_state(world) -> None:
     assert response.json()["errors"][0]["field"] == "plate_state"
     result = post(client, tokens["officer"], {"plate": "TWIN1", "plate_state": "wa"})
     assert result["vin"] == VIN_B
+
+
+@pytest.mark.parametrize("plate", ["ABC1\u066323", "ABC\uff11123", "\u00c1ABC123", "ABC.123"])
+def test_a_plate_with_more_than_letters_digits_spaces_and_dashes_is_invalid(
+    world, plate: str
+) -> None:
+    """Such a character is not dropped: ABC1٣23 (an Arabic-Indic three) is not the registered
+    ABC123, so nothing is looked up or asked, and the answer names the field."""
+    client, insurers, tokens = world
+    body = json.dumps({"plate": plate}).encode()
+    for content_type in ("application/json", "application/json; charset=utf-8"):
+        headers = {"Authorization": f"Bearer {tokens['officer']}", "Content-Type": content_type}
+        response = client.post("/api/v1/verify", content=body, headers=headers)
+        assert response.status_code == 422, response.text
+        assert [e["field"] for e in response.json()["errors"]] == ["plate"]
+    assert insurers.asked == []
 
 
 def test_unknown_plate_is_404_and_logged(world, db_url: str) -> None:

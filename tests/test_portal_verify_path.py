@@ -3,6 +3,7 @@ and hands every request it is not sure about to the route."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -117,3 +118,27 @@ def test_what_the_guard_refuses_is_not_taken(api) -> None:
     large = b'{"vin": "X1", "pad": "' + b"x" * (1024 * 1024) + b'"}'
     assert_shape(client.post("/api/v1/verify", content=large, headers=headers), 413)
     assert taken == []
+
+
+DEEP = b'{"vin": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+def test_a_bad_token_is_refused_before_the_body_is_read_however_deep(api, caplog) -> None:
+    """JSON nested past what the parser can read gets the route's 422 from a valid token,
+    and a 401 from any other, never a 500: the token is checked before the body is parsed."""
+    client, tokens, taken = api
+    caplog.set_level(logging.WARNING)
+    for content_type in ("application/json", "application/json; charset=utf-8"):
+        wrong = _post(client, "olv_nope", DEEP, content_type)
+        assert_shape(wrong, 401)
+        assert wrong.headers["www-authenticate"] == "Bearer"
+        bad_json = _post(client, "olv_nope", b'{"vin": "X1"', content_type)
+        assert_shape(bad_json, 401)
+    none = client.post("/api/v1/verify", content=DEEP, headers={"Content-Type": "application/json"})
+    assert_shape(none, 401)
+    fast = _post(client, tokens["officer"], DEEP, "application/json")
+    routed = _post(client, tokens["officer"], DEEP, "application/json; charset=utf-8")
+    assert fast.status_code == routed.status_code and fast.status_code < 500
+    assert assert_shape(fast, routed.status_code) == routed.json()
+    assert taken == ["/api/v1/verify"] * 2  # the fast path answered its 401s itself
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

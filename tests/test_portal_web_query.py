@@ -85,6 +85,31 @@ def test_query_page_and_api_render_the_same_result(seeded: str) -> None:
         assert [r["channel"] for r in history] == ["api", "page"]
 
 
+def test_a_plate_typed_with_another_scripts_character_is_refused_not_read_as_another(
+    seeded: str,
+) -> None:
+    """DEMO٣1 (an Arabic-Indic three), DEMO７1 (a full-width seven) and DÉMO1 are not DEMO1,
+    which the demo insurer confirms: the page refuses them, naming the plate, and asks no one."""
+    with portal_client(seeded) as (client, clock):
+        _sign_in(client, clock, "officer")
+        for plate in ("DEMO\u06631", "DEMO\uff171", "D\u00c9MO1"):
+            page = client.post("/query", data={"plate": plate})
+            assert page.status_code == 422, page.text
+            assert "plate:" in page.text and "verdict confirmed" not in page.text
+            shown = client.post("/query.json", data={"plate": plate})
+            assert shown.status_code == 422 and "plate" in shown.text
+        upload = "plate,state\nDEMO1,ID\nDEMO\u06631,ID\n"
+        with_batch = client.post("/batch", files={"file": ("p.csv", upload, "text/csv")})
+    assert with_batch.status_code == 403  # an officer may not send batches; a DMV clerk may:
+    with portal_client(seeded) as (clerk, clock):
+        _sign_in(clerk, clock, "dmv")
+        response = clerk.post("/batch", files={"file": ("p.csv", upload, "text/csv")})
+        rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert response.status_code == 200 and len(rows) == 2, response.text
+    assert rows[0]["verdict"] == "confirmed"
+    assert "plate" in rows[1]["error"] and not rows[1]["verdict"]
+
+
 def test_batch_page_answers_row_for_row(seeded: str) -> None:
     upload = "plate,state\nDEMO1,ID\nDEMO2,ID\nNOSUCH,ID\nDEMO3,idaho\n"
     with portal_client(seeded) as (client, clock):
