@@ -2,9 +2,9 @@
 and the state portal.
 
 Policy numbers are compared with every non-alphanumeric character removed and upper-cased;
-VINs upper-cased with white space removed; plates upper-cased with spaces and dashes removed
-(and no plate at all when they hold anything but ASCII letters and digits besides); a NAIC is
-exactly five ASCII digits. These rules live here and nowhere else.
+VINs upper-cased with white space removed; plates upper-cased with every character but ASCII
+letters and digits removed (and no plate at all when they hold a letter or digit of another
+script); a NAIC is exactly five ASCII digits. These rules live here and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import re
 
 _NON_ALNUM = re.compile(r"[^0-9A-Za-z]+")
 _SPACE = re.compile(r"\s+")
-# What people put between a plate's letters and digits; nothing else is dropped from a plate.
-_PLATE_SEPARATORS = re.compile(r"[ -]+")
 # What XML 1.0 cannot carry (and lxml refuses to write): C0 controls but tab and line ends,
 # lone surrogates, U+FFFE and U+FFFF.
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -45,19 +43,19 @@ def vin(raw: str | None) -> str:
 
 
 def plate(raw: str | None) -> str:
-    """``' abc-123 '`` → ``'ABC123'``: officers type plates with or without spaces and dashes.
+    """``' abc-123 '`` → ``'ABC123'``: officers type plates with or without spaces, dashes and
+    other marks, and registration files spell a plate's symbols as they please.
 
-    ``''`` (what every caller refuses as no plate) when anything else is in it: dropping a
-    character of another script or a punctuation mark would look up another plate (``DÉMO1``
-    is not ``DMO1``, nor ``DEMO٣1`` (an Arabic-Indic three) ``DEMO1``)."""
+    ``''`` (what every caller refuses as no plate) when it holds a letter or digit outside
+    ASCII: dropped, it would look up another plate (``DÉMO1`` is not ``DMO1``, nor ``DEMO٣1``
+    (an Arabic-Indic three) ``DEMO1``)."""
     if not raw:
         return ""
-    if raw.isascii() and raw.isalnum():  # the usual case, nothing to remove
-        return raw.upper()
-    text = _PLATE_SEPARATORS.sub("", raw.strip())
-    if not (text.isascii() and text.isalnum()):
+    if raw.isascii():
+        return raw.upper() if raw.isalnum() else _NON_ALNUM.sub("", raw).upper()
+    if any(c.isalnum() and not c.isascii() for c in raw):
         return ""
-    return text.upper()
+    return _NON_ALNUM.sub("", raw).upper()
 
 
 def is_unknown_key(raw: str | None) -> bool:
