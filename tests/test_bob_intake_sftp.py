@@ -18,7 +18,7 @@ import pytest
 
 from bob_loader import sftp as client
 from bob_loader.sftp import FetchBusy, SftpTarget, SshOptions
-from tests.helpers.sftp_server import SftpServer, intake_account_server, make_keys
+from tests.helpers.sftp_server import SftpServer, intake_account_server, listen_sftp, make_keys
 
 OLV = str(Path(sys.executable).with_name("olv"))
 OLD = time.time() - 3600
@@ -313,17 +313,7 @@ def stalling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StallingServe
                 await release.wait()
             return super().write(file_obj, offset, data)  # type: ignore[return-value]
 
-    async def start() -> asyncssh.SSHAcceptor:
-        return await asyncssh.listen(
-            "127.0.0.1",
-            0,
-            server_host_keys=[str(keys.host_key)],
-            authorized_client_keys=str(keys.authorized_keys),
-            sftp_factory=Stalling,
-            allow_scp=False,
-        )
-
-    acceptor = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    acceptor = listen_sftp(loop, 0, keys, Stalling)
     try:
         yield StallingServer(acceptor.sockets[0].getsockname()[1], root, keys.client_key)
     finally:

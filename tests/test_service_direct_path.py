@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from olv.config import Settings
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
 from service import response
 from service.soap_app import SoapApplication
 from tests.helpers import data
-from tests.helpers.soap import request_xml
+from tests.helpers.soap import application, request_xml
 
 KEY = "direct-key"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -198,12 +197,8 @@ CASES = list(_cases())
 
 @pytest.fixture(scope="module")
 def app(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoapApplication]:
-    data.load_policies(module_db_url, tmp_path_factory.mktemp("direct"))
-    application = SoapApplication(
-        Settings(database_url=module_db_url, requester_api_keys=[KEY], requester_networks=[])
-    )
-    yield application
-    application.close()
+    with application(module_db_url, tmp_path_factory.mktemp("direct"), KEY) as app:
+        yield app
 
 
 def _environ(path: str, body: bytes, soap12: bool, extra: dict[str, str]) -> dict[str, Any]:

@@ -12,11 +12,9 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from olv.config import Settings
 from olv.iicmva import SOAP11_ENV
 from service.soap_app import SoapApplication
-from tests.helpers import data
-from tests.helpers.soap import codes_of, envelope, our_schema, request_xml
+from tests.helpers.soap import application, codes_of, envelope, our_schema, request_xml
 
 KEY = "implausible-key"
 
@@ -37,12 +35,8 @@ class CountingSchema:
 
 @pytest.fixture(scope="module")
 def app(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoapApplication]:
-    data.load_policies(module_db_url, tmp_path_factory.mktemp("implausible"))
-    application = SoapApplication(
-        Settings(database_url=module_db_url, requester_api_keys=[KEY], requester_networks=[])
-    )
-    yield application
-    application.close()
+    with application(module_db_url, tmp_path_factory.mktemp("implausible"), KEY) as app:
+        yield app
 
 
 def answer(app: SoapApplication, body: bytes, key: str) -> etree._Element:

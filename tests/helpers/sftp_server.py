@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,16 +189,13 @@ def _openssh(account_root: Path, workdir: Path, force_command: str) -> Iterator[
         proc.wait(10)
 
 
-@contextmanager
-def _asyncssh_server(account_root: Path, workdir: Path, _command: str) -> Iterator[SftpServer]:
-    port = free_port()
-    keys = make_keys(workdir, port)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def sftp_factory(chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:
-        return asyncssh.SFTPServer(chan, chroot=str(account_root).encode())
+def listen_sftp(
+    loop: asyncio.AbstractEventLoop,
+    port: int,
+    keys: SshKeys,
+    sftp_factory: Callable[[asyncssh.SSHServerChannel], asyncssh.SFTPServer],
+) -> asyncssh.SSHAcceptor:
+    """An asyncssh SFTP server on ``loop`` (running in another thread), key logins only."""
 
     async def start() -> asyncssh.SSHAcceptor:
         return await asyncssh.listen(
@@ -210,7 +207,21 @@ def _asyncssh_server(account_root: Path, workdir: Path, _command: str) -> Iterat
             allow_scp=False,
         )
 
-    server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    return asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+
+
+@contextmanager
+def _asyncssh_server(account_root: Path, workdir: Path, _command: str) -> Iterator[SftpServer]:
+    port = free_port()
+    keys = make_keys(workdir, port)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def sftp_factory(chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:
+        return asyncssh.SFTPServer(chan, chroot=str(account_root).encode())
+
+    server = listen_sftp(loop, port, keys, sftp_factory)
     try:
         _wait_for_banner(port, None, None)
         yield SftpServer("asyncssh", "127.0.0.1", port, "insurer", account_root, True, keys)

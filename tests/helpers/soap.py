@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 import httpx
@@ -225,3 +226,21 @@ def today() -> datetime:
 def days_ago(n: int) -> str:
     """A VerificationDate ``n`` days before today (UTC, the service's default zone)."""
     return f"{(today() - timedelta(days=n)).date().isoformat()}T00:00:00"
+
+
+@contextmanager
+def application(database_url: str, folder: Path, key: str) -> Iterator[Any]:
+    """The SOAP application in this process over ``database_url`` with the test policies
+    loaded, answering requesters that send ``key`` (``X-API-Key``)."""
+    from olv.config import Settings
+    from service.soap_app import SoapApplication
+    from tests.helpers import data
+
+    data.load_policies(database_url, folder)
+    app = SoapApplication(
+        Settings(database_url=database_url, requester_api_keys=[key], requester_networks=[])
+    )
+    try:
+        yield app
+    finally:
+        app.close()
