@@ -8,8 +8,12 @@ VINs stay in the error report the insurer collects from its ``outbox/``.
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -23,6 +27,7 @@ __all__ = [
     "FileSummary",
     "MailSender",
     "MemorySender",
+    "SmtpDeadlineExceeded",
     "SmtpSender",
     "sender_from_settings",
     "summary_message",
@@ -34,6 +39,101 @@ class MailSender(Protocol):
         """Deliver ``message`` to its ``To`` recipients or raise."""
 
 
+class SmtpDeadlineExceeded(smtplib.SMTPException):
+    """The relay did not finish the whole exchange within the configured timeout."""
+
+
+class _Watchdog:
+    """One deadline for a whole SMTP exchange.
+
+    smtplib's timeout bounds each socket read, so a relay that answers one byte at a time holds
+    the caller for as long as it likes. When the deadline passes, the watchdog shuts the
+    connection down: the blocked read or write returns at once and the send fails.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._ends = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        # Duplicates of the connected sockets: a shutdown through one acts on the connection
+        # itself, so it still reaches the socket after STARTTLS has wrapped (and detached) it.
+        self._watched: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        left = self._ends - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("SMTP deadline passed")
+        return left
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self.expired:
+                raise TimeoutError("SMTP deadline passed")
+            self._watched.append(sock.dup())
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._watched:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._watched:
+                sock.close()
+            self._watched.clear()
+
+
+class _DeadlineSMTP(smtplib.SMTP):
+    """An SMTP client whose connection (TCP and implicit TLS) runs under a :class:`_Watchdog`."""
+
+    def __init__(
+        self, watchdog: _Watchdog, timeout: float, implicit_tls: ssl.SSLContext | None
+    ) -> None:
+        self._watchdog = watchdog
+        self._implicit_tls = implicit_tls
+        super().__init__(timeout=timeout)  # no host: the connect comes later, under the deadline
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = self._connect(host, port, timeout)
+        if self._implicit_tls is None:
+            return sock
+        try:
+            return self._implicit_tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _connect(self, host: str, port: int, timeout: float) -> socket.socket:
+        # socket.create_connection gives every address the full timeout; here all of them
+        # share what is left of the one deadline. A connecting socket cannot be shut down
+        # from another thread, hence the connect timeout rather than the watchdog.
+        last: OSError = OSError(f"no address for {host}")
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, 0, socket.SOCK_STREAM
+        ):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(min(timeout, self._watchdog.remaining()))
+                if self.source_address:
+                    sock.bind(self.source_address)
+                sock.connect(address)
+                sock.settimeout(timeout)
+                self._watchdog.watch(sock)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+                if self._watchdog.expired:
+                    break
+        raise last
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpSender:
     host: str
@@ -41,21 +141,38 @@ class SmtpSender:
     tls: TlsMode = "starttls"
     user: str | None = None
     password: str | None = None
-    timeout: float = 30.0
+    timeout: float = 30.0  # for the whole send: connect, TLS, login and the message
 
     def send(self, message: EmailMessage) -> None:
         context = ssl.create_default_context()
-        client: smtplib.SMTP
-        if self.tls == "ssl":
-            client = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
-        else:
-            client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-        with client:
+        watchdog = _Watchdog(self.timeout)
+        client = _DeadlineSMTP(watchdog, self.timeout, context if self.tls == "ssl" else None)
+        try:
+            client.connect(self.host, self.port)
             if self.tls == "starttls":
                 client.starttls(context=context)
             if self.user:
                 client.login(self.user, self.password or "")
             client.send_message(message)
+            if watchdog.expired:
+                # smtplib takes a reply cut short by the shutdown for a whole one: the relay's
+                # "250" may be the first bytes of a line it never finished.
+                raise TimeoutError("SMTP deadline passed")
+        except (smtplib.SMTPException, OSError) as exc:
+            if watchdog.expired:
+                # The relay's name and the timeout only: the message may name recipients.
+                raise SmtpDeadlineExceeded(
+                    f"relay {self.host}:{self.port} did not complete the send within "
+                    f"{self.timeout:g} s"
+                ) from exc
+            raise
+        else:
+            # The relay has accepted the message: a slow or failed goodbye changes nothing.
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.quit()
+        finally:
+            watchdog.stop()
+            client.close()
 
 
 @dataclass(slots=True)

@@ -136,6 +136,11 @@ def _not_regular(exc: NotARegularFile) -> FileRejected:
     return FileRejected("F01", exc.strerror or NOT_REGULAR)
 
 
+def _unreadable(exc: OSError) -> FileRejected:
+    # The reason alone: the exception's text would carry the intake's path.
+    return FileRejected("F01", f"cannot read the file: {exc.strerror or type(exc).__name__}")
+
+
 def _lines(stream: BinaryIO, limit: int) -> Iterator[str]:
     """Decoded lines, each at most ``limit`` bytes; anything not UTF-8 text rejects the file."""
     head = stream.read(_SNIFF)
@@ -235,13 +240,24 @@ def load(
         stream = _open(source, channel)
     except NotARegularFile as exc:
         return _reject(engine, name, channel, sender_naic, None, now, _not_regular(exc))
+    except OSError as exc:
+        # A file the intake may not read (an upload left mode 0600 by the insurer's client)
+        # will not become readable by waiting: refused with an acknowledgement, as the BoB
+        # loader does, rather than retried at every poll with the account's later files
+        # held behind it.
+        return _reject(engine, name, channel, sender_naic, None, now, _unreadable(exc))
     with stream:
-        return _load_stream(engine, stream, name, channel, sender_naic, limit, now)
+        try:
+            digest = _sha256(stream)
+        except OSError as exc:
+            return _reject(engine, name, channel, sender_naic, None, now, _unreadable(exc))
+        return _load_stream(engine, stream, digest, name, channel, sender_naic, limit, now)
 
 
 def _load_stream(
     engine: Engine,
     stream: BinaryIO,
+    digest: str,
     name: str,
     channel: str,
     sender_naic: str | None,
@@ -249,7 +265,6 @@ def _load_stream(
     now: datetime,
 ) -> Ack:
     settings = get_iies_settings()
-    digest = _sha256(stream)
     if sender_naic is not None:
         earlier = _earlier_delivery(engine, sender_naic, digest)
         if earlier is not None:
@@ -325,8 +340,10 @@ def reject(
     try:
         with _open(source, channel) as stream:
             digest: str | None = _sha256(stream)
-    except NotARegularFile:
-        digest = None  # refused anyway; nothing of it is read, not even for a checksum
+    except OSError:
+        # Not a regular file, or one the intake may not read: refused anyway, and for this
+        # reason; nothing of it is read, not even for a checksum.
+        digest = None
     return _reject(engine, name, channel, naic, digest, datetime.now(UTC), refused)
 
 

@@ -13,9 +13,9 @@ for millions of rows and the tables' indexes are walked once, in plate order.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, text
 from bob_loader.intake_claims import safe_name
 from enforcement.matching import resolve_key
 from olv import db, normalize
+from olv.bob.lines import capped_lines
 from olv.errors import OlvError
 from portal import security_log
 
@@ -64,6 +65,9 @@ _DATES = ("dob", "reg_effective", "reg_expires")
 STATUSES = ("active", "expired", "surrendered")
 BATCH = {"postgresql": 20_000, "sqlite": 2_000}
 MAX_REPORTED = 1000  # problems listed one by one; the rest are counted
+# No registration row comes near this (its widest has under 700 characters); a longer line is
+# reported and skipped, never held in memory (as ``olv policies import`` does).
+MAX_CSV_LINE = 4096
 _STATE = re.compile(r"^[A-Z]{2}$")
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _STAGE = "olv_registration_stage"
@@ -90,19 +94,27 @@ class ImportResult:
             self.errors.append(f"line {line}: {message}")
 
 
-def _text_lines(path: Path) -> Iterator[str]:
+def _text_lines(path: Path, result: ImportResult) -> Iterator[str]:
+    """Text lines for the CSV reader, each read with a length cap."""
     with path.open("rb") as raw:
         head = raw.read(4096)
-        if b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        if b"\x00" in head or head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             raise RegistrationFileError(f"{safe_name(path.name)} is not a UTF-8 text file")
         raw.seek(0)
-        stream = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        try:
-            yield from stream
-        except UnicodeDecodeError:
-            raise RegistrationFileError(
-                f"{safe_name(path.name)} is not a UTF-8 text file"
-            ) from None
+        for number, line, overlong in capped_lines(raw, MAX_CSV_LINE):
+            if overlong:
+                result.problem(number, f"longer than {MAX_CSV_LINE} bytes")
+                # An empty line, which the CSV reader skips, keeps its line numbers right.
+                yield "\n"
+                continue
+            if number == 1 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8) :]
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RegistrationFileError(
+                    f"{safe_name(path.name)} is not a UTF-8 text file"
+                ) from None
 
 
 def _header(path: Path, header: list[str] | None) -> tuple[str, ...]:
@@ -157,7 +169,7 @@ def _row(names: tuple[str, ...], cells: list[str]) -> tuple[dict[str, object] | 
 
 
 def _rows(path: Path, result: ImportResult) -> tuple[tuple[str, ...], Iterator[dict[str, object]]]:
-    reader = csv.reader(_text_lines(path))
+    reader = csv.reader(_text_lines(path, result))
     try:
         names = _header(path, next(reader, None))
     except csv.Error as exc:

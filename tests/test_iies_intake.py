@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from bob_loader.intake import Intake
@@ -160,5 +164,72 @@ def test_a_link_claimed_in_place_of_an_upload_is_refused_unread(
         archived = [p for p in archive.iterdir() if p != account.processing]
         assert len(archived) == 2  # empty stand-ins: an archived link would lead to its target
         assert all(not p.is_symlink() and p.stat().st_size == 0 for p in archived)
+    finally:
+        engine.dispose()
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix that takes away root's right to read any file, so that a file of mode
+    000 is as unreadable to the intake as it is to a watcher running as an ordinary user."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: no way to make a file unreadable")
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_an_unreadable_upload_is_refused_and_the_account_goes_on(
+    db_url: str, tmp_path: Path
+) -> None:
+    """An IIES file the watcher may not read (an SFTP client left it 0600, owned by another
+    user) is refused with an acknowledgement, like a BoB file in that state, instead of being
+    retried at every poll with the account's later files held behind it."""
+    base = tmp_path / "intake"
+    acme, beta = _account(base, "acme"), _account(base, "beta")
+    good = csv_text([row(txn_id="A1", last_name="HIDDENNAME")]).encode()
+    _drop(acme, f"IIES {NAIC} 20261203.csv", good)
+    _drop(beta, "IIES 12345.csv", good)  # misnamed: refused before loading, also unreadable
+    for name in (acme / f"IIES {NAIC} 20261203.csv", beta / "IIES 12345.csv"):
+        name.chmod(0)
+        os.utime(name, (OLD - 60, OLD - 60))  # older than the BoB: first in the account's line
+    write_bob(acme / "Acme 20261201.txt", NAIC, 3)
+    os.utime(acme / "Acme 20261201.txt", (OLD, OLD))
+    olv = str(Path(sys.executable).with_name("olv"))
+    env = {**os.environ, "OLV_DATABASE_URL": db_url, "OLV_INTAKE_STABLE_SECONDS": "0"}
+
+    run = subprocess.run(
+        [*_unprivileged(), olv, "bob", "watch", str(base), "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 0, run.stderr  # nothing left to retry
+    acks = {}
+    for account in ("acme", "beta"):
+        for name in _outbox(base, account):
+            if name.endswith(".ack.json"):
+                body = json.loads((base / account / "outbox" / name).read_text())
+                acks[body["file"]] = body
+    unreadable = acks[f"IIES {NAIC} 20261203.csv"]
+    assert (unreadable["status"], unreadable["error_code"]) == ("rejected", "F01")
+    assert unreadable["error"] == "cannot read the file: Permission denied"
+    assert unreadable["naic"] == NAIC
+    assert (acks["IIES 12345.csv"]["status"], acks["IIES 12345.csv"]["error_code"]) == (
+        "rejected",
+        "F10",
+    )
+    assert "retrying next round" not in run.stderr
+    for account, files in (("acme", 2), ("beta", 1)):
+        archive = base / account / "archive"
+        assert len([p for p in archive.iterdir() if not p.name.startswith(".")]) == files
+        assert [p.name for p in (archive / ".processing").iterdir()] == []
+    engine = db.make_engine(db_url)
+    try:
+        with db.transaction(engine) as session:
+            assert session.scalar(select(func.count()).select_from(IiesTransaction)) == 0
+            bob = session.scalars(select(BobFile)).all()
+            assert [(f.name, f.status) for f in bob] == [("Acme 20261201.txt", "accepted")]
     finally:
         engine.dispose()

@@ -10,7 +10,12 @@ import pytest
 from sqlalchemy import select
 
 from enforcement.models import Registrant
-from enforcement.registrations import RegistrationFileError, import_file
+from enforcement.registrations import (
+    MAX_CSV_LINE,
+    ImportResult,
+    RegistrationFileError,
+    import_file,
+)
 from olv import db
 from portal.models import Registration
 from portal.state_reads import _PLATE_QUERY
@@ -106,6 +111,41 @@ def test_a_bad_file_changes_nothing(engine, tmp_path: Path, content: bytes) -> N
         import_file(engine, path)
     with db.transaction(engine) as session:
         assert session.scalars(select(Registration)).all() == []
+
+
+def test_an_overlong_line_is_skipped_by_line_and_the_file_goes_on(engine, tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_bytes(
+        b"plate,state,vin,last_name\n"
+        b"A1,NY,V1,ONE\n"
+        + b"A2,NY,V2,"
+        + b"X" * MAX_CSV_LINE
+        + b"\n"
+        + b"A3,NY,V3,THREE\n"
+        + b"A4,NY,V4,1234567890" * 20
+        + b"\n"  # a bad row after it keeps its own number
+        + b"A5,NY,V5,FIVE\n"
+    )
+    result = import_file(engine, path)
+    assert (result.rows, result.skipped) == (3, 2)
+    assert result.errors[0] == f"line 3: longer than {MAX_CSV_LINE} bytes"
+    assert result.errors[1].startswith("line 5: ")
+    assert set(registrants(engine)) == {"A1", "A3", "A5"}
+
+
+def test_a_file_without_line_breaks_is_never_read_whole(engine, tmp_path: Path) -> None:
+    path = tmp_path / "flat.csv"
+    with path.open("wb") as out:
+        out.write(b"plate,state,vin\nA1,NY,V1\n")
+        chunk = b"A" * (1 << 20)
+        for _ in range(16):
+            out.write(chunk)
+    holder: list[ImportResult] = []
+    peak = peak_bytes(lambda: holder.append(import_file(engine, path)))
+    [result] = holder
+    assert peak < 4_000_000, peak  # the file is 16 MB
+    assert result.rows == 1
+    assert result.errors == [f"line 3: longer than {MAX_CSV_LINE} bytes"]
 
 
 def _file(path: Path, rows: int) -> Path:
