@@ -9,17 +9,15 @@ loop (:mod:`service.db_deadline`), so that no database, however hung, holds a re
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from olv import normalize
 from olv.config import Settings, get_settings
 from olv.serving import settle_gc
 from service import metrics, probes
-from service.coverage import Decision
 from service.soap_app import ARRIVED, BODY, SoapApplication
 
 Scope = MutableMapping[str, Any]
@@ -62,8 +60,11 @@ class AsgiSoap:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, arrived: float) -> None:
         cap = self.settings.max_body_bytes
-        environ = self.environ(scope, arrived)
-        oversized = declared_oversized(environ, cap)
+        environ = _environ(scope)
+        environ[ARRIVED] = arrived
+        metrics.begin(environ)
+        declared = environ.get("CONTENT_LENGTH", "")
+        oversized = normalize.is_ascii_digits(declared) and int(declared) > cap
         body = b""
         if not oversized:
             message = await receive()
@@ -80,75 +81,26 @@ class AsgiSoap:
                 body = bytes(gathered)
             elif len(body) > cap:
                 oversized = True
-        outcome = self.begin(environ, body, oversized)
-        if not isinstance(outcome, Reply):
-            await outcome
-            outcome = self.complete(environ, outcome)
-        status, headers, payload = outcome
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-
-    # The steps of a request, shared by the ASGI path above and service.direct_http, which
-    # runs them from the HTTP protocol's callbacks without a task.
-
-    def environ(self, scope: Scope, arrived: float) -> dict[str, Any]:
-        """The request's WSGI environ, its arrival noted and its id (if any) taken."""
-        environ = _environ(scope)
-        environ[ARRIVED] = arrived
-        metrics.begin(environ)
-        return environ
-
-    def begin(
-        self, environ: dict[str, Any], body: bytes, oversized: bool
-    ) -> Reply | asyncio.Future[Decision]:
-        """Admission and the start of the decision: the reply when it is ready at once, else
-        the decision to come from this turn's database batch, for :meth:`complete`."""
         if oversized:
-            environ["CONTENT_LENGTH"] = str(self.settings.max_body_bytes + 1)
+            environ["CONTENT_LENGTH"] = str(cap + 1)
             body = b""
         else:
             environ["CONTENT_LENGTH"] = str(len(body))
         # The body as the application reads it (a WSGI stream only where Spyne needs one).
         environ[BODY] = body
-        started = _Started()
-        chunks = self.wsgi.admit(environ, started)
-        if chunks is not None:
-            return started.reply(environ, chunks)
-        decided = self.wsgi.settle_soon(environ)
-        if decided is None:
-            return self.complete(environ)
-        return decided
 
-    def complete(
-        self, environ: dict[str, Any], decided: asyncio.Future[Decision] | None = None
-    ) -> Reply:
-        """The reply, once the decision :meth:`begin` started (if any) has come."""
-        if decided is not None:
-            self.wsgi.settled(environ, decided)
-        started = _Started()
-        return started.reply(environ, self.wsgi.respond(environ, started))
+        reply: list[Any] = [500, []]
 
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> None:
+            reply[0] = int(status[:3])
+            reply[1] = [(_header_name(k), v.encode("latin-1")) for k, v in headers]
 
-class Reply(NamedTuple):
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    payload: bytes
-
-
-class _Started:
-    """The WSGI ``start_response`` of one request, and the reply it makes of the body."""
-
-    __slots__ = ("status", "headers")
-
-    def __init__(self) -> None:
-        self.status = 500
-        self.headers: list[tuple[bytes, bytes]] = []
-
-    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        self.status = int(status[:3])
-        self.headers = [(_header_name(k), v.encode("latin-1")) for k, v in headers]
-
-    def reply(self, environ: dict[str, Any], chunks: Iterable[bytes]) -> Reply:
+        chunks = self.wsgi.admit(environ, start_response)
+        if chunks is None:
+            await self.wsgi.settle(environ)
+            chunks = self.wsgi.respond(environ, start_response)
         if type(chunks) is list:  # the application's own answers: nothing to close
             payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         else:
@@ -158,14 +110,9 @@ class _Started:
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()
-        metrics.observe(environ, self.status, environ[ARRIVED])
-        return Reply(self.status, self.headers, payload)
-
-
-def declared_oversized(environ: dict[str, Any], cap: int) -> bool:
-    """The request says its body is longer than the cap: it is not read."""
-    declared = environ.get("CONTENT_LENGTH", "")
-    return normalize.is_ascii_digits(declared) and int(declared) > cap
+        metrics.observe(environ, reply[0], arrived)
+        await send({"type": "http.response.start", "status": reply[0], "headers": reply[1]})
+        await send({"type": "http.response.body", "body": payload})
 
 
 # Lower-case header names as bytes, by the name the application gives (few distinct names).

@@ -49,17 +49,13 @@ class Coalescer(Generic[Item, Result]):
         self._pooled: set[asyncio.Task[None]] = set()  # held: the loop keeps weak references
 
     async def __call__(self, item: Item, due: float) -> Result:
-        return await self.submit(item, due)
-
-    def submit(self, item: Item, due: float) -> asyncio.Future[Result]:
-        """``item`` joins this turn's batch; the future holds its result once decided."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         if not self._waiting:
             # call_soon runs after every callback already queued: the requests of this turn.
             loop.call_soon(self._flush)
         self._waiting.append((item, due, future))
-        return future
+        return await future
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []

@@ -34,13 +34,7 @@ def default_workers() -> int:
 def _config(host: str, port: int, settings: Settings) -> uvicorn.Config:
     # Half-sent requests are dropped (slowloris); what a connection writes in one turn of the
     # loop leaves in one write (olv.response_write).
-    # POSTs are answered without a task each. Imported here, in the worker: the application's
-    # modules make metrics when imported, which must wait for the multiprocess store.
-    from service.direct_http import direct_soap
-
-    http = direct_soap(
-        http_protocol(settings.soap_header_timeout_seconds, settings.soap_body_idle_seconds)
-    )
+    http = http_protocol(settings.soap_header_timeout_seconds, settings.soap_body_idle_seconds)
     return uvicorn.Config(
         "service.asgi:create_app",
         **{**COMMON_OPTIONS, "http": http},

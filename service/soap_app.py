@@ -15,7 +15,6 @@ placeholder it then throws away) cost more CPU than the verification itself. Eve
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import re
@@ -38,8 +37,7 @@ from olv.config import Settings, get_settings
 from olv.forwarding import forwarded_scheme
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
 from service.auth import Identities
-from service.coverage import Decision
-from service.verifier import ENDPOINTS, Settled, Verifier
+from service.verifier import ENDPOINTS, Verifier
 from service.versions import DEFAULT_VERSION, SPECS
 
 log = logging.getLogger(__name__)
@@ -51,7 +49,6 @@ _RAW = "olv.raw"
 _SOAP12 = "olv.soap12"  # whether the envelope is SOAP 1.2's
 _FIRST = "olv.first"  # the Body's first element, found by settle (None: an empty Body)
 SETTLED = "olv.settled"  # the settled decision (read by service.metrics too)
-_PENDING = "olv.pending"  # the query read, while its decision is being made
 ARRIVED = "olv.arrived"  # set by the server: when the request arrived (time.monotonic())
 BODY = "olv.body"  # set by the ASGI server: the body as received (else read from wsgi.input)
 # A DNS name or IPv4 address, or a bracketed IPv6 address, with an optional port.
@@ -339,31 +336,13 @@ class SoapApplication:
     async def settle(self, environ: dict[str, Any]) -> None:
         """Decide ahead of the answer, on the event loop, the database part under the
         deadline."""
-        decided = self.settle_soon(environ)
-        if decided is not None:
-            await decided
-            self.settled(environ, decided)
-
-    def settle_soon(self, environ: dict[str, Any]) -> asyncio.Future[Decision] | None:
-        """:meth:`settle` without a coroutine: None when the request is settled already (or
-        has nothing to settle), else the decision to come, for :meth:`settled`."""
         body = split(environ[_ENVELOPE])[1]
         first = environ[_FIRST] = None if body is None or len(body) == 0 else body[0]
         if first is None:
-            return None  # Spyne answers it with a client fault
-        pending = self.verifier.settle_soon(
+            return  # Spyne answers it with a client fault
+        environ[SETTLED] = await self.verifier.settle(
             first, environ["olv.endpoint"], environ["olv.requester"], environ["olv.started"]
         )
-        if isinstance(pending, Settled):
-            environ[SETTLED] = pending
-            return None
-        environ[_PENDING], decided = pending
-        return decided
-
-    def settled(self, environ: dict[str, Any], decided: asyncio.Future[Decision]) -> None:
-        """The decision :meth:`settle_soon` waited for has come (its exception, if any, is
-        raised here)."""
-        environ[SETTLED] = Settled(environ[_FIRST], environ.pop(_PENDING), decided.result())
 
     def respond(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """The answer to a request :meth:`admit` let through: directly for a

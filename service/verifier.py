@@ -13,7 +13,6 @@ caller at most until the deadline.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -92,26 +91,11 @@ class Verifier:
         started: float,
     ) -> Settled:
         """Read and decide; the database part never holds the event loop past the deadline."""
-        pending = self.settle_soon(request, endpoint_version, requester, started)
-        if isinstance(pending, Settled):
-            return pending
-        query, decided = pending
-        return Settled(request, query, await decided)
-
-    def settle_soon(
-        self,
-        request: etree._Element,
-        endpoint_version: str | None,
-        requester: Requester,
-        started: float,
-    ) -> Settled | tuple[CoverageQuery, asyncio.Future[Decision]]:
-        """:meth:`settle` without a coroutine: settled at once when no database is needed,
-        else the query and the decision to come from this turn's batch."""
         query, decision = self._read(request, endpoint_version)
-        if decision is not None:
-            return Settled(request, query, decision)
-        due = started + self.settings.deadline_seconds
-        return query, self.batch.submit((query, requester.authorized), due)
+        if decision is None:
+            due = started + self.settings.deadline_seconds
+            decision = await self.batch((query, requester.authorized), due)
+        return Settled(request, query, decision)
 
     def answer(
         self,
