@@ -62,6 +62,11 @@ class _Watchdog:
         self._timer.daemon = True
         self._timer.start()
 
+    def overdue(self) -> bool:
+        """The deadline has passed: the watchdog fired, or a read's own timeout (which, set to
+        the whole deadline, cannot end before it) beat the watchdog's thread to it."""
+        return self.expired or time.monotonic() >= self._ends - 0.01
+
     def remaining(self) -> float:
         left = self._ends - time.monotonic()
         if left <= 0:
@@ -159,7 +164,7 @@ class SmtpSender:
                 # "250" may be the first bytes of a line it never finished.
                 raise TimeoutError("SMTP deadline passed")
         except (smtplib.SMTPException, OSError) as exc:
-            if watchdog.expired:
+            if watchdog.overdue():
                 # The relay's name and the timeout only: the message may name recipients.
                 raise SmtpDeadlineExceeded(
                     f"relay {self.host}:{self.port} did not complete the send within "
