@@ -158,9 +158,14 @@ class AuditWriter:
         self._catch_up.start()
         self._watchdog.start()
 
+    def unwritten(self) -> int:
+        """Rows recorded and not yet known to be written: what the backlog limit counts. A
+        write's rows count until the writer has seen its commit answered."""
+        return len(self._rows) + len(self._pending)
+
     def record(self, entry: AuditEntry) -> None:
         """Never blocks: a full backlog drops the row (counted, reported by the writer)."""
-        if len(self._rows) + len(self._pending) >= BACKLOG_LIMIT:
+        if self.unwritten() >= BACKLOG_LIMIT:
             self._dropped += 1
             return
         if not self._rows:
@@ -181,7 +186,7 @@ class AuditWriter:
         if self._thread.is_alive():
             self._cut()
             self._thread.join(1.0)
-        unwritten = len(self._rows) + len(self._pending)
+        unwritten = self.unwritten()
         if unwritten:
             log.error("audit rows not written at stop", extra={"rows": unwritten})
         self._report_drops()
@@ -228,7 +233,7 @@ class AuditWriter:
         while not self._stopped.wait(min(1.0, self.catch_up_seconds / 2)):
             since = self._oldest()
             lag = 0.0 if since is None else max(0.0, time.time() - since)
-            QUEUED.set(len(self._rows) + len(self._pending))
+            QUEUED.set(self.unwritten())
             LAG.set(lag)
             if lag > self.catch_up_seconds:
                 self._behind.set()
