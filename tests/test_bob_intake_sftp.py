@@ -18,7 +18,13 @@ import pytest
 
 from bob_loader import sftp as client
 from bob_loader.sftp import FetchBusy, SftpTarget, SshOptions
-from tests.helpers.sftp_server import SftpServer, intake_account_server, listen_sftp, make_keys
+from tests.helpers.sftp_server import (
+    SftpServer,
+    close_sftp,
+    intake_account_server,
+    listen_sftp,
+    make_keys,
+)
 
 OLV = str(Path(sys.executable).with_name("olv"))
 OLD = time.time() - 3600
@@ -318,15 +324,7 @@ def stalling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StallingServe
         yield StallingServer(acceptor.sockets[0].getsockname()[1], root, keys.client_key)
     finally:
         loop.call_soon_threadsafe(release.set)
-
-        async def stop() -> None:
-            acceptor.close()
-            await acceptor.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+        close_sftp(loop, thread, acceptor)
 
 
 async def _event() -> asyncio.Event:

@@ -210,6 +210,21 @@ def listen_sftp(
     return asyncio.run_coroutine_threadsafe(start(), loop).result(10)
 
 
+def close_sftp(
+    loop: asyncio.AbstractEventLoop, thread: threading.Thread, acceptor: asyncssh.SSHAcceptor
+) -> None:
+    """Stop :func:`listen_sftp`'s server, then its loop and the loop's thread."""
+
+    async def stop() -> None:
+        acceptor.close()
+        await acceptor.wait_closed()
+
+    asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
 @contextmanager
 def _asyncssh_server(account_root: Path, workdir: Path, _command: str) -> Iterator[SftpServer]:
     port = free_port()
@@ -226,15 +241,7 @@ def _asyncssh_server(account_root: Path, workdir: Path, _command: str) -> Iterat
         _wait_for_banner(port, None, None)
         yield SftpServer("asyncssh", "127.0.0.1", port, "insurer", account_root, True, keys)
     finally:
-
-        async def stop() -> None:
-            server.close()
-            await server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+        close_sftp(loop, thread, server)
 
 
 @contextmanager
