@@ -10,6 +10,7 @@ and records alike — reads from ONE descriptor opened here: what was checked is
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -50,6 +51,16 @@ def open_regular(path: Path, *, follow_links: bool = False) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def sha256_of(stream: BinaryIO) -> str:
+    """The SHA-256 of the rest of ``stream``, which is then rewound: the checksum and the
+    records come from the same descriptor, so what was checked is what is loaded."""
+    digest = hashlib.sha256()
+    while chunk := stream.read(1 << 20):
+        digest.update(chunk)
+    stream.seek(0)
+    return digest.hexdigest()
 
 
 def _kind(mode: int) -> str:

@@ -20,7 +20,6 @@ conflict rule). Checksum and records are read from one descriptor
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -35,7 +34,7 @@ from sqlalchemy import Connection, Engine, Row
 
 from bob_loader import store
 from bob_loader.bulk import writer_for
-from bob_loader.files import open_regular
+from bob_loader.files import open_regular, sha256_of
 from bob_loader.intake_claims import safe_name
 from bob_loader.report import ReportHeader, ReportWriter
 from bob_loader.settings import BobSettings, get_bob_settings
@@ -110,13 +109,14 @@ def load_files(
     outcomes = []
     for path in paths:
         outcome = _load_one(engine, Path(path), opts, claimed)
+        name = safe_name(Path(path).name)
         if outcome.status != "rejected":
             for naic in outcome.naics:
-                claimed.setdefault(naic, safe_name(Path(path).name))
+                claimed.setdefault(naic, name)
         log.info(
             "bob file processed",
             extra={
-                "file": safe_name(Path(path).name),
+                "file": name,
                 "status": outcome.status,
                 "records": outcome.records,
                 "errors": outcome.errors,
@@ -125,15 +125,6 @@ def load_files(
         )
         outcomes.append(outcome)
     return outcomes
-
-
-def sha256_of(stream: BinaryIO) -> str:
-    """The checksum of the rest of ``stream``, which is then rewound for the records."""
-    digest = hashlib.sha256()
-    while chunk := stream.read(1 << 20):
-        digest.update(chunk)
-    stream.seek(0)
-    return digest.hexdigest()
 
 
 def _load_one(engine: Engine, path: Path, opts: _Options, claimed: dict[str, str]) -> LoadOutcome:
@@ -165,7 +156,8 @@ def _load_stream(
 ) -> LoadOutcome:
     # A name need not be text (a byte 0xFF from an old client): the database, the report and
     # the log get the displayable one the intake also uses.
-    file_id, earlier = store.register(engine, safe_name(path.name), digest, size, opts.account)
+    name = safe_name(path.name)
+    file_id, earlier = store.register(engine, name, digest, size, opts.account)
     if earlier is not None:
         outcome = _duplicate(path, earlier)
         # Its load may have been killed after the swap, inside the clean-up: finish that.
@@ -183,9 +175,7 @@ def _load_stream(
                 tx.rollback()
                 return _duplicate(path, earlier)
             try:
-                _stream_records(
-                    conn, stream, safe_name(path.name), size, file_id, opts, claimed, tally, report
-                )
+                _stream_records(conn, stream, name, size, file_id, opts, claimed, tally, report)
             except BobFileError as exc:
                 reason = exc.reason
             reason = reason or tally.conflict
@@ -213,7 +203,7 @@ def _load_stream(
                 log.info(
                     "bob master swapped",
                     extra={
-                        "file": safe_name(path.name),
+                        "file": name,
                         "naics": len(tally.per_naic),
                         "records": tally.loaded,
                         "seconds": round(time.perf_counter() - started, 2),

@@ -14,7 +14,6 @@ duplicate.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import BinaryIO, TypedDict
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from bob_loader.files import NOT_REGULAR, NotARegularFile, open_regular
+from bob_loader.files import NOT_REGULAR, NotARegularFile, open_regular, sha256_of
 from bob_loader.intake_claims import safe_name
 from enforcement import matching
 from enforcement.edits import HEADER, Txn, edit
@@ -120,16 +119,6 @@ def _open(source: Path | bytes, channel: str) -> BinaryIO:
     if isinstance(source, bytes):
         return io.BytesIO(source)
     return open_regular(source, follow_links=channel == "cli")
-
-
-def _sha256(stream: BinaryIO) -> str:
-    """The checksum of ``stream``, which is then rewound: checksum and rows come from the
-    same descriptor, so what was checked is what is loaded."""
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: stream.read(1 << 20), b""):
-        digest.update(chunk)
-    stream.seek(0)
-    return digest.hexdigest()
 
 
 def _not_regular(exc: NotARegularFile) -> FileRejected:
@@ -248,7 +237,7 @@ def load(
         return _reject(engine, name, channel, sender_naic, None, now, _unreadable(exc))
     with stream:
         try:
-            digest = _sha256(stream)
+            digest = sha256_of(stream)
         except OSError as exc:
             return _reject(engine, name, channel, sender_naic, None, now, _unreadable(exc))
         return _load_stream(engine, stream, digest, name, channel, sender_naic, limit, now)
@@ -339,7 +328,7 @@ def reject(
     name = safe_name(name)
     try:
         with _open(source, channel) as stream:
-            digest: str | None = _sha256(stream)
+            digest: str | None = sha256_of(stream)
     except OSError:
         # Not a regular file, or one the intake may not read: refused anyway, and for this
         # reason; nothing of it is read, not even for a checksum.
