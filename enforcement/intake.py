@@ -23,13 +23,17 @@ from enforcement.load import FileRejected, load, reject
 from enforcement.returns import write_outbox
 
 NAME = re.compile(r"^IIES (\d{5}) (\d{8})[^/]*\.csv$", re.IGNORECASE)
+# A file is this handler's when "IIES" is a word of its own at the start of the name: a
+# misnamed transaction file ("IIES_12345.csv") still gets its F10, while a book of business
+# whose name merely begins with those letters ("IIESCO 20261201.txt") goes to the BoB loader.
+_OURS = re.compile(r"^IIES(?![A-Za-z0-9])", re.IGNORECASE)
 
 
 class IiesIntake:
     """The :class:`bob_loader.intake.FileHandler` for enforcement transaction files."""
 
     def accepts(self, name: str) -> bool:
-        return name.upper().startswith("IIES")
+        return _OURS.match(name) is not None
 
     def handle(
         self,

@@ -88,6 +88,43 @@ def test_iies_files_share_the_intake_with_books_of_business(db_url: str, tmp_pat
         engine.dispose()
 
 
+def test_only_a_name_that_starts_with_the_word_iies_is_a_transaction_file(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = db.make_engine(db_url)
+    try:
+        acme = _account(tmp_path, "acme")
+        # A book of business whose name merely begins with the letters: the BoB loader's.
+        write_bob(acme / "IIESCO 20261201.txt", NAIC, 3)
+        os.utime(acme / "IIESCO 20261201.txt", (OLD, OLD))
+        # A transaction file with the wrong separators: still the IIES handler's, refused F10.
+        _drop(acme, f"iies_{NAIC}_20261203.csv", csv_text([row(txn_id="A1")]).encode())
+        intake = Intake(
+            base=tmp_path,
+            engine=engine,
+            loader=load_files,
+            stability=StabilityTracker(0.0),
+            contacts=lambda naics: [],
+            account_naics={"acme": [NAIC]},
+            handlers=[IiesIntake()],
+        )
+        assert intake.run_round() == 2
+        acks = [
+            json.loads((tmp_path / "acme" / "outbox" / n).read_text())
+            for n in _outbox(tmp_path, "acme")
+            if n.endswith(".ack.json")
+        ]
+        assert [(a["file"], a["error_code"]) for a in acks] == [
+            (f"iies_{NAIC}_20261203.csv", "F10")
+        ]
+        with db.transaction(engine) as session:
+            bob = session.scalars(select(BobFile)).all()
+            assert [(f.name, f.status) for f in bob] == [("IIESCO 20261201.txt", "accepted")]
+            assert session.scalar(select(func.count()).select_from(IiesTransaction)) == 0
+    finally:
+        engine.dispose()
+
+
 def test_a_naic_not_bound_to_the_account_is_refused(db_url: str, tmp_path: Path) -> None:
     engine = db.make_engine(db_url)
     try:
