@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from olv import metrics
 from olv.response_write import one_write
@@ -63,7 +63,13 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
     :data:`MAX_PIPELINED` requests may wait behind the one being answered. A client that
     sends half a request and waits, or drips a body a byte at a time, is dropped instead of
     holding a connection for ever (slowloris); one that pipelines without end gets a 400
-    instead of a queue as long as its stream."""
+    instead of a queue as long as its stream.
+
+    A client may end its side of the connection once its requests are sent (a half-close, as
+    ``nc -N``, some SOAP stacks and load balancers do): each request received whole is still
+    answered, in order, and the connection closed after the last answer. uvicorn's
+    ``eof_received`` returns None, which makes the transport close at once, answers unwritten.
+    With nothing whole left to answer (no request, or part of one) it still closes at once."""
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # One timer per connection, moved only when it would fire too late: arming and
@@ -75,6 +81,7 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
         _read_at = 0.0  # when the current phase began, or the body last moved
         _limit = 0.0  # seconds the current phase may stay quiet (0: nothing being read)
         _body_due = 0.0  # when the body must be whole at the least rate (0: not in a body)
+        _whole: RequestResponseCycle | None = None  # the last request received whole
 
         def _arm(self, seconds: float) -> None:
             now = self.loop.time()
@@ -135,6 +142,22 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
         def on_message_complete(self) -> None:
             self._disarm()
             super().on_message_complete()
+            cycle = self.cycle
+            if cycle is not None and not cycle.more_body:
+                self._whole = cycle
+
+        def eof_received(self) -> bool:  # type: ignore[override]  # uvicorn says None
+            # Nothing more can come: the read limits would only cut answers still being made.
+            self._disarm()
+            whole = self._whole
+            if whole is None or whole.response_complete:
+                return False  # the transport closes
+            # Answers go in order, so the last whole request's answer is the last to go; a
+            # request after it was cut short by the end of file and is never answered.
+            while self.pipeline and self.pipeline[0][0] is not whole:
+                self.pipeline.popleft()
+            whole.keep_alive = False  # its answer closes the connection
+            return True
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
