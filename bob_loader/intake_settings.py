@@ -9,7 +9,7 @@ OLV_SMTP_TLS               starttls     ``none`` | ``starttls`` | ``ssl``
 OLV_SMTP_USER              (unset)      login name; a login needs TLS (``starttls``/``ssl``)
 OLV_SMTP_PASSWORD          (unset)      login password
 OLV_SMTP_FROM              olv-intake@localhost   sender address of the summaries
-OLV_SMTP_TIMEOUT_SECONDS   30           the whole send, connect to goodbye
+OLV_SMTP_TIMEOUT_SECONDS   30           the whole send, name lookup to goodbye
 OLV_INTAKE_POLL_SECONDS    5            how often the watcher looks at the inboxes
 OLV_INTAKE_STABLE_SECONDS  5            size and mtime unchanged this long = upload complete
 OLV_INTAKE_ACCOUNT_NAICS   (unset)      optional bindings ``acme=12345 67890;beta=11111``

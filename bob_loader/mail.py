@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Protocol
+from typing import Any, Protocol
 
 from bob_loader.intake_claims import printable
 from bob_loader.intake_settings import IntakeSettings, TlsMode
@@ -32,6 +32,10 @@ __all__ = [
     "sender_from_settings",
     "summary_message",
 ]
+
+
+# What socket.getaddrinfo yields: family, type, proto, canonname, sockaddr.
+_AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
 
 
 class MailSender(Protocol):
@@ -119,9 +123,7 @@ class _DeadlineSMTP(smtplib.SMTP):
         # share what is left of the one deadline. A connecting socket cannot be shut down
         # from another thread, hence the connect timeout rather than the watchdog.
         last: OSError = OSError(f"no address for {host}")
-        for family, kind, proto, _, address in socket.getaddrinfo(
-            host, port, 0, socket.SOCK_STREAM
-        ):
+        for family, kind, proto, _, address in self._resolve(host, port):
             sock = socket.socket(family, kind, proto)
             try:
                 sock.settimeout(min(timeout, self._watchdog.remaining()))
@@ -138,6 +140,43 @@ class _DeadlineSMTP(smtplib.SMTP):
                     break
         raise last
 
+    def _resolve(self, host: str, port: int) -> list[_AddrInfo]:
+        """``getaddrinfo`` within what is left of the deadline.
+
+        The system resolver takes as long as its own configuration says (several servers,
+        retries, a stalled NSS module) and cannot be interrupted, so the lookup runs in a
+        daemon thread that is abandoned, not joined, when the deadline passes: the send fails
+        as a connect timeout does. The abandoned thread ends whenever the resolver gives up.
+        """
+        try:  # an address needs no resolver, and no thread
+            numeric = socket.getaddrinfo(
+                host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
+            )
+        except socket.gaierror:
+            pass  # a name: asked of the resolver below
+        else:
+            return list(numeric)
+        done = threading.Event()
+        found: list[_AddrInfo] = []
+        failed: list[Exception] = []
+
+        def lookup() -> None:
+            try:
+                found.extend(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+            except Exception as exc:  # raised in the sender's thread, as it was raised here
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=lookup, name="smtp-getaddrinfo", daemon=True).start()
+        # remaining() raises TimeoutError once the deadline has passed, so a wait that wakes a
+        # little early only waits again; the caller then finds the send overdue.
+        while not done.wait(self._watchdog.remaining()):
+            pass
+        if failed:
+            raise failed[0]
+        return found
+
 
 @dataclass(frozen=True, slots=True)
 class SmtpSender:
@@ -146,7 +185,7 @@ class SmtpSender:
     tls: TlsMode = "starttls"
     user: str | None = None
     password: str | None = None
-    timeout: float = 30.0  # for the whole send: connect, TLS, login and the message
+    timeout: float = 30.0  # for the whole send: lookup, connect, TLS, login and the message
 
     def send(self, message: EmailMessage) -> None:
         context = ssl.create_default_context()
