@@ -93,13 +93,14 @@ def register(app: typer.Typer) -> None:
         when: DateOption = None,
     ) -> None:
         """Post paper proof: verified live with the insurer's OLV service, else an MVF."""
+        from enforcement import proof
         from enforcement.case_settings import get_case_settings
-        from enforcement.proof import ProofInput, post
 
         engine = _engine()
         try:
-            raw = ProofInput(plate, state, naic, policy, _day(when))
-            _print(post(engine, raw, get_case_settings(), who="dmv:cli"))
+            raw = proof.ProofInput(plate, state, naic, policy, _day(when))
+            wait = proof.COMMAND_WAIT_SECONDS  # no proxy's timeout to answer within
+            _print(proof.post(engine, raw, get_case_settings(), who="dmv:cli", wait_seconds=wait))
         finally:
             engine.dispose()
 

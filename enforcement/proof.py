@@ -6,6 +6,13 @@ mandatory verification, asked live where the insurer runs a registered OLV servi
   answer (suspension).
 * The insurer has no registered service, or it cannot answer now: an MVF with a tracking
   number goes to the insurer's outbox; its NBS/NIS answer, or silence, moves the case.
+
+The proof's changes are made under the daily run's lock (:func:`enforcement.run.exclusive`):
+a run that has read a registration and a proof moving its case meanwhile would each decide from
+what the other had not written yet (two cases, two letters). A proof posted while a run works
+waits for it (at most :data:`PROOF_WAIT_SECONDS`), then posts; past the wait it stops with
+:class:`ProofBusy` (exit 1), having changed nothing. The insurer is asked before the wait, not
+under the lock: the run does not wait for an insurer's answer.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from enforcement import casework as cw
 from enforcement.case_settings import CaseSettings
 from enforcement.case_store import Counts, Writer, load_records, move_record
 from enforcement.models import Activity, CoveragePeriod, MvfRequest
+from enforcement.run import batch_turn, exclusive
 from olv import normalize
 from olv.db import transaction
 from olv.errors import OlvError, UsageError
@@ -35,6 +43,25 @@ from portal.verdicts import judged, usable
 
 REQUEST_REASON = "VEHREG"  # verification for a vehicle registration (00200809 reason)
 LIVE_CONFIRMED, LIVE_UNCONFIRMED = "Confirmed", "Unconfirmed"
+# How long a proof waits for a run working on the database; someone at the DMV counter waits
+# for the answer, so not the hours a large state's run may take (they are told to post again
+# once it has finished). The default serves the portal's Paper proof page, which must answer
+# within nginx's proxy_read_timeout (15 s) after the insurer's budget (5 s): past that the
+# clerk would see a gateway error for a proof that then posts anyway. The command has no proxy
+# in front: it waits longer (case_cli).
+PROOF_WAIT_SECONDS = 5.0
+COMMAND_WAIT_SECONDS = 120.0
+
+
+class ProofBusy(OlvError):
+    """A run kept the database past the proof's wait (exit 1); the proof changed nothing."""
+
+
+def _proof_busy(reason: str) -> OlvError:
+    return ProofBusy(
+        f"{reason}; the proof was not posted (nothing changed): post it again once the run "
+        "has finished"
+    )
 
 
 class NoRegistration(OlvError):
@@ -72,9 +99,14 @@ def post(
     settings: CaseSettings,
     who: str,
     portal: PortalSettings | None = None,
+    *,
+    wait_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Post the proof, verify it (live when possible) and move the case; what happened."""
+    """Post the proof, verify it (live when possible) and move the case; what happened.
+    ``wait_seconds``: how long to wait for a run working on the database (default
+    :data:`PROOF_WAIT_SECONDS`)."""
     proof = check(raw)
+    wait = PROOF_WAIT_SECONDS if wait_seconds is None else wait_seconds
     portal = portal or PortalSettings()
     with transaction(engine) as session:
         registration = session.scalar(
@@ -89,7 +121,11 @@ def post(
         vin = registration.vin
     call = asyncio.run(_ask(service, proof, vin, portal)) if service else None
     live = _live_status(call)
-    with transaction(engine) as session:
+    with (
+        exclusive(engine, wait, then="then posting the proof", busy=_proof_busy),
+        transaction(engine) as session,
+    ):
+        batch_turn(session)
         record = load_records(session, [registration.id])[registration.id]
         counts = _record(session, record, proof, live, settings, who)
         row = record.open_case() or (record.cases[-1] if record.cases else None)

@@ -16,7 +16,8 @@ hosts sharing it, and two runs reading the same records before either wrote woul
 case and send the letter. A run that finds another working waits for it (at most
 :data:`RUN_WAIT_SECONDS`), then finds the day done and changes nothing; past the wait it stops
 with :class:`RunBusy` (exit 1), having changed nothing. The lock dies with the run's process or
-connection, so a run that crashed never keeps the next one out.
+connection, so a run that crashed never keeps the next one out. ``olv iies proof`` takes the
+same lock around its changes (:mod:`enforcement.proof`): it moves a registration's case too.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from enforcement.case_settings import CaseSettings
@@ -85,6 +88,13 @@ BATCH_LOCK_KEY = _lock_key(LOCK_NAME + ":batch")
 
 class RunBusy(OlvError):
     """Another run kept the database past this run's wait (exit 1); this one changed nothing."""
+
+
+def _run_busy(reason: str) -> OlvError:
+    return RunBusy(
+        f"{reason}; this run changed nothing (it does the day's work; run again once it has "
+        "finished)"
+    )
 
 
 class RunLockLost(OlvError):
@@ -160,11 +170,7 @@ def _due_registrations(engine: Engine, day: date) -> list[int]:
 def _batch(engine: Engine, ids: Sequence[int], day: date, settings: CaseSettings) -> Counts:
     counts = Counts()
     with transaction(engine) as session:
-        if session.get_bind().dialect.name == "postgresql":
-            # Should the run's lock be lost (its connection killed) while another run has
-            # taken it, the two runs' batches still take turns, each reading what the other
-            # committed: neither decides anything twice.
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BATCH_LOCK_KEY})
+        batch_turn(session)
         records = load_records(session, ids, registrants=False)
         # The batch's transactions due for posting are among those its records hold: marked
         # posted here in memory, and in the table by one UPDATE (not one per transaction).
@@ -228,10 +234,19 @@ def _rematch(engine: Engine, day: date) -> dict[str, int]:
 
 
 @contextmanager
-def exclusive(engine: Engine, wait_seconds: float) -> Iterator[Callable[[], None]]:
-    """Hold the database's run lock for the block, waiting at most ``wait_seconds`` for it
-    (:class:`RunBusy` past that). Yields a check that raises :class:`RunLockLost` once the
-    lock can no longer be vouched for.
+def exclusive(
+    engine: Engine,
+    wait_seconds: float,
+    *,
+    then: str = "then doing what it left",
+    busy: Callable[[str], OlvError] = _run_busy,
+) -> Iterator[Callable[[], None]]:
+    """Hold the database's run lock for the block, waiting at most ``wait_seconds`` for it.
+    Yields a check that raises :class:`RunLockLost` once the lock can no longer be vouched for.
+
+    The daily run holds it; so does a proof (:func:`enforcement.proof.post`) while it writes.
+    ``then`` says in the log what the caller does once it has the lock; past the wait,
+    ``busy`` makes the error (given why) that is raised: :class:`RunBusy` for the run.
 
     PostgreSQL: an advisory lock of the transaction of a connection of its own, so that it
     also holds through a transaction pooler (a session lock would stay behind on a pooled
@@ -239,42 +254,67 @@ def exclusive(engine: Engine, wait_seconds: float) -> Iterator[Callable[[], None
     SQLite: ``flock`` on a file beside the database, which the kernel releases when the
     process ends however it ends.
     """
+    waiter = _Waiter(then, busy)
     if engine.dialect.name == "postgresql":
-        with _advisory_lock(engine, wait_seconds) as still_held:
+        with _advisory_lock(engine, wait_seconds, waiter) as still_held:
             yield still_held
         return
-    with _file_lock(engine, wait_seconds):
+    with _file_lock(engine, wait_seconds, waiter):
         yield _held
+
+
+def batch_turn(session: Session) -> None:
+    """Take turns with every other batch of changes on PostgreSQL, for the transaction.
+
+    Should the run lock be lost (its connection killed) while another run, or a proof, has
+    taken it, their transactions still take turns, each reading what the other committed:
+    neither decides anything twice. (SQLite's lock dies only with its process.)
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BATCH_LOCK_KEY})
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    """What the one waiting for the lock says: in the log, and past its wait."""
+
+    then: str
+    busy: Callable[[str], OlvError]
 
 
 def _held() -> None:
     """A lock that cannot be lost while its holder lives."""
 
 
-def _acquire(engine: Engine, take: Callable[[], bool], wait_seconds: float) -> None:
+def _acquire(
+    engine: Engine, take: Callable[[], bool], wait_seconds: float, waiter: _Waiter
+) -> None:
     if take():
         return
     deadline = time.monotonic() + wait_seconds
+    # Whoever holds it now: a run, most likely (a proof holds it for a moment only).
     log.info(
         "another olv iies run is working on this database: waiting for it to finish "
-        "(at most %g s), then doing what it left",
+        "(at most %g s), %s",
         wait_seconds,
+        waiter.then,
         extra={"wait_seconds": wait_seconds},
     )
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(_POLL_SECONDS, left))
         if take():
-            log.info("the other olv iies run has finished: this run goes on")
+            log.info("the other olv iies run has finished: going on")
             return
-    raise RunBusy(
+    raise waiter.busy(
         f"another 'olv iies run' is working on {db.describe(engine.url)} and did not finish "
-        f"within {wait_seconds:g} s; this run changed nothing (it does the day's work; "
-        "run again once it has finished)"
+        f"within {wait_seconds:g} s"
     )
 
 
 @contextmanager
-def _advisory_lock(engine: Engine, wait_seconds: float) -> Iterator[Callable[[], None]]:
+def _advisory_lock(
+    engine: Engine, wait_seconds: float, waiter: _Waiter
+) -> Iterator[Callable[[], None]]:
     conn = engine.connect()
     try:
 
@@ -282,7 +322,7 @@ def _advisory_lock(engine: Engine, wait_seconds: float) -> Iterator[Callable[[],
             query = text("SELECT pg_try_advisory_xact_lock(:key)")
             return bool(conn.scalar(query, {"key": RUN_LOCK_KEY}))
 
-        _acquire(engine, take, wait_seconds)
+        _acquire(engine, take, wait_seconds, waiter)
         keepalive = _Keepalive(conn)
         try:
             yield keepalive.check
@@ -340,10 +380,10 @@ _MEMORY_LOCK = threading.Lock()  # an in-memory database is seen by this process
 
 
 @contextmanager
-def _file_lock(engine: Engine, wait_seconds: float) -> Iterator[None]:
+def _file_lock(engine: Engine, wait_seconds: float, waiter: _Waiter) -> Iterator[None]:
     path = db.sqlite_path(engine.url)
     if path is None:
-        _acquire(engine, lambda: _MEMORY_LOCK.acquire(blocking=False), wait_seconds)
+        _acquire(engine, lambda: _MEMORY_LOCK.acquire(blocking=False), wait_seconds, waiter)
         try:
             yield
         finally:
@@ -362,7 +402,7 @@ def _file_lock(engine: Engine, wait_seconds: float) -> Iterator[None]:
                 return False
             return True
 
-        _acquire(engine, take, wait_seconds)
+        _acquire(engine, take, wait_seconds, waiter)
         yield
     finally:
         os.close(fd)  # releases the flock (as the process's end would)

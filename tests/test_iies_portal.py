@@ -11,9 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from enforcement import proof
 from enforcement.case_settings import CaseSettings
 from enforcement.models import Letter
-from enforcement.run import run
+from enforcement.run import exclusive, run
 from olv import db
 from tests.helpers.iies_cases import add_registrant, add_txn
 from tests.helpers.portal import add_user
@@ -165,6 +166,26 @@ def test_proof_page_posts_paper_proof(world, client: TestClient) -> None:
         "/iies/proof", data=form, headers={"Authorization": f"Bearer {tokens['ins1']}"}
     )
     assert insurer.status_code == 403
+
+
+def test_proof_page_during_a_run_keeps_the_form_and_changes_nothing(
+    world, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, tokens, _ = world
+    monkeypatch.setattr(proof, "PROOF_WAIT_SECONDS", 0.5)
+    headers = {"Authorization": f"Bearer {tokens['dmv']}"}
+    form = {"plate": "ABC123", "state": "NY", "naic": "44444", "policy": "K-1"}
+    with db.transaction(engine) as session:
+        letters = len(session.scalars(select(Letter)).all())
+    with exclusive(engine, wait_seconds=0):  # the day's run, on another host
+        busy = client.post("/iies/proof", data=form, headers=headers)
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "60"
+    assert "another &#39;olv iies run&#39; is working" in busy.text, busy.text
+    assert "nothing changed" in busy.text and 'value="K-1"' in busy.text
+    with db.transaction(engine) as session:
+        assert len(session.scalars(select(Letter)).all()) == letters
+    done = client.post("/iies/proof", data=form, headers=headers)
+    assert done.status_code == 200 and 'id="outcome">mvf<' in done.text
 
 
 def test_insurer_report_page_json_and_csv(world, client: TestClient) -> None:

@@ -1,6 +1,6 @@
 """Two ``olv iies run`` at once on one database (the timer enabled on several state hosts): one
 works, the other waits for it and then finds the day done; a run that dies lets the next one in.
-SQLite and PostgreSQL."""
+A proof (``olv iies proof``) posted while a run works waits for it too. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from enforcement import proof as proof_module
 from enforcement import run as run_module
 from enforcement.case_settings import CaseSettings
-from enforcement.models import Activity, Letter
+from enforcement.models import Activity, CoveragePeriod, Letter, MvfRequest
 from enforcement.models import Case as CaseRow
 from enforcement.run import RunBusy, RunLockLost, exclusive, run
 from olv import db
@@ -281,3 +282,84 @@ def test_iies_run_keeps_its_lock_through_idle_timeouts_and_stops_if_it_loses_it(
         assert_done_once(engine, regs)
     finally:
         engine.dispose()
+
+
+# --- a proof waits for the run too ---------------------------------------------------------
+
+PROOF_PLATE = "PRF1"
+NO_SERVICE_NAIC = "30003"  # no insurer on file: the proof becomes an MVF, opening a case
+PROOF_ARGS = ["iies", "proof", "--plate", PROOF_PLATE, "--state", "NY"]
+PROOF_ARGS += ["--naic", NO_SERVICE_NAIC, "--policy", "K1", "--date", DAY.isoformat()]
+
+
+def proof_writes(engine: Engine) -> tuple[int, ...]:
+    """Everything a proof may write: MVFs, cases, activities, letters, coverage periods."""
+    return tuple(count(engine, m) for m in (MvfRequest, CaseRow, Activity, Letter, CoveragePeriod))
+
+
+def test_iies_proof_posted_during_a_run_waits_for_it_then_posts(
+    db_url: str, engine: Engine
+) -> None:
+    reg = add_registrant(engine, PROOF_PLATE, "1HGCM82633A900001")
+    before = proof_writes(engine)
+    err_lines: list[str] = []
+    told_waiting = threading.Event()
+
+    def read_err(stream: Any) -> None:
+        for line in stream:
+            err_lines.append(line)
+            if "waiting" in line:
+                told_waiting.set()
+
+    with exclusive(engine, wait_seconds=0):  # a run is working (as another host's would)
+        proc = _olv(db_url, *PROOF_ARGS)
+        reader = threading.Thread(target=read_err, args=(proc.stderr,), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not told_waiting.is_set() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the proof did not wait for the run: " + "".join(err_lines)
+        assert told_waiting.is_set(), "".join(err_lines)
+        time.sleep(1.0)  # well past its first tries of the lock: still waiting, nothing written
+        assert proc.poll() is None
+        assert proof_writes(engine) == before
+    with proc:  # the run is over: the proof goes on and posts
+        out, _ = proc.communicate(timeout=60)
+        reader.join(timeout=10)
+    assert proc.returncode == 0, "".join(err_lines)
+    posted = json.loads(out)
+    assert posted["live"] == "no_service" and posted["case_state"] == "SMV"
+    assert count(engine, MvfRequest) == 1 and count(engine, CaseRow) == 1
+    assert [a[0] for a in activities(engine, reg)] == ["IPA", "MVF"]
+
+
+def test_iies_proof_past_its_wait_exits_1_and_changes_nothing(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_registrant(engine, PROOF_PLATE, "1HGCM82633A900001")
+    before = proof_writes(engine)
+    monkeypatch.setattr(proof_module, "COMMAND_WAIT_SECONDS", 0.5)
+    raw = proof_module.ProofInput(PROOF_PLATE, "NY", NO_SERVICE_NAIC, "K1", DAY)
+    with exclusive(engine, wait_seconds=0):
+        started = time.monotonic()
+        code = olv_run(PROOF_ARGS)
+        took = time.monotonic() - started
+        with pytest.raises(proof_module.ProofBusy):  # as the portal's page calls it
+            proof_module.post(engine, raw, SETTINGS, who="user:dmv", wait_seconds=0)
+    out = capsys.readouterr()
+    assert code == 1 and out.out == "", out.err
+    assert out.err.startswith("error: another 'olv iies run' is working on"), out.err
+    assert "the proof was not posted (nothing changed)" in out.err
+    assert 0.5 <= took < 30
+    assert proof_writes(engine) == before
+    # Once the run is over, the same proof posts.
+    assert olv_run(PROOF_ARGS) == 0
+    assert count(engine, MvfRequest) == 1
+
+
+def test_iies_proof_does_not_keep_the_run_out(engine: Engine) -> None:
+    """The proof lets the lock go once it has posted: a run right after it gets in without
+    waiting."""
+    add_registrant(engine, PROOF_PLATE, "1HGCM82633A900001")
+    assert olv_run(PROOF_ARGS) == 0
+    assert run(engine, DAY, SETTINGS, wait_seconds=0)["date"] == DAY.isoformat()

@@ -14,7 +14,7 @@ from enforcement.case_settings import get_case_settings
 from enforcement.inquiry import public_status
 from enforcement.letters import is_doc_id
 from enforcement.permissions import IIES_INQUIRY, IIES_PROOF
-from enforcement.proof import NoRegistration, ProofInput, post
+from enforcement.proof import NoRegistration, ProofBusy, ProofInput, post
 from olv import normalize
 from olv.errors import UsageError
 from portal.deps import Principal, budget_left, client_address, permitted, within_budget
@@ -78,6 +78,12 @@ def proof_post(
     except (UsageError, NoRegistration) as exc:
         flash(request, "error", str(exc))
         return page(request, "iies_proof.html", "Post paper proof", {"form": form}, status=422)
+    except ProofBusy as exc:
+        # The day's run holds the registrations: the clerk keeps the form and posts it again.
+        flash(request, "error", str(exc))
+        busy = page(request, "iies_proof.html", "Post paper proof", {"form": form}, status=503)
+        busy.headers["Retry-After"] = "60"
+        return busy
     return page(request, "iies_proof.html", "Post paper proof", {"form": {}, "result": result})
 
 
