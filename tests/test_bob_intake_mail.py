@@ -31,6 +31,7 @@ from olv import db
 from olv.logging import JsonFormatter
 from tests.helpers.bob_intake_data import vin
 from tests.helpers.smtp_capture import smtp_server
+from tests.helpers.smtp_capture import timed_send as send_within
 from tests.test_bob_intake_robust import drop_bob, make_inbox, real_intake, visible
 
 SUMMARY = FileSummary(
@@ -184,22 +185,9 @@ def trickling_relay(answered: int, gap: float = 0.2) -> Iterator[TricklingRelay]
 
 
 def timed_send(sender: SmtpSender) -> tuple[float, BaseException | None]:
-    """Send in a thread, so that a send that never ends fails the test instead of hanging it."""
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            sender.send(summary_message(SUMMARY, sender="olv@state.example", recipients=["x@a.ex"]))
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            outcome.append(exc)
-
-    started = time.monotonic()
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(8)
-    assert not worker.is_alive(), "send() still blocked 8 s into a 1 s timeout"
-    return time.monotonic() - started, outcome[0]
+    return send_within(
+        sender, summary_message(SUMMARY, sender="olv@state.example", recipients=["x@a.ex"])
+    )
 
 
 @pytest.mark.parametrize("answered", [0, 1, 5], ids=["greeting", "ehlo", "end-of-message"])

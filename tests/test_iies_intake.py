@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 
 from bob_loader.intake import Intake
 from bob_loader.intake_claims import StabilityTracker
@@ -45,6 +46,21 @@ def _outbox(base: Path, name: str) -> list[str]:
     return sorted(p.name for p in (base / name / "outbox").iterdir())
 
 
+def _intake(
+    engine: Engine, base: Path, account_naics: dict[str, list[str]] | None = None
+) -> Intake:
+    """The watcher's round, BoB files and IIES files alike, with no wait for stable uploads."""
+    return Intake(
+        base=base,
+        engine=engine,
+        loader=load_files,
+        stability=StabilityTracker(0.0),
+        contacts=lambda naics: [],
+        account_naics=account_naics,
+        handlers=[IiesIntake()],
+    )
+
+
 def test_iies_files_share_the_intake_with_books_of_business(db_url: str, tmp_path: Path) -> None:
     engine = db.make_engine(db_url)
     try:
@@ -56,15 +72,7 @@ def test_iies_files_share_the_intake_with_books_of_business(db_url: str, tmp_pat
         _drop(other, f"IIES {OTHER_NAIC} 20261203 01.csv", b"\x00\x01 binary" * 50)
         write_bob(acme / "Acme 20261201.txt", NAIC, 3)
         os.utime(acme / "Acme 20261201.txt", (OLD, OLD))
-        intake = Intake(
-            base=tmp_path,
-            engine=engine,
-            loader=load_files,
-            stability=StabilityTracker(0.0),
-            contacts=lambda naics: [],
-            account_naics={"acme": [NAIC], "other": [OTHER_NAIC]},
-            handlers=[IiesIntake()],
-        )
+        intake = _intake(engine, tmp_path, {"acme": [NAIC], "other": [OTHER_NAIC]})
         assert intake.run_round() == 4
 
         acks = {}
@@ -99,15 +107,7 @@ def test_only_a_name_that_starts_with_the_word_iies_is_a_transaction_file(
         os.utime(acme / "IIESCO 20261201.txt", (OLD, OLD))
         # A transaction file with the wrong separators: still the IIES handler's, refused F10.
         _drop(acme, f"iies_{NAIC}_20261203.csv", csv_text([row(txn_id="A1")]).encode())
-        intake = Intake(
-            base=tmp_path,
-            engine=engine,
-            loader=load_files,
-            stability=StabilityTracker(0.0),
-            contacts=lambda naics: [],
-            account_naics={"acme": [NAIC]},
-            handlers=[IiesIntake()],
-        )
+        intake = _intake(engine, tmp_path, {"acme": [NAIC]})
         assert intake.run_round() == 2
         acks = [
             json.loads((tmp_path / "acme" / "outbox" / n).read_text())
@@ -130,15 +130,7 @@ def test_a_naic_not_bound_to_the_account_is_refused(db_url: str, tmp_path: Path)
     try:
         acme = _account(tmp_path, "acme")
         _drop(acme, f"IIES {OTHER_NAIC} 20261203.csv", csv_text([row(naic=OTHER_NAIC)]).encode())
-        intake = Intake(
-            base=tmp_path,
-            engine=engine,
-            loader=load_files,
-            stability=StabilityTracker(0.0),
-            contacts=lambda naics: [],
-            account_naics={"acme": [NAIC]},
-            handlers=[IiesIntake()],
-        )
+        intake = _intake(engine, tmp_path, {"acme": [NAIC]})
         assert intake.run_round() == 1
         [ack] = [n for n in _outbox(tmp_path, "acme") if n.endswith(".ack.json")]
         body = json.loads((tmp_path / "acme" / "outbox" / ack).read_text())
@@ -170,14 +162,7 @@ def test_a_link_claimed_in_place_of_an_upload_is_refused_unread(
         os.symlink("/dev/zero", acme / "IIES 12345.csv")  # misnamed: refused before loading
         for name in (f"IIES {NAIC} 20261203.csv", "IIES 12345.csv"):
             assert claim(account, acme / name) is not None
-        intake = Intake(
-            base=tmp_path / "intake",
-            engine=engine,
-            loader=load_files,
-            stability=StabilityTracker(0.0),
-            contacts=lambda naics: [],
-            handlers=[IiesIntake()],
-        )
+        intake = _intake(engine, tmp_path / "intake")
         done: list[int] = []
         worker = threading.Thread(target=lambda: done.append(intake.run_round()), daemon=True)
         worker.start()

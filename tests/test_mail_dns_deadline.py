@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from bob_loader import mail
 from bob_loader.mail import FileSummary, SmtpDeadlineExceeded, SmtpSender, summary_message
 from tests.helpers.smtp_capture import smtp_server
+from tests.helpers.smtp_capture import timed_send as send_within
 
 SUMMARY = FileSummary(
     account="acme",
@@ -70,25 +70,10 @@ def hung_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[HungResolver]:
 
 
 def timed_send(sender: SmtpSender, limit: float) -> tuple[float, BaseException | None]:
-    """Send in a thread, so that a send stuck in the lookup fails the test instead of hanging
-    it (the stuck thread ends once the fake resolver is released)."""
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            message = summary_message(SUMMARY, sender="olv@state.example", recipients=["x@a.ex"])
-            sender.send(message)
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            outcome.append(exc)
-
-    started = time.monotonic()
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(limit)
-    took = time.monotonic() - started
-    assert not worker.is_alive(), f"send() still blocked {took:.1f} s into a {DEADLINE:g} s timeout"
-    return took, outcome[0]
+    """A send stuck in the lookup fails the test instead of hanging it (the stuck thread ends
+    once the fake resolver is released)."""
+    message = summary_message(SUMMARY, sender="olv@state.example", recipients=["x@a.ex"])
+    return send_within(sender, message, limit)
 
 
 def test_a_hung_name_lookup_fails_the_send_at_the_deadline(hung_resolver: HungResolver) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from bob_loader.mail import SmtpSender
 from tests.helpers.sftp_server import free_port
 
 
@@ -50,3 +52,28 @@ def smtp_server() -> Iterator[SmtpCapture]:
         yield capture
     finally:
         controller.stop()
+
+
+def timed_send(
+    sender: SmtpSender, message: EmailMessage, limit: float = 8.0
+) -> tuple[float, BaseException | None]:
+    """``sender.send(message)`` in a thread, so that a send that never ends fails the test
+    after ``limit`` seconds instead of hanging it: the seconds it took and what it raised."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            sender.send(message)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(limit)
+    took = time.monotonic() - started
+    assert not worker.is_alive(), (
+        f"send() still blocked {took:.1f} s into a {sender.timeout:g} s timeout"
+    )
+    return took, outcome[0]
