@@ -240,7 +240,9 @@ def watch(
         base=directory,
         engine=engine,
         loader=load_files,
-        stability=StabilityTracker(settings.intake_stable_seconds),
+        stability=StabilityTracker(
+            settings.intake_stable_seconds, partial_seconds=settings.intake_partial_seconds
+        ),
         contacts=db_contacts(engine),
         sender=sender,
         sender_address=settings.smtp_from,

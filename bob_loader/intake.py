@@ -9,7 +9,8 @@ Life of a file, built so that a crash or kill at any moment neither loses nor do
 (the files on disk: :mod:`bob_loader.intake_claims`):
 
 1. *complete*: not a temporary name and its size and mtime unchanged for
-   ``OLV_INTAKE_STABLE_SECONDS``;
+   ``OLV_INTAKE_STABLE_SECONDS`` (``OLV_INTAKE_PARTIAL_SECONDS`` for a BoB upload that ends
+   mid-record: a stalled transfer);
 2. *claimed*: moved out of the inbox into its claim directory, tagged with the pickup round.
    Pickup is all the watch loop's main thread does, so it stays within the poll interval even
    while a large file loads;
@@ -53,6 +54,7 @@ from bob_loader.intake_claims import (
     new_round,
     pending_claims,
     recover_claims,
+    safe_name,
     save_outcome,
 )
 from bob_loader.intake_notify import ContactLookup, send_summary
@@ -146,7 +148,7 @@ class Intake:
                     break
                 try:
                     recover_claims(account)
-                    for path in self.stability.ready(account.inbox):
+                    for path in self.stability.ready(account.inbox, self._is_bob_name):
                         self.stability.forget(path)
                         if claim(account, path, round_id) is not None:
                             count += 1
@@ -156,6 +158,13 @@ class Intake:
         finally:
             self._open_round = None
         return count
+
+    def _is_bob_name(self, name: str) -> bool:
+        """Whether an upload of this name goes to the BoB loader (no other handler takes it):
+        only those are held back while they end mid-record; a CSV (IIES) may end without a
+        newline."""
+        claimed_as = safe_name(name)  # the name handlers are asked with (see _load)
+        return not any(handler.accepts(claimed_as) for handler in self.handlers)
 
     def process_pending(self, stop: threading.Event | None = None) -> int:
         """Load and finish every claim on disk, oldest round first; returns how many finished."""

@@ -24,6 +24,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bob_loader.files import open_regular
+from bob_loader.intake_settings import DEFAULT_PARTIAL_SECONDS
+from olv.bob.layout import RECORD_LENGTH
+
 log = logging.getLogger("bob_loader.intake")
 
 PROCESSING = ".processing"
@@ -147,28 +151,84 @@ class Claim:
         return target
 
 
+FileKey = tuple[int, int, int]  # (size, mtime_ns, inode): any write or replacement changes it
+
+
+@dataclass(slots=True)
+class _Seen:
+    key: FileKey
+    since: float  # monotonic time the key was first seen
+    cut: str | None = None  # why the content stops inside a record (None: it does not)
+    checked: bool = False  # the tail was read for this key
+    held: bool = False  # the hold was logged for this key
+
+
+def ends_mid_record(path: Path, key: FileKey) -> tuple[FileKey, str | None] | None:
+    """Whether the BoB upload ``path`` stops inside a record: the key of the file read and why
+    (None when its last line is ended or a whole record), or None when it cannot be read.
+
+    A BoB file has no required trailer, so a stalled in-place upload is a valid-looking file
+    with one bad last record: only its tail can tell. A last line of a full record without a
+    line end is complete (SPEC: records are *separated* by line ends). An empty file is taken
+    as it is (SPEC rejects it whole, and the master stays): holding it would delay that
+    report. Only the last record's worth of bytes is read, from a descriptor opened without
+    following links.
+    """
+    try:
+        with open_regular(path) as stream:
+            st = os.fstat(stream.fileno())
+            read_key = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if read_key != key:
+                return read_key, None  # written to since it was listed: the caller waits
+            stream.seek(max(0, st.st_size - RECORD_LENGTH))
+            tail = stream.read(RECORD_LENGTH)
+    except OSError:
+        # Unreadable, a link or gone: judged by the stability rule alone, as before the hold
+        # existed; the loader then reports the file as it always did.
+        return None
+    if not tail or tail.endswith(b"\n") or (b"\n" not in tail and len(tail) >= RECORD_LENGTH):
+        return read_key, None
+    last = len(tail) - tail.rfind(b"\n") - 1
+    return read_key, (
+        f"its last line has no line end and is {last} characters, "
+        f"short of a {RECORD_LENGTH}-character record"
+    )
+
+
 class StabilityTracker:
     """Decides when an upload is complete: (size, mtime, inode) unchanged long enough.
 
     Observed time is measured on the monotonic clock, so a file whose mtime the client set into
     the future still becomes ready; a file whose mtime is already old enough (renamed into the
     inbox, or left there while the watcher was down) is ready at first sight.
+
+    A BoB upload whose content stops inside a record (:func:`ends_mid_record`) is a client that
+    stalled mid-transfer far more often than a finished file: it must stay unchanged for
+    ``partial_seconds`` (``OLV_INTAKE_PARTIAL_SECONDS``) instead, after which it is taken as
+    any other file, so one that really ends that way is still loaded and reported. With
+    ``stable_seconds`` 0 the operator has said every upload is renamed in whole: none is held.
     """
 
     def __init__(
         self,
         stable_seconds: float,
         *,
+        partial_seconds: float = DEFAULT_PARTIAL_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.stable_seconds = stable_seconds
+        self.partial_seconds = partial_seconds if stable_seconds > 0 else 0.0
         self._monotonic = monotonic
         self._wall = wall
-        self._seen: dict[Path, tuple[tuple[int, int, int], float]] = {}
+        self._seen: dict[Path, _Seen] = {}
 
-    def ready(self, inbox: Path) -> list[Path]:
-        """Complete uploads in ``inbox``, oldest first."""
+    def ready(self, inbox: Path, whole_records: Callable[[str], bool] | None = None) -> list[Path]:
+        """Complete uploads in ``inbox``, oldest first.
+
+        ``whole_records`` tells the names of BoB files (made of 300-character records), the
+        only ones whose tail is checked; None means every name is one.
+        """
         now, wall = self._monotonic(), self._wall()
         found: list[tuple[int, str, Path]] = []
         current: set[Path] = set()
@@ -180,13 +240,50 @@ class StabilityTracker:
             key = (st.st_size, st.st_mtime_ns, st.st_ino)
             current.add(path)
             seen = self._seen.get(path)
-            if seen is None or seen[0] != key:
-                self._seen[path] = seen = (key, now)
-            if now - seen[1] >= self.stable_seconds or wall - st.st_mtime >= self.stable_seconds:
-                found.append((st.st_mtime_ns, entry.name, path))
+            if seen is None or seen.key != key:
+                self._seen[path] = seen = _Seen(key, now)
+            # Unchanged since first seen, or since its mtime when that is earlier.
+            quiet = max(now - seen.since, wall - st.st_mtime)
+            if quiet < self.stable_seconds:
+                continue
+            if whole_records is None or whole_records(entry.name):
+                if not seen.checked:
+                    verdict = ends_mid_record(path, key)
+                    if verdict is not None and verdict[0] != key:
+                        self._seen[path] = _Seen(verdict[0], now)  # still being written
+                        continue
+                    seen.checked = True
+                    seen.cut = verdict[1] if verdict is not None else None
+                if seen.cut is not None:
+                    if quiet < self.partial_seconds:
+                        self._log_held(inbox, entry.name, seen)
+                        continue
+                    log.warning(
+                        "upload taken although it ends mid-record: unchanged past the grace",
+                        extra=self._facts(inbox, entry.name, seen),
+                    )
+            found.append((st.st_mtime_ns, entry.name, path))
         for gone in [p for p in self._seen if p.parent == inbox and p not in current]:
             del self._seen[gone]
         return [path for _, _, path in sorted(found)]
+
+    def _log_held(self, inbox: Path, name: str, seen: _Seen) -> None:
+        # Once per state of the file: every poll would repeat it for the whole grace.
+        if not seen.held:
+            seen.held = True
+            log.info(
+                "upload held back: it ends mid-record, waiting for the rest",
+                extra=self._facts(inbox, name, seen),
+            )
+
+    def _facts(self, inbox: Path, name: str, seen: _Seen) -> dict[str, object]:
+        return {
+            "account": inbox.parent.name,
+            "file": safe_name(name),
+            "reason": seen.cut,
+            "size": seen.key[0],
+            "grace_seconds": self.partial_seconds,
+        }
 
     def forget(self, path: Path) -> None:
         self._seen.pop(path, None)

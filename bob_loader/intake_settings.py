@@ -12,6 +12,7 @@ OLV_SMTP_FROM              olv-intake@localhost   sender address of the summarie
 OLV_SMTP_TIMEOUT_SECONDS   30           the whole send, name lookup to goodbye
 OLV_INTAKE_POLL_SECONDS    5            how often the watcher looks at the inboxes
 OLV_INTAKE_STABLE_SECONDS  5            size and mtime unchanged this long = upload complete
+OLV_INTAKE_PARTIAL_SECONDS 20           the same for a BoB upload that ends mid-record
 OLV_INTAKE_ACCOUNT_NAICS   (unset)      optional bindings ``acme=12345 67890;beta=11111``
 OLV_INTAKE_ACCOUNT_EMAILS  (unset)      per-account fallback recipients ``acme=ops@acme.example``
 ========================== ============ =====================================================
@@ -30,6 +31,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from olv import normalize
+
+# How long a BoB upload that ends mid-record must stay unchanged (OLV_INTAKE_PARTIAL_SECONDS):
+# with the 5-s poll, such a file is still picked up within SPEC's 30 s of its last write.
+DEFAULT_PARTIAL_SECONDS = 20.0
 
 TlsMode = Literal["none", "starttls", "ssl"]
 DEFAULT_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "ssl": 465}
@@ -65,6 +70,10 @@ class IntakeSettings(BaseSettings):
 
     intake_poll_seconds: float = Field(5.0, gt=0, le=25)  # ≤ 25 s keeps pickup within 30 s
     intake_stable_seconds: float = Field(5.0, ge=0, le=20)
+    # A stalled upload's half would load as the NAIC's whole master: wait longer for the rest
+    # (it ends mid-record), yet not for ever, so a file that really ends so is still loaded and
+    # reported. The default keeps every pickup within SPEC's 30 s; slow links may want more.
+    intake_partial_seconds: float = Field(DEFAULT_PARTIAL_SECONDS, ge=0)
     intake_account_naics: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
     intake_account_emails: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
 
