@@ -42,6 +42,7 @@ from bob_loader.store import Tally
 from olv.bob.errors import BobFileError
 from olv.bob.parser import iter_bob
 from olv.bob.validate import PROFILES
+from olv.logging import describe_exception
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,8 @@ def _load_stream(
                     report.discard()
                     return _duplicate(path, earlier)
                 store.finish_file_row(conn, file_id, "accepted", None, tally)
+                if tally.errors or tally.warnings:
+                    report.prepare(_header(path, "accepted", None, tally, opts, digest))
                 _pause_for_crash_tests(opts.settings)
                 tx.commit()
                 log.info(
@@ -220,11 +223,13 @@ def _load_stream(
             store.finish_file_row(conn, file_id, "rejected", reason, tally)
         return _rejected(path, report, opts, tally, reason, digest)
 
-    store.collect_garbage(engine, tally.naics)
-    store.refresh_statistics(engine)
-    report_path = None
-    if tally.errors or tally.warnings:
-        report_path = report.finish(_header(path, "accepted", None, tally, opts, digest))
+    report_path = report.publish() if tally.errors or tally.warnings else None
+    try:
+        store.collect_garbage(engine, tally.naics)
+        store.refresh_statistics(engine)
+    except Exception as exc:  # noqa: BLE001 - the load is committed: report it as loaded
+        # The superseded rows stay until the NAIC's next load collects them.
+        log.warning("cleanup after a load failed", extra={"file": name, **describe_exception(exc)})
     return LoadOutcome(
         path, "accepted", tally.naics, tally.loaded, tally.errors, tally.warnings, report_path, None
     )

@@ -108,24 +108,40 @@ class ReportWriter:
         self._body.write(issue.report_line())
         self._body.write("\n")
 
-    def finish(self, header: ReportHeader) -> Path:
-        """Write header and problems to :attr:`target` and return it."""
+    @property
+    def _tmp(self) -> Path:
+        return self.target.with_name("." + self.target.name + ".tmp")
+
+    def prepare(self, header: ReportHeader) -> None:
+        """Write header and problems in full beside :attr:`target`, not yet under its name:
+        a load writes its report before it commits, so that a full disk fails the load (the
+        old master stays) rather than losing the report of a load already committed."""
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.target.with_name("." + self.target.name + ".tmp")
-        with tmp.open("w", encoding="ascii", errors="backslashreplace") as out:
+        with self._tmp.open("w", encoding="ascii", errors="backslashreplace") as out:
             out.write("\n".join(header.lines()))
             out.write("\n\n")
             if self._body is not None:
                 self._body.close()
+                self._body = None
                 with self._part.open(encoding="ascii") as body:
                     shutil.copyfileobj(body, out)
-        os.replace(tmp, self.target)
+
+    def publish(self) -> Path:
+        """The prepared report under its name (a rename: no space needed)."""
+        os.replace(self._tmp, self.target)
         self.discard()
         return self.target
 
+    def finish(self, header: ReportHeader) -> Path:
+        """Write header and problems to :attr:`target` and return it."""
+        self.prepare(header)
+        return self.publish()
+
     def discard(self) -> None:
-        """Drop the collected lines (no report needed, or the load failed)."""
+        """Drop the collected lines and any prepared report (no report needed, or the load
+        failed)."""
         if self._body is not None:
             self._body.close()
             self._body = None
         self._part.unlink(missing_ok=True)
+        self._tmp.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -291,3 +292,28 @@ def test_unknown_profile_is_refused_before_anything_is_registered(engine, tmp_pa
         load_files(engine, [path], profile="strict")
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(BobFile)) == 0
+
+
+def test_a_report_the_disk_cannot_take_fails_the_load_before_its_commit(engine, tmp_path):
+    """The report of an accepted file with problems is written before the swap commits: a
+    full disk then fails the load with the old master in place, instead of a committed load
+    whose report is lost and whose caller is told it failed."""
+    load_files(engine, [write(tmp_path / "a.txt", synth.records("12345", 100))])
+    lines = bad_dates(list(synth.records("12345", 100, series=1)), every=50)
+    path = write(tmp_path / "b.txt", lines)
+    reports = tmp_path / "r"
+    reports.mkdir()
+    # The report's temporary name leads to /dev/full: each write there fails with ENOSPC.
+    (reports / ".b.txt.errors.txt.tmp").symlink_to("/dev/full")
+    with pytest.raises(OSError) as failed:
+        load_files(engine, [path], report_dir=reports)
+    assert failed.value.errno == errno.ENOSPC
+    assert stats(engine) == {"12345": (100, "a.txt")}
+    assert current_vins(engine, "12345", 100, series=1) == 0
+    assert sorted(p.name for p in reports.iterdir()) == []  # nothing half-written is left
+
+    [outcome] = load_files(engine, [path], report_dir=reports)  # the disk has room again
+    assert (outcome.status, outcome.records, outcome.errors) == ("accepted", 98, 2)
+    assert outcome.report_path == reports / "b.txt.errors.txt"
+    assert "line 51" in outcome.report_path.read_text()
+    assert stats(engine) == {"12345": (98, "b.txt")}
