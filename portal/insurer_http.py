@@ -22,7 +22,12 @@ What it guarantees, each tested in ``tests/test_portal_insurer_http.py``:
   once more on a new one (the server dropped an idle connection as the request left; it
   cannot have answered);
 * nothing is taken from the environment: no proxy, no cookies, no redirects followed, no
-  compression asked for.
+  compression asked for;
+* a host name is looked up by :mod:`portal.insurer_dns` (its own threads, one lookup per name
+  at a time, answers cached), never by the event loop, whose lookups share one small pool
+  among every insurer and outlive the calls that gave up on them
+  (``tests/test_portal_insurer_dns.py``); the TLS server name and the certificate check, and
+  the Host header, are the host name, not the address connected to.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from portal import insurer_dns
 
 HEAD_BYTES_MAX = 64 * 1024  # status line and headers together; uvicorn's own limit is lower
 
@@ -248,9 +255,15 @@ class Origin:
     """The idle connections to one insurer's URL."""
 
     def __init__(
-        self, url: str, context: ssl.SSLContext | None, limit: int, keepalive: float
+        self,
+        url: str,
+        context: ssl.SSLContext | None,
+        limit: int,
+        keepalive: float,
+        resolver: insurer_dns.Resolver | None = None,
     ) -> None:
         self.target = Target.of(url)
+        self.resolver = resolver  # None: the process's shared one
         self.context = context if self.target.https else None
         self.limit = limit
         self.keepalive = keepalive
@@ -298,14 +311,34 @@ class Origin:
     async def connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         target = self.target
-        _, connection = await loop.create_connection(
-            lambda: Connection(self.limit),
-            target.host,
-            target.port,
-            ssl=self.context,
-            server_hostname=target.host if self.context is not None else None,
-        )
-        return connection
+        resolver = self.resolver if self.resolver is not None else insurer_dns.shared
+        addresses = await resolver.resolve(target.host)
+        errors: list[OSError] = []
+        # Each address in turn, as the loop itself would. Given an IP literal and SOCK_STREAM
+        # the loop converts it without a lookup (uvloop's sock_connect would not: it asks
+        # libuv's pool even for an address, so a socket of our own cannot be used here).
+        for family, address in addresses:
+            try:
+                _, connection = await loop.create_connection(
+                    lambda: Connection(self.limit),
+                    address,
+                    target.port,
+                    family=family,
+                    ssl=self.context,
+                    server_hostname=target.host if self.context is not None else None,
+                )
+                return connection
+            except ssl.SSLError:
+                raise  # the server's answer, not the address's: another would answer the same
+            except OSError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        # One error for all, of their kind when they agree (refused, timed out): what the call's
+        # outcome is named after.
+        kinds = {type(e) for e in errors}
+        kind = kinds.pop() if len(kinds) == 1 else OSError
+        raise kind(f"no address of {target.host} connects: " + "; ".join(map(str, errors)))
 
     def close(self) -> None:
         """Close the idle connections; those in use close when their exchange ends."""
@@ -314,9 +347,15 @@ class Origin:
             self._idle.pop().close()
 
 
-async def fetch(url: str, context: ssl.SSLContext | None, limit: int, extra: bytes) -> Answer:
+async def fetch(
+    url: str,
+    context: ssl.SSLContext | None,
+    limit: int,
+    extra: bytes,
+    resolver: insurer_dns.Resolver | None = None,
+) -> Answer:
     """One GET on a connection of its own, closed after."""
-    origin = Origin(url, context, limit, keepalive=0.0)
+    origin = Origin(url, context, limit, keepalive=0.0, resolver=resolver)
     connection = await origin.connect()
     try:
         return await connection.exchange(origin.target.head(b"GET", extra, None))
