@@ -11,14 +11,20 @@ each, and it waits for a password-hash slot (``app.state.hash_slots``) with ``aw
 flood of sign-ins holds none of the threads that session and token checks need. Past the
 per-address limit (shared by every process, :mod:`portal.lockout`) it is refused before any
 hash; a sign-in that gets no slot within the request's budget is answered 503 (try again)
-before it is counted.
+and its attempt is uncounted.
+
+Every database step of these pages ends within the request's budget (:mod:`portal.bounded_db`:
+a row lock, SQLite's write lock or a hung state database answers 503 with ``Retry-After``),
+and a sign-in holds its hash slot for the hash alone: attempts stuck on the database (say on
+a row lock someone holds on their account) hold none of the slots other people need.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -31,7 +37,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import lockout, passwords, security_log, sessions, totp
-from portal.deps import DbSession, budget_left, client_address, within_budget
+from portal.bounded_db import RETRY_AFTER, deadline, in_budget, run_step
+from portal.deps import client_address
 from portal.errors import ApiError
 from portal.models import User
 from portal.web.identity import COOKIE, clear_cookie, now, resolve_session, set_cookie
@@ -49,6 +56,9 @@ SLOW_DOWN = "Too many sign-in attempts for this account; wait a minute and try a
 SLOW_DOWN_HERE = "Too many sign-in attempts from your address; wait a minute and try again."
 WRONG_CODE = "That code is not right; try again."
 BUSY = "Too many sign-ins at once; try again in a moment."
+# The share of a sign-in's budget kept, after its wait for a hash slot, for the hash and for
+# recording its outcome (1 s of the usual 5).
+SETTLE_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -97,13 +107,14 @@ async def login(
 ) -> Response:
     app, at, source = request.app, now(request), client_address(request)
     username = username.strip()
-    found = await within_budget(request, _before_hash, app, username, source, at)
+    ends = deadline(request)
+    found = await run_step(app, ends, _before_hash, app, username, source, at)
     if isinstance(found, _Refusal):
         return _refused(request, username, found)
-    async with _hash_slot(request):
-        # Once counted, an attempt is seen through to its recorded outcome, even if the
-        # client gives up: a counted attempt left unsettled would neither lock nor uncount.
-        opened = await asyncio.shield(_check(app, *found, password))
+    # Once counted, an attempt is seen through to its recorded outcome, even if the client
+    # gives up: a counted attempt left unsettled would neither lock nor uncount. Each of its
+    # steps still ends by the deadline.
+    opened = await asyncio.shield(_check(app, ends, *found, password))
     if isinstance(opened, _Refusal):
         return _refused(request, username, opened)
     token, enrolled = opened
@@ -113,17 +124,32 @@ async def login(
 
 
 async def _check(
-    app: Any, who: _Who, user_id: int | None, stored_hash: str, password: str
+    app: Any, ends: float, who: _Who, user_id: int | None, stored_hash: str, password: str
 ) -> tuple[str, bool] | _Refusal:
-    """Count the attempt, check the password on a hash slot, record the outcome."""
+    """Count the attempt, check the password on a hash slot, record the outcome, by ``ends``.
+    The slot is taken only once the attempt is counted: a count waiting on the database (a
+    row lock on the account) holds no slot. An outcome the database does not take in time
+    (503) leaves the attempt counted as a failure, the side a lockout errs on."""
     number = 0
     if user_id is not None:
-        claimed = await run_in_threadpool(_claim, app, who, user_id)
+        claimed = await run_step(app, ends, _claim, who, user_id)
         if isinstance(claimed, _Refusal):
             return claimed
         number = claimed
-    right = await passwords.verify_password_async(stored_hash, password)
-    return await run_in_threadpool(_after_hash, app, who, user_id, number, right)
+    # The end of the budget is kept for the hash and the outcome's record: a sign-in that
+    # got its slot so late would be checked and then could not be recorded in time. Known
+    # and unknown names wait alike (the time must not tell which names are accounts).
+    settle = SETTLE_SHARE * app.state.portal_settings.budget_seconds
+    try:
+        right = await _hash(app, stored_hash, password, ends - settle)
+    except ApiError:
+        if user_id is not None:
+            # No slot in time: never checked, so it does not count (as if refused before
+            # its count). Should the database fail this too, it stays counted as a failure.
+            with suppress(ApiError):
+                await run_step(app, ends, lockout.release_attempt, user_id)
+        raise
+    return await run_step(app, ends, _after_hash, who, user_id, number, right)
 
 
 def _refused(request: Request, username: str, refusal: _Refusal) -> Response:
@@ -131,15 +157,21 @@ def _refused(request: Request, username: str, refusal: _Refusal) -> Response:
     return page(request, "login.html", "Sign in", {"username": username}, status=refusal.status)
 
 
+async def _hash(app: Any, stored_hash: str, password: str, until: float) -> bool:
+    """The password checked on one of the process's hash slots, waited for until ``until``
+    (``time.monotonic()``), then 503 (try again); the slot is held for the hash alone."""
+    async with _hash_slot(app, until):
+        return await passwords.verify_password_async(stored_hash, password)
+
+
 @asynccontextmanager
-async def _hash_slot(request: Request) -> AsyncIterator[None]:
-    """One of the process's password-hash slots, waited for within the request's budget."""
-    slots: asyncio.Semaphore = request.app.state.hash_slots
+async def _hash_slot(app: Any, until: float) -> AsyncIterator[None]:
+    slots: asyncio.Semaphore = app.state.hash_slots
     try:
-        async with asyncio.timeout(budget_left(request)):
+        async with asyncio.timeout(max(0.0, until - time.monotonic())):
             await slots.acquire()
     except TimeoutError:
-        raise ApiError(503, BUSY) from None
+        raise ApiError(503, BUSY, headers=RETRY_AFTER) from None
     try:
         yield
     finally:
@@ -147,67 +179,64 @@ async def _hash_slot(request: Request) -> AsyncIterator[None]:
 
 
 def _before_hash(
-    app: Any, username: str, source: str | None, at: datetime
+    db: Session, app: Any, username: str, source: str | None, at: datetime
 ) -> tuple[_Who, int | None, str] | _Refusal:
     """The rate limits and the account; returns who is trying, their account's id (None for
     a name that is no account) and the hash to check the password against."""
-    with app.state.sessions() as db, db.begin():
-        if not lockout.attempt_from(db, source, at):
-            return _Refusal(SLOW_DOWN_HERE, 429)
-        user = db.scalar(select(User).where(User.username == username))
-        logged = username if user else security_log.unknown_name(app.state.secret_key.tag(username))
-        who = _Who(logged, source, at)
-        if not lockout.attempt_for(db, logged, at):
-            return _Refusal(SLOW_DOWN, 429)
-        if user is None:
-            # A name that does not exist "locks" like one that does, so that the lockout
-            # message (and the time it takes) does not tell which names are accounts.
-            if lockout.unknown_name_failures(db, logged, at) >= lockout.MAX_FAILURES:
-                who.log(db, security_log.LOGIN_FAILED, security_log.UNKNOWN_USER)
-                return _Refusal(LOCKED, 401)
-            return who, None, passwords.dummy_hash()  # checked to take the time a real one does
-        if lockout.is_locked(user):
-            who.log(db, security_log.LOGIN_REFUSED, "account locked")
+    if not lockout.attempt_from(db, source, at):
+        return _Refusal(SLOW_DOWN_HERE, 429)
+    user = db.scalar(select(User).where(User.username == username))
+    logged = username if user else security_log.unknown_name(app.state.secret_key.tag(username))
+    who = _Who(logged, source, at)
+    if not lockout.attempt_for(db, logged, at):
+        return _Refusal(SLOW_DOWN, 429)
+    if user is None:
+        # A name that does not exist "locks" like one that does, so that the lockout
+        # message (and the time it takes) does not tell which names are accounts.
+        if lockout.unknown_name_failures(db, logged, at) >= lockout.MAX_FAILURES:
+            who.log(db, security_log.LOGIN_FAILED, security_log.UNKNOWN_USER)
             return _Refusal(LOCKED, 401)
-        return who, user.id, user.password_hash
+        return who, None, passwords.dummy_hash()  # checked to take the time a real one does
+    if lockout.is_locked(user):
+        who.log(db, security_log.LOGIN_REFUSED, "account locked")
+        return _Refusal(LOCKED, 401)
+    return who, user.id, user.password_hash
 
 
-def _claim(app: Any, who: _Who, user_id: int) -> int | _Refusal:
+def _claim(db: Session, who: _Who, user_id: int) -> int | _Refusal:
     """Count this attempt before its password is checked (committed at once, so the hash
     holds no lock); a refusal when the account is locked or has its limit in flight."""
-    with app.state.sessions() as db, db.begin():
-        number = lockout.claim_attempt(db, user_id, who.at)
-        if number is not None:
-            return number
-        if lockout.is_locked_now(db, user_id):
-            who.log(db, security_log.LOGIN_REFUSED, "account locked")
-            return _Refusal(LOCKED, 401)
-        who.log(db, security_log.LOGIN_REFUSED, "too many sign-ins at once")
-        return _Refusal(SLOW_DOWN, 429)
+    number = lockout.claim_attempt(db, user_id, who.at)
+    if number is not None:
+        return number
+    if lockout.is_locked_now(db, user_id):
+        who.log(db, security_log.LOGIN_REFUSED, "account locked")
+        return _Refusal(LOCKED, 401)
+    who.log(db, security_log.LOGIN_REFUSED, "too many sign-ins at once")
+    return _Refusal(SLOW_DOWN, 429)
 
 
 def _after_hash(
-    app: Any, who: _Who, user_id: int | None, number: int, right: bool
+    db: Session, who: _Who, user_id: int | None, number: int, right: bool
 ) -> tuple[str, bool] | _Refusal:
     """Record the outcome; the new session's token and whether a second factor is enrolled."""
-    with app.state.sessions() as db, db.begin():
-        if user_id is None:
-            who.log(db, security_log.LOGIN_FAILED, security_log.UNKNOWN_USER)
-            failures = lockout.unknown_name_failures(db, who.logged_name, who.at)
-            return _Refusal(LOCKED if failures >= lockout.MAX_FAILURES else BAD_LOGIN, 401)
-        if not right:
-            return _Refusal(_failed(db, who, user_id, number, security_log.LOGIN_FAILED), 401)
-        lockout.release_attempt(db, user_id)
-        user = db.get(User, user_id)
-        if user is None or lockout.is_locked(user):  # gone, or locked by a racing attempt
-            who.log(db, security_log.LOGIN_REFUSED, "account locked")
-            return _Refusal(LOCKED, 401)
-        if user.disabled:
-            who.log(db, security_log.LOGIN_REFUSED, "account disabled")
-            return _Refusal(DISABLED, 401)
-        sessions.purge_expired(db, who.at)  # housekeeping: sign-ins are rare enough to carry it
-        token = sessions.create(db, user.id, sessions.STAGE_PASSWORD, who.at)
-        return token, user.totp_enrolled
+    if user_id is None:
+        who.log(db, security_log.LOGIN_FAILED, security_log.UNKNOWN_USER)
+        failures = lockout.unknown_name_failures(db, who.logged_name, who.at)
+        return _Refusal(LOCKED if failures >= lockout.MAX_FAILURES else BAD_LOGIN, 401)
+    if not right:
+        return _Refusal(_failed(db, who, user_id, number, security_log.LOGIN_FAILED), 401)
+    lockout.release_attempt(db, user_id)
+    user = db.get(User, user_id)
+    if user is None or lockout.is_locked(user):  # gone, or locked by a racing attempt
+        who.log(db, security_log.LOGIN_REFUSED, "account locked")
+        return _Refusal(LOCKED, 401)
+    if user.disabled:
+        who.log(db, security_log.LOGIN_REFUSED, "account disabled")
+        return _Refusal(DISABLED, 401)
+    sessions.purge_expired(db, who.at)  # housekeeping: sign-ins are rare enough to carry it
+    token = sessions.create(db, user.id, sessions.STAGE_PASSWORD, who.at)
+    return token, user.totp_enrolled
 
 
 def _failed(db: Session, who: _Who, user_id: int, number: int, event: str) -> str:
@@ -237,120 +266,142 @@ def _pending(db: Session, request: Request) -> tuple[sessions.Current, User] | N
 
 
 @router.get("/login/totp", response_class=HTMLResponse)
-def totp_form(request: Request, db: DbSession) -> Response:
-    with db.begin():
-        pending = _pending(db, request)
+async def totp_form(request: Request) -> Response:
+    pending = await in_budget(request, _pending, request)
     if pending is None or not pending[1].totp_enrolled:
         return _redirect("/login")
     return page(request, "totp_verify.html", "Second factor")
 
 
 @router.get("/login/enrol", response_class=HTMLResponse)
-def enrol_form(request: Request, db: DbSession) -> Response:
-    return _enrol_page(request, db, 200)
+async def enrol_form(request: Request) -> Response:
+    return await _enrol_page(request, 200)
 
 
-def _enrol_page(request: Request, db: Session, status: int) -> Response:
-    with db.begin():
-        pending = _pending(db, request)
-        if pending is None or pending[1].totp_enrolled:
-            return _redirect("/login")
-        current, user = pending
-        key = request.app.state.secret_key
-        if current.enrol_secret is None:
-            secret = totp.new_secret()
-            sessions.set_enrol_secret(db, current.token, key.seal(secret))
-        else:
-            secret = key.unseal(current.enrol_secret)
-    uri = totp.provisioning_uri(secret, user.username)
+async def _enrol_page(request: Request, status: int) -> Response:
+    shown = await in_budget(request, _enrol_secret, request)
+    if shown is None:
+        return _redirect("/login")
+    secret, username = shown
+    uri = totp.provisioning_uri(secret, username)
+    svg = await run_in_threadpool(totp.qr_svg, uri)  # milliseconds of work: not on the loop
     return page(
         request,
         "totp_enrol.html",
         "Set up your second factor",
         {"secret": secret, "provisioning_uri": uri},
-        {"qr_svg": Markup(totp.qr_svg(uri))},  # segno's own markup
+        {"qr_svg": Markup(svg)},  # segno's own markup
         status=status,
     )
 
 
+def _enrol_secret(db: Session, request: Request) -> tuple[str, str] | None:
+    """The secret to show the person enrolling (and their name); None when this browser has
+    no enrolment under way."""
+    pending = _pending(db, request)
+    if pending is None or pending[1].totp_enrolled:
+        return None
+    current, user = pending
+    key = request.app.state.secret_key
+    if current.enrol_secret is None:
+        secret = totp.new_secret()
+        sessions.set_enrol_secret(db, current.token, key.seal(secret))
+    else:
+        secret = key.unseal(current.enrol_secret)
+    return secret, user.username
+
+
 @router.post("/login/totp", response_class=HTMLResponse)
-def totp_verify(
-    request: Request, db: DbSession, code: Annotated[str, Form(max_length=20)] = ""
-) -> Response:
-    return _second_factor(request, db, code, enrolling=False)
+async def totp_verify(request: Request, code: Annotated[str, Form(max_length=20)] = "") -> Response:
+    return await _second_factor(request, code, enrolling=False)
 
 
 @router.post("/login/enrol", response_class=HTMLResponse)
-def enrol(
-    request: Request, db: DbSession, code: Annotated[str, Form(max_length=20)] = ""
-) -> Response:
-    return _second_factor(request, db, code, enrolling=True)
+async def enrol(request: Request, code: Annotated[str, Form(max_length=20)] = "") -> Response:
+    return await _second_factor(request, code, enrolling=True)
 
 
-def _second_factor(request: Request, db: DbSession, code: str, *, enrolling: bool) -> Response:
-    """Check a code in one transaction: the attempt is counted first (on PostgreSQL its row
-    lock makes racing codes of one person wait their turn), then the code is checked."""
-    at, key = now(request), request.app.state.secret_key
-    with db.begin():
-        pending = _pending(db, request)
-        if pending is None or pending[1].totp_enrolled == enrolling:
-            return _redirect("/login")
-        current, user = pending
-        who = _Who(user.username, client_address(request), at)
-        problem: str | None
-        if not lockout.attempt_for(db, user.username, at):
-            problem = SLOW_DOWN
-        elif (number := lockout.claim_attempt(db, user.id, at)) is None:
-            problem = LOCKED if lockout.is_locked_now(db, user.id) else SLOW_DOWN
-            why = "account locked" if problem == LOCKED else "too many sign-ins at once"
-            who.log(db, security_log.LOGIN_REFUSED, why)
-        else:
-            sealed = current.enrol_secret if enrolling else user.totp_secret
-            secret = key.unseal(sealed) if sealed else None
-            last = sessions.last_totp_step(db, user.id)
-            step = totp.matching_step(secret, code, at, last) if secret else None
-            if secret is None or step is None or not sessions.claim_totp_step(db, user.id, step):
-                problem = _failed(db, who, user.id, number, security_log.TOTP_FAILED)
-            else:
-                problem = None
-                if enrolling:
-                    user.totp_secret = key.seal(secret)
-                    user.totp_enrolled = True
-                    who.log(db, security_log.TOTP_ENROLLED)
-                elif sealed is not None and sealed == secret:  # stored before encryption
-                    user.totp_secret = key.seal(secret)
-                lockout.clear_failures(db, user.id)
-                user.last_login_at = at
-                who.log(db, security_log.LOGIN_OK)
-                token = sessions.promote(db, current, at)
+@dataclass(frozen=True)
+class _SignedIn:
+    """A right code: the full session's token, and the person's role."""
+
+    token: str
+    role: str
+
+
+async def _second_factor(request: Request, code: str, *, enrolling: bool) -> Response:
+    checked = await in_budget(request, _check_code, request, code, enrolling)
+    if checked is None:
+        return _redirect("/login")
     response: Response
-    if problem is None:
-        response = _redirect(home_for(user.role))
-        set_cookie(request, response, token)
+    if isinstance(checked, _SignedIn):
+        response = _redirect(home_for(checked.role))
+        set_cookie(request, response, checked.token)
         return response
+    problem = checked
     flash(request, "error", problem)
     if problem == LOCKED:
         response = page(request, "login.html", "Sign in", status=401)
         clear_cookie(request, response)
         return response
     if enrolling:
-        return _enrol_page(request, db, 401)
+        return await _enrol_page(request, 401)
     return page(request, "totp_verify.html", "Second factor", status=401)
 
 
+def _check_code(
+    db: Session, request: Request, code: str, enrolling: bool
+) -> _SignedIn | str | None:
+    """Check a code in one transaction: the attempt is counted first (on PostgreSQL its row
+    lock makes racing codes of one person wait their turn), then the code is checked. The
+    new session, or the problem to show; None when this browser has no second factor under
+    way."""
+    at, key = now(request), request.app.state.secret_key
+    pending = _pending(db, request)
+    if pending is None or pending[1].totp_enrolled == enrolling:
+        return None
+    current, user = pending
+    who = _Who(user.username, client_address(request), at)
+    if not lockout.attempt_for(db, user.username, at):
+        return SLOW_DOWN
+    number = lockout.claim_attempt(db, user.id, at)
+    if number is None:
+        problem = LOCKED if lockout.is_locked_now(db, user.id) else SLOW_DOWN
+        why = "account locked" if problem == LOCKED else "too many sign-ins at once"
+        who.log(db, security_log.LOGIN_REFUSED, why)
+        return problem
+    sealed = current.enrol_secret if enrolling else user.totp_secret
+    secret = key.unseal(sealed) if sealed else None
+    last = sessions.last_totp_step(db, user.id)
+    step = totp.matching_step(secret, code, at, last) if secret else None
+    if secret is None or step is None or not sessions.claim_totp_step(db, user.id, step):
+        return _failed(db, who, user.id, number, security_log.TOTP_FAILED)
+    if enrolling:
+        user.totp_secret = key.seal(secret)
+        user.totp_enrolled = True
+        who.log(db, security_log.TOTP_ENROLLED)
+    elif sealed is not None and sealed == secret:  # stored before encryption
+        user.totp_secret = key.seal(secret)
+    lockout.clear_failures(db, user.id)
+    user.last_login_at = at
+    who.log(db, security_log.LOGIN_OK)
+    return _SignedIn(sessions.promote(db, current, at), user.role)
+
+
 @router.post("/logout")
-def logout(request: Request, db: DbSession) -> Response:
+async def logout(request: Request) -> Response:
     token = request.cookies.get(COOKIE)
     if token:
-        with db.begin():
-            current = sessions.load(db, token, now(request))
-            if current is not None:
-                user = db.get(User, current.user_id)
-                sessions.end(db, token)
-                if user is not None:
-                    _Who(user.username, client_address(request), now(request)).log(
-                        db, security_log.LOGOUT
-                    )
+        await in_budget(request, _end_session, request, token)
     response = _redirect("/login")
     clear_cookie(request, response)
     return response
+
+
+def _end_session(db: Session, request: Request, token: str) -> None:
+    current = sessions.load(db, token, now(request))
+    if current is not None:
+        user = db.get(User, current.user_id)
+        sessions.end(db, token)
+        if user is not None:
+            _Who(user.username, client_address(request), now(request)).log(db, security_log.LOGOUT)
