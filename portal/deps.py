@@ -77,9 +77,39 @@ def received_at(request: Request) -> float:
 
 
 def budget_left(request: Request) -> float:
-    """Seconds left of the request's budget (from its arrival), never below zero."""
+    """Seconds the request may still wait (for the database, for a lock), never below zero: its
+    budget from its arrival less the reserve a verification keeps for writing its answer
+    (:meth:`portal.routing.Router.deadline`). Every request keeps that reserve, so that a hung
+    database's 503 leaves within the five seconds, not just after them."""
+    return _left_from(request, received_at(request))
+
+
+def _left_from(request: Request, start: float) -> float:
+    """Seconds left of a budget that began at ``start`` (``time.monotonic()``), less the
+    reserve; never below zero."""
+    deadline: float = request.app.state.router.deadline(start)
+    return max(0.0, deadline - time.monotonic())
+
+
+def refuse_when_late(request: Request) -> None:
+    """408 for a request whose budget ran out before it could be checked: it took that long to
+    arrive (a body sent over a slow link; one that drips is dropped by the server's body rules).
+    Its first database statement would have had no time and its 503 would have blamed the
+    database; nothing has been asked of it, so the answer says what happened instead, and
+    nothing is logged as a failure. (A verification's budget runs from its arrival, SPEC §5.)"""
+    if budget_left(request) > 0:
+        return
+    took = time.monotonic() - received_at(request)
     budget: float = request.app.state.portal_settings.budget_seconds
-    return max(0.0, received_at(request) + budget - time.monotonic())
+    log.info(
+        "request took too long to arrive; answering 408",
+        extra={"path": request.url.path, "seconds": round(took, 2)},
+    )
+    raise ApiError(
+        408,
+        f"the request took {took:.1f} s to arrive, too long for its {budget:g}-second budget;"
+        " it was not checked: send it again",
+    )
 
 
 async def within_budget(request: Request, call: Callable[..., T], *args: Any) -> T:
@@ -148,6 +178,9 @@ async def principal_of(request: Request, along: RecordsAlong | None = None) -> P
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
+    # Before any database work: a request whose body took its whole budget to arrive is told
+    # so, not that the database did not answer.
+    refuse_when_late(request)
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _space, token = header.partition(" ")
@@ -247,17 +280,23 @@ def _rate_key(principal: Principal) -> tuple[str, str]:
 
 
 async def _take(
-    request: Request, principal: Principal, cost: float = 1.0, along: RecordsAlong | None = None
+    request: Request,
+    principal: Principal,
+    cost: float = 1.0,
+    along: RecordsAlong | None = None,
+    seconds: float | None = None,
 ) -> Taken:
     """Count ``cost`` requests against the principal's limit, in the database every portal
-    process shares; 503 when it does not answer within the request's budget. The limit fails
-    closed: the same statement tells whether cached tokens still stand, and a portal whose
-    database does not answer could not answer the query either."""
+    process shares; 503 when it does not answer within ``seconds`` (by default what is left of
+    the request's budget, :func:`budget_left`). The limit fails closed: the same statement
+    tells whether cached tokens still stand, and a portal whose database does not answer could
+    not answer the query either."""
     key, _ = _rate_key(principal)
     limits: SharedLimits = request.app.state.rate_limits
+    wait = budget_left(request) if seconds is None else seconds
     try:
         bucket = request.app.state.request_bucket
-        return await limits.take(bucket, key, cost, budget_left(request), along)
+        return await limits.take(bucket, key, cost, wait, along)
     except ApiError as exc:
         if exc.status != 503:
             raise
@@ -286,7 +325,11 @@ async def charge_items(request: Request, principal: Principal, items: int) -> No
     extra = items - 1
     if extra <= 0:
         return
-    taken = await _take(request, principal, extra)
+    # The batch is in (its items are counted once it is read): its items have budgets of their
+    # own, from their turns, so this statement waits as a request would from now, not from the
+    # batch's arrival. An upload slower than the budget would otherwise always fail here, told
+    # that the database was down.
+    taken = await _take(request, principal, extra, seconds=_left_from(request, time.monotonic()))
     if taken.wait:
         wait = math.ceil(taken.wait)
         raise ApiError(

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from olv import normalize
@@ -89,14 +90,21 @@ def check(data: InsurerInput) -> InsurerInput:
 def upsert(
     session: Session, data: InsurerInput, *, actor: str = "cli", source: str | None = None
 ) -> tuple[Insurer, bool]:
-    """Add the insurer, or update it when its NAIC is registered; returns (row, created)."""
+    """Add the insurer, or update it when its NAIC is registered; returns (row, created).
+
+    Two registrations of the same new NAIC at once (two admins, the page and the command line)
+    both find no row; the second's insert then meets the first's row (on PostgreSQL it waits
+    for the first to commit, on SQLite for the write lock) and inserts nothing, and the second
+    updates that row instead: as if they had come one after the other, never a failed insert.
+    """
     data = check(data)
     now = datetime.now(UTC)
     row = session.get(Insurer, data.naic)
-    created = row is None
+    created = False
     if row is None:
-        row = Insurer(naic=data.naic, created_at=now)
-        session.add(row)
+        created = _insert_new(session, data, now)
+        row = session.get(Insurer, data.naic, populate_existing=True)
+        assert row is not None  # inserted now, or by the registration that came first
     for field in fields(InsurerInput):
         if field.name != "naic":
             setattr(row, field.name, getattr(data, field.name))
@@ -109,6 +117,19 @@ def upsert(
         source=source,
     )
     return row, created
+
+
+def _insert_new(session: Session, data: InsurerInput, now: datetime) -> bool:
+    """Insert the insurer unless its NAIC has a row by now; whether it did."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    values = {field.name: getattr(data, field.name) for field in fields(InsurerInput)}
+    statement = (
+        dialect.insert(Insurer)
+        .values(**values, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=[Insurer.naic])
+        .returning(Insurer.naic)  # not the row count: -1 for this INSERT on psycopg
+    )
+    return session.execute(statement).first() is not None
 
 
 def as_dict(row: Insurer) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 
-from portal.deps import BatchVerifier, Verifier, charge_items, received_at
+from portal.deps import BatchVerifier, Verifier, charge_items, received_at, refuse_when_late
 from portal.errors import error_responses
 from portal.routing import Router
 from portal.schemas import BatchRequest, BatchResponse, VerifyRequest, VerifyResult
@@ -22,11 +22,14 @@ def _router(request: Request) -> Router:
 @router.post(
     "/verify",
     response_model=VerifyResult,
-    responses=error_responses(401, 403, 404, 413, 422, 429, 503),
+    responses=error_responses(401, 403, 404, 408, 413, 422, 429, 503),
     summary="Verify one vehicle's insurance now",
 )
 async def verify(body: VerifyRequest, principal: Verifier, request: Request) -> VerifyResult:
     """Routes the query to the insurer(s) within the 5-second budget (SPEC §5)."""
+    # Its sender was known before its body was read (portal.guard): a body that took the whole
+    # budget to arrive is said to have done so, not answered as a database that did not.
+    refuse_when_late(request)
     return await _router(request).verify(body, principal, "api", received_at(request))
 
 

@@ -66,8 +66,17 @@ def batch_form(request: Request, me: BatchVerifier) -> Response:
 
 def read_rows(text: str, max_rows: int) -> list[dict[str, str]]:
     """The vehicles of the CSV as dicts of the known columns; raises ApiError(422) on bad input."""
-    reader = csv.reader(io.StringIO(text))
-    rows = [row for row in reader if any(cell.strip() for cell in row)]
+    # newline="": the csv module itself then ends rows at CR LF, LF or a lone CR (Excel's
+    # "CSV (Macintosh)"), and keeps a line break inside a quoted field as part of the field.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows = [row for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as exc:
+        # What the csv module cannot read (a field over its 128 KiB limit, which no VIN or
+        # plate comes near) is bad input like the rest, named by its line.
+        raise ApiError(
+            422, f"the CSV file cannot be read at line {reader.line_num}: {exc}"
+        ) from None
     if not rows:
         raise ApiError(422, "the CSV file has no rows")
     header = [ALIASES.get(c.strip().lower(), c.strip().lower()) for c in rows[0]]
