@@ -149,30 +149,40 @@ def test_iies_two_cli_runs_at_once_both_exit_0_and_letters_are_sent_once(
     assert_done_once(engine, regs)
 
 
+class StderrWatch:
+    """Reads a command's stderr on a thread: its lines, and whether it said it waits."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self.told_waiting = threading.Event()
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+            if "waiting" in line:
+                self.told_waiting.set()
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
 def test_iies_run_while_another_works_waits_then_finds_the_day_done(
     db_url: str, engine: Engine
 ) -> None:
     regs = seed(engine)
     second: list[subprocess.Popen[str]] = []
-    readers: list[threading.Thread] = []
-    err_lines: list[str] = []
-    told_waiting = threading.Event()
-
-    def read_err(stream: Any) -> None:
-        for line in stream:
-            err_lines.append(line)
-            if "waiting" in line:
-                told_waiting.set()
+    watches: list[StderrWatch] = []
 
     def start_second(number: int) -> None:
         if number == 0:  # the first run is working: an operator (or another host) starts one
             proc = _olv(db_url, "iies", "run", "--date", DAY.isoformat())
             second.append(proc)
-            readers.append(threading.Thread(target=read_err, args=(proc.stderr,), daemon=True))
-            readers[0].start()
+            watches.append(StderrWatch(proc.stderr))
             # It says it waits for its turn (the operator is told why it takes a while), and
             # does wait: the first run goes on only once it has.
-            assert told_waiting.wait(timeout=60), "".join(err_lines)
+            assert watches[0].told_waiting.wait(timeout=60), watches[0].text()
             assert proc.poll() is None
 
     first = run(engine, DAY, SETTINGS, batch=BATCH, after_batch=start_second)
@@ -181,8 +191,8 @@ def test_iies_run_while_another_works_waits_then_finds_the_day_done(
         code = proc.wait(timeout=60)
         assert proc.stdout is not None
         out = proc.stdout.read()
-        readers[0].join(timeout=10)  # its stderr read to the end before the pipe is closed
-    assert code == 0, "".join(err_lines)
+        watches[0].thread.join(timeout=10)  # its stderr read to the end before the pipe closes
+    assert code == 0, watches[0].text()
     assert changed(json.loads(out)) == {}  # it found the day done
     assert_done_once(engine, regs)
 
@@ -302,31 +312,23 @@ def test_iies_proof_posted_during_a_run_waits_for_it_then_posts(
 ) -> None:
     reg = add_registrant(engine, PROOF_PLATE, "1HGCM82633A900001")
     before = proof_writes(engine)
-    err_lines: list[str] = []
-    told_waiting = threading.Event()
-
-    def read_err(stream: Any) -> None:
-        for line in stream:
-            err_lines.append(line)
-            if "waiting" in line:
-                told_waiting.set()
-
     with exclusive(engine, wait_seconds=0):  # a run is working (as another host's would)
         proc = _olv(db_url, *PROOF_ARGS)
-        reader = threading.Thread(target=read_err, args=(proc.stderr,), daemon=True)
-        reader.start()
+        watch = StderrWatch(proc.stderr)
         deadline = time.monotonic() + 60
-        while not told_waiting.is_set() and proc.poll() is None and time.monotonic() < deadline:
+        while (
+            not watch.told_waiting.is_set() and proc.poll() is None and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
-        assert proc.poll() is None, "the proof did not wait for the run: " + "".join(err_lines)
-        assert told_waiting.is_set(), "".join(err_lines)
+        assert proc.poll() is None, "the proof did not wait for the run: " + watch.text()
+        assert watch.told_waiting.is_set(), watch.text()
         time.sleep(1.0)  # well past its first tries of the lock: still waiting, nothing written
         assert proc.poll() is None
         assert proof_writes(engine) == before
     with proc:  # the run is over: the proof goes on and posts
         out, _ = proc.communicate(timeout=60)
-        reader.join(timeout=10)
-    assert proc.returncode == 0, "".join(err_lines)
+        watch.thread.join(timeout=10)
+    assert proc.returncode == 0, watch.text()
     posted = json.loads(out)
     assert posted["live"] == "no_service" and posted["case_state"] == "SMV"
     assert count(engine, MvfRequest) == 1 and count(engine, CaseRow) == 1
