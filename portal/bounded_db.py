@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -76,6 +76,20 @@ async def run_step(
     """``work(session, *args, **kwargs)`` in one transaction on a worker thread, committed,
     by ``ends`` (``time.monotonic()``); 503 with ``Retry-After`` when the database does not
     answer by then, or is unreachable."""
+    return await run_step_on(None, app, ends, work, *args, **kwargs)
+
+
+async def run_step_on(
+    lane: CapacityLimiter | None,
+    app: Any,
+    ends: float,
+    work: Callable[Concatenate[Session, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """:func:`run_step` on one of ``lane``'s threads (the server's shared ones when None):
+    steps that anyone can start in numbers wait for their own lane, not in the queue that
+    session and token checks share."""
     cut = _Cut()
 
     def call(session: Session) -> T:
@@ -83,7 +97,7 @@ async def run_step(
 
     try:
         async with asyncio.timeout(max(0.0, ends - time.monotonic())):
-            return await run_in_threadpool(_work, app, cut, ends, call)
+            return await to_thread.run_sync(_work, app, cut, ends, call, limiter=lane)
     except TimeoutError:
         cut.give_up()
         raise _retry(too_slow()) from None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,6 +38,14 @@ from portal.state_reads import RecordsAlong
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Threads, of the server's 40, that the database steps of requests anyone can send without
+# signing in (sign-ins, the public case-status page) may hold at once: app.state.public_lane.
+# Sent by the hundred, they wait in that lane's queue, not in the one that session and token
+# checks share (300 sign-ins held every thread and all 30 pooled connections there, and a
+# verification waited 2.5 s behind them). Two cores check fewer passwords than this at once
+# (portal.passwords.HASH_SLOTS).
+PUBLIC_THREADS = 6
 
 
 @dataclass(frozen=True)
@@ -112,14 +121,16 @@ def refuse_when_late(request: Request) -> None:
     )
 
 
-async def within_budget(request: Request, call: Callable[..., T], *args: Any) -> T:
-    """``call(*args)`` on a worker thread, given up with 503 when the request's budget is spent:
-    a hung state database must not hold a sign-in or a query past the five seconds. A lost
-    connection (a pooler or server that closed it) is a 503 too, not an error of the portal:
-    the pool opens a new one for the next request."""
+async def within_budget(
+    request: Request, call: Callable[..., T], *args: Any, lane: CapacityLimiter | None = None
+) -> T:
+    """``call(*args)`` on a worker thread (one of ``lane``'s, when given), given up with 503
+    when the request's budget is spent: a hung state database must not hold a sign-in or a
+    query past the five seconds. A lost connection (a pooler or server that closed it) is a
+    503 too, not an error of the portal: the pool opens a new one for the next request."""
     try:
         async with asyncio.timeout(budget_left(request)):
-            return await run_in_threadpool(call, *args)
+            return await to_thread.run_sync(call, *args, limiter=lane)
     except TimeoutError:
         raise ApiError(503, "the state database did not answer in time; try again") from None
     except DBAPIError as exc:

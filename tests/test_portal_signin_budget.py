@@ -15,8 +15,6 @@ database gives 503 within the budget"; "503 'try again' when its 5-second budget
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -32,7 +30,7 @@ from sqlalchemy.engine import make_url
 from olv import db
 from portal import passwords, security_log, sessions
 from portal.models import SecurityLog, User
-from tests.helpers import loopback
+from tests.helpers import loopback, row_lock
 from tests.helpers.faulty_network import holding_proxy
 from tests.helpers.portal import PASSWORD, add_user, portal_server
 from tests.helpers.portal_web import SAME_ORIGIN, portal_client, sqlite_copy
@@ -40,48 +38,13 @@ from tests.helpers.signin import TOTP_SECRET, add_person, wrong_code
 
 IN_TIME = 6.5  # the portal's 5-s budget (its default, which these servers run with), with
 # room for a loaded machine
-HOLD_SECONDS = 20.0  # longest a lock is held; far past the budget
 
 
-@contextmanager
-def locked(url: str, username: str) -> Iterator[None]:
-    """PostgreSQL: a row lock on ``username``'s account row, as a long administrative
-    transaction would hold it. SQLite (one writer per file): the file's write lock. Held by
-    another connection until the block ends (``HOLD_SECONDS`` at most)."""
-    release = threading.Event()
-    taken = threading.Event()
-
-    def hold() -> None:
-        if db.is_sqlite(url):
-            writer = sqlite3.connect(make_url(url).database or "", isolation_level=None)
-            try:
-                writer.execute("BEGIN IMMEDIATE")
-                taken.set()
-                release.wait(HOLD_SECONDS)
-                writer.execute("ROLLBACK")
-            finally:
-                writer.close()
-            return
-        engine = db.make_engine(url)
-        try:
-            with engine.begin() as conn:
-                conn.execute(
-                    text("SELECT id FROM users WHERE username = :name FOR UPDATE"),
-                    {"name": username},
-                )
-                taken.set()
-                release.wait(HOLD_SECONDS)
-        finally:
-            engine.dispose()
-
-    holder = threading.Thread(target=hold, name="lock-holder")
-    holder.start()
-    try:
-        assert taken.wait(10), "the lock was not taken"
-        yield
-    finally:
-        release.set()
-        holder.join(HOLD_SECONDS + 5)
+def locked(url: str, username: str) -> AbstractContextManager[None]:
+    """PostgreSQL: a row lock on ``username``'s account row. SQLite: the file's write lock."""
+    return row_lock.held(
+        url, "SELECT id FROM users WHERE username = :name FOR UPDATE", {"name": username}
+    )
 
 
 SignIn = tuple[int, float, httpx.Response]  # status, seconds taken, the answer

@@ -7,11 +7,13 @@ request, the session-cookie principal and the HTML rendering of errors.
 
 from __future__ import annotations
 
+from anyio import CapacityLimiter
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from portal import card_check, permissions
 from portal.csrf import CrossOriginProtection
+from portal.deps import PUBLIC_THREADS
 from portal.errors import ErrorBody
 from portal.guard import Upload
 from portal.web import (
@@ -58,6 +60,7 @@ def install(app: FastAPI) -> None:
     app.add_middleware(CrossOriginProtection)
     app.state.principal_resolvers.append(resolve_session)
     app.state.html_error = html_error
+    app.state.public_lane = CapacityLimiter(PUBLIC_THREADS)
     compliance.install(app)
     web = app.state.portal_settings
     # The request guard caps these bodies and checks the sender and their role before reading

@@ -123,7 +123,9 @@ async def status_page(
     clean_plate = normalize.plate(plate or "")
     found = None
     if is_doc_id(doc_id) and clean_plate and len(clean_plate) <= 12:
-        found = await within_budget(request, _status, request, doc_id, clean_plate)
+        found = await within_budget(
+            request, _status, request, doc_id, clean_plate, lane=request.app.state.public_lane
+        )
     if found is None:
         flash(request, "error", "No letter with this Document ID was mailed about this plate.")
         return page(request, "iies_status.html", "Insurance case status", context, status=404)
