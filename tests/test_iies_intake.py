@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from bob_loader.intake import Intake
-from bob_loader.intake_claims import StabilityTracker
+from bob_loader.intake_claims import STAMP_FORMAT, StabilityTracker
 from bob_loader.load import load_files
 from bob_loader.models import BobFile
 from enforcement.intake import IiesIntake
@@ -139,6 +139,53 @@ def test_a_naic_not_bound_to_the_account_is_refused(db_url: str, tmp_path: Path)
             assert session.scalar(select(func.count()).select_from(IiesTransaction)) == 0
     finally:
         engine.dispose()
+
+
+def test_an_acknowledgement_lost_to_a_full_disk_comes_back_on_the_next_round(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The load commits before its acknowledgement is written: a full outbox then fails the
+    round with the load done. The claim stays, and the next round hands out that load's own
+    acknowledgement and returns, without loading the file twice."""
+    engine = db.make_engine(db_url)
+    try:
+        acme = _account(tmp_path, "acme")
+        name = f"IIES {NAIC} 20261203.csv"
+        _drop(acme, name, csv_text([row(txn_id="A1"), row(txn_id="A2", vin="UNKNOWN")]).encode())
+        outbox = tmp_path / "acme" / "outbox"
+        outbox.mkdir()
+        # The acknowledgement's temporary name, for any claim stamp of the next minute, leads
+        # to /dev/full: each write there fails with ENOSPC.
+        start = int(time.time())
+        full = [outbox / f".{_stamp(start + s)}_{name}.ack.json.part" for s in range(60)]
+        for link in full:
+            link.symlink_to("/dev/full")
+        intake = _intake(engine, tmp_path, {"acme": [NAIC]})
+        assert intake.run_round() == 0
+        assert intake.failures == 1
+        assert [n for n in _outbox(tmp_path, "acme") if not n.endswith(".part")] == []
+        assert _transactions(engine) == 2  # loaded and committed
+
+        for link in full:
+            link.unlink()  # the disk has room again
+        assert intake.run_round() == 1
+        [ack] = [n for n in _outbox(tmp_path, "acme") if n.endswith(".ack.json")]
+        body = json.loads((outbox / ack).read_text())
+        assert (body["file"], body["status"]) == (name, "accepted")
+        assert body["counts"] == {"H": 0, "R": 0, "E": 1, "U": 1}
+        assert any(n.startswith("IIES-RETURNS") for n in _outbox(tmp_path, "acme"))
+        assert _transactions(engine) == 2  # not loaded a second time
+    finally:
+        engine.dispose()
+
+
+def _stamp(at: int) -> str:
+    return time.strftime(STAMP_FORMAT, time.gmtime(at))
+
+
+def _transactions(engine: Engine) -> int:
+    with db.transaction(engine) as session:
+        return session.scalar(select(func.count()).select_from(IiesTransaction)) or 0
 
 
 def test_a_link_claimed_in_place_of_an_upload_is_refused_unread(
