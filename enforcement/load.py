@@ -48,6 +48,15 @@ class FileRejected(Exception):
         self.message = message
 
 
+class _DeliveredMeanwhile(Exception):
+    """The same bytes were accepted by a load that committed while this one waited for its
+    turn: this one's transaction is rolled back and that load's acknowledgement is the answer."""
+
+    def __init__(self, ack: Ack) -> None:
+        super().__init__(ack.ack_id)
+        self.ack = ack
+
+
 class AckFields(TypedDict):
     """An acknowledgement as JSON carries it (the CLI line, the outbox file, the API body)."""
 
@@ -292,6 +301,12 @@ def _load_stream(
             )
             session.add(file_row)
             session.flush()
+            # Past the write lock (SQLite) or the NAIC's lock (PostgreSQL): a load of the same
+            # bytes that began before ours has committed by now, and its acknowledgement is
+            # ours too (its txn_ids would otherwise refuse this copy as replayed, F08).
+            meanwhile = _accepted(session, naic, digest, before=file_row.id)
+            if meanwhile is not None:
+                raise _DeliveredMeanwhile(Ack.of(meanwhile))
             run = _Run(naic, file_row.id, now.date(), now, settings.rematch_days)
             batch: list[Txn] = []
             for line, row in _chain(first, rows):
@@ -314,6 +329,8 @@ def _load_stream(
             return Ack.of(file_row)
     except FileRejected as refused:
         return _reject(engine, name, channel, naic, digest, now, refused)
+    except _DeliveredMeanwhile as delivered:
+        return delivered.ack
 
 
 def reject(
@@ -345,13 +362,21 @@ def _chain(
 
 def _earlier_delivery(engine: Engine, naic: str, digest: str) -> Ack | None:
     with db.transaction(engine) as session:
-        row = session.scalars(
-            select(IiesFile)
-            .where(IiesFile.naic == naic, IiesFile.sha256 == digest, IiesFile.status == "accepted")
-            .order_by(IiesFile.id)
-            .limit(1)
-        ).first()
+        row = _accepted(session, naic, digest)
         return Ack.of(row) if row is not None else None
+
+
+def _accepted(
+    session: Session, naic: str, digest: str, before: int | None = None
+) -> IiesFile | None:
+    """The first accepted delivery of these bytes from ``naic`` (other than row ``before``
+    and those after it)."""
+    query = select(IiesFile).where(
+        IiesFile.naic == naic, IiesFile.sha256 == digest, IiesFile.status == "accepted"
+    )
+    if before is not None:
+        query = query.where(IiesFile.id < before)
+    return session.scalars(query.order_by(IiesFile.id).limit(1)).first()
 
 
 def _reject(

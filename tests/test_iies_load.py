@@ -5,13 +5,15 @@ and hostile files that are refused whole with a clear acknowledgement."""
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from enforcement.load import load
+from enforcement.load import Ack, load
 from enforcement.models import IiesFile, IiesTransaction
 from enforcement.registrations import import_file
 from enforcement.returns import rematch, write_outbox
@@ -259,6 +261,25 @@ def test_the_same_bytes_again_get_the_first_acknowledgement(engine) -> None:
     first = send(engine, [row(txn_id="A")])
     again = send(engine, [row(txn_id="A")])
     assert again.ack_id == first.ack_id and count(engine, IiesTransaction) == 1
+
+
+def test_the_same_bytes_twice_at_once_get_one_acknowledgement(engine) -> None:
+    """Two deliveries of one file at the same moment (a retried upload, two channels): both
+    pass the check for an earlier delivery before either commits; the one that waits for the
+    other's lock then answers with the other's acknowledgement, not F08 for its own txn_ids."""
+    content = csv_text([row(txn_id=f"T{i}") for i in range(400)]).encode()
+    start = threading.Barrier(2)
+
+    def deliver() -> Ack:
+        start.wait()
+        return load(engine, content, name="t.csv", channel="cli", sender_naic=NAIC)
+
+    with ThreadPoolExecutor(2) as pool:
+        acks = list(pool.map(lambda _: deliver(), range(2)))
+    assert [a.status for a in acks] == ["accepted", "accepted"], [a.error for a in acks]
+    assert acks[0].ack_id == acks[1].ack_id
+    assert count(engine, IiesTransaction) == 400
+    assert count(engine, IiesFile) == 1
 
 
 # --- the command contract ------------------------------------------------------------------------
