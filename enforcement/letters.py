@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import secrets
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,13 @@ if TYPE_CHECKING:
     from reportlab.pdfgen import canvas
 
 DOC_ID_DIGITS = 10
+# Names and addresses come from the DMV's records, in any script. Helvetica (a PDF's own font,
+# nothing embedded) prints Windows-1252 alone; a line beyond it was drawn as black boxes. Such
+# a line is drawn in DejaVu Sans, embedded (for those lines only: embedding a font costs every
+# letter that carries it), from Debian's fonts-dejavu-core; where that is not installed, it is
+# spelled in Latin letters (accents dropped) and a character left over prints as "?".
+UNICODE_FONT_FILES = (Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),)
+_UNICODE_FONT = "OLV-Unicode"
 MAILING_FIELDS = (
     "doc_id",
     "kind",
@@ -189,7 +198,7 @@ def render(letter: Letter, path: Path) -> None:
     y -= 0.45 * inch
     for line in (letter.name, letter.address1, letter.address2, f"{letter.city} {letter.zip}"):
         if line.strip():
-            pdf.drawString(left, y, line.strip())
+            _draw(pdf, left, y, line.strip(), 10)
             y -= 14
 
     barcode = code128.Code128(
@@ -209,7 +218,7 @@ def render(letter: Letter, path: Path) -> None:
         f"Vehicle: {vehicle}VIN {letter.vin}",
         f"Plate: {letter.plate} ({letter.plate_state})",
     ):
-        pdf.drawString(left, y, line)
+        _draw(pdf, left, y, line, 10)
         y -= 14
     y -= 8
     for paragraph in text.body:
@@ -228,6 +237,56 @@ def render(letter: Letter, path: Path) -> None:
     pdf.drawString(left, 0.75 * inch, f"Quote Document ID {letter.doc_id} in every answer.")
     pdf.showPage()
     pdf.save()
+
+
+def _draw(pdf: canvas.Canvas, x: float, y: float, line: str, size: float) -> None:
+    """One line of the registrant's data in Helvetica ``size``, or in the Unicode font where
+    Helvetica has no glyph for it (the font is Helvetica again afterwards)."""
+    if _helvetica_prints(line):
+        pdf.drawString(x, y, line)
+        return
+    font = unicode_font()
+    if font is None:
+        pdf.drawString(x, y, latin_spelling(line))
+        return
+    pdf.setFont(font, size)
+    pdf.drawString(x, y, line)
+    pdf.setFont("Helvetica", size)
+
+
+def _helvetica_prints(text: str) -> bool:
+    try:
+        text.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def latin_spelling(text: str) -> str:
+    """``text`` in what Helvetica prints: accents dropped ("Ł" has no decomposition and is
+    mapped as a letter of its own), anything else "?"."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_LETTERS_OF_THEIR_OWN))
+    kept = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return "".join(c if _helvetica_prints(c) else "?" for c in kept)
+
+
+_LETTERS_OF_THEIR_OWN = str.maketrans(
+    {"Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h", "ı": "i", "Ŧ": "T", "ŧ": "t"}
+)
+
+
+@cache
+def unicode_font() -> str | None:
+    """The name of the embedded Unicode font, registered with reportlab on first use; None
+    when none of :data:`UNICODE_FONT_FILES` is installed."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    for path in UNICODE_FONT_FILES:
+        if path.is_file():
+            pdfmetrics.registerFont(TTFont(_UNICODE_FONT, str(path)))
+            return _UNICODE_FONT
+    return None
 
 
 def _paragraph(pdf: canvas.Canvas, text: str, left: float, y: float, width: float) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 import subprocess
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -93,6 +94,40 @@ def test_each_letter_prints_who_what_when_and_a_readable_barcode(kind: str, tmp_
     if kind in ("first_inquiry", "second_inquiry", "niv", "no_insurance_activity"):
         assert "Respond by: 2026-05-10" in text
     assert barcodes(path, tmp_path) == [letter.doc_id]
+
+
+BEYOND_LATIN_1 = {"name": "ŁUKASZ ŻÓŁW", "address1": "УЛ. ЛЕНИНА 5", "city": "MÜNCHEN"}
+
+
+@pytest.mark.skipif(
+    letters.unicode_font() is None,
+    reason="DejaVu Sans (Debian's fonts-dejavu-core) not installed; scripts/test installs it",
+)
+def test_names_beyond_latin_1_print_in_an_embedded_font(tmp_path: Path) -> None:
+    plain, wide = sample("first_inquiry"), replace(sample("first_inquiry"), **BEYOND_LATIN_1)
+    for letter in (plain, wide):
+        letters.render(letter, tmp_path / f"{letter.doc_id}.pdf")
+    text = pdf_text(tmp_path / f"{wide.doc_id}.pdf")
+    assert "ŁUKASZ ŻÓŁW" in text and "УЛ. ЛЕНИНА 5" in text and "MÜNCHEN 12207" in text
+    assert "■" not in text
+    # Embedded in the letter that needs it alone.
+    assert b"DejaVu" in (tmp_path / f"{wide.doc_id}.pdf").read_bytes()
+    assert b"DejaVu" not in (tmp_path / f"{plain.doc_id}.pdf").read_bytes()
+
+
+def test_without_the_font_names_are_spelled_in_latin_letters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(letters, "UNICODE_FONT_FILES", (tmp_path / "no-such-font.ttf",))
+    letters.unicode_font.cache_clear()
+    try:
+        letter = replace(sample("first_inquiry"), **BEYOND_LATIN_1)
+        letters.render(letter, tmp_path / "l.pdf")
+        text = pdf_text(tmp_path / "l.pdf")
+    finally:
+        letters.unicode_font.cache_clear()
+    assert "LUKASZ ZOLW" in text and "MÜNCHEN 12207" in text  # Ü is Latin-1: kept
+    assert "??. ?????? 5" in text and "■" not in text
 
 
 def test_a_day_of_letters_and_its_mailing_list(tmp_path: Path) -> None:
