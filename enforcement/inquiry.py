@@ -25,6 +25,9 @@ TRANSACTION_CODES = frozenset({"NBS", "REI", "XLC", "REP", "REC", "NIS"})
 NO_OPEN_CASE = "NOC"
 
 
+POSTED = ("H", "R")  # matched directly, or resolved: the dispositions that are posted
+
+
 def lookup(
     session: Session,
     *,
@@ -54,6 +57,10 @@ def lookup(
                 select(IiesTransaction.id).where(
                     IiesTransaction.registration_id == registration.id,
                     IiesTransaction.naic == naic,
+                    # Posted filings only: a row refused by an edit (E) still names the
+                    # registration it matched, and one made-up transaction that failed a
+                    # sequence check opened anyone's record to any insurer.
+                    IiesTransaction.disposition.in_(POSTED),
                 )
             )
         )

@@ -89,6 +89,16 @@ def test_inquiry_api_gives_insurers_their_own_filings_only(world, client: TestCl
     assert other.status_code == 404
 
 
+def test_a_refused_transaction_opens_no_record_to_its_insurer(world, client: TestClient) -> None:
+    """A transaction that matched the registration but was refused by an edit (E, not posted;
+    here a reinstatement with no cancellation before it) files nothing: its insurer still
+    gets 404, not the other insurers' record and letters."""
+    engine, tokens, reg = world
+    add_txn(engine, reg, "REC", "33333", day(5), disposition="E")
+    other = client.get("/api/v1/iies/cases", params={"vin": VIN}, headers=bearer(tokens["ins3"]))
+    assert other.status_code == 404, other.text
+
+
 @pytest.mark.parametrize(
     ("params", "who", "status"),
     [
