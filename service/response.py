@@ -9,7 +9,7 @@ schema, a fixed placeholder is echoed instead (the README lists them).
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
@@ -35,6 +35,7 @@ _MAX_LENGTH = {"NAIC": 20, "PolicyKey": 50, "UniqueKey": 50, "VIN": 30, "Make": 
 _MIN_LENGTH = {"NAIC": 2}
 _DATETIME = re.compile(r"^-?\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$")
 _YEAR = re.compile(r"^\d{4}$")
+_MAX_OFFSET = timedelta(hours=14)
 _VERSION = re.compile(r"^\d{8}$")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
@@ -63,10 +64,16 @@ def _safe(name: str, value: str | None) -> str:
 
 def _real_datetime(text: str) -> bool:
     try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return False
-    return True
+    # Python takes offsets up to ±23:59; xs:dateTime only up to ±14:00 (and the minutes of
+    # an offset under 60): echoed, "+14:01" made the answer fail its own schema.
+    offset = moment.utcoffset()
+    if offset is None:
+        return True
+    minutes = text[-2:] if text[-3:-2] == ":" else "00"
+    return abs(offset) <= _MAX_OFFSET and int(minutes) < 60
 
 
 def _publication(request: etree._Element | None, version: str) -> dict[str, str]:

@@ -88,6 +88,9 @@ CASES: list[tuple[str, dict[str, object], list[str], list[str]]] = [
         ["3", "2", "4", "5"],
     ),
     ("idf-bad-date", {"day": "2026-13-45T00:00:00"}, ["IDF"], ["1"]),
+    # Python reads offsets up to ±23:59, xs:dateTime allows ±14:00: never echoed as they are.
+    ("idf-offset-past-14-hours", {"day": "2026-11-01T00:00:00+14:01"}, ["IDF"], ["1"]),
+    ("idf-offset-60-minutes", {"day": "2026-11-01T00:00:00+13:60"}, ["IDF"], ["1"]),
     ("idf-naic-not-digits", {"naic": "12A45"}, ["IDF"], ["1"]),
     ("idf-naic-non-ascii-digits", {"naic": "\u0661\u0662\u0663\u0664\u0665"}, ["IDF"], ["1"]),
     ("idf-policy-state-absent", {"state": None}, ["IDF"], ["1"]),
