@@ -48,9 +48,23 @@ BODY_ALLOWANCE = 2
 # Requests read ahead of their turn, each an object uvicorn keeps until answered: without a
 # bound, a client sending requests faster than it reads answers grew a worker by gigabytes.
 MAX_PIPELINED = 100
+# A request's head (request line and header fields), as nginx's default buffers take it; and
+# at most this many header fields (Apache's LimitRequestFields). Neither httptools nor uvicorn
+# has a limit, and both build a long line or value by concatenation: a 5-MB head held a
+# worker's event loop for 7-23 s (quadratic time), and every request behind it.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADER_FIELDS = 100
+# The key in the scope's "state" of the moment the request's head was whole (time.monotonic()):
+# each server's deadline counts from there, so that a request pipelined behind another counts
+# its wait in the queue (uvicorn starts the application on it only after the answer before).
+RECEIVED = "received"
 
 
 class PipelinedTooDeep(RuntimeError):
+    """Stops the parser: uvicorn answers 400 and closes the connection."""
+
+
+class HeadTooLarge(RuntimeError):
     """Stops the parser: uvicorn answers 400 and closes the connection."""
 
 
@@ -69,7 +83,13 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
     ``nc -N``, some SOAP stacks and load balancers do): each request received whole is still
     answered, in order, and the connection closed after the last answer. uvicorn's
     ``eof_received`` returns None, which makes the transport close at once, answers unwritten.
-    With nothing whole left to answer (no request, or part of one) it still closes at once."""
+    With nothing whole left to answer (no request, or part of one) it still closes at once.
+
+    A head over :data:`MAX_HEAD_BYTES` or with more than :data:`MAX_HEADER_FIELDS` fields gets
+    a 400 and the connection closes. Trailer fields (after a chunked body) are dropped: uvicorn
+    would add them to the request's headers, where an identity or forwarding header sent as a
+    trailer would pass for one the proxy in front checked. Each request is stamped with the
+    moment its head was whole (:data:`RECEIVED`)."""
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # One timer per connection, moved only when it would fire too late: arming and
@@ -82,6 +102,21 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
         _limit = 0.0  # seconds the current phase may stay quiet (0: nothing being read)
         _body_due = 0.0  # when the body must be whole at the least rate (0: not in a body)
         _whole: RequestResponseCycle | None = None  # the last request received whole
+        _in_head = False  # between a request's first byte and its head being whole
+        _head_began = False  # whether the current head began in the data being parsed
+        _head_bytes = 0
+        _head_fields = 0
+
+        def data_received(self, data: bytes) -> None:
+            self._head_began = False
+            super().data_received(data)
+            if not self._in_head or self.transport.is_closing():
+                return
+            if not self._head_began:  # the whole of it belongs to the head still being read
+                self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._in_head = False
+                self.send_400_response("Request head too large.")
 
         def _arm(self, seconds: float) -> None:
             now = self.loop.time()
@@ -123,10 +158,31 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._in_head, self._head_began = True, True
+            self._head_bytes = self._head_fields = 0
             if not self._limit:
                 self._arm(header_seconds)
 
+        def on_url(self, url: bytes) -> None:
+            self._head_bytes += len(url)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                raise HeadTooLarge(f"request line over {MAX_HEAD_BYTES} bytes")
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if not self._in_head:
+                return  # a trailer field: dropped
+            self._head_bytes += len(name) + len(value)
+            self._head_fields += 1
+            if self._head_bytes > MAX_HEAD_BYTES or self._head_fields > MAX_HEADER_FIELDS:
+                raise HeadTooLarge(
+                    f"request head over {MAX_HEAD_BYTES} bytes or {MAX_HEADER_FIELDS} fields"
+                )
+            super().on_header(name, value)
+
         def on_headers_complete(self) -> None:
+            self._in_head = False
+            self.scope["state"][RECEIVED] = time.monotonic()
             super().on_headers_complete()
             if len(self.pipeline) > MAX_PIPELINED:
                 raise PipelinedTooDeep(f"more than {MAX_PIPELINED} requests read ahead")

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from olv import db
 from olv.logging import describe_exception
+from olv.serving import RECEIVED
 from portal import permissions, tokens
 from portal.cache import TtlCache
 from portal.errors import DATABASE_DOWN, ApiError
@@ -81,7 +82,7 @@ def _authenticate(app: Any, token: str, source: str | None) -> tokens.TokenOwner
 def received_at(request: Request) -> float:
     """When the request arrived (``time.monotonic()``): the request guard stamps it, and the
     five-second budget counts from there; a request that did not pass the guard starts now."""
-    received: float | None = getattr(request.state, "received", None)
+    received: float | None = getattr(request.state, RECEIVED, None)
     return received or time.monotonic()
 
 

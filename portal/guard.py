@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from olv import forwarding
 from olv.config import Settings
+from olv.serving import RECEIVED
 from portal import errors
 from portal.errors import ApiError
 from portal.permissions import Action
@@ -73,7 +74,7 @@ def nul_in_address(scope: Scope) -> bool:
 
 def stamp_arrival(scope: Scope) -> None:
     """The moment the budget starts: the first layer to see the request stamps it."""
-    scope.setdefault("state", {}).setdefault("received", time.monotonic())
+    scope.setdefault("state", {}).setdefault(RECEIVED, time.monotonic())
 
 
 class ClientAddress:

@@ -16,7 +16,7 @@ from typing import Any
 
 from olv import normalize
 from olv.config import Settings, get_settings
-from olv.serving import settle_gc
+from olv.serving import RECEIVED, settle_gc
 from service import metrics, probes
 from service.soap_app import ARRIVED, BODY, SoapApplication
 
@@ -39,8 +39,11 @@ class AsgiSoap:
             if scope["path"] in probes.PATHS:
                 await self.probes.answer(scope, send)
                 return
-            # The deadline counts from here: the earliest this application sees a request.
-            await self._http(scope, receive, send, time.monotonic())
+            # The deadline counts from the moment the request's head was whole (the server's
+            # protocol stamps it; a request pipelined behind another waited since), else from
+            # here, the earliest this application sees it.
+            arrived = scope.get("state", {}).get(RECEIVED) or time.monotonic()
+            await self._http(scope, receive, send, arrived)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
