@@ -19,19 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from enforcement import casework as cw
 from enforcement.case_settings import CaseSettings
 from enforcement.case_store import Counts, Writer, load_records, move_record
 from enforcement.models import Activity, CoveragePeriod, MvfRequest
 from enforcement.run import batch_turn, exclusive
-from olv import normalize
+from olv import db, normalize
 from olv.db import transaction
 from olv.errors import OlvError, UsageError
 from portal.insurer_client import CallResult, InsurerClient
@@ -62,6 +68,12 @@ def _proof_busy(reason: str) -> OlvError:
         f"{reason}; the proof was not posted (nothing changed): post it again once the run "
         "has finished"
     )
+
+
+SLOW_DATABASE = (
+    "the state database did not answer in time (a lock held elsewhere); the proof was not "
+    "posted (nothing changed): post it again in a moment"
+)
 
 
 class NoRegistration(OlvError):
@@ -101,14 +113,34 @@ def post(
     portal: PortalSettings | None = None,
     *,
     wait_seconds: float | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Post the proof, verify it (live when possible) and move the case; what happened.
     ``wait_seconds``: how long to wait for a run working on the database (default
-    :data:`PROOF_WAIT_SECONDS`)."""
+    :data:`PROOF_WAIT_SECONDS`). ``deadline`` (``time.monotonic()``; the page's budget): every
+    step ends by then, the insurer's call, the wait for a run and the database's own waits
+    for locks included; past it :class:`ProofBusy`, with nothing changed."""
     proof = check(raw)
     wait = PROOF_WAIT_SECONDS if wait_seconds is None else wait_seconds
     portal = portal or PortalSettings()
-    with transaction(engine) as session:
+    try:
+        return _post(engine, proof, settings, who, portal, wait, deadline)
+    except OperationalError as exc:
+        if deadline is None:
+            raise
+        raise ProofBusy(SLOW_DATABASE) from exc
+
+
+def _post(
+    engine: Engine,
+    proof: ProofInput,
+    settings: CaseSettings,
+    who: str,
+    portal: PortalSettings,
+    wait: float,
+    deadline: float | None,
+) -> dict[str, Any]:
+    with transaction(engine) as session, _by(session, deadline):
         registration = session.scalar(
             select(Registration).where(
                 Registration.plate == proof.plate, Registration.state == proof.state
@@ -119,11 +151,17 @@ def post(
         insurer = session.get(Insurer, proof.naic)
         service = InsurerInput.from_row(insurer) if insurer and insurer.enabled else None
         vin = registration.vin
-    call = asyncio.run(_ask(service, proof, vin, portal)) if service else None
+    seconds = (
+        portal.budget_seconds if deadline is None else min(portal.budget_seconds, _left(deadline))
+    )
+    call = asyncio.run(_ask(service, proof, vin, portal, seconds)) if service else None
     live = _live_status(call)
+    if deadline is not None:
+        wait = min(wait, _left(deadline))
     with (
         exclusive(engine, wait, then="then posting the proof", busy=_proof_busy),
         transaction(engine) as session,
+        _by(session, deadline),
     ):
         batch_turn(session)
         record = load_records(session, [registration.id])[registration.id]
@@ -144,8 +182,39 @@ def post(
         }
 
 
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ProofBusy(SLOW_DATABASE)
+    return left
+
+
+@contextmanager
+def _by(session: Session, deadline: float | None) -> Iterator[None]:
+    """The transaction's statements, and its waits for locks, end by ``deadline`` (nothing
+    when None): PostgreSQL's statement timeout, SQLite's busy timeout for the write lock and
+    an interrupt of a statement running past it. Either raises ``OperationalError``."""
+    if deadline is None:
+        yield
+        return
+    seconds = _left(deadline)
+    connection = session.connection()
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, sqlite3.Connection):
+        with db.time_limit(connection, seconds):
+            yield
+        return
+    (before,) = driver.execute("PRAGMA busy_timeout").fetchone()
+    driver.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
+    try:
+        with db.time_limit(connection, seconds):
+            yield
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {int(before)}")
+
+
 async def _ask(
-    service: InsurerInput, proof: ProofInput, vin: str, portal: PortalSettings
+    service: InsurerInput, proof: ProofInput, vin: str, portal: PortalSettings, seconds: float
 ) -> CallResult:
     client = InsurerClient(None, portal)
     try:
@@ -158,7 +227,7 @@ async def _ask(
             state=proof.state,
             requestor=portal.requestor,
         )
-        return await client.verify(service, ask, portal.budget_seconds)
+        return await client.verify(service, ask, seconds)
     finally:
         await client.aclose()
 

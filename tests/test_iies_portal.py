@@ -3,6 +3,7 @@ status page, paper proof posted from the page, and the reports (page, JSON, CSV,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -13,9 +14,10 @@ from sqlalchemy.engine import Engine
 
 from enforcement import proof
 from enforcement.case_settings import CaseSettings
-from enforcement.models import Letter
+from enforcement.models import Activity, Letter
 from enforcement.run import exclusive, run
 from olv import db
+from tests.helpers import row_lock
 from tests.helpers.iies_cases import add_registrant, add_txn
 from tests.helpers.portal import add_user
 from tests.helpers.portal_web import portal_client
@@ -23,6 +25,7 @@ from tests.helpers.portal_web import portal_client
 D0 = date(2026, 10, 1)
 VIN = "1HGCM82633A004352"
 SETTINGS = CaseSettings()
+IN_TIME = 6.5  # the portal's 5-s budget, with room for a loaded machine
 
 
 def day(n: int) -> date:
@@ -196,6 +199,39 @@ def test_proof_page_during_a_run_keeps_the_form_and_changes_nothing(
         assert len(session.scalars(select(Letter)).all()) == letters
     done = client.post("/iies/proof", data=form, headers=headers)
     assert done.status_code == 200 and 'id="outcome">mvf<' in done.text
+
+
+def test_proof_page_on_a_locked_database_answers_503_in_time_and_changes_nothing(
+    world, client: TestClient, db_url: str
+) -> None:
+    """A lock held elsewhere on the registration (PostgreSQL) or on the file (SQLite) made the
+    page wait for it, 19-31 s, and post the proof after the clerk's browser had given up."""
+    engine, tokens, _ = world
+    headers = {"Authorization": f"Bearer {tokens['dmv']}"}
+    form = {"plate": "ABC123", "state": "NY", "naic": "44444", "policy": "K-1"}
+    before = _activity_count(engine)
+    with row_lock.held(
+        db_url, "SELECT id FROM registrations WHERE plate = :p FOR UPDATE", {"p": "ABC123"}
+    ):
+        started = time.monotonic()
+        busy = client.post("/iies/proof", data=form, headers=headers)
+        took = time.monotonic() - started
+    assert busy.status_code == 503, busy.text
+    assert took < IN_TIME, took
+    if not db.is_sqlite(db_url):
+        # SQLite's lock is the whole file's: the sign-in's own rate-limit write answers 503
+        # first, before the page; on PostgreSQL the page itself keeps the form.
+        assert busy.headers["Retry-After"] == "60"
+        assert "nothing changed" in busy.text and 'value="K-1"' in busy.text
+    assert _activity_count(engine) == before
+    done = client.post("/iies/proof", data=form, headers=headers)
+    assert done.status_code == 200 and 'id="outcome">mvf<' in done.text
+    assert _activity_count(engine) > before
+
+
+def _activity_count(engine: Engine) -> int:
+    with db.transaction(engine) as session:
+        return len(session.scalars(select(Activity)).all())
 
 
 def test_insurer_report_page_json_and_csv(world, client: TestClient) -> None:

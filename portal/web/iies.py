@@ -17,6 +17,7 @@ from enforcement.permissions import IIES_INQUIRY, IIES_PROOF
 from enforcement.proof import NoRegistration, ProofBusy, ProofInput, post
 from olv import normalize
 from olv.errors import UsageError
+from portal.bounded_db import deadline
 from portal.deps import Principal, budget_left, client_address, permitted, within_budget
 from portal.errors import ApiError
 from portal.iies_lookup import check_lookup, find
@@ -74,6 +75,7 @@ def proof_post(
             get_case_settings(),
             who=f"user:{me.username}",
             portal=request.app.state.portal_settings,
+            deadline=deadline(request),  # every wait of the proof's, within the page's budget
         )
     except (UsageError, NoRegistration) as exc:
         flash(request, "error", str(exc))
