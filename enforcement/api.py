@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from enforcement import registrations
 from enforcement.load import Ack, load
@@ -23,7 +24,7 @@ from enforcement.models import Registrant
 from enforcement.returns import line, returns
 from enforcement.settings import API_MAX_ROWS
 from olv import normalize
-from portal.deps import Principal, permitted, within_budget
+from portal.deps import Principal, budget_left, permitted, within_budget
 from portal.errors import ApiError, FieldError, error_responses
 from portal.models import Registration
 from portal.permissions import Role, register
@@ -82,16 +83,29 @@ async def send_transactions(principal: Sender, request: Request) -> Acknowledgem
         raise ApiError(403, "this insurer account has no NAIC")
     body = await request.body()
     engine = request.app.state.engine
-    ack: Ack = await run_in_threadpool(
-        lambda: load(
-            engine,
-            body,
-            name="api",
-            channel="api",
-            sender_naic=principal.naic,
-            max_rows=API_MAX_ROWS,
+    # The call's transaction, and its waits (for the insurer's SFTP file loading under the
+    # same lock, for any other lock), end within the request's budget: past it 503, nothing
+    # kept, and the same bytes sent again are loaded then (or get the first acknowledgement).
+    seconds = budget_left(request)
+    try:
+        ack: Ack = await run_in_threadpool(
+            lambda: load(
+                engine,
+                body,
+                name="api",
+                channel="api",
+                sender_naic=principal.naic,
+                max_rows=API_MAX_ROWS,
+                seconds=seconds,
+            )
         )
-    )
+    except OperationalError as exc:
+        raise ApiError(
+            503,
+            "the state database could not take the call in time (another of your files may"
+            " be loading); nothing was kept: send it again",
+            headers={"Retry-After": "5"},
+        ) from exc
     if not ack.accepted:
         message = f"acknowledgement {ack.ack_id}: rejected ({ack.error_code}): {ack.error}"
         raise ApiError(422, message, [FieldError(field="body", message=f"{ack.error_code}")])

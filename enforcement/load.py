@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,7 +37,7 @@ from portal.models import Registration
 
 CHANNELS = ("sftp", "cli", "api")
 _SNIFF = 4096
-_LOCK_BASE = 0x11E5_0000  # PostgreSQL advisory lock space of the intake, one key per NAIC
+LOCK_BASE = 0x11E5_0000  # PostgreSQL advisory lock space of the intake, one key per NAIC
 
 
 class FileRejected(Exception):
@@ -228,8 +229,11 @@ def load(
     sender_naic: str | None = None,
     max_rows: int | None = None,
     now: datetime | None = None,
+    seconds: float | None = None,
 ) -> Ack:
-    """Receive one file or call; returns its acknowledgement (accepted or rejected whole)."""
+    """Receive one file or call; returns its acknowledgement (accepted or rejected whole).
+    ``seconds``: how long its transaction may take, waits for locks included (an API call's
+    budget; None: as long as it takes); past it ``OperationalError``, and nothing is kept."""
     name = safe_name(name)  # the name need not be text (a byte 0xFF): store a displayable one
     settings = get_iies_settings()
     now = now or datetime.now(UTC)
@@ -249,7 +253,7 @@ def load(
             digest = sha256_of(stream)
         except OSError as exc:
             return _reject(engine, name, channel, sender_naic, None, now, _unreadable(exc))
-        return _load_stream(engine, stream, digest, name, channel, sender_naic, limit, now)
+        return _load_stream(engine, stream, digest, name, channel, sender_naic, limit, now, seconds)
 
 
 def _load_stream(
@@ -261,6 +265,7 @@ def _load_stream(
     sender_naic: str | None,
     limit: int,
     now: datetime,
+    seconds: float | None = None,
 ) -> Ack:
     settings = get_iies_settings()
     if sender_naic is not None:
@@ -269,7 +274,7 @@ def _load_stream(
             return earlier
     naic = sender_naic
     try:
-        with db.transaction(engine) as session:
+        with db.transaction(engine) as session, _limited(session, seconds):
             rows = _rows(stream, settings.max_line_bytes)
             first = next(rows, None)
             if first is None:
@@ -284,7 +289,7 @@ def _load_stream(
                 if earlier is not None:
                     return earlier
             if engine.dialect.name == "postgresql":
-                lock = {"k": _LOCK_BASE + int(naic)}
+                lock = {"k": LOCK_BASE + int(naic)}
                 session.execute(text("SELECT pg_advisory_xact_lock(:k)"), lock)
             file_row = IiesFile(
                 naic=naic,
@@ -331,6 +336,15 @@ def _load_stream(
         return _reject(engine, name, channel, naic, digest, now, refused)
     except _DeliveredMeanwhile as delivered:
         return delivered.ack
+
+
+@contextmanager
+def _limited(session: Session, seconds: float | None) -> Iterator[None]:
+    if seconds is None:
+        yield
+        return
+    with db.all_waits_limited(session.connection(), seconds):
+        yield
 
 
 def reject(

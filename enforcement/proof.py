@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -192,25 +191,12 @@ def _left(deadline: float) -> float:
 @contextmanager
 def _by(session: Session, deadline: float | None) -> Iterator[None]:
     """The transaction's statements, and its waits for locks, end by ``deadline`` (nothing
-    when None): PostgreSQL's statement timeout, SQLite's busy timeout for the write lock and
-    an interrupt of a statement running past it. Either raises ``OperationalError``."""
+    when None); past it ``OperationalError``."""
     if deadline is None:
         yield
         return
-    seconds = _left(deadline)
-    connection = session.connection()
-    driver = connection.connection.driver_connection
-    if not isinstance(driver, sqlite3.Connection):
-        with db.time_limit(connection, seconds):
-            yield
-        return
-    (before,) = driver.execute("PRAGMA busy_timeout").fetchone()
-    driver.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
-    try:
-        with db.time_limit(connection, seconds):
-            yield
-    finally:
-        driver.execute(f"PRAGMA busy_timeout = {int(before)}")
+    with db.all_waits_limited(session.connection(), _left(deadline)):
+        yield
 
 
 async def _ask(

@@ -439,6 +439,26 @@ def time_limit(connection: Connection, seconds: float) -> Iterator[Callable[[], 
         raw.set_progress_handler(None, 0)
 
 
+@contextmanager
+def all_waits_limited(connection: Connection, seconds: float) -> Iterator[None]:
+    """:func:`time_limit`, and on SQLite the wait for the write lock limited to ``seconds`` as
+    well (the engine waits 30 s for it, for imports that share the file), put back afterwards.
+    Past the limit a statement raises ``OperationalError``: a timeout on PostgreSQL, "database
+    is locked" or "interrupted" on SQLite. Call it inside a transaction."""
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, sqlite3.Connection):
+        with time_limit(connection, seconds):
+            yield
+        return
+    (before,) = driver.execute("PRAGMA busy_timeout").fetchone()
+    driver.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
+    try:
+        with time_limit(connection, seconds):
+            yield
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {int(before)}")
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -4,6 +4,7 @@ for DMV staff and admins; hostile bodies are refused whole with the acknowledgem
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,13 +12,15 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from enforcement.load import LOCK_BASE
 from enforcement.models import IiesTransaction
 from enforcement.registrations import import_file
 from olv import db
-from tests.helpers import loopback
+from tests.helpers import loopback, row_lock
 from tests.helpers.iies import NAIC, OTHER_NAIC, REGISTRATION_HEADER, VIN_A, csv_text, row
 from tests.helpers.portal import add_user, portal_server
 
+IN_TIME = 6.5  # the portal's 5-s budget, with room for a loaded machine
 ROLES = {
     "insurer": NAIC,
     "other_insurer": OTHER_NAIC,
@@ -125,3 +128,25 @@ def test_registrant_data_is_for_dmv_and_admins_only(api: Api) -> None:
     for who in ("insurer", "officer"):
         response = api.call("GET", "/api/v1/iies/registrants?plate=ABC123", who)
         assert response.status_code == 403 and "SMITH" not in response.text
+
+
+def test_a_call_behind_a_loading_file_answers_503_in_time_and_keeps_nothing(api: Api) -> None:
+    """The insurer's SFTP file loading under the same per-insurer lock (PostgreSQL), or any
+    writer holding SQLite's file: the call waited for it, 19 s and more. It answers 503 within
+    its budget, keeps nothing, and the same bytes sent again are loaded."""
+    body = csv_text([row(txn_id="WAITED")]).encode()
+    before = api.stored()
+    if db.is_sqlite(api.url):
+        holding = "SELECT 1"  # the helper takes SQLite's write lock for the block
+    else:
+        holding = f"SELECT pg_advisory_xact_lock({LOCK_BASE + int(NAIC)})"
+    with row_lock.held(api.url, holding, {}):
+        started = time.monotonic()
+        busy = api.send("insurer", body)
+        took = time.monotonic() - started
+    assert busy.status_code == 503, busy.text
+    assert took < IN_TIME, took
+    assert api.stored() == before
+    done = api.send("insurer", body)
+    assert done.status_code == 200 and done.json()["status"] == "accepted", done.text
+    assert api.stored() == before + 1
