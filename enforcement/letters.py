@@ -29,6 +29,8 @@ DOC_ID_DIGITS = 10
 # a line is drawn in DejaVu Sans, embedded (for those lines only: embedding a font costs every
 # letter that carries it), from Debian's fonts-dejavu-core; where that is not installed, it is
 # spelled in Latin letters (accents dropped) and a character left over prints as "?".
+ADDRESS_MIN_SIZE = 8.0  # points: the smallest the address is printed before it wraps
+ADDRESS_GAP = 12.0  # points between the address and the barcode
 UNICODE_FONT_FILES = (Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),)
 _UNICODE_FONT = "OLV-Unicode"
 MAILING_FIELDS = (
@@ -196,15 +198,16 @@ def render(letter: Letter, path: Path) -> None:
     pdf.setFont("Helvetica", 10)
     pdf.drawRightString(width - inch, y, f"Mailed {letter.mailed.isoformat()}")
     y -= 0.45 * inch
-    for line in (letter.name, letter.address1, letter.address2, f"{letter.city} {letter.zip}"):
-        if line.strip():
-            _draw(pdf, left, y, line.strip(), 10)
-            y -= 14
-
     barcode = code128.Code128(
         letter.doc_id, barHeight=0.5 * inch, barWidth=1.2, quiet=True, lquiet=12, rquiet=12
     )
-    barcode.drawOn(pdf, width - inch - barcode.width, height - 1.9 * inch)
+    barcode_left = width - inch - barcode.width
+    # The address keeps to the left of the barcode and its Document ID, whatever its length.
+    room = barcode_left - ADDRESS_GAP - left
+    for line in (letter.name, letter.address1, letter.address2, f"{letter.city} {letter.zip}"):
+        if line.strip():
+            y = _address_line(pdf, left, y, line.strip(), room)
+    barcode.drawOn(pdf, barcode_left, height - 1.9 * inch)
     pdf.setFont("Helvetica-Bold", 11)
     pdf.drawRightString(width - inch, height - 2.15 * inch, f"Document ID {letter.doc_id}")
 
@@ -242,16 +245,59 @@ def render(letter: Letter, path: Path) -> None:
 def _draw(pdf: canvas.Canvas, x: float, y: float, line: str, size: float) -> None:
     """One line of the registrant's data in Helvetica ``size``, or in the Unicode font where
     Helvetica has no glyph for it (the font is Helvetica again afterwards)."""
+    text, font = _printable(line)
+    pdf.setFont(font, size)
+    pdf.drawString(x, y, text)
+    pdf.setFont("Helvetica", size)
+
+
+def _printable(line: str) -> tuple[str, str]:
+    """The text to draw and its font: Helvetica where it has every glyph, else the Unicode
+    font, else the text spelled in Latin letters."""
     if _helvetica_prints(line):
-        pdf.drawString(x, y, line)
-        return
+        return line, "Helvetica"
     font = unicode_font()
     if font is None:
-        pdf.drawString(x, y, latin_spelling(line))
-        return
+        return latin_spelling(line), "Helvetica"
+    return line, font
+
+
+def _address_line(pdf: canvas.Canvas, x: float, y: float, line: str, room: float) -> float:
+    """One line of the address within ``room`` points: 10 pt, smaller (down to
+    :data:`ADDRESS_MIN_SIZE`) when that fits it, else wrapped at words there; the next y."""
+    text, font = _printable(line)
+    size = 10.0
+    while size > ADDRESS_MIN_SIZE and pdf.stringWidth(text, font, size) > room:
+        size -= 0.5
     pdf.setFont(font, size)
-    pdf.drawString(x, y, line)
-    pdf.setFont("Helvetica", size)
+    for piece in _wrapped(pdf, text, font, size, room):
+        pdf.drawString(x, y, piece)
+        y -= size + 4
+    pdf.setFont("Helvetica", 10)
+    return y
+
+
+def _wrapped(pdf: canvas.Canvas, text: str, font: str, size: float, room: float) -> list[str]:
+    """``text`` in lines of at most ``room`` points, broken between words (inside a word
+    only when the word alone is wider)."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if pdf.stringWidth(candidate, font, size) <= room:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        line = ""
+        for char in word:
+            if line and pdf.stringWidth(line + char, font, size) > room:
+                lines.append(line)
+                line = ""
+            line += char
+    if line:
+        lines.append(line)
+    return lines
 
 
 def _helvetica_prints(text: str) -> bool:

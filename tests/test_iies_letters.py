@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -128,6 +129,68 @@ def test_without_the_font_names_are_spelled_in_latin_letters(
         letters.unicode_font.cache_clear()
     assert "LUKASZ ZOLW" in text and "MÜNCHEN 12207" in text  # Ü is Latin-1: kept
     assert "??. ?????? 5" in text and "■" not in text
+
+
+LONG = {
+    "name": "MARIA DE LOS ANGELES GUADALUPE FERNANDEZ-RODRIGUEZ DE LA CRUZ Y SANTISTEBAN",
+    "address1": "12345 NORTH WEST MARTIN LUTHER KING JR BOULEVARD APARTMENT 1204 BUILDING C",
+    "address2": "C/O " + "X" * 96,  # one word wider than the room: broken inside it
+}
+
+
+def test_a_long_address_stays_clear_of_the_barcode_and_on_the_page(tmp_path: Path) -> None:
+    """Names and address lines of up to 100 characters (what the import takes) were drawn
+    across the Document ID's barcode and past the page's edge."""
+    letter = replace(sample("first_inquiry"), **LONG)
+    path = tmp_path / "long.pdf"
+    letters.render(letter, path)
+    words = _words(path)
+    printed = " ".join(text for text, *_ in words)
+    for part in ("GUADALUPE", "SANTISTEBAN", "BOULEVARD", "BUILDING C", "ALBANY 12207"):
+        assert part in printed, part
+    assert printed.count("X") == 96  # every character of the long word, over several lines
+    assert barcodes(path, tmp_path) == [letter.doc_id]
+    bar_left, bar_top, bar_bottom = _barcode_box(tmp_path, path)
+    page_right = 612 - 72
+    for text, x_min, y_min, x_max, y_max in words:
+        assert x_max <= page_right + 1, (text, x_max)
+        beside_the_barcode = y_max > bar_top and y_min < bar_bottom
+        if beside_the_barcode and x_min < bar_left:
+            assert x_max < bar_left, (text, x_max, bar_left)
+
+
+def _words(path: Path) -> list[tuple[str, float, float, float, float]]:
+    """Each word pdftotext finds, with its box in points from the page's top left."""
+    out = subprocess.run(
+        ["pdftotext", "-bbox", str(path), "-"], capture_output=True, check=True, text=True
+    ).stdout
+    found = re.findall(
+        r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">([^<]*)</word>',
+        out,
+    )
+    return [(w, float(a), float(b), float(c), float(d)) for a, b, c, d, w in found]
+
+
+def _barcode_box(tmp_path: Path, path: Path) -> tuple[float, float, float]:
+    """The barcode's left edge, top and bottom in points, as zxing finds it on the page."""
+    import zxingcpp
+    from PIL import Image
+
+    dpi = 150
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", str(dpi), str(path), str(tmp_path / "box")], check=True
+    )
+    [page] = sorted(tmp_path.glob("box*.png"))
+    with Image.open(page) as image:
+        [found] = [r for r in zxingcpp.read_barcodes(image) if r.format == zxingcpp.Code128]
+    corners = [found.position.top_left, found.position.bottom_left]
+    corners += [found.position.top_right, found.position.bottom_right]
+    points = 72 / dpi
+    return (
+        min(c.x for c in corners) * points,
+        min(c.y for c in corners) * points,
+        max(c.y for c in corners) * points,
+    )
 
 
 def test_a_day_of_letters_and_its_mailing_list(tmp_path: Path) -> None:
