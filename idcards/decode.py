@@ -49,6 +49,19 @@ class DecodeError(CannotRead):
     """Input no barcode can be read from; the message says why, for the person holding it."""
 
 
+class TooLateToRead(CannotRead):
+    """The image's decoding, which cannot be stopped once begun, would end past the caller's
+    deadline: not begun (the portal answers 503, try again)."""
+
+
+# Seconds an image's decoding takes per megapixel decoded, by format and pixel mode, learned
+# from this process's own decodings (a 16-bit RGBA PNG takes several times an 8-bit JPEG's);
+# before any, a cautious guess. Pillow's decoders cannot be interrupted: a 47-megapixel PNG
+# begun with a second of a request's budget left answered at 6 s.
+_SECONDS_PER_MEGAPIXEL: dict[tuple[str, str], float] = {}
+FIRST_GUESS_SECONDS_PER_MEGAPIXEL = 0.06
+
+
 def texts_from_bytes(
     data: bytes, *, deadline: float | None = None, pdf_seconds: float = PDF_SECONDS
 ) -> list[str]:
@@ -60,7 +73,7 @@ def texts_from_bytes(
         raise DecodeError(f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
     if data.startswith(b"%PDF-"):
         return _from_pdf(data, deadline, pdf_seconds)
-    return from_image(_open_image(data), deadline=deadline)
+    return from_image(_open_image(data, deadline), deadline=deadline)
 
 
 def texts_from_file(path: Path) -> list[str]:
@@ -69,7 +82,25 @@ def texts_from_file(path: Path) -> list[str]:
     return texts_from_bytes(data)
 
 
-def _open_image(data: bytes) -> Image.Image:
+def _load_by(image: Image.Image, deadline: float | None) -> None:
+    """``image.load()``, refused with :class:`TooLateToRead` when it would end past
+    ``deadline`` by what decodings of its kind have taken here."""
+    megapixels = image.size[0] * image.size[1] / 1e6
+    kind = (image.format or "", image.mode)
+    rate = _SECONDS_PER_MEGAPIXEL.get(kind, FIRST_GUESS_SECONDS_PER_MEGAPIXEL)
+    started = time.monotonic()
+    if deadline is not None and started + rate * megapixels > deadline:
+        raise TooLateToRead("no time left to read this image: try again in a few seconds")
+    image.load()
+    if megapixels >= 1:
+        took = (time.monotonic() - started) / megapixels
+        # Leaning to the slower figure: a guess too low is a late answer, too high a retry.
+        _SECONDS_PER_MEGAPIXEL[kind] = (
+            max(took, 0.7 * rate + 0.3 * took) if kind in (_SECONDS_PER_MEGAPIXEL) else took
+        )
+
+
+def _open_image(data: bytes, deadline: float | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -85,7 +116,7 @@ def _open_image(data: bytes) -> Image.Image:
                 # Decode a big photo at a half or a quarter of its size, in grey, straight from
                 # the JPEG's DCT: several times faster than decoding it whole and reducing it.
                 opened.draft("L", (-(-width // factor), -(-height // factor)))
-            opened.load()
+            _load_by(opened, deadline)
             image = ImageOps.exif_transpose(opened) or opened
             return image.convert("L")
     except DecodeError:

@@ -66,6 +66,8 @@ async def barcode_from_photo(request: Request, data: bytes) -> str:
         found = await run_in_threadpool(
             partial(decode.texts_from_bytes, data, deadline=deadline, pdf_seconds=PDF_SECONDS)
         )
+    except decode.TooLateToRead:
+        raise ApiError(503, BUSY, headers={"Retry-After": "5"}) from None
     except CannotRead as exc:
         raise ApiError(422, str(exc)) from None
     finally:

@@ -4,6 +4,7 @@ clear refusal, never a crash or a hang."""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import time
@@ -217,3 +218,21 @@ def test_a_card_photographed_beside_another_pdf417_reads_as_the_card(printed) ->
     for shot in (_beside(other.convert("L"), card), _beside(card, other.convert("L"))):
         assert decode.texts_from_bytes(png(shot)) == [text]
     assert decode.texts_from_bytes(png(other.convert("L"))) == [license_text]
+
+
+def test_an_image_whose_decoding_would_end_past_the_deadline_is_not_begun() -> None:
+    """Pillow cannot stop a decoding once begun: a 47-megapixel PNG begun with a second of the
+    budget left answered at 6 s. What decodings of its kind took here says it would not end
+    in time, and it is refused at once, to be sent again (the portal's 503)."""
+    big = Image.new("RGB", (3000, 2000), "white")
+    buffer = io.BytesIO()
+    big.save(buffer, "PNG", compress_level=1)
+    data = buffer.getvalue()
+    assert decode.texts_from_bytes(data) == []  # no deadline: read (and learnt from)
+    rate = decode._SECONDS_PER_MEGAPIXEL[("PNG", "RGB")]
+    assert rate > 0
+    started = time.monotonic()
+    with pytest.raises(decode.TooLateToRead):
+        decode.texts_from_bytes(data, deadline=started + rate * 6 / 4)  # a quarter of the need
+    assert time.monotonic() - started < 1.0  # refused from the header, not decoded first
+    assert decode.texts_from_bytes(data, deadline=time.monotonic() + 60) == []
