@@ -80,8 +80,9 @@ def _authenticate(app: Any, token: str, source: str | None) -> tokens.TokenOwner
 
 
 def received_at(request: Request) -> float:
-    """When the request arrived (``time.monotonic()``): the request guard stamps it, and the
-    five-second budget counts from there; a request that did not pass the guard starts now."""
+    """When the request arrived (``time.monotonic()``): the server's protocol stamps it when
+    the head is whole (:data:`olv.serving.RECEIVED`), else the request guard; the five-second
+    budget counts from there. A request stamped by neither starts now."""
     received: float | None = getattr(request.state, RECEIVED, None)
     return received or time.monotonic()
 
