@@ -164,7 +164,8 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
                 self._arm(header_seconds)
 
         def on_url(self, url: bytes) -> None:
-            self._head_bytes += len(url)
+            if self._head_began:  # a later read's bytes are counted whole by data_received
+                self._head_bytes += len(url)
             if self._head_bytes > MAX_HEAD_BYTES:
                 raise HeadTooLarge(f"request line over {MAX_HEAD_BYTES} bytes")
             super().on_url(url)
@@ -172,7 +173,8 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
         def on_header(self, name: bytes, value: bytes) -> None:
             if not self._in_head:
                 return  # a trailer field: dropped
-            self._head_bytes += len(name) + len(value)
+            if self._head_began:  # a later read's bytes are counted whole by data_received
+                self._head_bytes += len(name) + len(value)
             self._head_fields += 1
             if self._head_bytes > MAX_HEAD_BYTES or self._head_fields > MAX_HEADER_FIELDS:
                 raise HeadTooLarge(
