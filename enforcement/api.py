@@ -99,7 +99,7 @@ async def send_transactions(principal: Sender, request: Request) -> Acknowledgem
                 seconds=seconds,
             )
         )
-    except OperationalError as exc:
+    except (OperationalError, TimeoutError) as exc:  # TimeoutError: no time was left at all
         raise ApiError(
             503,
             "the state database could not take the call in time (another of your files may"

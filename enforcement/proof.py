@@ -124,7 +124,7 @@ def post(
     portal = portal or PortalSettings()
     try:
         return _post(engine, proof, settings, who, portal, wait, deadline)
-    except OperationalError as exc:
+    except (OperationalError, TimeoutError) as exc:  # TimeoutError: no time was left at all
         if deadline is None:
             raise
         raise ProofBusy(SLOW_DATABASE) from exc

@@ -40,8 +40,9 @@ from portal.state_reads import RecordsAlong
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Threads, of the server's 40, that the database steps of requests anyone can send without
-# signing in (sign-ins, the public case-status page) may hold at once: app.state.public_lane.
+# Threads that the database steps of requests anyone can send without signing in (sign-ins,
+# the public case-status page) may hold at once, apart from the 40 of the server's shared
+# limit: app.state.public_lane.
 # Sent by the hundred, they wait in that lane's queue, not in the one that session and token
 # checks share (300 sign-ins held every thread and all 30 pooled connections there, and a
 # verification waited 2.5 s behind them). Two cores check fewer passwords than this at once
