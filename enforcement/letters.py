@@ -257,9 +257,18 @@ def _printable(line: str) -> tuple[str, str]:
     if _helvetica_prints(line):
         return line, "Helvetica"
     font = unicode_font()
-    if font is None:
+    if font is None or not _has_glyphs(font, line):
         return latin_spelling(line), "Helvetica"
     return line, font
+
+
+def _has_glyphs(font: str, text: str) -> bool:
+    """Whether ``font`` draws every character of ``text`` (DejaVu Sans has Latin, Greek and
+    Cyrillic, not Chinese or Korean: those would print as empty boxes)."""
+    from reportlab.pdfbase import pdfmetrics
+
+    covered = pdfmetrics.getFont(font).face.charToGlyph
+    return all(ord(c) in covered for c in text if not c.isspace())
 
 
 def _address_line(pdf: canvas.Canvas, x: float, y: float, line: str, room: float) -> float:
@@ -309,11 +318,18 @@ def _helvetica_prints(text: str) -> bool:
 
 
 def latin_spelling(text: str) -> str:
-    """``text`` in what Helvetica prints: accents dropped ("Ł" has no decomposition and is
-    mapped as a letter of its own), anything else "?"."""
-    decomposed = unicodedata.normalize("NFKD", text.translate(_LETTERS_OF_THEIR_OWN))
+    """``text`` in what Helvetica prints, a character at a time: accents dropped ("Ł" has no
+    decomposition and is mapped as a letter of its own), any other character one "?" (a
+    Korean syllable too, which decomposes into several letters)."""
+    return "".join(_latin(c) for c in unicodedata.normalize("NFC", text))
+
+
+def _latin(char: str) -> str:
+    if _helvetica_prints(char):
+        return char
+    decomposed = unicodedata.normalize("NFKD", char.translate(_LETTERS_OF_THEIR_OWN))
     kept = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return "".join(c if _helvetica_prints(c) else "?" for c in kept)
+    return kept if kept and _helvetica_prints(kept) else "?"
 
 
 _LETTERS_OF_THEIR_OWN = str.maketrans(

@@ -90,6 +90,10 @@ def _load_by(image: Image.Image, deadline: float | None) -> None:
     rate = _SECONDS_PER_MEGAPIXEL.get(kind, FIRST_GUESS_SECONDS_PER_MEGAPIXEL)
     started = time.monotonic()
     if deadline is not None and started + rate * megapixels > deadline:
+        if kind in _SECONDS_PER_MEGAPIXEL:
+            # A refusal teaches nothing, so the figure eases: one slow decoding on a busy
+            # machine must not refuse every large image of its kind from then on.
+            _SECONDS_PER_MEGAPIXEL[kind] = 0.9 * rate
         raise TooLateToRead("no time left to read this image: try again in a few seconds")
     image.load()
     if megapixels >= 1:

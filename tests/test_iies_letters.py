@@ -111,6 +111,10 @@ def test_names_beyond_latin_1_print_in_an_embedded_font(tmp_path: Path) -> None:
     text = pdf_text(tmp_path / f"{wide.doc_id}.pdf")
     assert "ŁUKASZ ŻÓŁW" in text and "УЛ. ЛЕНИНА 5" in text and "MÜNCHEN 12207" in text
     assert "■" not in text
+    # A script the font has no glyphs for is spelled, a "?" a character, not drawn as boxes.
+    korean = replace(wide, name="김철수 王小明")
+    letters.render(korean, tmp_path / "korean.pdf")
+    assert "??? ???" in pdf_text(tmp_path / "korean.pdf")
     # Embedded in the letter that needs it alone.
     assert b"DejaVu" in (tmp_path / f"{wide.doc_id}.pdf").read_bytes()
     assert b"DejaVu" not in (tmp_path / f"{plain.doc_id}.pdf").read_bytes()
@@ -127,7 +131,7 @@ def test_without_the_font_names_are_spelled_in_latin_letters(
         text = pdf_text(tmp_path / "l.pdf")
     finally:
         letters.unicode_font.cache_clear()
-    assert "LUKASZ ZOLW" in text and "MÜNCHEN 12207" in text  # Ü is Latin-1: kept
+    assert "LUKASZ ZÓLW" in text and "MÜNCHEN 12207" in text  # Ó and Ü are Latin-1: kept
     assert "??. ?????? 5" in text and "■" not in text
 
 
