@@ -6,11 +6,14 @@ else to ``/login/totp``; a right code replaces the session by a full one. Failed
 failed codes both count towards the lockout (:mod:`portal.lockout`), each counted before it is
 checked, and every step is written to the security log.
 
-``POST /login`` runs on the event loop: its database steps take a thread of the public lane
-(``app.state.public_lane``, :data:`portal.deps.PUBLIC_THREADS`) for a moment each, and it
-waits for a password-hash slot (``app.state.hash_slots``) with ``await``. Anyone can send
-sign-ins by the hundred: a flood of them waits in the lane's queue and for the slots, and
-holds neither the threads nor the queue that session and token checks need. Past the
+``POST /login`` runs on the event loop and waits for a password-hash slot
+(``app.state.hash_slots``) with ``await``. Its first database step, the per-address and
+per-name limits, takes a thread of the public lane (``app.state.public_lane``,
+:data:`portal.deps.PUBLIC_THREADS`): anyone can send sign-ins by the hundred, and a flood of
+them waits in that lane's queue, not in the one that session and token checks share. The
+steps after it (the account's count, the outcome's record) are as few as the limits let
+through and take the shared threads, so that an attempt already counted never queues behind
+new ones (a right password recorded too late would stay counted as a failure). Past the
 per-address limit (shared by every process, :mod:`portal.lockout`) it is refused before any
 hash; a sign-in that gets no slot within the request's budget is answered 503 (try again)
 and its attempt is uncounted.
@@ -39,7 +42,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import lockout, passwords, security_log, sessions, totp
-from portal.bounded_db import RETRY_AFTER, deadline, in_budget, run_step_on
+from portal.bounded_db import RETRY_AFTER, deadline, in_budget, run_step, run_step_on
 from portal.deps import client_address
 from portal.errors import ApiError
 from portal.models import User
@@ -136,7 +139,7 @@ async def _check(
     (503) leaves the attempt counted as a failure, the side a lockout errs on."""
     number = 0
     if user_id is not None:
-        claimed = await run_step_on(app.state.public_lane, app, ends, _claim, who, user_id)
+        claimed = await run_step(app, ends, _claim, who, user_id)
         if isinstance(claimed, _Refusal):
             return claimed
         number = claimed
@@ -151,13 +154,9 @@ async def _check(
             # No slot in time: never checked, so it does not count (as if refused before
             # its count). Should the database fail this too, it stays counted as a failure.
             with suppress(ApiError):
-                await run_step_on(
-                    app.state.public_lane, app, ends, lockout.release_attempt, user_id
-                )
+                await run_step(app, ends, lockout.release_attempt, user_id)
         raise
-    return await run_step_on(
-        app.state.public_lane, app, ends, _after_hash, who, user_id, number, right
-    )
+    return await run_step(app, ends, _after_hash, who, user_id, number, right)
 
 
 def _refused(request: Request, username: str, refusal: _Refusal) -> Response:
