@@ -23,7 +23,7 @@ from enforcement.load import Ack, load
 from enforcement.models import Registrant
 from enforcement.returns import line, returns
 from enforcement.settings import API_MAX_ROWS
-from olv import normalize
+from olv import db, normalize
 from portal.deps import Principal, budget_left, permitted, within_budget
 from portal.errors import ApiError, FieldError, error_responses
 from portal.models import Registration
@@ -100,11 +100,14 @@ async def send_transactions(principal: Sender, request: Request) -> Acknowledgem
             )
         )
     except (OperationalError, TimeoutError) as exc:  # TimeoutError: no time was left at all
+        why = (
+            "the state database is unavailable"
+            if isinstance(exc, OperationalError) and db.is_connection_failure(exc)
+            else "the state database could not take the call in time (another of your files"
+            " may be loading)"
+        )
         raise ApiError(
-            503,
-            "the state database could not take the call in time (another of your files may"
-            " be loading); nothing was kept: send it again",
-            headers={"Retry-After": "5"},
+            503, f"{why}; nothing was kept: send it again", headers={"Retry-After": "5"}
         ) from exc
     if not ack.accepted:
         message = f"acknowledgement {ack.ack_id}: rejected ({ack.error_code}): {ack.error}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -274,7 +273,10 @@ def _load_stream(
             return earlier
     naic = sender_naic
     try:
-        with db.transaction(engine) as session, _limited(session, seconds):
+        with (
+            db.transaction(engine) as session,
+            db.all_waits_limited(session.connection(), seconds) as tighten,
+        ):
             rows = _rows(stream, settings.max_line_bytes)
             first = next(rows, None)
             if first is None:
@@ -324,8 +326,10 @@ def _load_stream(
                 run.seen.add(txn.txn_id)
                 batch.append(txn)
                 if len(batch) >= settings.batch_size:
+                    tighten()  # each batch may take only what the earlier ones left
                     _process(session, run, batch)
                     batch = []
+            tighten()
             _process(session, run, batch)
             file_row.rows = run.rows
             file_row.matched, file_row.resolved = run.counts["H"], run.counts["R"]
@@ -336,15 +340,6 @@ def _load_stream(
         return _reject(engine, name, channel, naic, digest, now, refused)
     except _DeliveredMeanwhile as delivered:
         return delivered.ack
-
-
-@contextmanager
-def _limited(session: Session, seconds: float | None) -> Iterator[None]:
-    if seconds is None:
-        yield
-        return
-    with db.all_waits_limited(session.connection(), seconds):
-        yield
 
 
 def reject(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -160,10 +160,12 @@ def _post(
     with (
         exclusive(engine, wait, then="then posting the proof", busy=_proof_busy),
         transaction(engine) as session,
-        _by(session, deadline),
+        _by(session, deadline) as tighten,
     ):
         batch_turn(session)
+        tighten()  # what the wait for the batch lock left, for the rest
         record = load_records(session, [registration.id])[registration.id]
+        tighten()
         counts = _record(session, record, proof, live, settings, who)
         row = record.open_case() or (record.cases[-1] if record.cases else None)
         tracking = next(
@@ -189,14 +191,13 @@ def _left(deadline: float) -> float:
 
 
 @contextmanager
-def _by(session: Session, deadline: float | None) -> Iterator[None]:
+def _by(session: Session, deadline: float | None) -> Iterator[Callable[[], None]]:
     """The transaction's statements, and its waits for locks, end by ``deadline`` (nothing
-    when None); past it ``OperationalError``."""
-    if deadline is None:
-        yield
-        return
-    with db.all_waits_limited(session.connection(), _left(deadline)):
-        yield
+    when None); past it ``OperationalError``. Yields a call that tightens the limit to what is
+    left (``TimeoutError`` when nothing is), for between steps."""
+    seconds = None if deadline is None else _left(deadline)
+    with db.all_waits_limited(session.connection(), seconds) as tighten:
+        yield tighten
 
 
 async def _ask(

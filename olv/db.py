@@ -440,23 +440,35 @@ def time_limit(connection: Connection, seconds: float) -> Iterator[Callable[[], 
 
 
 @contextmanager
-def all_waits_limited(connection: Connection, seconds: float) -> Iterator[None]:
+def all_waits_limited(
+    connection: Connection, seconds: float | None
+) -> Iterator[Callable[[], None]]:
     """:func:`time_limit`, and on SQLite the wait for the write lock limited to ``seconds`` as
     well (the engine waits 30 s for it, for imports that share the file), put back afterwards.
     Past the limit a statement raises ``OperationalError``: a timeout on PostgreSQL, "database
-    is locked" or "interrupted" on SQLite. Call it inside a transaction."""
+    is locked" or "interrupted" on SQLite. Yields :func:`time_limit`'s ``tighten``: call it
+    between steps, so that each later statement may only take what is left (else each of
+    them may take ``seconds``). None: no limit, and ``tighten`` does nothing. Call it inside a
+    transaction."""
+    if seconds is None:
+        yield _no_limit
+        return
     driver = connection.connection.driver_connection
     if not isinstance(driver, sqlite3.Connection):
-        with time_limit(connection, seconds):
-            yield
+        with time_limit(connection, seconds) as tighten:
+            yield tighten
         return
     (before,) = driver.execute("PRAGMA busy_timeout").fetchone()
     driver.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
     try:
-        with time_limit(connection, seconds):
-            yield
+        with time_limit(connection, seconds) as tighten:
+            yield tighten
     finally:
         driver.execute(f"PRAGMA busy_timeout = {int(before)}")
+
+
+def _no_limit() -> None:
+    """Nothing to tighten."""
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
