@@ -464,7 +464,10 @@ def all_waits_limited(
         with time_limit(connection, seconds) as tighten:
             yield tighten
     finally:
-        driver.execute(f"PRAGMA busy_timeout = {int(before)}")
+        try:
+            driver.execute(f"PRAGMA busy_timeout = {int(before)}")
+        except sqlite3.Error:
+            connection.invalidate()  # its short wait must not go back to the pool
 
 
 def _no_limit() -> None:

@@ -8,12 +8,12 @@ its write lock, so a row lock or a hung link kept the thread, its pooled connect
 sign-in's hash slot, when the step ran under one) long after the answer, and the step could
 still commit afterwards (a sign-in counted after its 503). Here the wait itself is bounded:
 
-- PostgreSQL: a statement timeout for the transaction (:func:`olv.db.time_limit`), which also
-  ends a wait for a row lock; a link that hangs, where no timeout can come back, is cut at
-  the deadline (:func:`olv.db.interrupt`) and its connection discarded.
-- SQLite: the connection's busy timeout is the time left, set for each step as
-  :mod:`portal.state_reads` does and put back afterwards (the engine's other users keep their
-  own), and a statement running past the deadline is interrupted.
+- PostgreSQL: a statement timeout for the transaction (:func:`olv.db.all_waits_limited`),
+  which also ends a wait for a row lock; a link that hangs, where no timeout can come back,
+  is cut at the deadline (:func:`olv.db.interrupt`) and its connection discarded.
+- SQLite: the connection's busy timeout is the time left, set for each step and put back
+  afterwards (the engine's other users keep their own), and a statement running past the
+  deadline is interrupted (the same function).
 
 The database's own limits end a moment before the request's deadline, so that a lock wait ends
 in a rollback on its thread rather than in a cut; a step still running at the deadline is cut,
@@ -26,13 +26,12 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from anyio import CapacityLimiter, to_thread
 from fastapi import Request
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -169,12 +168,8 @@ def _work(app: Any, cut: _Cut, ends: float, call: Callable[[Session], T]) -> T:
         if not cut.hold(conn.connection.driver_connection):
             raise TimeoutError  # given up while connecting
         try:
-            with (
-                _busy_timeout(conn, ends),
-                app.state.sessions(bind=conn) as session,
-                session.begin(),
-            ):
-                with db.time_limit(session.connection(), _left(ends)):
+            with app.state.sessions(bind=conn) as session, session.begin():
+                with db.all_waits_limited(session.connection(), _left(ends)):
                     result: T = call(session)
                 if _left(ends) <= 0:
                     raise TimeoutError  # rolled back: too late for the answer it was for
@@ -187,23 +182,3 @@ def _work(app: Any, cut: _Cut, ends: float, call: Callable[[Session], T]) -> T:
 def _left(ends: float) -> float:
     """Seconds the database may take: until a moment before the deadline."""
     return ends - MARGIN_SECONDS - time.monotonic()
-
-
-@contextmanager
-def _busy_timeout(conn: Connection, ends: float) -> Iterator[None]:
-    """SQLite: the connection waits for the write lock until ``ends`` at most, then as long
-    as it did before (the engine's 30 s, for imports that share the file). Nothing on
-    PostgreSQL, where the statement timeout bounds lock waits."""
-    driver = conn.connection.driver_connection
-    if not isinstance(driver, sqlite3.Connection):
-        yield
-        return
-    (before,) = driver.execute("PRAGMA busy_timeout").fetchone()
-    driver.execute(f"PRAGMA busy_timeout = {max(1, int(_left(ends) * 1000))}")
-    try:
-        yield
-    finally:
-        try:
-            driver.execute(f"PRAGMA busy_timeout = {int(before)}")
-        except sqlite3.Error:
-            conn.invalidate()  # its short wait must not go back to the pool
