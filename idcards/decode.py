@@ -98,10 +98,9 @@ def _load_by(image: Image.Image, deadline: float | None) -> None:
     image.load()
     if megapixels >= 1:
         took = (time.monotonic() - started) / megapixels
+        seen = _SECONDS_PER_MEGAPIXEL.get(kind)
         # Leaning to the slower figure: a guess too low is a late answer, too high a retry.
-        _SECONDS_PER_MEGAPIXEL[kind] = (
-            max(took, 0.7 * rate + 0.3 * took) if kind in (_SECONDS_PER_MEGAPIXEL) else took
-        )
+        _SECONDS_PER_MEGAPIXEL[kind] = took if seen is None else max(took, 0.7 * seen + 0.3 * took)
 
 
 def _open_image(data: bytes, deadline: float | None = None) -> Image.Image:
