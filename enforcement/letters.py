@@ -353,17 +353,7 @@ def unicode_font() -> str | None:
 
 def _paragraph(pdf: canvas.Canvas, text: str, left: float, y: float, width: float) -> float:
     """Draw ``text`` wrapped to ``width``; the next line's y."""
-    words = text.split()
-    line = ""
-    for word in words:
-        candidate = f"{line} {word}".strip()
-        if pdf.stringWidth(candidate, "Helvetica", 10) > width and line:
-            pdf.drawString(left, y, line)
-            y -= 13
-            line = word
-        else:
-            line = candidate
-    if line:
+    for line in _wrapped(pdf, text, "Helvetica", 10, width):
         pdf.drawString(left, y, line)
         y -= 13
     return y - 6
