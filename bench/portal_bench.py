@@ -73,6 +73,7 @@ import aiohttp
 import httpx
 import open_loop
 import procstat
+import soap_corpus
 import uvloop
 import wrk
 from scratch_db import DEFAULT_PG_URL
@@ -466,18 +467,6 @@ async def _insurer_direct(
     }
 
 
-def read_corpus(path: Path) -> list[tuple[str, bytes]]:
-    """The (path, body) pairs of a corpus written by :func:`write_insurer_corpus`."""
-    calls, data, at = [], path.read_bytes(), 0
-    while at < len(data):
-        end = data.index(b"\n", at)
-        where, length = data[at:end].decode().split()
-        body = data[end + 1 : end + 1 + int(length)]
-        calls.append((where, body))
-        at = end + 1 + int(length) + 1
-    return calls
-
-
 async def _at_rate(
     base: str,
     soap: str,
@@ -500,7 +489,7 @@ async def _at_rate(
             "/api/v1/verify", b'{"vin": "%s"}' % vin(picks[i % 4096]).encode(), headers
         )
 
-    soap_calls = read_corpus(corpus)
+    soap_calls = soap_corpus.read_corpus(corpus)
     soap_headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION}"'}
 
     def ask(i: int) -> open_loop.Call:
