@@ -5,21 +5,19 @@ is refused by both within a second. (Sign-ins over two processes: test_portal_sh
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
 from olv import db
 from portal.models import User
-from tests.helpers import loopback
+from tests.helpers import loopback, row_lock
 from tests.helpers.portal import portal_server, two_portals
 from tests.helpers.signin import add_person, sign_in
 
@@ -154,25 +152,10 @@ def test_a_revocation_or_disable_made_anywhere_is_refused_by_every_process_withi
     assert {s for sent, _b, s in calls[kept] if sent > changed} == {404}
 
 
-@contextmanager
-def writes_held(url: str) -> Iterator[None]:
-    """Another client holds what the rate-limit statement must write (reads still pass)."""
-    if db.is_sqlite(url):
-        conn = sqlite3.connect(make_url(url).database or "", isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")  # the write lock, as a long import would hold it
-        try:
-            yield
-        finally:
-            conn.execute("ROLLBACK")
-            conn.close()
-        return
-    engine = db.make_engine(url)
-    try:
-        with engine.connect() as conn, conn.begin():
-            conn.execute(text("LOCK TABLE portal_rate IN EXCLUSIVE MODE"))
-            yield
-    finally:
-        engine.dispose()
+def writes_held(url: str) -> AbstractContextManager[None]:
+    """Another client holds what the rate-limit statement must write (reads still pass):
+    PostgreSQL's lock on the table, SQLite's write lock as a long import would hold it."""
+    return row_lock.held(url, "LOCK TABLE portal_rate IN EXCLUSIVE MODE", {})
 
 
 def test_a_database_that_holds_the_rate_limit_gets_a_503_within_the_budget_then_recovers(
