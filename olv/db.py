@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache, partial
 from pathlib import Path
@@ -261,39 +262,59 @@ def among(
     return column.in_(listed)
 
 
-def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+@dataclass(frozen=True)
+class Insert:
+    """Rows made ready for :func:`insert_rows`: converted for SQLite's driver (its times as
+    text) while no lock is held, so that a writer holds the write lock for the inserts alone."""
+
+    table: Table
+    columns: tuple[str, ...]
+    rows: Sequence[dict[str, Any]]
+    values: list[tuple[Any, ...]] | None  # SQLite's converted rows; None on PostgreSQL
+
+
+def prepared(dialect: Dialect, table: Table, rows: Sequence[dict[str, Any]]) -> Insert:
+    """``rows`` (each naming the same columns) ready for :func:`insert_rows` on ``dialect``."""
+    columns = tuple(rows[0]) if rows else ()
+    if dialect.name == "postgresql" or not rows:
+        return Insert(table, columns, rows, None)
+    # The driver's executemany with each column's own conversion, without SQLAlchemy's
+    # per-row parameter processing, which cost more than the inserts themselves.
+    convert = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    values = [
+        tuple(
+            value if fn is None or value is None else fn(value)
+            for fn, value in zip(convert, (row[c] for c in columns), strict=True)
+        )
+        for row in rows
+    ]
+    return Insert(table, columns, rows, values)
+
+
+def insert_rows(
+    connection: Connection, table: Table, rows: Sequence[dict[str, Any]] | Insert
+) -> None:
     """Insert many rows in one round: ``COPY`` on PostgreSQL (no per-row statement, parameter
     or ORM work), the driver's ``executemany`` on SQLite. Every row names the same columns;
-    ids come from the table's own sequence, and none are returned."""
-    if not rows:
+    ids come from the table's own sequence, and none are returned. ``rows`` may come
+    :func:`prepared` already."""
+    insert = rows if isinstance(rows, Insert) else prepared(connection.dialect, table, rows)
+    if not insert.rows:
         return
-    columns = list(rows[0])
-    if connection.dialect.name != "postgresql":
-        # The driver's executemany with each column's own conversion (SQLite keeps times as
-        # text), without SQLAlchemy's per-row parameter processing, which cost more than
-        # the inserts themselves.
-        dialect = connection.dialect
-        convert = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-        values = [
-            tuple(
-                value if fn is None or value is None else fn(value)
-                for fn, value in zip(convert, (row[c] for c in columns), strict=True)
-            )
-            for row in rows
-        ]
-        marks = ", ".join("?" * len(columns))
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    names = ", ".join(insert.columns)
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if insert.values is not None:
+        marks = ", ".join("?" * len(insert.columns))
         try:
             cursor.executemany(
-                f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", values
+                f"INSERT INTO {table.name} ({names}) VALUES ({marks})", insert.values
             )
         finally:
             cursor.close()
         return
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
+    with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+        for row in insert.rows:
+            copy.write_row([row[c] for c in insert.columns])
 
 
 # One lock per SQLite file in this process (see sqlite_write_lock).

@@ -204,10 +204,17 @@ class QueryLogWriter:
     def _write(self, queries: list[dict[str, Any]], calls: list[dict[str, Any]]) -> None:
         # COPY on PostgreSQL: an INSERT of the same rows through SQLAlchemy cost about a sixth
         # of the portal's CPU per verification (bench/RESULTS.md, "State portal").
-        # SQLite: behind this process's other writers, not in SQLite's busy wait.
-        with db.write_turn(self._write_lock), self.engine.begin() as conn:
-            db.insert_rows(conn, _QUERY_LOG, queries)
-            db.insert_rows(conn, _INSURER_CALLS, calls)
+        # SQLite: behind this process's other writers, not in SQLite's busy wait, and holding
+        # their lock for the inserts alone (the rows converted and the connection taken
+        # before): a verification's rate-limit take waits behind it.
+        dialect = self.engine.dialect
+        inserts = [
+            db.prepared(dialect, _QUERY_LOG, queries),
+            db.prepared(dialect, _INSURER_CALLS, calls),
+        ]
+        with self.engine.connect() as conn, db.write_turn(self._write_lock), conn.begin():
+            for insert in inserts:
+                db.insert_rows(conn, insert.table, insert)
 
     async def stop(self) -> None:
         """Let a write in progress finish (never cut a thread off its connection), then write
