@@ -14,6 +14,7 @@ a second its CPU is small beside the servers'.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -44,6 +45,16 @@ class Figures:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Target:
+    """One server to offer the rate to: its address, request ``i`` (``make(i)``) and the test
+    of a right answer (``ok(status, body)``)."""
+
+    base: str
+    make: Callable[[int], Call]
+    ok: Callable[[int, bytes], bool]
+
+
 async def run(
     base: str,
     make: Callable[[int], Call],
@@ -54,13 +65,44 @@ async def run(
 ) -> Figures:
     """``rate`` requests a second for ``seconds`` to ``base`` (after a warm-up at that rate);
     request ``i`` is ``make(i)``, its answer right when ``ok(status, body)``."""
-    connector = aiohttp.TCPConnector(limit=connections)
+    (figures,) = await interleaved([Target(base, make, ok)], rate, seconds, 1, connections)
+    return figures
+
+
+async def interleaved(
+    targets: list[Target], rate: float, seconds: float, windows: int, connections: int = 64
+) -> list[Figures]:
+    """``rate`` requests a second for ``seconds`` to each target, in turns: ``windows`` windows
+    each, the targets one after the other in every round, so that each sees the machine's
+    slow and fast phases alike (a shared machine changes speed within a minute). Each target's
+    figures are over all its windows; warm-ups at the rate first, not counted."""
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(base, connector=connector, timeout=timeout) as client:
-        await _paced(client, make, ok, rate, WARM_UP_SECONDS, [], [])
-        latencies: list[float] = []
-        failed: list[int] = []
-        await _paced(client, make, ok, rate, seconds, latencies, failed)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    target.base,
+                    connector=aiohttp.TCPConnector(limit=connections),
+                    timeout=timeout,
+                )
+            )
+            for target in targets
+        ]
+        for client, target in zip(clients, targets, strict=True):
+            await _paced(client, target.make, target.ok, rate, WARM_UP_SECONDS, [], [])
+        latencies: list[list[float]] = [[] for _ in targets]
+        failed: list[list[int]] = [[] for _ in targets]
+        each = seconds / windows
+        for window in range(windows):
+            first = window * max(1, int(rate * each))
+            for k, (client, target) in enumerate(zip(clients, targets, strict=True)):
+                await _paced(
+                    client, target.make, target.ok, rate, each, latencies[k], failed[k], first
+                )
+    return [_figures(rate, each, bad) for each, bad in zip(latencies, failed, strict=True)]
+
+
+def _figures(rate: float, latencies: list[float], failed: list[int]) -> Figures:
     ordered = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -77,9 +119,11 @@ async def _paced(
     seconds: float,
     latencies: list[float],
     failed: list[int],
+    first: int = 0,
 ) -> None:
     """Each request started as a task when it is due (not all made up front, which would
-    spend the generator's CPU in bursts), timed from its due moment."""
+    spend the generator's CPU in bursts), timed from its due moment; the requests are
+    ``make(first)`` onwards."""
 
     async def one(i: int, due: float) -> None:
         call = make(i)
@@ -100,7 +144,7 @@ async def _paced(
         wait = due - time.perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
-        task = asyncio.create_task(one(i, due))
+        task = asyncio.create_task(one(first + i, due))
         running.add(task)
         task.add_done_callback(running.discard)
     while running:
