@@ -105,7 +105,8 @@ def _left_from(request: Request, start: float) -> float:
 
 def refuse_when_late(request: Request) -> None:
     """408 for a request whose budget ran out before it could be checked: it took that long to
-    arrive (a body sent over a slow link; one that drips is dropped by the server's body rules).
+    arrive (a body sent over a slow link; one that drips is dropped by the server's body rules),
+    or it waited behind earlier requests pipelined on its connection.
     Its first database statement would have had no time and its 503 would have blamed the
     database; nothing has been asked of it, so the answer says what happened instead, and
     nothing is logged as a failure. (A verification's budget runs from its arrival, SPEC §5.)"""
@@ -114,13 +115,14 @@ def refuse_when_late(request: Request) -> None:
     took = time.monotonic() - received_at(request)
     budget: float = request.app.state.portal_settings.budget_seconds
     log.info(
-        "request took too long to arrive; answering 408",
+        "request waited too long to be read; answering 408",
         extra={"path": request.url.path, "seconds": round(took, 2)},
     )
     raise ApiError(
         408,
-        f"the request took {took:.1f} s to arrive, too long for its {budget:g}-second budget;"
-        " it was not checked: send it again",
+        f"the request waited {took:.1f} s before it could be read (a slow upload, or earlier"
+        f" requests ahead of it on its connection), too long for its {budget:g}-second"
+        " budget; it was not checked: send it again",
     )
 
 

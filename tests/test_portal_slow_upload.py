@@ -3,7 +3,7 @@ serve``; a raw socket sends the head at once, then the body a few bytes at a tim
 that the database is unavailable, and the log does not say so either.
 
 - A verification (the API's fast path, and the route behind it) whose body took longer than its
-  budget gets 408 saying that the request took too long to arrive; nothing was asked.
+  budget gets 408 saying that the request waited too long to be read; nothing was asked.
 - A batch (the API's, and the batch page's CSV upload) is answered whole: its items have budgets
   of their own, from their turns, and counting them against the rate limit waits for the
   database as a request would, from when the batch is in.
@@ -135,7 +135,7 @@ def test_slow_bodies_are_never_told_the_database_is_unavailable(
     for name in ("verify", "verify-route"):
         error = json.loads(answers[name].body)
         assert (error["ok"], error["status"]) == (False, 408)
-        assert "took" in error["error"] and "to arrive" in error["error"], error
+        assert "waited" in error["error"] and "a slow upload" in error["error"], error
     api_batch = answers["api-batch"]
     assert api_batch.status == 200, api_batch.body[:300]
     results = json.loads(api_batch.body)["results"]
