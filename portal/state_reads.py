@@ -120,7 +120,7 @@ class StateReader:
         if engine.dialect.name == "postgresql":
             # libpq's own connection string: a URL naming several servers stays usable.
             self._pool = _async_pool(
-                libpq.conninfo(engine.url),
+                _commits_unflushed(libpq.conninfo(engine.url), engine.url),
                 budget_seconds,
                 "olv-portal-reads",
                 db.pooled_connect_args(engine.url),
@@ -399,6 +399,23 @@ class StateReader:
 def _writes(sql: str) -> bool:
     """Whether a statement may write (anything but a plain SELECT)."""
     return sql.lstrip()[:6].upper() != "SELECT"
+
+
+def _commits_unflushed(conninfo: str, url: Any) -> str:
+    """``conninfo`` with ``synchronous_commit = off``, where a connection may be given settings
+    of its own (not through a transaction pooler, which refuses them).
+
+    This pool's only writes are the shared rate limits' takes (:mod:`portal.ratelimit`), one
+    per verification: their commit need not wait for the write-ahead log to reach the disk,
+    which on a busy disk was the slowest part of a verification's wait for its take. A crash
+    of the database server loses at most its last fraction of a second of counts (a bucket a
+    little fuller than it was); the database is never left inconsistent."""
+    if db.transaction_pooled(url):
+        return conninfo
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    options = str(conninfo_to_dict(conninfo).get("options") or "")
+    return make_conninfo(conninfo, options=f"{options} -c synchronous_commit=off".strip())
 
 
 def _async_pool(conninfo: str, wait_seconds: float, name: str, extra: dict[str, Any]) -> Any:
