@@ -238,7 +238,12 @@ class LoadGenerator:
             "(bench/soap_bench.py --loadgen python)"
         )
 
-    def run(self, server: Server, clients: int, seconds: float, label: str) -> Run:
+    def run(
+        self, server: Server, clients: int, seconds: float, label: str, settle: float = 0.0
+    ) -> Run:
+        """``clients`` for ``seconds`` against ``server``. The server's CPU is read ``settle``
+        seconds after the load ends, so that what it does for the run's requests afterwards
+        (the audit rows it writes in batches) counts for them."""
         if self.quiet_wait > 0:
             wait_for_quiet(self.quiet_wait)
         pids = server.pids()
@@ -249,6 +254,8 @@ class LoadGenerator:
         generate = run_wrk if self.kind == "wrk" else run_python
         result = generate(server.base, self.corpus_file, clients, seconds, self.threads)
         machine_after = machine_busy()
+        if settle > 0:
+            time.sleep(settle)
         server_cpu = cpu_seconds(pids) - cpu_before
         db_cpu = backends.stop()
         self.total_sent += result["sent"]

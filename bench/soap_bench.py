@@ -10,19 +10,21 @@ What it does, in one run:
    realistic policy numbers and check-digit-valid VINs, some multi-vehicle, fleet, cancelled
    and pending-review policies (``bench/soap_corpus.py``);
 2. starts ``olv soap serve`` (default settings, the worker count given explicitly) on a free
-   loopback port;
-3. drives it with keep-alive clients (1, 8, 32 connections; a warm-up first) from a separate
-   load-generator process, rotating over pre-generated requests (mostly confirmed hits on
-   random policies; unknown keys, VIN-only searches, wrong VINs, cancelled policies, both
-   IICMVA versions and all three endpoints); every answer must be HTTP 200 with a
-   ResponseCode element;
-4. stops the server with SIGTERM and compares the audit rows with the requests sent;
-5. measures the floor (``bench/soap_floor.py``: lxml + dict on the service's own uvicorn
-   stack, httptools and uvloop, same worker layout and count) the same way, twice: on
+   loopback port, and beside it the floor (``bench/soap_floor.py``: lxml + dict on the
+   service's own uvicorn stack, httptools and uvloop, same worker layout and count) twice: on
    uvicorn's own httptools protocol (SPEC §4's bare uvicorn worker) and on the service's
-   protocol class (its writes held to the end of the loop's turn), and prints the ratios
-   service/floor against each;
-6. runs the same messages through ``SoapApplication`` in-process without HTTP (one thread)
+   protocol class (its writes held to the end of the loop's turn);
+3. drives them with keep-alive clients (1, 8, 32 connections; a warm-up first) from a
+   separate load-generator process, rotating over pre-generated requests (mostly confirmed
+   hits on random policies; unknown keys, VIN-only searches, wrong VINs, cancelled policies,
+   both IICMVA versions and all three endpoints); every answer must be HTTP 200 with a
+   ResponseCode element. The three take turns (``--rounds`` windows each of ``--duration``
+   seconds in all: service, floor, floor, service, …), so that a phase of the shared machine
+   falls on all of them alike; each one's figures are over its windows (percentiles: the
+   median of the windows'), and the ratios service/floor are printed against each floor;
+4. stops the servers with SIGTERM and compares the service's audit rows with the requests
+   sent to it;
+5. runs the same messages through ``SoapApplication`` in-process without HTTP (one thread)
    and checks its audit rows too.
 
 Reading the figures: every run reports the CPU it saw, in cores: the server's processes, the
@@ -92,7 +94,18 @@ def parse_args() -> argparse.Namespace:
         epilog=__doc__.split("Requirements:", 1)[1],
     )
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--duration", type=float, default=12.0, help="seconds per measured run")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=12.0,
+        help="seconds of load for each server at each concurrency, in --rounds windows",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="windows per server and concurrency, taken in turns: service, floors, service, …",
+    )
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up load")
     parser.add_argument("--policies", type=int, default=100_000)
     parser.add_argument("--clients", default="1,8,32", help="comma-separated concurrencies")
@@ -238,13 +251,34 @@ def measure(
 
     serve = [sys.executable, "-m", "olv", "soap", "serve", "--host", "127.0.0.1"]
     server = start_server("soap", [*serve, "--workers", str(workers)], env, workdir)
-    ours: list[Run] = []
+    floors: list[Server] = []
+    banner = ""
     profile: Profile | None = None
+    ours_clients, floor_clients = _counts(args.clients), _counts(args.floor_clients)
     try:
-        loadgen.run(server, max(_counts(args.clients)), args.warmup, "warm-up")
+        if floor_clients:
+            floors = [floor_server(workers, policy_csv, env, workdir, s) for s in FLOOR_STACKS]
+            banner = "\n".join(f.log.read_text().strip().splitlines()[0] for f in floors)
+        ours_sent = loadgen.run(server, max(ours_clients), args.warmup, "warm-up").sent
+        for each in floors:
+            loadgen.run(each, max(floor_clients), args.warmup, "warm-up")
         calls_before = shared_reads(server)
-        for n in _counts(args.clients):
-            ours.append(_show(loadgen.run(server, n, args.duration, f"ours ({args.db})")))
+        windows: dict[tuple[int, int], list[Run]] = {}
+        window = max(1.0, round(args.duration / args.rounds))
+        for _ in range(args.rounds):
+            # In turns, so that the service and the floors meet the machine's phases alike.
+            for k, (each, clients) in enumerate(
+                [(server, ours_clients), *((f, floor_clients) for f in floors)]
+            ):
+                for n in clients:
+                    label = (
+                        f"ours ({args.db})"
+                        if k == 0
+                        else f"floor (lxml + dict, {FLOOR_STACKS[k - 1]})"
+                    )
+                    run = loadgen.run(each, n, window, label, SETTLE_SECONDS)
+                    windows.setdefault((k, n), []).append(run)
+                    ours_sent += run.sent if k == 0 else 0
         calls, decided = (a - b for a, b in zip(shared_reads(server), calls_before, strict=True))
         print(
             f"database calls: {calls:,.0f} for {decided:,.0f} requests "
@@ -256,8 +290,16 @@ def measure(
                 server, loadgen, TARGET_CLIENTS, args.duration, args.profile
             )
             _show(profiled)
+            ours_sent += profiled.sent
     finally:
+        for each in floors:
+            each.stop()
         code = server.stop()
+    ours = [_show(combined(windows[0, n])) for n in ours_clients]
+    floor = [_show(combined(windows[1, n])) for n in floor_clients] if floors else []
+    floor_on_our_protocol = (
+        [_show(combined(windows[2, n])) for n in floor_clients] if floors else []
+    )
     log_lines = server.log.read_text(errors="replace").splitlines()[1:]  # after the banner
     if log_lines:
         print(f"server log ({len(log_lines)} lines), last ones:", *log_lines[-10:], sep="\n  ")
@@ -266,22 +308,12 @@ def measure(
     print(f"deadline cuts of inline database calls: {cuts}", flush=True)
     audit_rows = count_rows(url, "audit_record") - audit_before
     print(
-        f"audit: {audit_rows:,} rows written, {loadgen.total_sent:,} requests sent "
+        f"audit: {audit_rows:,} rows written, {ours_sent:,} requests sent "
         f"(warm-up included); server exit code {code} -> "
-        f"{'MATCH' if audit_rows == loadgen.total_sent else 'MISMATCH'}",
+        f"{'MATCH' if audit_rows == ours_sent else 'MISMATCH'}",
         flush=True,
     )
-    requests_sent = loadgen.total_sent
-
-    floor: list[Run] = []
-    floor_on_our_protocol: list[Run] = []
-    banner = ""
-    if _counts(args.floor_clients):
-        floor, banner = run_floor(args, loadgen, workers, policy_csv, env, workdir, "bare")
-        floor_on_our_protocol, banner_ours = run_floor(
-            args, loadgen, workers, policy_csv, env, workdir, "service"
-        )
-        banner = f"{banner}\n{banner_ours}"
+    requests_sent = ours_sent
 
     in_process: Run | None = None
     in_process_audit = 0
@@ -312,29 +344,52 @@ def shared_reads(server: Server) -> tuple[float, float]:
     return float(found.get("count", 0)), float(found.get("sum", 0))
 
 
-def run_floor(
-    args: argparse.Namespace,
-    loadgen: LoadGenerator,
-    workers: int,
-    policy_csv: Path,
-    env: dict[str, str],
-    workdir: Path,
-    stack: str,
-) -> tuple[list[Run], str]:
+# The service writes its audit rows every 0.5 s (OLV_AUDIT_FLUSH_SECONDS): a window's CPU is
+# read once the rows of its requests are written, not while another server has the load.
+SETTLE_SECONDS = 0.8
+FLOOR_STACKS = ("bare", "service")  # uvicorn's own protocol (SPEC §4), the service's
+
+
+def floor_server(
+    workers: int, policy_csv: Path, env: dict[str, str], workdir: Path, stack: str
+) -> Server:
     command = [sys.executable, str(FLOOR_SCRIPT), "--host", "127.0.0.1", "--stack", stack]
     command += ["--workers", str(workers), "--policies", str(policy_csv)]
-    floor_server: Server = start_server("floor", command, env, workdir)
-    clients = _counts(args.floor_clients)
-    runs = []
-    try:
-        banner = floor_server.log.read_text().strip().splitlines()[0]
-        loadgen.run(floor_server, max(clients), args.warmup, "warm-up")
-        for n in clients:
-            label = f"floor (lxml + dict, {stack})"
-            runs.append(_show(loadgen.run(floor_server, n, args.duration, label)))
-    finally:
-        floor_server.stop()
-    return runs, banner
+    return start_server(f"floor-{stack}", command, env, workdir)
+
+
+def combined(windows: list[Run]) -> Run:
+    """One server's windows at one concurrency as one run: throughput and CPU over them all,
+    each latency percentile the median of the windows' (wrk reports percentiles, not the
+    latencies themselves)."""
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    seconds = sum(r.seconds for r in windows)
+
+    def share(field: str) -> float:  # cores busy, weighted by each window's length
+        return sum(getattr(r, field) * r.seconds for r in windows) / seconds if seconds else 0.0
+
+    first = windows[0]
+    return Run(
+        label=first.label,
+        clients=first.clients,
+        sent=sum(r.sent for r in windows),
+        completed=sum(r.completed for r in windows),
+        seconds=seconds,
+        failures=sum(r.failures for r in windows),
+        confirmed=sum(r.confirmed for r in windows),
+        socket_errors=sum(r.socket_errors for r in windows),
+        p50_ms=median([r.p50_ms for r in windows]),
+        p95_ms=median([r.p95_ms for r in windows]),
+        p99_ms=median([r.p99_ms for r in windows]),
+        max_ms=max(r.max_ms for r in windows),
+        server_cpu=share("server_cpu"),
+        db_cpu=share("db_cpu"),
+        loadgen_cpu=share("loadgen_cpu"),
+        machine_cpu=share("machine_cpu"),
+    )
 
 
 # --------------------------------------------------------------------------------------------
