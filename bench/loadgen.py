@@ -223,7 +223,6 @@ class LoadGenerator:
         self.threads = threads
         self.quiet_wait = quiet_wait
         self.database = database  # a PostgreSQL database whose backends' CPU is counted
-        self.total_sent = 0
 
     def describe(self) -> str:
         if self.kind == "wrk":
@@ -258,7 +257,6 @@ class LoadGenerator:
             time.sleep(settle)
         server_cpu = cpu_seconds(pids) - cpu_before
         db_cpu = backends.stop()
-        self.total_sent += result["sent"]
         elapsed = result["seconds"] or seconds
         return Run(
             label=label,

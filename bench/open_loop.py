@@ -99,7 +99,7 @@ async def interleaved(
                 await _paced(
                     client, target.make, target.ok, rate, each, latencies[k], failed[k], first
                 )
-    return [_figures(rate, each, bad) for each, bad in zip(latencies, failed, strict=True)]
+    return [_figures(rate, done, bad) for done, bad in zip(latencies, failed, strict=True)]
 
 
 def _figures(rate: float, latencies: list[float], failed: list[int]) -> Figures:

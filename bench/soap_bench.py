@@ -263,22 +263,23 @@ def measure(
         for each in floors:
             loadgen.run(each, max(floor_clients), args.warmup, "warm-up")
         calls_before = shared_reads(server)
+        # Each server with its label and concurrencies; the service first.
+        turns = [
+            (f"ours ({args.db})", server, ours_clients),
+            *(
+                (f"floor (lxml + dict, {stack})", each, floor_clients)
+                for stack, each in zip(FLOOR_STACKS, floors, strict=True)
+            ),
+        ]
         windows: dict[tuple[int, int], list[Run]] = {}
         window = max(1.0, round(args.duration / args.rounds))
         for _ in range(args.rounds):
             # In turns, so that the service and the floors meet the machine's phases alike.
-            for k, (each, clients) in enumerate(
-                [(server, ours_clients), *((f, floor_clients) for f in floors)]
-            ):
+            for k, (label, each, clients) in enumerate(turns):
                 for n in clients:
-                    label = (
-                        f"ours ({args.db})"
-                        if k == 0
-                        else f"floor (lxml + dict, {FLOOR_STACKS[k - 1]})"
-                    )
                     run = loadgen.run(each, n, window, label, SETTLE_SECONDS)
                     windows.setdefault((k, n), []).append(run)
-                    ours_sent += run.sent if k == 0 else 0
+                    ours_sent += run.sent if each is server else 0
         calls, decided = (a - b for a, b in zip(shared_reads(server), calls_before, strict=True))
         print(
             f"database calls: {calls:,.0f} for {decided:,.0f} requests "
@@ -313,7 +314,6 @@ def measure(
         f"{'MATCH' if audit_rows == ours_sent else 'MISMATCH'}",
         flush=True,
     )
-    requests_sent = ours_sent
 
     in_process: Run | None = None
     in_process_audit = 0
@@ -330,7 +330,7 @@ def measure(
         in_process,
         profile,
         audit_rows,
-        requests_sent,
+        ours_sent,
         in_process_audit,
         banner,
     )
