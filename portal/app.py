@@ -28,6 +28,7 @@ from olv.readiness import Readiness
 from portal import errors, passwords, routes, secret_key
 from portal.cache import TtlCache
 from portal.deps import current_principal
+from portal.failed_lookups import FailedLookups
 from portal.guard import RequestGuard
 from portal.headers import ResponseHeaders
 from portal.insurer_client import InsurerClient, Transport
@@ -128,6 +129,8 @@ def create_app(
     app.state.token_cache = TtlCache[str, TokenOwner](
         TOKEN_CACHE_SECONDS, refresh_after=TOKEN_RECHECK_SECONDS
     )
+    # Unknown tokens and session cookies per client address (portal.failed_lookups).
+    app.state.failed_lookups = FailedLookups(portal_settings.failed_lookups_per_minute)
     app.state.auth_version = -1  # the shared version the cache is true for; none yet
     app.state.background_tasks = set()
     app.state.upload_limits = {}

@@ -33,6 +33,7 @@ from olv.serving import RECEIVED
 from portal import permissions, tokens
 from portal.cache import TtlCache
 from portal.errors import DATABASE_DOWN, ApiError
+from portal.failed_lookups import FailedLookups
 from portal.permissions import Action
 from portal.ratelimit import Bucket, SharedLimits, Taken
 from portal.state_reads import RecordsAlong
@@ -260,12 +261,25 @@ async def _token_principal(
     return principal
 
 
-async def _authenticate_into_cache(request: Request, token: str) -> tokens.TokenOwner | None:
+async def _authenticate_into_cache(
+    request: Request, token: str, known: bool = False
+) -> tokens.TokenOwner | None:
+    """The token's owner read from the database into this process's cache; None when there is
+    none. A token that was not ``known`` (cached) counts against its address when it fails,
+    and is refused with 429 once the address has failed too often (:mod:`portal.failed_lookups`)."""
+    if not tokens.well_shaped(token):
+        return None  # no read to spare: refused as it is
     cache = request.app.state.token_cache
+    address = client_address(request)
+    failures: FailedLookups = request.app.state.failed_lookups
+    if not known:
+        failures.refuse_when_over(address)
     since = cache.mark()  # before the read: a change made meanwhile voids what it stores
     owner = await _authenticate_within_budget(request, token)
     if owner is not None:
         cache.put(token, owner, since)
+    elif not known:
+        failures.failed(address)
     return owner
 
 
@@ -278,7 +292,7 @@ async def _still_valid(request: Request, token: str, version: int) -> tokens.Tok
     if version > app.state.auth_version:
         app.state.auth_version = version
         app.state.token_cache.clear()
-    owner = await _authenticate_into_cache(request, token)
+    owner = await _authenticate_into_cache(request, token, known=True)
     if owner is None:
         raise ApiError(401, "invalid, expired or revoked token", headers=_UNAUTHORIZED)
     return owner

@@ -63,6 +63,7 @@ class PortalSettings(BaseSettings):
     realtime_slots: int = Field(2, ge=0, le=999)
     batch_concurrency: int = Field(200, ge=1, le=5000)
     token_rate_per_minute: int = Field(6000, ge=1)
+    failed_lookups_per_minute: int = Field(600, ge=1)
     token_days: int = Field(90, ge=1, le=3650)
     bob_deadline_day: int = Field(10, ge=1, le=28)  # Idaho: "by the 10th of the month"
     query_log_days: int = Field(400, ge=366)

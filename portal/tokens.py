@@ -103,6 +103,12 @@ def revoke(session: Session, token_id: str, *, source: str | None = None) -> Api
     return row
 
 
+def well_shaped(token: str) -> bool:
+    """Whether ``token`` has the shape of a token :func:`create` makes (only such a token is
+    looked up)."""
+    return _SHAPE.match(token) is not None
+
+
 def authenticate(session: Session, token: str, *, source: str | None = None) -> TokenOwner | None:
     """The owner of a valid, unexpired, unrevoked token of an enabled user, else None.
 

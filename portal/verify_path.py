@@ -107,7 +107,8 @@ class VerifyFastPath:
         await self._answer(scope, receive, send, started, rid, self._asked(question))
 
     async def _token_refusal(self, scope: Scope, rid: str) -> Exception | None:
-        """Why the request's token is not good (401; 503 when it cannot be checked), or None.
+        """Why the request's token is not good (401; 429 when its address sent too many unknown
+        ones, :mod:`portal.failed_lookups`; 503 when it cannot be checked), or None.
 
         Checked on a copy of the scope with the client address applied (the security log names
         who sent a bad token): the scope itself gets it once, from whichever layer answers. An

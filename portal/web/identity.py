@@ -12,7 +12,8 @@ from datetime import datetime
 from fastapi import Request, Response
 
 from portal import sessions
-from portal.deps import Principal, within_budget
+from portal.deps import Principal, client_address, within_budget
+from portal.failed_lookups import FailedLookups
 from portal.models import User
 
 COOKIE = "olv_session"
@@ -31,7 +32,10 @@ def is_loopback(request: Request) -> bool:
 
 def set_cookie(request: Request, response: Response, token: str) -> None:
     """``Secure`` except when the portal is reached on loopback (the demo, tests); never
-    readable by scripts; never sent with a request that another site started."""
+    readable by scripts; never sent with a request that another site started. A cookie the
+    portal issues passes its address's failed look-up throttle (:mod:`portal.failed_lookups`)."""
+    failures: FailedLookups = request.app.state.failed_lookups
+    failures.passed(token)
     response.set_cookie(
         COOKIE,
         token,
@@ -52,20 +56,37 @@ def clear_cookie(request: Request, response: Response) -> None:
     )
 
 
-def _resolve(request: Request, token: str) -> Principal | None:
+def _resolve(request: Request, token: str) -> tuple[Principal | None, bool]:
+    """The session's signed-in person (None when it is not signed in all the way), and
+    whether the cookie found a live session at all."""
     with request.app.state.sessions() as db, db.begin():
         current = sessions.load(db, token, now(request))
-        if current is None or current.stage != sessions.STAGE_FULL:
-            return None
+        if current is None:
+            return None, False
+        if current.stage != sessions.STAGE_FULL:
+            return None, True
         user = db.get(User, current.user_id)
         if user is None or user.disabled:
             sessions.end(db, token)
-            return None
-        return Principal(user.id, user.username, user.role, user.naic, "session")
+            return None, True
+        return Principal(user.id, user.username, user.role, user.naic, "session"), True
 
 
 async def resolve_session(request: Request) -> Principal | None:
+    """The signed-in person of the request's session cookie; None without a live one. A
+    cookie that finds no live session counts against its address (:mod:`portal.failed_lookups`),
+    and once the address has failed too often its unknown cookies count as none, without a
+    read; a cookie this process issued, or that found its session in it lately, still passes."""
     token = request.cookies.get(COOKIE)
     if not token:
         return None
-    return await within_budget(request, _resolve, request, token)
+    failures: FailedLookups = request.app.state.failed_lookups
+    address = client_address(request)
+    if not failures.vouched(token) and failures.over(address):
+        return None  # not read: as if there were no cookie (the pages offer the sign-in form)
+    principal, found = await within_budget(request, _resolve, request, token)
+    if found:
+        failures.passed(token)
+    else:
+        failures.failed(address)
+    return principal
