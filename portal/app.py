@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 # next request. The insurer registry is re-read every REGISTRY_CACHE_SECONDS.
 TOKEN_CACHE_SECONDS = 60.0
 TOKEN_RECHECK_SECONDS = 30.0
+TOKEN_RECHECK_SPREAD = 0.5  # each token's re-read falls due 15–30 s after its read, at random
 REGISTRY_CACHE_SECONDS = 5.0
 # Rows of the shared rate limits that no longer matter are deleted this often.
 FORGET_RATES_SECONDS = 600.0
@@ -127,8 +129,12 @@ def create_app(
     # shared by every process through the database (portal.ratelimit).
     app.state.request_bucket = Bucket(portal_settings.token_rate_per_minute)
     app.state.token_cache = TtlCache[str, TokenOwner](
-        TOKEN_CACHE_SECONDS, refresh_after=TOKEN_RECHECK_SECONDS
+        TOKEN_CACHE_SECONDS,
+        refresh_after=TOKEN_RECHECK_SECONDS,
+        refresh_spread=TOKEN_RECHECK_SPREAD,
     )
+    # The background re-reads of cached tokens, one at a time (portal.deps).
+    app.state.recheck_lane = CapacityLimiter(1)
     # Unknown tokens and session cookies per client address (portal.failed_lookups).
     app.state.failed_lookups = FailedLookups(portal_settings.failed_lookups_per_minute)
     app.state.auth_version = -1  # the shared version the cache is true for; none yet

@@ -18,6 +18,7 @@ between (a change made in this process) makes the put a no-op.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -36,12 +37,20 @@ class Mark:
 
 class TtlCache(Generic[K, V]):
     def __init__(
-        self, ttl: float, max_items: int = 10_000, refresh_after: float | None = None
+        self,
+        ttl: float,
+        max_items: int = 10_000,
+        refresh_after: float | None = None,
+        refresh_spread: float = 0.0,
     ) -> None:
         self.ttl = ttl
         self.max_items = max_items
         self.refresh_after = ttl if refresh_after is None else min(refresh_after, ttl)
-        self._items: dict[K, tuple[float, V]] = {}  # key -> (stored at, value)
+        # Each entry falls due up to this fraction of ``refresh_after`` early, at random:
+        # entries stored together (every token in use, read again after a restart) would
+        # otherwise fall due together for good, and be re-read in one burst every time.
+        self.refresh_spread = min(max(refresh_spread, 0.0), 1.0)
+        self._items: dict[K, tuple[float, float, V]] = {}  # key -> (stored at, due age, value)
         self._refreshing: set[K] = set()
         self._generation = 0
 
@@ -57,12 +66,13 @@ class TtlCache(Generic[K, V]):
         entry = self._items.get(key)
         if entry is None:
             return None, False
-        age = time.monotonic() - entry[0]
+        stored, due, value = entry
+        age = time.monotonic() - stored
         if age >= self.ttl:
             self._items.pop(key, None)
             self._refreshing.discard(key)
             return None, False
-        return entry[1], age >= self.refresh_after and key not in self._refreshing
+        return value, age >= due and key not in self._refreshing
 
     def claim_refresh(self, key: K) -> None:
         """One re-read per key at a time; :meth:`put` or :meth:`drop` ends the claim."""
@@ -76,7 +86,8 @@ class TtlCache(Generic[K, V]):
             return False
         if len(self._items) >= self.max_items:
             self._items.clear()  # simple and safe: everything is re-read on the next miss
-        self._items[key] = (time.monotonic() if since is None else since.at, value)
+        due = self.refresh_after * (1.0 - self.refresh_spread * random.random())
+        self._items[key] = (time.monotonic() if since is None else since.at, due, value)
         return True
 
     def drop(self, key: K) -> None:

@@ -22,7 +22,6 @@ from typing import Annotated, Any, TypeVar
 
 from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -152,7 +151,10 @@ async def _authenticate_within_budget(request: Request, token: str) -> tokens.To
 def _recheck_later(request: Request, token: str) -> None:
     """Re-read a cached token in the background (:mod:`portal.cache`), so that a token in
     steady use never makes a request wait for that read and its use is still recorded about
-    once a minute. Revocation does not wait for it: see :func:`_still_valid`."""
+    once a minute. The re-reads take turns on one thread (``app.state.recheck_lane``): run
+    all at once, the tokens cached together after a start held the threads and the
+    interpreter every half minute, and the requests of that moment waited behind them.
+    Revocation does not wait for them: see :func:`_still_valid`."""
     app, source = request.app, client_address(request)
     cache = app.state.token_cache
     cache.claim_refresh(token)
@@ -160,7 +162,9 @@ def _recheck_later(request: Request, token: str) -> None:
 
     async def recheck() -> None:
         try:
-            owner = await run_in_threadpool(_authenticate, app, token, source)
+            owner = await to_thread.run_sync(
+                _authenticate, app, token, source, limiter=app.state.recheck_lane
+            )
         except Exception as exc:  # noqa: BLE001 - the entry expires; a request then meets it
             log.warning("background token re-check failed", extra=describe_exception(exc))
             return
