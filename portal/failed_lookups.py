@@ -64,9 +64,11 @@ class FailedLookups:
     def refuse_when_over(self, address: str | None) -> None:
         """429 (with ``Retry-After``) when ``address`` has no failed look-up left; call before
         the look-up."""
-        if address is None or not self.over(address):
+        if address is None:
             return
         left = self._refilled(address)
+        if left >= 1.0:
+            return
         wait = math.ceil((1.0 - left) / self.rate)
         raise ApiError(
             429,
