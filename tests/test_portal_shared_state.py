@@ -18,7 +18,7 @@ from sqlalchemy import select
 from olv import db
 from portal.models import User
 from tests.helpers import loopback, row_lock
-from tests.helpers.portal import portal_server, two_portals
+from tests.helpers.portal import UNTHROTTLED, portal_server, two_portals
 from tests.helpers.signin import add_person, sign_in
 
 PROBE = "/api/v1/queries/" + "0" * 32  # 404 for a valid token, 401 otherwise
@@ -127,11 +127,8 @@ def test_a_revocation_or_disable_made_anywhere_is_refused_by_every_process_withi
     with db.transaction(engine) as session:
         dave = session.scalar(select(User.id).where(User.username == "dave"))
     engine.dispose()
-    # The revoked tokens are sent in a loop from one address: past the allowance of unknown
-    # tokens (portal.failed_lookups) they would get 429; this test is of the 401 behind it.
-    unthrottled = {"OLV_PORTAL_FAILED_LOOKUPS_PER_MINUTE": "1000000"}
     with (
-        two_portals(db_url, tmp_path, **unthrottled) as (first, second),
+        two_portals(db_url, tmp_path, **UNTHROTTLED) as (first, second),
         sign_in(first.base, "ann") as admin,
     ):
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from olv import db
 from portal.models import User
 from tests.helpers import loopback
-from tests.helpers.portal import portal_server
+from tests.helpers.portal import UNTHROTTLED, portal_server
 from tests.helpers.signin import add_person, sign_in
 
 # A token-checked read that answers 404 for a valid token (no such query) and 401 otherwise.
@@ -90,7 +90,7 @@ def test_revoking_or_disabling_on_the_admin_pages_takes_effect_at_once(
     engine.dispose()
     dave = _user_id(db_url, "dave")
     with (
-        portal_server({"OLV_DATABASE_URL": db_url}, tmp_path) as portal,
+        portal_server({"OLV_DATABASE_URL": db_url, **UNTHROTTLED}, tmp_path) as portal,
         sign_in(portal.base, "ann") as admin,
     ):
 
@@ -120,7 +120,7 @@ def test_a_revocation_or_disable_from_the_command_line_takes_effect_within_a_sec
     of_disabled = add_person(engine, "dave", "dmv")
     kept = add_person(engine, "dan", "dmv")
     engine.dispose()
-    with portal_server({"OLV_DATABASE_URL": db_url}, tmp_path) as portal:
+    with portal_server({"OLV_DATABASE_URL": db_url, **UNTHROTTLED}, tmp_path) as portal:
 
         async def change() -> None:
             for command in (
