@@ -19,7 +19,7 @@ from olv import db
 from portal.errors import ApiError
 from portal.failed_lookups import FailedLookups
 from tests.helpers import loopback
-from tests.helpers.portal import add_user, portal_server
+from tests.helpers.portal import PASSWORD, add_user, portal_server
 from tests.helpers.signin import add_person, sign_in
 
 ALLOWED = 5
@@ -195,4 +195,53 @@ def test_made_up_session_cookies_count_as_none_and_signed_in_people_keep_theirs(
                     other.cookies.set("olv_session", "made-up-session-0")
                     started = time.monotonic()
                     assert other.get("/", follow_redirects=False).status_code == 503
+                    assert time.monotonic() - started > BUDGET / 2
+
+
+# The pages of the second sign-in step read the cookie's half-open session (GET) or check a
+# code against it (POST); with no such session they send back to the sign-in form.
+SECOND_STEP = [("GET", "/login/totp"), ("GET", "/login/enrol"), ("POST", "/login/totp")]
+
+
+def test_made_up_cookies_on_the_second_sign_in_step_stop_reaching_the_database(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = db.make_engine(db_url)
+    add_person(engine, "olga", "officer")
+    engine.dispose()
+    with (
+        portal_server(_env(db_url), tmp_path) as portal,
+        httpx.Client(verify=loopback.TLS, base_url=portal.base, timeout=30) as stranger,
+        httpx.Client(verify=loopback.TLS, base_url=portal.base, timeout=30) as olga,
+    ):
+
+        def send(client: httpx.Client, method: str, path: str) -> httpx.Response:
+            data = {"code": "000000"} if method == "POST" else None
+            return client.request(method, path, data=data, follow_redirects=False)
+
+        for i in range(ALLOWED + 2):
+            stranger.cookies.set("olv_session", f"made-up-half-session-{i}")
+            method, path = SECOND_STEP[i % len(SECOND_STEP)]
+            answer = send(stranger, method, path)
+            assert answer.status_code == 303 and answer.headers["location"] == "/login"
+        # Someone behind the same address signs in now: the half-open session's cookie was
+        # issued by this process, so the second step opens for it, past the allowance.
+        first = olga.post("/login", data={"username": "olga", "password": PASSWORD})
+        assert first.status_code == 303 and first.headers["location"] == "/login/totp"
+        assert olga.get("/login/totp").status_code == 200
+
+        if not db.is_sqlite(db_url):
+            # Proof that the throttled cookies cost no read, each page in turn, with the
+            # sessions table locked against every read; and the control from an address with
+            # its allowance, whose look-up waits out the budget.
+            with _locked_against_reads(db_url, "portal_session"):
+                for method, path in SECOND_STEP:
+                    started = time.monotonic()
+                    answer = send(stranger, method, path)
+                    assert answer.status_code == 303 and answer.headers["location"] == "/login"
+                    assert time.monotonic() - started < 1.0, (method, path)
+                with _from_other_address(portal.base) as other:
+                    other.cookies.set("olv_session", "made-up-half-session-0")
+                    started = time.monotonic()
+                    assert send(other, "GET", "/login/totp").status_code == 503
                     assert time.monotonic() - started > BUDGET / 2

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Form, Request
 from fastapi.concurrency import run_in_threadpool
@@ -46,9 +46,19 @@ from portal.bounded_db import RETRY_AFTER, deadline, in_budget, run_step, run_st
 from portal.deps import client_address
 from portal.errors import ApiError
 from portal.models import User
-from portal.web.identity import COOKIE, clear_cookie, now, resolve_session, set_cookie
+from portal.web.identity import (
+    COOKIE,
+    clear_cookie,
+    cookie_read,
+    cookie_unread,
+    now,
+    resolve_session,
+    set_cookie,
+)
 from portal.web.render import flash, home_for, page
 
+T = TypeVar("T")
+P = ParamSpec("P")
 router = APIRouter(include_in_schema=False)
 
 BAD_LOGIN = "Wrong user name or password."
@@ -272,9 +282,25 @@ def _pending(db: Session, request: Request) -> tuple[sessions.Current, User] | N
     return current, user
 
 
+async def _on_pending(
+    request: Request,
+    work: Callable[Concatenate[Session, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T | None:
+    """``work`` (a read of this browser's half-open session) in the request's budget; None,
+    without a read, for a cookie its address may no longer have looked up (as the signed-in
+    pages treat it: :func:`portal.web.identity.resolve_session`)."""
+    if cookie_unread(request):
+        return None
+    result = await in_budget(request, work, *args, **kwargs)
+    cookie_read(request, found=result is not None)
+    return result
+
+
 @router.get("/login/totp", response_class=HTMLResponse)
 async def totp_form(request: Request) -> Response:
-    pending = await in_budget(request, _pending, request)
+    pending = await _on_pending(request, _pending, request)
     if pending is None or not pending[1].totp_enrolled:
         return _redirect("/login")
     return page(request, "totp_verify.html", "Second factor")
@@ -286,7 +312,7 @@ async def enrol_form(request: Request) -> Response:
 
 
 async def _enrol_page(request: Request, status: int) -> Response:
-    shown = await in_budget(request, _enrol_secret, request)
+    shown = await _on_pending(request, _enrol_secret, request)
     if shown is None:
         return _redirect("/login")
     secret, username = shown
@@ -337,7 +363,7 @@ class _SignedIn:
 
 
 async def _second_factor(request: Request, code: str, *, enrolling: bool) -> Response:
-    checked = await in_budget(request, _check_code, request, code, enrolling)
+    checked = await _on_pending(request, _check_code, request, code, enrolling)
     if checked is None:
         return _redirect("/login")
     response: Response

@@ -72,21 +72,38 @@ def _resolve(request: Request, token: str) -> tuple[Principal | None, bool]:
         return Principal(user.id, user.username, user.role, user.naic, "session"), True
 
 
-async def resolve_session(request: Request) -> Principal | None:
-    """The signed-in person of the request's session cookie; None without a live one. A
-    cookie that finds no live session counts against its address (:mod:`portal.failed_lookups`),
-    and once the address has failed too often its unknown cookies count as none, without a
-    read; a cookie this process issued, or that found its session in it lately, still passes."""
+def cookie_unread(request: Request) -> bool:
+    """Whether the request's session cookie is to be taken as none, without a read: its
+    address has failed too many look-ups lately (:mod:`portal.failed_lookups`) and this
+    process has not seen the cookie find a live session."""
     token = request.cookies.get(COOKIE)
     if not token:
-        return None
+        return False
     failures: FailedLookups = request.app.state.failed_lookups
-    address = client_address(request)
-    if not failures.vouched(token) and failures.over(address):
-        return None  # not read: as if there were no cookie (the pages offer the sign-in form)
-    principal, found = await within_budget(request, _resolve, request, token)
+    return not failures.vouched(token) and failures.over(client_address(request))
+
+
+def cookie_read(request: Request, found: bool) -> None:
+    """Count the look-up of the request's session cookie for its address: one that did not
+    find the session it was sent for costs the address an allowance, one that found it
+    vouches for the cookie."""
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return
+    failures: FailedLookups = request.app.state.failed_lookups
     if found:
         failures.passed(token)
     else:
-        failures.failed(address)
+        failures.failed(client_address(request))
+
+
+async def resolve_session(request: Request) -> Principal | None:
+    """The signed-in person of the request's session cookie; None without a live one. A
+    cookie that finds no live session counts against its address, and once the address has
+    failed too often its unknown cookies count as none (:func:`cookie_unread`)."""
+    token = request.cookies.get(COOKIE)
+    if not token or cookie_unread(request):
+        return None  # not read: as if there were no cookie (the pages offer the sign-in form)
+    principal, found = await within_budget(request, _resolve, request, token)
+    cookie_read(request, found)
     return principal
