@@ -78,6 +78,10 @@ class TtlCache(Generic[K, V]):
         """One re-read per key at a time; :meth:`put` or :meth:`drop` ends the claim."""
         self._refreshing.add(key)
 
+    def release(self, key: K) -> None:
+        """End a claim whose re-read failed, so that the next :meth:`lookup` asks again."""
+        self._refreshing.discard(key)
+
     def put(self, key: K, value: V, since: Mark | None = None) -> bool:
         """Store ``value`` read from the source since ``since`` (default: now); False, and
         nothing stored, when the cache was cleared after that read began."""

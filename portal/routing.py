@@ -49,6 +49,17 @@ from portal.verdicts import Plan, Target, compose, confirmed, judged, usable
 
 UNKNOWN = normalize.UNKNOWN_POLICY_KEY
 log = logging.getLogger(__name__)
+
+REGISTRY_KEY = "enabled"
+REGISTRY_REFRESH_AT = 0.8  # of the registry's cache life: re-read in the background from then
+
+
+def _registry_read_ended(task: asyncio.Task[dict[str, InsurerConfig]]) -> None:
+    """A background read that failed is logged (a request that waited on it answered 503)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("reading the insurer registry failed", extra=describe_exception(exc))
+
+
 # Kept back from the budget for writing the answer, and for the time a request can spend
 # queued before the application sees it when the machine is busy.
 RESERVE_SECONDS = 0.5
@@ -124,13 +135,20 @@ class Router:
         self.query_log = query_log
         self.settings = settings
         self.portal = portal_settings
-        self.registry_cache = TtlCache[str, dict[str, InsurerConfig]](registry_seconds)
+        # Re-read in the background once 4/5 of its life has passed, so that requests find it
+        # fresh; when it is missing all the same, the requests share one read.
+        self.registry_cache = TtlCache[str, dict[str, InsurerConfig]](
+            registry_seconds, refresh_after=registry_seconds * REGISTRY_REFRESH_AT
+        )
+        self._registry_read: tuple[float, asyncio.Task[dict[str, InsurerConfig]]] | None = None
         self.reads = state_reads.StateReader(engine, portal_settings.budget_seconds, replica)
 
     async def open(self) -> None:
         await self.reads.open()
 
     async def close(self) -> None:
+        if self._registry_read is not None:
+            self._registry_read[1].cancel()
         await self.reads.close()
 
     # --- entry points --------------------------------------------------------------------
@@ -252,16 +270,48 @@ class Router:
 
     async def _registry(self, deadline: float) -> dict[str, InsurerConfig]:
         """The enabled insurers by NAIC (cached for a few seconds: read on every query)."""
-        insurers = self.registry_cache.get("enabled")
-        if insurers is None:
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    insurers = await self.reads.in_thread(self._load_registry)
-            except TimeoutError:
-                raise state_reads.too_slow() from None
-            except SQLAlchemyError as exc:
-                raise state_reads.unavailable() from exc
-            self.registry_cache.put("enabled", insurers)
+        insurers, due = self.registry_cache.lookup(REGISTRY_KEY)
+        if insurers is not None:
+            if due:
+                self._read_registry()  # in the background: this request goes on with what it has
+            return insurers
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                # Shielded: a request that gives up leaves the read to those who share it.
+                return await asyncio.shield(self._read_registry())
+        except TimeoutError:
+            raise state_reads.too_slow() from None
+        except SQLAlchemyError as exc:
+            raise state_reads.unavailable() from exc
+
+    def _read_registry(self) -> asyncio.Task[dict[str, InsurerConfig]]:
+        """The registry read under way, or a new one. One at a time: when the cache ran out
+        (at a start, or after a quiet spell) the requests of that moment each used to read it,
+        and with a slow database each held a thread for as long. A read that has not ended
+        within a request's budget (a hung connection) no longer holds up the next request,
+        which starts another."""
+        now = time.monotonic()
+        under_way = self._registry_read
+        if under_way is not None:
+            started, task = under_way
+            if not task.done() and now - started < self.portal.budget_seconds:
+                return task
+        self.registry_cache.claim_refresh(REGISTRY_KEY)
+        task = asyncio.get_running_loop().create_task(self._registry_into_cache())
+        task.add_done_callback(_registry_read_ended)
+        self._registry_read = (now, task)
+        return task
+
+    async def _registry_into_cache(self) -> dict[str, InsurerConfig]:
+        since = self.registry_cache.mark()
+        try:
+            insurers: dict[str, InsurerConfig] = await self.reads.in_thread(self._load_registry)
+        except BaseException:
+            self.registry_cache.release(REGISTRY_KEY)  # the next request due tries again
+            raise
+        under_way = self._registry_read
+        if under_way is not None and under_way[1] is asyncio.current_task():
+            self.registry_cache.put(REGISTRY_KEY, insurers, since)  # not once a newer read began
         return insurers
 
     def _load_registry(self) -> dict[str, InsurerConfig]:
