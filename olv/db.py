@@ -40,6 +40,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, Result, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from olv import libpq
 from olv.errors import (
@@ -103,6 +104,8 @@ def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs: Any) -
         if not pooled:
             connect_args.setdefault("options", f"-c statement_timeout={timeout_ms}")
     kwargs["connect_args"] = connect_args
+    if "poolclass" not in kwargs:
+        kwargs["poolclass"] = ClosingQueuePool
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_recycle", 1800)
@@ -113,6 +116,26 @@ def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs: Any) -
         event.listen(engine, "connect", partial(_stamp_timeout, timeout_ms))
         event.listen(engine, "begin", _timeout_per_transaction)
     return engine
+
+
+class ClosingQueuePool(QueuePool):
+    """SQLAlchemy's queue pool, but a connection given back after the pool was disposed is
+    closed. ``Engine.dispose()`` closes the idle connections and starts a new pool; one that a
+    thread still held then (a call that outlived a shutdown: a hung query cut by its deadline,
+    a background write) went back to the old pool later, where nothing closed it, and its
+    server session stayed open until the garbage collector happened on it."""
+
+    _disposed = False
+
+    def dispose(self) -> None:
+        self._disposed = True
+        super().dispose()
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        if self._disposed:
+            record.close()
+            return
+        super()._do_return_conn(record)
 
 
 # --- transaction pooling (PgBouncer's pool_mode = transaction) ------------------------------
