@@ -1,4 +1,4 @@
-"""The PostgreSQL engine's pool (olv.db.ClosingQueuePool) against a real server: a
+"""The PostgreSQL engine's pool (olv.db.make_engine) against a real server: a
 connection that a thread gives back after the engine was disposed is closed, not left open
 in a pool nobody uses until the garbage collector finds it."""
 
