@@ -131,6 +131,9 @@ def _header_name(name: str) -> bytes:
     return encoded
 
 
+# Identity headers a request may carry once (service.auth): a repeat leaves them empty.
+SINGLE_VALUED = frozenset({"HTTP_X_API_KEY", "HTTP_X_SSL_CLIENT_S_DN"})
+
 # The environ key of each request header name seen (None: a name with "_", dropped): header
 # names repeat from request to request, so each is translated once. Bounded, since a client
 # can send any names.
@@ -194,7 +197,10 @@ def _environ(scope: Scope) -> dict[str, Any]:
             continue
         value = raw_value.decode("latin-1")
         if key in environ and key.startswith("HTTP_"):
-            environ[key] = f"{environ[key]},{value}"
+            # A credential sent twice counts as none: joined, two subjects could spell an
+            # allowed one ("CN=a" and "O=b,C=US"), should a proxy add its header after a
+            # client's rather than replace it. List headers are joined, as HTTP says.
+            environ[key] = "" if key in SINGLE_VALUED else f"{environ[key]},{value}"
         else:
             environ[key] = value
     return environ

@@ -21,7 +21,7 @@ import pytest
 
 from olv import forwarding
 from olv.config import Settings
-from tests.helpers import data
+from tests.helpers import data, loopback
 from tests.helpers.soap import codes_of, envelope, post, request_xml, response_element, soap_server
 
 ALLOWED = "10.1.2.3"  # in OLV_REQUESTER_NETWORKS
@@ -131,6 +131,38 @@ def test_underscore_spelling_does_not_override_the_real_header(proxied) -> None:
     assert _answer(proxied, both) == UREQ
     mixed = {"X-Forwarded-For": DISALLOWED, "X_Forwarded_For": ALLOWED}
     assert _answer(proxied, mixed) == UREQ
+
+
+def _answer_to_listed(server, headers: list[tuple[str, str]]) -> tuple[str, list[str]]:
+    """As :func:`_answer`, with headers that may repeat a name."""
+    resp = loopback.post(
+        server.url(),
+        content=envelope(request_xml("00200809")),
+        headers=[("Content-Type", "text/xml; charset=utf-8"), *headers],
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    return codes_of(response_element(resp))
+
+
+def test_a_credential_header_sent_twice_counts_as_none(proxied) -> None:
+    # Joined, the two halves would spell the allowed subject (SUBJECT's "CN=..." and
+    # "O=...,C=US"): a proxy that adds its header after the client's would let them in.
+    first, rest = SUBJECT.split(",", 1)
+    for repeated in (
+        [("X-SSL-Client-S-DN", first), ("X-SSL-Client-S-DN", rest)],
+        [("X-SSL-Client-S-DN", SUBJECT), ("X-SSL-Client-S-DN", SUBJECT)],
+        [("X-API-Key", KEY), ("X-API-Key", KEY)],
+    ):
+        assert _answer_to_listed(proxied, repeated) == UREQ, repeated
+    # Sent once, each still lets the request past the check (whatever the policy's answer).
+    assert "UREQ" not in _answer(proxied, {"X-SSL-Client-S-DN": SUBJECT})[1]
+    assert "UREQ" not in _answer(proxied, {"X-API-Key": KEY})[1]
+    # A list header sent twice is one list, as HTTP has it: the proxy chain, read from the
+    # right (the address the trusted proxy appended last).
+    chain = [("X-Forwarded-For", DISALLOWED), ("X-Forwarded-For", ALLOWED)]
+    assert "UREQ" not in _answer_to_listed(proxied, chain)[1]
+    assert _answer_to_listed(proxied, chain[::-1]) == UREQ
 
 
 def _audit_requesters(url: str) -> list[str]:
