@@ -19,7 +19,7 @@ from olv import db
 from portal.errors import ApiError
 from portal.failed_lookups import FailedLookups
 from tests.helpers import loopback
-from tests.helpers.portal import PASSWORD, add_user, portal_server
+from tests.helpers.portal import PASSWORD, Portal, add_user, portal_server
 from tests.helpers.signin import add_person, sign_in
 
 ALLOWED = 5
@@ -71,12 +71,27 @@ def test_the_memory_it_keeps_is_bounded() -> None:
     assert [failures.vouched(f"cookie-{i}") for i in range(5)] == [False, False, True, True, True]
 
 
+@pytest.fixture
+def throttled(db_url: str, tmp_path: Path) -> Iterator[Portal]:
+    """A portal with a small allowance of failed look-ups, and an officer, "oscar", who can
+    sign in to it (password, then second factor)."""
+    engine = db.make_engine(db_url)
+    add_person(engine, "oscar", "officer")
+    engine.dispose()
+    with portal_server(_env(db_url), tmp_path) as portal:
+        yield portal
+
+
 def _env(url: str) -> dict[str, str]:
     return {
         "OLV_DATABASE_URL": url,
         "OLV_PORTAL_FAILED_LOOKUPS_PER_MINUTE": str(ALLOWED),
         "OLV_PORTAL_BUDGET_SECONDS": str(BUDGET),
     }
+
+
+def _client(base: str) -> httpx.Client:
+    return httpx.Client(verify=loopback.TLS, base_url=base, timeout=30)
 
 
 def _from_other_address(base: str) -> httpx.Client:
@@ -116,7 +131,7 @@ def test_made_up_tokens_from_one_address_stop_reaching_the_database(
     engine.dispose()
     with (
         portal_server(_env(db_url), tmp_path) as portal,
-        httpx.Client(verify=loopback.TLS, base_url=portal.base, timeout=30) as client,
+        _client(portal.base) as client,
     ):
 
         def verify(token: str) -> httpx.Response:
@@ -161,15 +176,12 @@ def test_made_up_tokens_from_one_address_stop_reaching_the_database(
 
 
 def test_made_up_session_cookies_count_as_none_and_signed_in_people_keep_theirs(
-    db_url: str, tmp_path: Path
+    db_url: str, throttled: Portal
 ) -> None:
-    engine = db.make_engine(db_url)
-    add_person(engine, "oscar", "officer")
-    engine.dispose()
+    portal = throttled
     with (
-        portal_server(_env(db_url), tmp_path) as portal,
         sign_in(portal.base, "oscar") as officer,
-        httpx.Client(verify=loopback.TLS, base_url=portal.base, timeout=30) as stranger,
+        _client(portal.base) as stranger,
     ):
         for i in range(ALLOWED + 2):
             stranger.cookies.set("olv_session", f"made-up-session-{i}")
@@ -204,15 +216,12 @@ SECOND_STEP = [("GET", "/login/totp"), ("GET", "/login/enrol"), ("POST", "/login
 
 
 def test_made_up_cookies_on_the_second_sign_in_step_stop_reaching_the_database(
-    db_url: str, tmp_path: Path
+    db_url: str, throttled: Portal
 ) -> None:
-    engine = db.make_engine(db_url)
-    add_person(engine, "olga", "officer")
-    engine.dispose()
+    portal = throttled
     with (
-        portal_server(_env(db_url), tmp_path) as portal,
-        httpx.Client(verify=loopback.TLS, base_url=portal.base, timeout=30) as stranger,
-        httpx.Client(verify=loopback.TLS, base_url=portal.base, timeout=30) as olga,
+        _client(portal.base) as stranger,
+        _client(portal.base) as oscar,
     ):
 
         def send(client: httpx.Client, method: str, path: str) -> httpx.Response:
@@ -226,9 +235,9 @@ def test_made_up_cookies_on_the_second_sign_in_step_stop_reaching_the_database(
             assert answer.status_code == 303 and answer.headers["location"] == "/login"
         # Someone behind the same address signs in now: the half-open session's cookie was
         # issued by this process, so the second step opens for it, past the allowance.
-        first = olga.post("/login", data={"username": "olga", "password": PASSWORD})
+        first = oscar.post("/login", data={"username": "oscar", "password": PASSWORD})
         assert first.status_code == 303 and first.headers["location"] == "/login/totp"
-        assert olga.get("/login/totp").status_code == 200
+        assert oscar.get("/login/totp").status_code == 200
 
         if not db.is_sqlite(db_url):
             # Proof that the throttled cookies cost no read, each page in turn, with the
