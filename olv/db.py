@@ -40,7 +40,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, Result, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute, Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from olv import libpq
 from olv.errors import (
@@ -104,11 +104,11 @@ def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs: Any) -
         if not pooled:
             connect_args.setdefault("options", f"-c statement_timeout={timeout_ms}")
     kwargs["connect_args"] = connect_args
+    kwargs.setdefault("poolclass", ClosingQueuePool)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_recycle", 1800)
     engine = create_engine(url, **kwargs)
-    _close_late_checkins(engine)
     if POOL_MODE in make_url(url).query:  # OLV's own parameter: libpq would refuse it
         event.listen(engine, "do_connect", _drop_pool_mode)
     if pooled and timeout_ms is not None:
@@ -117,30 +117,29 @@ def make_engine(url: str, *, wait_seconds: float | None = None, **kwargs: Any) -
     return engine
 
 
-_GENERATION = "olv_pool_generation"  # connection info: the engine's disposals when it was made
+class ClosingQueuePool(QueuePool):
+    """SQLAlchemy's queue pool, but a connection given back after the pool was disposed is
+    closed. ``Engine.dispose()`` closes the idle connections and starts a new pool; one that a
+    thread still held then, or was still opening (a call that outlived a shutdown: a hung
+    query cut by its deadline, a background read), went back to the old pool later, where
+    nothing closed it, and its server session stayed open until the garbage collector
+    happened on it. ``_do_return_conn`` is the hook SQLAlchemy leaves to pool subclasses."""
 
+    # SQLAlchemy names a pool's logger after its class's module: keep it under SQLAlchemy's
+    # logger (quiet unless asked), not under OLV's, whose info lines the commands print.
+    __module__ = QueuePool.__module__
 
-def _close_late_checkins(engine: Engine) -> None:
-    """Close a connection given back after its engine was disposed. ``Engine.dispose()``
-    closes the pool's idle connections and starts a new pool; one that a thread still held
-    then (a call that outlived a shutdown: a hung query cut by its deadline, a background
-    write) went back to the old pool later, where nothing closed it, and its server session
-    stayed open until the garbage collector happened on it."""
-    disposals = [0]
+    _disposed = False
 
-    def disposed(_: Engine) -> None:
-        disposals[0] += 1
+    def dispose(self) -> None:
+        self._disposed = True
+        super().dispose()
 
-    def made(_: Any, record: ConnectionPoolEntry) -> None:
-        record.info[_GENERATION] = disposals[0]
-
-    def given_back(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        if dbapi_connection is not None and record.info.get(_GENERATION) != disposals[0]:
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        if self._disposed:
             record.close()
-
-    event.listen(engine, "engine_disposed", disposed)
-    event.listen(engine, "connect", made)
-    event.listen(engine, "checkin", given_back)
+            return
+        super()._do_return_conn(record)
 
 
 # --- transaction pooling (PgBouncer's pool_mode = transaction) ------------------------------

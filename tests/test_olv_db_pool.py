@@ -1,12 +1,15 @@
-"""The PostgreSQL engine's pool (olv.db.make_engine) against a real server: a
-connection that a thread gives back after the engine was disposed is closed, not left open
-in a pool nobody uses until the garbage collector finds it."""
+"""The PostgreSQL engine's pool (olv.db.ClosingQueuePool) against a real server: a
+connection that a thread gives back after the engine was disposed (held, or still being
+opened, at that moment) is closed, not left open in a pool nobody uses until the garbage
+collector finds it."""
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from olv import db
 
@@ -42,4 +45,33 @@ def test_a_connection_given_back_after_the_engine_was_disposed_is_closed(
     assert _sessions_of(pg_database, pid) == 0
     with engine.connect() as conn:  # the engine goes on, with a new pool
         assert conn.scalar(text("SELECT 1")) == 1
+    engine.dispose()
+
+
+def test_a_connection_still_being_opened_when_the_engine_is_disposed_is_closed(
+    pg_database: str,
+) -> None:
+    engine = db.make_engine(pg_database)
+    opening, disposed = threading.Event(), threading.Event()
+
+    def slow_open(_dbapi_connection: Any, _record: Any) -> None:
+        opening.set()
+        assert disposed.wait(10)  # the engine is disposed while this connection is made
+
+    event.listen(engine, "connect", slow_open)
+    held: list[Any] = []
+
+    def use() -> None:
+        with engine.connect() as conn:
+            held.append(conn.connection.dbapi_connection)
+            conn.execute(text("SELECT 1"))
+
+    user = threading.Thread(target=use)
+    user.start()
+    assert opening.wait(10)
+    engine.dispose()
+    disposed.set()
+    user.join(10)
+    assert held and held[0].closed  # given back to the disposed pool: closed, not kept
+    event.remove(engine, "connect", slow_open)
     engine.dispose()
