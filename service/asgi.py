@@ -18,6 +18,7 @@ from olv import normalize
 from olv.config import Settings, get_settings
 from olv.serving import RECEIVED, settle_gc
 from service import metrics, probes
+from service.auth import CREDENTIAL_HEADERS
 from service.soap_app import ARRIVED, BODY, SoapApplication
 
 Scope = MutableMapping[str, Any]
@@ -131,9 +132,6 @@ def _header_name(name: str) -> bytes:
     return encoded
 
 
-# Identity headers a request may carry once (service.auth): a repeat leaves them empty.
-SINGLE_VALUED = frozenset({"HTTP_X_API_KEY", "HTTP_X_SSL_CLIENT_S_DN"})
-
 # The environ key of each request header name seen (None: a name with "_", dropped): header
 # names repeat from request to request, so each is translated once. Bounded, since a client
 # can send any names.
@@ -200,7 +198,7 @@ def _environ(scope: Scope) -> dict[str, Any]:
             # A credential sent twice counts as none: joined, two subjects could spell an
             # allowed one ("CN=a" and "O=b,C=US"), should a proxy add its header after a
             # client's rather than replace it. List headers are joined, as HTTP says.
-            environ[key] = "" if key in SINGLE_VALUED else f"{environ[key]},{value}"
+            environ[key] = "" if key in CREDENTIAL_HEADERS else f"{environ[key]},{value}"
         else:
             environ[key] = value
     return environ

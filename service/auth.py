@@ -35,13 +35,14 @@ def _normal_dn(dn: str) -> str:
     return ",".join(normal)
 
 
+# The credentials a request carries, as environ keys. Each may come once: the ASGI front
+# leaves one sent twice empty (service.asgi), where list headers are joined.
+API_KEY = "HTTP_X_API_KEY"
+CLIENT_SUBJECT = "HTTP_X_SSL_CLIENT_S_DN"
+CREDENTIAL_HEADERS = frozenset({API_KEY, CLIENT_SUBJECT})
+
 # Everything :func:`identify` reads from a request.
-_INPUTS = (
-    "REMOTE_ADDR",
-    *FORWARDING_HEADERS,
-    "HTTP_X_API_KEY",
-    "HTTP_X_SSL_CLIENT_S_DN",
-)
+_INPUTS = ("REMOTE_ADDR", *FORWARDING_HEADERS, API_KEY, CLIENT_SUBJECT)
 _CACHED = 1024  # distinct requesters remembered per process; a full cache starts afresh
 
 
@@ -68,7 +69,7 @@ def identify(environ: Mapping[str, str], settings: Settings) -> Requester:
     """The requester as the audit records it: credential first, then the real source."""
     where = source(environ, settings)
     origin = where.describe()
-    api_key = environ.get("HTTP_X_API_KEY", "")
+    api_key = environ.get(API_KEY, "")
     if api_key:
         for allowed in settings.requester_api_keys:
             if hmac.compare_digest(api_key.encode(), allowed.encode()):
@@ -77,7 +78,7 @@ def identify(environ: Mapping[str, str], settings: Settings) -> Requester:
     # A subject from anyone but a trusted proxy is a client's claim: not used, not recorded.
     subject = ""
     if peer_is_trusted_proxy(environ, settings):
-        subject = environ.get("HTTP_X_SSL_CLIENT_S_DN", "").strip()
+        subject = environ.get(CLIENT_SUBJECT, "").strip()
     if subject:
         wanted = _normal_dn(subject)
         if any(_normal_dn(s) == wanted for s in settings.requester_cert_subjects):
