@@ -328,20 +328,31 @@ def insert_rows(
     insert = rows if isinstance(rows, Insert) else prepared(connection.dialect, table, rows)
     if not insert.rows:
         return
-    names = ", ".join(insert.columns)
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    driver = connection.connection.driver_connection
     if insert.values is not None:
-        marks = ", ".join("?" * len(insert.columns))
-        try:
-            cursor.executemany(
-                f"INSERT INTO {table.name} ({names}) VALUES ({marks})", insert.values
-            )
-        finally:
-            cursor.close()
+        sqlite_insert(driver, insert)  # type: ignore[arg-type]
         return
+    names = ", ".join(insert.columns)
+    cursor = driver.cursor()  # type: ignore[union-attr]
     with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
         for row in insert.rows:
             copy.write_row([row[c] for c in insert.columns])
+
+
+def sqlite_insert(conn: sqlite3.Connection, insert: Insert) -> None:
+    """:func:`insert_rows` on SQLite's own driver connection (rows :func:`prepared` for it),
+    in the transaction ``conn`` is in."""
+    if not insert.values:
+        return
+    names = ", ".join(insert.columns)
+    marks = ", ".join("?" * len(insert.columns))
+    cursor = conn.cursor()
+    try:
+        cursor.executemany(
+            f"INSERT INTO {insert.table.name} ({names}) VALUES ({marks})", insert.values
+        )
+    finally:
+        cursor.close()
 
 
 # One lock per SQLite file in this process (see sqlite_write_lock).

@@ -10,8 +10,9 @@ bucket rule (:func:`portal.ratelimit.gathered_sql`).
 What each request sees is unchanged: its own take (a key asked twice in one turn goes in two
 statements, which the database orders on the key's row), its own records, and a 503 at its
 own deadline, while the statement runs on for the others, bounded by the longest deadline
-among them. On SQLite the turn's takes run one after the other in one transaction, on one
-hop to the reader's threads (the hop cost more CPU than the statement).
+among them. On SQLite the turn's takes run one after the other in one transaction: on the
+event loop when no lock stands in the way (:mod:`olv.sqlite_inline`), else on one hop to the
+reader's thread for takes.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class GatheredTakes:
         self._turn = self._task = None  # a take from now on starts the next turn
         if self.reads.on_threads():
             async with asyncio.timeout(turn.longest):
-                return list(await self._in_thread(turn))
+                return list(await self._one_transaction(turn))
         statements = _statements(turn.asked)
         outcomes: list[Taken | BaseException] = [TimeoutError()] * len(turn.asked)
         async with asyncio.timeout(turn.longest):
@@ -89,13 +90,13 @@ class GatheredTakes:
                 outcomes[index] = result if isinstance(result, BaseException) else result[at]
         return outcomes
 
-    async def _in_thread(self, turn: _Turn) -> list[Taken]:
-        """SQLite: every take of the turn, one after the other in one transaction, on one
-        thread hop (a key asked twice is simply taken twice)."""
+    async def _one_transaction(self, turn: _Turn) -> list[Taken]:
+        """SQLite: every take of the turn, one after the other in one transaction (a key asked
+        twice is simply taken twice)."""
         now = time.time()
         params = [{**_bucket(rule, now), "key": key} for rule, key, _ in turn.asked]
         vins = [vin for _, _, vin in turn.asked]
-        return await self.reads.takes_in_thread(self.sql, params, vins, turn.longest)
+        return await self.reads.takes(self.sql, params, vins, turn.longest)
 
     async def _statement(
         self, rule: Rule, asked: list[tuple[Rule, str, str]], indexes: list[int]

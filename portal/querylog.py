@@ -19,18 +19,24 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, delete, exc
 
 from olv import db
 from olv.logging import describe_exception
+from olv.sqlite_inline import CHECKPOINT_SECONDS, Busy, InlineWriter, checkpoint
 from portal import metrics
 from portal.models import InsurerCall, QueryLog, SecurityLog
 
 FLUSH_SECONDS = 0.2
+# At most this many rows are written on the event loop (SQLite): a round's at a few hundred
+# queries a second, not a backlog after an outage, which would hold the loop for long.
+INLINE_ROWS = 1_000
 REPORT_SECONDS = 1.0  # how often the queue's depth and lag are reported (portal.metrics)
 READ_FLUSH_SECONDS = 1.0  # how long a read waits for the log to be written
 MAX_WAITING_QUERIES = 200_000  # about 200 MB; an hour of outage at 50 queries a second
@@ -93,6 +99,9 @@ class QueryLogWriter:
         self._writing: list[dict[str, Any]] = []  # the queries of the write in progress
         self._lock = asyncio.Lock()
         self._write_lock = db.sqlite_write_lock(engine)
+        self._inline: InlineWriter | None = None  # SQLite: made at the first write
+        self._stopped = False
+        self._checkpointed_at = 0.0
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
@@ -136,6 +145,7 @@ class QueryLogWriter:
                 await asyncio.wait_for(self._stopping.wait(), FLUSH_SECONDS)
             try:
                 await self.flush()
+                await self._checkpoint_when_due()
                 if self.retention_days and time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_EVERY_SECONDS
                     await asyncio.to_thread(purge, self.engine, self.retention_days)
@@ -151,7 +161,7 @@ class QueryLogWriter:
             self._queries, self._calls = [], []
             self._writing = queries
             try:
-                await asyncio.to_thread(self._write, queries, calls)
+                await self._written(queries, calls)
             except Exception as error:
                 if _unreachable(error, self._driver_errors):
                     self._put_back(queries, calls)
@@ -201,17 +211,53 @@ class QueryLogWriter:
                     extra={**describe_exception(error), "set_aside": self.set_aside},
                 )
 
+    async def _written(self, queries: list[dict[str, Any]], calls: list[dict[str, Any]]) -> None:
+        """The rows written: a round's few on the event loop when SQLite lets them in at once
+        (:mod:`olv.sqlite_inline`: a thread's hand-offs held the write lock for milliseconds,
+        and each verification's rate-limit take waited behind it), else on a thread."""
+        inline = self._inline_writer()
+        if inline is not None and len(queries) + len(calls) <= INLINE_ROWS:
+            inserts = self._inserts(queries, calls)
+            if not isinstance(inline.run(partial(_insert_all, inserts)), Busy):
+                return
+        await asyncio.to_thread(self._write, queries, calls)
+
+    def _inline_writer(self) -> InlineWriter | None:
+        """SQLite: the writer on the event loop for :attr:`engine` (which a test may swap)."""
+        if self._inline is not None and self._inline.engine is not self.engine:
+            self._inline.close()
+            self._inline = None
+        if self._inline is None and self.engine.dialect.name == "sqlite" and not self._stopped:
+            self._inline = InlineWriter(self.engine)
+        return self._inline
+
+    async def _checkpoint_when_due(self) -> None:
+        """SQLite: the log's pages into the database file, on a thread, now and then: the
+        inline writes never do it (a checkpoint waits for the disk)."""
+        inline = self._inline
+        if inline is None or inline.written_at <= self._checkpointed_at:
+            return
+        if time.monotonic() - self._checkpointed_at < CHECKPOINT_SECONDS:
+            return
+        self._checkpointed_at = time.monotonic()
+        await asyncio.to_thread(checkpoint, self.engine)
+
+    def _inserts(
+        self, queries: list[dict[str, Any]], calls: list[dict[str, Any]]
+    ) -> list[db.Insert]:
+        dialect = self.engine.dialect
+        return [
+            db.prepared(dialect, _QUERY_LOG, queries),
+            db.prepared(dialect, _INSURER_CALLS, calls),
+        ]
+
     def _write(self, queries: list[dict[str, Any]], calls: list[dict[str, Any]]) -> None:
         # COPY on PostgreSQL: an INSERT of the same rows through SQLAlchemy cost about a sixth
         # of the portal's CPU per verification (bench/RESULTS.md, "State portal").
         # SQLite: behind this process's other writers, not in SQLite's busy wait, and holding
         # their lock for the inserts alone (the rows converted and the connection taken
         # before): a verification's rate-limit take waits behind it.
-        dialect = self.engine.dialect
-        inserts = [
-            db.prepared(dialect, _QUERY_LOG, queries),
-            db.prepared(dialect, _INSURER_CALLS, calls),
-        ]
+        inserts = self._inserts(queries, calls)
         with self.engine.connect() as conn, db.write_turn(self._write_lock), conn.begin():
             for insert in inserts:
                 db.insert_rows(conn, insert.table, insert)
@@ -227,6 +273,16 @@ class QueryLogWriter:
             await self._reporter
             self._reporter = None
         await self.flush()
+        self._stopped = True  # a later flush (a read's) takes the thread's way
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
+
+
+def _insert_all(inserts: list[db.Insert], conn: sqlite3.Connection) -> None:
+    for insert in inserts:
+        db.sqlite_insert(conn, insert)
+    conn.commit()
 
 
 def _unreachable(error: BaseException, driver_errors: tuple[type[BaseException], ...]) -> bool:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, select
@@ -40,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bob_loader import lookup
 from olv import db, libpq
 from olv.read_replica import ReadReplica
+from olv.sqlite_inline import BUSY, Busy, InlineWriter
 from portal.errors import ApiError, invalid
 from portal.models import Registration
 
@@ -115,6 +116,8 @@ class StateReader:
         self._closed = False
         self._behind: set[asyncio.Task[Any]] = set()  # reads cut off at a deadline
         self._write_lock = db.sqlite_write_lock(engine)
+        # SQLite: the statements, tried first on the event loop (olv.sqlite_inline).
+        self._inline = InlineWriter(engine) if engine.dialect.name == "sqlite" else None
         self._pool: Any = None
         self._replica_pool: Any = None
         if engine.dialect.name == "postgresql":
@@ -151,6 +154,8 @@ class StateReader:
                 await pool.close(timeout=1.0)
         self._threads.shutdown(wait=False, cancel_futures=True)
         self._takes.shutdown(wait=False, cancel_futures=True)
+        if self._inline is not None:
+            self._inline.close()
         # A connection under a statement is closed by its own thread when the statement ends:
         # closing it from here would free what the statement is still reading (a crash).
         with self._owned_lock:
@@ -196,6 +201,13 @@ class StateReader:
         if self._pool is not None:
             run: Coroutine[Any, Any, Rows] = self._execute_async(sql, params)
         else:
+            try:
+                done = self._on_loop(sql, [params], [None])
+            except self._errors as exc:
+                raise unavailable() from exc
+            if not isinstance(done, Busy):
+                ((rows, _),) = done
+                return rows
             run = self.in_thread(self._execute_sync, sql, params, seconds)
         return await self._within(run, seconds)
 
@@ -206,7 +218,8 @@ class StateReader:
         return self.replica is None
 
     def on_threads(self) -> bool:
-        """SQLite: statements run on the reader's threads, not on asyncio connections."""
+        """SQLite: statements run on the driver's own connections (on the event loop or the
+        reader's threads), not on asyncio connections."""
         return self._pool is None
 
     def records_beside(self, column: str) -> str:
@@ -271,34 +284,48 @@ class StateReader:
         conn = self._thread_connection()
         failed = False
         try:
-            cursor = conn.cursor()
-            try:
-                with db.write_turn(lock, seconds):
-                    # The engine waits up to 30 s for SQLite's write lock (imports share the
-                    # file); a statement of a request waits no longer than the request may.
-                    # Every use of this connection sets its own wait.
-                    left = max(1, int((ends - time.monotonic()) * 1000))
-                    cursor.execute(f"PRAGMA busy_timeout = {left}")
-                    try:
-                        done: list[Rows] = []
-                        for each in params:
-                            cursor.execute(sql, each)
-                            done.append(cursor.fetchall() if cursor.description else [])
-                        conn.commit()
-                    except BaseException:
-                        conn.rollback()
-                        raise
-                return [
-                    (rows, [] if vin is None else self._current(cursor, vin))
-                    for rows, vin in zip(done, vins, strict=True)
-                ]
-            finally:
-                cursor.close()
+            with db.write_turn(lock, seconds):
+                # The engine waits up to 30 s for SQLite's write lock (imports share the
+                # file); a statement of a request waits no longer than the request may.
+                # Every use of this connection sets its own wait.
+                left = max(1, int((ends - time.monotonic()) * 1000))
+                conn.execute(f"PRAGMA busy_timeout = {left}")
+                return self._statements(sql, params, vins, conn)
         except self._errors:
             failed = True  # a new connection next time, whatever went wrong
             raise
         finally:
             self._put_back(conn, drop=failed)
+
+    def _statements(
+        self,
+        sql: str,
+        params: Sequence[Mapping[str, Any]],
+        vins: Sequence[str | None],
+        conn: Any,
+        commit_first: bool = True,
+    ) -> list[tuple[Rows, list[dict[str, Any]]]]:
+        """SQLite: the statement once per parameter set in one transaction on ``conn``, and
+        each VIN's records: read once the transaction has committed (``commit_first``: the
+        write lock is held for the statements alone), or before its commit."""
+        cursor = conn.cursor()
+        try:
+            try:
+                done: list[Rows] = []
+                for each in params:
+                    cursor.execute(sql, each)
+                    done.append(cursor.fetchall() if cursor.description else [])
+                if commit_first:
+                    conn.commit()
+                found = [[] if vin is None else self._current(cursor, vin) for vin in vins]
+                if not commit_first:
+                    conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            return list(zip(done, found, strict=True))
+        finally:
+            cursor.close()
 
     def _thread_connection(self) -> Any:
         """This thread's own SQLite connection, made by the engine (its pragmas) and kept out
@@ -333,14 +360,19 @@ class StateReader:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    async def takes_in_thread(
+    async def takes(
         self, sql: str, params: Sequence[Mapping[str, Any]], vins: Sequence[str], seconds: float
     ) -> list[tuple[Rows, list[dict[str, Any]]]]:
-        """SQLite: :meth:`_execute_many_sync` on the reader's thread for takes, one hop for
-        them all, within ``seconds`` from now: a hop still queued then is not run (its
-        requests have had their 503), and one running waits for the write lock no longer."""
+        """SQLite: the statement once per parameter set and each VIN's records, in one
+        transaction, within ``seconds`` from now. On the event loop when it can start at once
+        (:mod:`olv.sqlite_inline`); else :meth:`_execute_many_sync` on the reader's thread for
+        takes, one hop for them all: a hop still queued at the end is not run (its requests
+        have had their 503), and one running waits for the write lock no longer."""
         if self._closed:
             raise unavailable()
+        done = self._on_loop(sql, params, vins)
+        if not isinstance(done, Busy):
+            return done
         ends = time.monotonic() + seconds
 
         def run() -> list[tuple[Rows, list[dict[str, Any]]]]:
@@ -350,6 +382,16 @@ class StateReader:
             return self._execute_many_sync(sql, params, left, vins)
 
         return await asyncio.get_running_loop().run_in_executor(self._takes, run)
+
+    def _on_loop(
+        self, sql: str, params: Sequence[Mapping[str, Any]], vins: Sequence[str | None]
+    ) -> list[tuple[Rows, list[dict[str, Any]]]] | Busy:
+        """SQLite: :meth:`_statements` on the calling thread when no lock stands in the way;
+        else :data:`~olv.sqlite_inline.BUSY`. The records are read before the commit here, so
+        that a refusal at any step leaves nothing done (the takes are then made elsewhere)."""
+        if self._inline is None or self._closed:
+            return BUSY
+        return self._inline.run(partial(self._statements, sql, params, vins, commit_first=False))
 
     async def _within(self, read: Coroutine[Any, Any, T], seconds: float) -> T:
         task = asyncio.ensure_future(read)

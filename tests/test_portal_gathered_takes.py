@@ -1,5 +1,5 @@
 """A loop turn's rate-limit takes with their VINs' records (portal/gathered_takes.py): on
-PostgreSQL one statement for the turn, on SQLite one thread hop, and on both every request gets
+PostgreSQL one statement for the turn, on SQLite one transaction, and on both every request gets
 exactly what it would have got alone — its own take, its own records, its own refusal, and
 its own 503 at its own deadline."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,13 +32,13 @@ VIN_NONE = "3VWFE21C04M000001"
 
 async def _with_limits(url: str, work: Callable[[SharedLimits, list[int]], Awaitable[T]]) -> T:
     """``work`` with the portal's limits on ``url``; the list counts the takes of each
-    statement (PostgreSQL) or thread hop (SQLite) of the gathered path, as the real methods
+    statement (PostgreSQL) or transaction (SQLite) of the gathered path, as the real methods
     are called."""
     engine = db.make_engine(url)
     reader = StateReader(engine, 5.0)
     await reader.open()
     statements: list[int] = []
-    on_primary, in_thread = reader.rows_on_primary, reader.takes_in_thread
+    on_primary, in_thread = reader.rows_on_primary, reader.takes
 
     async def counted(sql: str, params: Any) -> Any:
         statements.append(len(params["keys"]))
@@ -48,7 +49,7 @@ async def _with_limits(url: str, work: Callable[[SharedLimits, list[int]], Await
         return await in_thread(sql, params, vins, seconds)
 
     reader.rows_on_primary = counted  # type: ignore[method-assign]
-    reader.takes_in_thread = hopped  # type: ignore[method-assign]
+    reader.takes = hopped  # type: ignore[method-assign]
     try:
         return await work(SharedLimits(reader), statements)
     finally:
@@ -86,7 +87,7 @@ def test_a_turns_takes_share_one_statement_and_each_gets_its_own(with_records: s
     assert [r["policy_number"] for r in alongs[0].records or []] == ["P-A"]
 
 
-def test_a_turn_is_one_statement_or_one_thread_hop(with_records: str) -> None:
+def test_a_turn_is_one_statement_or_one_transaction(with_records: str) -> None:
     bucket = Bucket(per_minute=600)
 
     async def work(limits: SharedLimits, statements: list[int]) -> list[int]:
@@ -112,7 +113,7 @@ def test_a_key_asked_twice_in_a_turn_is_taken_twice_and_then_refused(with_record
     assert sorted(t.left for t in taken if t.wait == 0) == [0, 1]
     (refused,) = [t for t in taken if t.wait > 0]
     assert 0 < refused.wait <= 0.5
-    # PostgreSQL: a statement per take of the same key; SQLite: one after the other in one hop.
+    # PostgreSQL: a statement per take of the same key; SQLite: one after the other, together.
     assert statements == ([3] if with_records.startswith("sqlite") else [1, 1, 1])
     engine = db.make_engine(with_records)
     try:
@@ -217,3 +218,53 @@ def test_sqlite_a_hop_still_queued_at_its_deadline_takes_nothing(
         engine.dispose()
     assert statuses == (200, 503)
     assert taken == {first}  # the queued hop ran after its 503: it must have taken nothing
+
+
+def test_sqlite_a_turn_runs_on_the_loop_unless_a_writer_of_this_process_holds_the_file(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    """No thread hand-off when the write can start at once (olv/sqlite_inline.py); while
+    another thread of the process writes (the query log), the turn waits its turn on the
+    reader's thread for takes instead, the loop free meanwhile, and is answered."""
+    url = loopback.copied_database(sqlite_template, tmp_path)
+    bucket = Bucket(per_minute=600)
+    engine = db.make_engine(url)
+    lock = db.sqlite_write_lock(engine)
+    assert lock is not None
+    reader = StateReader(engine, 5.0)
+    limits = SharedLimits(reader)
+
+    def takers() -> int:
+        return len(reader._takes._threads)  # the reader's thread for takes, once started
+
+    async def work() -> tuple[int, Taken, int, Taken, int]:
+        free = await limits.take(bucket, f"t-{uuid.uuid4().hex}", 1, 5.0, along(VIN_A))
+        threads_when_free = takers()
+        held = threading.Event()
+
+        def writer_elsewhere() -> None:
+            with lock:
+                held.set()
+                time.sleep(0.3)
+
+        other = threading.Thread(target=writer_elsewhere)
+        other.start()
+        held.wait(5.0)
+        ticks = 0
+        waiting = asyncio.ensure_future(
+            limits.take(bucket, f"t-{uuid.uuid4().hex}", 1, 5.0, along(VIN_A))
+        )
+        while not waiting.done():
+            ticks += 1  # the loop keeps turning while the take waits
+            await asyncio.sleep(0.01)
+        other.join()
+        return threads_when_free, free, takers(), await waiting, ticks
+
+    try:
+        threads_when_free, free, threads_when_held, behind, ticks = asyncio.run(work())
+    finally:
+        asyncio.run(reader.close())
+        engine.dispose()
+    assert threads_when_free == 0 and free.wait == 0
+    assert threads_when_held == 1 and behind.wait == 0
+    assert ticks >= 10

@@ -4,6 +4,7 @@ or stays away for long: nothing good is lost, nothing bad blocks the log, memory
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from olv import db
 from portal import querylog
 from portal.models import InsurerCall, QueryLog
 from portal.querylog import QueryLogWriter
+from tests.helpers import loopback
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -111,3 +113,105 @@ def test_a_read_does_not_fail_because_the_log_cannot_be_written(tmp_path: Path) 
 
     asyncio.run(read())
     assert len(writer._queries) == 1  # still waiting for the database
+
+
+def _threads_asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions the writer hands to a thread, as it does."""
+    asked: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(fn: Any, *args: Any) -> Any:
+        asked.append(getattr(fn, "__name__", repr(fn)))
+        return await to_thread(fn, *args)
+
+    monkeypatch.setattr(querylog.asyncio, "to_thread", counted)
+    return asked
+
+
+def test_sqlite_a_rounds_rows_are_written_on_the_loop_and_a_backlog_on_a_thread(
+    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = loopback.copied_database(sqlite_template, tmp_path)
+    monkeypatch.setattr(querylog, "INLINE_ROWS", 4)
+    asked = _threads_asked(monkeypatch)
+    engine = db.make_engine(url)
+    writer = QueryLogWriter(engine)
+
+    async def scenario() -> list[list[str]]:
+        seen = []
+        writer.add(query("a"), [call("a")])
+        await writer.flush()  # 2 rows: on the loop
+        seen.append(list(asked))
+        for letter in "bcd":
+            writer.add(query(letter), [call(letter)])
+        await writer.flush()  # 6 rows: more than a round's, on a thread
+        seen.append(list(asked))
+        await writer.stop()
+        return seen
+
+    try:
+        on_loop, backlog = asyncio.run(scenario())
+    finally:
+        engine.dispose()
+    assert on_loop == []
+    assert backlog == ["_write"]
+    assert stored(url) == (["a", "b", "c", "d"], 4)
+
+
+def test_sqlite_rows_wait_for_a_thread_while_another_writer_holds_the_file(
+    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's transaction holds SQLite's write lock: the round is not written on
+    the loop (which would wait, or fail), but on a thread that waits its turn."""
+    url = loopback.copied_database(sqlite_template, tmp_path)
+    asked = _threads_asked(monkeypatch)
+    engine = db.make_engine(url)
+    writer = QueryLogWriter(engine)
+    holder = sqlite3.connect(str(engine.url.database), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def scenario() -> None:
+        writer.add(query("a"), [call("a")])
+        flushing = asyncio.ensure_future(writer.flush())
+        await asyncio.sleep(0.3)
+        assert not flushing.done()  # waiting on its thread, the loop free meanwhile
+        holder.execute("ROLLBACK")
+        await flushing
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        holder.close()
+        engine.dispose()
+    assert asked == ["_write"]
+    assert stored(url) == (["a"], 1)
+
+
+def test_sqlite_the_loops_writes_are_checkpointed_on_a_thread(
+    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = loopback.copied_database(sqlite_template, tmp_path)
+    monkeypatch.setattr(querylog, "CHECKPOINT_SECONDS", 0.0)
+    asked = _threads_asked(monkeypatch)
+    engine = db.make_engine(url)
+    writer = QueryLogWriter(engine)
+
+    async def scenario() -> list[list[str]]:
+        seen = []
+        await writer._checkpoint_when_due()  # nothing written yet: nothing to do
+        seen.append(list(asked))
+        writer.add(query("a"), [call("a")])
+        await writer.flush()
+        await writer._checkpoint_when_due()
+        seen.append(list(asked))
+        await writer._checkpoint_when_due()  # nothing written since
+        seen.append(list(asked))
+        await writer.stop()
+        return seen
+
+    try:
+        before, after_write, again = asyncio.run(scenario())
+    finally:
+        engine.dispose()
+    assert before == []
+    assert after_write == again == ["checkpoint"]

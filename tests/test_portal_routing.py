@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -380,12 +381,13 @@ def test_query_can_be_read_back_by_its_owner_and_admins_only(world) -> None:
 
 
 def test_a_state_database_that_does_not_answer_is_a_503_within_the_budget(
-    world, db_url: str, monkeypatch
+    world, db_url: str, monkeypatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """PostgreSQL: the real link hangs (a proxy that stops forwarding, mid-query and
     mid-connect), for a cached token and for one the portal has not seen. SQLite cannot hang
-    that way; a book-of-business read that sleeps on its thread stands in (whether it runs
-    after the rate limit's statement on the same thread, or on its own)."""
+    that way; a book-of-business read that SQLite itself keeps busy stands in: cut on the
+    event loop (olv/sqlite_inline.py), then waited for on its thread no longer than the
+    budget."""
     client, insurers, tokens = world
     insurers.behaviour["10001"] = says(V0809, "Confirmed")
     budget = 1.5  # this app's
@@ -402,13 +404,19 @@ def test_a_state_database_that_does_not_answer_is_a_503_within_the_budget(
     if db.is_sqlite(db_url):
         reads = client.app.state.router.reads
 
-        def hung(*_: object) -> None:
-            time.sleep(2.5)
+        def hung(cursor: Any, _vin: str) -> None:
+            until = time.monotonic() + 2.5
+            cursor.connection.create_function("going", 0, lambda: time.monotonic() < until)
+            cursor.execute(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE going())"
+                " SELECT count(*) FROM c"
+            ).fetchall()
             raise AssertionError("the answer should not have waited for this")
 
         monkeypatch.setattr(reads, "_current", hung)
         status, seconds = ask(tokens["officer"])
         assert status == 503 and seconds < budget
+        assert "write on the event loop cut" in caplog.text  # tried there first, and cut
         return
 
     engine = db.make_engine(db_url)
