@@ -16,7 +16,7 @@ start at once:
   in SQLite's busy wait, which sleeps;
 - the connection never checkpoints by itself (``wal_autocheckpoint = 0``): a checkpoint
   writes the database file and waits for the disk, which the loop must never do. The owner
-  runs :func:`checkpoint` on a thread instead, now and then.
+  runs :func:`checkpoint` on a thread instead, every :data:`CHECKPOINT_SECONDS`.
 
 Either refusal returns :data:`BUSY` and the caller takes its usual way (a thread that waits
 its turn, within its deadline); nothing of the attempt is left behind (rolled back).
@@ -197,8 +197,19 @@ def _rolled_back(conn: sqlite3.Connection) -> bool:
 
 
 def checkpoint(engine: Engine) -> None:
-    """Copy the write-ahead log's committed pages into the database file, without waiting
-    for any reader or writer (``PASSIVE``): for a thread, never the event loop."""
+    """Copy the write-ahead log's pages into the database file, so that the log starts over:
+    for a thread, never the event loop.
+
+    A checkpoint that runs beside the writers (``PASSIVE``) copies what was committed when it
+    began, but at hundreds of commits a second the log has grown again by its end, and SQLite
+    starts the log over only for a writer that finds all of it copied: the file grew by
+    megabytes a second. So the bulk is copied beside the writers, and the few pages committed
+    meanwhile with this process's writers held off (:func:`olv.db.sqlite_write_lock`): the next
+    write then starts the log over. The writes of that moment take their thread's way
+    (:meth:`InlineWriter.run` finds the lock held)."""
     with db.read_cursor(engine) as cursor:
         cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
         cursor.fetchall()
+        with db.write_turn(db.sqlite_write_lock(engine)):
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cursor.fetchall()

@@ -145,7 +145,12 @@ def test_the_pages_it_writes_reach_the_database_file_at_a_checkpoint(engine: Eng
     assert before < 100 * 4096
     checkpoint(engine)
     assert main.stat().st_size > before + 100 * 4096  # the rows are in the file now
-    assert len(_keys(engine)) == 1500
+    # And the log starts over: as many writes again reuse it rather than grow it.
+    grown = wal.stat().st_size
+    for index in range(1500):
+        writer.run(lambda conn, k=f"m{index:05d}-{'x' * 400}": _insert(k, conn))
+    assert wal.stat().st_size < 1.5 * grown  # not twice: written over from its start
+    assert len(_keys(engine)) == 3000
     writer.close()
 
 
@@ -192,3 +197,34 @@ def test_a_quick_write_is_never_cut(engine: Engine) -> None:
     assert BUSY not in outcomes
     assert writer.run(lambda conn: _slow_for(0.01, conn)) > 0
     writer.close()
+
+
+def test_the_log_starts_over_though_writes_go_on_during_the_checkpoints(engine: Engine) -> None:
+    """Writes never stop (a portal at hundreds of verifications a second): a checkpoint that
+    ran beside them alone never found the log all copied when the next write began, and the
+    log grew without end. Checkpointed every 0.2 s, it stays the size of a round's writes."""
+    stop = threading.Event()
+    written = [0]
+
+    def writing() -> None:
+        writer = InlineWriter(engine)  # another thread of the process, as the loop is
+        while not stop.is_set():
+            key = f"w{written[0]:07d}"
+            if writer.run(lambda conn: _insert(key, conn)) is not BUSY:
+                written[0] += 1
+        writer.close()
+
+    wal = Path(f"{engine.url.database}-wal")
+    sizes: list[int] = []
+    other = threading.Thread(target=writing)
+    other.start()
+    try:
+        for _ in range(10):
+            time.sleep(0.2)
+            checkpoint(engine)
+            sizes.append(wal.stat().st_size)
+    finally:
+        stop.set()
+        other.join()
+    assert written[0] > 500, written  # the writes went on throughout
+    assert max(sizes[5:]) < 2 * max(sizes[:3]), sizes
