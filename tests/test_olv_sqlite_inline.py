@@ -210,7 +210,7 @@ def test_the_log_starts_over_though_writes_go_on_during_the_checkpoints(engine: 
         writer = InlineWriter(engine)  # another thread of the process, as the loop is
         while not stop.is_set():
             key = f"w{written[0]:07d}"
-            if writer.run(lambda conn: _insert(key, conn)) is not BUSY:
+            if writer.run(lambda conn, key=key: _insert(key, conn)) is not BUSY:
                 written[0] += 1
         writer.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,46 +129,45 @@ def _threads_asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return asked
 
 
-def test_sqlite_a_rounds_rows_are_written_on_the_loop_and_a_backlog_on_a_thread(
+@pytest.fixture
+def on_sqlite(
     sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> Iterator[tuple[str, QueryLogWriter, list[str]]]:
+    """A writer on a fresh SQLite state database, and what it hands to a thread."""
     url = loopback.copied_database(sqlite_template, tmp_path)
-    monkeypatch.setattr(querylog, "INLINE_ROWS", 4)
     asked = _threads_asked(monkeypatch)
     engine = db.make_engine(url)
-    writer = QueryLogWriter(engine)
+    yield url, QueryLogWriter(engine), asked
+    engine.dispose()
 
-    async def scenario() -> list[list[str]]:
-        seen = []
+
+def test_sqlite_a_rounds_rows_are_written_on_the_loop_and_a_backlog_on_a_thread(
+    on_sqlite: tuple[str, QueryLogWriter, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, writer, asked = on_sqlite
+    monkeypatch.setattr(querylog, "INLINE_ROWS", 4)
+
+    async def scenario() -> None:
         writer.add(query("a"), [call("a")])
         await writer.flush()  # 2 rows: on the loop
-        seen.append(list(asked))
+        assert asked == []
         for letter in "bcd":
             writer.add(query(letter), [call(letter)])
         await writer.flush()  # 6 rows: more than a round's, on a thread
-        seen.append(list(asked))
+        assert asked == ["_write"]
         await writer.stop()
-        return seen
 
-    try:
-        on_loop, backlog = asyncio.run(scenario())
-    finally:
-        engine.dispose()
-    assert on_loop == []
-    assert backlog == ["_write"]
+    asyncio.run(scenario())
     assert stored(url) == (["a", "b", "c", "d"], 4)
 
 
 def test_sqlite_rows_wait_for_a_thread_while_another_writer_holds_the_file(
-    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    on_sqlite: tuple[str, QueryLogWriter, list[str]],
 ) -> None:
     """Another process's transaction holds SQLite's write lock: the round is not written on
     the loop (which would wait, or fail), but on a thread that waits its turn."""
-    url = loopback.copied_database(sqlite_template, tmp_path)
-    asked = _threads_asked(monkeypatch)
-    engine = db.make_engine(url)
-    writer = QueryLogWriter(engine)
-    holder = sqlite3.connect(str(engine.url.database), isolation_level=None)
+    url, writer, asked = on_sqlite
+    holder = sqlite3.connect(str(writer.engine.url.database), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
 
     async def scenario() -> None:
@@ -182,36 +182,25 @@ def test_sqlite_rows_wait_for_a_thread_while_another_writer_holds_the_file(
         asyncio.run(scenario())
     finally:
         holder.close()
-        engine.dispose()
     assert asked == ["_write"]
     assert stored(url) == (["a"], 1)
 
 
 def test_sqlite_the_loops_writes_are_checkpointed_on_a_thread(
-    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    on_sqlite: tuple[str, QueryLogWriter, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = loopback.copied_database(sqlite_template, tmp_path)
+    _, writer, asked = on_sqlite
     monkeypatch.setattr(querylog, "CHECKPOINT_SECONDS", 0.0)
-    asked = _threads_asked(monkeypatch)
-    engine = db.make_engine(url)
-    writer = QueryLogWriter(engine)
 
-    async def scenario() -> list[list[str]]:
-        seen = []
+    async def scenario() -> None:
         await writer._checkpoint_when_due()  # nothing written yet: nothing to do
-        seen.append(list(asked))
+        assert asked == []
         writer.add(query("a"), [call("a")])
         await writer.flush()
         await writer._checkpoint_when_due()
-        seen.append(list(asked))
+        assert asked == ["checkpoint"]
         await writer._checkpoint_when_due()  # nothing written since
-        seen.append(list(asked))
+        assert asked == ["checkpoint"]
         await writer.stop()
-        return seen
 
-    try:
-        before, after_write, again = asyncio.run(scenario())
-    finally:
-        engine.dispose()
-    assert before == []
-    assert after_write == again == ["checkpoint"]
+    asyncio.run(scenario())
