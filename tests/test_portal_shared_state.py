@@ -18,7 +18,7 @@ from sqlalchemy import select
 from olv import db
 from portal.models import User
 from tests.helpers import loopback, row_lock
-from tests.helpers.portal import UNTHROTTLED, portal_server, two_portals
+from tests.helpers.portal import CLIENT_LIMITS, UNTHROTTLED, portal_server, two_portals
 from tests.helpers.signin import add_person, sign_in
 
 PROBE = "/api/v1/queries/" + "0" * 32  # 404 for a valid token, 401 otherwise
@@ -96,7 +96,9 @@ def _calls_while(
                 answer = await client.get(base + PROBE, headers=_bearer(token))
                 calls[token].append((sent, base, answer.status_code))
 
-        async with httpx.AsyncClient(verify=loopback.TLS, timeout=30) as client:
+        async with httpx.AsyncClient(
+            verify=loopback.TLS, timeout=30, limits=CLIENT_LIMITS
+        ) as client:
             tasks = [
                 asyncio.create_task(hammer(client, base, token))
                 for token in tokens

@@ -20,9 +20,8 @@ from sqlalchemy.engine import make_url
 from olv import db
 from portal import lockout
 from portal.deps import PUBLIC_THREADS
-from portal.settings import KEEP_ALIVE_SECONDS
 from tests.helpers import loopback, row_lock
-from tests.helpers.portal import portal_server
+from tests.helpers.portal import CLIENT_LIMITS, portal_server
 from tests.helpers.signin import add_person, sign_in
 
 FLOOD = 300
@@ -46,9 +45,8 @@ def test_a_sign_in_flood_leaves_signed_in_people_their_verify_answers(
         async def run() -> tuple[list[int], list[int]]:
             limits = httpx.Limits(max_connections=FLOOD + 10)
             # A verify may wait seconds behind the flood while the other client's connection
-            # idles: a client keeps idle connections for less than the portal's 5-s keep-alive,
-            # or its next request can meet the server's close on the way (a read error).
-            idle = httpx.Limits(keepalive_expiry=KEEP_ALIVE_SECONDS / 2)
+            # idles (tests.helpers.portal.CLIENT_LIMITS).
+            idle = CLIENT_LIMITS
             async with (
                 httpx.AsyncClient(
                     verify=loopback.TLS, base_url=portal.base, limits=limits, timeout=120

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from olv import db
 from portal.models import User
 from tests.helpers import loopback
-from tests.helpers.portal import UNTHROTTLED, portal_server
+from tests.helpers.portal import CLIENT_LIMITS, UNTHROTTLED, portal_server
 from tests.helpers.signin import add_person, sign_in
 
 # A token-checked read that answers 404 for a valid token (no such query) and 401 otherwise.
@@ -58,7 +58,9 @@ async def _hammer_while(
             answer = await client.get(PROBE, headers={"Authorization": f"Bearer {token}"})
             calls[token].append((sent, answer.status_code))
 
-    async with httpx.AsyncClient(verify=loopback.TLS, base_url=base, timeout=30) as client:
+    async with httpx.AsyncClient(
+        verify=loopback.TLS, base_url=base, timeout=30, limits=CLIENT_LIMITS
+    ) as client:
         tasks = [
             asyncio.create_task(hammer(client, token)) for token in tokens for _ in range(HAMMERS)
         ]

@@ -15,6 +15,7 @@ from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 from sqlalchemy import Engine
 
 from bob_loader.load import load_files
@@ -23,6 +24,7 @@ from olv.bob import layout
 from olv.iicmva import IICMVA, SOAP11_ENV, V0510, V0809
 from portal import demo as portal_demo
 from portal import passwords, registry, tokens, users
+from portal.settings import KEEP_ALIVE_SECONDS
 from service import demo as insurer_demo
 from tests.helpers.soap import (
     ServerProcess,
@@ -40,6 +42,10 @@ TEST_SECRET_KEY = "test-only portal secret key, 32 characters or more"
 # of failed look-ups (portal.failed_lookups) they would get 429, and such a test is about the
 # 401 behind that throttle.
 UNTHROTTLED = {"OLV_PORTAL_FAILED_LOOKUPS_PER_MINUTE": "1000000"}
+# A client that keeps idle connections as long as the portal's keep-alive (5 s, httpx's own
+# default too) may send its next request on one the portal is closing: a read error with no
+# answer. Clients that hammer a portal keep them for half as long.
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=KEEP_ALIVE_SECONDS / 2)
 
 
 def with_secret_key(env: dict[str, str]) -> dict[str, str]:
