@@ -202,7 +202,9 @@ def test_a_quick_write_is_never_cut(engine: Engine) -> None:
 def test_the_log_starts_over_though_writes_go_on_during_the_checkpoints(engine: Engine) -> None:
     """Writes never stop (a portal at hundreds of verifications a second): a checkpoint that
     ran beside them alone never found the log all copied when the next write began, and the
-    log grew without end. Checkpointed every 0.2 s, it stays the size of a round's writes."""
+    log grew without end. Checkpointed every 0.2 s, it stays the size of a few rounds' writes,
+    not of all of them (the file keeps its largest size: a long round on a loaded machine
+    leaves it larger, never growing with the total)."""
     stop = threading.Event()
     written = [0]
 
@@ -215,16 +217,20 @@ def test_the_log_starts_over_though_writes_go_on_during_the_checkpoints(engine: 
         writer.close()
 
     wal = Path(f"{engine.url.database}-wal")
-    sizes: list[int] = []
     other = threading.Thread(target=writing)
     other.start()
     try:
-        for _ in range(10):
+        time.sleep(0.2)
+        checkpoint(engine)
+        first_round = (written[0], wal.stat().st_size)
+        for _ in range(11):
             time.sleep(0.2)
             checkpoint(engine)
-            sizes.append(wal.stat().st_size)
+        total = written[0]
     finally:
         stop.set()
         other.join()
-    assert written[0] > 500, written  # the writes went on throughout
-    assert max(sizes[5:]) < 2 * max(sizes[:3]), sizes
+    writes, size = first_round
+    assert writes > 50 and total > 6 * writes, (first_round, total)  # writes went on
+    per_write = size / writes  # the log's bytes per write, before any start-over
+    assert wal.stat().st_size < per_write * total / 3, (first_round, total, wal.stat().st_size)
