@@ -216,11 +216,12 @@ class QueryLogWriter:
         (:mod:`olv.sqlite_inline`: a thread's hand-offs held the write lock for milliseconds,
         and each verification's rate-limit take waited behind it), else on a thread."""
         inline = self._inline_writer()
+        inserts = None
         if inline is not None and len(queries) + len(calls) <= INLINE_ROWS:
             inserts = self._inserts(queries, calls)
             if not isinstance(inline.run(partial(_insert_all, inserts)), Busy):
                 return
-        await asyncio.to_thread(self._write, queries, calls)
+        await asyncio.to_thread(self._write, queries, calls, inserts)
 
     def _inline_writer(self) -> InlineWriter | None:
         """SQLite: the writer on the event loop for :attr:`engine` (which a test may swap)."""
@@ -251,13 +252,20 @@ class QueryLogWriter:
             db.prepared(dialect, _INSURER_CALLS, calls),
         ]
 
-    def _write(self, queries: list[dict[str, Any]], calls: list[dict[str, Any]]) -> None:
+    def _write(
+        self,
+        queries: list[dict[str, Any]],
+        calls: list[dict[str, Any]],
+        inserts: list[db.Insert] | None = None,
+    ) -> None:
+        """``inserts``: the rows already :func:`~olv.db.prepared` (a refused try on the loop)."""
         # COPY on PostgreSQL: an INSERT of the same rows through SQLAlchemy cost about a sixth
         # of the portal's CPU per verification (bench/RESULTS.md, "State portal").
         # SQLite: behind this process's other writers, not in SQLite's busy wait, and holding
         # their lock for the inserts alone (the rows converted and the connection taken
         # before): a verification's rate-limit take waits behind it.
-        inserts = self._inserts(queries, calls)
+        if inserts is None:
+            inserts = self._inserts(queries, calls)
         with self.engine.connect() as conn, db.write_turn(self._write_lock), conn.begin():
             for insert in inserts:
                 db.insert_rows(conn, insert.table, insert)
