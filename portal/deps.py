@@ -62,6 +62,11 @@ class Principal:
 
 PrincipalResolver = Callable[[Request], Awaitable[Principal | None]]
 
+# The scope's entry for the token and owner that :func:`bearer_known` found: the request's
+# rate-limited look-up (:func:`principal_of`) takes that owner instead of asking the cache a
+# second time, which could start a second background re-read of the same token.
+KNOWN_OWNER = "olv.known_owner"
+
 
 def get_db(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
@@ -225,12 +230,13 @@ async def principal_of(request: Request, along: RecordsAlong | None = None) -> P
 async def bearer_known(request: Request) -> None:
     """401 unless the request carries a bearer token of a known owner (this process's cache or
     the database); nothing is counted against a rate limit. For a path that must refuse a
-    request without a valid token before it reads the body (:mod:`portal.verify_path`);
-    :func:`principal_of` then finds the owner in the cache."""
+    request without a valid token before it reads the body (:mod:`portal.verify_path`); the
+    owner is left in the scope (``KNOWN_OWNER``) for :func:`principal_of`."""
     scheme, _space, token = (request.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "use Authorization: Bearer <token>", headers=_UNAUTHORIZED)
-    await _token_owner(request, token.strip())
+    token = token.strip()
+    request.scope[KNOWN_OWNER] = (token, await _token_owner(request, token))
 
 
 async def _token_owner(request: Request, token: str) -> tokens.TokenOwner:
@@ -256,7 +262,11 @@ async def _token_principal(
     shared version of who the tokens are, then counted against its rate limit."""
     app = request.app
     seen: int = app.state.auth_version  # what the cache holds is true as of this version
-    owner = await _token_owner(request, token)
+    known = request.scope.get(KNOWN_OWNER)
+    if known is not None and known[0] == token:
+        owner = known[1]
+    else:
+        owner = await _token_owner(request, token)
     taken = await _take(request, _as_principal(owner), along=along)
     if taken.version != seen:
         owner = await _still_valid(request, token, taken.version)

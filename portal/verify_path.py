@@ -43,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from olv import normalize, request_id
 from olv.config import Settings
 from portal import errors, guard, observe, permissions
-from portal.deps import bearer_known, principal_of, received_at, require
+from portal.deps import KNOWN_OWNER, bearer_known, principal_of, received_at, require
 from portal.headers import completed as headers_for
 from portal.routing import Router
 from portal.schemas import VerifyRequest
@@ -122,6 +122,7 @@ class VerifyFastPath:
             return exc
         finally:
             request_id.current.reset(token)
+        scope[KNOWN_OWNER] = checked[KNOWN_OWNER]
         return None
 
     async def _answer(

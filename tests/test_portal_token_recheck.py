@@ -93,6 +93,12 @@ def test_background_rechecks_of_cached_tokens_take_turns(
 
         assert [verify(token) for token in tokens] == [422] * TOKENS  # read and cached
         with guard:
+            read = rechecked
+        # A request asks the cache once: a second look-up (the token checked before the body,
+        # then the rate-limited one) found each new entry due and re-read it in the background.
+        time.sleep(0.3)
+        with guard:
+            assert (rechecked, running) == (read, 0)
             most, rechecked = 0, 0
         # Each token is served from the cache and starts its re-read in the background.
         assert [verify(token) for token in tokens] == [422] * TOKENS
