@@ -15,7 +15,8 @@ import httpx
 import pyotp
 
 from tests.helpers import loopback
-from tests.helpers.soap import codes_of, free_port, response_element
+from tests.helpers.free_ports import free_port
+from tests.helpers.soap import codes_of, response_element
 
 
 def test_demo_serves_and_confirms(tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ from sqlalchemy import text
 
 from olv import db
 from tests.helpers import loopback
-from tests.helpers.soap import free_port, soap_server
+from tests.helpers.free_ports import free_port
+from tests.helpers.soap import soap_server
 
 OLV = str(Path(sys.executable).with_name("olv"))
 BANNER = "OLV SOAP service on"

@@ -31,6 +31,7 @@ import pytest
 
 from olv import db
 from tests.helpers import data
+from tests.helpers.free_ports import free_port
 from tests.helpers.nginx import (
     PORTAL_CONF,
     SOAP_CONF,
@@ -45,7 +46,7 @@ from tests.helpers.nginx import (
 from tests.helpers.portal import add_insurer, add_user, load_bob, portal_server
 from tests.helpers.private_pg import child_pids
 from tests.helpers.raw_http import read_request
-from tests.helpers.soap import codes_of, envelope, free_port, request_xml, response_element
+from tests.helpers.soap import codes_of, envelope, request_xml, response_element
 from tests.helpers.soap import soap_server as start_soap
 
 SOAP_BODY = envelope(request_xml("00200809"))

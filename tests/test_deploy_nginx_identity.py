@@ -16,6 +16,7 @@ import pytest
 from lxml import etree
 
 from tests.helpers import data
+from tests.helpers.free_ports import free_port
 from tests.helpers.nginx import (
     SOAP_CONF,
     cert_name,
@@ -25,7 +26,7 @@ from tests.helpers.nginx import (
     running_nginx,
     soap_swaps,
 )
-from tests.helpers.soap import codes_of, envelope, free_port, request_xml, response_element
+from tests.helpers.soap import codes_of, envelope, request_xml, response_element
 from tests.helpers.soap import soap_server as start_soap
 
 SUBJECT = "CN=court.example.gov,O=State of Idaho,C=US"

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from olv import db
 from portal.models import SecurityLog
+from tests.helpers.free_ports import free_port
 from tests.helpers.nginx import (
     PORTAL_CONF,
     cert_name,
@@ -32,7 +33,6 @@ from tests.helpers.nginx import (
     running_nginx,
 )
 from tests.helpers.portal import add_user, portal_server
-from tests.helpers.soap import free_port
 
 SPOOFED = "203.0.113.66"
 

@@ -16,7 +16,8 @@ import pytest
 
 from olv import db
 from tests.helpers import loopback
-from tests.helpers.soap import free_port, start_until_healthy, stop_process
+from tests.helpers.free_ports import free_port
+from tests.helpers.soap import start_until_healthy, stop_process
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
 

@@ -19,7 +19,8 @@ from lxml import etree
 import xsd
 from olv import db
 from tests.helpers import loopback
-from tests.helpers.soap import free_port, soap_server
+from tests.helpers.free_ports import free_port
+from tests.helpers.soap import soap_server
 
 SOAP11 = "http://schemas.xmlsoap.org/wsdl/soap/"
 SOAP12 = "http://schemas.xmlsoap.org/wsdl/soap12/"

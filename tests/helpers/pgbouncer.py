@@ -25,7 +25,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers.soap import START_SECONDS, free_port, stop_process
+from tests.helpers.free_ports import free_port
+from tests.helpers.soap import START_SECONDS, stop_process
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "pgbouncer" / "pgbouncer.ini"
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers.soap import free_port
+from tests.helpers.free_ports import free_port
 
 
 def _bin_dir() -> Path | None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import asyncssh
 
+from tests.helpers.free_ports import free_port
 from tests.helpers.soap import START_SECONDS
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -61,12 +62,6 @@ class SftpServer:
     def describe(self) -> str:
         how = "chroot" if self.chrooted else "no chroot"
         return f"SFTP server: {self.kind} on {self.host}:{self.port} ({how})"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def chroot_safe(path: Path) -> bool:

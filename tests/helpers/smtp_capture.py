@@ -14,7 +14,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from bob_loader.mail import SmtpSender
-from tests.helpers.sftp_server import free_port
+from tests.helpers.free_ports import free_port
 
 
 @dataclass

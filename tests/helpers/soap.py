@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from lxml import etree
 import xsd
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
 from tests.helpers import loopback, prewarmed
+from tests.helpers.free_ports import free_port
 
 REFERENCE_FILES = {
     "00200510": "iicmva_00200510_reference.wsdl",
@@ -33,12 +33,6 @@ RESPONSE_ROOT = {"00200510": "CoverageResponse", "00200809": "CoverageResponseDo
 # A server the tests start: a subprocess, or one forked by the prewarmed launcher.
 ServerProcess = subprocess.Popen[bytes] | prewarmed.Launched
 KEY_ELEMENT = {"00200510": "UniqueKey", "00200809": "PolicyKey"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
