@@ -16,7 +16,8 @@ gets FastAPI's own answer (the 422 shapes of ``tests/test_portal_api.py``). Read
 the body has no side effect, so a request handed on is counted and logged once, there. The
 token is checked before the body is read, as the guard does for the route: without a valid
 one the answer is 401 from here, whatever the body holds (the check counts nothing; the
-owner it finds is cached for the rate-limited look-up that follows, here or in the app).
+owner it finds goes in the scope to the rate-limited look-up that follows, here or in the
+app, so the token cache is asked once per request).
 
 It is the outermost of the portal's own layers and does, for the requests it answers, what
 the three inside it do for every other (one layer instead of four around the answer, and no
