@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import os
+import select
 import signal
 import socket
 import time
@@ -58,6 +59,10 @@ MAX_HEADER_FIELDS = 100
 # each server's deadline counts from there, so that a request pipelined behind another counts
 # its wait in the queue (uvicorn starts the application on it only after the answer before).
 RECEIVED = "received"
+# When a kept-alive connection's idle time runs out with its next request already waiting
+# unread, the close waits this long for the loop to read it, at most KEEP_ALIVE_DEFERRALS times.
+KEEP_ALIVE_RECHECK_SECONDS = 0.05
+KEEP_ALIVE_DEFERRALS = 40
 
 
 class PipelinedTooDeep(RuntimeError):
@@ -89,7 +94,13 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
     a 400 and the connection closes. Trailer fields (after a chunked body) are dropped: uvicorn
     would add them to the request's headers, where an identity or forwarding header sent as a
     trailer would pass for one the proxy in front checked. Each request is stamped with the
-    moment its head was whole (:data:`RECEIVED`)."""
+    moment its head was whole (:data:`RECEIVED`).
+
+    A kept-alive connection whose idle time ran out is not closed while bytes wait unread on
+    its socket: uvloop runs due timers before it polls, so after a long spell of read
+    callbacks (a burst of TLS handshakes) the next request may have arrived in time and not
+    yet been read. uvicorn closed such a connection, and its client, which had sent well
+    within the keep-alive time, got no answer."""
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # One timer per connection, moved only when it would fire too late: arming and
@@ -106,6 +117,24 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
         _head_began = False  # whether the current head began in the data being parsed
         _head_bytes = 0
         _head_fields = 0
+        _keep_alive_deferrals = 0
+
+        def timeout_keep_alive_handler(self) -> None:
+            if (
+                self._keep_alive_deferrals < KEEP_ALIVE_DEFERRALS
+                and not self.transport.is_closing()
+                and _bytes_waiting(self.transport)
+            ):
+                self._keep_alive_deferrals += 1
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    KEEP_ALIVE_RECHECK_SECONDS, self.timeout_keep_alive_handler
+                )
+                return
+            super().timeout_keep_alive_handler()
+
+        def on_response_complete(self) -> None:
+            self._keep_alive_deferrals = 0
+            super().on_response_complete()
 
         def data_received(self, data: bytes) -> None:
             self._head_began = False
@@ -225,6 +254,16 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
             super().connection_lost(exc)
 
     return GuardedHttpToolsProtocol
+
+
+def _bytes_waiting(transport: asyncio.BaseTransport) -> bool:
+    """Whether the transport's socket has bytes (or an end of file) not yet read."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    poller = select.poll()  # not select.select: descriptors past 1023 are common here
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def http_protocol(header_seconds: float, body_idle_seconds: float) -> type[HttpToolsProtocol]:

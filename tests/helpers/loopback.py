@@ -109,15 +109,18 @@ def assert_all_dropped(
 
 
 @contextmanager
-def uvicorn_in_thread(app: Any, http: Any) -> Iterator[int]:
-    """``app`` served by uvicorn with the protocol class ``http`` on a loopback port (yielded)
-    in a thread of this process, stopped on the way out."""
+def uvicorn_in_thread(app: Any, http: Any, **config: Any) -> Iterator[int]:
+    """``app`` served by uvicorn with the protocol class ``http`` (and more of uvicorn's
+    ``config``) on a loopback port (yielded) in a thread of this process, stopped on the way
+    out."""
     import uvicorn
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, http=http, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, http=http, log_level="warning", lifespan="off", **config)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     while not server.started:
