@@ -85,4 +85,4 @@ def test_an_idle_kept_alive_connection_is_still_closed(base: str) -> None:
         kept.settimeout(KEEP_ALIVE_SECONDS + 5)
         assert kept.recv(100) == b""
         waited = time.monotonic() - started
-        assert KEEP_ALIVE_SECONDS * 0.8 < waited < KEEP_ALIVE_SECONDS + 2, waited
+        assert KEEP_ALIVE_SECONDS * 0.8 < waited < KEEP_ALIVE_SECONDS + 4, waited
