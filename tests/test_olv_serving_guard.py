@@ -17,22 +17,11 @@ HEAD_SECONDS = 1.0
 BODY_IDLE_SECONDS = 4.0
 
 
-async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
-    more = True
-    while more:
-        message = await receive()
-        more = message.get("more_body", False)
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-    )
-    await send({"type": "http.response.body", "body": b"ok"})
-
-
 @pytest.fixture
 def base() -> Iterator[str]:
-    with loopback.uvicorn_in_thread(_app, guarded_http(HEAD_SECONDS, BODY_IDLE_SECONDS)) as port:
+    with loopback.uvicorn_in_thread(
+        loopback.answer_ok, guarded_http(HEAD_SECONDS, BODY_IDLE_SECONDS)
+    ) as port:
         yield f"http://127.0.0.1:{port}"
 
 

@@ -201,17 +201,9 @@ SHORT_LIMIT = 0.5  # head and body limits, shorter than the answer takes
 async def _slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    more = True
-    while more:
-        message = await receive()
-        more = message.get("more_body", False)
+    await loopback.read_body(receive)
     await asyncio.sleep(SLOW_SECONDS)
-    body = scope["path"].encode()
-    length = str(len(body)).encode()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]}
-    )
-    await send({"type": "http.response.body", "body": body})
+    await loopback.answer(send, scope["path"].encode())
 
 
 def test_answers_slower_than_the_read_limits_still_come_after_a_half_close() -> None:
@@ -231,13 +223,9 @@ BLOCK_SECONDS = 0.6
 
 
 async def _answer_then_block(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await loopback.answer_ok(scope, receive, send)
     if scope["type"] != "http":
         return
-    await receive()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-    )
-    await send({"type": "http.response.body", "body": b"ok"})
     # Holds the loop, so the client's end of file is read in the turn that wrote the answer,
     # while the answer is still held for the turn's end (olv.response_write).
     time.sleep(BLOCK_SECONDS)

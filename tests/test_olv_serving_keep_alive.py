@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -21,16 +20,6 @@ from tests.helpers import loopback
 KEEP_ALIVE_SECONDS = 1.0
 BUSY_SECONDS = 2.5  # the loop is held past the first connection's keep-alive time
 SENT_AFTER = 0.3  # the next request goes out this long after the answer: well within it
-
-
-async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
-    await receive()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-    )
-    await send({"type": "http.response.body", "body": b"ok"})
 
 
 class _SlowReading(http_protocol(header_seconds=10, body_idle_seconds=10)):  # type: ignore[misc]
@@ -43,7 +32,7 @@ class _SlowReading(http_protocol(header_seconds=10, body_idle_seconds=10)):  # t
 @pytest.fixture
 def base() -> Iterator[str]:
     with loopback.uvicorn_in_thread(
-        _app, _SlowReading, loop="uvloop", timeout_keep_alive=KEEP_ALIVE_SECONDS
+        loopback.answer_ok, _SlowReading, loop="uvloop", timeout_keep_alive=KEEP_ALIVE_SECONDS
     ) as port:
         yield f"http://127.0.0.1:{port}"
 

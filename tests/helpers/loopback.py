@@ -108,6 +108,30 @@ def assert_all_dropped(
     answer()
 
 
+async def read_body(receive: Any) -> None:
+    """An ASGI request's whole body read (and dropped)."""
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+
+
+async def answer(send: Any, body: bytes = b"ok") -> None:
+    """A 200 ASGI answer of ``body``."""
+    length = str(len(body)).encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def answer_ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app that reads a request's whole body and answers 200 ``ok``."""
+    if scope["type"] == "http":
+        await read_body(receive)
+        await answer(send)
+
+
 @contextmanager
 def uvicorn_in_thread(app: Any, http: Any, **config: Any) -> Iterator[int]:
     """``app`` served by uvicorn with the protocol class ``http`` (and more of uvicorn's
