@@ -97,9 +97,9 @@ def guarded_http(header_seconds: float, body_idle_seconds: float) -> type[HttpTo
     moment its head was whole (:data:`RECEIVED`).
 
     A kept-alive connection whose idle time ran out is not closed while bytes wait unread on
-    its socket: uvloop runs due timers before it polls, so after a long spell of read
-    callbacks (a burst of TLS handshakes) the next request may have arrived in time and not
-    yet been read. uvicorn closed such a connection, and its client, which had sent well
+    its socket: uvloop runs due timers before it polls, so after a long turn of the loop (a
+    burst of new connections read in one go, say) the next request may have arrived in time
+    and not yet been read. uvicorn closed such a connection, and its client, which had sent well
     within the keep-alive time, got no answer."""
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):

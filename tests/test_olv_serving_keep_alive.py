@@ -1,7 +1,7 @@
 """A kept-alive connection whose next request arrived while the server's event loop was busy
 reading is answered, not closed for idleness. When the keep-alive timer comes due during a
-long spell of read callbacks (a burst of TLS handshakes, say), uvloop runs due timers before
-it polls for what arrived meanwhile: uvicorn's handler closed the connection with the request
+long turn of the loop's read callbacks (a burst of new connections, say), uvloop runs due
+timers before it polls for what arrived meanwhile: uvicorn's handler closed the connection with the request
 unread, and the client, which had sent it well within the keep-alive time, got a read error
 and no answer (seen under a sign-in flood)."""
 
