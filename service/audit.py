@@ -296,6 +296,9 @@ class AuditWriter:
 
     def _write(self, cursor: Any, rows: list[tuple[object, ...] | str], batch: str) -> bool:
         if self._sqlite:
+            # A statement of many rows keeps a statement journal for its own rollback: in
+            # memory, not in a temporary file (two system calls per page it touches).
+            cursor.execute("PRAGMA temp_store = MEMORY")
             for start in range(0, len(rows), self.batch_size):
                 _insert_many(cursor, rows[start : start + self.batch_size])  # type: ignore[arg-type]
         else:

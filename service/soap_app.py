@@ -37,6 +37,7 @@ from olv.config import Settings, get_settings
 from olv.forwarding import forwarded_scheme
 from olv.iicmva import IICMVA, SOAP11_ENV, SOAP12_ENV
 from service.auth import Identities
+from service.request import within_bounds
 from service.verifier import ENDPOINTS, Verifier
 from service.versions import DEFAULT_VERSION, SPECS
 
@@ -341,7 +342,11 @@ class SoapApplication:
         if first is None:
             return  # Spyne answers it with a client fault
         environ[SETTLED] = await self.verifier.settle(
-            first, environ["olv.endpoint"], environ["olv.requester"], environ["olv.started"]
+            first,
+            environ["olv.endpoint"],
+            environ["olv.requester"],
+            environ["olv.started"],
+            within_bounds(environ[_RAW]),
         )
 
     def respond(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

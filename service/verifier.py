@@ -89,9 +89,12 @@ class Verifier:
         endpoint_version: str | None,
         requester: Requester,
         started: float,
+        bounded: bool = False,
     ) -> Settled:
-        """Read and decide; the database part never holds the event loop past the deadline."""
-        query, decision = self._read(request, endpoint_version)
+        """Read and decide; the database part never holds the event loop past the deadline.
+        ``bounded``: the request came from a document
+        :func:`service.request.within_bounds` admits."""
+        query, decision = self._read(request, endpoint_version, bounded)
         if decision is None:
             due = started + self.settings.deadline_seconds
             decision = await self.batch((query, requester.authorized), due)
@@ -131,13 +134,13 @@ class Verifier:
         return Settled(request, query, decision)
 
     def _read(
-        self, request: etree._Element, endpoint_version: str | None
+        self, request: etree._Element, endpoint_version: str | None, bounded: bool = False
     ) -> tuple[CoverageQuery, Decision | None]:
         """The query, and the decision when it needs no database (maintenance, failure)."""
         found = elements(request)
         version = endpoint_version or detect(request, found)
         try:
-            query = read(request, version, self.schemas[version], found)
+            query = read(request, version, self.schemas[version], found, bounded)
         except Exception:  # noqa: BLE001 - SPEC: any internal failure answers SYSU, never a fault
             log.exception("reading the request failed; answering SYSU")
             return CoverageQuery(version), _SYSU

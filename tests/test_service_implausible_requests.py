@@ -5,14 +5,19 @@ The decision order stays SPEC §1's: UREQ for an unauthorized requester, else ID
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
+from olv import xmlsafe
 from olv.iicmva import SOAP11_ENV
+from service.request import _IMPLAUSIBLE, within_bounds
 from service.soap_app import SoapApplication
 from tests.helpers.soap import application, codes_of, envelope, our_schema, request_xml
 
@@ -39,8 +44,10 @@ def app(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield app
 
 
-def answer(app: SoapApplication, body: bytes, key: str) -> etree._Element:
-    environ = {
+def answer(app: SoapApplication, body: bytes, key: str, settled: bool = False) -> etree._Element:
+    """The answer as plain WSGI gives it, or ``settled`` as the server gives it (the request
+    read and decided on the event loop first)."""
+    environ: dict[str, Any] = {
         "REQUEST_METHOD": "POST",
         "PATH_INFO": "/iicmva/00200809",
         "QUERY_STRING": "",
@@ -55,7 +62,16 @@ def answer(app: SoapApplication, body: bytes, key: str) -> etree._Element:
         "HTTP_X_API_KEY": key,
     }
     seen: list[str] = []
-    chunks = app(environ, lambda status, headers, exc_info=None: seen.append(status))
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        seen.append(status)
+
+    if settled:
+        assert app.admit(environ, start_response) is None
+        asyncio.run(app.settle(environ))
+        chunks = app.respond(environ, start_response)
+    else:
+        chunks = app(environ, start_response)
     assert seen == ["200 OK"]
     return etree.fromstring(b"".join(chunks)).find(f"{{{SOAP11_ENV}}}Body")[0]
 
@@ -70,27 +86,34 @@ def elements(count: int) -> bytes:
     return envelope(request_xml("00200809").replace("<Detail>", f"<Detail>{extra}", 1))
 
 
+@pytest.mark.parametrize("settled", [False, True], ids=["wsgi", "settled"])
 @pytest.mark.parametrize("body", [attributes(5000), elements(5000)], ids=["attributes", "elements"])
 @pytest.mark.parametrize(("key", "code"), [("wrong", "UREQ"), (KEY, "IDF")])
 def test_implausible_request_is_judged_without_the_schema(
-    app: SoapApplication, monkeypatch: pytest.MonkeyPatch, body: bytes, key: str, code: str
+    app: SoapApplication,
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    key: str,
+    code: str,
+    settled: bool,
 ) -> None:
     counting = CountingSchema(app.verifier.schemas["00200809"])
     monkeypatch.setitem(app.verifier.schemas, "00200809", counting)
-    element = answer(app, body, key)
+    element = answer(app, body, key, settled)
     assert codes_of(element) == ("Unconfirmed", [code])
     assert our_schema("00200809").is_valid(element)
     # Only the answer, small and ours, is checked (it echoes a request not checked).
     assert counting.calls == 1
 
 
+@pytest.mark.parametrize("settled", [False, True], ids=["wsgi", "settled"])
 @pytest.mark.parametrize(("key", "code"), [("wrong", "UREQ"), (KEY, "IDF")])
 def test_a_few_surplus_attributes_still_get_the_schemas_verdict(
-    app: SoapApplication, monkeypatch: pytest.MonkeyPatch, key: str, code: str
+    app: SoapApplication, monkeypatch: pytest.MonkeyPatch, key: str, code: str, settled: bool
 ) -> None:
     counting = CountingSchema(app.verifier.schemas["00200809"])
     monkeypatch.setitem(app.verifier.schemas, "00200809", counting)
-    element = answer(app, attributes(3), key)
+    element = answer(app, attributes(3), key, settled)
     assert codes_of(element) == ("Unconfirmed", [code])
     assert counting.calls == 3  # the request, its patched copy, the answer
 
@@ -98,3 +121,31 @@ def test_a_few_surplus_attributes_still_get_the_schemas_verdict(
 def test_a_valid_request_is_unaffected(app: SoapApplication) -> None:
     element = answer(app, envelope(request_xml("00200809")), KEY)
     assert codes_of(element) == ("Confirmed", [])
+
+
+@pytest.mark.parametrize("settled", [False, True], ids=["wsgi", "settled"])
+def test_just_past_the_bounds_is_still_refused(app: SoapApplication, settled: bool) -> None:
+    # One attribute or element more than the bounds allow, with no other "=" or "<" to spare.
+    for body in (attributes(65), elements(1001)):
+        assert codes_of(answer(app, body, KEY, settled)) == ("Unconfirmed", ["IDF"])
+
+
+# What a parsed document cannot hold more of than its text shows: comments, CDATA, character
+# references and "=" in text and values only make the count from the text larger.
+_PIECES = st.sampled_from(
+    ['<e a="1"/>', "<e>x=y</e>", "<!-- <e/> -->", "<![CDATA[<e a='1'/>]]>", "&#60;e/&#62;", "t"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(_PIECES, max_size=1200), attributes=st.integers(0, 70))
+def test_the_bounds_from_the_text_are_never_short_of_the_parsed_counts(
+    pieces: list[str], attributes: int
+) -> None:
+    extra = " ".join(f'a{i}="v"' for i in range(attributes))
+    raw = f"<r {extra}>{''.join(pieces)}</r>".encode()
+    parsed = xmlsafe.parse(raw)
+    if within_bounds(raw):
+        assert not _IMPLAUSIBLE(parsed)
+    # And the bound is not so loose that the usual request falls outside it.
+    assert within_bounds(envelope(request_xml("00200809")))
