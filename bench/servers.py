@@ -19,7 +19,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _healthy(port: int) -> bool:
+def healthy(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -67,7 +67,7 @@ def start_server(name: str, command: list[str], env: dict[str, str], workdir: Pa
     while True:
         if process.poll() is not None:
             sys.exit(f"{name} exited early:\n{log.read_text()}")
-        if _healthy(port):
+        if healthy(port):
             break
         if time.monotonic() > deadline:
             server.stop()

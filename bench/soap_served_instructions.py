@@ -31,7 +31,7 @@ from pathlib import Path
 
 from procstat import code_revision
 from scratch_db import fresh_database, olv
-from servers import free_port
+from servers import free_port, healthy
 from soap_corpus import (
     generate_corpus,
     generate_policies,
@@ -92,15 +92,6 @@ def _send(port: int, requests: list[tuple[str, bytes]], count: int, connections:
         sys.exit(f"requests failed: {failures[:3]}")
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            return sock.recv(64).startswith(b"HTTP/1.1 200")
-    except OSError:
-        return False
-
-
 def served_per_request(
     name: str,
     command: list[str],
@@ -130,7 +121,7 @@ def served_per_request(
     )
     try:
         deadline = time.monotonic() + START_SECONDS
-        while not _healthy(port):
+        while not healthy(port):
             if server.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"{name} did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
             time.sleep(1)
