@@ -11,11 +11,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from olv import db
 from service import audit
-from service.audit import AuditEntry, AuditWriter
+from service.audit import AuditEntry, AuditWriter, _copy_time, _sqlite_time
 from service.models import AuditRecord, AuditWrite
 from tests.helpers import prewarmed
 
@@ -232,3 +234,19 @@ def test_a_write_whose_commit_went_unanswered_is_neither_lost_nor_doubled(
     last = _write_ids(db_url)
     assert len(last) == 1 and last != first  # each write clears the id of the one before
     engine.dispose()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.timezones()
+    )
+)
+def test_row_times_are_the_instant_as_isoformat_writes_it(moment: datetime) -> None:
+    """The texts made from the second's cached part and the microseconds are the ones
+    isoformat writes, for any instant, zone and fraction (zero included), one after another
+    in any order."""
+    utc = moment.astimezone(UTC)
+    assert _sqlite_time(moment) == utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+    assert _copy_time(moment) == utc.isoformat(timespec="microseconds")
+    assert datetime.fromisoformat(_copy_time(moment)) == utc
