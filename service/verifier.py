@@ -137,7 +137,7 @@ class Verifier:
         self, request: etree._Element, endpoint_version: str | None, bounded: bool = False
     ) -> tuple[CoverageQuery, Decision | None]:
         """The query, and the decision when it needs no database (maintenance, failure)."""
-        found = elements(request)
+        found = elements(request, bounded)
         version = endpoint_version or detect(request, found)
         try:
             query = read(request, version, self.schemas[version], found, bounded)

@@ -18,6 +18,7 @@ from lxml import etree
 from olv import xmlsafe
 from olv.iicmva import SOAP11_ENV
 from service.request import _IMPLAUSIBLE, within_bounds
+from service.request import elements as elements_read
 from service.soap_app import SoapApplication
 from tests.helpers.soap import application, codes_of, envelope, our_schema, request_xml
 
@@ -149,3 +150,33 @@ def test_the_bounds_from_the_text_are_never_short_of_the_parsed_counts(
         assert not _IMPLAUSIBLE(parsed)
     # And the bound is not so loose that the usual request falls outside it.
     assert within_bounds(envelope(request_xml("00200809")))
+
+
+# Elements of the request, some of the names read and some not, in either namespace, nested.
+_NAMES = st.sampled_from(["NAIC", "VIN", "Make", "Year", "VehicleInformation", "Other"])
+_TREES = st.recursive(
+    st.tuples(st.booleans(), _NAMES, st.just([])),
+    lambda children: st.tuples(st.booleans(), _NAMES, st.lists(children, max_size=4)),
+    max_leaves=30,
+)
+
+
+def _xml(tree: tuple[bool, str, list[Any]]) -> str:
+    ours, name, children = tree
+    namespace = "" if ours else ' xmlns="urn:elsewhere"'
+    inner = "".join(_xml(child) for child in children) or "v"
+    return f"<{name}{namespace}>{inner}</{name}>"
+
+
+@settings(max_examples=300, deadline=None)
+@given(trees=st.lists(_TREES, max_size=6))
+def test_both_ways_of_finding_the_elements_read_find_the_same(
+    trees: list[tuple[bool, str, list[Any]]],
+) -> None:
+    """Bounded or not, each name read is found at its first element in document order, in
+    the request's namespace only."""
+    raw = request_xml("00200809").replace("<Detail>", "<Detail>" + "".join(map(_xml, trees)), 1)
+    request = xmlsafe.parse(raw.encode())
+    walked, asked = elements_read(request, bounded=True), elements_read(request)
+    assert walked.keys() == asked.keys()
+    assert all(walked[name] is asked[name] for name in walked)
