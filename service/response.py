@@ -248,7 +248,12 @@ def _field(p: str, name: str, node: etree._Element | None) -> str:
     else:
         value = node.text or ""
         bounds = _TOKEN_LENGTHS.get(name)
-        if bounds is not None and bounds[0] <= len(value) <= bounds[1] and _TOKEN.fullmatch(value):
+        if (
+            bounds is not None
+            and bounds[0] <= len(value) <= bounds[1]
+            # Letters and digits only (the usual value) hold nothing the expression looks for.
+            and (value.isalnum() or _TOKEN.fullmatch(value))
+        ):
             text = value  # what _safe and _value_text give for it, without their work
         else:
             text = _value_text(_safe(name, value))
