@@ -31,7 +31,7 @@ from pathlib import Path
 
 from procstat import code_revision
 from scratch_db import fresh_database, olv
-from servers import free_port, healthy
+from servers import Server, free_port, healthy
 from soap_corpus import (
     generate_corpus,
     generate_policies,
@@ -133,11 +133,7 @@ def served_per_request(
         subprocess.run(["callgrind_control", "-i", "off"], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-d"], check=True, capture_output=True)
     finally:
-        server.terminate()
-        try:
-            server.wait(120)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        Server(name, server, port, folder / "server.log").stop(120)
         log.close()
     counts = [
         int(found)
