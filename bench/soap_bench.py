@@ -268,7 +268,7 @@ def measure(
             (f"ours ({args.db})", server, ours_clients),
             *(
                 (f"floor (lxml + dict, {stack})", each, floor_clients)
-                for stack, each in zip(FLOOR_STACKS, floors, strict=True)
+                for stack, each in zip(FLOOR_STACKS[: len(floors)], floors, strict=True)
             ),
         ]
         windows: dict[tuple[int, int], list[Run]] = {}
