@@ -418,10 +418,24 @@ def _texts(e: AuditEntry) -> tuple[str | None, ...]:
     )
 
 
+def _copy_fields(texts: tuple[str | None, ...]) -> str:
+    """``texts`` as COPY text fields, tab-separated. A row holds none of the characters to
+    escape nearly always: looking for them in the whole row once costs a tenth of escaping
+    each field (0.3 against 3.8 µs a row, on the request path)."""
+    if None not in texts:
+        whole = "".join(texts)  # type: ignore[arg-type]
+        if not (
+            "\\" in whole or "\t" in whole or "\n" in whole or "\r" in whole or "\x00" in whole
+        ):
+            return "\t".join(texts)  # type: ignore[arg-type]
+    return "\t".join(map(_copy_text, texts))
+
+
 def _copy_line(e: AuditEntry) -> str:
-    """One row of :data:`_COPY` in COPY's text format (tab-separated, ``\\N`` for NULL)."""
-    texts = "\t".join(map(_copy_text, _texts(e)))
-    return f"{_copy_time(e.at)}\t{texts}\t{float(e.latency_ms)!r}\n"
+    """One row of :data:`_COPY` in COPY's text format (tab-separated, ``\\N`` for NULL). The
+    latency to the microsecond: the shortest exact text of a float took twice as long to
+    write, for digits that measure nothing."""
+    return f"{_copy_time(e.at)}\t{_copy_fields(_texts(e))}\t{e.latency_ms:.3f}\n"
 
 
 def _lower_priority() -> None:
