@@ -179,7 +179,7 @@ class SqlPolicyStore:
 
     def read_batch(self, reads: BatchReads) -> BatchFound:
         if not self._postgres:
-            return reads.one_by_one(self)
+            return self._in_one_snapshot(reads)
         keys, vins = reads.policies, reads.vins
         rows = self._query(
             _BATCH_SQL,
@@ -203,6 +203,30 @@ class SqlPolicyStore:
             for i, group in vin_rows.items()
         }
         return BatchFound(policies, periods)
+
+    def _in_one_snapshot(self, reads: BatchReads) -> BatchFound:
+        """SQLite: the batch's reads inside one read transaction. Each read on its own took
+        and released the file's shared lock (two ``fcntl`` calls) and looked the WAL over
+        again: about 3 µs a read that the batch now pays once. Every read of the batch also
+        sees the same moment of the store."""
+        tid = threading.get_ident()
+        driver = self._direct.get(tid)
+        if driver is None or driver.in_transaction:
+            return reads.one_by_one(self)
+        try:
+            driver.execute("BEGIN")
+        except self._driver_errors():
+            self._drop(tid)  # the reads below open another connection or report the outage
+            return reads.one_by_one(self)
+        try:
+            return reads.one_by_one(self)
+        finally:
+            # A read that failed dropped the connection, and its transaction with it.
+            if self._direct.get(tid) is driver:
+                try:
+                    driver.commit()
+                except self._driver_errors():
+                    self._drop(tid)  # never kept holding an old snapshot
 
     # --- plumbing --------------------------------------------------------------------------
 
