@@ -132,9 +132,18 @@ def test_just_past_the_bounds_is_still_refused(app: SoapApplication, settled: bo
 
 
 # What a parsed document cannot hold more of than its text shows: comments, CDATA, character
-# references and "=" in text and values only make the count from the text larger.
+# references and "=" in text and values only make the count from the text larger; "<e/>",
+# the shortest element, packs the most elements into a body of a given length.
 _PIECES = st.sampled_from(
-    ['<e a="1"/>', "<e>x=y</e>", "<!-- <e/> -->", "<![CDATA[<e a='1'/>]]>", "&#60;e/&#62;", "t"]
+    [
+        "<e/>",
+        '<e a="1"/>',
+        "<e>x=y</e>",
+        "<!-- <e/> -->",
+        "<![CDATA[<e a='1'/>]]>",
+        "&#60;e/&#62;",
+        "t",
+    ]
 )
 
 
@@ -150,6 +159,18 @@ def test_the_bounds_from_the_text_are_never_short_of_the_parsed_counts(
         assert not _IMPLAUSIBLE(parsed)
     # And the bound is not so loose that the usual request falls outside it.
     assert within_bounds(envelope(request_xml("00200809")))
+
+
+def test_the_densest_bodies_around_the_element_bound_are_judged_by_their_counts() -> None:
+    """Bodies made only of the shortest elements, around the bound: one short enough that
+    its "<" go uncounted never holds more elements than allowed."""
+    judged = []
+    for count in range(990, 1010):
+        raw = b"<r>" + b"<e/>" * (count - 1) + b"</r>"
+        judged.append(within_bounds(raw))
+        if judged[-1]:
+            assert not _IMPLAUSIBLE(xmlsafe.parse(raw)), count
+    assert True in judged and False in judged
 
 
 # Elements of the request, some of the names read and some not, in either namespace, nested.
