@@ -1,7 +1,7 @@
 """Instructions per SOAP request of a whole server worker, uvicorn included, counted by
 callgrind beside the floor's: a CPU ratio that the machine's load cannot move.
 
-    python bench/soap_served_instructions.py [--calls 3000] [--connections 8]
+    python bench/soap_served_instructions.py [--db sqlite|postgresql] [--calls 3000]
 
 ``bench/soap_instructions.py`` counts the service's application called in-process; this
 counts what a worker process of ``olv soap serve --workers 1`` runs for a request over a real
@@ -10,8 +10,10 @@ thread. The floor (``bench/soap_floor.py``, uvicorn's own protocol) is served an
 same way. Each server runs under callgrind with counting off; after a warm-up, counting is
 switched on for ``--calls`` requests sent over ``--connections`` keep-alive connections, then
 off again, so start-up and warm-up stay out. Only user-space instructions are counted: the
-kernel's share of a request (the socket calls) is in neither figure. SQLite only (a
-PostgreSQL backend's work is another process). Needs ``valgrind``; a run takes a few minutes.
+kernel's share of a request (the socket calls) is in neither figure, nor, with
+``--db postgresql``, the database backends' work (other processes): only what the worker
+spends on its side of the reads and the audit's ``COPY``. Needs ``valgrind``; a run takes a
+few minutes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from datetime import date
 from pathlib import Path
 
 from procstat import code_revision
-from scratch_db import fresh_database, olv
+from scratch_db import DEFAULT_PG_URL, analyze, fresh_database, olv
 from servers import Server, free_port, healthy
 from soap_corpus import (
     generate_corpus,
@@ -149,6 +151,8 @@ def served_per_request(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--pg-url", default=os.environ.get("OLV_BENCH_PG_URL", DEFAULT_PG_URL))
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--policies", type=int, default=20000)
@@ -164,11 +168,13 @@ def main() -> int:
         write_policy_csv(policy_csv, policies, today, args.seed)
         write_corpus(work / "corpus.txt", generate_corpus(policies, today, 5000, rng))
         requests = read_corpus(work / "corpus.txt")
-        with fresh_database("sqlite", work, "") as url:
+        with fresh_database(args.db, work, args.pg_url) as url:
             env = {**os.environ, "OLV_DATABASE_URL": url}
             env.pop("OLV_NAICS", None)  # every NAIC of the generated book is ours
             olv("db", "upgrade", env=env)
             olv("policies", "import", str(policy_csv), env=env)
+            if args.db == "postgresql":
+                analyze(url)  # planner statistics (the SQLite rows recorded were made without)
             ours_command = [sys.executable, "-m", "olv", "soap", "serve", "--workers", "1"]
             floor_command = [sys.executable, str(FLOOR_SCRIPT), "--stack", "bare"]
             floor_command += ["--workers", "1", "--policies", str(policy_csv)]
@@ -180,7 +186,7 @@ def main() -> int:
             }
     ours, floor = counted["ours"], counted["floor"]
     print(
-        f"code {code_revision()}; sqlite; {args.calls} requests over {args.connections}"
+        f"code {code_revision()}; {args.db}; {args.calls} requests over {args.connections}"
         f" connections counted after {WARMUP}"
     )
     print(f"instructions per request, whole worker: ours {ours:,.0f}, floor {floor:,.0f}")
