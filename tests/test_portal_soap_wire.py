@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 import xsd
+from olv import normalize
 from olv.iicmva import SOAP11_ENV, V0510, V0809
 from portal.soap_wire import Ask, BadAnswer, build_request, parse_answer
 from tests.helpers.portal import answer, fault
@@ -39,6 +42,20 @@ def test_request_text_is_escaped(version: str) -> None:
     envelope = etree.fromstring(build_request(ask, version))
     found = {e.tag.rsplit("}", 1)[1]: e.text for e in envelope.iter() if e.text}
     assert found["VIN"] == "VIN&<1>\r\t é€𝄞" and found["Name"] == "Tom & <Co>"
+
+
+# Mostly plain text, with each character the request must escape on its own now and then.
+_VALUE = st.text(alphabet=st.sampled_from("AZ09 -.&<>\r\t\n'\"é"), min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(vin=_VALUE, requestor=_VALUE)
+def test_any_text_comes_back_from_the_request_as_it_was_given(vin: str, requestor: str) -> None:
+    assert not normalize.NOT_XML.search(vin + requestor)
+    ask = Ask("10001", "P1", vin, date(2026, 11, 2), "VIOL", "ID", requestor)
+    envelope = etree.fromstring(build_request(ask, V0809))
+    found = {e.tag.rsplit("}", 1)[1]: e.text for e in envelope.iter() if e.text}
+    assert (found.get("VIN"), found.get("Name")) == (vin, requestor)
 
 
 @pytest.mark.parametrize("version", [V0510, V0809])
