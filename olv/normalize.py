@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import re
 
-_NON_ALNUM = re.compile(r"[^0-9A-Za-z]+")
 _SPACE = re.compile(r"\s+")
+# Upper-casing and removing every byte but ASCII letters and digits, in one C pass over the
+# ASCII bytes of a text (what is not ASCII goes in the encoding): a regular expression's
+# substitution took three times as long, on every request whose policy key has a blank.
+_UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_NOT_ASCII_ALNUM = bytes(b for b in range(256) if not (b < 128 and chr(b).isalnum()))
 # What XML 1.0 cannot carry (and lxml refuses to write): C0 controls but tab and line ends,
 # lone surrogates, U+FFFE and U+FFFF.
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -30,7 +34,12 @@ def policy_key(raw: str | None) -> str:
         return ""
     if raw.isascii() and raw.isalnum():  # the usual case, nothing to remove
         return raw.upper()
-    return _NON_ALNUM.sub("", raw).upper()
+    return _ascii_alnum_upper(raw)
+
+
+def _ascii_alnum_upper(raw: str) -> str:
+    """``raw`` with every character but ASCII letters and digits removed, upper-cased."""
+    return raw.encode("ascii", "ignore").translate(_UPPER, _NOT_ASCII_ALNUM).decode("ascii")
 
 
 def vin(raw: str | None) -> str:
@@ -52,10 +61,10 @@ def plate(raw: str | None) -> str:
     if not raw:
         return ""
     if raw.isascii():
-        return raw.upper() if raw.isalnum() else _NON_ALNUM.sub("", raw).upper()
+        return raw.upper() if raw.isalnum() else _ascii_alnum_upper(raw)
     if any(c.isalnum() and not c.isascii() for c in raw):
         return ""
-    return _NON_ALNUM.sub("", raw).upper()
+    return _ascii_alnum_upper(raw)
 
 
 def is_unknown_key(raw: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 from hypothesis import given
@@ -20,6 +21,13 @@ def test_policy_key_is_idempotent_and_alphanumeric_upper(raw: str) -> None:
     assert normalize.policy_key(once) == once
     assert once == once.upper()
     assert all(c.isalnum() for c in once)
+
+
+@given(st.text(max_size=40))
+def test_policy_key_keeps_exactly_the_ascii_letters_and_digits_of_any_text(raw: str) -> None:
+    """Whatever the text holds (other scripts, surrogates, controls): its ASCII letters and
+    digits, in order, upper-cased, and nothing else."""
+    assert normalize.policy_key(raw) == re.sub("[^0-9A-Za-z]+", "", raw).upper()
 
 
 @given(keys, st.lists(st.sampled_from(" -./#_"), max_size=5))
