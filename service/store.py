@@ -40,24 +40,25 @@ _VIN_SQL = (
     "SELECT policy_id, vin, effective_date, expiration_date, cancel_date"
     " FROM coverage WHERE naic = ? AND vin = ?"
 )
-# The reads of a whole batch of requests in one statement, each row tagged with its kind
-# ('p': a policy's row, 'v': a VIN's coverage period) and its key's place in the arrays
-# (PostgreSQL only: on SQLite a read is a call within the process, with no round trip to save).
-# A VIN is read where its request has no policy key, or where its key finds no policy: the
-# table reads the VIN then, and reading it in the same statement saves a second round trip.
+# The reads of a whole batch of requests in one statement (PostgreSQL only: on SQLite a read
+# is a call within the process, with no round trip to save). Each request's (NAIC, key, VIN)
+# finds its policy and that policy's periods; or, where the key is empty or finds none, the
+# VIN's periods: the table reads the VIN then, and reading it here saves a second round trip.
+# A row carries its key's place in the arrays. The policy is looked up once per request: the
+# VIN's side asks whether it was found rather than looking again.
 _BATCH_SQL = (
-    "SELECT 'p', k.i, p.id, p.policy_type, p.pending_review, c.vin, c.effective_date,"
+    "SELECT k.i, p.id, p.policy_type, p.pending_review, c.policy_id, c.vin, c.effective_date,"
     " c.expiration_date, c.cancel_date"
-    " FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS k(naic, policy_key, i)"
-    " JOIN policy p ON p.naic = k.naic AND p.policy_key = k.policy_key"
-    " LEFT JOIN coverage c ON c.policy_id = p.id"
+    " FROM unnest(?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS k(naic, policy_key, vin, i)"
+    " LEFT JOIN policy p"
+    " ON k.policy_key <> '' AND p.naic = k.naic AND p.policy_key = k.policy_key"
+    " LEFT JOIN LATERAL ("
+    "SELECT c.policy_id, c.vin, c.effective_date, c.expiration_date, c.cancel_date"
+    " FROM coverage c WHERE c.policy_id = p.id"
     " UNION ALL"
-    " SELECT 'v', k.i, c.policy_id, NULL, NULL, c.vin, c.effective_date, c.expiration_date,"
-    " c.cancel_date"
-    " FROM unnest(?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS k(naic, vin, policy_key, i)"
-    " JOIN coverage c ON c.naic = k.naic AND c.vin = k.vin"
-    " WHERE k.policy_key = '' OR NOT EXISTS (SELECT 1 FROM policy p"
-    " WHERE p.naic = k.naic AND p.policy_key = k.policy_key)"
+    " SELECT c.policy_id, c.vin, c.effective_date, c.expiration_date, c.cancel_date"
+    " FROM coverage c WHERE p.id IS NULL AND k.vin <> '' AND c.naic = k.naic AND c.vin = k.vin"
+    ") c ON true"
 )
 # In index order, so that its plan is a walk of the (naic, policy_key) index for any NAIC: a
 # plan made without the value (service.pg_prepared) otherwise scans the table for the first
@@ -76,7 +77,7 @@ _PREPARED = {
     for name, sql, columns in (
         ("policy", _POLICY_SQL, (_INT, _TEXT, _BOOL, _TEXT, _DATE, _DATE, _DATE)),
         ("vin", _VIN_SQL, (_INT, _TEXT, _DATE, _DATE, _DATE)),
-        ("batch", _BATCH_SQL, (_TEXT, _INT, _INT, _TEXT, _BOOL, _TEXT, _DATE, _DATE, _DATE)),
+        ("batch", _BATCH_SQL, (_INT, _INT, _TEXT, _BOOL, _INT, _TEXT, _DATE, _DATE, _DATE)),
         ("serves", _SERVES_SQL, (_INT,)),
         ("ping", _PING_SQL, (_INT,)),
     )
@@ -180,26 +181,26 @@ class SqlPolicyStore:
     def read_batch(self, reads: BatchReads) -> BatchFound:
         if not self._postgres:
             return self._in_one_snapshot(reads)
-        keys, vins = reads.policies, reads.vins
+        asked = _aligned(reads)
         rows = self._query(
             _BATCH_SQL,
-            (
-                [naic for naic, _ in keys],
-                [key for _, key in keys],
-                [naic for naic, _, _ in vins],
-                [vin for _, vin, _ in vins],
-                [key for _, _, key in vins],
-            ),
+            ([a[0] for a in asked], [a[1] for a in asked], [a[2] for a in asked]),
         )
+        wanted = set(reads.policies)
         policy_rows: dict[int, list[tuple[Any, ...]]] = {}
         vin_rows: dict[int, list[tuple[Any, ...]]] = {}
         for row in rows:
-            (policy_rows if row[0] == "p" else vin_rows).setdefault(row[1], []).append(row)
+            if row[1] is not None:  # the policy, with one of its periods or none
+                policy_rows.setdefault(row[0], []).append((*row[1:4], *row[5:]))
+            elif row[4] is not None:  # no policy: a period of the VIN
+                vin_rows.setdefault(row[0], []).append(row[4:])
         policies = {
-            keys[i - 1]: _policy([r[2:] for r in group]) for i, group in policy_rows.items()
+            key: _policy(group)
+            for i, group in policy_rows.items()
+            if (key := asked[i - 1][:2]) in wanted
         }
         periods = {
-            (vins[i - 1][0], vins[i - 1][1]): [_period((r[2], *r[5:])) for r in group]
+            (asked[i - 1][0], asked[i - 1][2]): [_period(r) for r in group]
             for i, group in vin_rows.items()
         }
         return BatchFound(policies, periods)
@@ -466,6 +467,21 @@ def _policy(rows: Sequence[tuple[Any, ...]]) -> PolicyView:
 
 def _period(row: Sequence[Any]) -> Period:
     return Period(row[0], row[1], _as_date(row[2]), _as_date(row[3]), _as_date(row[4]))  # type: ignore[arg-type]
+
+
+def _aligned(reads: BatchReads) -> list[tuple[str, str, str]]:
+    """The batch's reads as one (NAIC, key, VIN) per lookup: each policy asked, with the VIN
+    to read should its key find nothing; then each VIN asked without a key, or with a key
+    already paired with another VIN."""
+    asked = [(naic, key, "") for naic, key in reads.policies]
+    place = {key: n for n, key in enumerate(reads.policies)}
+    for naic, vin, key in reads.vins:
+        n = place.pop((naic, key), None) if key else None
+        if n is None:
+            asked.append((naic, key, vin))
+        else:
+            asked[n] = (naic, key, vin)
+    return asked
 
 
 def _fetch(cursor: Any, statement: str, params: tuple[Any, ...], timeout_ms: int | None) -> Any:

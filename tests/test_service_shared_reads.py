@@ -171,6 +171,31 @@ def test_the_batch_read_finds_keys_by_exact_text(store: SqlPolicyStore) -> None:
     assert one_by_one == found
 
 
+def test_a_key_asked_with_several_vins_reads_each_vin_only_where_the_key_finds_nothing(
+    store: SqlPolicyStore,
+) -> None:
+    """One lookup per key carries one VIN to read; a key asked again with another VIN (two
+    requests of one batch) or a VIN asked without a key gets its own, and each is read
+    exactly where the one-by-one reads would read it."""
+    keys = [(data.NAIC, "NOPE"), (data.NAIC, "POK")]
+    vins = [
+        (data.NAIC, data.VIN_OK, "NOPE"),
+        (data.NAIC, data.VIN_EXPIRED, "NOPE"),  # the same missing key, another VIN: read too
+        (data.NAIC, data.VIN_CANCELLED, "POK"),
+        (data.NAIC, data.VIN_REVIEW, "POK"),  # the same key found: neither VIN read
+        (data.NAIC, data.VIN_CANCELLED, ""),  # no key: read
+        (data.OTHER_NAIC, data.VIN_OK, ""),
+    ]
+    found = store.read_batch(BatchReads(keys, vins))
+    assert list(found.policies) == [(data.NAIC, "POK")]
+    assert set(found.periods) == {
+        (data.NAIC, data.VIN_OK),
+        (data.NAIC, data.VIN_EXPIRED),
+        (data.NAIC, data.VIN_CANCELLED),
+    }
+    assert found == BatchReads(keys, vins).one_by_one(store)
+
+
 def test_the_batch_read_behind_a_transaction_pooler_answers_the_same(
     store: SqlPolicyStore, db_url: str
 ) -> None:
