@@ -55,16 +55,8 @@ def _policies_csv() -> str:
 
 @pytest.fixture
 def store(db_url: str, tmp_path: Path) -> Iterator[SqlPolicyStore]:
-    path = tmp_path / "policies.csv"
-    path.write_text(_policies_csv())
-    data.load_policy_file(db_url, path)
-    engine = db.make_engine(db_url)
-    policies = SqlPolicyStore(engine)
-    try:
+    with data.policy_store(db_url, tmp_path, _policies_csv()) as policies:
         yield policies
-    finally:
-        policies.close()
-        engine.dispose()
 
 
 def _query(key: str | None, vin: str | None, day: str | None = None) -> CoverageQuery:

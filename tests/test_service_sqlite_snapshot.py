@@ -25,16 +25,8 @@ NEW_VIN = "1G1ZT53826F109149"
 def store(db_url: str, tmp_path: Path) -> Iterator[SqlPolicyStore]:
     if not db.is_sqlite(db_url):
         pytest.skip("PostgreSQL reads a batch in one statement: there is no transaction to span")
-    path = tmp_path / "policies.csv"
-    path.write_text(data.policy_csv())
-    data.load_policy_file(db_url, path)
-    engine = db.make_engine(db_url)
-    policies = SqlPolicyStore(engine)
-    try:
+    with data.policy_store(db_url, tmp_path, data.policy_csv()) as policies:
         yield policies
-    finally:
-        policies.close()
-        engine.dispose()
 
 
 def _reads() -> BatchReads:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 from olv import db
+from service.store import SqlPolicyStore
 from tests.helpers.soap import today
 
 NAIC = "10001"
@@ -55,4 +58,19 @@ def load_policy_file(database_url: str, path: Path) -> None:
     try:
         import_files(engine, [path])
     finally:
+        engine.dispose()
+
+
+@contextmanager
+def policy_store(database_url: str, folder: Path, csv_text: str) -> Iterator[SqlPolicyStore]:
+    """The service's store over the policies of ``csv_text``, loaded as the import loads them."""
+    path = folder / "policies.csv"
+    path.write_text(csv_text)
+    load_policy_file(database_url, path)
+    engine = db.make_engine(database_url)
+    store = SqlPolicyStore(engine)
+    try:
+        yield store
+    finally:
+        store.close()
         engine.dispose()
