@@ -103,11 +103,10 @@ def within_bounds(raw: bytes) -> bool:
     """Whether no element parsed from ``raw`` can exceed the bounds above: each element
     starts with a "<" and each attribute holds an "=" in the text as received (without a DTD,
     no entity can write either). Counting them is a fraction of what the XPath costs, for the
-    usual request of a kilobyte; and the shortest element, ``<a/>``, takes four bytes, so a
-    body that short holds too few of them to need its "<" counted."""
-    return (len(raw) <= 4 * _MAX_ELEMENTS or raw.count(b"<") <= _MAX_ELEMENTS) and raw.count(
-        b"="
-    ) <= _MAX_ATTRIBUTES
+    usual request of a kilobyte; and a body too short to hold more elements than the bound,
+    each at least ``<a/>``, needs no count of its "<"."""
+    few_elements = len(raw) <= len(b"<a/>") * _MAX_ELEMENTS or raw.count(b"<") <= _MAX_ELEMENTS
+    return few_elements and raw.count(b"=") <= _MAX_ATTRIBUTES
 
 
 # The local names anything reads from a request's elements (the query, the version's
