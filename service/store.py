@@ -216,9 +216,12 @@ class SqlPolicyStore:
             return reads.one_by_one(self)
         try:
             driver.execute("BEGIN")
-        except self._driver_errors():
-            self._drop(tid)  # the reads below open another connection or report the outage
-            return reads.one_by_one(self)
+        except self._driver_errors() as exc:
+            self._drop(tid)
+            if tid in self._cut:  # cut on purpose, as a read would have been: no reads now
+                self._cut.discard(tid)
+                raise _Cut(type(exc).__name__) from None
+            return reads.one_by_one(self)  # on another connection, or reporting the outage
         try:
             return reads.one_by_one(self)
         finally:

@@ -110,3 +110,15 @@ def test_a_batch_whose_transaction_cannot_begin_reads_on_a_new_connection(
     found = store.read_batch(_reads())
     assert (data.NAIC, NEW_KEY) in found.policies
     assert store._direct.get(threading.get_ident()) is not driver
+
+
+def test_a_batch_cut_as_its_transaction_begins_reads_nothing(store: SqlPolicyStore) -> None:
+    """The deadline gate's cut (service.db_deadline) ends the batch where it lands, the
+    transaction's start included: the reads are not made again on a new connection."""
+    driver = _driver(store)
+    driver.set_progress_handler(lambda: 1, 1)  # what the cut does to the statement running
+    store._cut.add(threading.get_ident())
+    with pytest.raises(StoreUnavailable):
+        store.read_batch(_reads())
+    assert threading.get_ident() not in store._cut
+    assert store._direct.get(threading.get_ident()) is None, "no connection opened after a cut"
