@@ -189,7 +189,9 @@ class RateState(Base):
     """One rate limit's state (:mod:`portal.ratelimit`): what ``key`` has left, and when."""
 
     __tablename__ = "portal_rate"
-    __table_args__ = (Index("ix_portal_rate_updated_at", "updated_at"),)
+    # Every take rewrites its row: no index on what changes, and room on each page, so that
+    # PostgreSQL rewrites it in place (migration 0014).
+    __table_args__ = {"postgresql_with": {"fillfactor": 50}}
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
