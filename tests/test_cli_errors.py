@@ -1,7 +1,10 @@
 """A newcomer's mistakes get one ``error:`` line and the right exit code, never a traceback.
 
-Each row runs the real ``olv`` executable in a fresh working directory (the embedded SQLite
-default, no ``OLV_*`` settings) unless the row sets something up first.
+Each row runs ``olv`` in a fresh working directory (the embedded SQLite default, no ``OLV_*``
+settings) unless the row sets something up first: forked from the test worker's launcher
+(``tests.helpers.prewarmed``: the same command in its own process, without a second of
+imports each), and for the rows of :data:`ON_THE_EXECUTABLE` as the installed ``olv``
+executable itself.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import pytest
 from sqlalchemy import text
 
 from olv import db
-from tests.helpers import loopback
+from tests.helpers import loopback, prewarmed
 from tests.helpers.free_ports import free_port
 from tests.helpers.soap import soap_server
 
 OLV = str(Path(sys.executable).with_name("olv"))
+# Run through the installed entry point too: its wrapper must not add a traceback of its own.
+ON_THE_EXECUTABLE = {"debug-shows-traceback", "mysql-url", "workers-not-a-number"}
 BANNER = "OLV SOAP service on"
 VIN = "1HGCM82633A004352"
 
@@ -257,14 +262,13 @@ def test_mistake_gets_one_clear_line(mistake: Mistake, tmp_path: Path) -> None:
         values = {"cwd": str(cwd), "free": str(free_port()), **values}
         env = {k: v for k, v in os.environ.items() if not k.startswith("OLV_")}
         env.update({k: v.format(**values) for k, v in mistake.env.items()})
-        run = subprocess.run(
-            [OLV, *(arg.format(**values) for arg in mistake.args)],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        args = [arg.format(**values) for arg in mistake.args]
+        if mistake.id in ON_THE_EXECUTABLE:
+            run = subprocess.run(
+                [OLV, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+            )
+        else:
+            run = prewarmed.run(args, env, cwd=cwd, timeout=60)
     output = run.stdout + run.stderr
     assert run.returncode == mistake.code, output
     assert ("Traceback" in output) is mistake.traceback, output
