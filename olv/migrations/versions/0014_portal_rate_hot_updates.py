@@ -8,7 +8,8 @@ each take left a new entry in both indexes and a dead row behind. Between vacuum
 autovacuum is off) the table and its indexes grew by a row per take, and each take's look-up
 of its key walked the dead entries of every earlier one: the portal's answers slowed the
 longer it ran (bench/RESULTS.md). With no index on the column and free room on the page,
-each page's dead rows are reclaimed as it is read, vacuum or not.
+each page's dead rows are reclaimed as it is read, vacuum or not, once no open transaction
+can still see them.
 
 Forgetting the keys idle for an hour (``DELETE … WHERE updated_at < …``, every ten minutes)
 now reads the whole table: one row per key in use.
