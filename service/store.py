@@ -218,9 +218,7 @@ class SqlPolicyStore:
             driver.execute("BEGIN")
         except self._driver_errors() as exc:
             self._drop(tid)
-            if tid in self._cut:  # cut on purpose, as a read would have been: no reads now
-                self._cut.discard(tid)
-                raise _Cut(type(exc).__name__) from None
+            self._raise_if_cut(tid, exc)  # as a read would: no reads now
             return reads.one_by_one(self)  # on another connection, or reporting the outage
         try:
             return reads.one_by_one(self)
@@ -317,9 +315,7 @@ class SqlPolicyStore:
         except (SQLAlchemyError, *self._driver_errors()) as exc:
             on_replica = tid in self._on_replica
             self._drop(tid)
-            if tid in self._cut:
-                self._cut.discard(tid)
-                raise _Cut(type(exc).__name__) from None
+            self._raise_if_cut(tid, exc)
             if on_replica and self.replica is not None:
                 self.replica.failed(exc)
                 if tid not in self._no_connect:
@@ -391,6 +387,13 @@ class SqlPolicyStore:
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (self.engine.dialect.loaded_dbapi.Error,)
+
+    def _raise_if_cut(self, tid: int, exc: BaseException) -> None:
+        """Raise :class:`_Cut` when ``exc`` came of cutting ``tid``'s call on purpose
+        (:meth:`interrupt`): no outage, and nothing more to read."""
+        if tid in self._cut:
+            self._cut.discard(tid)
+            raise _Cut(type(exc).__name__) from None
 
     def _drop(self, tid: int) -> None:
         with self._lock:
