@@ -10,9 +10,8 @@ import gc
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -22,39 +21,11 @@ from portal.errors import ApiError
 from portal.ratelimit import Bucket, SharedLimits, Taken
 from portal.state_reads import RecordsAlong, StateReader
 from tests.helpers import loopback
-from tests.helpers.portal import load_bob
+from tests.helpers.portal import load_bob, with_limits
 
-T = TypeVar("T")
 NAIC = "12345"
 VIN_A, VIN_B = "1HGCM82633A004352", "2FTRX18W1XCA01234"
 VIN_NONE = "3VWFE21C04M000001"
-
-
-async def _with_limits(url: str, work: Callable[[SharedLimits, list[int]], Awaitable[T]]) -> T:
-    """``work`` with the portal's limits on ``url``; the list counts the takes of each
-    statement (PostgreSQL) or transaction (SQLite) of the gathered path, as the real methods
-    are called."""
-    engine = db.make_engine(url)
-    reader = StateReader(engine, 5.0)
-    await reader.open()
-    statements: list[int] = []
-    on_primary, in_thread = reader.rows_on_primary, reader.takes
-
-    async def counted(sql: str, params: Any) -> Any:
-        statements.append(len(params["keys"]))
-        return await on_primary(sql, params)
-
-    async def hopped(sql: str, params: Any, vins: Any, seconds: float) -> Any:
-        statements.append(len(params))
-        return await in_thread(sql, params, vins, seconds)
-
-    reader.rows_on_primary = counted  # type: ignore[method-assign]
-    reader.takes = hopped  # type: ignore[method-assign]
-    try:
-        return await work(SharedLimits(reader), statements)
-    finally:
-        await reader.close()
-        engine.dispose()
 
 
 def along(vin: str) -> RecordsAlong:
@@ -81,7 +52,7 @@ def test_a_turns_takes_share_one_statement_and_each_gets_its_own(with_records: s
             *(limits.take(bucket, k, 1, 5.0, a) for k, a in zip(keys, alongs, strict=True))
         )
 
-    taken = asyncio.run(_with_limits(with_records, work))
+    taken = asyncio.run(with_limits(with_records, work))
     assert [(t.wait, t.left) for t in taken] == [(0.0, 99)] * 3
     assert [[r["vin"] for r in a.records or []] for a in alongs] == [[VIN_A], [VIN_B], []]
     assert [r["policy_number"] for r in alongs[0].records or []] == ["P-A"]
@@ -96,7 +67,7 @@ def test_a_turn_is_one_statement_or_one_transaction(with_records: str) -> None:
         await limits.take(bucket, keys[0], 1, 5.0, along(VIN_B))  # a later turn: its own
         return statements
 
-    assert asyncio.run(_with_limits(with_records, work)) == [5, 1]
+    assert asyncio.run(with_limits(with_records, work)) == [5, 1]
 
 
 def test_a_key_asked_twice_in_a_turn_is_taken_twice_and_then_refused(with_records: str) -> None:
@@ -109,7 +80,7 @@ def test_a_key_asked_twice_in_a_turn_is_taken_twice_and_then_refused(with_record
         )
         return list(taken), statements
 
-    taken, statements = asyncio.run(_with_limits(with_records, work))
+    taken, statements = asyncio.run(with_limits(with_records, work))
     assert sorted(t.left for t in taken if t.wait == 0) == [0, 1]
     (refused,) = [t for t in taken if t.wait > 0]
     assert 0 < refused.wait <= 0.5
@@ -163,7 +134,7 @@ def test_a_hung_statement_answers_each_request_at_its_own_deadline(with_records:
         return answers, after, list(statements)
 
     try:
-        (first, second), after, statements = asyncio.run(_with_limits(with_records, work))
+        (first, second), after, statements = asyncio.run(with_limits(with_records, work))
         gc.collect()  # a task whose failure nobody saw says so when it is collected
     finally:
         holder.close()
@@ -206,7 +177,7 @@ def test_sqlite_a_hop_still_queued_at_its_deadline_takes_nothing(
         return await waiting, await behind
 
     try:
-        statuses = asyncio.run(_with_limits(url, work))
+        statuses = asyncio.run(with_limits(url, work))
         with engine.connect() as conn:
             rows = conn.execute(
                 text("SELECT key FROM portal_rate WHERE key IN (:a, :b)"),

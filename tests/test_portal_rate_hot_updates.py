@@ -16,7 +16,8 @@ from sqlalchemy import inspect, text
 
 from olv import db
 from portal.ratelimit import Bucket, SharedLimits
-from portal.state_reads import RecordsAlong, StateReader
+from portal.state_reads import RecordsAlong
+from tests.helpers.portal import with_limits
 from tests.helpers.private_pg import private_postgres
 
 VIN = "1HGCM82633A004352"
@@ -24,34 +25,27 @@ TAKES = 3000
 PAGE = 8192
 
 
-async def _takes(url: str, keys: list[str]) -> int:
+async def _takes(limits: SharedLimits, keys: list[str]) -> int:
     """:data:`TAKES` takes from ``keys`` (one each per loop turn), as verifications take them;
     how many were granted."""
     bucket = Bucket(per_minute=10_000_000)
-    engine = db.make_engine(url)
-    reader = StateReader(engine, 5.0)
-    await reader.open()
-    limits = SharedLimits(reader)
     taken = 0
-    try:
-        for _ in range(TAKES // len(keys)):
-            answers = await asyncio.gather(
-                *(
-                    limits.take(bucket, key, 1, 5.0, RecordsAlong(VIN, time.monotonic() + 5.0))
-                    for key in keys
-                )
+    for _ in range(TAKES // len(keys)):
+        answers = await asyncio.gather(
+            *(
+                limits.take(bucket, key, 1, 5.0, RecordsAlong(VIN, time.monotonic() + 5.0))
+                for key in keys
             )
-            taken += sum(1 for a in answers if a.wait == 0)
-    finally:
-        await reader.close()
-        engine.dispose()
+        )
+        taken += sum(1 for a in answers if a.wait == 0)
     return taken
 
 
 def test_a_keys_takes_leave_the_table_and_its_index_a_page_or_two() -> None:
     with private_postgres({"autovacuum": "off"}) as pg:
         db.upgrade(pg.url)
-        assert asyncio.run(_takes(pg.url, [f"t-{uuid.uuid4().hex}" for _ in range(4)])) == TAKES
+        keys = [f"t-{uuid.uuid4().hex}" for _ in range(4)]
+        assert asyncio.run(with_limits(pg.url, lambda limits, _: _takes(limits, keys))) == TAKES
         engine = db.make_engine(pg.url)
         try:
             with engine.connect() as conn:

@@ -7,13 +7,14 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import Engine
@@ -24,7 +25,9 @@ from olv.bob import layout
 from olv.iicmva import IICMVA, SOAP11_ENV, V0510, V0809
 from portal import demo as portal_demo
 from portal import passwords, registry, tokens, users
+from portal.ratelimit import SharedLimits
 from portal.settings import KEEP_ALIVE_SECONDS
+from portal.state_reads import StateReader
 from service import demo as insurer_demo
 from tests.helpers.soap import (
     ServerProcess,
@@ -54,6 +57,36 @@ def with_secret_key(env: dict[str, str]) -> dict[str, str]:
     if env.get("OLV_PORTAL_SECRET_KEY") or env.get("OLV_PORTAL_SECRET_KEY_FILE"):
         return env
     return {**env, "OLV_PORTAL_SECRET_KEY": TEST_SECRET_KEY}
+
+
+T = TypeVar("T")
+
+
+async def with_limits(url: str, work: Callable[[SharedLimits, list[int]], Awaitable[T]]) -> T:
+    """``work`` with the portal's limits on ``url``; the list counts the takes of each
+    statement (PostgreSQL) or transaction (SQLite) of the gathered path, as the real methods
+    are called."""
+    engine = db.make_engine(url)
+    reader = StateReader(engine, 5.0)
+    await reader.open()
+    statements: list[int] = []
+    on_primary, in_thread = reader.rows_on_primary, reader.takes
+
+    async def counted(sql: str, params: Any) -> Any:
+        statements.append(len(params["keys"]))
+        return await on_primary(sql, params)
+
+    async def hopped(sql: str, params: Any, vins: Any, seconds: float) -> Any:
+        statements.append(len(params))
+        return await in_thread(sql, params, vins, seconds)
+
+    reader.rows_on_primary = counted  # type: ignore[method-assign]
+    reader.takes = hopped  # type: ignore[method-assign]
+    try:
+        return await work(SharedLimits(reader), statements)
+    finally:
+        await reader.close()
+        engine.dispose()
 
 
 def write_bob(path: Path, rows: list[tuple[str, str, str]], effective: str = "20240101") -> Path:
