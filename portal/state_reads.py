@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, TypeVar
 
+from psycopg import pq
 from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -58,6 +59,7 @@ _PLATE_QUERY = (
 Vehicle = tuple[str, str | None, list[dict[str, Any]]]
 Rows = list[tuple[Any, ...]]
 T = TypeVar("T")
+TUPLES_OK = pq.ExecStatus.TUPLES_OK
 
 
 @dataclass
@@ -261,7 +263,12 @@ class StateReader:
     async def _execute_async(self, sql: str, params: Mapping[str, Any]) -> Rows:
         async with self._pool.connection() as conn, conn.cursor() as cursor:
             await cursor.execute(pyformat(sql), params)  # autocommit: committed here
-            return await cursor.fetchall() if cursor.description else []
+            # Asked of the result's status: ``cursor.description`` builds a column object per
+            # column on every call, a tenth of the statement's own cost in Python.
+            result = cursor.pgresult
+            if result is None or result.status != TUPLES_OK:
+                return []
+            return await cursor.fetchall()
 
     def _execute_sync(self, sql: str, params: Mapping[str, Any], seconds: float) -> Rows:
         """The statement's rows, committed."""

@@ -1,0 +1,193 @@
+"""Instructions per verification of the portal's process, beside the insurer service's per
+request it answers, both counted by callgrind: the portal's CPU ratio (issue 17's
+``portal / insurer <= 1.5x``) in a figure that the machine's load and speed cannot move.
+
+    python bench/portal_instructions.py [--db sqlite|postgresql] [--calls 600]
+
+Two rounds on the same seeded databases (``portal_bench.prepare``: the state's book of
+business, an insurer registered, API tokens). In each round one server runs under callgrind
+with counting off and the other runs plainly: first ``olv portal serve`` (one process), then
+``olv soap serve --workers 1``. After a warm-up, counting is switched on for ``--calls``
+verifications sent one at a time through the portal's ``POST /api/v1/verify`` (so each runs
+alone, as at a few hundred a second, not batched with others), then off. Only user-space
+instructions of the counted process are in a figure (its threads included): not the kernel's
+share (the socket calls), nor the database's work in other processes. The portal's figure
+holds everything it does for a verification: HTTP, the token, the rate limit's statement, the
+insurer's call, the query log. Needs ``valgrind``; a run takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import httpx
+import portal_bench
+from procstat import code_revision
+from scratch_db import DEFAULT_PG_URL
+from servers import free_port, healthy
+
+VEHICLES = 2000
+CLIENTS = 4
+WARMUP = 200
+START_SECONDS = 600  # a server's start-up under valgrind
+_TOTALS = re.compile(r"^(?:summary|totals):\s*([0-9]+)", re.M)
+
+
+@contextmanager
+def _served(
+    command: list[str], env: dict[str, str], port: int, log: Path, counted: Path | None
+) -> Iterator[None]:
+    """``command`` serving on ``port``; under callgrind (counting off) when ``counted`` is
+    the folder for its dump."""
+    if counted is not None:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--trace-children=yes",  # a server's worker may be a child of its supervisor
+            "--instr-atstart=no",
+            f"--callgrind-out-file={counted}/callgrind.%p",
+            *command,
+        ]
+        # The C allocator (valgrind runs it faster) and one hash seed, so that dict and set
+        # layouts, and so the counts, repeat from run to run.
+        env = {**env, "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=sink, stderr=sink)
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while not healthy(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"{command} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _verify(client: httpx.Client, tokens: list[str], count: int, offset: int) -> None:
+    for i in range(count):
+        vin = portal_bench.vin((offset + i * 7) % VEHICLES)
+        answer = client.post(
+            "/api/v1/verify",
+            content=b'{"vin": "%s"}' % vin.encode(),
+            headers={
+                "Authorization": f"Bearer {tokens[i % len(tokens)]}",
+                "Content-Type": "application/json",
+            },
+        )
+        if answer.status_code != 200 or b'"confirmed"' not in answer.content:
+            sys.exit(f"verification {i} failed: {answer.status_code} {answer.text[:300]}")
+
+
+def _round(
+    counted: str,
+    state_url: str,
+    insurer_env: dict[str, str],
+    tokens: list[str],
+    calls: int,
+    soap_port: int,
+    workdir: Path,
+) -> float:
+    """Instructions per verification of ``counted`` (``portal`` or ``insurer``)."""
+    folder = workdir / counted
+    folder.mkdir()
+    portal_port = free_port()
+    soap = [sys.executable, "-m", "olv", "soap", "serve", "--port", str(soap_port)]
+    portal = [sys.executable, "-m", "olv", "portal", "serve", "--port", str(portal_port)]
+    portal_env = {
+        "OLV_DATABASE_URL": state_url,
+        "OLV_PORTAL_TOKEN_RATE_PER_MINUTE": "10000000",
+        "OLV_PORTAL_WORKERS": "1",
+        "OLV_PORTAL_SECRET_KEY": secrets.token_urlsafe(32),
+    }
+    with (
+        _served(
+            [*soap, "--workers", "1"],
+            insurer_env,
+            soap_port,
+            folder / "soap.log",
+            folder if counted == "insurer" else None,
+        ),
+        _served(
+            portal,
+            portal_env,
+            portal_port,
+            folder / "portal.log",
+            folder if counted == "portal" else None,
+        ),
+        httpx.Client(base_url=f"http://127.0.0.1:{portal_port}", timeout=60) as client,
+    ):
+        _verify(client, tokens, WARMUP, 0)
+        time.sleep(2)  # the warm-up's log rows written before counting starts
+        subprocess.run(["callgrind_control", "-i", "on"], check=True, capture_output=True)
+        _verify(client, tokens, calls, 3)
+        time.sleep(1)  # and this round's, inside the count
+        subprocess.run(["callgrind_control", "-i", "off"], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-d"], check=True, capture_output=True)
+    counts = [
+        int(found)
+        for dump in folder.glob("callgrind.*")
+        for found in _TOTALS.findall(dump.read_text(errors="replace"))
+    ]
+    if not counts or max(counts) == 0:
+        sys.exit(f"no instructions counted for the {counted}")
+    return max(counts) / calls  # the busiest process: the worker, not its supervisor
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="postgresql")
+    parser.add_argument("--pg-url", default=os.environ.get("OLV_BENCH_PG_URL", DEFAULT_PG_URL))
+    parser.add_argument("--calls", type=int, default=600)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="olv-portal-instructions-") as tmp:
+        workdir = Path(tmp)
+        insurer_env = {"OLV_DATABASE_URL": f"sqlite:///{workdir / 'insurer.db'}"}
+        with (
+            portal_bench.state_database(args.db, workdir, args.pg_url) as state_url,
+            portal_bench.hung_socket() as hung_port,
+        ):
+            soap_port = free_port()
+            tokens = portal_bench.prepare(
+                state_url,
+                insurer_env,
+                f"http://127.0.0.1:{soap_port}",
+                hung_port,
+                VEHICLES,
+                CLIENTS,
+                workdir,
+            )
+            figures = {
+                counted: _round(
+                    counted, state_url, insurer_env, tokens, args.calls, soap_port, workdir
+                )
+                for counted in ("portal", "insurer")
+            }
+    ratio = figures["portal"] / figures["insurer"]
+    print(
+        f"portal instructions ({args.db}, {args.calls} verifications one at a time,"
+        f" {date.today()}, {code_revision()})\n"
+        f"  portal:  {figures['portal']:>12,.0f} per verification\n"
+        f"  insurer: {figures['insurer']:>12,.0f} per request it answers\n"
+        f"  portal / insurer: {ratio:.2f}x (issue 17's CPU target <= 1.5x)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
