@@ -268,7 +268,8 @@ class StateReader:
             result = cursor.pgresult
             if result is None or result.status != TUPLES_OK:
                 return []
-            return await cursor.fetchall()
+            rows: Rows = await cursor.fetchall()
+            return rows
 
     def _execute_sync(self, sql: str, params: Mapping[str, Any], seconds: float) -> Rows:
         """The statement's rows, committed."""
