@@ -81,10 +81,20 @@ class GatheredTakes:
         statements = _statements(turn.asked)
         outcomes: list[Taken | BaseException] = [TimeoutError()] * len(turn.asked)
         async with asyncio.timeout(turn.longest):
-            done = await asyncio.gather(
-                *(self._statement(rule, turn.asked, indexes) for rule, indexes in statements),
-                return_exceptions=True,
-            )
+            done: list[list[Taken] | BaseException]
+            if len(statements) == 1:
+                # The usual turn at a few hundred a second: one statement, awaited here rather
+                # than wrapped in a task of its own by gather.
+                ((rule, indexes),) = statements
+                try:
+                    done = [await self._statement(rule, turn.asked, indexes)]
+                except Exception as exc:  # noqa: BLE001 - each take raises its own (take)
+                    done = [exc]
+            else:
+                done = await asyncio.gather(
+                    *(self._statement(rule, turn.asked, indexes) for rule, indexes in statements),
+                    return_exceptions=True,
+                )
         for (_, indexes), result in zip(statements, done, strict=True):
             for at, index in enumerate(indexes):
                 outcomes[index] = result if isinstance(result, BaseException) else result[at]
