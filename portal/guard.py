@@ -97,6 +97,14 @@ class ClientAddress:
             self._trusted[host] = trusted
         return trusted
 
+    @staticmethod
+    def carry(addressed: Scope, scope: Scope) -> None:
+        """Give ``scope`` what :meth:`apply` set on its copy ``addressed``: the same as
+        applying it again, without working it out twice."""
+        for key in ("client", "scheme"):  # the keys apply sets
+            if key in addressed:
+                scope[key] = addressed[key]
+
     def apply(self, scope: Scope) -> None:
         """Set the scope's client (and scheme) once, before anything reads them."""
         client = scope.get("client")

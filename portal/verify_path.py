@@ -93,11 +93,15 @@ class VerifyFastPath:
             await self.app(scope, receive, send)
             return
         rid = observe.chosen(sent_id)
+        # The client's address (as a trusted proxy gives it) worked out once, on a copy: the
+        # scope itself gets it from whichever layer answers, this one or the app's guard.
+        addressed = dict(scope)
+        self.client_address.apply(addressed)
         # The token before the body (SPEC §5: 401 without a valid token): a body sent without
         # one is neither read nor parsed, whatever it holds.
-        refusal = await self._token_refusal(scope, rid)
+        refusal = await self._token_refusal(scope, addressed, rid)
         if refusal is not None:
-            await self._answer(scope, receive, send, started, rid, _refused(refusal))
+            await self._answer(scope, addressed, receive, send, started, rid, _refused(refusal))
             return
         read: list[Message] = []
         body = await _body(receive, read)
@@ -105,37 +109,36 @@ class VerifyFastPath:
         if question is None:
             await self.app(scope, _replay(read, receive), send)
             return
-        await self._answer(scope, receive, send, started, rid, self._asked(question))
+        await self._answer(scope, addressed, receive, send, started, rid, self._asked(question))
 
-    async def _token_refusal(self, scope: Scope, rid: str) -> Exception | None:
+    async def _token_refusal(self, scope: Scope, addressed: Scope, rid: str) -> Exception | None:
         """Why the request's token is not good (401; 429 when its address sent too many unknown
         ones, :mod:`portal.failed_lookups`; 503 when it cannot be checked), or None.
 
-        Checked on a copy of the scope with the client address applied (the security log names
-        who sent a bad token): the scope itself gets it once, from whichever layer answers. An
-        unexpected failure is returned too, to be raised where it is counted and answered."""
-        checked = dict(scope)
-        self.client_address.apply(checked)
+        Checked on ``addressed``, the scope's copy with the client address applied (the
+        security log names who sent a bad token). An unexpected failure is returned too, to be
+        raised where it is counted and answered."""
         token = request_id.current.set(rid)
         try:
-            await bearer_known(Request(checked))
+            await bearer_known(Request(addressed))
         except Exception as exc:  # noqa: BLE001 - answered or raised by _answer
             return exc
         finally:
             request_id.current.reset(token)
-        scope[KNOWN_OWNER] = checked[KNOWN_OWNER]
+        scope[KNOWN_OWNER] = addressed[KNOWN_OWNER]
         return None
 
     async def _answer(
         self,
         scope: Scope,
+        addressed: Scope,
         receive: Receive,
         send: Send,
         started: float,
         rid: str,
         respond: Responder,
     ) -> None:
-        self.client_address.apply(scope)
+        guard.ClientAddress.carry(addressed, scope)
         token = request_id.current.set(rid)
         status = 500  # unless an answer starts: the server answers 500 for an app that fails
         try:
