@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -31,17 +30,17 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+import callgrind
 import httpx
 import portal_bench
 from procstat import code_revision
 from scratch_db import DEFAULT_PG_URL
-from servers import free_port, healthy
+from servers import Server, free_port, healthy
 
 VEHICLES = 2000
 CLIENTS = 4
 WARMUP = 200
 START_SECONDS = 600  # a server's start-up under valgrind
-_TOTALS = re.compile(r"^(?:summary|totals):\s*([0-9]+)", re.M)
 
 
 @contextmanager
@@ -51,17 +50,8 @@ def _served(
     """``command`` serving on ``port``; under callgrind (counting off) when ``counted`` is
     the folder for its dump."""
     if counted is not None:
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            "--trace-children=yes",  # a server's worker may be a child of its supervisor
-            "--instr-atstart=no",
-            f"--callgrind-out-file={counted}/callgrind.%p",
-            *command,
-        ]
-        # The C allocator (valgrind runs it faster) and one hash seed, so that dict and set
-        # layouts, and so the counts, repeat from run to run.
-        env = {**env, "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}
+        command = callgrind.command(counted, command)
+        env = {**env, **callgrind.ENV}
     with log.open("wb") as sink:
         process = subprocess.Popen(command, env={**os.environ, **env}, stdout=sink, stderr=sink)
     try:
@@ -72,11 +62,7 @@ def _served(
             time.sleep(0.5)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(120)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        Server(log.stem, process, port, log).stop(120)
 
 
 def _verify(client: httpx.Client, tokens: list[str], count: int, offset: int) -> None:
@@ -134,19 +120,10 @@ def _round(
     ):
         _verify(client, tokens, WARMUP, 0)
         time.sleep(2)  # the warm-up's log rows written before counting starts
-        subprocess.run(["callgrind_control", "-i", "on"], check=True, capture_output=True)
-        _verify(client, tokens, calls, 3)
-        time.sleep(1)  # and this round's, inside the count
-        subprocess.run(["callgrind_control", "-i", "off"], check=True, capture_output=True)
-        subprocess.run(["callgrind_control", "-d"], check=True, capture_output=True)
-    counts = [
-        int(found)
-        for dump in folder.glob("callgrind.*")
-        for found in _TOTALS.findall(dump.read_text(errors="replace"))
-    ]
-    if not counts or max(counts) == 0:
-        sys.exit(f"no instructions counted for the {counted}")
-    return max(counts) / calls  # the busiest process: the worker, not its supervisor
+        with callgrind.counting():
+            _verify(client, tokens, calls, 3)
+            time.sleep(1)  # and this round's, inside the count
+    return callgrind.per_call(folder, calls, f"the {counted}")
 
 
 def main() -> int:

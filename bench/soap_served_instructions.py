@@ -31,6 +31,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import callgrind
 from procstat import code_revision
 from scratch_db import DEFAULT_PG_URL, analyze, fresh_database, olv
 from servers import Server, free_port, healthy
@@ -46,7 +47,6 @@ from olv.iicmva import SOAP_ACTION
 
 WARMUP = 400
 START_SECONDS = 600  # a server's start-up under valgrind, uninstrumented
-_TOTALS = re.compile(r"^(?:summary|totals):\s*([0-9]+)", re.M)
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*([0-9]+)")
 FLOOR_SCRIPT = Path(__file__).with_name("soap_floor.py")
 
@@ -109,19 +109,10 @@ def served_per_request(
     port = free_port()
     folder = out / name
     folder.mkdir()
-    valgrind = [
-        "valgrind",
-        "--tool=callgrind",
-        "--trace-children=yes",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={folder}/callgrind.%p",
-    ]
-    # The C allocator instead of pymalloc's arenas (valgrind runs it faster), and one hash
-    # seed, so that dict and set layouts (and so the counts) repeat from run to run.
-    env = {**env, "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}
+    env = {**env, **callgrind.ENV}
     log = (folder / "server.log").open("wb")
     server = subprocess.Popen(
-        [*valgrind, *command, "--port", str(port)], env=env, stdout=log, stderr=log
+        callgrind.command(folder, [*command, "--port", str(port)]), env=env, stdout=log, stderr=log
     )
     try:
         deadline = time.monotonic() + START_SECONDS
@@ -131,22 +122,13 @@ def served_per_request(
             time.sleep(1)
         _send(port, requests, WARMUP, connections)
         time.sleep(2)  # the warm-up's audit rows written before counting starts
-        subprocess.run(["callgrind_control", "-i", "on"], check=True, capture_output=True)
-        _send(port, requests, calls, connections)
-        time.sleep(2)  # and this run's rows, inside the count
-        subprocess.run(["callgrind_control", "-i", "off"], check=True, capture_output=True)
-        subprocess.run(["callgrind_control", "-d"], check=True, capture_output=True)
+        with callgrind.counting():
+            _send(port, requests, calls, connections)
+            time.sleep(2)  # and this run's rows, inside the count
     finally:
         Server(name, server, port, folder / "server.log").stop(120)
         log.close()
-    counts = [
-        int(found)
-        for dump in folder.glob("callgrind.*")
-        for found in _TOTALS.findall(dump.read_text(errors="replace"))
-    ]
-    if not counts or max(counts) == 0:
-        sys.exit(f"no instructions counted for {name}")
-    return max(counts) / calls
+    return callgrind.per_call(folder, calls, name)
 
 
 def main() -> int:
