@@ -15,8 +15,8 @@ The launcher stays the commands' parent: it reaps each only when asked
 (:meth:`Launched.poll`), so a server's pid cannot be reused while a test may still signal it.
 
 ``OLV_TEST_PREWARMED=0`` runs every command as a plain ``python -m olv`` subprocess instead;
-``tests/test_cli_demo.py`` and ``tests/test_deploy_systemd.py`` always run the installed
-``olv`` executable.
+``tests/test_cli_demo.py`` always runs the installed ``olv`` executable, and
+``tests/test_deploy_systemd.py`` runs it for one of the units' commands.
 """
 
 from __future__ import annotations
