@@ -1,10 +1,10 @@
 """A served process's instructions counted by callgrind: the command that runs it with counting
 off, the switch around what is counted, and the count per call.
 
-Counts repeat from run to run (to about 0.2 %) whatever else the machine does, which timed CPU
-cannot: the instruction benches (``soap_served_instructions.py``, ``portal_instructions.py``)
-compare two servers in them. Only user space is counted: the kernel's share of a request (its
-socket calls) and other processes' work are in no figure.
+Counts repeat from run to run (to 0.2–1.3 % in the benches here) whatever else the machine
+does, which timed CPU cannot: the instruction benches (``soap_served_instructions.py``,
+``portal_instructions.py``) compare two servers in them. Only user space is counted: the
+kernel's share of a request (its socket calls) and other processes' work are in no figure.
 """
 
 from __future__ import annotations

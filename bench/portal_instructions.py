@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ import httpx
 import portal_bench
 from procstat import code_revision
 from scratch_db import DEFAULT_PG_URL
-from servers import Server, free_port, healthy
+from servers import free_port, start_server
 
 VEHICLES = 2000
 CLIENTS = 4
@@ -45,24 +44,20 @@ START_SECONDS = 600  # a server's start-up under valgrind
 
 @contextmanager
 def _served(
-    command: list[str], env: dict[str, str], port: int, log: Path, counted: Path | None
+    name: str, command: list[str], env: dict[str, str], port: int, folder: Path, counted: bool
 ) -> Iterator[None]:
-    """``command`` serving on ``port``; under callgrind (counting off) when ``counted`` is
-    the folder for its dump."""
-    if counted is not None:
-        command = callgrind.command(counted, command)
+    """``command`` serving on ``port``, its output in ``folder/NAME.log``; under callgrind
+    (counting off, dumps in ``folder``) when ``counted``."""
+    if counted:
+        command = callgrind.command(folder, command)
         env = {**env, **callgrind.ENV}
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=sink, stderr=sink)
+    server = start_server(
+        name, command, {**os.environ, **env}, folder, port=port, wait_seconds=START_SECONDS
+    )
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while not healthy(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"{command} did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
         yield
     finally:
-        Server(log.stem, process, port, log).stop(120)
+        server.stop(120)
 
 
 def _verify(client: httpx.Client, tokens: list[str], count: int, offset: int) -> None:
@@ -93,8 +88,8 @@ def _round(
     folder = workdir / counted
     folder.mkdir()
     portal_port = free_port()
-    soap = [sys.executable, "-m", "olv", "soap", "serve", "--port", str(soap_port)]
-    portal = [sys.executable, "-m", "olv", "portal", "serve", "--port", str(portal_port)]
+    soap = [sys.executable, "-m", "olv", "soap", "serve", "--workers", "1"]
+    portal = [sys.executable, "-m", "olv", "portal", "serve"]
     portal_env = {
         "OLV_DATABASE_URL": state_url,
         "OLV_PORTAL_TOKEN_RATE_PER_MINUTE": "10000000",
@@ -102,20 +97,8 @@ def _round(
         "OLV_PORTAL_SECRET_KEY": secrets.token_urlsafe(32),
     }
     with (
-        _served(
-            [*soap, "--workers", "1"],
-            insurer_env,
-            soap_port,
-            folder / "soap.log",
-            folder if counted == "insurer" else None,
-        ),
-        _served(
-            portal,
-            portal_env,
-            portal_port,
-            folder / "portal.log",
-            folder if counted == "portal" else None,
-        ),
+        _served("soap", soap, insurer_env, soap_port, folder, counted == "insurer"),
+        _served("portal", portal, portal_env, portal_port, folder, counted == "portal"),
         httpx.Client(base_url=f"http://127.0.0.1:{portal_port}", timeout=60) as client,
     ):
         _verify(client, tokens, WARMUP, 0)

@@ -54,16 +54,26 @@ class Server:
         return self.process.wait()
 
 
-def start_server(name: str, command: list[str], env: dict[str, str], workdir: Path) -> Server:
-    """Run ``command --port PORT`` until /healthz answers; exits the bench if it never does."""
-    port = free_port()
+def start_server(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    *,
+    port: int | None = None,
+    wait_seconds: float = 60,
+) -> Server:
+    """Run ``command --port PORT`` (a free port unless given) until /healthz answers, its
+    output in ``workdir/NAME.log``; exits the bench if it never does within ``wait_seconds``
+    (more under valgrind)."""
+    port = free_port() if port is None else port
     log = workdir / f"{name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [*command, "--port", str(port)], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     server = Server(name, process, port, log)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + wait_seconds
     while True:
         if process.poll() is not None:
             sys.exit(f"{name} exited early:\n{log.read_text()}")
@@ -71,7 +81,7 @@ def start_server(name: str, command: list[str], env: dict[str, str], workdir: Pa
             break
         if time.monotonic() > deadline:
             server.stop()
-            sys.exit(f"{name} did not answer /healthz in 60 s:\n{log.read_text()}")
+            sys.exit(f"{name} did not answer /healthz in {wait_seconds:g} s:\n{log.read_text()}")
         time.sleep(0.2)
     # /healthz answered from one worker: give the others a moment to finish booting.
     time.sleep(1.0)

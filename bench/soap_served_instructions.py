@@ -23,7 +23,6 @@ import os
 import random
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +33,7 @@ from pathlib import Path
 import callgrind
 from procstat import code_revision
 from scratch_db import DEFAULT_PG_URL, analyze, fresh_database, olv
-from servers import Server, free_port, healthy
+from servers import start_server
 from soap_corpus import (
     generate_corpus,
     generate_policies,
@@ -106,28 +105,23 @@ def served_per_request(
     out: Path,
 ) -> float:
     """Instructions per request of the busiest process ``command`` starts (its worker)."""
-    port = free_port()
     folder = out / name
     folder.mkdir()
-    env = {**env, **callgrind.ENV}
-    log = (folder / "server.log").open("wb")
-    server = subprocess.Popen(
-        callgrind.command(folder, [*command, "--port", str(port)]), env=env, stdout=log, stderr=log
+    server = start_server(
+        "server",
+        callgrind.command(folder, command),
+        {**env, **callgrind.ENV},
+        folder,
+        wait_seconds=START_SECONDS,
     )
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while not healthy(port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"{name} did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(1)
-        _send(port, requests, WARMUP, connections)
+        _send(server.port, requests, WARMUP, connections)
         time.sleep(2)  # the warm-up's audit rows written before counting starts
         with callgrind.counting():
-            _send(port, requests, calls, connections)
+            _send(server.port, requests, calls, connections)
             time.sleep(2)  # and this run's rows, inside the count
     finally:
-        Server(name, server, port, folder / "server.log").stop(120)
-        log.close()
+        server.stop(120)
     return callgrind.per_call(folder, calls, name)
 
 
