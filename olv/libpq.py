@@ -9,7 +9,13 @@ the connection string is built from the dialect's own connect arguments.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy.engine import URL, make_url
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import pq
 
 # libpq waits for a connection without end unless told otherwise: a server whose address drops
 # packets (a host that is down) would hold a request past its budget, and with several servers
@@ -41,3 +47,19 @@ def servers(url: str | URL) -> str:
     if len(ports) == 1:
         ports *= len(hosts)
     return ",".join(f"{host}:{port}" for host, port in zip(hosts, ports, strict=False))
+
+
+def error(result: pq.abc.PGresult, pgconn: pq.abc.PGconn) -> psycopg.Error:
+    """psycopg's own exception class for a failed libpq call's result, so that a lost
+    connection is told from a refused statement by SQLSTATE exactly as for psycopg's cursor."""
+    import psycopg
+    from psycopg import pq
+
+    message = (result.error_message or pgconn.error_message).decode(errors="replace").strip()
+    sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+    if sqlstate:
+        try:
+            return psycopg.errors.lookup(sqlstate.decode())(message)
+        except KeyError:
+            pass
+    return psycopg.OperationalError(message or "the database gave no answer")

@@ -3,7 +3,8 @@ business — within the query's budget, whatever the database does.
 
 - **PostgreSQL** (production): on psycopg's asyncio connections from a small pool
   (``psycopg_pool``), in autocommit: no thread hand-off per query (which cost twice the CPU
-  of the read itself, and the GIL's hand-overs on a busy event loop), one round trip per read.
+  of the read itself, and the GIL's hand-overs on a busy event loop), one round trip per read;
+  the statements of every request straight through libpq (:mod:`portal.pg_statements`).
 - **SQLite** (embedded): on a few threads, each read on a pooled DB-API connection; the
   statements that write (the rate limit's, with its VIN's records) on each thread's own
   connection, kept out of the pool.
@@ -42,6 +43,7 @@ from bob_loader import lookup
 from olv import db, libpq
 from olv.read_replica import ReadReplica
 from olv.sqlite_inline import BUSY, Busy, InlineWriter
+from portal import pg_statements
 from portal.errors import ApiError, invalid
 from portal.models import Registration
 
@@ -122,6 +124,8 @@ class StateReader:
         self._inline = InlineWriter(engine) if engine.dialect.name == "sqlite" else None
         self._pool: Any = None
         self._replica_pool: Any = None
+        # Statements straight through libpq where the session keeps prepared statements.
+        self._direct = not db.transaction_pooled(engine.url)
         if engine.dialect.name == "postgresql":
             # libpq's own connection string: a URL naming several servers stays usable.
             self._pool = _async_pool(
@@ -261,6 +265,9 @@ class StateReader:
         return exc
 
     async def _execute_async(self, sql: str, params: Mapping[str, Any]) -> Rows:
+        if self._direct:
+            async with self._pool.connection() as conn:
+                return await pg_statements.rows(conn, sql, params)
         async with self._pool.connection() as conn, conn.cursor() as cursor:
             await cursor.execute(pyformat(sql), params)  # autocommit: committed here
             # Asked of the result's status: ``cursor.description`` builds a column object per
@@ -467,8 +474,9 @@ def _with_session_settings(conninfo: str, url: Any) -> str:
     fraction of a second of counts (a bucket a little fuller than it was); the database is
     never left inconsistent.
 
-    ``plan_cache_mode = force_generic_plan``: psycopg prepares a statement used five times,
-    and PostgreSQL still planned the gathered take (keys and VINs in arrays) afresh at every
+    ``plan_cache_mode = force_generic_plan``: the statements are prepared (by
+    :mod:`portal.pg_statements` at their first use, by psycopg's cursor at their fifth), and
+    PostgreSQL still planned the gathered take (keys and VINs in arrays) afresh at every
     execution, 0.29 ms of the backend's time each; with its one plan a take's round trip took
     241-258 µs instead of 458-483 (a client loop on this machine kind). Every statement of
     this pool looks rows up by key (token, VIN, plate), an index walk whatever the values."""

@@ -27,6 +27,8 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from olv import libpq
+
 Value = Callable[[bytes], Any]
 
 
@@ -85,7 +87,7 @@ def run(
         result = pgconn.exec_prepared(read.name, values)
         if result.status == pq.ExecStatus.TUPLES_OK:
             return _rows(result, read.columns)
-    raise _error(result, pgconn)
+    raise libpq.error(result, pgconn)
 
 
 def text_array(values: Sequence[str]) -> bytes:
@@ -98,7 +100,7 @@ def text_array(values: Sequence[str]) -> bytes:
 def _plan_once(pgconn: pq.abc.PGconn) -> None:
     result = pgconn.exec_(b"SET plan_cache_mode = force_generic_plan")
     if result.status != pq.ExecStatus.COMMAND_OK:
-        raise _error(result, pgconn)
+        raise libpq.error(result, pgconn)
 
 
 def _prepare(pgconn: pq.abc.PGconn, read: Statement) -> None:
@@ -107,7 +109,7 @@ def _prepare(pgconn: pq.abc.PGconn, read: Statement) -> None:
         return
     if result.error_field(pq.DiagnosticField.SQLSTATE) == b"42P05":
         return  # prepared already on this session (by an earlier call that lost its answer)
-    raise _error(result, pgconn)
+    raise libpq.error(result, pgconn)
 
 
 def _rows(result: pq.abc.PGresult, columns: tuple[Value, ...]) -> list[tuple[Any, ...]]:
@@ -119,16 +121,3 @@ def _rows(result: pq.abc.PGresult, columns: tuple[Value, ...]) -> list[tuple[Any
         )
         for row in range(result.ntuples)
     ]
-
-
-def _error(result: pq.abc.PGresult, pgconn: pq.abc.PGconn) -> psycopg.Error:
-    """The driver's own exception class for the failure, so that the store tells a lost
-    connection from a refused statement by SQLSTATE exactly as it does for psycopg's."""
-    message = (result.error_message or pgconn.error_message).decode(errors="replace").strip()
-    sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
-    if sqlstate:
-        try:
-            return psycopg.errors.lookup(sqlstate.decode())(message)
-        except KeyError:
-            pass
-    return psycopg.OperationalError(message or "the database gave no answer")
