@@ -1,13 +1,14 @@
 """A statement on one of the state reader's asyncio connections, straight through libpq.
 
 Every verification runs the rate limit's statement (with its VIN's records) on the state
-database's asyncio pool. Through psycopg's cursor a statement of that shape cost about twice
-the client CPU of libpq's own calls (216 µs against 109 in a loop of 3,000 on this machine
-kind, bench/RESULTS.md): the cursor's query conversion, its prepared-statement bookkeeping
-and its generators run in Python on every execution. Here a statement is prepared once per
-connection under a name of its own, its answer awaited on the event loop's own reader, and
-its parameters dumped and its rows loaded by psycopg's :class:`~psycopg.adapt.Transformer`
-for the connection: the same adapters as the cursor's, so the same values both ways.
+database's asyncio pool. Through psycopg's cursor a statement of that shape cost 122-123 µs
+of client CPU, and 84-91 µs this way (a loop of 3,000 on this machine kind; 5.5 % of a
+verification's instructions, bench/RESULTS.md): the cursor's query conversion, its
+prepared-statement bookkeeping and its generators run in Python on every execution. Here a
+statement is prepared once per connection under a name of its own, its answer awaited on the
+event loop's own reader, and its parameters dumped and its rows loaded by psycopg's
+:class:`~psycopg.adapt.Transformer` for the connection: the same adapters as the cursor's, so
+the same values both ways.
 
 What the cursor did and this keeps (``tests/test_portal_pg_statements.py``):
 
@@ -43,7 +44,7 @@ ACTIVE = pq.TransactionStatus.ACTIVE
 _SQLSTATE = pq.DiagnosticField.SQLSTATE
 _NOT_PREPARED = b"26000"  # invalid_sql_statement_name: the session lost it
 _PREPARED_ALREADY = b"42P05"  # duplicate_prepared_statement
-_PARAMETER = re.compile(r"(?<!:):([a-z_]+)")  # ``:name``, not a ``::type`` cast
+PARAMETER = re.compile(r"(?<!:):([a-z_]+)")  # ``:name``, not a ``::type`` cast
 CANCEL_SECONDS = 2.0  # how long a cut statement's cancel request may take
 
 # What each connection has prepared, by its libpq connection (gone with it).
@@ -102,7 +103,7 @@ def _positional_of(sql: str) -> tuple[bytes, tuple[str, ...]]:
                 order.append(match.group(1))
             return f"${order.index(match.group(1)) + 1}"
 
-        found = _positional[sql] = (_PARAMETER.sub(number, sql).encode(), tuple(order))
+        found = _positional[sql] = (PARAMETER.sub(number, sql).encode(), tuple(order))
     return found
 
 
@@ -150,18 +151,14 @@ async def _ready(loop: asyncio.AbstractEventLoop, fileno: int, *, writing: bool)
         if not done.done():
             done.set_result(None)
 
-    if writing:
-        loop.add_writer(fileno, wake)
-        try:
-            await done
-        finally:
-            loop.remove_writer(fileno)
-    else:
-        loop.add_reader(fileno, wake)
-        try:
-            await done
-        finally:
-            loop.remove_reader(fileno)
+    add, remove = (
+        (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
+    )
+    add(fileno, wake)
+    try:
+        await done
+    finally:
+        remove(fileno)
 
 
 async def _abandon(conn: AsyncConnection[Any]) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -86,7 +85,7 @@ def too_slow() -> ApiError:
 @cache
 def pyformat(sql: str) -> str:
     """``:name`` parameters as psycopg's ``%(name)s``."""
-    return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql)
+    return pg_statements.PARAMETER.sub(r"%(\1)s", sql)
 
 
 def _pick(rows: list[dict[str, Any]], plate: str, plate_state: str | None) -> tuple[str, str]:
