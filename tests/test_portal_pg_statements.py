@@ -41,7 +41,7 @@ PARAMS: dict[str, Any] = {
 def _on_pool(url: str, work: Callable[[AsyncConnectionPool[Any]], Awaitable[T]]) -> T:
     async def main() -> T:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            libpq.conninfo(url), min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+            libpq.conninfo(url), min_size=1, max_size=1, kwargs={"autocommit": True}, open=False
         )
         await pool.open(wait=True)
         try:
@@ -186,3 +186,34 @@ def test_a_statement_cut_short_is_cancelled_on_the_server_and_its_connection_rep
     assert value == [(0,)], "the cut update landed after its cancellation"
     assert waiting == [(0,)]
     assert not reused
+
+
+def test_a_connection_lost_mid_statement_raises_and_the_pool_goes_on(pg_database: str) -> None:
+    """The server ends the backend while its statement runs (a restart, an administrator):
+    the statement raises psycopg's OperationalError, which the reader answers as a 503, and
+    the pool hands out a working connection next."""
+
+    async def lost(pool: AsyncConnectionPool[Any]) -> tuple[Any, Any]:
+        async with pool.connection() as conn:
+            pid = conn.info.backend_pid
+        killer = await psycopg.AsyncConnection.connect(libpq.conninfo(pg_database), autocommit=True)
+        try:
+
+            async def terminate() -> None:
+                await asyncio.sleep(0.3)
+                await killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+            async with pool.connection() as conn:
+                assert conn.info.backend_pid == pid  # the one connection of the pool
+                ending = asyncio.ensure_future(terminate())
+                with pytest.raises(psycopg.OperationalError):
+                    await pg_statements.rows(conn, "SELECT pg_sleep(:s::float8)", {"s": 5.0})
+                await ending
+        finally:
+            await killer.close()
+        async with pool.connection() as conn:
+            after = await pg_statements.rows(conn, "SELECT :v::int", {"v": 1})
+            other = conn.info.backend_pid
+        return after, other != pid
+
+    assert _on_pool(pg_database, lost) == ([(1,)], True)
