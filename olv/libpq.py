@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT_SECONDS = 2
 
 # OLV's own URL parameter saying a transaction pooler is in between (olv.db); libpq refuses it.
+
+# SQLSTATEs of a session's prepared statements, for the code that prepares its own.
+NOT_PREPARED = b"26000"  # invalid_sql_statement_name: the session lost it (a DISCARD ALL)
+PREPARED_ALREADY = b"42P05"  # duplicate_prepared_statement: an earlier call's, answer lost
 POOL_MODE = "pool_mode"
 
 

@@ -42,8 +42,6 @@ TUPLES_OK = pq.ExecStatus.TUPLES_OK
 COMMAND_OK = pq.ExecStatus.COMMAND_OK
 ACTIVE = pq.TransactionStatus.ACTIVE
 _SQLSTATE = pq.DiagnosticField.SQLSTATE
-_NOT_PREPARED = b"26000"  # invalid_sql_statement_name: the session lost it
-_PREPARED_ALREADY = b"42P05"  # duplicate_prepared_statement
 PARAMETER = re.compile(r"(?<!:):([a-z_]+)")  # ``:name``, not a ``::type`` cast
 CANCEL_SECONDS = 2.0  # how long a cut statement's cancel request may take
 
@@ -71,17 +69,15 @@ async def rows(conn: AsyncConnection[Any], sql: str, params: Mapping[str, Any]) 
     if held is None:
         held = _prepared[pgconn] = set()
     try:
-        if name not in held:
-            await _prepare(pgconn, name, text, types)
-            held.add(name)
-        pgconn.send_query_prepared(name, values, param_formats=tx.formats)
-        result = await _result(pgconn)
-        if _failed_for(result, _NOT_PREPARED):
-            held.clear()
-            await _prepare(pgconn, name, text, types)
-            held.add(name)
+        for _ in range(2):  # a second time only if the session lost its prepared statements
+            if name not in held:
+                await _prepare(pgconn, name, text, types)
+                held.add(name)
             pgconn.send_query_prepared(name, values, param_formats=tx.formats)
             result = await _result(pgconn)
+            if not _failed_for(result, libpq.NOT_PREPARED):
+                break
+            held.clear()
     except asyncio.CancelledError:
         await _abandon(conn)
         raise
@@ -110,7 +106,7 @@ def _positional_of(sql: str) -> tuple[bytes, tuple[str, ...]]:
 async def _prepare(pgconn: Any, name: bytes, text: bytes, types: tuple[int, ...]) -> None:
     pgconn.send_prepare(name, text, param_types=types)
     result = await _result(pgconn)
-    if result.status != COMMAND_OK and not _failed_for(result, _PREPARED_ALREADY):
+    if result.status != COMMAND_OK and not _failed_for(result, libpq.PREPARED_ALREADY):
         raise libpq.error(result, pgconn)
 
 

@@ -79,7 +79,7 @@ def run(
     result = pgconn.exec_prepared(read.name, values)
     if result.status == pq.ExecStatus.TUPLES_OK:
         return _rows(result, read.columns)
-    if result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000":
+    if result.error_field(pq.DiagnosticField.SQLSTATE) == libpq.NOT_PREPARED:
         # The session lost its prepared statements and settings (DISCARD ALL by a pooler):
         # set and prepare again.
         _plan_once(pgconn)
@@ -107,7 +107,7 @@ def _prepare(pgconn: pq.abc.PGconn, read: Statement) -> None:
     result = pgconn.prepare(read.name, read.text)
     if result.status == pq.ExecStatus.COMMAND_OK:
         return
-    if result.error_field(pq.DiagnosticField.SQLSTATE) == b"42P05":
+    if result.error_field(pq.DiagnosticField.SQLSTATE) == libpq.PREPARED_ALREADY:
         return  # prepared already on this session (by an earlier call that lost its answer)
     raise libpq.error(result, pgconn)
 
