@@ -1,4 +1,6 @@
-"""OLV's PostgreSQL URLs as libpq sees them, for code that connects without SQLAlchemy.
+"""libpq for OLV's code that talks to PostgreSQL below psycopg's cursor: its URLs as libpq sees
+them (for code that connects without SQLAlchemy), its errors as psycopg's exception classes,
+and a sent statement's result awaited on the running event loop (:func:`result`).
 
 A URL may name several servers, the libpq way (``?host=db1:5432&host=db2:5432`` or
 ``?host=db1,db2&port=5432,5432``, with ``target_session_attrs=read-write`` to pick the
@@ -9,6 +11,7 @@ the connection string is built from the dialect's own connect arguments.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import URL, make_url
@@ -67,3 +70,47 @@ def error(result: pq.abc.PGresult, pgconn: pq.abc.PGconn) -> psycopg.Error:
         except KeyError:
             pass
     return psycopg.OperationalError(message or "the database gave no answer")
+
+
+async def result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult:
+    """The sent statement's result, once the server has finished with it (the first failure
+    when there are several)."""
+    from psycopg.pq import ExecStatus
+
+    loop = asyncio.get_running_loop()
+    fileno = pgconn.socket
+    while pgconn.flush():
+        await _ready(loop, fileno, writing=True)
+    kept = None
+    while True:
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            await _ready(loop, fileno, writing=False)
+            pgconn.consume_input()
+        answer = pgconn.get_result()
+        if answer is None:
+            break
+        if kept is None or (
+            answer.status == ExecStatus.FATAL_ERROR and kept.status != ExecStatus.FATAL_ERROR
+        ):
+            kept = answer
+    if kept is None:
+        raise error(pgconn.make_empty_result(ExecStatus.FATAL_ERROR), pgconn)
+    return kept
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, fileno: int, *, writing: bool) -> None:
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    add, remove = (
+        (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
+    )
+    add(fileno, wake)
+    try:
+        await done
+    finally:
+        remove(fileno)

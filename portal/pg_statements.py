@@ -74,7 +74,7 @@ async def rows(conn: AsyncConnection[Any], sql: str, params: Mapping[str, Any]) 
                 await _prepare(pgconn, name, text, types)
                 held.add(name)
             pgconn.send_query_prepared(name, values, param_formats=tx.formats)
-            result = await _result(pgconn)
+            result = await libpq.result(pgconn)
             if not _failed_for(result, libpq.NOT_PREPARED):
                 break
             held.clear()
@@ -105,7 +105,7 @@ def _positional_of(sql: str) -> tuple[bytes, tuple[str, ...]]:
 
 async def _prepare(pgconn: Any, name: bytes, text: bytes, types: tuple[int, ...]) -> None:
     pgconn.send_prepare(name, text, param_types=types)
-    result = await _result(pgconn)
+    result = await libpq.result(pgconn)
     if result.status != COMMAND_OK and not _failed_for(result, libpq.PREPARED_ALREADY):
         raise libpq.error(result, pgconn)
 
@@ -113,48 +113,6 @@ async def _prepare(pgconn: Any, name: bytes, text: bytes, types: tuple[int, ...]
 def _failed_for(result: Any, sqlstate: bytes) -> bool:
     failed: bool = result.status == pq.ExecStatus.FATAL_ERROR
     return failed and result.error_field(_SQLSTATE) == sqlstate
-
-
-async def _result(pgconn: Any) -> Any:
-    """The sent statement's result, once the server has finished with it (the first failure
-    when there are several)."""
-    loop = asyncio.get_running_loop()
-    fileno = pgconn.socket
-    while pgconn.flush():
-        await _ready(loop, fileno, writing=True)
-    kept = None
-    while True:
-        pgconn.consume_input()
-        while pgconn.is_busy():
-            await _ready(loop, fileno, writing=False)
-            pgconn.consume_input()
-        result = pgconn.get_result()
-        if result is None:
-            break
-        if kept is None or (
-            result.status == pq.ExecStatus.FATAL_ERROR and kept.status != pq.ExecStatus.FATAL_ERROR
-        ):
-            kept = result
-    if kept is None:
-        raise libpq.error(pgconn.make_empty_result(pq.ExecStatus.FATAL_ERROR), pgconn)
-    return kept
-
-
-async def _ready(loop: asyncio.AbstractEventLoop, fileno: int, *, writing: bool) -> None:
-    done = loop.create_future()
-
-    def wake() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    add, remove = (
-        (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
-    )
-    add(fileno, wake)
-    try:
-        await done
-    finally:
-        remove(fileno)
 
 
 async def _abandon(conn: AsyncConnection[Any]) -> None:

@@ -7,7 +7,7 @@ the policy store raises :class:`StoreUnavailable`, which becomes ``SYSU``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import NamedTuple, Protocol
@@ -230,21 +230,26 @@ class _Known:
         except KeyError:
             raise _Unread("vin", (naic, vin)) from None
 
-    def read(
+    def wants(
         self,
         policies: Collection[tuple[str, str]],
         vins: Collection[tuple[str, str]],
         fallbacks: Collection[tuple[str, str, str]],
-    ) -> None:
-        """Read ``policies`` and ``vins``; and the VIN of each (NAIC, VIN, key) in
+    ) -> BatchReads:
+        """The read of ``policies`` and ``vins``; and of the VIN of each (NAIC, VIN, key) in
         ``fallbacks`` whose key finds no policy (read ahead: the table asks for it next)."""
         triples = {(naic, vin, "") for naic, vin in vins} | set(fallbacks)
-        found = self.store.read_batch(BatchReads(list(policies), list(triples)))
-        for key in policies:
+        return BatchReads(list(policies), list(triples))
+
+    def learn(self, reads: BatchReads, found: BatchFound) -> None:
+        for key in reads.policies:
             self.policies[key] = found.policies.get(key)
-        for naic, vin, key in triples:
+        for naic, vin, key in reads.vins:
             if not key or self.policies.get((naic, key)) is None:
                 self.periods[(naic, vin)] = found.periods.get((naic, vin), ())
+
+
+Steps = Generator[BatchReads, BatchFound, list[Decision]]
 
 
 def decide_each(
@@ -255,12 +260,54 @@ def decide_each(
     maintenance: bool = False,
     naics: frozenset[str] | None = None,
 ) -> list[Decision]:
-    """:func:`decide` for each (query, authorized) pair, the reads of all shared.
+    """:func:`decide` for each (query, authorized) pair, the reads of all shared."""
+    steps = deciding(requests, store=store, window=window, maintenance=maintenance, naics=naics)
+    outcome = step(steps)
+    while isinstance(outcome, BatchReads):
+        try:
+            found = store.read_batch(outcome)
+        except StoreUnavailable as exc:
+            outcome = step(steps, failure=exc)
+        else:
+            outcome = step(steps, found)
+    return outcome.decisions
+
+
+class Decided(NamedTuple):
+    """The batch's decisions, once it needs no more reads."""
+
+    decisions: list[Decision]
+
+
+def step(
+    steps: Steps, found: BatchFound | None = None, failure: StoreUnavailable | None = None
+) -> BatchReads | Decided:
+    """The batch's next read, or its decisions once it needs none: ``steps`` given what the
+    last read ``found``, or that it failed (neither, to start)."""
+    try:
+        if failure is not None:
+            return steps.throw(failure)
+        return steps.send(found)  # type: ignore[arg-type]  # None starts a generator
+    except StopIteration as done:
+        return Decided(done.value)
+
+
+def deciding(
+    requests: Sequence[tuple[CoverageQuery, bool]],
+    *,
+    store: BatchStore,
+    window: Window,
+    maintenance: bool = False,
+    naics: frozenset[str] | None = None,
+) -> Steps:
+    """:func:`decide` for each (query, authorized) pair, as steps between the batch's reads:
+    each read it needs is yielded, and what it found sent back (or its failure thrown in), so
+    that the caller makes it as it can (blocking, or awaited on an event loop).
 
     Each pass decides every request whose reads are known and collects the reads the others
-    wait for, then makes them in one call for the whole batch. The table reads a policy
+    wait for, then asks for them in one read for the whole batch. The table reads a policy
     first and the VIN's periods when the key finds none: that VIN is read in the same call,
-    so one call decides the batch (a second would follow only a read ahead that missed).
+    so one read decides the batch (a second would follow only a read ahead that missed).
     """
     known = _Known(store)
     decisions: list[Decision | None] = [None] * len(requests)
@@ -290,8 +337,9 @@ def decide_each(
                     vins.add(unread.key)
                 waiting.append(i)
         if waiting:
+            reads = known.wants(policies, vins, fallbacks)
             try:
-                known.read(policies, vins, fallbacks)
+                known.learn(reads, (yield reads))
             except StoreUnavailable:
                 for i in waiting:
                     decisions[i] = _answer(Code.SYSU)

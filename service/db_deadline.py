@@ -20,6 +20,10 @@ of two threads; a verification is ~500 µs in all). So a call runs in one of two
   while each try is cut again soon), so that a worker is never pinned to the pool by slow
   pool answers on a starved machine, and a slow database costs one cut per while at most.
 
+A batch's read on PostgreSQL is awaited rather than run inline where the store can
+(:mod:`service.coalesce`): the loop does not block on it, so no watchdog is needed; it is
+bounded by the batch's earliest deadline and, past it, opens the breaker (:meth:`outlived`).
+
 **What the watchdog counts.** Not wall time: on a loaded machine (2 cores, load 5-15) the
 loop's thread is merely descheduled for more than 50 ms in the middle of a quick read, and a
 cut then reopened the PostgreSQL connection and moved the worker to the pool (a bench logged
@@ -298,15 +302,25 @@ class DeadlineGate:
                     self._db.interrupt(job.thread)
                 else:
                     job.state = _ABANDONED
-                if not self._tripped:
-                    log.error("database call outlived its request; answering SYSU meanwhile")
-                self._tripped = True
-                self._leave_inline()
-                self._retry_at = time.monotonic() + RETRY_SECONDS
+                self._trip()
                 if self._trial is job:
                     self._trial = None
                 raise StoreUnavailable("deadline")
         return self._finish(job)  # it finished in the meantime: take the answer
+
+    def outlived(self) -> None:
+        """A read awaited on the event loop outlived its request: the database is taken as
+        hung, as for a call on a pool thread."""
+        with self._lock:
+            self._trip()
+
+    def _trip(self) -> None:
+        """Open the breaker (the lock held)."""
+        if not self._tripped:
+            log.error("database call outlived its request; answering SYSU meanwhile")
+        self._tripped = True
+        self._leave_inline()
+        self._retry_at = time.monotonic() + RETRY_SECONDS
 
     def _work(self) -> None:
         me = ThreadActivity.of_current()

@@ -6,6 +6,8 @@ query, and a verification makes one or two. The store's few statements are fixed
 prepared once per connection and its text-format values are turned into Python values here.
 libpq releases the GIL while it waits, and a socket shut down by
 :func:`olv.db.interrupt` ends the call with an error, so the deadline gate works as before.
+:func:`run_awaited` sends the same messages and awaits each answer on the event loop (a
+batch's read, :mod:`service.coalesce`).
 
 Only for a session that holds prepared statements: behind a transaction pooler
 (``?pool_mode=transaction``) the store keeps psycopg's own one-message path.
@@ -70,24 +72,55 @@ def run(
 ) -> list[tuple[Any, ...]]:
     """The rows of ``read`` on ``driver``; ``prepared``: the names this connection holds."""
     pgconn = driver.pgconn
-    values = [p.encode() if type(p) is str else text_array(p) for p in params]
-    if read.name not in prepared:
-        if not prepared:
-            _plan_once(pgconn)
-        _prepare(pgconn, read)
-        prepared.add(read.name)
-    result = pgconn.exec_prepared(read.name, values)
-    if result.status == pq.ExecStatus.TUPLES_OK:
-        return _rows(result, read.columns)
-    if result.error_field(pq.DiagnosticField.SQLSTATE) == libpq.NOT_PREPARED:
-        # The session lost its prepared statements and settings (DISCARD ALL by a pooler):
-        # set and prepare again.
-        _plan_once(pgconn)
-        _prepare(pgconn, read)
+    values = _values(params)
+    for _ in range(2):  # a second time only if the session lost its prepared statements
+        if read.name not in prepared:
+            if not prepared:
+                _done(pgconn.exec_(_PLAN_ONCE), pgconn)
+            _done(pgconn.prepare(read.name, read.text), pgconn)
+            prepared.add(read.name)
         result = pgconn.exec_prepared(read.name, values)
-        if result.status == pq.ExecStatus.TUPLES_OK:
-            return _rows(result, read.columns)
-    raise libpq.error(result, pgconn)
+        if not _lost(result, prepared):
+            break
+    return _rows(result, read.columns, pgconn)
+
+
+async def run_awaited(
+    driver: psycopg.Connection[Any],
+    prepared: set[bytes],
+    read: Statement,
+    params: Sequence[str | Sequence[str]],
+) -> list[tuple[Any, ...]]:
+    """:func:`run` without blocking the running event loop: each message is sent and its
+    answer awaited on the loop's own reader, so the loop serves other requests meanwhile."""
+    pgconn = driver.pgconn
+    values = _values(params)
+    for _ in range(2):
+        if read.name not in prepared:
+            if not prepared:
+                pgconn.send_query(_PLAN_ONCE)
+                _done(await libpq.result(pgconn), pgconn)
+            pgconn.send_prepare(read.name, read.text)
+            _done(await libpq.result(pgconn), pgconn)
+            prepared.add(read.name)
+        pgconn.send_query_prepared(read.name, values)
+        result = await libpq.result(pgconn)
+        if not _lost(result, prepared):
+            break
+    return _rows(result, read.columns, pgconn)
+
+
+def _values(params: Sequence[str | Sequence[str]]) -> list[bytes]:
+    return [p.encode() if type(p) is str else text_array(p) for p in params]
+
+
+def _lost(result: pq.abc.PGresult, prepared: set[bytes]) -> bool:
+    """Whether the session lost its prepared statements and settings (a DISCARD ALL by a
+    pooler): then ``prepared`` is emptied, so that they are set and prepared again."""
+    if result.error_field(pq.DiagnosticField.SQLSTATE) != libpq.NOT_PREPARED:
+        return False
+    prepared.clear()
+    return True
 
 
 def text_array(values: Sequence[str]) -> bytes:
@@ -97,22 +130,26 @@ def text_array(values: Sequence[str]) -> bytes:
     return ("{" + ",".join(f'"{v}"' for v in quoted) + "}").encode()
 
 
-def _plan_once(pgconn: pq.abc.PGconn) -> None:
-    result = pgconn.exec_(b"SET plan_cache_mode = force_generic_plan")
-    if result.status != pq.ExecStatus.COMMAND_OK:
-        raise libpq.error(result, pgconn)
+# PostgreSQL plans a prepared statement afresh for its values while that looks cheaper: see
+# the module's docstring.
+_PLAN_ONCE = b"SET plan_cache_mode = force_generic_plan"
 
 
-def _prepare(pgconn: pq.abc.PGconn, read: Statement) -> None:
-    result = pgconn.prepare(read.name, read.text)
+def _done(result: pq.abc.PGresult, pgconn: pq.abc.PGconn) -> None:
+    """A setting or a statement's preparation: raised unless done (or prepared already on
+    this session, by an earlier call that lost its answer)."""
     if result.status == pq.ExecStatus.COMMAND_OK:
         return
     if result.error_field(pq.DiagnosticField.SQLSTATE) == libpq.PREPARED_ALREADY:
-        return  # prepared already on this session (by an earlier call that lost its answer)
+        return
     raise libpq.error(result, pgconn)
 
 
-def _rows(result: pq.abc.PGresult, columns: tuple[Value, ...]) -> list[tuple[Any, ...]]:
+def _rows(
+    result: pq.abc.PGresult, columns: tuple[Value, ...], pgconn: pq.abc.PGconn
+) -> list[tuple[Any, ...]]:
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        raise libpq.error(result, pgconn)
     get = result.get_value
     return [
         tuple(

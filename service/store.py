@@ -13,12 +13,13 @@ standby (or is cut there after a second) is asked again of the primary in the sa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, NoReturn
 
 from psycopg import ClientCursor
 from sqlalchemy import Engine
@@ -181,29 +182,39 @@ class SqlPolicyStore:
     def read_batch(self, reads: BatchReads) -> BatchFound:
         if not self._postgres:
             return self._in_one_snapshot(reads)
-        asked = _aligned(reads)
-        rows = self._query(
-            _BATCH_SQL,
-            ([a[0] for a in asked], [a[1] for a in asked], [a[2] for a in asked]),
-        )
-        wanted = set(reads.policies)
-        policy_rows: dict[int, list[tuple[Any, ...]]] = {}
-        vin_rows: dict[int, list[tuple[Any, ...]]] = {}
-        for row in rows:
-            if row[1] is not None:  # the policy, with one of its periods or none
-                policy_rows.setdefault(row[0], []).append((*row[1:4], *row[5:]))
-            elif row[4] is not None:  # no policy: a period of the VIN
-                vin_rows.setdefault(row[0], []).append(row[4:])
-        policies = {
-            key: _policy(group)
-            for i, group in policy_rows.items()
-            if (key := asked[i - 1][:2]) in wanted
-        }
-        periods = {
-            (asked[i - 1][0], asked[i - 1][2]): [_period(r) for r in group]
-            for i, group in vin_rows.items()
-        }
-        return BatchFound(policies, periods)
+        asked, params = _batch_params(reads)
+        return _batch_found(reads, asked, self._query(_BATCH_SQL, params))
+
+    def awaits(self) -> bool:
+        """Whether this thread's batch reads can be awaited (:meth:`read_batch_awaited`): on
+        PostgreSQL, on a connection of its own to the primary with no per-statement timeout
+        to send (behind a pooler, or on the standby, reads keep their blocking way)."""
+        return self._postgres and threading.get_ident() in self._direct
+
+    async def read_batch_awaited(self, reads: BatchReads, due: float) -> BatchFound:
+        """:meth:`read_batch` without blocking the event loop, for at most until ``due``
+        (:func:`time.monotonic`), then :class:`TimeoutError`. A read cut short leaves its
+        connection behind (its answer may still come): the gate opens another."""
+        tid = threading.get_ident()
+        driver = self._direct.get(tid)
+        if driver is None:
+            raise StoreUnavailable("no connection to await a read on")
+        prepared = self._prepared.get(tid)
+        if prepared is None:
+            prepared = self._prepared[tid] = set()
+        asked, params = _batch_params(reads)
+        try:
+            async with asyncio.timeout(due - time.monotonic()):
+                rows = await pg_prepared.run_awaited(
+                    driver, prepared, _PREPARED[_BATCH_SQL], params
+                )
+        except self._driver_errors() as exc:
+            self._failed(tid, exc)
+        except BaseException:  # past the deadline, or the task cancelled (the worker stops)
+            self._drop(tid)
+            raise
+        self._answered()
+        return _batch_found(reads, asked, rows)
 
     def _in_one_snapshot(self, reads: BatchReads) -> BatchFound:
         """SQLite: the batch's reads inside one read transaction. Each read on its own took
@@ -308,23 +319,31 @@ class SqlPolicyStore:
             else:
                 statement = sql.replace("?", self._marker)
                 rows = self._through_cursor(conn, statement, params, timeout_ms, tid)
-            self.answered_at = time.monotonic()
-            if self._lost_since is not None:
-                self._recovered()
+            self._answered()
             return rows
         except (SQLAlchemyError, *self._driver_errors()) as exc:
-            on_replica = tid in self._on_replica
-            self._drop(tid)
-            self._raise_if_cut(tid, exc)
-            if on_replica and self.replica is not None:
-                self.replica.failed(exc)
-                if tid not in self._no_connect:
-                    raise _ReplicaFailed from None
-                # Nothing learned about the primary: the gate asks again on a pool thread.
-                raise _Cut("read replica failed") from None
-            self._healthy, self._health_at = False, time.monotonic()
-            self._report_refusal(exc)
-            raise StoreUnavailable(type(exc).__name__) from None
+            self._failed(tid, exc)
+
+    def _answered(self) -> None:
+        self.answered_at = time.monotonic()
+        if self._lost_since is not None:
+            self._recovered()
+
+    def _failed(self, tid: int, exc: BaseException) -> NoReturn:
+        """A read on ``tid``'s connection failed: that connection dropped, and the failure
+        raised as the decision table takes it."""
+        on_replica = tid in self._on_replica
+        self._drop(tid)
+        self._raise_if_cut(tid, exc)
+        if on_replica and self.replica is not None:
+            self.replica.failed(exc)
+            if tid not in self._no_connect:
+                raise _ReplicaFailed from None
+            # Nothing learned about the primary: the gate asks again on a pool thread.
+            raise _Cut("read replica failed") from None
+        self._healthy, self._health_at = False, time.monotonic()
+        self._report_refusal(exc)
+        raise StoreUnavailable(type(exc).__name__) from None
 
     def _through_cursor(
         self, conn: Any, statement: str, params: tuple[Any, ...], timeout_ms: int | None, tid: int
@@ -473,6 +492,36 @@ def _policy(rows: Sequence[tuple[Any, ...]]) -> PolicyView:
 
 def _period(row: Sequence[Any]) -> Period:
     return Period(row[0], row[1], _as_date(row[2]), _as_date(row[3]), _as_date(row[4]))  # type: ignore[arg-type]
+
+
+def _batch_params(reads: BatchReads) -> tuple[list[tuple[str, str, str]], tuple[Any, ...]]:
+    """The batch's lookups (:func:`_aligned`), and the statement's three arrays of them."""
+    asked = _aligned(reads)
+    return asked, ([a[0] for a in asked], [a[1] for a in asked], [a[2] for a in asked])
+
+
+def _batch_found(
+    reads: BatchReads, asked: list[tuple[str, str, str]], rows: list[tuple[Any, ...]]
+) -> BatchFound:
+    """What the batch statement's rows say of ``reads`` (a row carries its lookup's place)."""
+    wanted = set(reads.policies)
+    policy_rows: dict[int, list[tuple[Any, ...]]] = {}
+    vin_rows: dict[int, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        if row[1] is not None:  # the policy, with one of its periods or none
+            policy_rows.setdefault(row[0], []).append((*row[1:4], *row[5:]))
+        elif row[4] is not None:  # no policy: a period of the VIN
+            vin_rows.setdefault(row[0], []).append(row[4:])
+    policies = {
+        key: _policy(group)
+        for i, group in policy_rows.items()
+        if (key := asked[i - 1][:2]) in wanted
+    }
+    periods = {
+        (asked[i - 1][0], asked[i - 1][2]): [_period(r) for r in group]
+        for i, group in vin_rows.items()
+    }
+    return BatchFound(policies, periods)
 
 
 def _aligned(reads: BatchReads) -> list[tuple[str, str, str]]:

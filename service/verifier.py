@@ -30,8 +30,16 @@ from olv.iicmva import V0510, V0809, Code
 from service import response
 from service.audit import AuditEntry, AuditWriter
 from service.auth import Requester
-from service.coalesce import Coalescer
-from service.coverage import Decision, StoreUnavailable, Window, decide, decide_each
+from service.coalesce import AwaitedReads, Coalescer
+from service.coverage import (
+    Decision,
+    Steps,
+    StoreUnavailable,
+    Window,
+    decide,
+    decide_each,
+    deciding,
+)
 from service.db_deadline import DeadlineGate
 from service.request import CoverageQuery, elements, read
 from service.store import SqlPolicyStore
@@ -65,8 +73,10 @@ class Verifier:
         self.replica = read_replica.from_settings(settings)  # None without OLV_DATABASE_READ_URL
         self.store = SqlPolicyStore(self.engine, replica=self.replica)
         self.gate = DeadlineGate(self.store)
-        # The requests of one turn of the event loop share their reads (service.coalesce).
-        self.batch = Coalescer(self.gate, self._decide_each, _failed)
+        # The requests of one turn of the event loop share their reads (service.coalesce),
+        # awaited on the loop where the store can.
+        awaited = AwaitedReads(self.store.awaits, self._steps, self.store.read_batch_awaited)
+        self.batch = Coalescer(self.gate, self._decide_each, _failed, awaited)
         self.audit = AuditWriter(
             self.engine, settings.audit_flush_seconds, settings.audit_batch_size
         )
@@ -164,6 +174,16 @@ class Verifier:
         if len(requests) == 1:  # the usual batch at light load: nothing to share
             return [self._decide(*requests[0])]
         return decide_each(
+            requests,
+            store=self.store,
+            window=self._window(),
+            maintenance=self.settings.maintenance,
+            naics=self.naics,
+        )
+
+    def _steps(self, requests: Sequence[tuple[CoverageQuery, bool]]) -> Steps:
+        """:meth:`_decide_each` in steps between its reads, for reads awaited on the loop."""
+        return deciding(
             requests,
             store=self.store,
             window=self._window(),

@@ -164,8 +164,10 @@ def test_proxy_that_stops_forwarding(pg_url: str, tmp_path: Path) -> None:
 
 
 def test_slow_database_is_waited_for_not_answered_sysu(pg_url: str, tmp_path: Path) -> None:
-    """Queries of 0.2 s: each is cut from the event loop (which must not wait that long) and
-    asked again on a database thread, whose answer arrives well within the deadline.
+    """Queries of 0.2 s: the event loop must not wait that long for one. A batch's read is
+    awaited without blocking it (service.coalesce); what still reads on the loop (the health
+    check) is cut and asked again on a database thread. Either answer arrives well within
+    the deadline, and none is SYSU.
 
     A deadline of its own: a pool thread that opens its connection through the slow link
     pays 0.2 s per round trip of the connect and the session's settings too, over a second
@@ -181,7 +183,8 @@ def test_slow_database_is_waited_for_not_answered_sysu(pg_url: str, tmp_path: Pa
                 codes, elapsed = _ask(server)
                 assert codes == CONFIRMED
                 assert elapsed <= deadline + MARGIN
-        assert "cut, asked on a thread" in server.log.read_text()
+        log_text = server.log.read_text()
+        assert "outlived its request" not in log_text
 
 
 def test_address_that_drops_connects(pg_url: str, tmp_path: Path) -> None:
