@@ -112,7 +112,7 @@ def test_the_loop_runs_on_while_a_read_is_awaited(pg_url: str) -> None:
         assert found == expected
         assert took >= 0.3
         # Blocked on the read, the loop would have ticked once at most.
-        assert ticks >= 10, f"the loop ticked {ticks} times in {took:.2f} s"
+        assert ticks >= 5, f"the loop ticked {ticks} times in {took:.2f} s"
     finally:
         proxy.close()
 
@@ -170,19 +170,27 @@ def test_an_awaited_read_prepares_again_on_a_session_that_lost_its_statements(
 
 
 def test_a_cancelled_awaited_read_drops_its_connection(pg_url: str) -> None:
-    with _store(pg_url) as store:
-        _opened(store)
-        tid = threading.get_ident()
+    proxy = HoldingProxy(("127.0.0.1", make_url(pg_url).port or 5432))
+    try:
+        with _store(_proxied(pg_url, proxy.port)) as store:
+            _opened(store)
+            tid = threading.get_ident()
+            proxy.hold()  # sent, never answered: the task is cancelled mid-read
 
-        async def scenario() -> None:
-            read = asyncio.ensure_future(store.read_batch_awaited(_reads(), time.monotonic() + 5))
-            await asyncio.sleep(0)  # sent, not yet answered
-            read.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await read
+            async def scenario() -> None:
+                read = asyncio.ensure_future(
+                    store.read_batch_awaited(_reads(), time.monotonic() + 5)
+                )
+                await asyncio.sleep(0.05)
+                assert not read.done()
+                read.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await read
 
-        asyncio.run(scenario())
-        assert store.connection_of(tid) is None
+            asyncio.run(scenario())
+            assert store.connection_of(tid) is None
+    finally:
+        proxy.close()
 
 
 # --- the coalescer's awaited way ---------------------------------------------------------------
@@ -304,7 +312,7 @@ def test_an_awaited_read_that_outlives_its_batch_opens_the_breaker(
                 # The breaker is open: the next request is answered at once, unasked.
                 asked = time.monotonic()
                 assert await coalescer(9, asked + 5) == -1
-                assert time.monotonic() - asked < 0.3
+                assert time.monotonic() - asked < MARGIN  # not its 5 s
                 assert not slow.pool_threads
             finally:
                 gate.close()
