@@ -262,6 +262,11 @@ def decide_each(
 ) -> list[Decision]:
     """:func:`decide` for each (query, authorized) pair, the reads of all shared."""
     steps = deciding(requests, store=store, window=window, maintenance=maintenance, naics=naics)
+    return read_through(steps, store)
+
+
+def read_through(steps: Steps, store: BatchStore) -> list[Decision]:
+    """The decisions of ``steps``, each read they ask for made on ``store``, blocking."""
     outcome = step(steps)
     while isinstance(outcome, BatchReads):
         try:

@@ -37,8 +37,8 @@ from service.coverage import (
     StoreUnavailable,
     Window,
     decide,
-    decide_each,
     deciding,
+    read_through,
 )
 from service.db_deadline import DeadlineGate
 from service.request import CoverageQuery, elements, read
@@ -173,16 +173,10 @@ class Verifier:
         """:meth:`_decide` for a batch of (query, authorized), its reads shared."""
         if len(requests) == 1:  # the usual batch at light load: nothing to share
             return [self._decide(*requests[0])]
-        return decide_each(
-            requests,
-            store=self.store,
-            window=self._window(),
-            maintenance=self.settings.maintenance,
-            naics=self.naics,
-        )
+        return read_through(self._steps(requests), self.store)
 
     def _steps(self, requests: Sequence[tuple[CoverageQuery, bool]]) -> Steps:
-        """:meth:`_decide_each` in steps between its reads, for reads awaited on the loop."""
+        """:meth:`_decide_each` in steps between its reads (awaited on the loop, or not)."""
         return deciding(
             requests,
             store=self.store,

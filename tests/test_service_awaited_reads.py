@@ -10,14 +10,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from olv import db, normalize
+from olv import normalize
 from service.coalesce import AwaitedReads, Coalescer
 from service.coverage import (
     BatchFound,
@@ -48,17 +47,6 @@ def pg_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-@contextmanager
-def _store(url: str) -> Iterator[SqlPolicyStore]:
-    engine = db.make_engine(url)
-    store = SqlPolicyStore(engine)
-    try:
-        yield store
-    finally:
-        store.close()
-        engine.dispose()
-
-
 def _reads() -> BatchReads:
     keys = [(data.NAIC, normalize.policy_key(key)) for key in [*ODD_KEYS, "P-OK", "NOPE"]]
     vins = [(data.NAIC, data.VIN_EXPIRED, "NOPE"), (data.NAIC, data.VIN_OK, "")]
@@ -80,7 +68,7 @@ def _proxied(url: str, port: int) -> str:
 
 
 def test_an_awaited_read_finds_what_the_blocking_read_finds(pg_url: str) -> None:
-    with _store(pg_url) as store:
+    with data.store_on(pg_url) as store:
         blocking = _opened(store)
         awaited = asyncio.run(store.read_batch_awaited(_reads(), time.monotonic() + 5))
         assert awaited == blocking
@@ -93,7 +81,7 @@ def test_an_awaited_read_finds_what_the_blocking_read_finds(pg_url: str) -> None
 def test_the_loop_runs_on_while_a_read_is_awaited(pg_url: str) -> None:
     proxy = HoldingProxy(("127.0.0.1", make_url(pg_url).port or 5432))
     try:
-        with _store(_proxied(pg_url, proxy.port)) as store:
+        with data.store_on(_proxied(pg_url, proxy.port)) as store:
             expected = _opened(store)
             proxy.delay = 0.15  # each way: a read takes at least 0.3 s
 
@@ -120,7 +108,7 @@ def test_the_loop_runs_on_while_a_read_is_awaited(pg_url: str) -> None:
 def test_an_awaited_read_past_its_deadline_gives_up_in_time(pg_url: str) -> None:
     proxy = HoldingProxy(("127.0.0.1", make_url(pg_url).port or 5432))
     try:
-        with _store(_proxied(pg_url, proxy.port)) as store:
+        with data.store_on(_proxied(pg_url, proxy.port)) as store:
             expected = _opened(store)
             tid = threading.get_ident()
             proxy.hold()
@@ -139,7 +127,7 @@ def test_an_awaited_read_past_its_deadline_gives_up_in_time(pg_url: str) -> None
 def test_an_awaited_read_whose_backend_ends_fails_and_drops_its_connection(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with _store(pg_url) as store:
+    with data.store_on(pg_url) as store:
         expected = _opened(store)
         tid = threading.get_ident()
         pid = store.connection_of(tid).driver_connection.info.backend_pid  # type: ignore[union-attr]
@@ -159,7 +147,7 @@ def test_an_awaited_read_whose_backend_ends_fails_and_drops_its_connection(
 def test_an_awaited_read_prepares_again_on_a_session_that_lost_its_statements(
     pg_url: str,
 ) -> None:
-    with _store(pg_url) as store:
+    with data.store_on(pg_url) as store:
         expected = _opened(store)
         driver = store.connection_of(threading.get_ident()).driver_connection  # type: ignore[union-attr]
         driver.execute("DEALLOCATE ALL")
@@ -172,7 +160,7 @@ def test_an_awaited_read_prepares_again_on_a_session_that_lost_its_statements(
 def test_a_cancelled_awaited_read_drops_its_connection(pg_url: str) -> None:
     proxy = HoldingProxy(("127.0.0.1", make_url(pg_url).port or 5432))
     try:
-        with _store(_proxied(pg_url, proxy.port)) as store:
+        with data.store_on(_proxied(pg_url, proxy.port)) as store:
             _opened(store)
             tid = threading.get_ident()
             proxy.hold()  # sent, never answered: the task is cancelled mid-read
@@ -199,7 +187,7 @@ def test_a_cancelled_awaited_read_drops_its_connection(pg_url: str) -> None:
 def test_requests_decided_with_awaited_reads_get_each_its_own_answer(pg_url: str) -> None:
     window_today = today().date()
     requests = _mixed_queries()
-    with _store(pg_url) as store:
+    with data.store_on(pg_url) as store:
         _opened(store)
         window = Window(window_today, 183, 0)
         alone = [decide(q, store=store, authorized=a, window=window) for q, a in requests]
@@ -255,7 +243,7 @@ class _SlowReads:
 
 
 def test_batches_behind_a_slow_awaited_read_go_to_the_pool(pg_url: str) -> None:
-    with _store(pg_url) as store:
+    with data.store_on(pg_url) as store:
         _opened(store)
 
         async def main() -> None:
@@ -290,7 +278,7 @@ def test_batches_behind_a_slow_awaited_read_go_to_the_pool(pg_url: str) -> None:
 def test_an_awaited_read_that_outlives_its_batch_opens_the_breaker(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with _store(pg_url) as store:
+    with data.store_on(pg_url) as store:
         _opened(store)
         failures: list[Exception] = []
 

@@ -67,6 +67,13 @@ def policy_store(database_url: str, folder: Path, csv_text: str) -> Iterator[Sql
     path = folder / "policies.csv"
     path.write_text(csv_text)
     load_policy_file(database_url, path)
+    with store_on(database_url) as store:
+        yield store
+
+
+@contextmanager
+def store_on(database_url: str) -> Iterator[SqlPolicyStore]:
+    """The service's store over the policies already in ``database_url``."""
     engine = db.make_engine(database_url)
     store = SqlPolicyStore(engine)
     try:
