@@ -83,7 +83,8 @@ async def result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult:
         await _ready(loop, fileno, writing=True)
     kept = None
     while True:
-        pgconn.consume_input()
+        # Nothing is read before the socket says so: just sent, the answer is not there yet,
+        # and a read would only come back empty (a system call for nothing).
         while pgconn.is_busy():
             await _ready(loop, fileno, writing=False)
             pgconn.consume_input()
