@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from olv import normalize
+from olv.iicmva import V0809
 from service.coalesce import AwaitedReads, Coalescer
 from service.coverage import (
     BatchFound,
@@ -30,10 +33,28 @@ from service.coverage import (
 from service.db_deadline import INLINE_LIMIT, DeadlineGate
 from service.store import SqlPolicyStore
 from tests.conftest import fresh_pg_database
-from tests.helpers import data
+from tests.helpers import data, loopback
 from tests.helpers.faulty_network import HoldingProxy
-from tests.helpers.soap import today
-from tests.test_service_shared_reads import ODD_KEYS, _mixed_queries, _policies_csv
+from tests.helpers.soap import (
+    Server,
+    codes_of,
+    envelope,
+    post,
+    request_xml,
+    response_element,
+    soap_server,
+    today,
+)
+from tests.test_service_shared_reads import (
+    CONCURRENT,
+    ODD_KEYS,
+    _answer_element,
+    _children,
+    _mixed_queries,
+    _policies_csv,
+    _post_bytes,
+    _read_answer,
+)
 
 MARGIN = 1.0  # seconds a busy 2-core machine may add to a bounded wait
 
@@ -309,3 +330,56 @@ def test_an_awaited_read_that_outlives_its_batch_opens_the_breaker(
             asyncio.run(main())
     assert "outlived its request" in caplog.text
     assert all(isinstance(f, StoreUnavailable) for f in failures)
+
+
+# --- through a server, the database a slow link away ------------------------------------------
+
+
+def test_bursts_through_a_slow_link_are_answered_each_as_alone(pg_url: str, tmp_path: Path) -> None:
+    """The database 0.1 s away (0.05 s each way). A first burst of requests is one batch,
+    its read awaited for longer than INLINE_LIMIT; a second burst arrives meanwhile and goes
+    to the database threads, whose connections open through the same link. Every request
+    still gets its own answer, none SYSU, and no read outlives its request."""
+    proxy = HoldingProxy(("127.0.0.1", make_url(pg_url).port or 5432))
+    try:
+        env = {"OLV_DATABASE_URL": _proxied(pg_url, proxy.port)}
+        with soap_server(env, tmp_path) as server:
+            for _ in range(3):  # the worker's own connection opened and its statement prepared
+                assert _ask_once(server) == []
+            proxy.delay = 0.05
+            cases = CONCURRENT * 4
+            first = [loopback.connect(server.url("")) for _ in cases]
+            second = [loopback.connect(server.url("")) for _ in cases]
+            try:
+                messages = [
+                    _post_bytes(f"/iicmva/{V0809}", request_xml(V0809, **o))  # type: ignore[arg-type]
+                    for o, _ in cases
+                ]
+                time.sleep(0.5)  # every connection accepted by the worker before it stops
+                (worker,) = _children(server.process.pid)
+                os.kill(worker, signal.SIGSTOP)
+                try:
+                    for sock, message in zip(first, messages, strict=True):
+                        sock.sendall(message)
+                finally:
+                    os.kill(worker, signal.SIGCONT)
+                time.sleep(0.02)  # the first burst's read is on its way
+                for sock, message in zip(second, messages, strict=True):
+                    sock.sendall(message)
+                answers = [_read_answer(sock) for sock in first + second]
+            finally:
+                for sock in first + second:
+                    sock.close()
+            log_text = server.log.read_text()
+        for (overrides, expected), (status, body) in zip(cases * 2, answers, strict=True):
+            assert status == 200, body
+            assert codes_of(_answer_element(body))[1] == expected, overrides
+        assert "outlived its request" not in log_text
+    finally:
+        proxy.close()
+
+
+def _ask_once(server: Server) -> list[str]:
+    resp = post(server.url(f"/iicmva/{V0809}"), envelope(request_xml(V0809)))
+    assert resp.status_code == 200, resp.text
+    return codes_of(response_element(resp))[1]
