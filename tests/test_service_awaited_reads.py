@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -49,11 +47,11 @@ from tests.test_service_shared_reads import (
     CONCURRENT,
     ODD_KEYS,
     _answer_element,
-    _children,
     _mixed_queries,
     _policies_csv,
     _post_bytes,
     _read_answer,
+    _written_while_stopped,
 )
 
 MARGIN = 1.0  # seconds a busy 2-core machine may add to a bounded wait
@@ -355,14 +353,7 @@ def test_bursts_through_a_slow_link_are_answered_each_as_alone(pg_url: str, tmp_
                     _post_bytes(f"/iicmva/{V0809}", request_xml(V0809, **o))  # type: ignore[arg-type]
                     for o, _ in cases
                 ]
-                time.sleep(0.5)  # every connection accepted by the worker before it stops
-                (worker,) = _children(server.process.pid)
-                os.kill(worker, signal.SIGSTOP)
-                try:
-                    for sock, message in zip(first, messages, strict=True):
-                        sock.sendall(message)
-                finally:
-                    os.kill(worker, signal.SIGCONT)
+                _written_while_stopped(server.process.pid, first, messages)
                 time.sleep(0.02)  # the first burst's read is on its way
                 for sock, message in zip(second, messages, strict=True):
                     sock.sendall(message)

@@ -328,14 +328,7 @@ def test_concurrent_requests_are_answered_each_as_alone(server) -> None:
     socks = [loopback.connect(server.url("")) for _ in cases]
     try:
         messages = [_post_bytes(f"/iicmva/{V0809}", request_xml(V0809, **o)) for o, _ in cases]  # type: ignore[arg-type]
-        time.sleep(0.5)  # every connection accepted by the worker before it stops
-        (worker,) = _children(server.process.pid)
-        os.kill(worker, signal.SIGSTOP)
-        try:
-            for sock, message in zip(socks, messages, strict=True):
-                sock.sendall(message)
-        finally:
-            os.kill(worker, signal.SIGCONT)
+        _written_while_stopped(server.process.pid, socks, messages)
         answers = [_read_answer(sock) for sock in socks]
     finally:
         for sock in socks:
@@ -347,6 +340,21 @@ def test_concurrent_requests_are_answered_each_as_alone(server) -> None:
     calls, requests = after[0] - before[0], after[1] - before[1]
     assert requests == len(cases)
     assert calls < requests, "no call decided more than one request"
+
+
+def _written_while_stopped(
+    server_pid: int, socks: Sequence[socket.socket], messages: Sequence[bytes]
+) -> None:
+    """Each message written on its connection while the server's one worker is stopped, so
+    that the worker finds them all ready when it goes on, however fast it or this machine is."""
+    time.sleep(0.5)  # every connection accepted by the worker before it stops
+    (worker,) = _children(server_pid)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        for sock, message in zip(socks, messages, strict=True):
+            sock.sendall(message)
+    finally:
+        os.kill(worker, signal.SIGCONT)
 
 
 def _children(pid: int) -> list[int]:
