@@ -27,11 +27,11 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT_SECONDS = 2
 
 # OLV's own URL parameter saying a transaction pooler is in between (olv.db); libpq refuses it.
+POOL_MODE = "pool_mode"
 
 # SQLSTATEs of a session's prepared statements, for the code that prepares its own.
 NOT_PREPARED = b"26000"  # invalid_sql_statement_name: the session lost it (a DISCARD ALL)
 PREPARED_ALREADY = b"42P05"  # duplicate_prepared_statement: an earlier call's, answer lost
-POOL_MODE = "pool_mode"
 
 
 def conninfo(url: str | URL) -> str:
@@ -70,6 +70,28 @@ def error(result: pq.abc.PGresult, pgconn: pq.abc.PGconn) -> psycopg.Error:
         except KeyError:
             pass
     return psycopg.OperationalError(message or "the database gave no answer")
+
+
+def done(result: pq.abc.PGresult, pgconn: pq.abc.PGconn) -> None:
+    """A setting or a statement's preparation: raised as psycopg's exception unless done, or
+    prepared already on this session (by an earlier call that lost its answer)."""
+    from psycopg.pq import ExecStatus
+
+    if result.status != ExecStatus.COMMAND_OK and not _failed_with(result, PREPARED_ALREADY):
+        raise error(result, pgconn)
+
+
+def lost_statements(result: pq.abc.PGresult) -> bool:
+    """Whether a statement failed because its session lost its prepared statements (and
+    settings): a pooler's ``DISCARD ALL``. They are to be prepared again."""
+    return _failed_with(result, NOT_PREPARED)
+
+
+def _failed_with(result: pq.abc.PGresult, sqlstate: bytes) -> bool:
+    from psycopg import pq
+
+    failed: bool = result.status == pq.ExecStatus.FATAL_ERROR
+    return failed and result.error_field(pq.DiagnosticField.SQLSTATE) == sqlstate
 
 
 async def result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult:

@@ -41,7 +41,6 @@ Rows = list[tuple[Any, ...]]
 TUPLES_OK = pq.ExecStatus.TUPLES_OK
 COMMAND_OK = pq.ExecStatus.COMMAND_OK
 ACTIVE = pq.TransactionStatus.ACTIVE
-_SQLSTATE = pq.DiagnosticField.SQLSTATE
 PARAMETER = re.compile(r"(?<!:):([a-z_]+)")  # ``:name``, not a ``::type`` cast
 CANCEL_SECONDS = 2.0  # how long a cut statement's cancel request may take
 
@@ -75,7 +74,7 @@ async def rows(conn: AsyncConnection[Any], sql: str, params: Mapping[str, Any]) 
                 held.add(name)
             pgconn.send_query_prepared(name, values, param_formats=tx.formats)
             result = await libpq.result(pgconn)
-            if not _failed_for(result, libpq.NOT_PREPARED):
+            if result.status == TUPLES_OK or not libpq.lost_statements(result):
                 break
             held.clear()
     except asyncio.CancelledError:
@@ -105,14 +104,7 @@ def _positional_of(sql: str) -> tuple[bytes, tuple[str, ...]]:
 
 async def _prepare(pgconn: Any, name: bytes, text: bytes, types: tuple[int, ...]) -> None:
     pgconn.send_prepare(name, text, param_types=types)
-    result = await libpq.result(pgconn)
-    if result.status != COMMAND_OK and not _failed_for(result, libpq.PREPARED_ALREADY):
-        raise libpq.error(result, pgconn)
-
-
-def _failed_for(result: Any, sqlstate: bytes) -> bool:
-    failed: bool = result.status == pq.ExecStatus.FATAL_ERROR
-    return failed and result.error_field(_SQLSTATE) == sqlstate
+    libpq.done(await libpq.result(pgconn), pgconn)
 
 
 async def _abandon(conn: AsyncConnection[Any]) -> None:

@@ -76,8 +76,8 @@ def run(
     for _ in range(2):  # a second time only if the session lost its prepared statements
         if read.name not in prepared:
             if not prepared:
-                _done(pgconn.exec_(_PLAN_ONCE), pgconn)
-            _done(pgconn.prepare(read.name, read.text), pgconn)
+                libpq.done(pgconn.exec_(_PLAN_ONCE), pgconn)
+            libpq.done(pgconn.prepare(read.name, read.text), pgconn)
             prepared.add(read.name)
         result = pgconn.exec_prepared(read.name, values)
         if not _lost(result, prepared):
@@ -99,9 +99,9 @@ async def run_awaited(
         if read.name not in prepared:
             if not prepared:
                 pgconn.send_query(_PLAN_ONCE)
-                _done(await libpq.result(pgconn), pgconn)
+                libpq.done(await libpq.result(pgconn), pgconn)
             pgconn.send_prepare(read.name, read.text)
-            _done(await libpq.result(pgconn), pgconn)
+            libpq.done(await libpq.result(pgconn), pgconn)
             prepared.add(read.name)
         pgconn.send_query_prepared(read.name, values)
         result = await libpq.result(pgconn)
@@ -117,7 +117,7 @@ def _values(params: Sequence[str | Sequence[str]]) -> list[bytes]:
 def _lost(result: pq.abc.PGresult, prepared: set[bytes]) -> bool:
     """Whether the session lost its prepared statements and settings (a DISCARD ALL by a
     pooler): then ``prepared`` is emptied, so that they are set and prepared again."""
-    if result.error_field(pq.DiagnosticField.SQLSTATE) != libpq.NOT_PREPARED:
+    if result.status == pq.ExecStatus.TUPLES_OK or not libpq.lost_statements(result):
         return False
     prepared.clear()
     return True
@@ -133,16 +133,6 @@ def text_array(values: Sequence[str]) -> bytes:
 # PostgreSQL plans a prepared statement afresh for its values while that looks cheaper: see
 # the module's docstring.
 _PLAN_ONCE = b"SET plan_cache_mode = force_generic_plan"
-
-
-def _done(result: pq.abc.PGresult, pgconn: pq.abc.PGconn) -> None:
-    """A setting or a statement's preparation: raised unless done (or prepared already on
-    this session, by an earlier call that lost its answer)."""
-    if result.status == pq.ExecStatus.COMMAND_OK:
-        return
-    if result.error_field(pq.DiagnosticField.SQLSTATE) == libpq.PREPARED_ALREADY:
-        return
-    raise libpq.error(result, pgconn)
 
 
 def _rows(

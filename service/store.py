@@ -199,9 +199,7 @@ class SqlPolicyStore:
         driver = self._direct.get(tid)
         if driver is None:
             raise StoreUnavailable("no connection to await a read on")
-        prepared = self._prepared.get(tid)
-        if prepared is None:
-            prepared = self._prepared[tid] = set()
+        prepared = self._prepared_of(tid)
         asked, params = _batch_params(reads)
         try:
             async with asyncio.timeout(due - time.monotonic()):
@@ -306,11 +304,7 @@ class SqlPolicyStore:
             rows: list[tuple[Any, ...]]
             if driver is not None:
                 if self._postgres:
-                    # Made with the connection (_keep); a set built here only if another
-                    # thread dropped it meanwhile, not a new empty set per read.
-                    prepared = self._prepared.get(tid)
-                    if prepared is None:
-                        prepared = self._prepared[tid] = set()
+                    prepared = self._prepared_of(tid)
                     rows = pg_prepared.run(driver, prepared, _PREPARED[sql], params)
                 else:
                     # Straight on the driver's connection (its execute opens a cursor that
@@ -323,6 +317,14 @@ class SqlPolicyStore:
             return rows
         except (SQLAlchemyError, *self._driver_errors()) as exc:
             self._failed(tid, exc)
+
+    def _prepared_of(self, tid: int) -> set[bytes]:
+        """The statements ``tid``'s connection holds. Made with the connection (_keep); a set
+        built here only if another thread dropped it meanwhile, not a new empty set per read."""
+        prepared = self._prepared.get(tid)
+        if prepared is None:
+            prepared = self._prepared[tid] = set()
+        return prepared
 
     def _answered(self) -> None:
         self.answered_at = time.monotonic()
