@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Any, NoReturn
+from functools import partial
+from typing import Any, NoReturn, TypeVar
 
 from psycopg import ClientCursor
 from sqlalchemy import Engine
@@ -30,6 +31,8 @@ from olv.logging import describe_exception
 from olv.read_replica import ReadReplica
 from service import pg_prepared
 from service.coverage import BatchFound, BatchReads, Period, PolicyView, StoreUnavailable
+
+T = TypeVar("T")
 
 _POLICY_SQL = (
     "SELECT p.id, p.policy_type, p.pending_review, c.vin, c.effective_date,"
@@ -179,9 +182,16 @@ class SqlPolicyStore:
 
     # --- BatchStore: a batch's reads, one round trip -------------------------------------------
 
+    @property
+    def shares_reads(self) -> bool:
+        """Whether a batch's reads cost less together (:meth:`read_batch`) than one by one:
+        on PostgreSQL, one statement and round trip for them all; on SQLite, where a read is
+        a call within the process, nothing is saved (:meth:`in_one_snapshot` instead)."""
+        return self._postgres
+
     def read_batch(self, reads: BatchReads) -> BatchFound:
         if not self._postgres:
-            return self._in_one_snapshot(reads)
+            return self.in_one_snapshot(partial(reads.one_by_one, self))
         asked, params = _batch_params(reads)
         return _batch_found(reads, asked, self._query(_BATCH_SQL, params))
 
@@ -214,23 +224,23 @@ class SqlPolicyStore:
         self._answered()
         return _batch_found(reads, asked, rows)
 
-    def _in_one_snapshot(self, reads: BatchReads) -> BatchFound:
-        """SQLite: the batch's reads inside one read transaction. Each read on its own took
-        and released the file's shared lock (two ``fcntl`` calls) and looked the WAL over
-        again: about 3 µs a read that the batch now pays once. Every read of the batch also
-        sees the same moment of the store."""
+    def in_one_snapshot(self, reads: Callable[[], T]) -> T:
+        """SQLite: ``reads`` (this store's reads, made on this thread) inside one read
+        transaction. Each read on its own took and released the file's shared lock (two
+        ``fcntl`` calls) and looked the WAL over again: about 3 µs a read that a batch now
+        pays once. Every read of the batch also sees the same moment of the store."""
         tid = threading.get_ident()
         driver = self._direct.get(tid)
-        if driver is None or driver.in_transaction:
-            return reads.one_by_one(self)
+        if self._postgres or driver is None or driver.in_transaction:
+            return reads()
         try:
             driver.execute("BEGIN")
         except self._driver_errors() as exc:
             self._drop(tid)
             self._raise_if_cut(tid, exc)  # as a read would: no reads now
-            return reads.one_by_one(self)  # on another connection, or reporting the outage
+            return reads()  # on another connection, or reporting the outage
         try:
-            return reads.one_by_one(self)
+            return reads()
         finally:
             # A read that failed dropped the connection, and its transaction with it.
             if self._direct.get(tid) is driver:

@@ -32,6 +32,7 @@ from service.audit import AuditEntry, AuditWriter
 from service.auth import Requester
 from service.coalesce import AwaitedReads, Coalescer
 from service.coverage import (
+    CONFIRMED,
     Decision,
     Steps,
     StoreUnavailable,
@@ -158,13 +159,15 @@ class Verifier:
             return query, _SYSU
         return query, None
 
-    def _decide(self, query: CoverageQuery, authorized: bool) -> Decision:
+    def _decide(
+        self, query: CoverageQuery, authorized: bool, window: Window | None = None
+    ) -> Decision:
         """Runs where the gate puts it: inline on the event loop, or on a database thread."""
         return decide(
             query,
             store=self.store,
             authorized=authorized,
-            window=self._window(),
+            window=window or self._window(),
             maintenance=self.settings.maintenance,
             naics=self.naics,
         )
@@ -173,7 +176,23 @@ class Verifier:
         """:meth:`_decide` for a batch of (query, authorized), its reads shared."""
         if len(requests) == 1:  # the usual batch at light load: nothing to share
             return [self._decide(*requests[0])]
+        if not self.store.shares_reads:
+            # Each decided in turn, in one snapshot: the batch's steps decide each request
+            # twice (once to learn its reads), and cost 17.5 µs a request against 10.9.
+            return self.store.in_one_snapshot(partial(self._decide_in_turn, requests))
         return read_through(self._steps(requests), self.store)
+
+    def _decide_in_turn(self, requests: Sequence[tuple[CoverageQuery, bool]]) -> list[Decision]:
+        window = self._window()
+        decisions: list[Decision] = []
+        for query, authorized in requests:
+            decision = self._decide(query, authorized, window)
+            decisions.append(decision)
+            if decision is not CONFIRMED and Code.SYSU in decision.codes:
+                # The database failed, or the call was cut: the rest go unread, as a batch's
+                # shared read that failed leaves them.
+                return decisions + [decision] * (len(requests) - len(decisions))
+        return decisions
 
     def _steps(self, requests: Sequence[tuple[CoverageQuery, bool]]) -> Steps:
         """:meth:`_decide_each` in steps between its reads (awaited on the loop, or not)."""

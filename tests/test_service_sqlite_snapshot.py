@@ -13,9 +13,14 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from olv import db
-from service.coverage import BatchReads, StoreUnavailable
+from olv.config import Settings
+from olv.iicmva import V0809, Code
+from service.coverage import BatchReads, Decision, StoreUnavailable
+from service.request import CoverageQuery
 from service.store import SqlPolicyStore
+from service.verifier import Verifier
 from tests.helpers import data
+from tests.helpers.soap import today
 
 NEW_KEY = "LATE-1"
 NEW_VIN = "1G1ZT53826F109149"
@@ -122,3 +127,68 @@ def test_a_batch_cut_as_its_transaction_begins_reads_nothing(store: SqlPolicySto
         store.read_batch(_reads())
     assert threading.get_ident() not in store._cut
     assert store._direct.get(threading.get_ident()) is None, "no connection opened after a cut"
+
+
+# --- the verifier's batches on SQLite: each request decided in turn, in one snapshot --------
+
+
+@pytest.fixture
+def verifier(store: SqlPolicyStore, db_url: str) -> Iterator[Verifier]:
+    checker = Verifier(Settings(database_url=db_url))
+    try:
+        yield checker
+    finally:
+        checker.close()
+
+
+def _batch() -> list[tuple[CoverageQuery, bool]]:
+    day = today().date().isoformat()
+
+    def query(key: str, vin: str) -> CoverageQuery:
+        return CoverageQuery(V0809, naic=data.NAIC, policy_key=key, vin=vin, verification_date=day)
+
+    return [
+        (query("P-OK", data.VIN_OK), True),
+        (query("P-OK", data.VIN_CANCELLED), True),  # the VIN is not on the policy
+        (query("NOPE-1", data.VIN_EXPIRED), True),  # no such key: the VIN is read next
+        (query("UNKNOWN", data.VIN_NOWHERE), True),
+        (query("FLEET-1", data.VIN_NOWHERE), True),
+        (query("P-OK", data.VIN_OK), False),
+    ]
+
+
+def test_a_batch_is_decided_request_by_request_in_one_transaction(verifier: Verifier) -> None:
+    """Nothing to share on SQLite: each request decided once, as alone, and all of them
+    inside one read transaction (one shared lock, one moment of the store)."""
+    batch = _batch()
+    alone = [verifier._decide(q, a) for q, a in batch]
+    assert not verifier.store.shares_reads
+    driver = _driver(verifier.store)
+    statements: list[str] = []
+    driver.set_trace_callback(statements.append)
+    together = verifier._decide_each(batch)
+    driver.set_trace_callback(None)
+    assert together == alone
+    assert alone[0] == Decision(()) and alone[1] == Decision((Code.PKEY4,))
+    assert alone[-1] == Decision((Code.UREQ,))
+    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT", statements
+    reads = [s for s in statements if s.startswith("SELECT")]
+    # One read for each request's key and one for each VIN the table goes on to from there
+    # (the batch's steps made 5: they decide each request twice, reading each key once).
+    assert len(reads) == 6, reads
+    assert not driver.in_transaction
+
+
+def test_a_read_that_fails_in_a_batch_answers_the_rest_sysu_unread(verifier: Verifier) -> None:
+    driver = _driver(verifier.store)
+    statements: list[str] = []
+    driver.set_trace_callback(statements.append)
+
+    def no_policy_reads(action: int, table: str | None, *_: object) -> int:
+        return sqlite3.SQLITE_DENY if table == "policy" else sqlite3.SQLITE_OK
+
+    driver.set_authorizer(no_policy_reads)
+    decisions = verifier._decide_each(_batch())
+    assert decisions == [Decision((Code.SYSU,))] * len(_batch())
+    assert sum(s.startswith("SELECT") for s in statements) <= 1, statements
+    assert verifier.store._direct.get(threading.get_ident()) is not driver
