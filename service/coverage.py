@@ -136,35 +136,51 @@ def decide(
 ) -> Decision:
     """Walk the table in order; the first step that yields codes ends the evaluation."""
     try:
-        if maintenance or not store.healthy():
-            return _answer(Code.SYSU)
-        if not authorized:
-            return _answer(Code.UREQ)
-        if query.format_errors:
-            return _answer(Code.IDF)
-        missing = [
-            code
-            for value, code in (
-                (query.naic, Code.NAIC1),
-                (query.policy_key, Code.PKEY1),
-                (query.vin, Code.VIN4),
-                (query.verification_date, Code.VDT2),
-            )
-            if normalize.is_blank(value)
-        ]
-        if missing:
-            return _answer(*missing)
-        naic = (query.naic or "").strip()
-        if not (naic in naics if naics else store.serves(naic)):
-            return _answer(Code.NAIC2)
-        day = query.day
-        if day is None:  # the schema check already guarantees a date; keep the table total
-            return _answer(Code.IDF)
-        if not window.contains(day):
-            return _answer(Code.VDT1)
-        return _lookup(query, naic, day, store)
+        checked = _check(query, store, authorized, window, maintenance, naics)
+        if isinstance(checked, Decision):
+            return checked
+        return _lookup(query, *checked, store)
     except StoreUnavailable:
         return _answer(Code.SYSU)
+
+
+def _check(
+    query: CoverageQuery,
+    store: PolicyStore,
+    authorized: bool,
+    window: Window,
+    maintenance: bool,
+    naics: frozenset[str] | None,
+) -> Decision | tuple[str, date]:
+    """The table's steps before the policy lookup: their answer, or the NAIC and day the
+    lookup (:func:`_lookup`) goes on with."""
+    if maintenance or not store.healthy():
+        return _answer(Code.SYSU)
+    if not authorized:
+        return _answer(Code.UREQ)
+    if query.format_errors:
+        return _answer(Code.IDF)
+    missing = [
+        code
+        for value, code in (
+            (query.naic, Code.NAIC1),
+            (query.policy_key, Code.PKEY1),
+            (query.vin, Code.VIN4),
+            (query.verification_date, Code.VDT2),
+        )
+        if normalize.is_blank(value)
+    ]
+    if missing:
+        return _answer(*missing)
+    naic = (query.naic or "").strip()
+    if not (naic in naics if naics else store.serves(naic)):
+        return _answer(Code.NAIC2)
+    day = query.day
+    if day is None:  # the schema check already guarantees a date; keep the table total
+        return _answer(Code.IDF)
+    if not window.contains(day):
+        return _answer(Code.VDT1)
+    return naic, day
 
 
 def _lookup(query: CoverageQuery, naic: str, day: date, store: PolicyStore) -> Decision:
@@ -316,23 +332,28 @@ def deciding(
     """
     known = _Known(store)
     decisions: list[Decision | None] = [None] * len(requests)
-    pending = range(len(requests))
+    # The steps before the lookup, once each: a request that waits for a read goes on from
+    # its lookup (with the NAIC and day its checks gave).
+    lookups: dict[int, tuple[str, date]] = {}
+    for i, (query, authorized) in enumerate(requests):
+        try:
+            checked = _check(query, known, authorized, window, maintenance, naics)
+        except StoreUnavailable:
+            checked = _answer(Code.SYSU)
+        if isinstance(checked, Decision):
+            decisions[i] = checked
+        else:
+            lookups[i] = checked
+    pending = list(lookups)
     while pending:
         policies: set[tuple[str, str]] = set()
         vins: set[tuple[str, str]] = set()
         fallbacks: set[tuple[str, str, str]] = set()
         waiting = []
         for i in pending:
-            query, authorized = requests[i]
+            query = requests[i][0]
             try:
-                decisions[i] = decide(
-                    query,
-                    store=known,
-                    authorized=authorized,
-                    window=window,
-                    maintenance=maintenance,
-                    naics=naics,
-                )
+                decisions[i] = _lookup(query, *lookups[i], known)
             except _Unread as unread:
                 if unread.kind == "policy":
                     policies.add(unread.key)
