@@ -83,7 +83,7 @@ def _serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from olv import metrics
-    from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor, http_protocol
+    from olv.serving import COMMON_OPTIONS, QuietServer, Supervisor, end_process, http_protocol
     from portal.settings import KEEP_ALIVE_SECONDS, LISTEN_BACKLOG, PortalSettings
 
     limits = PortalSettings()
@@ -110,8 +110,7 @@ def _serve(host: str, port: int, workers: int) -> None:
         else:
             QuietServer(config()).run()
             code = 0
-    if code:
-        raise typer.Exit(code)
+    end_process(code)
 
 
 @portal_app.command("purge")

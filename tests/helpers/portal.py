@@ -288,14 +288,14 @@ class Portal:
 
 
 @contextmanager
-def portal_server(env: dict[str, str], log_dir: Path) -> Iterator[Portal]:
+def portal_server(env: dict[str, str], log_dir: Path, prewarm: bool = True) -> Iterator[Portal]:
     """``olv portal serve`` in a subprocess, ready when /healthz answers."""
     port = free_port()
     log = log_dir / f"portal-{port}.log"
     command = [sys.executable, "-m", "olv", "portal", "serve", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
     process = start_until_healthy(
-        command, with_secret_key({**os.environ, **env}), log, base, "portal"
+        command, with_secret_key({**os.environ, **env}), log, base, "portal", prewarm
     )
     portal = Portal(base, process, log)
     try:

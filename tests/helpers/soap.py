@@ -67,13 +67,19 @@ START_SECONDS = 120.0
 
 
 def start_until_healthy(
-    command: list[str], env: dict[str, str], log: Path, base: str, name: str
+    command: list[str],
+    env: dict[str, str],
+    log: Path,
+    base: str,
+    name: str,
+    prewarm: bool = True,
 ) -> ServerProcess:
     """``command`` in a subprocess writing to ``log``, returned once ``base``/healthz answers
     200; stopped and RuntimeError (``name`` and the log) when it exits or is not up within
-    ``START_SECONDS``."""
+    ``START_SECONDS``. ``prewarm=False``: a process of its own from the start, interpreter
+    and all, where the test is about the process itself (how it ends, say)."""
     process: ServerProcess
-    if command[:3] == [sys.executable, "-m", "olv"] and prewarmed.enabled():
+    if prewarm and command[:3] == [sys.executable, "-m", "olv"] and prewarmed.enabled():
         process = prewarmed.launch(command[3:], env, log)
     else:
         with log.open("wb") as sink:
