@@ -3,7 +3,8 @@
 psycopg's cursor (its Python-level execute, adaptation and row making) took about three times
 the client CPU of the read itself: 30 µs against 9 µs for ``PGconn.exec_prepared`` on the same
 query, and a verification makes one or two. The store's few statements are fixed, so each is
-prepared once per connection and its text-format values are turned into Python values here.
+prepared once per connection, and its rows are loaded by psycopg's own loaders (a
+``Transformer`` for the connection, in C: the values the cursor gives).
 libpq releases the GIL while it waits, and a socket shut down by
 :func:`olv.db.interrupt` ends the call with an error, so the deadline gate works as before.
 :func:`run_awaited` sends the same messages and awaits each answer on the event loop (a
@@ -22,46 +23,30 @@ so that their one plan is an index walk whatever the values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.adapt import Transformer
 
 from olv import libpq
-
-Value = Callable[[bytes], Any]
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode()
-
-
-def _boolean(raw: bytes) -> bool:
-    return raw == b"t"
-
-
-INTEGER: Value = int
-TEXT: Value = _text
-BOOLEAN: Value = _boolean
-DATE: Value = _text  # ISO text, as SQLite keeps dates: the store reads both the same way
 
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One read: its name on the connection, its text with ``$n`` markers, a reader per column."""
+    """One read: its name on the connection and its text with ``$n`` markers."""
 
     name: bytes
     text: bytes
-    columns: tuple[Value, ...]
 
 
-def statement(name: str, sql: str, columns: Sequence[Value]) -> Statement:
+def statement(name: str, sql: str) -> Statement:
     """``sql`` written with ``?`` markers (the store's SQLite form)."""
     parts = sql.split("?")
     text = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], start=1))
-    return Statement(f"olv_{name}".encode(), text.encode(), tuple(columns))
+    return Statement(f"olv_{name}".encode(), text.encode())
 
 
 def run(
@@ -82,7 +67,7 @@ def run(
         result = pgconn.exec_prepared(read.name, values)
         if not _lost(result, prepared):
             break
-    return _rows(result, read.columns, pgconn)
+    return _rows(result, driver)
 
 
 async def run_awaited(
@@ -107,7 +92,7 @@ async def run_awaited(
         result = await libpq.result(pgconn)
         if not _lost(result, prepared):
             break
-    return _rows(result, read.columns, pgconn)
+    return _rows(result, driver)
 
 
 def _values(params: Sequence[str | Sequence[str]]) -> list[bytes]:
@@ -135,16 +120,12 @@ def text_array(values: Sequence[str]) -> bytes:
 _PLAN_ONCE = b"SET plan_cache_mode = force_generic_plan"
 
 
-def _rows(
-    result: pq.abc.PGresult, columns: tuple[Value, ...], pgconn: pq.abc.PGconn
-) -> list[tuple[Any, ...]]:
+def _rows(result: pq.abc.PGresult, driver: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """The result's rows, each value made by psycopg's own loader for its column's type on
+    ``driver`` (in C: the values its cursor gives, a date as a date), in a fifth of the time
+    the same loop in Python took."""
     if result.status != pq.ExecStatus.TUPLES_OK:
-        raise libpq.error(result, pgconn)
-    get = result.get_value
-    return [
-        tuple(
-            None if (raw := get(row, col)) is None else read(raw)
-            for col, read in enumerate(columns)
-        )
-        for row in range(result.ntuples)
-    ]
+        raise libpq.error(result, driver.pgconn)
+    loader = Transformer(driver)
+    loader.set_pgresult(result)
+    return loader.load_rows(0, result.ntuples, tuple)

@@ -69,21 +69,15 @@ _BATCH_SQL = (
 # match, all of it for a NAIC that is not there (which any requester can send).
 _SERVES_SQL = "SELECT 1 FROM policy WHERE naic = ? ORDER BY naic, policy_key LIMIT 1"
 _PING_SQL = "SELECT 1"
-_INT, _TEXT, _BOOL, _DATE = (
-    pg_prepared.INTEGER,
-    pg_prepared.TEXT,
-    pg_prepared.BOOLEAN,
-    pg_prepared.DATE,
-)
-# The same reads as PostgreSQL prepared statements, with a reader per column.
+# The same reads as PostgreSQL prepared statements.
 _PREPARED = {
-    sql: pg_prepared.statement(name, sql, columns)
-    for name, sql, columns in (
-        ("policy", _POLICY_SQL, (_INT, _TEXT, _BOOL, _TEXT, _DATE, _DATE, _DATE)),
-        ("vin", _VIN_SQL, (_INT, _TEXT, _DATE, _DATE, _DATE)),
-        ("batch", _BATCH_SQL, (_INT, _INT, _TEXT, _BOOL, _INT, _TEXT, _DATE, _DATE, _DATE)),
-        ("serves", _SERVES_SQL, (_INT,)),
-        ("ping", _PING_SQL, (_INT,)),
+    sql: pg_prepared.statement(name, sql)
+    for name, sql in (
+        ("policy", _POLICY_SQL),
+        ("vin", _VIN_SQL),
+        ("batch", _BATCH_SQL),
+        ("serves", _SERVES_SQL),
+        ("ping", _PING_SQL),
     )
 }
 # A database that answers but refuses our statements (a damaged schema, a corrupt row) needs
@@ -108,7 +102,9 @@ class _ReplicaFailed(Exception):
 def _as_date(value: Any) -> date | None:
     if value is None or isinstance(value, date):
         return value
-    return date.fromisoformat(str(value)[:10])  # SQLite keeps dates as ISO text
+    return date.fromisoformat(
+        str(value)[:10]
+    )  # SQLite keeps dates as ISO text; PostgreSQL's are dates
 
 
 class SqlPolicyStore:
