@@ -28,8 +28,18 @@ MARKERS = {
     "respond": "SoapApplication.respond (service/soap_app.py",
     "spyne": "WsgiApplication.__call__ (spyne/server/wsgi.py",
     "read": "read (service/request.py",
-    "decide": "decide (service/coverage.py",
-    "db": "SqlPolicyStore._query (service/store.py",
+    # The batch's decision runs at the end of the loop's turn (service.coalesce), outside the
+    # request's own frames: its reads too, awaited or not.
+    "decide": (
+        "Coalescer._flush (service/coalesce.py",
+        "Coalescer._reads_awaited (service/coalesce.py",
+        "Coalescer._on_pool (service/coalesce.py",
+        "decide (service/coverage.py",
+    ),
+    "db": (
+        "SqlPolicyStore._query (service/store.py",
+        "SqlPolicyStore.read_batch_awaited (service/store.py",
+    ),
     "build": "Verifier._build (service/verifier.py",
     "envelope": "Response.enveloped (service/response.py",
     "audit_record": "Verifier._audit (service/verifier.py",
@@ -39,6 +49,14 @@ MARKERS = {
 }
 # Only asked for by messages other than a CoverageRequest (the bench sends none).
 OPTIONAL = {"spyne"}
+
+
+def _found(marker: str | tuple[str, ...], stack: str) -> bool:
+    if isinstance(marker, str):
+        return marker in stack
+    return any(each in stack for each in marker)
+
+
 RATE = 200  # samples per second per process
 
 
@@ -63,25 +81,29 @@ def summarise(raw: Path, rate: int, requests: int) -> Profile:
     inclusive = dict.fromkeys(MARKERS, 0)
     frames: dict[str, int] = {}
     total = 0
+    decide_outside = 0  # the batch's decision run from the loop, not from a request's frames
     for line in raw.read_text().splitlines():
         stack, _, number = line.rpartition(" ")
         if not stack or not number.isdigit():
             continue
         samples = int(number)
         total += samples
-        for name, marker in MARKERS.items():
-            if marker in stack:
-                inclusive[name] += samples
+        found = {name for name, marker in MARKERS.items() if _found(marker, stack)}
+        for name in found:
+            inclusive[name] += samples
+        if "decide" in found and "asgi" not in found:
+            decide_outside += samples
         innermost = stack.rsplit(";", 1)[-1]
         frames[innermost] = frames.get(innermost, 0) + samples
     m = inclusive
     http_io = m["http_send"] + m["http_receive"]
     app = m["admit"] + m["settle"] + m["respond"]
-    known = m["read"] + m["decide"] + m["build"] + m["envelope"] + m["audit_record"] + m["spyne"]
+    decide_inside = m["decide"] - decide_outside
+    known = m["read"] + decide_inside + m["build"] + m["envelope"] + m["audit_record"] + m["spyne"]
     layers = [
         (
             "uvicorn (httptools, uvloop): HTTP parsing, socket I/O, event loop",
-            total - m["asgi"] - m["audit_writer"] + http_io,
+            total - m["asgi"] - m["audit_writer"] - decide_outside + http_io,
         ),
         ("  of which sending and receiving (RequestResponseCycle)", http_io),
         ("ASGI adapter (service/asgi.py): environ, body, reply", m["asgi"] - app - http_io),
@@ -89,8 +111,8 @@ def summarise(raw: Path, rate: int, requests: int) -> Profile:
         ("  of which xmlsafe.parse (the envelope's only parse)", m["xmlsafe"]),
         ("  of which the requester check (auth.Identities)", m["auth"]),
         ("request reading + XSD validation (request.read)", m["read"]),
-        ("decision table incl. DB (coverage.decide)", m["decide"]),
-        ("  of which DB queries (SqlPolicyStore._query)", m["db"]),
+        ("the batch's decision incl. DB (service.coalesce, coverage)", m["decide"]),
+        ("  of which DB reads (SqlPolicyStore)", m["db"]),
         ("response building (Verifier._build)", m["build"]),
         ("the answer written in its envelope (Response.enveloped)", m["envelope"]),
         ("audit: queueing the entry (Verifier._audit)", m["audit_record"]),
@@ -103,7 +125,9 @@ def summarise(raw: Path, rate: int, requests: int) -> Profile:
     ]
     top = sorted(frames.items(), key=lambda item: -item[1])[:15]
     unmatched = [
-        MARKERS[name] for name, samples in inclusive.items() if not samples and name not in OPTIONAL
+        str(MARKERS[name])
+        for name, samples in inclusive.items()
+        if not samples and name not in OPTIONAL
     ]
     return Profile(total, rate, requests, layers, top, unmatched)
 

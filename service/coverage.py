@@ -183,15 +183,24 @@ def _check(
     return naic, day
 
 
+def _key_read(query: CoverageQuery) -> str | None:
+    """The policy key the lookup reads first (normalized), or None where the key is
+    ``UNKNOWN``: the lookup reads the VIN's periods then."""
+    if normalize.is_unknown_key(query.policy_key):
+        return None
+    return normalize.policy_key(query.policy_key)
+
+
 def _lookup(query: CoverageQuery, naic: str, day: date, store: PolicyStore) -> Decision:
     vin = normalize.vin(query.vin)
-    if normalize.is_unknown_key(query.policy_key):
+    key = _key_read(query)
+    if key is None:
         periods = store.vin_periods(naic, vin)
         if any(p.covers(day) for p in periods):
             return CONFIRMED
         return _answer(Code.VIN2) if periods else _answer(Code.VIN1)
 
-    policy = store.find_policy(naic, normalize.policy_key(query.policy_key))
+    policy = store.find_policy(naic, key)
     if policy is not None:
         if policy.pending_review:
             return _answer(Code.POL1)
@@ -345,6 +354,7 @@ def deciding(
         else:
             lookups[i] = checked
     pending = list(lookups)
+    first = True
     while pending:
         policies: set[tuple[str, str]] = set()
         vins: set[tuple[str, str]] = set()
@@ -352,16 +362,24 @@ def deciding(
         waiting = []
         for i in pending:
             query = requests[i][0]
-            try:
-                decisions[i] = _lookup(query, *lookups[i], known)
-            except _Unread as unread:
-                if unread.kind == "policy":
-                    policies.add(unread.key)
-                    naic, key = unread.key
-                    fallbacks.add((naic, normalize.vin(query.vin), key))
-                else:
-                    vins.add(unread.key)
-                waiting.append(i)
+            naic = lookups[i][0]
+            if first:
+                # Every lookup starts with a read (_key_read says which): asked for without
+                # running the lookup, which runs once what it reads is known.
+                key = _key_read(query)
+                kind, read = ("vin", normalize.vin(query.vin)) if key is None else ("policy", key)
+            else:
+                try:
+                    decisions[i] = _lookup(query, *lookups[i], known)
+                    continue
+                except _Unread as unread:
+                    kind, (naic, read) = unread.kind, unread.key
+            if kind == "policy":
+                policies.add((naic, read))
+                fallbacks.add((naic, normalize.vin(query.vin), read))
+            else:
+                vins.add((naic, read))
+            waiting.append(i)
         if waiting:
             reads = known.wants(policies, vins, fallbacks)
             try:
@@ -370,5 +388,5 @@ def deciding(
                 for i in waiting:
                     decisions[i] = _answer(Code.SYSU)
                 break
-        pending = waiting
+        pending, first = waiting, False
     return decisions  # type: ignore[return-value]
