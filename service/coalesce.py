@@ -5,7 +5,8 @@ used to make its own round trip to the database, blocking the loop for it: on Po
 worker slept and woke per request, and the backend parsed, planned and ran one statement per
 request. Here the first request of a turn schedules one flush behind all the others of that
 turn, and the flush decides them all with one call (``run_many``), which shares its reads:
-one statement, one round trip, for the whole turn (:func:`service.coverage.decide_each`).
+on PostgreSQL one statement, one round trip, for the whole turn
+(:func:`service.coverage.decide_each`); on SQLite one read transaction.
 
 The call goes through the deadline gate like a single one (:mod:`service.db_deadline`): inline
 on the loop while the database is healthy, else on a pool thread until the earliest deadline

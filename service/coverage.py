@@ -221,7 +221,7 @@ def _lookup(query: CoverageQuery, naic: str, day: date, store: PolicyStore) -> D
 
 
 class _Unread(Exception):
-    """A read the batch has not made yet (raised by :class:`_Known` to :func:`decide_each`)."""
+    """A read the batch has not made yet (raised by :class:`_Known` to :func:`deciding`)."""
 
     def __init__(self, kind: str, key: tuple[str, str]) -> None:
         self.kind, self.key = kind, key
@@ -334,10 +334,12 @@ def deciding(
     each read it needs is yielded, and what it found sent back (or its failure thrown in), so
     that the caller makes it as it can (blocking, or awaited on an event loop).
 
-    Each pass decides every request whose reads are known and collects the reads the others
-    wait for, then asks for them in one read for the whole batch. The table reads a policy
-    first and the VIN's periods when the key finds none: that VIN is read in the same call,
-    so one read decides the batch (a second would follow only a read ahead that missed).
+    The steps before the lookup run once per request. The first pass asks, in one read for
+    the whole batch, for the read each lookup starts with (:func:`_key_read`); each later
+    pass runs the lookups whose reads are known and collects the reads the others wait for.
+    The table reads a policy first and the VIN's periods when the key finds none: that VIN
+    is read in the same call, so one read decides the batch (a second would follow only a
+    read ahead that missed).
     """
     known = _Known(store)
     decisions: list[Decision | None] = [None] * len(requests)
